@@ -1,0 +1,277 @@
+"""Doorstep HTTP API: thin routes that parse, call a service, and shape the answer.
+
+Storage (pynamodb) and the services are imported on first use, so a cold
+start pays only for what the first request needs.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
+
+from chalice import Chalice, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib import errors
+from chalicelib.domain.geo import MAX_NEARBY_RADIUS_M
+from chalicelib.domain.lifecycle import ShipmentStatus
+from chalicelib.http import Api, Auth, Call, normalize_chalice_error
+from chalicelib.models import (
+    DriverCreate,
+    DriverOut,
+    DriverPage,
+    DriverToken,
+    DriverWithToken,
+    NearbyDrivers,
+    PingBatch,
+    PingBatchResult,
+    Position,
+    RouteCreate,
+    RouteOut,
+    ShipmentCreate,
+    ShipmentOut,
+    ShipmentPage,
+    Timeline,
+    TrackingView,
+)
+from chalicelib.observability import MetricUnit, flush_metrics, logger, metrics
+
+if TYPE_CHECKING:
+    from chalicelib.config import Settings
+    from chalicelib.storage.repository import Repository
+
+app = Chalice(app_name="doorstep")
+app.log.setLevel("WARNING")  # powertools Logger does the structured logging
+
+
+@cache
+def services() -> ModuleType:
+    from chalicelib import services as module
+
+    return module
+
+
+@cache
+def repo() -> Repository:
+    from chalicelib.storage.repository import Repository
+
+    return Repository()
+
+
+def settings() -> Settings:
+    from chalicelib.config import get_settings
+
+    return get_settings()
+
+
+def authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
+    if kind == "driver":
+        return services().authenticate_driver(repo(), authorization)  # type: ignore[no-any-return]
+    return services().authenticate_merchant(repo(), authorization), ""
+
+
+api = Api(app, authenticate)
+
+
+@app.middleware("http")
+def request_context(event: Any, get_response: Any) -> Response:
+    started = time.perf_counter()
+    logger.set_correlation_id((event.context or {}).get("requestId"))
+    try:
+        response = normalize_chalice_error(get_response(event))
+    finally:
+        flush_metrics()
+    logger.info("request", extra={"method": event.method, "route": (event.context or {}).get("resourcePath"),
+                                  "status": response.status_code,
+                                  "latency_ms": round((time.perf_counter() - started) * 1000, 1)})
+    return response
+
+
+# --- query models --------------------------------------------------------------
+
+
+class Paging(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ShipmentQuery(Paging):
+    status: ShipmentStatus | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+class NearbyQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+    lng: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+    radius_m: Annotated[float, Field(gt=0, le=MAX_NEARBY_RADIUS_M, allow_inf_nan=False)] = 1000
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+# --- documentation -----------------------------------------------------------------
+
+
+@app.route("/openapi.json", methods=["GET"])
+def openapi_document() -> Response:
+    from chalicelib.openapi import build_openapi
+
+    return Response(body=build_openapi(api.specs), headers={"Content-Type": "application/json",
+                                                            "Cache-Control": "public, max-age=300"})
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+# --- drivers -------------------------------------------------------------------------
+
+
+@api.route("/v1/drivers", "POST", summary="Create a driver (returns its token once)", tag="drivers",
+           body=DriverCreate, response=DriverWithToken, status=201, errors_=(400, 401, 413, 415, 422))
+def create_driver(call: Call) -> DriverWithToken:
+    return services().create_driver(repo(), call.merchant_id, call.body)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/drivers", "GET", summary="List drivers", tag="drivers", query=Paging, response=DriverPage,
+           errors_=(400, 401, 422))
+def list_drivers(call: Call) -> DriverPage:
+    return services().list_drivers(repo(), settings(), call.merchant_id,  # type: ignore[no-any-return]
+                                   call.query.limit, call.query.cursor)
+
+
+@api.route("/v1/drivers/nearby", "GET", summary="Drivers within radius_m of a point, nearest first",
+           tag="drivers", query=NearbyQuery, response=NearbyDrivers, errors_=(401, 422))
+def nearby_drivers(call: Call) -> NearbyDrivers:
+    q = call.query
+    return services().nearby_drivers(repo(), call.merchant_id, q.lat, q.lng,  # type: ignore[no-any-return]
+                                     q.radius_m, q.limit)
+
+
+@api.route("/v1/drivers/{driver_id}", "GET", summary="Get a driver", tag="drivers", response=DriverOut,
+           errors_=(401, 404))
+def get_driver(call: Call, driver_id: str) -> DriverOut:
+    return services().get_driver(repo(), call.merchant_id, driver_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/drivers/{driver_id}/token", "POST", summary="Rotate a driver's token", tag="drivers",
+           response=DriverToken, errors_=(401, 404))
+def rotate_driver_token(call: Call, driver_id: str) -> DriverToken:
+    return services().rotate_driver_token(repo(), call.merchant_id, driver_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/drivers/{driver_id}/position", "GET", summary="A driver's latest position", tag="drivers",
+           response=Position, errors_=(401, 404))
+def driver_position(call: Call, driver_id: str) -> Position:
+    return services().driver_position(repo(), call.merchant_id, driver_id)  # type: ignore[no-any-return]
+
+
+# --- shipments -----------------------------------------------------------------------
+
+
+@api.route("/v1/shipments", "POST", summary="Create a shipment (idempotent with Idempotency-Key)",
+           tag="shipments", body=ShipmentCreate, response=ShipmentOut, status=201,
+           errors_=(400, 401, 413, 415, 422), extra_headers=("Idempotency-Key",))
+def create_shipment(call: Call) -> Response:
+    key = call.headers.get("idempotency-key")
+    if key is not None and not (1 <= len(key) <= 255):
+        raise errors.bad_request("Idempotency-Key must be 1 to 255 characters.", "Idempotency-Key",
+                                 "1 to 255 characters")
+    shipment, created = services().create_shipment(repo(), settings(), call.merchant_id, call.body, key,
+                                                   call.raw_body)
+    headers = {"Content-Type": "application/json", "Location": f"/v1/shipments/{shipment.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body=shipment.model_dump_json(), status_code=201 if created else 200, headers=headers)
+
+
+@api.route("/v1/shipments", "GET", summary="List shipments by status and date", tag="shipments",
+           query=ShipmentQuery, response=ShipmentPage, errors_=(400, 401, 422))
+def list_shipments(call: Call) -> ShipmentPage:
+    q = call.query
+    return services().list_shipments(repo(), settings(), call.merchant_id,  # type: ignore[no-any-return]
+                                     status=q.status, date_from=q.date_from, date_to=q.date_to, limit=q.limit,
+                                     cursor=q.cursor)
+
+
+@api.route("/v1/shipments/{shipment_id}", "GET", summary="Get a shipment", tag="shipments",
+           response=ShipmentOut, errors_=(401, 404))
+def get_shipment(call: Call, shipment_id: str) -> ShipmentOut:
+    return services().get_shipment(repo(), settings(), call.merchant_id, shipment_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/shipments/{shipment_id}/cancel", "POST", summary="Cancel a shipment", tag="shipments",
+           response=ShipmentOut, errors_=(401, 404, 409))
+def cancel_shipment(call: Call, shipment_id: str) -> ShipmentOut:
+    return services().cancel_shipment(repo(), settings(), call.merchant_id,  # type: ignore[no-any-return]
+                                      shipment_id)
+
+
+@api.route("/v1/shipments/{shipment_id}/timeline", "GET", summary="A shipment's event timeline",
+           tag="shipments", response=Timeline, errors_=(401, 404))
+def shipment_timeline(call: Call, shipment_id: str) -> Timeline:
+    return services().timeline(repo(), call.merchant_id, shipment_id)  # type: ignore[no-any-return]
+
+
+# --- routes --------------------------------------------------------------------------
+
+
+@api.route("/v1/routes", "POST", summary="Create a route: a driver's ordered stops for a day", tag="routes",
+           body=RouteCreate, response=RouteOut, status=201, errors_=(400, 401, 404, 409, 413, 415, 422))
+def create_route(call: Call) -> RouteOut:
+    return services().create_route(repo(), call.merchant_id, call.body)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/routes/{route_id}", "GET", summary="Get a route", tag="routes", response=RouteOut,
+           errors_=(401, 404))
+def get_route(call: Call, route_id: str) -> RouteOut:
+    return services().get_route(repo(), call.merchant_id, route_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/routes/{route_id}/start", "POST", summary="Start a route: its shipments go out for delivery",
+           tag="routes", response=RouteOut, errors_=(401, 404, 409))
+def start_route(call: Call, route_id: str) -> RouteOut:
+    return services().start_route(repo(), call.merchant_id, route_id)  # type: ignore[no-any-return]
+
+
+# --- driver pings --------------------------------------------------------------------
+
+
+@api.route("/v1/driver/pings", "POST", summary="Post 1 to 500 location fixes (idempotent per fix time)",
+           tag="driver", auth="driver", response=PingBatchResult, body_doc=PingBatch, raw_body=True,
+           errors_=(400, 401, 413, 415, 422, 503))
+def post_pings(call: Call) -> PingBatchResult:
+    data = call.body
+    items = data.get("pings") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise errors.validation_failed([errors.FieldProblem("pings", "a list of 1 to 500 pings is required")])
+    if not 1 <= len(items) <= 500:
+        raise errors.validation_failed([errors.FieldProblem("pings", f"must hold 1 to 500 items, got {len(items)}")])
+    from chalicelib.storage.repository import StorageUnavailable
+
+    try:
+        result: PingBatchResult = services().ingest_pings(repo(), settings(), call.merchant_id, call.driver_id,
+                                                          items, int(time.time() * 1000))
+    except StorageUnavailable:
+        raise errors.service_unavailable("Storage is busy; retry the same batch, it is idempotent.") from None
+    metrics.add_metric(name="PingsAccepted", unit=MetricUnit.Count, value=result.accepted)
+    metrics.add_metric(name="PingsRejected", unit=MetricUnit.Count, value=result.rejected)
+    metrics.add_metric(name="PingsDuplicate", unit=MetricUnit.Count, value=result.duplicates)
+    return result
+
+
+# --- recipient tracking --------------------------------------------------------------
+
+
+@api.route("/track/{token}", "GET", summary="Recipient tracking view (JSON)", tag="tracking", auth="none",
+           response=TrackingView, errors_=(404,))
+def track(call: Call, token: str) -> Response:
+    view = services().tracking_view(repo(), token)
+    return Response(body=view.model_dump_json(), status_code=200,
+                    headers={"Content-Type": "application/json", "Cache-Control": "no-store",
+                             "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"})

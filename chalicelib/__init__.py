@@ -1,0 +1,1 @@
+"""Doorstep application code: domain (pure), models (pydantic), storage (adapters)."""

@@ -1,0 +1,73 @@
+"""Settings read from environment variables, validated once per cold start."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class Settings(BaseModel):
+    """Everything the app reads from its environment.
+
+    Stage values live in `.chalice/config.json`; this model is the single place
+    that turns them into typed, checked values.
+    """
+
+    stage: Literal["local", "dev", "prod", "test"]
+    table_name: str = Field(min_length=3)
+    bucket_name: str = Field(min_length=3)
+    public_base_url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    # Signs tracking tokens and pagination cursors; 32+ characters of entropy.
+    token_secret: str = Field(min_length=32)
+    ping_retention_days: int = Field(default=30, ge=1, le=3650)
+    max_ping_accuracy_m: float = Field(default=500.0, gt=0)
+    max_speed_mps: float = Field(default=70.0, gt=0)
+    # Explicit timeouts well under API Gateway's 29 s integration limit.
+    ddb_connect_timeout_s: float = Field(default=2.0, gt=0, le=10)
+    ddb_read_timeout_s: float = Field(default=5.0, gt=0, le=20)
+    # Only set on the local stack / tests (moto server); None on AWS.
+    aws_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+
+
+_ENV_NAMES = {
+    "stage": "DOORSTEP_STAGE",
+    "table_name": "DOORSTEP_TABLE_NAME",
+    "bucket_name": "DOORSTEP_BUCKET_NAME",
+    "public_base_url": "DOORSTEP_PUBLIC_BASE_URL",
+    "token_secret": "DOORSTEP_TOKEN_SECRET",
+    "ping_retention_days": "DOORSTEP_PING_RETENTION_DAYS",
+    "max_ping_accuracy_m": "DOORSTEP_MAX_PING_ACCURACY_M",
+    "max_speed_mps": "DOORSTEP_MAX_SPEED_MPS",
+    "ddb_connect_timeout_s": "DOORSTEP_DDB_CONNECT_TIMEOUT_S",
+    "ddb_read_timeout_s": "DOORSTEP_DDB_READ_TIMEOUT_S",
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+}
+
+
+class SettingsError(RuntimeError):
+    """Raised at cold start when the environment is incomplete or invalid."""
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = {field: env[name] for field, name in _ENV_NAMES.items() if env.get(name)}
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        raw["aws_region"] = region
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_ENV_NAMES.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid environment: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated on first use (cold start)."""
+    return load_settings()

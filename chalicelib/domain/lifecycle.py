@@ -1,0 +1,50 @@
+"""Shipment statuses and the transitions between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ShipmentStatus(StrEnum):
+    CREATED = "created"
+    ASSIGNED = "assigned"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    APPROACHING = "approaching"
+    ARRIVED = "arrived"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    RESCHEDULED = "rescheduled"
+    RETURNED = "returned"
+    CANCELLED = "cancelled"
+
+
+S = ShipmentStatus
+
+ALLOWED: dict[ShipmentStatus, frozenset[ShipmentStatus]] = {
+    S.CREATED: frozenset({S.ASSIGNED, S.CANCELLED, S.RESCHEDULED}),
+    S.ASSIGNED: frozenset({S.OUT_FOR_DELIVERY, S.CREATED, S.CANCELLED, S.RESCHEDULED}),
+    S.OUT_FOR_DELIVERY: frozenset({S.APPROACHING, S.ARRIVED, S.DELIVERED, S.FAILED, S.CANCELLED}),
+    S.APPROACHING: frozenset({S.ARRIVED, S.DELIVERED, S.FAILED, S.OUT_FOR_DELIVERY, S.CANCELLED}),
+    S.ARRIVED: frozenset({S.DELIVERED, S.FAILED, S.OUT_FOR_DELIVERY}),
+    S.FAILED: frozenset({S.RESCHEDULED, S.RETURNED}),
+    S.RESCHEDULED: frozenset({S.ASSIGNED, S.CANCELLED}),
+    S.DELIVERED: frozenset(),
+    S.RETURNED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+FINAL = frozenset(status for status, nexts in ALLOWED.items() if not nexts)
+# Statuses during which the recipient may see where the driver is.
+DRIVER_VISIBLE = frozenset({S.OUT_FOR_DELIVERY, S.APPROACHING, S.ARRIVED})
+
+
+class TransitionError(ValueError):
+    def __init__(self, current: ShipmentStatus, wanted: ShipmentStatus) -> None:
+        super().__init__(f"cannot go from {current} to {wanted}")
+        self.current = current
+        self.wanted = wanted
+
+
+def check_transition(current: ShipmentStatus, wanted: ShipmentStatus) -> None:
+    if wanted not in ALLOWED[current]:
+        raise TransitionError(current, wanted)

@@ -1,0 +1,154 @@
+"""HTTP plumbing shared by every route: auth, body and query parsing, the one error shape.
+
+`Api.route` registers a view with Chalice and records its models, so the
+OpenAPI document (chalicelib/openapi.py) is generated from the same source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from chalice import Chalice, Response
+from pydantic import BaseModel, ValidationError
+
+from chalicelib import errors
+from chalicelib.observability import logger
+
+MAX_BODY_BYTES = 1024 * 1024
+Auth = Literal["merchant", "driver", "none"]
+
+
+@dataclass
+class RouteSpec:
+    path: str
+    method: str
+    summary: str
+    tag: str
+    auth: Auth
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    error_statuses: tuple[int, ...]
+    body_doc: type[BaseModel] | None = None
+    extra_headers: tuple[str, ...] = ()
+
+
+@dataclass
+class Call:
+    """What a view receives: the authenticated principal and parsed input."""
+
+    merchant_id: str = ""
+    driver_id: str = ""
+    body: Any = None
+    query: Any = None
+    raw_body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def problems_from(exc: ValidationError, prefix: str = "") -> list[errors.FieldProblem]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        name = f"{prefix}.{loc}" if prefix and loc else (loc or prefix or "body")
+        out.append(errors.FieldProblem(name, err["msg"]))
+    return out
+
+
+def error_response(exc: errors.ApiError) -> Response:
+    return Response(body=exc.body(), status_code=exc.status,
+                    headers={"Content-Type": "application/json", **exc.headers})
+
+
+def parse_json_body(raw: bytes | None) -> Any:
+    if raw is None or raw == b"":
+        raise errors.bad_request("The request body is empty; a JSON object is required.", "body", "required")
+    if len(raw) > MAX_BODY_BYTES:
+        raise errors.payload_too_large(MAX_BODY_BYTES)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.bad_request("The request body is not valid JSON.", "body", str(exc)[:200]) from None
+
+
+class Api:
+    def __init__(self, app: Chalice, authenticate: Callable[[Auth, str | None], tuple[str, str]]) -> None:
+        self.app = app
+        self.specs: list[RouteSpec] = []
+        self._authenticate = authenticate
+
+    def route(self, path: str, method: str, *, summary: str, tag: str, auth: Auth = "merchant",
+              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+              response: type[BaseModel] | None = None, status: int = 200, errors_: tuple[int, ...] = (),
+              body_doc: type[BaseModel] | None = None, extra_headers: tuple[str, ...] = (),
+              raw_body: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        spec = RouteSpec(path, method, summary, tag, auth, body, query, response, status, errors_,
+                         body_doc, extra_headers)
+        self.specs.append(spec)
+
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+            def handler(**path_params: str) -> Response:
+                return self._handle(spec, view, raw_body, path_params)
+
+            handler.__name__ = view.__name__
+            self.app.route(path, methods=[method], content_types=["*/*"])(handler)
+            return view
+
+        return decorator
+
+    def _handle(self, spec: RouteSpec, view: Callable[..., Any], wants_raw: bool,
+                path_params: dict[str, str]) -> Response:
+        request = self.app.current_request
+        assert request is not None
+        try:
+            call = Call(headers={k.lower(): v for k, v in request.headers.items()})
+            if spec.auth != "none":
+                call.merchant_id, call.driver_id = self._authenticate(spec.auth, call.headers.get("authorization"))
+            if spec.body is not None or wants_raw:
+                raw = request.raw_body or b""
+                if len(raw) > MAX_BODY_BYTES:
+                    raise errors.payload_too_large(MAX_BODY_BYTES)
+                content_type = call.headers.get("content-type", "application/json")
+                if not re.match(r"^\s*application/([\w.+-]+\+)?json\s*(;|$)", content_type, re.I):
+                    raise errors.ApiError(415, "unsupported_media_type", "Send the body as application/json.",
+                                          [errors.FieldProblem("Content-Type", "must be application/json")])
+                call.raw_body = raw
+                data = parse_json_body(raw)
+                if spec.body is not None:
+                    try:
+                        call.body = spec.body.model_validate(data)
+                    except ValidationError as exc:
+                        raise errors.validation_failed(problems_from(exc)) from None
+                else:
+                    call.body = data
+            if spec.query is not None:
+                try:
+                    call.query = spec.query.model_validate(dict(request.query_params or {}))
+                except ValidationError as exc:
+                    raise errors.validation_failed(problems_from(exc)) from None
+            result = view(call, **path_params)
+        except errors.ApiError as exc:
+            return error_response(exc)
+        except Exception:
+            logger.exception("unhandled error", extra={"route": spec.path, "method": spec.method})
+            return error_response(errors.ApiError(500, "internal_error", "An internal error occurred."))
+        if isinstance(result, Response):
+            return result
+        status, headers = spec.status, {"Content-Type": "application/json"}
+        if isinstance(result, tuple):
+            result, status = result
+        return Response(body=result.model_dump_json(), status_code=status, headers=headers)
+
+
+def normalize_chalice_error(response: Response) -> Response:
+    """Chalice answers 405/415 and a few others itself; give them our error shape."""
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and "Code" in body and "error" not in body:
+        code = re.sub(r"(?<!^)(?=[A-Z])", "_", str(body["Code"])).lower().removesuffix("_error")
+        response.body = errors.error_body(code, str(body.get("Message", "")))
+        response.headers["Content-Type"] = "application/json"
+    return response

@@ -1,0 +1,291 @@
+"""Pydantic models at the HTTP edge; the OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, model_validator
+
+from chalicelib.domain.lifecycle import ShipmentStatus
+
+Latitude = Annotated[float, Strict(), Field(ge=-90, le=90, allow_inf_nan=False, description="WGS84 degrees")]
+Longitude = Annotated[float, Strict(), Field(ge=-180, le=180, allow_inf_nan=False, description="WGS84 degrees")]
+E164Phone = Annotated[str, Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164, e.g. +14155550100")]
+Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict_(BaseModel):
+    """Merchant requests refuse unknown fields, so a typo is an error, not silence."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Location(Strict_):
+    lat: Latitude
+    lng: Longitude
+
+
+# --- drivers -----------------------------------------------------------------
+
+
+class DriverCreate(Strict_):
+    name: ShortText
+    phone: E164Phone | None = None
+    external_ref: Annotated[str, Field(max_length=100)] | None = None
+
+
+class DriverOut(BaseModel):
+    id: str
+    name: str
+    phone: str | None = None
+    external_ref: str | None = None
+    created_at: datetime
+
+
+class DriverWithToken(DriverOut):
+    token: str = Field(description="The driver's bearer token. Shown once; only its hash is stored.")
+
+
+class DriverToken(BaseModel):
+    driver_id: str
+    token: str = Field(description="The new bearer token; the previous one stops working at once.")
+
+
+class DriverPage(BaseModel):
+    items: list[DriverOut]
+    next_cursor: str | None = None
+
+
+# --- shipments ---------------------------------------------------------------
+
+
+class Recipient(Strict_):
+    name: ShortText
+    phone: E164Phone | None = None
+    email: Email | None = None
+    locale: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+
+
+class Address(Strict_):
+    line1: ShortText
+    line2: Annotated[str, Field(max_length=200)] | None = None
+    city: ShortText
+    postal_code: Annotated[str, Field(max_length=20)] | None = None
+    region: Annotated[str, Field(max_length=100)] | None = None
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+
+
+class TimeWindow(Strict_):
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class ShipmentCreate(Strict_):
+    recipient: Recipient
+    address: Address
+    location: Location
+    time_window: TimeWindow | None = None
+    delivery_date: date | None = Field(
+        default=None, description="Defaults to the date of time_window.start (UTC), else today (UTC)."
+    )
+    instructions: Annotated[str, Field(max_length=1000)] | None = None
+    external_ref: Annotated[str, Field(max_length=100)] | None = None
+
+
+class ShipmentOut(BaseModel):
+    id: str
+    status: ShipmentStatus
+    recipient: Recipient
+    address: Address
+    location: Location
+    time_window: TimeWindow | None = None
+    delivery_date: date
+    instructions: str | None = None
+    external_ref: str | None = None
+    route_id: str | None = None
+    stop_index: int | None = None
+    driver_id: str | None = None
+    tracking_url: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ShipmentPage(BaseModel):
+    items: list[ShipmentOut]
+    next_cursor: str | None = None
+
+
+class TimelineEvent(BaseModel):
+    id: str
+    type: str
+    from_status: ShipmentStatus | None = None
+    to_status: ShipmentStatus | None = None
+    occurred_at: datetime
+    recorded_at: datetime
+    source: Literal["merchant", "driver", "system", "recipient"]
+
+
+class Timeline(BaseModel):
+    shipment_id: str
+    items: list[TimelineEvent]
+
+
+# --- routes ------------------------------------------------------------------
+
+
+class RouteCreate(Strict_):
+    driver_id: str
+    day: date
+    planned_start: AwareDatetime
+    shipment_ids: Annotated[list[str], Field(min_length=1, max_length=300)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> RouteCreate:
+        if len(set(self.shipment_ids)) != len(self.shipment_ids):
+            raise ValueError("shipment_ids must not repeat")
+        return self
+
+
+class RouteStop(BaseModel):
+    sequence: int
+    shipment_id: str
+
+
+class RouteOut(BaseModel):
+    id: str
+    driver_id: str
+    day: date
+    planned_start: datetime
+    status: Literal["planned", "active", "completed"]
+    stops: list[RouteStop]
+    started_at: datetime | None = None
+    created_at: datetime
+
+
+# --- positions ---------------------------------------------------------------
+
+
+class Position(BaseModel):
+    driver_id: str
+    lat: float
+    lng: float
+    fix_time: datetime
+    accuracy: float | None = None
+    speed: float | None = None
+    heading: float | None = None
+    altitude: float | None = None
+    battery: float | None = None
+    cell: str = Field(description="H3 cell (resolution 10) of the fix")
+    received_at: datetime
+
+
+class NearbyDriver(BaseModel):
+    driver_id: str
+    distance_m: float
+    position: Position
+
+
+class NearbyDrivers(BaseModel):
+    items: list[NearbyDriver]
+
+
+# --- pings -------------------------------------------------------------------
+
+
+class PingIn(BaseModel):
+    """One fix from a driver's phone. Unknown fields are ignored for forward compatibility."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lat: Latitude
+    lng: Longitude
+    fix_time: AwareDatetime = Field(description="When the fix was taken: RFC 3339 with offset, or epoch s/ms")
+    accuracy: Annotated[float, Strict(), Field(ge=0, le=100_000, allow_inf_nan=False)] | None = Field(
+        default=None, description="Horizontal accuracy radius, metres"
+    )
+    speed: Annotated[float, Strict(), Field(ge=0, le=150, allow_inf_nan=False)] | None = Field(
+        default=None, description="m/s"
+    )
+    heading: Annotated[float, Strict(), Field(ge=0, le=360, allow_inf_nan=False)] | None = Field(
+        default=None, description="degrees clockwise from north"
+    )
+    altitude: Annotated[float, Strict(), Field(ge=-1000, le=20_000, allow_inf_nan=False)] | None = Field(
+        default=None, description="metres above WGS84 ellipsoid"
+    )
+    battery: Annotated[float, Strict(), Field(ge=0, le=100, allow_inf_nan=False)] | None = Field(
+        default=None, description="percent"
+    )
+
+
+class PingBatch(BaseModel):
+    pings: Annotated[list[PingIn], Field(min_length=1, max_length=500)]
+
+
+class PingItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    field: str | None = None
+    reason: str | None = None
+
+
+class PingBatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    items: list[PingItemResult]
+
+
+# --- tracking ----------------------------------------------------------------
+
+
+class TrackingShipment(BaseModel):
+    """What a recipient may see: no phone, email, street address or surname."""
+
+    recipient_first_name: str
+    city: str
+    delivery_date: date
+    time_window: TimeWindow | None = None
+    location: Location
+
+
+class DriverMarker(BaseModel):
+    lat: float
+    lng: float
+    fix_time: datetime
+    accuracy: float | None = None
+
+
+class TrackingEvent(BaseModel):
+    type: str
+    status: ShipmentStatus | None = None
+    occurred_at: datetime
+
+
+class TrackingView(BaseModel):
+    status: ShipmentStatus
+    shipment: TrackingShipment
+    driver: DriverMarker | None = Field(description="Present only while the shipment is out for delivery")
+    timeline: list[TrackingEvent]
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo

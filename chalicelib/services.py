@@ -1,0 +1,497 @@
+"""Application services: each use case reads the repository, applies domain rules, returns edge models.
+
+Routes call these; these call the domain (pure) and the repository (adapter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from chalicelib import errors
+from chalicelib.config import Settings
+from chalicelib.domain import geo
+from chalicelib.domain.lifecycle import DRIVER_VISIBLE, ShipmentStatus, TransitionError, check_transition
+from chalicelib.domain.pings import Fix, ItemResult, ScreenLimits, screen_batch
+from chalicelib.domain.security import (
+    CursorError,
+    decode_cursor,
+    encode_cursor,
+    hash_secret,
+    looks_like_tracking_token,
+    new_id,
+    new_secret,
+    tracking_token,
+)
+from chalicelib.models import (
+    Address,
+    DriverCreate,
+    DriverMarker,
+    DriverOut,
+    DriverPage,
+    DriverToken,
+    DriverWithToken,
+    Location,
+    NearbyDriver,
+    NearbyDrivers,
+    PingBatchResult,
+    PingIn,
+    PingItemResult,
+    Position,
+    Recipient,
+    RouteCreate,
+    RouteOut,
+    RouteStop,
+    ShipmentCreate,
+    ShipmentOut,
+    ShipmentPage,
+    TimeWindow,
+    Timeline,
+    TimelineEvent,
+    TrackingEvent,
+    TrackingShipment,
+    TrackingView,
+)
+from chalicelib.storage.repository import ConditionFailed, Repository, idempotency_expiry, now_utc
+from chalicelib.storage.tables import (
+    DriverItem,
+    EventItem,
+    IdempotencyItem,
+    PositionItem,
+    RouteItem,
+    ShipmentItem,
+    date_gsi_pk,
+    driver_routes_pk,
+    merchant_pk,
+    shipment_pk,
+    status_gsi_pk,
+)
+
+S = ShipmentStatus
+
+
+# --- authentication ------------------------------------------------------------
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise errors.unauthorized("The Authorization header is missing.")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.unauthorized("The Authorization header must be 'Bearer <token>'.")
+    return token.strip()
+
+
+def authenticate_merchant(repo: Repository, authorization: str | None) -> str:
+    token = bearer_token(authorization)
+    merchant_id = repo.merchant_for_key(hash_secret(token)) if len(token) <= 200 else None
+    if merchant_id is None:
+        raise errors.unauthorized("The API key is not valid.")
+    return merchant_id
+
+
+def authenticate_driver(repo: Repository, authorization: str | None) -> tuple[str, str]:
+    token = bearer_token(authorization)
+    found = repo.driver_for_token(hash_secret(token)) if len(token) <= 200 else None
+    if found is None:
+        raise errors.unauthorized("The driver token is not valid.")
+    return found
+
+
+def create_merchant(repo: Repository, name: str) -> tuple[str, str]:
+    """Create a merchant; returns (merchant id, API key). The key is never stored."""
+    merchant_id = new_id("mer")
+    api_key = new_secret("dsk")
+    repo.create_merchant(merchant_id, name, hash_secret(api_key), api_key[:8])
+    return merchant_id, api_key
+
+
+# --- cursors -----------------------------------------------------------------------
+
+
+def _cursor_out(settings: Settings, scope: str, last_key: dict[str, Any] | None) -> str | None:
+    return encode_cursor(settings.token_secret, scope, last_key) if last_key else None
+
+
+def _cursor_in(settings: Settings, scope: str, cursor: str | None) -> dict[str, Any] | None:
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(settings.token_secret, scope, cursor)
+    except CursorError as exc:
+        raise errors.bad_request("The cursor is not valid for this listing.", "cursor", str(exc)) from None
+
+
+# --- drivers -----------------------------------------------------------------------
+
+
+def _driver_out(item: DriverItem) -> DriverOut:
+    return DriverOut(id=item.driver_id, name=item.name, phone=item.phone, external_ref=item.external_ref,
+                     created_at=item.created_at)
+
+
+def create_driver(repo: Repository, merchant_id: str, body: DriverCreate) -> DriverWithToken:
+    token = new_secret("dtk")
+    driver_id = new_id("drv")
+    item = DriverItem(merchant_pk(merchant_id), f"DRIVER#{driver_id}", merchant_id=merchant_id, driver_id=driver_id,
+                      name=body.name, phone=body.phone, external_ref=body.external_ref,
+                      token_hash=hash_secret(token), created_at=now_utc())
+    repo.create_driver(item)
+    return DriverWithToken(**_driver_out(item).model_dump(), token=token)
+
+
+def _require_driver(repo: Repository, merchant_id: str, driver_id: str) -> DriverItem:
+    item = repo.get_driver(merchant_id, driver_id)
+    if item is None:
+        raise errors.not_found("Driver")
+    return item
+
+
+def get_driver(repo: Repository, merchant_id: str, driver_id: str) -> DriverOut:
+    return _driver_out(_require_driver(repo, merchant_id, driver_id))
+
+
+def list_drivers(repo: Repository, settings: Settings, merchant_id: str, limit: int, cursor: str | None
+                 ) -> DriverPage:
+    scope = f"drivers:{merchant_id}"
+    items, last = repo.list_drivers(merchant_id, limit, _cursor_in(settings, scope, cursor))
+    return DriverPage(items=[_driver_out(i) for i in items], next_cursor=_cursor_out(settings, scope, last))
+
+
+def rotate_driver_token(repo: Repository, merchant_id: str, driver_id: str) -> DriverToken:
+    driver = _require_driver(repo, merchant_id, driver_id)
+    token = new_secret("dtk")
+    repo.replace_driver_token(driver, hash_secret(token))
+    return DriverToken(driver_id=driver_id, token=token)
+
+
+# --- shipments ---------------------------------------------------------------------
+
+
+def tracking_url(settings: Settings, shipment_id: str, version: int) -> str:
+    return f"{settings.public_base_url}/track/{tracking_token(settings.token_secret, shipment_id, version)}"
+
+
+def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
+    window = None
+    if item.window_start is not None and item.window_end is not None:
+        window = TimeWindow(start=item.window_start, end=item.window_end)
+    return ShipmentOut(
+        id=item.shipment_id, status=ShipmentStatus(item.status), recipient=Recipient(**item.recipient.as_dict()),
+        address=Address(**item.address.as_dict()), location=Location(lat=float(item.lat), lng=float(item.lng)),
+        time_window=window, delivery_date=date.fromisoformat(item.delivery_date), instructions=item.instructions,
+        external_ref=item.external_ref, route_id=item.route_id,
+        stop_index=int(item.stop_index) if item.stop_index is not None else None, driver_id=item.driver_id,
+        tracking_url=tracking_url(settings, item.shipment_id, int(item.token_version)),
+        created_at=item.created_at, updated_at=item.updated_at,
+    )
+
+
+def _event(merchant_id: str, shipment_id: str, kind: str, source: str, occurred: datetime, recorded: datetime,
+           from_status: str | None = None, to_status: str | None = None) -> EventItem:
+    event_id = new_id("evt")
+    stamp = occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return EventItem(shipment_pk(shipment_id), f"EVENT#{stamp}#{event_id}", merchant_id=merchant_id,
+                     shipment_id=shipment_id, event_id=event_id, type=kind, from_status=from_status,
+                     to_status=to_status, occurred_at=occurred, recorded_at=recorded, source=source)
+
+
+def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body: ShipmentCreate,
+                    idempotency_key: str | None, request_bytes: bytes) -> tuple[ShipmentOut, bool]:
+    """Create a shipment. With an Idempotency-Key, a retry returns the first result (created=False)."""
+    now = now_utc()
+    shipment_id = new_id("shp")
+    day = body.delivery_date or (body.time_window.start.astimezone(UTC).date() if body.time_window else now.date())
+    status = S.CREATED
+    item = ShipmentItem(
+        merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}",
+        GSI1PK=status_gsi_pk(merchant_id, status), GSI1SK=f"{day.isoformat()}#{shipment_id}",
+        GSI2PK=date_gsi_pk(merchant_id, day.isoformat()), GSI2SK=f"{status}#{shipment_id}",
+        merchant_id=merchant_id, shipment_id=shipment_id, status=str(status),
+        recipient=body.recipient.model_dump(exclude_none=True), address=body.address.model_dump(exclude_none=True),
+        lat=body.location.lat, lng=body.location.lng,
+        window_start=body.time_window.start if body.time_window else None,
+        window_end=body.time_window.end if body.time_window else None,
+        delivery_date=day.isoformat(), instructions=body.instructions, external_ref=body.external_ref,
+        token_version=1, created_at=now, updated_at=now,
+    )
+    idem = None
+    if idempotency_key is not None:
+        idem = IdempotencyItem(merchant_pk(merchant_id), f"IDEMPOTENCY#{hash_secret(idempotency_key)}",
+                               request_hash=hashlib.sha256(request_bytes).hexdigest(), shipment_id=shipment_id,
+                               expires_at=idempotency_expiry(now))
+    token_hash = hash_secret(tracking_token(settings.token_secret, shipment_id, 1))
+    event = _event(merchant_id, shipment_id, "created", "merchant", now, now, None, str(status))
+    if repo.create_shipment(item, token_hash, event, idem):
+        return _shipment_out(settings, item), True
+    assert idempotency_key is not None
+    previous = repo.get_idempotency(merchant_id, hash_secret(idempotency_key))
+    if previous is None:  # expired between the two calls: extremely unlikely, safe to ask for a retry
+        raise errors.service_unavailable("Please retry the request.")
+    if previous.request_hash != hashlib.sha256(request_bytes).hexdigest():
+        raise errors.ApiError(422, "idempotency_key_reused",
+                              "This Idempotency-Key was used with a different request body.",
+                              [errors.FieldProblem("Idempotency-Key", "already used with a different body")])
+    return get_shipment(repo, settings, merchant_id, previous.shipment_id), False
+
+
+def _require_shipment(repo: Repository, merchant_id: str, shipment_id: str) -> ShipmentItem:
+    item = repo.get_shipment(merchant_id, shipment_id)
+    if item is None:
+        raise errors.not_found("Shipment")
+    return item
+
+
+def get_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
+    return _shipment_out(settings, _require_shipment(repo, merchant_id, shipment_id))
+
+
+def list_shipments(repo: Repository, settings: Settings, merchant_id: str, *, status: ShipmentStatus | None,
+                   date_from: date | None, date_to: date | None, limit: int, cursor: str | None) -> ShipmentPage:
+    if date_from and date_to and date_to < date_from:
+        raise errors.bad_request("date_to is before date_from.", "date_to", "must not be before date_from")
+    scope = f"shipments:{merchant_id}:{status}:{date_from}:{date_to}"
+    items, last = repo.list_shipments(
+        merchant_id, status=str(status) if status else None,
+        date_from=date_from.isoformat() if date_from else None, date_to=date_to.isoformat() if date_to else None,
+        limit=limit, start=_cursor_in(settings, scope, cursor))
+    return ShipmentPage(items=[_shipment_out(settings, i) for i in items],
+                        next_cursor=_cursor_out(settings, scope, last))
+
+
+def _transition(item: ShipmentItem, wanted: ShipmentStatus) -> None:
+    try:
+        check_transition(ShipmentStatus(item.status), wanted)
+    except TransitionError as exc:
+        raise errors.conflict(f"The shipment is {exc.current}; it cannot become {wanted}.", "status",
+                              f"current status is {exc.current}") from None
+
+
+def cancel_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
+    item = _require_shipment(repo, merchant_id, shipment_id)
+    _transition(item, S.CANCELLED)
+    now = now_utc()
+    event = _event(merchant_id, shipment_id, "cancelled", "merchant", now, now, item.status, S.CANCELLED)
+    try:
+        repo.change_statuses([(item, S.CANCELLED, [], event)])
+    except ConditionFailed:
+        raise errors.conflict("The shipment changed meanwhile; read it and retry.") from None
+    return get_shipment(repo, settings, merchant_id, shipment_id)
+
+
+def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
+    _require_shipment(repo, merchant_id, shipment_id)
+    return Timeline(shipment_id=shipment_id, items=[
+        TimelineEvent(id=e.event_id, type=e.type, from_status=e.from_status, to_status=e.to_status,
+                      occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source)  # type: ignore[arg-type]
+        for e in repo.timeline(shipment_id)
+    ])
+
+
+# --- routes ------------------------------------------------------------------------
+
+
+def _route_out(item: RouteItem) -> RouteOut:
+    return RouteOut(id=item.route_id, driver_id=item.driver_id, day=date.fromisoformat(item.day),
+                    planned_start=item.planned_start, status=item.status,  # type: ignore[arg-type]
+                    stops=[RouteStop(sequence=i, shipment_id=s) for i, s in enumerate(item.stops)],
+                    started_at=item.started_at, created_at=item.created_at)
+
+
+def create_route(repo: Repository, merchant_id: str, body: RouteCreate) -> RouteOut:
+    _require_driver(repo, merchant_id, body.driver_id)
+    shipments = repo.get_shipments(merchant_id, body.shipment_ids)
+    problems = []
+    for index, sid in enumerate(body.shipment_ids):
+        found = shipments.get(sid)
+        if found is None:
+            problems.append(errors.FieldProblem(f"shipment_ids[{index}]", "shipment not found"))
+        elif found.status != S.CREATED:
+            problems.append(errors.FieldProblem(f"shipment_ids[{index}]", f"shipment is {found.status}, not created"))
+    if problems:
+        raise errors.ApiError(409 if all(p.reason != "shipment not found" for p in problems) else 404,
+                              "shipments_not_assignable", "Some shipments cannot be put on this route.", problems)
+    now = now_utc()
+    route_id = new_id("rte")
+    route = RouteItem(merchant_pk(merchant_id), f"ROUTE#{route_id}",
+                      GSI1PK=driver_routes_pk(merchant_id, body.driver_id), GSI1SK=f"{body.day}#{route_id}",
+                      merchant_id=merchant_id, route_id=route_id, driver_id=body.driver_id, day=body.day.isoformat(),
+                      planned_start=body.planned_start, stops=list(body.shipment_ids), status="planned",
+                      created_at=now)
+    repo.put_route(route)
+    changes = []
+    for index, sid in enumerate(body.shipment_ids):
+        shipment = shipments[sid]
+        extra = [ShipmentItem.route_id.set(route_id), ShipmentItem.stop_index.set(index),
+                 ShipmentItem.driver_id.set(body.driver_id)]
+        event = _event(merchant_id, sid, "assigned", "merchant", now, now, shipment.status, S.ASSIGNED)
+        changes.append((shipment, S.ASSIGNED, extra, event))
+    try:
+        repo.change_statuses(changes)
+    except ConditionFailed:
+        # A shipment changed under us; undo so no shipment points at a half-made route.
+        _release_shipments(repo, merchant_id, route_id, body.shipment_ids)
+        repo.delete_route(route)
+        raise errors.conflict("Some shipments changed meanwhile; read them and retry.") from None
+    return _route_out(route)
+
+
+def _release_shipments(repo: Repository, merchant_id: str, route_id: str, shipment_ids: list[str]) -> None:
+    now = now_utc()
+    current = repo.get_shipments(merchant_id, shipment_ids)
+    changes = [
+        (s, S.CREATED, [ShipmentItem.route_id.remove(), ShipmentItem.stop_index.remove(),
+                        ShipmentItem.driver_id.remove()],
+         _event(merchant_id, s.shipment_id, "unassigned", "system", now, now, s.status, S.CREATED))
+        for s in current.values() if s.route_id == route_id and s.status == S.ASSIGNED
+    ]
+    if changes:
+        repo.change_statuses(changes)
+
+
+def _require_route(repo: Repository, merchant_id: str, route_id: str) -> RouteItem:
+    item = repo.get_route(merchant_id, route_id)
+    if item is None:
+        raise errors.not_found("Route")
+    return item
+
+
+def get_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
+    return _route_out(_require_route(repo, merchant_id, route_id))
+
+
+def start_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
+    """Start a planned route: its assigned shipments go out for delivery."""
+    route = _require_route(repo, merchant_id, route_id)
+    if route.status != "planned":
+        raise errors.conflict(f"The route is {route.status}; only a planned route can start.", "status",
+                              f"current status is {route.status}")
+    now = now_utc()
+    try:
+        repo.set_route_status(route, "active", "planned", now)
+    except ConditionFailed:
+        raise errors.conflict("The route was started meanwhile.", "status", "already started") from None
+    shipments = repo.get_shipments(merchant_id, list(route.stops))
+    changes = [
+        (s, S.OUT_FOR_DELIVERY, [],
+         _event(merchant_id, s.shipment_id, "out_for_delivery", "merchant", now, now, s.status, S.OUT_FOR_DELIVERY))
+        for s in shipments.values() if s.status == S.ASSIGNED and s.route_id == route_id
+    ]
+    repo.change_statuses(changes)
+    route.status, route.started_at = "active", now
+    return _route_out(route)
+
+
+# --- positions -----------------------------------------------------------------------
+
+
+def _ms_to_dt(ms: float) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def _position_out(item: PositionItem) -> Position:
+    def opt(value: Any) -> float | None:
+        return float(value) if value is not None else None
+
+    return Position(driver_id=item.driver_id, lat=float(item.lat), lng=float(item.lng),
+                    fix_time=_ms_to_dt(item.fix_ms), accuracy=opt(item.accuracy), speed=opt(item.speed),
+                    heading=opt(item.heading), altitude=opt(item.altitude), battery=opt(item.battery),
+                    cell=item.cell, received_at=_ms_to_dt(item.received_ms))
+
+
+def driver_position(repo: Repository, merchant_id: str, driver_id: str) -> Position:
+    _require_driver(repo, merchant_id, driver_id)
+    item = repo.get_position(driver_id)
+    if item is None:
+        raise errors.not_found("Position")
+    return _position_out(item)
+
+
+def nearby_drivers(repo: Repository, merchant_id: str, lat: float, lng: float, radius_m: float,
+                   limit: int) -> NearbyDrivers:
+    cells = geo.cells_within(lat, lng, radius_m)
+    found = []
+    for item in repo.positions_in_cells(merchant_id, cells):
+        distance = geo.haversine_m(lat, lng, float(item.lat), float(item.lng))
+        if distance <= radius_m:
+            found.append(NearbyDriver(driver_id=item.driver_id, distance_m=round(distance, 1),
+                                      position=_position_out(item)))
+    found.sort(key=lambda d: d.distance_m)
+    return NearbyDrivers(items=found[:limit])
+
+
+# --- pings ---------------------------------------------------------------------------
+
+
+def parse_ping(index: int, raw: Any) -> Fix | ItemResult:
+    """Validate one item with the edge model; a bad item becomes a per-item rejection."""
+    try:
+        ping = PingIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "item"
+        return ItemResult(index, "rejected", None, where, first["msg"])
+    return Fix(ping.lat, ping.lng, math.floor(ping.fix_time.timestamp() * 1000), ping.accuracy, ping.speed,
+               ping.heading, ping.altitude, ping.battery)
+
+
+def ingest_pings(repo: Repository, settings: Settings, merchant_id: str, driver_id: str, raw_items: list[Any],
+                 now_ms: int) -> PingBatchResult:
+    parsed = [parse_ping(i, raw) for i, raw in enumerate(raw_items)]
+    screening = screen_batch(
+        parsed, driver_id=driver_id, merchant_id=merchant_id, now_ms=now_ms,
+        limits=ScreenLimits(settings.max_ping_accuracy_m, settings.max_speed_mps),
+        last_fix=repo.last_fix(driver_id),
+    )
+    if screening.to_store:
+        screening.mark_duplicates(repo.stored_fix_times(driver_id, (p.fix_ms for p in screening.to_store.values())))
+    newest = screening.newest()
+    if screening.to_store:
+        repo.put_pings(list(screening.to_store.values()))
+    if newest is not None:
+        repo.advance_position(newest, geo.coarse_cell(newest.lat, newest.lng))
+    results = screening.finalize()
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for r in results:
+        counts[r.status] += 1
+    return PingBatchResult(
+        accepted=counts["accepted"], duplicates=counts["duplicate"], rejected=counts["rejected"],
+        items=[PingItemResult(index=r.index, status=r.status, field=r.field, reason=r.reason) for r in results],
+    )
+
+
+# --- tracking ------------------------------------------------------------------------
+
+
+def tracking_view(repo: Repository, token: str) -> TrackingView:
+    """The recipient's view. Unknown and malformed tokens are the same 404."""
+    digest = hash_secret(token if looks_like_tracking_token(token) else "invalid")
+    target = repo.tracking_target(digest)
+    shipment = repo.get_shipment(*target) if target else None
+    if shipment is None:
+        raise errors.not_found("Tracking link")
+    status = ShipmentStatus(shipment.status)
+    marker = None
+    if status in DRIVER_VISIBLE and shipment.driver_id:
+        position = repo.get_position(shipment.driver_id)
+        if position is not None:
+            marker = DriverMarker(lat=float(position.lat), lng=float(position.lng), fix_time=_ms_to_dt(position.fix_ms),
+                                  accuracy=float(position.accuracy) if position.accuracy is not None else None)
+    window = None
+    if shipment.window_start is not None and shipment.window_end is not None:
+        window = TimeWindow(start=shipment.window_start, end=shipment.window_end)
+    return TrackingView(
+        status=status,
+        shipment=TrackingShipment(
+            recipient_first_name=str(shipment.recipient.as_dict().get("name", "")).split(" ")[0],
+            city=str(shipment.address.as_dict().get("city", "")), delivery_date=date.fromisoformat(shipment.delivery_date),
+            time_window=window, location=Location(lat=float(shipment.lat), lng=float(shipment.lng)),
+        ),
+        driver=marker,
+        timeline=[TrackingEvent(type=e.type, status=e.to_status, occurred_at=e.occurred_at)  # type: ignore[arg-type]
+                  for e in repo.timeline(shipment.shipment_id)],
+    )

@@ -1,0 +1,362 @@
+"""The DynamoDB repository: one method per access pattern of docs/data-model.md."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.config import get_settings
+from chalicelib.domain.lifecycle import ShipmentStatus
+from chalicelib.domain.pings import LastFix, Ping
+from chalicelib.storage.tables import (
+    ApiKeyItem,
+    DriverItem,
+    DriverTokenItem,
+    EventItem,
+    IdempotencyItem,
+    MerchantItem,
+    PingItem,
+    PositionItem,
+    RouteItem,
+    ShipmentItem,
+    TrackingTokenItem,
+    cell_gsi_pk,
+    date_gsi_pk,
+    driver_pk,
+    driver_routes_pk,
+    merchant_pk,
+    ping_sk,
+    shipment_pk,
+    status_gsi_pk,
+)
+
+TRANSACTION_LIMIT = 100
+
+
+class StorageUnavailable(RuntimeError):
+    """DynamoDB kept refusing writes after retries; nothing was reported as stored."""
+
+
+class ConditionFailed(RuntimeError):
+    """A conditional write lost: the item changed since it was read."""
+
+
+def _connection() -> Connection:
+    s = get_settings()
+    return Connection(
+        region=s.aws_region, host=s.aws_endpoint_url,
+        connect_timeout_seconds=s.ddb_connect_timeout_s, read_timeout_seconds=s.ddb_read_timeout_s,
+    )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Repository:
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None:
+            self._conn = _connection()
+        return self._conn
+
+    @property
+    def client(self) -> Any:
+        """The botocore client pynamodb uses, for the batch calls we tune ourselves."""
+        return PingItem._get_connection().connection.client
+
+    # --- merchants and keys ----------------------------------------------------
+
+    def create_merchant(self, merchant_id: str, name: str, key_hash: str, key_prefix: str) -> None:
+        now = now_utc()
+        with TransactWrite(connection=self.conn) as tx:
+            tx.save(MerchantItem(merchant_pk(merchant_id), "MERCHANT", merchant_id=merchant_id, name=name,
+                                 created_at=now), condition=MerchantItem.PK.does_not_exist())
+            tx.save(ApiKeyItem(f"APIKEY#{key_hash}", "APIKEY", merchant_id=merchant_id, key_prefix=key_prefix,
+                               created_at=now), condition=ApiKeyItem.PK.does_not_exist())
+
+    def merchant_for_key(self, key_hash: str) -> str | None:
+        item = _get(ApiKeyItem, f"APIKEY#{key_hash}", "APIKEY")
+        return item.merchant_id if item else None
+
+    # --- drivers ---------------------------------------------------------------
+
+    def create_driver(self, driver: DriverItem) -> None:
+        with TransactWrite(connection=self.conn) as tx:
+            tx.save(driver, condition=DriverItem.PK.does_not_exist())
+            tx.save(DriverTokenItem(f"DRIVERTOKEN#{driver.token_hash}", "DRIVERTOKEN",
+                                    merchant_id=driver.merchant_id, driver_id=driver.driver_id),
+                    condition=DriverTokenItem.PK.does_not_exist())
+
+    def driver_for_token(self, token_hash: str) -> tuple[str, str] | None:
+        item = _get(DriverTokenItem, f"DRIVERTOKEN#{token_hash}", "DRIVERTOKEN")
+        return (item.merchant_id, item.driver_id) if item else None
+
+    def get_driver(self, merchant_id: str, driver_id: str) -> DriverItem | None:
+        return _get(DriverItem, merchant_pk(merchant_id), f"DRIVER#{driver_id}")
+
+    def list_drivers(self, merchant_id: str, limit: int, start: dict[str, Any] | None
+                     ) -> tuple[list[DriverItem], dict[str, Any] | None]:
+        result = DriverItem.query(merchant_pk(merchant_id), DriverItem.SK.startswith("DRIVER#"),
+                                  limit=limit, last_evaluated_key=start)
+        return _page(result, limit)
+
+    def replace_driver_token(self, driver: DriverItem, new_hash: str) -> None:
+        old_hash = driver.token_hash
+        with TransactWrite(connection=self.conn) as tx:
+            tx.update(driver, actions=[DriverItem.token_hash.set(new_hash)],
+                      condition=DriverItem.token_hash == old_hash)
+            tx.delete(DriverTokenItem(f"DRIVERTOKEN#{old_hash}", "DRIVERTOKEN"))
+            tx.save(DriverTokenItem(f"DRIVERTOKEN#{new_hash}", "DRIVERTOKEN",
+                                    merchant_id=driver.merchant_id, driver_id=driver.driver_id),
+                    condition=DriverTokenItem.PK.does_not_exist())
+        driver.token_hash = new_hash
+
+    # --- shipments -------------------------------------------------------------
+
+    def create_shipment(self, shipment: ShipmentItem, token_hash: str, event: EventItem,
+                        idempotency: IdempotencyItem | None) -> bool:
+        """Write a shipment, its tracking token and its first event at once.
+
+        Returns False when the idempotency key was already used (nothing written).
+        """
+        try:
+            with TransactWrite(connection=self.conn) as tx:
+                if idempotency is not None:
+                    tx.save(idempotency, condition=IdempotencyItem.PK.does_not_exist())
+                tx.save(shipment, condition=ShipmentItem.PK.does_not_exist())
+                tx.save(TrackingTokenItem(f"TRACK#{token_hash}", "TRACK", merchant_id=shipment.merchant_id,
+                                          shipment_id=shipment.shipment_id))
+                tx.save(event)
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons or []
+            if idempotency is not None and reasons and reasons[0] is not None \
+                    and reasons[0].code == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
+
+    def get_idempotency(self, merchant_id: str, key_hash: str) -> IdempotencyItem | None:
+        return _get(IdempotencyItem, merchant_pk(merchant_id), f"IDEMPOTENCY#{key_hash}")
+
+    def get_shipment(self, merchant_id: str, shipment_id: str) -> ShipmentItem | None:
+        return _get(ShipmentItem, merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}")
+
+    def get_shipments(self, merchant_id: str, shipment_ids: Sequence[str]) -> dict[str, ShipmentItem]:
+        keys = [(merchant_pk(merchant_id), f"SHIPMENT#{sid}") for sid in shipment_ids]
+        return {item.shipment_id: item for item in ShipmentItem.batch_get(keys)}
+
+    def list_shipments(self, merchant_id: str, *, status: str | None, date_from: str | None,
+                       date_to: str | None, limit: int, start: dict[str, Any] | None
+                       ) -> tuple[list[ShipmentItem], dict[str, Any] | None]:
+        if status is not None:
+            low, high = date_from or "0000-00-00", date_to or "9999-99-99"
+            result = ShipmentItem.by_status.query(
+                status_gsi_pk(merchant_id, status), ShipmentItem.GSI1SK.between(f"{low}#", f"{high}#~"),
+                limit=limit, last_evaluated_key=start)
+        elif date_from is not None and date_from == date_to:
+            result = ShipmentItem.by_date.query(date_gsi_pk(merchant_id, date_from), limit=limit,
+                                                last_evaluated_key=start)
+        else:
+            condition: Condition = ShipmentItem.SK.startswith("SHIPMENT#")
+            filt = None
+            if date_from is not None:
+                filt = ShipmentItem.delivery_date >= date_from
+            if date_to is not None:
+                upper = ShipmentItem.delivery_date <= date_to
+                filt = upper if filt is None else filt & upper
+            result = ShipmentItem.query(merchant_pk(merchant_id), condition, filter_condition=filt,
+                                        limit=limit, last_evaluated_key=start)
+        return _page(result, limit)
+
+    def tracking_target(self, token_hash: str) -> tuple[str, str] | None:
+        item = _get(TrackingTokenItem, f"TRACK#{token_hash}", "TRACK")
+        return (item.merchant_id, item.shipment_id) if item else None
+
+    def change_statuses(self, changes: Sequence[tuple[ShipmentItem, ShipmentStatus, list[Any], EventItem]]) -> None:
+        """Move shipments to new statuses, each conditional on its current status, with a timeline event each.
+
+        Chunks stay within the transaction limit; each chunk is all-or-nothing.
+        """
+        per_chunk = TRANSACTION_LIMIT // 2
+        for start in range(0, len(changes), per_chunk):
+            chunk = changes[start:start + per_chunk]
+            try:
+                with TransactWrite(connection=self.conn) as tx:
+                    for shipment, new_status, extra_actions, event in chunk:
+                        actions = [
+                            ShipmentItem.status.set(str(new_status)),
+                            ShipmentItem.GSI1PK.set(status_gsi_pk(shipment.merchant_id, new_status)),
+                            ShipmentItem.GSI2SK.set(f"{new_status}#{shipment.shipment_id}"),
+                            ShipmentItem.updated_at.set(event.recorded_at),
+                            *extra_actions,
+                        ]
+                        tx.update(shipment, actions=actions, condition=ShipmentItem.status == shipment.status)
+                        tx.save(event)
+            except TransactWriteError as exc:
+                raise ConditionFailed(str(exc)) from exc
+
+    # --- routes ----------------------------------------------------------------
+
+    def put_route(self, route: RouteItem) -> None:
+        route.save(condition=RouteItem.PK.does_not_exist())
+
+    def delete_route(self, route: RouteItem) -> None:
+        route.delete()
+
+    def get_route(self, merchant_id: str, route_id: str) -> RouteItem | None:
+        return _get(RouteItem, merchant_pk(merchant_id), f"ROUTE#{route_id}")
+
+    def set_route_status(self, route: RouteItem, status: str, expected: str, started_at: datetime | None) -> None:
+        actions = [RouteItem.status.set(status)]
+        if started_at is not None:
+            actions.append(RouteItem.started_at.set(started_at))
+        try:
+            route.update(actions=actions, condition=RouteItem.status == expected)
+        except UpdateError as exc:
+            raise ConditionFailed(str(exc)) from exc
+
+    def routes_of_driver(self, merchant_id: str, driver_id: str, day: str) -> list[RouteItem]:
+        return list(RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
+                                              RouteItem.GSI1SK.startswith(f"{day}#")))
+
+    # --- events ----------------------------------------------------------------
+
+    def timeline(self, shipment_id: str, limit: int = 500) -> list[EventItem]:
+        return list(EventItem.query(shipment_pk(shipment_id), EventItem.SK.startswith("EVENT#"), limit=limit))
+
+    # --- pings and positions ---------------------------------------------------
+
+    def stored_fix_times(self, driver_id: str, fix_times: Iterable[int]) -> set[int]:
+        """Which of these fix times are already stored for the driver (BatchGetItem, keys only)."""
+        pk = driver_pk(driver_id)
+        wanted = sorted(set(fix_times))
+        found: set[int] = set()
+        table = get_settings().table_name
+        for start in range(0, len(wanted), 100):
+            keys = [{"PK": {"S": pk}, "SK": {"S": ping_sk(ms)}} for ms in wanted[start:start + 100]]
+            request: dict[str, Any] = {table: {"Keys": keys, "ProjectionExpression": "SK"}}
+            for attempt in range(8):
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(table, []):
+                    found.add(int(item["SK"]["S"][5:]))
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _backoff(attempt)
+            else:
+                raise StorageUnavailable("could not read ping keys")
+        return found
+
+    def put_pings(self, pings: Sequence[Ping]) -> None:
+        """BatchWriteItem in chunks of 25, retrying unprocessed items with jittered backoff.
+
+        Raises StorageUnavailable if DynamoDB still refuses after the retries, so
+        the caller answers 503 and the phone retries the (idempotent) batch.
+        """
+        table = get_settings().table_name
+        ttl_s = get_settings().ping_retention_days * 86400
+        items = [{"PutRequest": {"Item": ping_wire_item(p, ttl_s)}} for p in pings]
+        for start in range(0, len(items), 25):
+            pending: list[dict[str, Any]] = items[start:start + 25]
+            for attempt in range(8):
+                response = self.client.batch_write_item(RequestItems={table: pending})
+                pending = response.get("UnprocessedItems", {}).get(table, [])
+                if not pending:
+                    break
+                _backoff(attempt)
+            else:
+                raise StorageUnavailable(f"{len(pending)} pings left unprocessed")
+
+    def advance_position(self, ping: Ping, coarse: str) -> bool:
+        """Set the latest position if this fix is newer than the stored one."""
+        item = PositionItem(driver_pk(ping.driver_id), "POSITION", GSI3PK=cell_gsi_pk(ping.merchant_id, coarse),
+                            GSI3SK=f"DRIVER#{ping.driver_id}", **_fix_fields(ping))
+        try:
+            item.save(condition=PositionItem.fix_ms.does_not_exist() | (PositionItem.fix_ms < ping.fix_ms))
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get_position(self, driver_id: str) -> PositionItem | None:
+        return _get(PositionItem, driver_pk(driver_id), "POSITION")
+
+    def last_fix(self, driver_id: str) -> LastFix | None:
+        item = self.get_position(driver_id)
+        return LastFix(int(item.fix_ms), float(item.lat), float(item.lng)) if item else None
+
+    def positions_in_cells(self, merchant_id: str, cells: Sequence[str]) -> list[PositionItem]:
+        def one(cell: str) -> list[PositionItem]:
+            return list(PositionItem.by_cell.query(cell_gsi_pk(merchant_id, cell)))
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return [item for items in pool.map(one, cells) for item in items]
+
+    def ping_history(self, driver_id: str, since_ms: int, until_ms: int, limit: int) -> list[PingItem]:
+        return list(PingItem.query(driver_pk(driver_id), PingItem.SK.between(ping_sk(since_ms), ping_sk(until_ms)),
+                                   limit=limit))
+
+
+def ping_wire_item(p: Ping, ttl_s: int) -> dict[str, Any]:
+    """A ping as a DynamoDB wire-format item, built directly: this is the ingest hot path."""
+    item: dict[str, Any] = {
+        "PK": {"S": "DRIVER#" + p.driver_id},
+        "SK": {"S": ping_sk(p.fix_ms)},
+        "merchant_id": {"S": p.merchant_id},
+        "driver_id": {"S": p.driver_id},
+        "fix_ms": {"N": str(p.fix_ms)},
+        "lat": {"N": repr(p.lat)},
+        "lng": {"N": repr(p.lng)},
+        "cell": {"S": p.cell},
+        "received_ms": {"N": str(p.received_ms)},
+        "expires_at": {"N": str(p.fix_ms // 1000 + ttl_s)},
+    }
+    for name in ("accuracy", "speed", "heading", "altitude", "battery"):
+        value = getattr(p, name)
+        if value is not None:
+            item[name] = {"N": repr(float(value))}
+    return item
+
+
+def _fix_fields(p: Ping) -> dict[str, Any]:
+    return {
+        "merchant_id": p.merchant_id, "driver_id": p.driver_id, "fix_ms": p.fix_ms, "lat": p.lat, "lng": p.lng,
+        "cell": p.cell, "received_ms": p.received_ms, "accuracy": p.accuracy, "speed": p.speed,
+        "heading": p.heading, "altitude": p.altitude, "battery": p.battery,
+    }
+
+
+def _get(model: Any, pk: str, sk: str) -> Any:
+    try:
+        return model.get(pk, sk)
+    except DoesNotExist:
+        return None
+
+
+def _page(result: Any, limit: int) -> tuple[list[Any], dict[str, Any] | None]:
+    items = list(result)
+    # pynamodb stops after `limit` items (filters included) and reports where it stopped.
+    last: dict[str, Any] | None = result.last_evaluated_key if items else None
+    return items, last
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))
+
+
+def idempotency_expiry(now: datetime) -> datetime:
+    return now + timedelta(hours=24)

@@ -1,0 +1,217 @@
+"""pynamodb models of the single Doorstep table (see docs/data-model.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.config import get_settings
+
+_settings = get_settings()
+
+
+class _Meta:
+    table_name = _settings.table_name
+    region = _settings.aws_region
+    host = _settings.aws_endpoint_url
+    connect_timeout_seconds = _settings.ddb_connect_timeout_s
+    read_timeout_seconds = _settings.ddb_read_timeout_s
+    max_retry_attempts = 2
+    max_pool_connections = 16
+
+
+def _index_meta(name: str) -> type:
+    return type("Meta", (), {"index_name": name, "projection": AllProjection()})
+
+
+class GSI1(GlobalSecondaryIndex["Any"]):
+    Meta = _index_meta("GSI1")
+    GSI1PK = UnicodeAttribute(hash_key=True)
+    GSI1SK = UnicodeAttribute(range_key=True)
+
+
+class GSI2(GlobalSecondaryIndex["Any"]):
+    Meta = _index_meta("GSI2")
+    GSI2PK = UnicodeAttribute(hash_key=True)
+    GSI2SK = UnicodeAttribute(range_key=True)
+
+
+class GSI3(GlobalSecondaryIndex["Any"]):
+    Meta = _index_meta("GSI3")
+    GSI3PK = UnicodeAttribute(hash_key=True)
+    GSI3SK = UnicodeAttribute(range_key=True)
+
+
+class _Item(Model):
+    Meta = _Meta
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True)
+
+
+class MerchantItem(_Item):
+    merchant_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class ApiKeyItem(_Item):
+    merchant_id = UnicodeAttribute()
+    key_prefix = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class DriverItem(_Item):
+    merchant_id = UnicodeAttribute()
+    driver_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    phone = UnicodeAttribute(null=True)
+    external_ref = UnicodeAttribute(null=True)
+    token_hash = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class DriverTokenItem(_Item):
+    merchant_id = UnicodeAttribute()
+    driver_id = UnicodeAttribute()
+
+
+class ShipmentItem(_Item):
+    GSI1PK = UnicodeAttribute()
+    GSI1SK = UnicodeAttribute()
+    GSI2PK = UnicodeAttribute()
+    GSI2SK = UnicodeAttribute()
+    by_status = GSI1()
+    by_date = GSI2()
+
+    merchant_id = UnicodeAttribute()
+    shipment_id = UnicodeAttribute()
+    status = UnicodeAttribute()
+    recipient: MapAttribute[str, Any] = MapAttribute()
+    address: MapAttribute[str, Any] = MapAttribute()
+    lat = NumberAttribute()
+    lng = NumberAttribute()
+    window_start = UTCDateTimeAttribute(null=True)
+    window_end = UTCDateTimeAttribute(null=True)
+    delivery_date = UnicodeAttribute()
+    instructions = UnicodeAttribute(null=True)
+    external_ref = UnicodeAttribute(null=True)
+    route_id = UnicodeAttribute(null=True)
+    stop_index = NumberAttribute(null=True)
+    driver_id = UnicodeAttribute(null=True)
+    token_version = NumberAttribute(default=1)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+
+
+class TrackingTokenItem(_Item):
+    merchant_id = UnicodeAttribute()
+    shipment_id = UnicodeAttribute()
+
+
+class IdempotencyItem(_Item):
+    request_hash = UnicodeAttribute()
+    shipment_id = UnicodeAttribute()
+    expires_at = TTLAttribute()
+
+
+class RouteItem(_Item):
+    GSI1PK = UnicodeAttribute()
+    GSI1SK = UnicodeAttribute()
+    by_driver = GSI1()
+
+    merchant_id = UnicodeAttribute()
+    route_id = UnicodeAttribute()
+    driver_id = UnicodeAttribute()
+    day = UnicodeAttribute()
+    planned_start = UTCDateTimeAttribute()
+    stops = ListAttribute(of=UnicodeAttribute)
+    status = UnicodeAttribute()
+    started_at = UTCDateTimeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+
+
+class _FixAttributes(_Item):
+    merchant_id = UnicodeAttribute()
+    driver_id = UnicodeAttribute()
+    fix_ms = NumberAttribute()
+    lat = NumberAttribute()
+    lng = NumberAttribute()
+    cell = UnicodeAttribute()
+    received_ms = NumberAttribute()
+    accuracy = NumberAttribute(null=True)
+    speed = NumberAttribute(null=True)
+    heading = NumberAttribute(null=True)
+    altitude = NumberAttribute(null=True)
+    battery = NumberAttribute(null=True)
+
+
+class PingItem(_FixAttributes):
+    expires_at = TTLAttribute()
+
+
+class PositionItem(_FixAttributes):
+    GSI3PK = UnicodeAttribute()
+    GSI3SK = UnicodeAttribute()
+    by_cell = GSI3()
+
+
+class EventItem(_Item):
+    merchant_id = UnicodeAttribute()
+    shipment_id = UnicodeAttribute()
+    event_id = UnicodeAttribute()
+    type = UnicodeAttribute()
+    from_status = UnicodeAttribute(null=True)
+    to_status = UnicodeAttribute(null=True)
+    occurred_at = UTCDateTimeAttribute()
+    recorded_at = UTCDateTimeAttribute()
+    source = UnicodeAttribute()
+    data: MapAttribute[str, Any] = MapAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[_Item], ...] = (
+    MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
+    IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem,
+)
+
+
+# Key builders: the one place key formats are spelled out.
+def merchant_pk(merchant_id: str) -> str:
+    return f"MERCHANT#{merchant_id}"
+
+
+def driver_pk(driver_id: str) -> str:
+    return f"DRIVER#{driver_id}"
+
+
+def shipment_pk(shipment_id: str) -> str:
+    return f"SHIPMENT#{shipment_id}"
+
+
+def ping_sk(fix_ms: int) -> str:
+    return f"PING#{fix_ms:013d}"
+
+
+def status_gsi_pk(merchant_id: str, status: str) -> str:
+    return f"MERCHANT#{merchant_id}#STATUS#{status}"
+
+
+def date_gsi_pk(merchant_id: str, day: str) -> str:
+    return f"MERCHANT#{merchant_id}#DATE#{day}"
+
+
+def driver_routes_pk(merchant_id: str, driver_id: str) -> str:
+    return f"MERCHANT#{merchant_id}#DRIVER#{driver_id}#ROUTES"
+
+
+def cell_gsi_pk(merchant_id: str, cell: str) -> str:
+    return f"MERCHANT#{merchant_id}#CELL6#{cell}"

@@ -1,0 +1,75 @@
+"""In-process moto with the real table definition, and a Chalice test client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.conftest import TEST_ENV
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[None]:
+    with mock_aws():
+        from infra.local.resources import create_bucket, create_table
+
+        create_table(boto3.client("dynamodb"), TEST_ENV["DOORSTEP_TABLE_NAME"])
+        create_bucket(boto3.client("s3"), TEST_ENV["DOORSTEP_BUCKET_NAME"])
+        yield
+
+
+@pytest.fixture(scope="session")
+def chalice_app(aws: None) -> Any:
+    import app as app_module
+
+    return app_module.app
+
+
+@pytest.fixture()
+def client(chalice_app: Any) -> Iterator[Any]:
+    from chalice.test import Client
+
+    with Client(chalice_app) as test_client:
+        yield test_client
+
+
+class Merchant:
+    """A fresh merchant per test: tests never see each other's data."""
+
+    def __init__(self, client: Any, merchant_id: str, api_key: str) -> None:
+        self.client = client
+        self.id = merchant_id
+        self.key = api_key
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json", **extra}
+
+    def call(self, method: str, path: str, body: Any = None, **headers: str) -> Any:
+        import json
+
+        kwargs: dict[str, Any] = {"headers": self.headers(**headers)}
+        if body is not None:
+            kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        return getattr(self.client.http, method.lower())(path, **kwargs)
+
+
+@pytest.fixture()
+def merchant(client: Any) -> Merchant:
+    import app as app_module
+    from chalicelib import services
+
+    merchant_id, key = services.create_merchant(app_module.repo(), "Test Merchant")
+    return Merchant(client, merchant_id, key)
+
+
+@pytest.fixture()
+def other_merchant(client: Any) -> Merchant:
+    import app as app_module
+    from chalicelib import services
+
+    merchant_id, key = services.create_merchant(app_module.repo(), "Other Merchant")
+    return Merchant(client, merchant_id, key)
