@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, model_validator
+import math
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from chalicelib.domain.lifecycle import ShipmentStatus
+from chalicelib.domain.pings import Fix, ItemResult
 
 Latitude = Annotated[float, Strict(), Field(ge=-90, le=90, allow_inf_nan=False, description="WGS84 degrees")]
 Longitude = Annotated[float, Strict(), Field(ge=-180, le=180, allow_inf_nan=False, description="WGS84 degrees")]
@@ -223,6 +226,18 @@ class PingIn(BaseModel):
     battery: Annotated[float, Strict(), Field(ge=0, le=100, allow_inf_nan=False)] | None = Field(
         default=None, description="percent"
     )
+
+
+def parse_ping(index: int, raw: object) -> Fix | ItemResult:
+    """Validate one item of a batch; a bad item becomes a per-item rejection naming the field."""
+    try:
+        ping = PingIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "item"
+        return ItemResult(index, "rejected", None, where, first["msg"])
+    return Fix(ping.lat, ping.lng, math.floor(ping.fix_time.timestamp() * 1000), ping.accuracy, ping.speed,
+               ping.heading, ping.altitude, ping.battery)
 
 
 class PingBatch(BaseModel):

@@ -6,17 +6,14 @@ Routes call these; these call the domain (pure) and the repository (adapter).
 from __future__ import annotations
 
 import hashlib
-import math
 from datetime import UTC, date, datetime
 from typing import Any
-
-from pydantic import ValidationError
 
 from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.domain import geo
 from chalicelib.domain.lifecycle import DRIVER_VISIBLE, ShipmentStatus, TransitionError, check_transition
-from chalicelib.domain.pings import Fix, ItemResult, ScreenLimits, screen_batch
+from chalicelib.domain.pings import ScreenLimits, screen_batch
 from chalicelib.domain.security import (
     CursorError,
     decode_cursor,
@@ -39,7 +36,7 @@ from chalicelib.models import (
     NearbyDriver,
     NearbyDrivers,
     PingBatchResult,
-    PingIn,
+    parse_ping,
     PingItemResult,
     Position,
     Recipient,
@@ -425,18 +422,6 @@ def nearby_drivers(repo: Repository, merchant_id: str, lat: float, lng: float, r
 
 
 # --- pings ---------------------------------------------------------------------------
-
-
-def parse_ping(index: int, raw: Any) -> Fix | ItemResult:
-    """Validate one item with the edge model; a bad item becomes a per-item rejection."""
-    try:
-        ping = PingIn.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "item"
-        return ItemResult(index, "rejected", None, where, first["msg"])
-    return Fix(ping.lat, ping.lng, math.floor(ping.fix_time.timestamp() * 1000), ping.accuracy, ping.speed,
-               ping.heading, ping.altitude, ping.battery)
 
 
 def ingest_pings(repo: Repository, settings: Settings, merchant_id: str, driver_id: str, raw_items: list[Any],

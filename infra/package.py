@@ -67,9 +67,7 @@ def lint(template: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", default="dev", choices=["dev", "prod"])
     parser.add_argument("--out", type=Path, default=Path("build/package"))
     parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR)

@@ -2,13 +2,13 @@
 
 The emulated resources are built from the same CloudFormation definition that
 production deploys, so local runs and tests cannot drift from the real schema.
-Only CloudFormation properties that change behaviour an app can observe are
-translated; the TLS-only bucket policy and lifecycle rules are left out
-because the local stack speaks plain HTTP and never ages objects.
+The TLS-only bucket policy and the lifecycle rule are not translated: the
+local stack speaks plain HTTP and lives too briefly for objects to age.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cache
 from pathlib import Path
@@ -30,11 +30,13 @@ def _resources() -> dict[str, Any]:
 
 def load_table_definition() -> dict[str, Any]:
     """The table's CloudFormation Properties (a fresh copy, safe to mutate)."""
-    return json.loads(json.dumps(_resources()[TABLE_LOGICAL_ID]["Properties"]))
+    props: dict[str, Any] = copy.deepcopy(_resources()[TABLE_LOGICAL_ID]["Properties"])
+    return props
 
 
 def _load_bucket_definition() -> dict[str, Any]:
-    return json.loads(json.dumps(_resources()[BUCKET_LOGICAL_ID]["Properties"]))
+    props: dict[str, Any] = copy.deepcopy(_resources()[BUCKET_LOGICAL_ID]["Properties"])
+    return props
 
 
 def table_create_params(table_name: str) -> dict[str, Any]:
@@ -85,9 +87,7 @@ def create_table(dynamodb_client: Any, table_name: str) -> None:
             return
         raise
     # TTL and PITR can only be set once the table is ACTIVE.
-    dynamodb_client.get_waiter("table_exists").wait(
-        TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-    )
+    dynamodb_client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     props = load_table_definition()
     if "TimeToLiveSpecification" in props:
         dynamodb_client.update_time_to_live(
@@ -133,23 +133,13 @@ def create_bucket(s3_client: Any, bucket_name: str) -> None:
         # ApplyServerSideEncryptionByDefault; the remaining keys match.
         rules = [
             {
-                (
-                    "ApplyServerSideEncryptionByDefault"
-                    if key == "ServerSideEncryptionByDefault"
-                    else key
-                ): value
+                ("ApplyServerSideEncryptionByDefault" if key == "ServerSideEncryptionByDefault" else key): value
                 for key, value in rule.items()
             }
             for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         ]
-        s3_client.put_bucket_encryption(
-            Bucket=bucket_name, ServerSideEncryptionConfiguration={"Rules": rules}
-        )
+        s3_client.put_bucket_encryption(Bucket=bucket_name, ServerSideEncryptionConfiguration={"Rules": rules})
     if "OwnershipControls" in props:
-        s3_client.put_bucket_ownership_controls(
-            Bucket=bucket_name, OwnershipControls=props["OwnershipControls"]
-        )
+        s3_client.put_bucket_ownership_controls(Bucket=bucket_name, OwnershipControls=props["OwnershipControls"])
     if "VersioningConfiguration" in props:
-        s3_client.put_bucket_versioning(
-            Bucket=bucket_name, VersioningConfiguration=props["VersioningConfiguration"]
-        )
+        s3_client.put_bucket_versioning(Bucket=bucket_name, VersioningConfiguration=props["VersioningConfiguration"])

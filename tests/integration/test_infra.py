@@ -57,9 +57,7 @@ def test_table_is_packaged_with_stream_ttl_pitr_and_sse(
         "AttributeName": "expires_at",
         "Enabled": True,
     }
-    assert props["PointInTimeRecoverySpecification"] == {
-        "PointInTimeRecoveryEnabled": True
-    }
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert props["SSESpecification"]["SSEEnabled"] is True
 
 
@@ -96,9 +94,7 @@ def test_gateway_errors_use_the_api_error_shape(packaged: dict[str, Any]) -> Non
         rendered = template.replace("$context.error.responseType", kind).replace(
             "$context.error.messageString", '"Missing \\"token\\""'
         )
-        assert json.loads(rendered) == {
-            "error": {"code": kind, "message": 'Missing "token"', "details": []}
-        }
+        assert json.loads(rendered) == {"error": {"code": kind, "message": 'Missing "token"', "details": []}}
 
 
 @pytest.fixture
@@ -151,9 +147,7 @@ def test_create_table_matches_template_and_is_idempotent(aws: None) -> None:
         "StreamViewType": definition["StreamSpecification"]["StreamViewType"],
     }
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    ttl = client.describe_time_to_live(TableName="doorstep-test")[
-        "TimeToLiveDescription"
-    ]
+    ttl = client.describe_time_to_live(TableName="doorstep-test")["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
     assert client.list_tables()["TableNames"] == ["doorstep-test"]
 
@@ -163,22 +157,16 @@ def test_create_bucket_blocks_public_access_and_is_idempotent(aws: None) -> None
     create_bucket(client, "doorstep-test-proof")
     create_bucket(client, "doorstep-test-proof")
 
-    block = client.get_public_access_block(Bucket="doorstep-test-proof")[
-        "PublicAccessBlockConfiguration"
-    ]
+    block = client.get_public_access_block(Bucket="doorstep-test-proof")["PublicAccessBlockConfiguration"]
     assert block == {
         "BlockPublicAcls": True,
         "IgnorePublicAcls": True,
         "BlockPublicPolicy": True,
         "RestrictPublicBuckets": True,
     }
-    rules = client.get_bucket_encryption(Bucket="doorstep-test-proof")[
-        "ServerSideEncryptionConfiguration"
-    ]["Rules"]
+    rules = client.get_bucket_encryption(Bucket="doorstep-test-proof")["ServerSideEncryptionConfiguration"]["Rules"]
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] in {
         "AES256",
         "aws:kms",
     }
-    assert [b["Name"] for b in client.list_buckets()["Buckets"]] == [
-        "doorstep-test-proof"
-    ]
+    assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["doorstep-test-proof"]
