@@ -12,13 +12,13 @@ from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
-from chalice import Chalice, Response
+from chalice.app import Chalice, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import errors
 from chalicelib.domain.geo import MAX_NEARBY_RADIUS_M
 from chalicelib.domain.lifecycle import ShipmentStatus
-from chalicelib.http import Api, Auth, Call, normalize_chalice_error
+from chalicelib.http import Api, Auth, Call, json_response, normalize_chalice_error
 from chalicelib.models import (
     DriverCreate,
     DriverOut,
@@ -184,10 +184,10 @@ def create_shipment(call: Call) -> Response:
                                  "1 to 255 characters")
     shipment, created = services().create_shipment(repo(), settings(), call.merchant_id, call.body, key,
                                                    call.raw_body)
-    headers = {"Content-Type": "application/json", "Location": f"/v1/shipments/{shipment.id}"}
+    headers = {"Location": f"/v1/shipments/{shipment.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return Response(body=shipment.model_dump_json(), status_code=201 if created else 200, headers=headers)
+    return json_response(shipment, 201 if created else 200, headers)
 
 
 @api.route("/v1/shipments", "GET", summary="List shipments by status and date", tag="shipments",
@@ -272,6 +272,5 @@ def post_pings(call: Call) -> PingBatchResult:
            response=TrackingView, errors_=(404,))
 def track(call: Call, token: str) -> Response:
     view = services().tracking_view(repo(), token)
-    return Response(body=view.model_dump_json(), status_code=200,
-                    headers={"Content-Type": "application/json", "Cache-Control": "no-store",
-                             "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"})
+    return json_response(view, 200, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                     "X-Robots-Tag": "noindex"})

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chalice import Chalice, Response
+from chalice.app import Chalice, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import errors
@@ -59,9 +59,14 @@ def problems_from(exc: ValidationError, prefix: str = "") -> list[errors.FieldPr
     return out
 
 
+def json_response(model: BaseModel, status: int = 200, extra_headers: dict[str, str] | None = None) -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json", **(extra_headers or {})}
+    return Response(body=model.model_dump_json(), status_code=status, headers=headers)
+
+
 def error_response(exc: errors.ApiError) -> Response:
-    return Response(body=exc.body(), status_code=exc.status,
-                    headers={"Content-Type": "application/json", **exc.headers})
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json", **exc.headers}
+    return Response(body=exc.body(), status_code=exc.status, headers=headers)
 
 
 def parse_json_body(raw: bytes | None) -> Any:
@@ -110,6 +115,8 @@ class Api:
                 call.merchant_id, call.driver_id = self._authenticate(spec.auth, call.headers.get("authorization"))
             if spec.body is not None or wants_raw:
                 raw = request.raw_body or b""
+                if isinstance(raw, str):
+                    raw = raw.encode()
                 if len(raw) > MAX_BODY_BYTES:
                     raise errors.payload_too_large(MAX_BODY_BYTES)
                 content_type = call.headers.get("content-type", "application/json")
@@ -138,10 +145,7 @@ class Api:
             return error_response(errors.ApiError(500, "internal_error", "An internal error occurred."))
         if isinstance(result, Response):
             return result
-        status, headers = spec.status, {"Content-Type": "application/json"}
-        if isinstance(result, tuple):
-            result, status = result
-        return Response(body=result.model_dump_json(), status_code=status, headers=headers)
+        return json_response(result, spec.status)
 
 
 def normalize_chalice_error(response: Response) -> Response:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from typing import Annotated, Literal
-
-import math
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 

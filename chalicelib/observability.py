@@ -8,7 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 logger = Logger(service="doorstep")
 metrics = Metrics(namespace="Doorstep", service="doorstep")
 
-__all__ = ["logger", "metrics", "MetricUnit", "flush_metrics"]
+__all__ = ["MetricUnit", "flush_metrics", "logger", "metrics"]
 
 
 def flush_metrics() -> None:

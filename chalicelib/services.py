@@ -36,7 +36,6 @@ from chalicelib.models import (
     NearbyDriver,
     NearbyDrivers,
     PingBatchResult,
-    parse_ping,
     PingItemResult,
     Position,
     Recipient,
@@ -46,14 +45,15 @@ from chalicelib.models import (
     ShipmentCreate,
     ShipmentOut,
     ShipmentPage,
-    TimeWindow,
     Timeline,
     TimelineEvent,
+    TimeWindow,
     TrackingEvent,
     TrackingShipment,
     TrackingView,
+    parse_ping,
 )
-from chalicelib.storage.repository import ConditionFailed, Repository, idempotency_expiry, now_utc
+from chalicelib.storage.repository import ConditionFailed, Repository, StatusChange, idempotency_expiry, now_utc
 from chalicelib.storage.tables import (
     DriverItem,
     EventItem,
@@ -69,6 +69,11 @@ from chalicelib.storage.tables import (
 )
 
 S = ShipmentStatus
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A raw pynamodb MapAttribute as a plain dict."""
+    return dict(value.as_dict())
 
 
 # --- authentication ------------------------------------------------------------
@@ -178,8 +183,8 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)
     return ShipmentOut(
-        id=item.shipment_id, status=ShipmentStatus(item.status), recipient=Recipient(**item.recipient.as_dict()),
-        address=Address(**item.address.as_dict()), location=Location(lat=float(item.lat), lng=float(item.lng)),
+        id=item.shipment_id, status=ShipmentStatus(item.status), recipient=Recipient(**_as_dict(item.recipient)),
+        address=Address(**_as_dict(item.address)), location=Location(lat=float(item.lat), lng=float(item.lng)),
         time_window=window, delivery_date=date.fromisoformat(item.delivery_date), instructions=item.instructions,
         external_ref=item.external_ref, route_id=item.route_id,
         stop_index=int(item.stop_index) if item.stop_index is not None else None, driver_id=item.driver_id,
@@ -260,6 +265,10 @@ def list_shipments(repo: Repository, settings: Settings, merchant_id: str, *, st
                         next_cursor=_cursor_out(settings, scope, last))
 
 
+def _status(value: str | None) -> ShipmentStatus | None:
+    return ShipmentStatus(value) if value else None
+
+
 def _transition(item: ShipmentItem, wanted: ShipmentStatus) -> None:
     try:
         check_transition(ShipmentStatus(item.status), wanted)
@@ -283,7 +292,7 @@ def cancel_shipment(repo: Repository, settings: Settings, merchant_id: str, ship
 def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
     _require_shipment(repo, merchant_id, shipment_id)
     return Timeline(shipment_id=shipment_id, items=[
-        TimelineEvent(id=e.event_id, type=e.type, from_status=e.from_status, to_status=e.to_status,
+        TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
                       occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source)  # type: ignore[arg-type]
         for e in repo.timeline(shipment_id)
     ])
@@ -295,7 +304,7 @@ def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
 def _route_out(item: RouteItem) -> RouteOut:
     return RouteOut(id=item.route_id, driver_id=item.driver_id, day=date.fromisoformat(item.day),
                     planned_start=item.planned_start, status=item.status,  # type: ignore[arg-type]
-                    stops=[RouteStop(sequence=i, shipment_id=s) for i, s in enumerate(item.stops)],
+                    stops=[RouteStop(sequence=i, shipment_id=str(s)) for i, s in enumerate(item.stops)],
                     started_at=item.started_at, created_at=item.created_at)
 
 
@@ -320,7 +329,7 @@ def create_route(repo: Repository, merchant_id: str, body: RouteCreate) -> Route
                       planned_start=body.planned_start, stops=list(body.shipment_ids), status="planned",
                       created_at=now)
     repo.put_route(route)
-    changes = []
+    changes: list[StatusChange] = []
     for index, sid in enumerate(body.shipment_ids):
         shipment = shipments[sid]
         extra = [ShipmentItem.route_id.set(route_id), ShipmentItem.stop_index.set(index),
@@ -340,7 +349,7 @@ def create_route(repo: Repository, merchant_id: str, body: RouteCreate) -> Route
 def _release_shipments(repo: Repository, merchant_id: str, route_id: str, shipment_ids: list[str]) -> None:
     now = now_utc()
     current = repo.get_shipments(merchant_id, shipment_ids)
-    changes = [
+    changes: list[StatusChange] = [
         (s, S.CREATED, [ShipmentItem.route_id.remove(), ShipmentItem.stop_index.remove(),
                         ShipmentItem.driver_id.remove()],
          _event(merchant_id, s.shipment_id, "unassigned", "system", now, now, s.status, S.CREATED))
@@ -372,8 +381,8 @@ def start_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
         repo.set_route_status(route, "active", "planned", now)
     except ConditionFailed:
         raise errors.conflict("The route was started meanwhile.", "status", "already started") from None
-    shipments = repo.get_shipments(merchant_id, list(route.stops))
-    changes = [
+    shipments = repo.get_shipments(merchant_id, [str(s) for s in route.stops])
+    changes: list[StatusChange] = [
         (s, S.OUT_FOR_DELIVERY, [],
          _event(merchant_id, s.shipment_id, "out_for_delivery", "merchant", now, now, s.status, S.OUT_FOR_DELIVERY))
         for s in shipments.values() if s.status == S.ASSIGNED and s.route_id == route_id
@@ -472,11 +481,12 @@ def tracking_view(repo: Repository, token: str) -> TrackingView:
     return TrackingView(
         status=status,
         shipment=TrackingShipment(
-            recipient_first_name=str(shipment.recipient.as_dict().get("name", "")).split(" ")[0],
-            city=str(shipment.address.as_dict().get("city", "")), delivery_date=date.fromisoformat(shipment.delivery_date),
+            recipient_first_name=str(_as_dict(shipment.recipient).get("name", "")).split(" ")[0],
+            city=str(_as_dict(shipment.address).get("city", "")),
+            delivery_date=date.fromisoformat(shipment.delivery_date),
             time_window=window, location=Location(lat=float(shipment.lat), lng=float(shipment.lng)),
         ),
         driver=marker,
-        timeline=[TrackingEvent(type=e.type, status=e.to_status, occurred_at=e.occurred_at)  # type: ignore[arg-type]
+        timeline=[TrackingEvent(type=e.type, status=_status(e.to_status), occurred_at=e.occurred_at)
                   for e in repo.timeline(shipment.shipment_id)],
     )

@@ -7,11 +7,13 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.config import get_settings
@@ -40,6 +42,11 @@ from chalicelib.storage.tables import (
 )
 
 TRANSACTION_LIMIT = 100
+ItemT = TypeVar("ItemT", bound=Model)
+
+
+# (shipment as read, new status, extra update actions, timeline event)
+StatusChange = tuple[ShipmentItem, ShipmentStatus, list[Any], EventItem]
 
 
 class StorageUnavailable(RuntimeError):
@@ -185,7 +192,7 @@ class Repository:
         item = _get(TrackingTokenItem, f"TRACK#{token_hash}", "TRACK")
         return (item.merchant_id, item.shipment_id) if item else None
 
-    def change_statuses(self, changes: Sequence[tuple[ShipmentItem, ShipmentStatus, list[Any], EventItem]]) -> None:
+    def change_statuses(self, changes: Sequence[StatusChange]) -> None:
         """Move shipments to new statuses, each conditional on its current status, with a timeline event each.
 
         Chunks stay within the transaction limit; each chunk is all-or-nothing.
@@ -220,7 +227,7 @@ class Repository:
         return _get(RouteItem, merchant_pk(merchant_id), f"ROUTE#{route_id}")
 
     def set_route_status(self, route: RouteItem, status: str, expected: str, started_at: datetime | None) -> None:
-        actions = [RouteItem.status.set(status)]
+        actions: list[Action] = [RouteItem.status.set(status)]
         if started_at is not None:
             actions.append(RouteItem.started_at.set(started_at))
         try:
@@ -340,7 +347,7 @@ def _fix_fields(p: Ping) -> dict[str, Any]:
     }
 
 
-def _get(model: Any, pk: str, sk: str) -> Any:
+def _get(model: type[ItemT], pk: str, sk: str) -> ItemT | None:
     try:
         return model.get(pk, sk)
     except DoesNotExist:

@@ -53,7 +53,7 @@ class GSI3(GlobalSecondaryIndex["Any"]):
 
 
 class _Item(Model):
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]  # pynamodb reads these class attributes
     PK = UnicodeAttribute(hash_key=True)
     SK = UnicodeAttribute(range_key=True)
 

@@ -47,7 +47,10 @@ def make_shipment(merchant: Any, n: int = 1, **overrides: Any) -> dict[str, Any]
     return r.json_body  # type: ignore[no-any-return]
 
 
-def make_started_route(merchant: Any, shipments: int = 2) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+Json = dict[str, Any]
+
+
+def make_started_route(merchant: Any, shipments: int = 2) -> tuple[Json, list[Json], Json]:
     driver = make_driver(merchant)
     ships = [make_shipment(merchant, n) for n in range(1, shipments + 1)]
     r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": "2026-11-21",

@@ -80,7 +80,7 @@ def test_cells_within_cover_every_point_within_the_radius(lat, lng, radius, bear
 
 
 def test_lifecycle_final_states_and_conflicts():
-    assert FINAL == {ShipmentStatus.DELIVERED, ShipmentStatus.RETURNED, ShipmentStatus.CANCELLED}
+    assert {ShipmentStatus.DELIVERED, ShipmentStatus.RETURNED, ShipmentStatus.CANCELLED} == FINAL
     check_transition(ShipmentStatus.CREATED, ShipmentStatus.ASSIGNED)
     with pytest.raises(TransitionError) as info:
         check_transition(ShipmentStatus.DELIVERED, ShipmentStatus.CANCELLED)
