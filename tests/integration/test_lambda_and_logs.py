@@ -20,24 +20,28 @@ def test_api_gateway_proxy_event_reaches_the_ping_handler(merchant, chalice_app)
     assert json.loads(response["body"])["accepted"] == 1
 
 
-def test_logs_have_correlation_ids_and_no_personal_data(merchant, chalice_app, capfd, monkeypatch):
+def test_logs_have_correlation_ids_and_no_personal_data(merchant, chalice_app, monkeypatch):
+    import io
+
     from chalicelib.observability import logger, metrics
 
     emitted: list[dict] = []
     monkeypatch.setattr(metrics, "flush_metrics", lambda *a, **k: (emitted.append(dict(metrics.metric_set)),
                                                                    metrics.metric_set.clear()))
+    buffer = io.StringIO()
+    previous_stream = logger.registered_handler.setStream(buffer)
     logger.setLevel("INFO")
     try:
-        capfd.readouterr()
         merchant.call("POST", "/v1/shipments", shipment_body(7))
         driver = make_driver(merchant, "Zebedee Quux")
         event = json.loads((EVENTS / "apigw_post_pings.json").read_text())
         event["headers"]["Authorization"] = f"Bearer {driver['token']}"
         event["body"] = event["body"].replace("REPLACED_BY_TEST", iso(now_ms() - 1000))
         chalice_app(event, None)
-        out = capfd.readouterr().out
+        out = buffer.getvalue()
     finally:
         logger.setLevel("WARNING")
+        logger.registered_handler.setStream(previous_stream)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("message") == "request"]
     assert requests and all("status" in r and "latency_ms" in r for r in requests)
