@@ -1,0 +1,183 @@
+"""Local DynamoDB Streams runner: what Lambda's event source mapping does, against the moto server.
+
+It reads every shard of the table's stream (and picks up new shards), builds
+exactly the event Lambda delivers, invokes the same handler the Lambda runs,
+retries from the first record the handler reports as failed (ReportBatchItemFailures),
+parks records that keep failing in a local dead-letter file, and checkpoints the
+last processed sequence number per shard so a restart does not replay everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("doorstep.streams")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class RunnerConfig:
+    batch_size: int = 100
+    max_retry_attempts: int = 3
+    poll_interval_s: float = 0.1
+    shard_refresh_s: float = 2.0
+
+
+def to_lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
+    """A GetRecords record in the exact shape Lambda hands to a DynamoDB stream function."""
+    ddb = dict(record["dynamodb"])
+    created = ddb.get("ApproximateCreationDateTime")
+    if isinstance(created, datetime):
+        ddb["ApproximateCreationDateTime"] = int(created.timestamp())
+    return {
+        "eventID": record["eventID"],
+        "eventName": record["eventName"],
+        "eventVersion": record.get("eventVersion", "1.1"),
+        "eventSource": "aws:dynamodb",
+        "awsRegion": record.get("awsRegion", region),
+        "dynamodb": ddb,
+        "eventSourceARN": stream_arn,
+    }
+
+
+class StreamRunner:
+    def __init__(self, dynamodb: Any, streams: Any, table_name: str, handler: Handler, checkpoint_file: Path,
+                 dead_letter_file: Path, config: RunnerConfig | None = None) -> None:
+        self.dynamodb = dynamodb
+        self.streams = streams
+        self.table_name = table_name
+        self.handler = handler
+        self.checkpoint_file = checkpoint_file
+        self.dead_letter_file = dead_letter_file
+        self.config = config or RunnerConfig()
+        self.region = streams.meta.region_name
+        self.stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+        self.checkpoints: dict[str, str] = self._load_checkpoints()
+        self.iterators: dict[str, str | None] = {}
+        self.closed: set[str] = set()
+        self.invocations = 0
+        self._stop = threading.Event()
+        self._last_refresh = 0.0
+
+    # --- checkpoints ---------------------------------------------------------
+
+    def _load_checkpoints(self) -> dict[str, str]:
+        if self.checkpoint_file.exists():
+            data = json.loads(self.checkpoint_file.read_text())
+            if data.get("stream_arn") == self.stream_arn:
+                return dict(data.get("shards", {}))
+        return {}
+
+    def _save_checkpoints(self) -> None:
+        self.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stream_arn": self.stream_arn, "shards": self.checkpoints}))
+        tmp.replace(self.checkpoint_file)
+
+    # --- shards --------------------------------------------------------------
+
+    def refresh_shards(self) -> None:
+        start: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"StreamArn": self.stream_arn}
+            if start:
+                kwargs["ExclusiveStartShardId"] = start
+            description = self.streams.describe_stream(**kwargs)["StreamDescription"]
+            for shard in description["Shards"]:
+                shard_id = shard["ShardId"]
+                if shard_id in self.iterators or shard_id in self.closed:
+                    continue
+                self.iterators[shard_id] = self._iterator(shard_id)
+            start = description.get("LastEvaluatedShardId")
+            if not start:
+                break
+        self._last_refresh = time.monotonic()
+
+    def _iterator(self, shard_id: str) -> str:
+        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard_id}
+        if shard_id in self.checkpoints:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=self.checkpoints[shard_id])
+        else:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+        return str(self.streams.get_shard_iterator(**kwargs)["ShardIterator"])
+
+    # --- processing ------------------------------------------------------------
+
+    def poll_once(self) -> int:
+        """Read each shard once and deliver what arrived; returns the number of records delivered."""
+        if time.monotonic() - self._last_refresh > self.config.shard_refresh_s or not self.iterators:
+            self.refresh_shards()
+        delivered = 0
+        for shard_id, iterator in list(self.iterators.items()):
+            if iterator is None:
+                continue
+            response = self.streams.get_records(ShardIterator=iterator, Limit=self.config.batch_size)
+            records = response.get("Records", [])
+            if records:
+                self._deliver(shard_id, [to_lambda_record(r, self.stream_arn, self.region) for r in records])
+                delivered += len(records)
+            next_iterator = response.get("NextShardIterator")
+            self.iterators[shard_id] = next_iterator
+            if next_iterator is None:
+                self.closed.add(shard_id)
+        return delivered
+
+    def _deliver(self, shard_id: str, records: list[dict[str, Any]]) -> None:
+        pending = records
+        attempts = 0
+        while pending:
+            self.invocations += 1
+            try:
+                result = self.handler({"Records": pending}, None) or {}
+                failures = [f["itemIdentifier"] for f in result.get("batchItemFailures", [])]
+            except Exception:  # a crashed invocation fails the whole batch, as on Lambda
+                log.exception("stream handler failed")
+                failures = [pending[0]["dynamodb"]["SequenceNumber"]]
+            if not failures:
+                break
+            # Like Lambda: everything before the first failed record counts as done.
+            sequence = [r["dynamodb"]["SequenceNumber"] for r in pending]
+            first = min(sequence.index(f) for f in failures if f in sequence) if any(
+                f in sequence for f in failures) else 0
+            done, pending = pending[:first], pending[first:]
+            if done:
+                self.checkpoints[shard_id] = done[-1]["dynamodb"]["SequenceNumber"]
+                self._save_checkpoints()
+            attempts += 1
+            if attempts > self.config.max_retry_attempts:
+                self._dead_letter(pending[:1])
+                self.checkpoints[shard_id] = pending[0]["dynamodb"]["SequenceNumber"]
+                self._save_checkpoints()
+                pending, attempts = pending[1:], 0
+                continue
+            time.sleep(min(1.0, 0.05 * 2 ** attempts))
+        self.checkpoints[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
+        self._save_checkpoints()
+
+    def _dead_letter(self, records: list[dict[str, Any]]) -> None:
+        self.dead_letter_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.dead_letter_file.open("a") as fh:
+            for record in records:
+                fh.write(json.dumps({"failed_at": time.time(), "record": record}) + "\n")
+        log.warning("sent %d stream record(s) to the local dead-letter file", len(records))
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.poll_once():
+                    self._stop.wait(self.config.poll_interval_s)
+            except Exception:
+                log.exception("stream poll failed; retrying")
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
