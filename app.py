@@ -23,6 +23,8 @@ from chalicelib.models import (
     DriverCreate,
     DriverOut,
     DriverPage,
+    DriverStatusResult,
+    DriverStatusUpdate,
     DriverToken,
     DriverWithToken,
     NearbyDrivers,
@@ -178,10 +180,7 @@ def driver_position(call: Call, driver_id: str) -> Position:
            tag="shipments", body=ShipmentCreate, response=ShipmentOut, status=201,
            errors_=(400, 401, 413, 415, 422), extra_headers=("Idempotency-Key",))
 def create_shipment(call: Call) -> Response:
-    key = call.headers.get("idempotency-key")
-    if key is not None and not (1 <= len(key) <= 255):
-        raise errors.bad_request("Idempotency-Key must be 1 to 255 characters.", "Idempotency-Key",
-                                 "1 to 255 characters")
+    key = call.idempotency_key()
     shipment, created = services().create_shipment(repo(), settings(), call.merchant_id, call.body, key,
                                                    call.raw_body)
     headers = {"Location": f"/v1/shipments/{shipment.id}"}
@@ -263,6 +262,18 @@ def post_pings(call: Call) -> PingBatchResult:
     metrics.add_metric(name="PingsRejected", unit=MetricUnit.Count, value=result.rejected)
     metrics.add_metric(name="PingsDuplicate", unit=MetricUnit.Count, value=result.duplicates)
     return result
+
+
+@api.route("/v1/driver/shipments/{shipment_id}/status", "POST",
+           summary="Report arrived / delivered / failed, stamped with when it happened", tag="driver",
+           auth="driver", body=DriverStatusUpdate, response=DriverStatusResult,
+           errors_=(400, 401, 404, 409, 413, 415, 422), extra_headers=("Idempotency-Key",))
+def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
+    key = call.idempotency_key()
+    from datetime import UTC, datetime
+
+    return services().driver_status_update(repo(), call.merchant_id, call.driver_id,  # type: ignore[no-any-return]
+                                           shipment_id, call.body, key, call.raw_body, datetime.now(UTC))
 
 
 # --- recipient tracking --------------------------------------------------------------

@@ -49,6 +49,13 @@ class Call:
     raw_body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
 
+    def idempotency_key(self) -> str | None:
+        key = self.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise errors.bad_request("Idempotency-Key must be 1 to 255 characters.", "Idempotency-Key",
+                                     "1 to 255 characters")
+        return key
+
 
 def problems_from(exc: ValidationError, prefix: str = "") -> list[errors.FieldProblem]:
     out = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
@@ -138,6 +139,36 @@ class TimelineEvent(BaseModel):
 class Timeline(BaseModel):
     shipment_id: str
     items: list[TimelineEvent]
+
+
+class FailureReason(StrEnum):
+    NOT_HOME = "not_home"
+    NO_ACCESS = "no_access"
+    REFUSED = "refused"
+    DAMAGED = "damaged"
+    OTHER = "other"
+
+
+class DriverStatusUpdate(Strict_):
+    """A status change reported by the driver's phone, stamped with when it happened (it may arrive late)."""
+
+    status: Literal["arrived", "delivered", "failed"]
+    occurred_at: AwareDatetime = Field(description="When it happened on the phone; may be up to 7 days old")
+    reason: FailureReason | None = Field(default=None, description="Required when status is failed")
+    note: Annotated[str, Field(max_length=500)] | None = None
+    location: Location | None = Field(default=None, description="Where the driver was when it happened")
+
+    @model_validator(mode="after")
+    def _reason_iff_failed(self) -> DriverStatusUpdate:
+        if (self.status == "failed") != (self.reason is not None):
+            raise ValueError("reason is required when status is failed, and only then")
+        return self
+
+
+class DriverStatusResult(BaseModel):
+    shipment_id: str
+    status: ShipmentStatus
+    replayed: bool = False
 
 
 # --- routes ------------------------------------------------------------------

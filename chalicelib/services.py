@@ -13,7 +13,7 @@ from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.domain import geo
 from chalicelib.domain.lifecycle import DRIVER_VISIBLE, ShipmentStatus, TransitionError, check_transition
-from chalicelib.domain.pings import ScreenLimits, screen_batch
+from chalicelib.domain.pings import MAX_AGE_MS, MAX_FUTURE_MS, ScreenLimits, screen_batch
 from chalicelib.domain.security import (
     CursorError,
     decode_cursor,
@@ -30,6 +30,8 @@ from chalicelib.models import (
     DriverMarker,
     DriverOut,
     DriverPage,
+    DriverStatusResult,
+    DriverStatusUpdate,
     DriverToken,
     DriverWithToken,
     Location,
@@ -62,6 +64,7 @@ from chalicelib.storage.tables import (
     RouteItem,
     ShipmentItem,
     date_gsi_pk,
+    driver_pk,
     driver_routes_pk,
     merchant_pk,
     shipment_pk,
@@ -194,12 +197,13 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
 
 
 def _event(merchant_id: str, shipment_id: str, kind: str, source: str, occurred: datetime, recorded: datetime,
-           from_status: str | None = None, to_status: str | None = None) -> EventItem:
+           from_status: str | None = None, to_status: str | None = None,
+           data: dict[str, Any] | None = None) -> EventItem:
     event_id = new_id("evt")
     stamp = occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     return EventItem(shipment_pk(shipment_id), f"EVENT#{stamp}#{event_id}", merchant_id=merchant_id,
                      shipment_id=shipment_id, event_id=event_id, type=kind, from_status=from_status,
-                     to_status=to_status, occurred_at=occurred, recorded_at=recorded, source=source)
+                     to_status=to_status, occurred_at=occurred, recorded_at=recorded, source=source, data=data)
 
 
 def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body: ShipmentCreate,
@@ -490,3 +494,61 @@ def tracking_view(repo: Repository, token: str) -> TrackingView:
         timeline=[TrackingEvent(type=e.type, status=_status(e.to_status), occurred_at=e.occurred_at)
                   for e in repo.timeline(shipment.shipment_id)],
     )
+
+
+# --- driver status updates -------------------------------------------------------------
+
+
+def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shipment_id: str,
+                         body: DriverStatusUpdate, idempotency_key: str | None, request_bytes: bytes,
+                         now: datetime) -> DriverStatusResult:
+    """Apply arrived / delivered / failed from the driver's phone, at the time it happened.
+
+    An Idempotency-Key makes a retried update harmless: the claim is written in
+    the same transaction as the status change.
+    """
+    occurred_ms = body.occurred_at.timestamp() * 1000
+    now_ms = now.timestamp() * 1000
+    if occurred_ms > now_ms + MAX_FUTURE_MS or occurred_ms < now_ms - MAX_AGE_MS:
+        raise errors.validation_failed([errors.FieldProblem(
+            "occurred_at", "must be at most 2 minutes ahead of server time and at most 7 days old")])
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    if shipment is None or shipment.driver_id != driver_id:
+        raise errors.not_found("Shipment")
+    request_hash = hashlib.sha256(request_bytes).hexdigest()
+    claim = None
+    if idempotency_key is not None:
+        key_hash = hash_secret(f"status:{shipment_id}:{idempotency_key}")
+        previous = repo.get_driver_idempotency(driver_id, key_hash)
+        if previous is not None:
+            return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+        claim = IdempotencyItem(driver_pk(driver_id), f"IDEMPOTENCY#{key_hash}", request_hash=request_hash,
+                                shipment_id=shipment_id, expires_at=idempotency_expiry(now))
+    wanted = ShipmentStatus(body.status)
+    _transition(shipment, wanted)
+    data = {k: v for k, v in {"reason": body.reason and str(body.reason), "note": body.note,
+                              "lat": body.location and body.location.lat,
+                              "lng": body.location and body.location.lng}.items() if v is not None}
+    event = _event(merchant_id, shipment_id, str(wanted), "driver", body.occurred_at.astimezone(UTC), now,
+                   shipment.status, str(wanted), data or None)
+    try:
+        claimed = repo.change_statuses([(shipment, wanted, [], event)], claim=claim)
+    except ConditionFailed:
+        raise errors.conflict("The shipment changed meanwhile; read it and retry.") from None
+    if not claimed and claim is not None:
+        previous = repo.get_driver_idempotency(driver_id, claim.SK.removeprefix("IDEMPOTENCY#"))
+        if previous is None:
+            raise errors.service_unavailable("Please retry the request.")
+        return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+    return DriverStatusResult(shipment_id=shipment_id, status=wanted)
+
+
+def _replayed(repo: Repository, merchant_id: str, shipment_id: str, previous: IdempotencyItem,
+              request_hash: str) -> DriverStatusResult:
+    if previous.request_hash != request_hash:
+        raise errors.ApiError(422, "idempotency_key_reused",
+                              "This Idempotency-Key was used with a different request body.",
+                              [errors.FieldProblem("Idempotency-Key", "already used with a different body")])
+    current = repo.get_shipment(merchant_id, shipment_id)
+    assert current is not None
+    return DriverStatusResult(shipment_id=shipment_id, status=ShipmentStatus(current.status), replayed=True)

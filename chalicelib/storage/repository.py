@@ -192,16 +192,20 @@ class Repository:
         item = _get(TrackingTokenItem, f"TRACK#{token_hash}", "TRACK")
         return (item.merchant_id, item.shipment_id) if item else None
 
-    def change_statuses(self, changes: Sequence[StatusChange]) -> None:
+    def change_statuses(self, changes: Sequence[StatusChange], claim: IdempotencyItem | None = None) -> bool:
         """Move shipments to new statuses, each conditional on its current status, with a timeline event each.
 
         Chunks stay within the transaction limit; each chunk is all-or-nothing.
+        With `claim` (a single change only), the idempotency record is written in
+        the same transaction; returns False if that key was already used.
         """
         per_chunk = TRANSACTION_LIMIT // 2
         for start in range(0, len(changes), per_chunk):
             chunk = changes[start:start + per_chunk]
             try:
                 with TransactWrite(connection=self.conn) as tx:
+                    if claim is not None:
+                        tx.save(claim, condition=IdempotencyItem.PK.does_not_exist())
                     for shipment, new_status, extra_actions, event in chunk:
                         actions = [
                             ShipmentItem.status.set(str(new_status)),
@@ -213,7 +217,15 @@ class Repository:
                         tx.update(shipment, actions=actions, condition=ShipmentItem.status == shipment.status)
                         tx.save(event)
             except TransactWriteError as exc:
+                reasons = exc.cancellation_reasons or []
+                if claim is not None and reasons and reasons[0] is not None \
+                        and reasons[0].code == "ConditionalCheckFailed":
+                    return False
                 raise ConditionFailed(str(exc)) from exc
+        return True
+
+    def get_driver_idempotency(self, driver_id: str, key_hash: str) -> IdempotencyItem | None:
+        return _get(IdempotencyItem, driver_pk(driver_id), f"IDEMPOTENCY#{key_hash}")
 
     # --- routes ----------------------------------------------------------------
 
