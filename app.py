@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from chalicelib.config import Settings
     from chalicelib.storage.repository import Repository
 
-app = Chalice(app_name="doorstep")
-app.log.setLevel("WARNING")  # powertools Logger does the structured logging
+# powertools Logger owns the "doorstep" logger (the same one as app.log), so Chalice must not configure it.
+app = Chalice(app_name="doorstep", configure_logs=False)
 
 
 @cache

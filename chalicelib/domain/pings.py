@@ -21,9 +21,12 @@ SPEED_CHECK_WINDOW_MS = 5 * 60 * 1000
 Outcome = Literal["accepted", "duplicate", "rejected"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fix:
-    """A parsed fix as it arrived; optional fields are None when the phone did not say."""
+    """A parsed fix as it arrived; optional fields are None when the phone did not say.
+
+    Not frozen: frozen dataclasses pay for object.__setattr__ per field, measurable on the ingest path.
+    """
 
     lat: float
     lng: float
@@ -35,7 +38,7 @@ class Fix:
     battery: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ping:
     """A fix accepted for storage, H3-indexed."""
 
@@ -53,7 +56,7 @@ class Ping:
     battery: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ItemResult:
     index: int
     status: Outcome
@@ -91,7 +94,7 @@ class Screening:
         return max(self.to_store.values(), key=lambda p: p.fix_ms, default=None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LastFix:
     fix_ms: int
     lat: float

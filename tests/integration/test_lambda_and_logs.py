@@ -30,7 +30,6 @@ def test_logs_have_correlation_ids_and_no_personal_data(merchant, chalice_app, m
                                                                    metrics.metric_set.clear()))
     buffer = io.StringIO()
     previous_stream = logger.registered_handler.setStream(buffer)
-    logger.setLevel("INFO")
     try:
         merchant.call("POST", "/v1/shipments", shipment_body(7))
         driver = make_driver(merchant, "Zebedee Quux")
@@ -40,7 +39,6 @@ def test_logs_have_correlation_ids_and_no_personal_data(merchant, chalice_app, m
         chalice_app(event, None)
         out = buffer.getvalue()
     finally:
-        logger.setLevel("WARNING")
         logger.registered_handler.setStream(previous_stream)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("message") == "request"]

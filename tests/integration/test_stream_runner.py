@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import boto3
 import pytest
@@ -12,20 +13,25 @@ from infra.local.resources import create_table
 from infra.local.streams import RunnerConfig, StreamRunner
 
 
+TABLE = {"name": ""}
+
+
 @pytest.fixture()
 def table():
+    # moto's state is shared with the session's mock, so each test gets its own table (and stream).
+    TABLE["name"] = f"stream-test-{uuid.uuid4().hex[:8]}"
     with mock_aws():
         client = boto3.client("dynamodb")
-        create_table(client, "stream-test")
+        create_table(client, TABLE["name"])
         yield client
 
 
 def put(client, n: int) -> None:
-    client.put_item(TableName="stream-test", Item={"PK": {"S": f"K#{n}"}, "SK": {"S": "X"}, "n": {"N": str(n)}})
+    client.put_item(TableName=TABLE["name"], Item={"PK": {"S": f"K#{n}"}, "SK": {"S": "X"}, "n": {"N": str(n)}})
 
 
 def runner(client, handler, tmp_path, retries: int = 2) -> StreamRunner:
-    return StreamRunner(client, boto3.client("dynamodbstreams"), "stream-test", handler, tmp_path / "cp.json",
+    return StreamRunner(client, boto3.client("dynamodbstreams"), TABLE["name"], handler, tmp_path / "cp.json",
                         tmp_path / "dlq.jsonl", RunnerConfig(max_retry_attempts=retries, poll_interval_s=0))
 
 

@@ -1,0 +1,374 @@
+"""ETA accuracy on real movement: replay the GeoLife trips through Doorstep's ETA engine.
+
+`python -m bench.eval_eta` (what `make eval` runs) prints one JSON object per figure on
+stdout; progress and the per-trip breakdown go to stderr.
+
+Data: ../shared/data/traces/geolife/geolife_long (or $DOORSTEP_SHARED_DATA/...):
+`trips.csv` gives each real trip's user, start, real arrival time (`finished_at`, the
+start of the destination staypoint) and origin/destination; the users' `.plt` files
+give the GPS fixes. The fixes of a trip are those between its start and its arrival.
+
+Protocol (leave one trip out, no leakage):
+- For each test trip, everything learned comes from the other trips only: the
+  speed table, the engine's parameters, the error model (window) and both baselines.
+- From every fix of the test trip (all of them, none skipped) the engine predicts the
+  arrival at the destination, a single-stop route. It sees the fixes up to that moment
+  and nothing later (its DriverMotion is fed in order, as pings would arrive). The
+  destination is known, as a delivery stop is; the trip's own future is not.
+- Parameters (circuity, motion weight, lateness weight, approach time) are chosen to
+  minimise the MAE on the other trips, each of them predicted with a speed table that
+  excludes it as well as the test trip (nested), so the choice is not flattered by
+  in-sample speeds. The window level is the smallest whose coverage, measured
+  leave-one-trip-out among those other trips, reaches 80%.
+- Baselines, each fitted on the other trips: the LaDe 'SPEED' baseline (straight-line
+  distance over the average speed = total straight-line distance / total time of the
+  other trips, as LaDe computes a courier's speed), and the strongest constant-speed
+  predictor (the pace minimising MAE on the other trips' fixes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chalicelib.domain.eta import DriverMotion, ErrorModel, EtaParams, SpeedTable, Stop, estimate_route, plan_route
+from chalicelib.domain.geo import haversine_m
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DOORSTEP_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+GEOLIFE = SHARED_DATA / "traces" / "geolife" / "geolife_long"
+
+TARGET_REDUCTION = 0.30
+TARGET_COVERAGE = 0.80
+LEVELS = tuple(round(0.80 + 0.02 * i, 2) for i in range(10))  # window levels tried, 0.80 .. 0.98
+GRID: dict[str, tuple[float, ...]] = {
+    "circuity": (1.0, 1.15, 1.3, 1.5, 1.75, 2.0),
+    "motion_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "lateness_weight": (0.0, 0.1, 0.2, 0.3, 0.5, 0.75),
+}
+START = EtaParams(circuity=1.3, motion_weight=0.25, lateness_weight=0.25, approach_s=0.0)
+MAX_APPROACH_S = 900.0
+
+
+def log(message: str) -> None:
+    print(f"[eval_eta] {message}", file=sys.stderr, flush=True)
+
+
+# --- data ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    fix_ms: int
+    lat: float
+    lng: float
+
+
+@dataclass
+class Trip:
+    trip_id: int
+    user: int
+    start_ms: int
+    end_ms: int  # the real arrival
+    origin: tuple[float, float]
+    dest: tuple[float, float]
+    points: list[Point] = field(default_factory=list)
+
+    @property
+    def od_m(self) -> float:
+        return haversine_m(*self.origin, *self.dest)
+
+
+def _parse_ts(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def _read_plt(path: Path) -> list[Point]:
+    """GeoLife .plt: 6 header lines, then lat,lng,0,altitude_ft,days,date,time (UTC)."""
+    points = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh.read().splitlines()[6:]:
+            parts = line.split(",")
+            if len(parts) < 7:
+                continue
+            when = datetime.strptime(f"{parts[5]} {parts[6]}", "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+            points.append(Point(int(when.timestamp() * 1000), float(parts[0]), float(parts[1])))
+    return points
+
+
+def load_trips(folder: Path = GEOLIFE) -> list[Trip]:
+    by_user: dict[int, dict[int, Point]] = {}
+    for plt in sorted(folder.glob("*/Trajectory/*.plt")):
+        fixes = by_user.setdefault(int(plt.parent.parent.name), {})
+        for p in _read_plt(plt):
+            fixes.setdefault(p.fix_ms, p)  # the same second twice (overlapping files): keep one
+    trips = []
+    with (folder / "trips.csv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            coords = row["geom"].strip()[len("MULTIPOINT ("):-1].split(",")
+            (o_lng, o_lat), (d_lng, d_lat) = (tuple(float(v) for v in c.split()) for c in coords)
+            trip = Trip(int(row["id"]), int(row["user_id"]), _parse_ts(row["started_at"]),
+                        _parse_ts(row["finished_at"]), (o_lat, o_lng), (d_lat, d_lng))
+            fixes = by_user.get(trip.user, {})
+            trip.points = [fixes[ms] for ms in sorted(fixes) if trip.start_ms <= ms <= trip.end_ms]
+            if trip.points:
+                trips.append(trip)
+    return trips
+
+
+# --- the engine on a trip ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One prediction moment: what the engine knows then, and the truth."""
+
+    trip: int
+    position: tuple[float, float]
+    now_ms: int
+    motion: DriverMotion
+    actual_s: float
+    dist_m: float
+
+
+def build_table(trips: Sequence[Trip]) -> SpeedTable:
+    table = SpeedTable()
+    for trip in trips:
+        for a, b in zip(trip.points, trip.points[1:], strict=False):
+            table.observe(a, b)
+    return table
+
+
+def replay(trip: Trip) -> list[Case]:
+    """The trip as the engine would see it: fixes arrive in order, a prediction after each."""
+    motion = DriverMotion()
+    cases = []
+    for p in trip.points:
+        motion.update(p)
+        cases.append(Case(trip.trip_id, (p.lat, p.lng), p.fix_ms, copy.copy(motion),
+                          (trip.end_ms - p.fix_ms) / 1000, haversine_m(p.lat, p.lng, *trip.dest)))
+    return cases
+
+
+def predict(cases: Sequence[Case], tables: dict[int, SpeedTable], stops: dict[int, list[Stop]],
+            params: EtaParams, errors: ErrorModel | None = None) -> list[tuple[float, float, float]]:
+    """(predicted s, window low s, window high s) from now, per case, through estimate_route itself."""
+    out = []
+    for c in cases:
+        eta = estimate_route(c.position, c.now_ms, stops[c.trip], tables[c.trip], c.motion, params, errors)[0]
+        out.append(((eta.eta_ms - c.now_ms) / 1000, (eta.low_ms - c.now_ms) / 1000, (eta.high_ms - c.now_ms) / 1000))
+    return out
+
+
+def fit_params(cases: Sequence[Case], tables: dict[int, SpeedTable], stops: dict[int, list[Stop]]) -> EtaParams:
+    """Coordinate descent on MAE over GRID; the approach time, additive, is solved exactly as the median residual."""
+
+    def score(params: EtaParams) -> tuple[float, EtaParams]:
+        preds = predict(cases, tables, stops, replace(params, approach_s=0.0))
+        approach = min(MAX_APPROACH_S, max(0.0, statistics.median(c.actual_s - p[0] for c, p in zip(
+            cases, preds, strict=True))))
+        mae = sum(abs(p[0] + approach - c.actual_s) for c, p in zip(cases, preds, strict=True)) / len(cases)
+        return mae, replace(params, approach_s=approach)
+
+    best_mae, best = score(START)
+    for _ in range(2):
+        improved = False
+        for name, values in GRID.items():
+            for value in values:
+                if value == getattr(best, name):
+                    continue
+                mae, candidate = score(replace(best, **{name: value}))
+                if mae < best_mae - 1e-9:
+                    best_mae, best, improved = mae, candidate, True
+        if not improved:
+            break
+    return best
+
+
+def choose_level(pairs_by_trip: dict[int, ErrorModel], cases_by_trip: dict[int, list[tuple[float, float]]]) -> float:
+    """Smallest window level whose leave-one-trip-out coverage among these trips reaches the target."""
+    for level in LEVELS:
+        inside = total = 0
+        for trip_id, pairs in cases_by_trip.items():
+            model = ErrorModel(level=level)
+            for other, hist in pairs_by_trip.items():
+                if other != trip_id:
+                    model.merge(hist)
+            for predicted, actual in pairs:
+                lo, hi = model.window(predicted)
+                inside += lo <= actual <= hi
+                total += 1
+        if total and inside / total >= TARGET_COVERAGE:
+            return level
+    return LEVELS[-1]
+
+
+# --- baselines -----------------------------------------------------------------------
+
+
+def lade_speed_pace(train: Sequence[Trip]) -> float:
+    """LaDe SPEED: total straight-line distance / total time of the history, as a pace (s/m)."""
+    return sum((t.end_ms - t.start_ms) / 1000 for t in train) / sum(t.od_m for t in train)
+
+
+def best_constant_pace(train_cases: Sequence[Case]) -> float:
+    """The pace p minimising sum |actual - p * distance|: the distance-weighted median of actual/distance."""
+    ratios = sorted((c.actual_s / c.dist_m, c.dist_m) for c in train_cases if c.dist_m > 0)
+    half, acc = sum(w for _, w in ratios) / 2, 0.0
+    for ratio, weight in ratios:
+        acc += weight
+        if acc >= half:
+            return ratio
+    return ratios[-1][0]
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+def metrics(errors_s: Sequence[float]) -> dict[str, float]:
+    minutes = [abs(e) / 60 for e in errors_s]
+    n = len(minutes)
+    return {"mae": sum(minutes) / n, "rmse": math.sqrt(sum(m * m for m in minutes) / n),
+            "acc5": sum(m <= 5 for m in minutes) / n, "acc10": sum(m <= 10 for m in minutes) / n}
+
+
+@dataclass
+class FoldResult:
+    trip: Trip
+    params: EtaParams
+    level: float
+    engine: list[tuple[float, float, float]]
+    actual: list[float]
+    lade: list[float]
+    best_const: list[float]
+
+
+def run_fold(k: int, trips: Sequence[Trip], stops: dict[int, list[Stop]],
+             replays: dict[int, list[Case]], tables: Callable[[frozenset[int]], SpeedTable]) -> FoldResult:
+    test = trips[k]
+    train = [t for t in trips if t.trip_id != test.trip_id]
+    # Nested: each training trip predicted with a table that excludes it and the test trip.
+    nested_tables = {t.trip_id: tables(frozenset({t.trip_id, test.trip_id})) for t in train}
+    train_cases = [c for t in train for c in replays[t.trip_id]]
+    params = fit_params(train_cases, nested_tables, stops)
+    preds = predict(train_cases, nested_tables, stops, params)
+    hists: dict[int, ErrorModel] = {t.trip_id: ErrorModel() for t in train}
+    pairs: dict[int, list[tuple[float, float]]] = {t.trip_id: [] for t in train}
+    for c, p in zip(train_cases, preds, strict=True):
+        hists[c.trip].observe(p[0], c.actual_s)
+        pairs[c.trip].append((p[0], c.actual_s))
+    level = choose_level(hists, pairs)
+    errors = ErrorModel(level=level)
+    for hist in hists.values():
+        errors.merge(hist)
+    test_cases = replays[test.trip_id]
+    engine = predict(test_cases, {test.trip_id: tables(frozenset({test.trip_id}))}, stops, params, errors)
+    lade = lade_speed_pace(train)
+    best = best_constant_pace(train_cases)
+    return FoldResult(test, params, level, engine, [c.actual_s for c in test_cases],
+                      [lade * c.dist_m for c in test_cases], [best * c.dist_m for c in test_cases])
+
+
+def evaluate(trips: Sequence[Trip]) -> list[FoldResult]:
+    stops = {t.trip_id: [Stop(f"trip-{t.trip_id}", *t.dest)] for t in trips}
+    for trip_stops in stops.values():
+        plan_route(trip_stops)  # warm the plan cache once per destination
+    replays = {t.trip_id: replay(t) for t in trips}
+    cache: dict[frozenset[int], SpeedTable] = {}
+
+    def tables(excluded: frozenset[int]) -> SpeedTable:
+        if excluded not in cache:
+            cache[excluded] = build_table([t for t in trips if t.trip_id not in excluded])
+        return cache[excluded]
+
+    results = []
+    for k, trip in enumerate(trips):
+        started = time.perf_counter()
+        fold = run_fold(k, trips, stops, replays, tables)
+        results.append(fold)
+        p = fold.params
+        log(f"trip {trip.trip_id:>2} ({len(trip.points):>3} fixes, {(trip.end_ms - trip.start_ms) / 60000:5.1f} min, "
+            f"O-D {trip.od_m:5.0f} m): MAE engine {metrics(_err(fold.engine, fold.actual))['mae']:5.1f}, "
+            f"LaDe {metrics(_diff(fold.lade, fold.actual))['mae']:5.1f}, "
+            f"best-constant {metrics(_diff(fold.best_const, fold.actual))['mae']:5.1f} min | "
+            f"circuity {p.circuity}, motion {p.motion_weight}, lateness {p.lateness_weight}, "
+            f"approach {p.approach_s:.0f} s, level {fold.level} ({time.perf_counter() - started:.1f} s)")
+    return results
+
+
+def _err(engine: Sequence[tuple[float, float, float]], actual: Sequence[float]) -> list[float]:
+    return [e[0] - a for e, a in zip(engine, actual, strict=True)]
+
+
+def _diff(pred: Sequence[float], actual: Sequence[float]) -> list[float]:
+    return [p - a for p, a in zip(pred, actual, strict=True)]
+
+
+def figures(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
+    engine = [e for r in results for e in r.engine]
+    actual = [a for r in results for a in r.actual]
+    m = metrics(_err(engine, actual))
+    lade = metrics(_diff([x for r in results for x in r.lade], actual))
+    best = metrics(_diff([x for r in results for x in r.best_const], actual))
+    coverage = sum(lo <= a <= hi for (_, lo, hi), a in zip(engine, actual, strict=True)) / len(actual)
+    width_min = statistics.median((hi - lo) / 60 for _, lo, hi in engine)
+    red_lade = 1 - m["mae"] / lade["mae"]
+    red_best = 1 - m["mae"] / best["mae"]
+    common = {"trips": len(results), "points": len(actual)}
+
+    def line(name: str, value: float, unit: str, target: float | None, better: str, **extra: Any) -> dict[str, Any]:
+        met = None if target is None else (value <= target if better == "lower" else value >= target)
+        return {"name": name, "value": round(value, 3), "unit": unit, "target": target, "met": met,
+                "better": better, **extra}
+
+    return [
+        line("eta_mae_min", m["mae"], "min", round((1 - TARGET_REDUCTION) * lade["mae"], 3), "lower",
+             baseline=round(lade["mae"], 3), baseline_best_constant=round(best["mae"], 3), **common),
+        line("eta_rmse_min", m["rmse"], "min", None, "lower", baseline=round(lade["rmse"], 3),
+             baseline_best_constant=round(best["rmse"], 3)),
+        line("eta_acc5", m["acc5"], "share", None, "higher", baseline=round(lade["acc5"], 3),
+             baseline_best_constant=round(best["acc5"], 3)),
+        line("eta_acc10", m["acc10"], "share", None, "higher", baseline=round(lade["acc10"], 3),
+             baseline_best_constant=round(best["acc10"], 3)),
+        line("eta_mae_reduction_vs_baseline", red_lade, "ratio", TARGET_REDUCTION, "higher",
+             baseline_is="LaDe SPEED: straight-line distance / average speed of the other trips"),
+        line("eta_mae_reduction_vs_best_constant", red_best, "ratio", TARGET_REDUCTION, "higher",
+             baseline_is="straight-line distance x the constant pace minimising MAE on the other trips"),
+        line("eta_window_coverage", coverage, "share", TARGET_COVERAGE, "higher",
+             window_levels=sorted({r.level for r in results}), median_width_min=round(width_min, 2)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.eval_eta", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=GEOLIFE, help="the geolife_long folder")
+    args = parser.parse_args(argv)
+    if not (args.data / "trips.csv").exists():
+        log(f"skipped: GeoLife trips not found at {args.data} (a fresh clone has no ../shared/data)")
+        print(json.dumps({"name": "eta_mae_min", "value": None, "skipped": f"no data at {args.data}"}), flush=True)
+        return 0
+    trips = load_trips(args.data)
+    log(f"{len(trips)} trips, {sum(len(t.points) for t in trips)} fixes from {args.data}; "
+        "leave-one-trip-out, a prediction from every fix")
+    started = time.perf_counter()
+    results = evaluate(trips)
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    for figure in figures(results):
+        print(json.dumps(figure), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
