@@ -12,7 +12,6 @@ from moto import mock_aws
 from infra.local.resources import create_table
 from infra.local.streams import RunnerConfig, StreamRunner
 
-
 TABLE = {"name": ""}
 
 
