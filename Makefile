@@ -31,7 +31,7 @@ run: $(STAMP)
 	$(PY) -m infra.local.stack --port $(PORT) --moto-port $(MOTO_PORT)
 
 simulate: $(STAMP)
-	$(PY) -m infra.local.simulate $(if $(TRACE),--trace $(TRACE),) $(if $(SPEED),--speed $(SPEED),)
+	$(PY) -m infra.local.simulate $(if $(TRACE),--trace $(TRACE),) $(if $(SPEED),--speed $(SPEED),) $(if $(BATCH),--batch $(BATCH),)
 
 test: $(STAMP)
 	$(PY) -m pytest tests

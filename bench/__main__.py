@@ -16,7 +16,7 @@ from bench.common import Result, emit, log
 
 # Module per benchmark, in run order. The cheap, in-process ones go before the
 # local stack, which starts servers that compete for the same two cores.
-MODULES = ("cold_start", "ingest", "rss", "e2e")
+MODULES = ("cold_start", "ingest", "geofence", "rss", "e2e")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log(f"running {name}")
         try:
-            results: list[Result] = modules[name].run()
+            results: list[Result] = [r if isinstance(r, Result) else Result(**r) for r in modules[name].run()]
         except Exception as exc:
             # Loud on stderr, still a JSON line on stdout so a reader of the
             # figures sees which one is missing and why.

@@ -48,7 +48,7 @@ _DROP_ENV = ("AWS_ENDPOINT_URL", "AWS_PROFILE")
 
 @dataclass
 class Result:
-    """One figure. Every target is an upper bound: `met` is value <= target."""
+    """One figure. A target is an upper bound (`met` is value <= target) unless higher_is_better."""
 
     name: str
     value: float | None
@@ -56,12 +56,15 @@ class Result:
     target: float | None
     baseline: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    higher_is_better: bool = False
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "value": self.value, "unit": self.unit, "target": self.target}
         if self.baseline is not None:
             out["baseline"] = self.baseline
-        met = None if self.target is None or self.value is None else self.value <= self.target
+        met = None
+        if self.target is not None and self.value is not None:
+            met = self.value >= self.target if self.higher_is_better else self.value <= self.target
         out["met"] = met
         out.update(self.extra)
         return out

@@ -10,14 +10,15 @@ Geometry
       of Traccar and Tile38, and of GeoJSON without a CRS). Tests run in a local
       equirectangular plane centred on the point: x = dlon * cos(lat) * m/deg,
       y = dlat * m/deg. That map is affine in (lon, lat), so ray casting there is
-      exactly ray casting on lon/lat, and distances to edges are in metres,
-      accurate to well under a metre at fence scale (< 10 km). Longitudes are
+      exactly ray casting on lon/lat, and distances to edges are in metres with
+      an error of about d^2 * tan(lat) / R (centimetres within the few hundred
+      metres where the rules look at them, ~15 m at 10 km). Longitudes are
       compared modulo 360, so fences across the antimeridian work (each edge must
       span less than 180 degrees of longitude).
     * Ray casting is half-open: a point exactly on an edge may fall either side.
       The state machine never decides on the boundary (an accuracy circle of any
       positive radius straddles it); `contains` treats the boundary (within 1 mm)
-      as inside, like a circle's `distance <= radius`.
+      as inside, for every shape.
 
 Signed distance
     Every fence answers `signed_distance_m(lat, lng)`: metres to its boundary,
@@ -59,10 +60,11 @@ from chalicelib.domain.geo import EARTH_RADIUS_M, FINE_RES, haversine_m
 # The fence index uses the ping's own cell resolution (res 10, ~66-76 m edge):
 # a stored ping already carries its cell, so the stream function finds candidate
 # fences without another H3 call, and cells about the size of the smallest stop
-# fences keep the candidate list short (about half the exact tests of res 9 at
-# metro density). Zones over 50 km2 (thousands of res-10 cells, one storage item
-# each) are indexed at res 7 (~5 km2 cells) instead: a lookup then also tries the
-# fix's res-7 parent, which costs nothing while no such zone exists.
+# fences keep the candidate list short (bench/geofence.py, 100,000 stops over a
+# metro area: 15 candidates per ping at res 10, 29 at res 9; ~30 cells per fence).
+# Zones over 50 km2 (thousands of res-10 cells, one storage item each) are
+# indexed at res 7 (~5 km2 cells) instead: a lookup then also tries the fix's
+# res-7 parent, which costs nothing while no such zone is loaded.
 INDEX_RES = FINE_RES
 COARSE_INDEX_RES = 7
 LARGE_FENCE_M2 = 50e6
@@ -78,6 +80,8 @@ DEFAULT_POLYGON_BUFFER_M = 50.0
 MAX_FENCE_M2 = 50_000e6
 
 M_PER_DEG = math.pi * EARTH_RADIUS_M / 180.0
+_TWO_R = 2.0 * EARTH_RADIUS_M
+_sin, _asin, _sqrt = math.sin, math.asin, math.sqrt  # module globals: cheaper than attribute lookups per call
 _BOUNDARY_EPS_M = 0.001
 
 EventKind = Literal["enter", "exit", "dwell"]
@@ -105,6 +109,16 @@ def _wrap_deg(d: float) -> float:
     return (d + 180.0) % 360.0 - 180.0
 
 
+# A fix's position with what every circle test needs, computed once per fix:
+# (lat, lng, lat in radians, lng in radians, cos(lat)).
+Point = tuple[float, float, float, float, float]
+
+
+def _point(lat: float, lng: float) -> Point:
+    lat_r = math.radians(lat)
+    return (lat, lng, lat_r, math.radians(lng), math.cos(lat_r))
+
+
 @dataclass(frozen=True, slots=True)
 class CircleFence:
     """A stop's geofence: a circle with an exit radius larger than its enter radius.
@@ -118,6 +132,10 @@ class CircleFence:
     radius_m: float
     exit_radius_m: float | None = None
     exit_margin_m: float = field(init=False, repr=False, compare=False)
+    _exit_r: float = field(init=False, repr=False, compare=False)
+    _lat_r: float = field(init=False, repr=False, compare=False)
+    _lng_r: float = field(init=False, repr=False, compare=False)
+    _cos: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_id(self.id)
@@ -129,12 +147,46 @@ class CircleFence:
             raise ValueError("exit_radius_m must be larger than radius_m")
         object.__setattr__(self, "exit_radius_m", float(exit_r))
         object.__setattr__(self, "exit_margin_m", float(exit_r) - self.radius_m)
+        object.__setattr__(self, "_exit_r", float(exit_r))
+        object.__setattr__(self, "_lat_r", math.radians(self.lat))
+        object.__setattr__(self, "_lng_r", math.radians(self.lng))
+        object.__setattr__(self, "_cos", math.cos(math.radians(self.lat)))
+
+    def _distance(self, p: Point) -> float:
+        """Haversine distance to the centre, with the trigonometry of both ends precomputed."""
+        s1 = _sin((p[2] - self._lat_r) * 0.5)
+        s2 = _sin((p[3] - self._lng_r) * 0.5)
+        a = s1 * s1 + self._cos * p[4] * s2 * s2
+        return _TWO_R * _asin(_sqrt(a) if a < 1.0 else 1.0)
 
     def signed_distance_m(self, lat: float, lng: float) -> float:
-        return self.radius_m - haversine_m(self.lat, self.lng, lat, lng)
+        return self.radius_m - self._distance(_point(lat, lng))
 
     def contains(self, lat: float, lng: float) -> bool:
-        return self.signed_distance_m(lat, lng) >= 0.0
+        return self.signed_distance_m(lat, lng) >= -_BOUNDARY_EPS_M
+
+    # Hot path: most calls are settled by bounds of the distance that need no
+    # trigonometry. Lower bound: the latitude difference. Upper bound: the length
+    # of a path along the meridian, then along the fix's parallel (a great circle
+    # is never longer). Haversine settles the rest.
+
+    def _enters(self, p: Point, acc: float) -> bool:
+        limit = self.radius_m - acc
+        low = abs(p[0] - self.lat) * M_PER_DEG
+        if low > limit:
+            return False
+        if low + abs((p[1] - self.lng + 180.0) % 360.0 - 180.0) * p[4] * M_PER_DEG <= limit:
+            return True
+        return self._distance(p) <= limit
+
+    def _exits(self, p: Point, acc: float) -> bool:
+        reach = self._exit_r + acc
+        low = abs(p[0] - self.lat) * M_PER_DEG
+        if low > reach:
+            return True
+        if low + abs((p[1] - self.lng + 180.0) % 360.0 - 180.0) * p[4] * M_PER_DEG <= reach:
+            return False  # the usual case while parked inside
+        return self._distance(p) > reach
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "circle", "id": self.id, "lat": self.lat, "lng": self.lng,
@@ -209,6 +261,12 @@ class PolygonFence:
     def contains(self, lat: float, lng: float) -> bool:
         return self.signed_distance_m(lat, lng) >= -_BOUNDARY_EPS_M
 
+    def _enters(self, p: Point, acc: float) -> bool:
+        return self.signed_distance_m(p[0], p[1]) >= acc
+
+    def _exits(self, p: Point, acc: float) -> bool:
+        return self.signed_distance_m(p[0], p[1]) < -(self.exit_margin_m + acc)
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": "polygon", "id": self.id, "geometry": dict(self.geometry), "buffer_m": self.buffer_m}
 
@@ -247,6 +305,12 @@ class CorridorFence:
 
     def contains(self, lat: float, lng: float) -> bool:
         return self.signed_distance_m(lat, lng) >= -_BOUNDARY_EPS_M
+
+    def _enters(self, p: Point, acc: float) -> bool:
+        return self.signed_distance_m(p[0], p[1]) >= acc
+
+    def _exits(self, p: Point, acc: float) -> bool:
+        return self.signed_distance_m(p[0], p[1]) < -(self.exit_margin_m + acc)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "corridor", "id": self.id, "line": [list(p) for p in self.line],
@@ -543,8 +607,9 @@ class FenceIndex:
         return found
 
     def containing(self, lat: float, lng: float) -> list[Fence]:
-        """The fences that contain the point (no accuracy, no hysteresis)."""
-        return [f for f in self.candidates(lat, lng) if f.signed_distance_m(lat, lng) >= 0.0]
+        """The fences that contain the point (no accuracy, no hysteresis): `contains`, through the index."""
+        p = _point(lat, lng)
+        return [f for f in self.candidates(lat, lng) if f._enters(p, -_BOUNDARY_EPS_M)]
 
     def get(self, fence_id: str) -> Fence | None:
         return self._fences.get(fence_id)
@@ -618,13 +683,14 @@ class GeofenceParams:
 
 @dataclass(frozen=True, slots=True)
 class FenceState:
-    """A driver inside a fence. A driver has no FenceState for a fence they are outside of.
+    """A driver inside a fence (since the fix time `since_ms`). No FenceState means outside.
 
-    since_ms: fix time of the enter; last_fix_ms: last fix that found them still inside.
+    It changes only on an event (enter, dwell; exit removes it), so the storage
+    layer writes fence states only when something happened; the time of the last
+    processed fix is kept once per driver, in DriverState.
     """
 
     since_ms: int
-    last_fix_ms: int
     dwell_fired: bool = False
 
 
@@ -685,6 +751,7 @@ def evaluate(fix: FixLike, state: DriverState, index: FenceLookup,
         # so how a stream is cut into batches cannot change the outcome.
         return DriverState(state.driver_id, fix.fix_ms, state.fences), []
     lat, lng, now = fix.lat, fix.lng, fix.fix_ms
+    p = _point(lat, lng)
     current = state.fences
     updated: dict[str, FenceState] = {}
     left: list[str] = []
@@ -697,28 +764,24 @@ def evaluate(fix: FixLike, state: DriverState, index: FenceLookup,
     for fence_id, fs in current.items():
         fence = index.get(fence_id)
         if fence is None:
-            left.append(fence_id)  # the fence was deleted: forget the state, no event
-            continue
-        s = fence.signed_distance_m(lat, lng)
-        if s < -(fence.exit_margin_m + acc):
+            continue  # the fence was deleted: forget the state, no event
+        if fence._exits(p, acc):
             left.append(fence_id)
-            continue
-        fired = fs.dwell_fired
-        if not fired and now - fs.since_ms >= dwell_ms:
+        elif not fs.dwell_fired and now - fs.since_ms >= dwell_ms:
             dwelt.append(fence_id)
-            fired = True
-        updated[fence_id] = FenceState(fs.since_ms, now, fired)
+            updated[fence_id] = FenceState(fs.since_ms, True)
+        else:
+            updated[fence_id] = fs
 
     for fence in index.candidates(lat, lng):
         if fence.id in current:
             continue
-        if fence.signed_distance_m(lat, lng) >= acc:
+        if fence._enters(p, acc):
             entered.append(fence.id)
-            updated[fence.id] = FenceState(now, now, False)
+            updated[fence.id] = FenceState(now)
 
     events: list[GeofenceEvent] = []
-    exits = sorted(fid for fid in left if index.get(fid) is not None)
-    events.extend(_event("exit", fix, fid) for fid in exits)
+    events.extend(_event("exit", fix, fid) for fid in sorted(left))
     events.extend(_event("enter", fix, fid) for fid in sorted(entered))
     events.extend(_event("dwell", fix, fid) for fid in sorted(dwelt))
     return DriverState(state.driver_id, now, updated), events

@@ -134,24 +134,46 @@ def screen_batch(
     screening = Screening(results)
     candidates.sort(key=lambda pair: pair[1].fix_ms)
     previous = last_fix
+    # The last fix refused for speed: if the next fix agrees with it rather than with `previous`,
+    # `previous` was the outlier (e.g. a glitch stored after a long gap) and both are accepted,
+    # so one bad stored fix cannot lock a driver out.
+    refused: tuple[int, Fix] | None = None
     for index, fix in candidates:
-        if previous is not None and 0 < fix.fix_ms - previous.fix_ms <= SPEED_CHECK_WINDOW_MS:
-            dt_s = (fix.fix_ms - previous.fix_ms) / 1000
-            implied = haversine_m(previous.lat, previous.lng, fix.lat, fix.lng) / dt_s
-            if implied > limits.max_speed_mps:
-                results[index] = ItemResult(
-                    index, "rejected", fix.fix_ms, "lat",
-                    f"implied speed {implied:.0f} m/s from the previous fix exceeds {limits.max_speed_mps:.0f} m/s",
-                )
+        implied = _implied_speed(previous, fix)
+        if implied is not None and implied > limits.max_speed_mps:
+            if refused is not None and (_implied_speed(_as_last(refused[1]), fix) or 0.0) <= limits.max_speed_mps:
+                for keep_index, keep in (refused, (index, fix)):
+                    screening.to_store[keep_index] = _ping(keep, driver_id, merchant_id, now_ms)
+                previous, refused = _as_last(fix), None
                 continue
-        screening.to_store[index] = Ping(
-            driver_id=driver_id, merchant_id=merchant_id, fix_ms=fix.fix_ms, lat=fix.lat, lng=fix.lng,
-            cell=fine_cell(fix.lat, fix.lng), received_ms=now_ms, accuracy=fix.accuracy, speed=fix.speed,
-            heading=fix.heading, altitude=fix.altitude, battery=fix.battery,
-        )
+            results[index] = ItemResult(
+                index, "rejected", fix.fix_ms, "lat",
+                f"implied speed {implied:.0f} m/s from the previous fix exceeds {limits.max_speed_mps:.0f} m/s",
+            )
+            refused = (index, fix)
+            continue
+        screening.to_store[index] = _ping(fix, driver_id, merchant_id, now_ms)
+        refused = None
         if previous is None or fix.fix_ms > previous.fix_ms:
-            previous = LastFix(fix.fix_ms, fix.lat, fix.lng)
+            previous = _as_last(fix)
     return screening
+
+
+def _as_last(fix: Fix) -> LastFix:
+    return LastFix(fix.fix_ms, fix.lat, fix.lng)
+
+
+def _implied_speed(previous: LastFix | None, fix: Fix) -> float | None:
+    """m/s between two fixes close enough in time to judge; None when there is nothing to compare."""
+    if previous is None or not 0 < fix.fix_ms - previous.fix_ms <= SPEED_CHECK_WINDOW_MS:
+        return None
+    return haversine_m(previous.lat, previous.lng, fix.lat, fix.lng) / ((fix.fix_ms - previous.fix_ms) / 1000)
+
+
+def _ping(fix: Fix, driver_id: str, merchant_id: str, now_ms: int) -> Ping:
+    return Ping(driver_id=driver_id, merchant_id=merchant_id, fix_ms=fix.fix_ms, lat=fix.lat, lng=fix.lng,
+                cell=fine_cell(fix.lat, fix.lng), received_ms=now_ms, accuracy=fix.accuracy, speed=fix.speed,
+                heading=fix.heading, altitude=fix.altitude, battery=fix.battery)
 
 
 def _clock_or_accuracy_problem(fix: Fix, now_ms: int, limits: ScreenLimits) -> tuple[str, str] | None:

@@ -81,6 +81,15 @@ def test_impossible_speed_is_refused_against_batch_and_last_fix():
     assert statuses(s) == [("accepted", None)]
 
 
+def test_a_glitch_stored_as_latest_does_not_lock_the_driver_out():
+    glitch = LastFix(NOW - 20_000, 48.6, -122.3)  # ~111 km away, 20 s before
+    s = screen([ping(-10), ping(-5, lat=47.6001), ping(-1, lat=47.6002)], last_fix=glitch)
+    assert statuses(s) == [("accepted", None)] * 3
+    # a lone jump is still refused
+    s = screen([ping(-10), ping(-5, lat=48.6), ping(-1, lat=47.6001)])
+    assert statuses(s) == [("accepted", None), ("rejected", "lat"), ("accepted", None)]
+
+
 fix_times = st.lists(st.integers(min_value=-3600, max_value=0), min_size=1, max_size=40)
 
 

@@ -1,0 +1,295 @@
+"""Play a GPS trace through the driver ping API of the local stack (`make simulate`).
+
+Reads .local/demo.json (written by `make run`), loads a GPX trace (the real
+ride-along trace from ../shared/data when present, else the synthetic
+events/demo_trace.gpx) and posts its fixes as the demo driver, in batches, at
+N times real speed.
+
+Fix times: the API refuses fixes more than 2 minutes in the future or more
+than 7 days old, so the trace keeps its real durations and is shifted so its
+LAST fix lands at the moment the simulation starts. Every fix is therefore in
+the recent past when it is posted, whatever the playback speed, and the
+batches arrive in the order a phone would send them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import urllib.error
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infra.local.stack import DEFAULT_DEMO_PATH, DEMO_KEYS, PROJECT_DIR, HttpResult, default_data_dir, http_json
+
+BUILTIN_TRACE = PROJECT_DIR / "events" / "demo_trace.gpx"
+REAL_TRACE = ("traces", "ridealong", "test1.gpx")
+MAX_BATCH = 500  # the API's limit per request
+RETRIES = 3
+
+
+class SimulationError(RuntimeError):
+    """Something the user must fix (no demo.json, stack down, token refused); the message says what."""
+
+
+@dataclass(frozen=True)
+class TraceFix:
+    time: datetime
+    lat: float
+    lng: float
+    speed: float | None = None
+    accuracy: float | None = None
+    heading: float | None = None
+    altitude: float | None = None
+
+
+# --- GPX ----------------------------------------------------------------------------------
+
+
+def _local_name(tag: str) -> str:
+    # "{http://www.topografix.com/GPX/1/1}trkpt" -> "trkpt": GPX 1.0/1.1 and every extension
+    # vendor (Garmin gpxtpx, trails.io, ...) use their own namespaces for the same ideas.
+    return tag.rsplit("}", 1)[-1]
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float((text or "").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat((text or "").strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # GPX times are UTC
+
+
+def parse_gpx(path: Path) -> list[TraceFix]:
+    """Track points with a time, in time order: lat/lon, ele, and speed/hacc/course from extensions."""
+    root = ET.parse(path).getroot()
+    fixes: list[TraceFix] = []
+    for point in root.iter():
+        if _local_name(point.tag) != "trkpt":
+            continue
+        lat, lng = _number(point.get("lat")), _number(point.get("lon"))
+        when = altitude = None
+        for child in point:
+            name = _local_name(child.tag)
+            if name == "time":
+                when = _timestamp(child.text)
+            elif name == "ele":
+                altitude = _number(child.text)
+        found: dict[str, float | None] = {}
+        for element in point.iter():
+            name = _local_name(element.tag)
+            if name in {"speed", "hacc", "course"}:
+                found[name] = _number(element.text)
+        if when is None or lat is None or lng is None:
+            continue
+        speed, accuracy, heading = found.get("speed"), found.get("hacc"), found.get("course")
+        fixes.append(TraceFix(
+            time=when, lat=lat, lng=lng,
+            speed=speed if speed is not None and speed >= 0 else None,  # -1 means "unknown"
+            accuracy=accuracy if accuracy is not None and accuracy >= 0 else None,
+            heading=heading if heading is not None and 0 <= heading <= 360 else None,
+            altitude=altitude,
+        ))
+    fixes.sort(key=lambda f: f.time)  # stable: equal times keep file order (the API dedupes them)
+    return fixes
+
+
+def ping_json(fix: TraceFix, fix_time: datetime) -> dict[str, Any]:
+    ping: dict[str, Any] = {"lat": fix.lat, "lng": fix.lng,
+                            "fix_time": fix_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    for name in ("accuracy", "speed", "heading", "altitude"):
+        value = getattr(fix, name)
+        if value is not None:
+            ping[name] = value
+    return ping
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def load_demo(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SimulationError(f"{path} not found: run `make run` first (in another terminal) and keep it running")
+    try:
+        demo: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SimulationError(f"{path} is not valid JSON ({exc}); run `make run` again") from None
+    missing = [key for key in DEMO_KEYS if key not in demo]
+    if missing:
+        raise SimulationError(f"{path} lacks {', '.join(missing)}; run `make run` again")
+    return demo
+
+
+def default_trace() -> Path:
+    real = default_data_dir().joinpath(*REAL_TRACE)
+    return real if real.is_file() else BUILTIN_TRACE
+
+
+def _distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lng2 - lng1) / 2) ** 2
+    return 6371.0 * 2 * math.asin(math.sqrt(a))
+
+
+# --- playback -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    requests: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def done(self) -> int:
+        return self.accepted + self.duplicates + self.rejected
+
+
+def _post(url: str, token: str, pings: list[dict[str, Any]]) -> HttpResult:
+    """POST one batch; retries are safe because the API stores each (driver, fix time) once."""
+    delay = 0.5
+    for attempt in range(RETRIES + 1):
+        try:
+            result = http_json("POST", url, {"pings": pings}, token=token, timeout=30)
+        except (urllib.error.URLError, ConnectionError) as exc:
+            # Refused means nothing listens: the stack is down, and waiting will not bring it back.
+            refused = isinstance(exc, ConnectionRefusedError) or isinstance(
+                getattr(exc, "reason", None), ConnectionRefusedError)
+            if refused or attempt == RETRIES:
+                raise SimulationError(f"cannot reach {url} ({exc}): is `make run` still running?") from None
+        else:
+            if result.status not in {429, 500, 502, 503, 504} or attempt == RETRIES:
+                return result
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _bar(done: int, total: int, tally: Tally, elapsed: float, width: int = 30) -> str:
+    filled = int(width * done / total) if total else width
+    return (f"\r[{'#' * filled}{'-' * (width - filled)}] {100 * done // max(total, 1):3d}%  {done}/{total} fixes  "
+            f"accepted {tally.accepted}  duplicate {tally.duplicates}  rejected {tally.rejected}  {elapsed:5.1f} s")
+
+
+def play(demo: dict[str, Any], fixes: Sequence[TraceFix], *, speed: float, batch: int,
+         base_url: str | None = None, out: Any = sys.stdout) -> Tally:
+    """Post `fixes` in batches at `speed` x real time; returns the tally of per-item outcomes."""
+    url = f"{(base_url or demo['base_url']).rstrip('/')}/v1/driver/pings"
+    started_wall = datetime.now(UTC)
+    offset = started_wall - fixes[-1].time
+    first = fixes[0].time
+    batches = [list(fixes[i:i + batch]) for i in range(0, len(fixes), batch)]
+    tally = Tally()
+    start = time.monotonic()
+    for chunk in batches:
+        # A phone sends a batch once its last fix is taken: schedule against the start, so HTTP
+        # latency does not accumulate into drift.
+        due = start + (chunk[-1].time - first).total_seconds() / speed
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        result = _post(url, demo["driver_token"], [ping_json(f, f.time + offset) for f in chunk])
+        tally.requests += 1
+        if result.status == 401:
+            raise SimulationError("the driver token in demo.json was refused: the stack was restarted since it was "
+                                  "written (moto keeps data in memory). Use the demo.json of the running `make run`.")
+        if result.status != 200:
+            raise SimulationError(f"the API answered HTTP {result.status}: {json.dumps(result.body)[:500]}")
+        body = result.body
+        tally.accepted += int(body["accepted"])
+        tally.duplicates += int(body["duplicates"])
+        tally.rejected += int(body["rejected"])
+        for item in body.get("items", []):
+            if item.get("status") == "rejected":
+                tally.reasons[f"{item.get('field')}: {item.get('reason')}"] += 1
+        out.write(_bar(tally.done, len(fixes), tally, time.monotonic() - start))
+        out.flush()
+    out.write("\n")
+    return tally
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.local.simulate",
+                                     description="Play a GPX trace through the driver ping API of `make run`.")
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="GPX file (default: ../shared/data/traces/ridealong/test1.gpx, "
+                             "else events/demo_trace.gpx)")
+    parser.add_argument("--speed", type=float, default=20.0, help="playback speed, x real time (default 20)")
+    parser.add_argument("--batch", type=int, default=10, help="fixes per request (default 10, max 500)")
+    parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="demo.json written by `make run`")
+    parser.add_argument("--base-url", default=None, help="API base URL (default: base_url from demo.json)")
+    args = parser.parse_args(argv)
+    if not (args.speed > 0 and math.isfinite(args.speed)):
+        parser.error("--speed must be a positive number")
+    if not 1 <= args.batch <= MAX_BATCH:
+        parser.error(f"--batch must be 1..{MAX_BATCH}")
+
+    try:
+        demo = load_demo(args.demo)
+        trace = args.trace or default_trace()
+        if not trace.is_file():
+            raise SimulationError(f"trace {trace} not found")
+        try:
+            fixes = parse_gpx(trace)
+        except ET.ParseError as exc:
+            raise SimulationError(f"{trace} is not valid GPX/XML ({exc})") from None
+        if not fixes:
+            raise SimulationError(f"{trace} has no track points with a time")
+        duration = (fixes[-1].time - fixes[0].time).total_seconds()
+        print(f"Playing {trace.name}: {len(fixes)} fixes over {duration / 60:.1f} min at {args.speed:g}x "
+              f"(about {duration / args.speed:.0f} s), {args.batch} per request, as driver {demo['driver_id']}")
+        stops = demo.get("stops") or []
+        if stops:
+            gap = _distance_km(fixes[-1].lat, fixes[-1].lng, float(stops[0]["lat"]), float(stops[0]["lng"]))
+            if gap > 50:
+                print(f"note: the trace ends {gap:,.0f} km from the demo stops (trace and route come from different "
+                      "cities); the positions are real, the map will just show them far apart")
+        started = time.monotonic()
+        try:
+            tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url)
+        except KeyboardInterrupt:
+            print("\ninterrupted")
+            return 130
+        base_url = (args.base_url or demo["base_url"]).rstrip("/")
+        print(f"Done in {time.monotonic() - started:.1f} s: {len(fixes)} fixes in {tally.requests} requests -> "
+              f"{tally.accepted} accepted, {tally.duplicates} duplicate, {tally.rejected} rejected")
+        for reason, count in tally.reasons.most_common(5):
+            print(f"  rejected x{count}: {reason}")
+        position = http_json("GET", f"{base_url}/v1/drivers/{demo['driver_id']}/position",
+                             token=demo["merchant_api_key"])
+        if position.status == 200:
+            p = position.body
+            accuracy = f", accuracy {p['accuracy']:g} m" if p.get("accuracy") is not None else ""
+            print(f"Final position: {p['lat']:.6f}, {p['lng']:.6f} (fix {p['fix_time']}{accuracy})")
+        else:
+            print(f"Final position: not available (HTTP {position.status})")
+        print(f"Track it: {demo['tracking_urls'][0]}")
+    except SimulationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, ConnectionError) as exc:
+        print(f"error: cannot reach the API ({exc}): is `make run` still running?", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,730 @@
+"""The local stack: moto server + `chalice local`, seeded with a demo merchant.
+
+`make run` calls `python -m infra.local.stack --port 8000 --moto-port 5001`.
+Tests use `LocalStack(port=0, moto_port=0)` (free ports) and `seed_demo`.
+
+Why it looks the way it does:
+
+- Each child runs in its own session (process group) so that `stop()` can
+  signal the whole group and nothing is left behind, and so that a Ctrl-C in
+  the terminal reaches only this process, which then stops the children in
+  order instead of racing them.
+- `chalice local` overwrites os.environ with the stage's environment
+  variables, but the AWS endpoint is not part of the stage config: botocore
+  (and chalicelib.config) read the standard AWS_ENDPOINT_URL, so the children
+  get it, plus fake credentials, through their environment.
+- The local stage does not name DOORSTEP_PUBLIC_BASE_URL: the stack passes the
+  real base URL (its port may be chosen at run time), so tracking links are right.
+- moto keeps everything in memory, so every start is a fresh, empty world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+LOCAL_DIR = PROJECT_DIR / ".local"
+DEFAULT_DEMO_PATH = LOCAL_DIR / "demo.json"
+DEFAULT_LOG_DIR = LOCAL_DIR / "logs"
+BUILTIN_ROUTE = PROJECT_DIR / "events" / "demo_route.json"
+HOST = "127.0.0.1"
+STAGE = "local"
+DEMO_KEYS = ("base_url", "merchant_api_key", "driver_id", "driver_token", "route_id", "shipment_ids",
+             "tracking_urls")
+
+# Fake credentials: the local stack must never reach a real AWS account.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    # A developer's ~/.aws config (profiles, per-service endpoints) must not leak in.
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+# Station codes of the ALMRRC data start with "D" + a metro code.
+STATION_CITIES = {"CH": "Chicago", "LA": "Los Angeles", "SE": "Seattle", "BO": "Boston", "AU": "Austin"}
+
+# Recipient tracking tokens are bearer secrets; the chalice access log prints request paths.
+_TRACK_PATH = re.compile(r"(/track/)[^\s\"'?]+")
+
+
+class StackError(RuntimeError):
+    """The local stack could not start (busy port, a child died, a timeout)."""
+
+
+class PortBusyError(StackError):
+    """A port the stack needs is already taken."""
+
+
+class SeedError(RuntimeError):
+    """An API call of the demo seeding failed."""
+
+
+# --- small HTTP client (stdlib only; shared by seeding, simulate and the e2e tests) ----------
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+# The stack is on 127.0.0.1: an http_proxy from the environment must never be used for it.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_json(method: str, url: str, body: Any = None, *, token: str | None = None,
+              headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> HttpResult:
+    """One JSON request; HTTP errors come back as results, connection errors raise URLError."""
+    data = json.dumps(body).encode() if body is not None else None
+    sent = {"Accept": "application/json"}
+    if data is not None:
+        sent["Content-Type"] = "application/json"
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    sent.update(headers or {})
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return _result(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return _result(exc.code, exc.headers, exc.read())
+
+
+def _result(status: int, headers: Any, raw: bytes) -> HttpResult:
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except ValueError:
+        body = raw.decode("utf-8", "replace")
+    return HttpResult(status, {k.lower(): v for k, v in headers.items()}, body)
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def stage_environment(project_dir: Path = PROJECT_DIR, stage: str = STAGE) -> dict[str, str]:
+    """The environment `chalice local --stage <stage>` gives the app (global, then stage values)."""
+    with (project_dir / ".chalice" / "config.json").open(encoding="utf-8") as fh:
+        config: dict[str, Any] = json.load(fh)
+    if stage not in config.get("stages", {}):
+        raise StackError(f"stage {stage!r} is not defined in .chalice/config.json")
+    env = {k: str(v) for k, v in config.get("environment_variables", {}).items()}
+    env.update({k: str(v) for k, v in config["stages"][stage].get("environment_variables", {}).items()})
+    return env
+
+
+def app_environment(moto_url: str, project_dir: Path = PROJECT_DIR, stage: str = STAGE,
+                    base_url: str | None = None) -> dict[str, str]:
+    """What the app sees when it runs against the moto server: stage settings + endpoint + fake creds.
+
+    The local stage leaves DOORSTEP_PUBLIC_BASE_URL out of .chalice/config.json on purpose: the
+    stack knows the real port, and `chalice local` only overwrites variables the stage names.
+    """
+    env = {**stage_environment(project_dir, stage), **FAKE_AWS, "AWS_ENDPOINT_URL": moto_url}
+    env["DOORSTEP_PUBLIC_BASE_URL"] = base_url or env.get("DOORSTEP_PUBLIC_BASE_URL", f"http://{HOST}:8000")
+    return env
+
+
+def child_environment(app_env: Mapping[str, str]) -> dict[str, str]:
+    """A child's environment: ours, minus anything AWS/Doorstep that could point elsewhere."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "DOORSTEP_"))}
+    env.update(app_env)
+    env["PYTHONUNBUFFERED"] = "1"  # logs reach the file as they happen, also when a child crashes
+    for name in ("NO_PROXY", "no_proxy"):
+        env[name] = ",".join(filter(None, [env.get(name, ""), "127.0.0.1", "localhost"]))
+    return env
+
+
+def default_data_dir(project_dir: Path = PROJECT_DIR) -> Path:
+    """Real test material lives beside the project (../shared/data), never inside it."""
+    configured = os.environ.get("DOORSTEP_SHARED_DATA")
+    return Path(configured) if configured else project_dir.parent / "shared" / "data"
+
+
+def _check_port_free(port: int, what: str) -> None:
+    # SO_REUSEADDR like the servers themselves, so a socket in TIME_WAIT from the previous run
+    # does not count as busy while a listening one does.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            raise PortBusyError(
+                f"port {port} on {HOST} is already in use (needed for {what}). Stop whatever listens there "
+                f"(an earlier `make run`?) or choose another port: make run PORT=... MOTO_PORT=..."
+            ) from None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- children -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    pump: threading.Thread | None = None
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _pump_redacted(source: IO[bytes], sink: IO[bytes]) -> None:
+    """Copy a child's output to its log, masking tracking tokens in request paths."""
+    with contextlib.suppress(ValueError, OSError):
+        for line in iter(source.readline, b""):
+            sink.write(_TRACK_PATH.sub(r"\1<redacted>", line.decode("utf-8", "replace")).encode())
+            sink.flush()
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text)
+
+
+class LocalStack:
+    """moto server + `chalice local` on 127.0.0.1, with the table and bucket created.
+
+    Use as a context manager, or call start() and stop(). Port 0 picks a free port.
+    """
+
+    def __init__(self, port: int = 8000, moto_port: int = 5001, *, project_dir: Path = PROJECT_DIR,
+                 log_dir: Path | None = None, stage: str = STAGE, startup_timeout: float = 30.0) -> None:
+        self.project_dir = project_dir
+        self.log_dir = log_dir if log_dir is not None else project_dir / ".local" / "logs"
+        self.stage = stage
+        self.startup_timeout = startup_timeout
+        self._requested = (port, moto_port)
+        self.port = port
+        self.moto_port = moto_port
+        self._children: list[_Child] = []
+        self._stopping = False
+
+    # --- addresses and environment -----------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://{HOST}:{self.moto_port}"
+
+    @property
+    def app_env(self) -> dict[str, str]:
+        """The app's environment against this stack's moto (for seed_demo and create_merchant)."""
+        return app_environment(self.moto_url, self.project_dir, self.stage, self.base_url)
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self._children]
+
+    @property
+    def log_paths(self) -> dict[str, Path]:
+        return {child.name: child.log_path for child in self._children}
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        if self._children:
+            raise StackError("the stack is already started")
+        port, moto_port = self._requested
+        if port and port == moto_port:
+            raise PortBusyError(f"the API and moto cannot share port {port}")
+        # Check both ports before starting anything, so a busy port fails fast and leaves nothing behind.
+        if port:
+            _check_port_free(port, "the API (chalice local)")
+        if moto_port:
+            _check_port_free(moto_port, "the AWS emulator (moto server)")
+        self.moto_port = moto_port or _free_port()
+        self.port = port or _free_port()
+        while self.port == self.moto_port:
+            self.port = _free_port()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)  # an exception in the caller must not orphan the servers
+        self._stopping = False
+        try:
+            env = child_environment(self.app_env)
+            bin_dir = self.project_dir / ".venv" / "bin"
+            # The venv's moto_server, by path: an older system one may come first on PATH.
+            moto = self._spawn("moto", [str(bin_dir / "moto_server"), "-H", HOST, "-p", str(self.moto_port)], env)
+            # chalice does not talk to AWS until a request arrives, so it starts while moto warms up.
+            chalice = self._spawn("chalice", [str(bin_dir / "chalice"), "local", "--no-autoreload", "--stage",
+                                              self.stage, "--host", HOST, "--port", str(self.port)], env,
+                                  redact=True)
+            deadline = time.monotonic() + self.startup_timeout
+            self._wait_until(moto, f"{self.moto_url}/moto-api/", deadline, any_status=True)
+            self._create_resources()
+            self._wait_until(chalice, f"{self.base_url}/health", deadline, any_status=False)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str], redact: bool = False) -> _Child:
+        if not Path(argv[0]).exists():
+            raise StackError(f"{argv[0]} not found: run `make venv` first")
+        log_path = self.log_dir / f"{name}.log"
+        log_file = log_path.open("wb")
+        process = subprocess.Popen(
+            list(argv), cwd=self.project_dir, env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if redact else log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop() signals the group, Ctrl-C does not
+        )
+        child = _Child(name, process, log_path, log_file=log_file)
+        if redact:
+            assert process.stdout is not None
+            child.pump = threading.Thread(target=_pump_redacted, args=(process.stdout, log_file),
+                                          name=f"{name}-log", daemon=True)
+            child.pump.start()
+        self._children.append(child)
+        return child
+
+    def _wait_until(self, child: _Child, url: str, deadline: float, *, any_status: bool) -> None:
+        last_error = "no answer"
+        while time.monotonic() < deadline:
+            code = child.process.poll()
+            if code is not None:
+                raise StackError(f"{child.name} exited with code {code} during startup; "
+                                 f"log {child.log_path}:\n{_log_tail(child.log_path)}")
+            try:
+                result = http_json("GET", url, timeout=1.0)
+                if any_status or result.status == 200:
+                    return
+                last_error = f"HTTP {result.status}"
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = str(exc)
+            time.sleep(0.1)
+        raise StackError(f"{child.name} did not answer {url} within {self.startup_timeout:.0f} s ({last_error}); "
+                         f"log {child.log_path}:\n{_log_tail(child.log_path)}")
+
+    def _create_resources(self) -> None:
+        import boto3
+
+        from infra.local.resources import create_bucket, create_table
+
+        env = self.app_env
+        # Explicit endpoint and credentials: whatever this process's environment says does not matter.
+        session = boto3.session.Session(aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+                                        aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+                                        region_name=FAKE_AWS["AWS_DEFAULT_REGION"])
+        create_table(session.client("dynamodb", endpoint_url=self.moto_url), env["DOORSTEP_TABLE_NAME"])
+        create_bucket(session.client("s3", endpoint_url=self.moto_url), env["DOORSTEP_BUCKET_NAME"])
+
+    def dead_children(self) -> list[tuple[str, int, Path]]:
+        """Children that exited on their own: (name, exit code, log path)."""
+        return [(c.name, code, c.log_path) for c in self._children
+                if (code := c.process.poll()) is not None]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM each child's process group, SIGKILL what is left after `timeout`; idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        # The API first, so no request is in flight against a vanished moto.
+        for child in reversed(self._children):
+            self._terminate(child, timeout)
+        for child in self._children:
+            if child.pump is not None:
+                child.pump.join(timeout=2)
+            if child.log_file is not None:
+                child.log_file.close()
+        self._children = []
+
+    @staticmethod
+    def _terminate(child: _Child, timeout: float) -> None:
+        pgid = child.pid  # start_new_session made the child the leader of its own group
+        if child.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=timeout)
+        # Whatever the leader left in its group (none today; a future reloader or worker would).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.process.wait(timeout=timeout)
+
+
+# --- merchants (in process, against moto) ------------------------------------------------
+
+
+def create_merchant(env: Mapping[str, str], name: str, *, isolated: bool = False) -> tuple[str, str]:
+    """Create a merchant with chalicelib.services against the stack's moto; returns (id, API key).
+
+    There is no HTTP endpoint for merchants (they are provisioned by an operator), so this calls
+    the service directly. `isolated=True` does it in a fresh interpreter: use that from a process
+    that already imported chalicelib with other settings (a pytest session), because chalicelib
+    binds its table name and endpoint at import time.
+    """
+    if not isolated:
+        return _create_merchant_here(env, name)
+    code = ("import json, os, sys\n"
+            "from infra.local.stack import _create_merchant_here\n"
+            "print(json.dumps(_create_merchant_here(dict(os.environ), sys.argv[1])))\n")
+    proc = subprocess.run([sys.executable, "-c", code, name], cwd=PROJECT_DIR, env=child_environment(env),
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise SeedError(f"creating a merchant failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    merchant_id, api_key = json.loads(proc.stdout.strip().splitlines()[-1])
+    return str(merchant_id), str(api_key)
+
+
+def _create_merchant_here(env: Mapping[str, str], name: str) -> tuple[str, str]:
+    wanted_table, wanted_endpoint = env["DOORSTEP_TABLE_NAME"], env["AWS_ENDPOINT_URL"]
+    if "chalicelib.storage.tables" in sys.modules:
+        from chalicelib.config import get_settings
+
+        current = get_settings()
+        if (current.table_name, current.aws_endpoint_url) != (wanted_table, wanted_endpoint):
+            raise SeedError("chalicelib is already configured for another table/endpoint in this process; "
+                            "use create_merchant(..., isolated=True)")
+    else:
+        for key in [k for k in os.environ if k.startswith("AWS_")]:
+            del os.environ[key]  # e.g. an AWS_PROFILE that does not exist here would break boto3
+        os.environ.update(env)
+        if "chalicelib.config" in sys.modules:
+            from chalicelib.config import get_settings
+
+            get_settings.cache_clear()  # settings read before the environment was set
+    from chalicelib import services
+    from chalicelib.storage.repository import Repository
+
+    merchant_id, api_key = services.create_merchant(Repository(), name)
+    return merchant_id, api_key
+
+
+# --- demo data ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoStop:
+    stop_id: str
+    lat: float
+    lng: float
+    window: tuple[datetime, datetime] | None
+
+
+@dataclass(frozen=True)
+class DemoRoute:
+    source: str
+    city: str
+    planned_start: datetime
+    stops: list[DemoStop]
+
+
+def _is_text(value: Any) -> bool:
+    # The ALMRRC files write missing values as NaN (a float), present ones as strings.
+    return isinstance(value, str) and bool(value.strip())
+
+
+def load_real_route(data_dir: Path, stops: int, today: date, choice: str | None = None) -> DemoRoute | None:
+    """An ALMRRC route (the first, or the first whose id or station code is `choice`), stops in the
+    order actually driven, dates moved to `today`."""
+    folder = data_dir / "routes" / "almrrc2021"
+    files = [folder / n for n in ("new_route_data.json", "new_actual_sequences.json", "new_package_data.json")]
+    if not all(f.is_file() for f in files):
+        return None
+    # json accepts the NaN literals these files contain.
+    routes, sequences, packages = (json.loads(f.read_text(encoding="utf-8")) for f in files)
+    matches = [rid for rid, r in routes.items() if choice in (None, rid, r.get("station_code"))]
+    if not matches:
+        raise SeedError(f"no route {choice!r} in {files[0]} (give a route id or a station code such as DSE4)")
+    route_id = matches[0]
+    route = routes[route_id]
+    shift = today - date.fromisoformat(route["date_YYYY_MM_DD"])
+    order: dict[str, int] = sequences.get(route_id, {}).get("actual", {})
+    stop_ids = sorted(route["stops"], key=lambda s: order.get(s, math.inf))
+    picked: list[DemoStop] = []
+    for stop_id in stop_ids:
+        stop = route["stops"][stop_id]
+        if stop.get("type") == "Station":
+            continue
+        window = None
+        for package in packages.get(route_id, {}).get(stop_id, {}).values():
+            tw = package.get("time_window") or {}
+            if _is_text(tw.get("start_time_utc")) and _is_text(tw.get("end_time_utc")):
+                start = datetime.fromisoformat(tw["start_time_utc"]).replace(tzinfo=UTC) + shift
+                end = datetime.fromisoformat(tw["end_time_utc"]).replace(tzinfo=UTC) + shift
+                if end > start:
+                    window = (start, end)
+                    break
+        picked.append(DemoStop(stop_id, float(stop["lat"]), float(stop["lng"]), window))
+        if len(picked) == stops:
+            break
+    station = str(route.get("station_code") or "")
+    departure = dtime.fromisoformat(route["departure_time_utc"])
+    return DemoRoute(source=f"almrrc2021 {route_id} (station {station})",
+                     city=STATION_CITIES.get(station[1:3], "Demo City"),
+                     planned_start=datetime.combine(today, departure, tzinfo=UTC), stops=picked)
+
+
+def load_builtin_route(path: Path, stops: int, today: date) -> DemoRoute:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+
+    def at(clock: str) -> datetime:
+        return datetime.combine(today, dtime.fromisoformat(clock), tzinfo=UTC)
+
+    picked = []
+    for stop in data["stops"][:stops]:
+        window = stop.get("time_window_utc")
+        picked.append(DemoStop(str(stop["id"]), float(stop["lat"]), float(stop["lng"]),
+                               (at(window[0]), at(window[1])) if window else None))
+    return DemoRoute(source=f"built-in {path.name}", city=str(data.get("city") or "Demo City"),
+                     planned_start=at(data["departure_time_utc"]), stops=picked)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _rebase(url: str, configured_base: str, base_url: str) -> str:
+    configured_base = configured_base.rstrip("/")
+    return base_url + url[len(configured_base):] if url.startswith(configured_base + "/") else url
+
+
+def _expect(result: HttpResult, what: str, *statuses: int) -> Any:
+    if result.status not in statuses:
+        raise SeedError(f"{what} answered HTTP {result.status}: {json.dumps(result.body)[:500]}")
+    return result.body
+
+
+def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = None,
+              demo_path: Path | None = DEFAULT_DEMO_PATH, stops: int = 10, isolated: bool = False,
+              builtin_route: Path = BUILTIN_ROUTE, route_choice: str | None = None,
+              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Create a demo merchant, driver, shipments and a started route; write demo.json.
+
+    `env` is the app environment against the stack's moto (LocalStack.app_env). The merchant is
+    created in process (see create_merchant); everything else goes through the HTTP API, as a
+    merchant's back office would do it.
+    """
+    today = datetime.now(UTC).date()
+    route = load_real_route(data_dir if data_dir is not None else default_data_dir(), stops, today, route_choice)
+    if route is None or not route.stops:
+        route = load_builtin_route(builtin_route, stops, today)
+    merchant_id, api_key = create_merchant(env, "Doorstep Demo Merchant", isolated=isolated)
+
+    driver = _expect(http_json("POST", f"{base_url}/v1/drivers", {"name": "Demo Driver", "phone": "+15555550100"},
+                               token=api_key), "create driver", 201)
+    run = uuid.uuid4().hex[:12]  # keys unique per seeding, so seeding twice never replays old shipments
+    shipments: list[dict[str, Any]] = []
+    for number, stop in enumerate(route.stops, start=1):
+        body: dict[str, Any] = {
+            "recipient": {"name": f"Demo Recipient {number}", "phone": f"+1555555{number:04d}"},
+            "address": {"line1": f"Demo stop {stop.stop_id}", "city": route.city, "country": "US"},
+            "location": {"lat": stop.lat, "lng": stop.lng},
+            "delivery_date": today.isoformat(),
+            "external_ref": f"demo-{stop.stop_id}",
+        }
+        if stop.window is not None:
+            body["time_window"] = {"start": _iso(stop.window[0]), "end": _iso(stop.window[1])}
+        result = http_json("POST", f"{base_url}/v1/shipments", body, token=api_key,
+                           headers={"Idempotency-Key": f"demo-{run}-{number}"})
+        shipments.append(_expect(result, f"create shipment {number}", 201, 200))
+    shipment_ids = [s["id"] for s in shipments]
+    created = _expect(http_json("POST", f"{base_url}/v1/routes",
+                                {"driver_id": driver["id"], "day": today.isoformat(),
+                                 "planned_start": _iso(route.planned_start), "shipment_ids": shipment_ids},
+                                token=api_key), "create route", 201)
+    _expect(http_json("POST", f"{base_url}/v1/routes/{created['id']}/start", token=api_key), "start route", 200)
+
+    configured_base = env.get("DOORSTEP_PUBLIC_BASE_URL", base_url)
+    demo: dict[str, Any] = {
+        "base_url": base_url,
+        "merchant_api_key": api_key,
+        "driver_id": driver["id"],
+        "driver_token": driver["token"],
+        "route_id": created["id"],
+        "shipment_ids": shipment_ids,
+        "tracking_urls": [_rebase(s["tracking_url"], configured_base, base_url) for s in shipments],
+        "merchant_id": merchant_id,
+        "moto_url": env.get("AWS_ENDPOINT_URL"),
+        "route_source": route.source,
+        "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng} for sid, s in zip(shipment_ids, route.stops,
+                                                                                      strict=True)],
+        "created_at": _iso(datetime.now(UTC)),
+        **(extra or {}),
+    }
+    if demo_path is not None:
+        write_private_json(demo_path, demo)
+    return demo
+
+
+def write_private_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomically write JSON readable only by the owner: it holds an API key and a driver token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(temp, path)
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+class _Shutdown(Exception):
+    """Raised from the SIGINT/SIGTERM handler so `finally` blocks stop the children."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Ignore further signals: a second Ctrl-C must not interrupt the cleanup.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Shutdown(signal.Signals(signum).name)
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name}={raw!r} is not a port number") from None
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str:
+    first = demo["stops"][0] if demo.get("stops") else {"lat": 0.0, "lng": 0.0}
+    ping = json.dumps({"pings": [{"lat": first["lat"], "lng": first["lng"], "fix_time": "__NOW__"}]})
+    ping = shlex.quote(ping).replace("__NOW__", "'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'")
+    logs = ", ".join(_relative(p) for p in stack.log_paths.values())
+    return "\n".join([
+        "",
+        "Doorstep local stack is up (moto is in memory: every run starts empty).",
+        f"  API          {stack.base_url}   (OpenAPI: {stack.base_url}/openapi.json)",
+        f"  AWS (moto)   {stack.moto_url}",
+        f"  Demo data    {_relative(demo_path)}: merchant key, driver token, {len(demo['shipment_ids'])} shipments "
+        f"out for delivery on route {demo['route_id']}",
+        f"               stops from {demo.get('route_source', '?')}",
+        f"  Track one    {demo['tracking_urls'][0]}",
+        "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
+        f"-H 'Authorization: Bearer {demo['driver_token']}' -H 'Content-Type: application/json' -d {ping}",
+        f"  Merchant API curl -s -H 'Authorization: Bearer {demo['merchant_api_key']}' "
+        f"'{stack.base_url}/v1/shipments?status=out_for_delivery'",
+        "  Drive it     make simulate            (another terminal; SPEED=200 for a quick run)",
+        f"  Logs         {logs}",
+        "Press Ctrl-C to stop.",
+        "",
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.local.stack",
+                                     description="Run moto + chalice local with a seeded demo merchant.")
+    parser.add_argument("--port", type=int, default=_env_port("PORT", 8000), help="API port (0 = any free port)")
+    parser.add_argument("--moto-port", type=int, default=_env_port("MOTO_PORT", 5001),
+                        help="moto server port (0 = any free port)")
+    parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="where to write demo.json")
+    parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR, help="where child logs go")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="real data folder (default: $DOORSTEP_SHARED_DATA or ../shared/data)")
+    parser.add_argument("--stops", type=int, default=10, help="shipments on the demo route (default 10)")
+    parser.add_argument("--route", default=None,
+                        help="real route to use: a route id or a station code such as DSE4 (default: the first)")
+    args = parser.parse_args(argv)
+    for name in ("port", "moto_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            parser.error(f"--{name.replace('_', '-')} must be 0..65535")
+    if not 1 <= args.stops <= 300:
+        parser.error("--stops must be 1..300")
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    stack = LocalStack(args.port, args.moto_port, log_dir=args.log_dir)
+    try:
+        print(f"Starting moto and chalice local (logs in {_relative(args.log_dir)}) ...", flush=True)
+        stack.start()
+        # Only now is an existing demo.json surely stale (its stack's ports were free). Removed before
+        # seeding, so a failed seed leaves no file naming this run's merchant half-made. Not earlier:
+        # a start refused for a busy port must not delete the demo.json of the stack holding it.
+        with contextlib.suppress(FileNotFoundError):
+            args.demo.unlink()
+        demo = seed_demo(stack.base_url, stack.app_env, data_dir=args.data_dir, demo_path=args.demo,
+                         stops=args.stops, route_choice=args.route, extra={"stack_pids": stack.pids})
+        print(_summary(demo, stack, args.demo), flush=True)
+        while True:
+            dead = stack.dead_children()
+            if dead:
+                name, code, log = dead[0]
+                print(f"error: {name} exited unexpectedly (code {code}); see {_relative(log)}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except _Shutdown:
+        print("\nStopping the local stack ...", flush=True)
+        return 0
+    except (StackError, SeedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # Nothing may interrupt the cleanup, including a second Ctrl-C.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
