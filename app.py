@@ -285,3 +285,16 @@ def track(call: Call, token: str) -> Response:
     view = services().tracking_view(repo(), token)
     return json_response(view, 200, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                                      "X-Robots-Tag": "noindex"})
+
+
+# --- stream functions ------------------------------------------------------------------
+# Declared as plain Lambda functions: their event source mappings (ReportBatchItemFailures,
+# bisect on error, bounded retries, SQS on-failure destination) live in infra/resources.json,
+# which @app.on_dynamodb_record cannot express. The local stream runner calls the same function.
+
+
+@app.lambda_function(name="stream_pipeline")
+def stream_pipeline(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from chalicelib.pipeline import handle_stream_event
+
+    return handle_stream_event(event, context)

@@ -24,7 +24,8 @@ ALLOWED: dict[ShipmentStatus, frozenset[ShipmentStatus]] = {
     S.CREATED: frozenset({S.ASSIGNED, S.CANCELLED, S.RESCHEDULED}),
     S.ASSIGNED: frozenset({S.OUT_FOR_DELIVERY, S.CREATED, S.CANCELLED, S.RESCHEDULED}),
     S.OUT_FOR_DELIVERY: frozenset({S.APPROACHING, S.ARRIVED, S.DELIVERED, S.FAILED, S.CANCELLED}),
-    S.APPROACHING: frozenset({S.ARRIVED, S.DELIVERED, S.FAILED, S.OUT_FOR_DELIVERY, S.CANCELLED}),
+    # No way back to out_for_delivery: "approaching" is announced once per stop.
+    S.APPROACHING: frozenset({S.ARRIVED, S.DELIVERED, S.FAILED, S.CANCELLED}),
     S.ARRIVED: frozenset({S.DELIVERED, S.FAILED, S.OUT_FOR_DELIVERY}),
     S.FAILED: frozenset({S.RESCHEDULED, S.RETURNED}),
     S.RESCHEDULED: frozenset({S.ASSIGNED, S.CANCELLED}),

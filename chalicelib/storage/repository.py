@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from pynamodb.connection import Connection
@@ -24,6 +24,7 @@ from chalicelib.storage.tables import (
     DriverItem,
     DriverTokenItem,
     EventItem,
+    GeofenceStateItem,
     IdempotencyItem,
     MerchantItem,
     PingItem,
@@ -250,6 +251,40 @@ class Repository:
     def routes_of_driver(self, merchant_id: str, driver_id: str, day: str) -> list[RouteItem]:
         return list(RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
                                               RouteItem.GSI1SK.startswith(f"{day}#")))
+
+    def active_route(self, merchant_id: str, driver_id: str, day: str) -> RouteItem | None:
+        """The driver's active route around `day` (a route may start the evening before in UTC)."""
+        low = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+        high = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        routes = RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
+                                           RouteItem.GSI1SK.between(f"{low}#", f"{high}#~"))
+        active = [r for r in routes if r.status == "active"]
+        return max(active, key=lambda r: r.started_at or r.created_at, default=None)
+
+    def geofence_state(self, driver_id: str) -> tuple[str | None, int]:
+        item = _get(GeofenceStateItem, driver_pk(driver_id), "GEOFENCE")
+        return (item.state, int(item.version)) if item else (None, 0)
+
+    def save_geofence_state(self, driver_id: str, state_json: str, expected_version: int) -> None:
+        item = GeofenceStateItem(driver_pk(driver_id), "GEOFENCE", state=state_json, version=expected_version + 1)
+        condition = (GeofenceStateItem.version == expected_version) if expected_version else \
+            GeofenceStateItem.PK.does_not_exist()
+        try:
+            item.save(condition=condition)
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise ConditionFailed("geofence state changed meanwhile") from exc
+            raise
+
+    def put_event_once(self, event: EventItem) -> bool:
+        """Write a timeline event whose id is deterministic; False if it was already there."""
+        try:
+            event.save(condition=EventItem.PK.does_not_exist())
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     # --- events ----------------------------------------------------------------
 

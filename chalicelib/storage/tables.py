@@ -178,9 +178,16 @@ class EventItem(_Item):
     data: MapAttribute[str, Any] = MapAttribute(null=True)
 
 
+class GeofenceStateItem(_Item):
+    """A driver's geofence state (JSON of domain.geofence.DriverState), versioned for conditional saves."""
+
+    state = UnicodeAttribute()
+    version = NumberAttribute()
+
+
 ALL_MODELS: tuple[type[_Item], ...] = (
     MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
-    IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem,
+    IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
 )
 
 

@@ -307,6 +307,8 @@ class LocalStack:
             deadline = time.monotonic() + self.startup_timeout
             self._wait_until(moto, f"{self.moto_url}/moto-api/", deadline, any_status=True)
             self._create_resources()
+            # The stream runner feeds the app's stream function, as Lambda's event source mapping would.
+            self._spawn("streams", [str(bin_dir / "python"), "-m", "infra.local.streams"], env)
             self._wait_until(chalice, f"{self.base_url}/health", deadline, any_status=False)
         except BaseException:
             self.stop()

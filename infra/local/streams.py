@@ -30,6 +30,9 @@ class RunnerConfig:
     max_retry_attempts: int = 3
     poll_interval_s: float = 0.1
     shard_refresh_s: float = 2.0
+    # Where a shard without a checkpoint starts: TRIM_HORIZON (all retained records; right for a fresh
+    # moto) or LATEST (as the deployed event source mapping does).
+    starting_position: str = "TRIM_HORIZON"
 
 
 def to_lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
@@ -107,7 +110,7 @@ class StreamRunner:
         if shard_id in self.checkpoints:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=self.checkpoints[shard_id])
         else:
-            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+            kwargs["ShardIteratorType"] = self.config.starting_position
         return str(self.streams.get_shard_iterator(**kwargs)["ShardIterator"])
 
     # --- processing ------------------------------------------------------------
@@ -181,3 +184,34 @@ class StreamRunner:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def main() -> int:
+    """`python -m infra.local.streams`: run the app's stream function against the moto server's table stream.
+
+    Started by the local stack with the app's environment (AWS_ENDPOINT_URL, DOORSTEP_*).
+    """
+    import os
+    import signal
+    import sys
+
+    import boto3
+
+    project_dir = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(project_dir))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s streams %(levelname)s %(message)s")
+    import app as app_module  # the same handler Lambda runs
+
+    state_dir = project_dir / ".local"
+    runner = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"),
+                          os.environ["DOORSTEP_TABLE_NAME"], app_module.stream_pipeline,
+                          state_dir / "stream-checkpoint.json", state_dir / "stream-dead-letter.jsonl")
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    log.info("following %s", runner.stream_arn)
+    runner.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

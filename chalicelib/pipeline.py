@@ -1,0 +1,170 @@
+"""The DynamoDB stream consumer: pings become geofence events and lifecycle transitions.
+
+One handler for Lambda and the local stream runner. The powertools batch
+processor reports failed records individually, so one bad record never fails
+or re-drives its whole batch. Everything here is safe to run twice: geofence
+event ids are deterministic, timeline writes are conditional on the id, and
+status changes are conditional on the status that was read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+
+from chalicelib.domain.geo import haversine_m
+from chalicelib.domain.geofence import (
+    DriverState,
+    FenceIndex,
+    FenceState,
+    GeofenceEvent,
+    GeofenceParams,
+    GeoFix,
+    evaluate,
+    stop_fence,
+)
+from chalicelib.domain.lifecycle import ShipmentStatus
+from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.storage.repository import ConditionFailed, Repository
+from chalicelib.storage.tables import EventItem, RouteItem, ShipmentItem, shipment_pk
+
+S = ShipmentStatus
+APPROACH_RADIUS_M = 500.0
+ROUTE_CACHE_S = 30.0
+GEOFENCE_PARAMS = GeofenceParams()
+
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+_repo: Repository | None = None
+
+
+def repo() -> Repository:
+    global _repo
+    if _repo is None:
+        _repo = Repository()
+    return _repo
+
+
+def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return dict(process_partial_response(event=event, record_handler=handle_record, processor=processor,
+                                         context=context))
+
+
+def handle_record(record: DynamoDBRecord) -> None:
+    if record.event_name is None or record.event_name.name != "INSERT" or record.dynamodb is None:
+        return
+    image = record.dynamodb.new_image or {}
+    if str(image.get("SK", "")).startswith("PING#"):
+        apply_ping(repo(), image)
+
+
+@dataclass
+class RouteFences:
+    route_id: str
+    index: FenceIndex
+    stops: dict[str, tuple[float, float]]  # shipment id -> stop location
+    loaded_at: float
+
+
+_route_cache: dict[str, RouteFences] = {}
+
+
+def route_fences(r: Repository, route: RouteItem) -> RouteFences:
+    """The route's stop fences, indexed by H3 cell; cached briefly per warm container."""
+    cached = _route_cache.get(route.route_id)
+    if cached is not None and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
+        return cached
+    shipments = r.get_shipments(route.merchant_id, [str(s) for s in route.stops])
+    stops = {sid: (float(s.lat), float(s.lng)) for sid, s in shipments.items()}
+    fences = RouteFences(route.route_id, FenceIndex(stop_fence(sid, lat, lng) for sid, (lat, lng) in stops.items()),
+                         stops, time.monotonic())
+    _route_cache[route.route_id] = fences
+    return fences
+
+
+def _state_from_json(driver_id: str, raw: str | None) -> DriverState:
+    if not raw:
+        return DriverState(driver_id)
+    data = json.loads(raw)
+    return DriverState(driver_id, data.get("last_fix_ms"),
+                       {k: FenceState(v["since_ms"], v.get("dwell_fired", False)) for k, v in data["fences"].items()})
+
+
+def _state_to_json(state: DriverState) -> str:
+    return json.dumps({"last_fix_ms": state.last_fix_ms,
+                       "fences": {k: {"since_ms": v.since_ms, "dwell_fired": v.dwell_fired}
+                                  for k, v in state.fences.items()}})
+
+
+def apply_ping(r: Repository, image: dict[str, Any]) -> list[GeofenceEvent]:
+    """Run one stored ping through the driver's route geofences and apply what it means."""
+    merchant_id, driver_id = str(image["merchant_id"]), str(image["driver_id"])
+    fix = GeoFix(driver_id, int(image["fix_ms"]), float(image["lat"]), float(image["lng"]),
+                 float(image["accuracy"]) if image.get("accuracy") is not None else None)
+    day = datetime.fromtimestamp(fix.fix_ms / 1000, UTC).date().isoformat()
+    route = r.active_route(merchant_id, driver_id, day)
+    if route is None:
+        return []
+    fences = route_fences(r, route)
+    raw_state, version = r.geofence_state(driver_id)
+    state = _state_from_json(driver_id, raw_state)
+    new_state, events = evaluate(fix, state, fences.index, GEOFENCE_PARAMS)
+    for event in events:
+        _apply_geofence_event(r, merchant_id, event)
+    if new_state.last_fix_ms is not None and new_state.last_fix_ms > (state.last_fix_ms or 0):
+        _approach(r, merchant_id, fix, fences, new_state)
+    if new_state != state:
+        r.save_geofence_state(driver_id, _state_to_json(new_state), version)
+    if events:
+        metrics.add_metric(name="GeofenceEvents", unit=MetricUnit.Count, value=len(events))
+    return events
+
+
+def _timeline_event(merchant_id: str, shipment_id: str, kind: str, event_id: str, fix_ms: int,
+                    from_status: str | None = None, to_status: str | None = None) -> EventItem:
+    occurred = datetime.fromtimestamp(fix_ms / 1000, UTC)
+    stamp = occurred.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return EventItem(shipment_pk(shipment_id), f"EVENT#{stamp}#{event_id}", merchant_id=merchant_id,
+                     shipment_id=shipment_id, event_id=event_id, type=kind, from_status=from_status,
+                     to_status=to_status, occurred_at=occurred, recorded_at=datetime.now(UTC), source="system")
+
+
+def _transition(r: Repository, shipment: ShipmentItem, wanted: ShipmentStatus, event: EventItem) -> bool:
+    try:
+        r.change_statuses([(shipment, wanted, [], event)])
+    except ConditionFailed:
+        return False  # someone (a retry, the driver) moved it first: nothing to do
+    return True
+
+
+def _apply_geofence_event(r: Repository, merchant_id: str, event: GeofenceEvent) -> None:
+    shipment = r.get_shipment(merchant_id, event.fence_id)
+    if shipment is None:
+        return
+    if event.kind == "enter":
+        if shipment.status in (S.OUT_FOR_DELIVERY, S.APPROACHING):
+            _transition(r, shipment, S.ARRIVED, _timeline_event(merchant_id, shipment.shipment_id, "arrived",
+                                                                event.event_id, event.fix_ms, shipment.status,
+                                                                S.ARRIVED))
+    else:
+        kind = "departed" if event.kind == "exit" else "dwell"
+        r.put_event_once(_timeline_event(merchant_id, shipment.shipment_id, kind, event.event_id, event.fix_ms))
+    logger.info("geofence event", extra={"kind": event.kind, "shipment_id": shipment.shipment_id})
+
+
+def _approach(r: Repository, merchant_id: str, fix: GeoFix, fences: RouteFences, state: DriverState) -> None:
+    """Mark stops the driver is nearing as approaching (once: the lifecycle has no way back)."""
+    for shipment_id, (lat, lng) in fences.stops.items():
+        if state.inside(shipment_id) or haversine_m(fix.lat, fix.lng, lat, lng) > APPROACH_RADIUS_M:
+            continue
+        shipment = r.get_shipment(merchant_id, shipment_id)
+        if shipment is None or shipment.status != S.OUT_FOR_DELIVERY:
+            continue
+        event_id = f"approach-{shipment_id}"
+        _transition(r, shipment, S.APPROACHING, _timeline_event(merchant_id, shipment_id, "approaching", event_id,
+                                                                fix.fix_ms, shipment.status, S.APPROACHING))
