@@ -27,7 +27,7 @@ Handler = Callable[[dict[str, Any], Any], Any]
 @dataclass
 class RunnerConfig:
     batch_size: int = 100
-    max_retry_attempts: int = 3
+    max_retry_attempts: int = 5  # as the deployed event source mapping
     poll_interval_s: float = 0.1
     shard_refresh_s: float = 2.0
     # Where a shard without a checkpoint starts: TRIM_HORIZON (all retained records; right for a fresh

@@ -7,6 +7,8 @@ The packaging tests run `chalice package` plus cfn-lint once per module
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,7 +31,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def packaged_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("package")
     proc = subprocess.run(
         [sys.executable, "-m", "infra.package", "--stage", "dev", "--out", str(out)],
@@ -40,7 +42,12 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=600,
     )
     assert proc.returncode == 0, f"package/lint failed:\n{proc.stdout}\n{proc.stderr}"
-    template: dict[str, Any] = json.loads((out / "sam.json").read_text())
+    return out / "sam.json"
+
+
+@pytest.fixture(scope="module")
+def packaged(packaged_file: Path) -> dict[str, Any]:
+    template: dict[str, Any] = json.loads(packaged_file.read_text())
     return template
 
 
@@ -95,6 +102,148 @@ def test_gateway_errors_use_the_api_error_shape(packaged: dict[str, Any]) -> Non
             "$context.error.messageString", '"Missing \\"token\\""'
         )
         assert json.loads(rendered) == {"error": {"code": kind, "message": 'Missing "token"', "details": []}}
+
+
+@pytest.mark.slow
+def test_packaged_template_has_no_cfn_lint_errors(packaged_file: Path) -> None:
+    proc = subprocess.run(
+        [_cfn_lint(), "--format", "json", "--", str(packaged_file)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    # Exit status is a bit set: 1 = cfn-lint itself failed, 2 = errors, 4 = warnings, 8 = informational.
+    assert proc.returncode & 0b11 == 0, f"{proc.stdout}\n{proc.stderr}"
+    errors = [m for m in json.loads(proc.stdout) if m["Level"] == "Error"]
+    assert errors == [], json.dumps(errors, indent=2)
+
+
+def _cfn_lint() -> str:
+    beside = Path(sys.executable).parent / "cfn-lint"
+    found = str(beside) if beside.exists() else shutil.which("cfn-lint")
+    assert found, "cfn-lint not installed; install requirements-dev.txt"
+    return found
+
+
+PIPELINE = "StreamPipeline"
+PIPELINE_ROLE = "StreamPipelineRole"
+PIPELINE_MAPPING = "StreamPipelineEventSourceMapping"
+PIPELINE_DLQ = "PipelineDeadLetterQueue"
+
+
+@pytest.mark.slow
+def test_stream_pipeline_has_env_sizing_and_stream_role(packaged: dict[str, Any]) -> None:
+    resources = packaged["Resources"]
+    function = resources[PIPELINE]
+    assert function["Type"] == "AWS::Serverless::Function"
+    props = function["Properties"]
+    assert props["Handler"] == "app.stream_pipeline"
+    assert (props["MemorySize"], props["Timeout"]) == (256, 60)
+    variables = props["Environment"]["Variables"]
+    assert variables["DOORSTEP_TABLE_NAME"] == {"Ref": TABLE_LOGICAL_ID}
+    assert variables["DOORSTEP_BUCKET_NAME"] == {"Ref": BUCKET_LOGICAL_ID}
+    # Chalice's own variables survive the merge (dicts merge, lists replace).
+    assert variables["DOORSTEP_STAGE"] == "dev"
+    assert props["Role"] == {"Fn::GetAtt": [PIPELINE_ROLE, "Arn"]}
+    role = resources[PIPELINE_ROLE]
+    assert role["Type"] == "AWS::IAM::Role"
+    assert {"Ref": "DataAccessPolicy"} in role["Properties"]["ManagedPolicyArns"]
+    assert {"Ref": "StreamReadPolicy"} in role["Properties"]["ManagedPolicyArns"]
+    assert {"Ref": "PipelineDeadLetterSendPolicy"} in role["Properties"]["ManagedPolicyArns"]
+    assert role["Properties"]["Policies"], "Chalice's logs policy must survive the merge"
+    (send,) = resources["PipelineDeadLetterSendPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert send["Action"] == "sqs:SendMessage"
+    assert send["Resource"] == {"Fn::GetAtt": [PIPELINE_DLQ, "Arn"]}
+
+
+@pytest.mark.slow
+def test_stream_mapping_reports_item_failures_bisects_bounds_retries_and_dead_letters(
+    packaged: dict[str, Any],
+) -> None:
+    resources = packaged["Resources"]
+    mapping = resources[PIPELINE_MAPPING]
+    assert mapping["Type"] == "AWS::Lambda::EventSourceMapping"
+    props = mapping["Properties"]
+    assert props["EventSourceArn"] == {"Fn::GetAtt": [TABLE_LOGICAL_ID, "StreamArn"]}
+    assert props["FunctionName"] == {"Ref": PIPELINE}
+    assert props["StartingPosition"] == "LATEST"
+    assert "ReportBatchItemFailures" in props["FunctionResponseTypes"]
+    assert props["BisectBatchOnFunctionError"] is True
+    # -1 (the default) would retry a poison batch until the record expires from the stream.
+    assert 0 <= props["MaximumRetryAttempts"] <= 10
+    assert 60 <= props["MaximumRecordAgeInSeconds"] <= 24 * 3600
+    # Above 1, Lambda keeps order only per item (PK and SK), and every ping is its own item: a
+    # driver's pings could run in two batches at once, and the geofence drops a fix older than
+    # the last one it saw as late.
+    assert props["ParallelizationFactor"] == 1
+    destination = props["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination == {"Fn::GetAtt": [PIPELINE_DLQ, "Arn"]}
+    queue = resources[PIPELINE_DLQ]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    # Lambda checks the role can read the stream and send to the queue when the mapping is created.
+    assert {PIPELINE_ROLE, "StreamReadPolicy", "PipelineDeadLetterSendPolicy"} <= set(mapping["DependsOn"])
+    assert {"PipelineDeadLetterQueueUrl", "PipelineDeadLetterQueueArn"} <= set(packaged["Outputs"])
+
+
+def _filter_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Lambda event-filter semantics for the subset used here: nested keys, value lists, prefix."""
+    for key, rule in pattern.items():
+        value = event.get(key)
+        if isinstance(rule, dict):
+            if not isinstance(value, dict) or not _filter_matches(rule, value):
+                return False
+        elif not any(_filter_value_matches(option, value) for option in rule):
+            return False
+    return True
+
+
+def _filter_value_matches(option: Any, value: Any) -> bool:
+    if isinstance(option, dict):
+        ((operator, operand),) = option.items()
+        assert operator == "prefix", f"extend _filter_value_matches for {operator!r}"
+        return isinstance(value, str) and value.startswith(operand)
+    return bool(option == value)
+
+
+@pytest.mark.parametrize(
+    ("event_name", "sk", "delivered"),
+    [
+        ("INSERT", "PING#1714000000000", True),
+        ("MODIFY", "POSITION", True),
+        ("INSERT", "SHIPMENT#s1", True),
+        ("MODIFY", "SHIPMENT#s1", True),
+        ("REMOVE", "PING#1714000000000", False),  # TTL expiry
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", False),  # the pipeline's own timeline writes
+        ("INSERT", "POSITIONS", False),
+        ("INSERT", "DRIVER#d1", False),
+    ],
+)
+def test_stream_filter_passes_only_pings_positions_and_shipments(event_name: str, sk: str, delivered: bool) -> None:
+    with (PROJECT_DIR / "infra" / "resources.json").open(encoding="utf-8") as fh:
+        mapping = json.load(fh)["Resources"][PIPELINE_MAPPING]
+    (only,) = mapping["Properties"]["FilterCriteria"]["Filters"]
+    record = {
+        "eventName": event_name,
+        "dynamodb": {"Keys": {"PK": {"S": "DRIVER#d1"}, "SK": {"S": sk}}},
+    }
+    assert _filter_matches(json.loads(only["Pattern"]), record) is delivered
+
+
+@pytest.mark.slow
+def test_stream_pipeline_alarms(packaged: dict[str, Any]) -> None:
+    resources = packaged["Resources"]
+    dlq = resources["PipelineDeadLetterQueueAlarm"]["Properties"]
+    assert (dlq["Namespace"], dlq["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [PIPELINE_DLQ, "QueueName"]}}]
+    assert (dlq["ComparisonOperator"], dlq["Threshold"]) == ("GreaterThanThreshold", 0)
+    age = resources["StreamPipelineIteratorAgeAlarm"]["Properties"]
+    assert (age["Namespace"], age["MetricName"], age["Statistic"]) == ("AWS/Lambda", "IteratorAge", "Maximum")
+    assert age["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": PIPELINE}}]
+    assert (age["ComparisonOperator"], age["Threshold"], age["Period"]) == ("GreaterThanThreshold", 60000, 300)
 
 
 @pytest.fixture
