@@ -8,13 +8,14 @@ PORT ?= 8000
 MOTO_PORT ?= 5001
 STAGE ?= dev
 
-.PHONY: help venv run simulate test test-unit test-integration test-e2e bench lint package merchant clean
+.PHONY: help venv run simulate test test-unit test-integration test-e2e bench eval lint package merchant clean
 
 help:
 	@echo "make run        start the local stack (moto + chalice local) with a demo merchant"
 	@echo "make simulate   play a real GPS trace through the driver API (needs make run)"
 	@echo "make test       run unit, integration and end-to-end tests"
 	@echo "make bench      print benchmark figures as JSON lines"
+	@echo "make eval       ETA evaluation on real GeoLife trips against the SPEED baseline"
 	@echo "make lint       ruff + mypy"
 	@echo "make package    write the deployable template to build/package (STAGE=dev|prod)"
 	@echo "make merchant NAME=...  create a merchant and print its API key once"
@@ -47,6 +48,9 @@ test-e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+eval: $(STAMP)
+	$(PY) -m bench.eval_eta
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

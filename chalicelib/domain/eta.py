@@ -19,6 +19,7 @@ All state objects round-trip through plain dicts (`to_dict` / `from_dict`) for s
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import statistics
@@ -38,7 +39,7 @@ from chalicelib.domain.geo import COARSE_RES, haversine_m
 # so Lambda never needs the shared folder.
 DEFAULT_SERVICE_TIME_S = 70.0
 DEFAULT_SPEED_MPS = 7.0  # ~25 km/h, an urban van's average while moving, before any history
-SPEED_RES = 8  # ~460 m edge: a few blocks, enough pings per cell to mean something
+SPEED_RES = 8  # ~530 m edge, 0.74 km2: a few blocks, enough pings per cell to mean something
 PARENT_RES = COARSE_RES  # ~3.7 km edge: the district the cell borrows from when thin
 HOUR_MS = 3_600_000
 HOURS_PER_WEEK = 168
@@ -72,8 +73,10 @@ class EtaParams:
     """Knobs of the travel-time model. The defaults suit a van; `make eval` fits its own on real trips."""
 
     circuity: float = 1.3  # road distance / straight line; urban networks measure 1.2-1.4
-    motion_weight: float = 0.3  # geometric blend of table pace and the driver's recent pace
-    lateness_weight: float = 0.25  # share of the current leg's overrun assumed to persist
+    # Geometric blend of the table's pace and the driver's recent pace: today's traffic,
+    # this driver. On GeoLife the fitted weight is ~0 (people change mode mid-trip).
+    motion_weight: float = 0.25
+    lateness_weight: float = 0.3  # share of the current leg's overrun assumed to persist (GeoLife fits 0.3-0.5)
     max_lateness_s: float = 3600.0  # caps the lateness term when a leg start was never recorded
     approach_s: float = 30.0  # parking and the last metres, per stop
     default_service_s: float = DEFAULT_SERVICE_TIME_S
@@ -88,7 +91,7 @@ DEFAULT_PARAMS = EtaParams()
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """A remaining stop. `service_s` None means the merchant's learned or the default service time."""
+    """A remaining stop. `service_s` None: `EtaParams.default_service_s` (set that from `ServiceTimes.estimate`)."""
 
     stop_id: str
     lat: float
@@ -98,12 +101,17 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class StopEta:
-    """Expected arrival at a stop and its window, epoch milliseconds."""
+    """Expected arrival at a stop and its window, epoch milliseconds.
+
+    `late` says the current leg was running behind plan when this was computed (the
+    lateness term was applied); keep it with the prediction to feed `ErrorModel.observe`.
+    """
 
     stop_id: str
     eta_ms: int
     low_ms: int
     high_ms: int
+    late: bool = False
 
 
 # --- speed table ---------------------------------------------------------------------
@@ -213,6 +221,10 @@ class SpeedTable:
         agg = self._agg.get(key)
         return int(agg[2]) if agg else 0
 
+    def metres(self, key: str = _GLOBAL_KEY) -> float:
+        agg = self._agg.get(key)
+        return agg[1] if agg else 0.0
+
     def __len__(self) -> int:
         return len(self._agg)
 
@@ -317,14 +329,17 @@ class DriverMotion:
 
 
 class ErrorModel:
-    """Windows from the observed error distribution, per horizon bucket.
+    """Windows from the observed error distribution, per horizon bucket and lateness state.
 
     An error is r = ln((actual + k) / (predicted + k)) with k = `offset_s`: relative at
     long horizons, absolute (about k seconds) near arrival, where a ratio would explode.
-    Each bucket keeps a histogram of r (bins of 0.05), so the model is small, additive
-    and serialisable. The window is the (1-level)/2 and (1+level)/2 quantiles mapped
-    back to seconds, so it widens with the horizon. Before `min_samples` observations a
-    bucket borrows the pooled histogram, and before that the defaults.
+    Errors are kept apart for predictions made while the current leg ran late (the
+    lateness term was active) and on time: a leg that has already gone off plan is
+    less predictable both ways. Each (state, bucket) keeps a histogram of r (bins of
+    0.05), so the model is small, additive and serialisable. The window is the
+    (1-level)/2 and (1+level)/2 quantiles mapped back to seconds, so it widens with the
+    horizon. A histogram with fewer than `min_samples` borrows its state's pooled
+    histogram, then everything pooled, then the defaults.
     """
 
     EDGES_S: tuple[float, ...] = (120.0, 300.0, 600.0, 1200.0, 2400.0, 4800.0)
@@ -337,18 +352,19 @@ class ErrorModel:
         self.level = level
         self.offset_s = offset_s
         self.min_samples = min_samples
-        self._hist: list[dict[int, float]] = [{} for _ in range(len(self.EDGES_S) + 1)]
+        self._per_state = len(self.EDGES_S) + 1
+        self._hist: list[dict[int, float]] = [{} for _ in range(2 * self._per_state)]
         self._factors: list[tuple[float, float]] | None = None
 
-    def bucket(self, predicted_s: float) -> int:
-        return bisect.bisect_right(self.EDGES_S, predicted_s)
+    def slot(self, predicted_s: float, late: bool = False) -> int:
+        return bisect.bisect_right(self.EDGES_S, predicted_s) + (self._per_state if late else 0)
 
-    def observe(self, predicted_s: float, actual_s: float, weight: float = 1.0) -> None:
+    def observe(self, predicted_s: float, actual_s: float, late: bool = False, weight: float = 1.0) -> None:
         """Record how long it really took against what was predicted (both from the same moment)."""
         k = self.offset_s
         r = math.log((max(0.0, actual_s) + k) / (max(0.0, predicted_s) + k))
         r = min(self.MAX_R, max(-self.MAX_R, r))
-        hist = self._hist[self.bucket(predicted_s)]
+        hist = self._hist[self.slot(predicted_s, late)]
         index = math.floor(r / self.BIN)
         hist[index] = hist.get(index, 0.0) + weight
         self._factors = None
@@ -364,30 +380,25 @@ class ErrorModel:
         self.level = level
         self._factors = None
 
-    def count(self, bucket: int | None = None) -> float:
-        hists = self._hist if bucket is None else [self._hist[bucket]]
-        return sum(sum(h.values()) for h in hists)
+    def count(self) -> float:
+        return sum(sum(h.values()) for h in self._hist)
 
-    def quantiles(self, bucket: int) -> tuple[float, float]:
-        """(low, high) log-ratio quantiles for a bucket at the model's level."""
-        hist = self._hist[bucket]
-        if sum(hist.values()) < self.min_samples:
-            pooled: dict[int, float] = {}
-            for h in self._hist:
-                for index, n in h.items():
-                    pooled[index] = pooled.get(index, 0.0) + n
-            hist = pooled
-            if sum(hist.values()) < self.min_samples:
-                return self.DEFAULT_R
-        q_lo = (1.0 - self.level) / 2
-        return _hist_quantile(hist, q_lo, self.BIN), _hist_quantile(hist, 1.0 - q_lo, self.BIN)
+    def quantiles(self, slot: int) -> tuple[float, float]:
+        """(low, high) log-ratio quantiles for a slot at the model's level."""
+        state = slot // self._per_state * self._per_state
+        for hists in ([self._hist[slot]], self._hist[state:state + self._per_state], self._hist):
+            hist = _pooled(hists)
+            if sum(hist.values()) >= self.min_samples:
+                q_lo = (1.0 - self.level) / 2
+                return _hist_quantile(hist, q_lo, self.BIN), _hist_quantile(hist, 1.0 - q_lo, self.BIN)
+        return self.DEFAULT_R
 
-    def window(self, predicted_s: float) -> tuple[float, float]:
+    def window(self, predicted_s: float, late: bool = False) -> tuple[float, float]:
         """(earliest, latest) seconds from now for a prediction of `predicted_s`; always contains it."""
         if self._factors is None:
             self._factors = [(math.exp(lo), math.exp(hi)) for lo, hi in
-                             (self.quantiles(b) for b in range(len(self._hist)))]
-        f_lo, f_hi = self._factors[self.bucket(predicted_s)]
+                             (self.quantiles(s) for s in range(len(self._hist)))]
+        f_lo, f_hi = self._factors[self.slot(predicted_s, late)]
         base = predicted_s + self.offset_s
         return min(predicted_s, max(0.0, base * f_lo - self.offset_s)), max(predicted_s, base * f_hi - self.offset_s)
 
@@ -402,6 +413,16 @@ class ErrorModel:
         for bucket, hist in enumerate(data.get("hist", [])[: len(model._hist)]):
             model._hist[bucket] = {int(i): float(n) for i, n in hist.items()}
         return model
+
+
+def _pooled(hists: Sequence[Mapping[int, float]]) -> Mapping[int, float]:
+    if len(hists) == 1:
+        return hists[0]
+    pooled: dict[int, float] = {}
+    for hist in hists:
+        for index, n in hist.items():
+            pooled[index] = pooled.get(index, 0.0) + n
+    return pooled
 
 
 def _hist_quantile(hist: Mapping[int, float], q: float, width: float) -> float:
@@ -451,7 +472,8 @@ class ServiceTimes:
         return self.prior_s if state is None else math.exp(state[1])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": 1, "prior_s": self.prior_s, "merchants": {m: [n, round(mu, 5)] for m, (n, mu) in self._state.items()}}
+        merchants = {m: [n, round(mu, 5)] for m, (n, mu) in self._state.items()}
+        return {"v": 1, "prior_s": self.prior_s, "merchants": merchants}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServiceTimes:
@@ -495,7 +517,7 @@ class RoutePlan:
         self.res = res
         self.leg_m: list[float] = [0.0]
         self.leg_cells: list[tuple[str, ...]] = [()]
-        for prev, stop in zip(self.stops, self.stops[1:], strict=False):
+        for prev, stop in itertools.pairwise(self.stops):
             metres = haversine_m(prev.lat, prev.lng, stop.lat, stop.lng)
             self.leg_m.append(metres)
             self.leg_cells.append(leg_cells(prev.lat, prev.lng, stop.lat, stop.lng, metres, res, params))
@@ -509,21 +531,22 @@ def leg_cells(lat1: float, lng1: float, lat2: float, lng2: float, metres: float,
                  for f in ((i + 0.5) / n for i in range(n)))
 
 
-_PLANS: dict[tuple[int, tuple[Stop, ...]], RoutePlan] = {}
+_PLANS: dict[tuple[int, float, int, tuple[Stop, ...]], RoutePlan] = {}
 _MAX_PLANS = 256
 
 
 def plan_route(stops: Sequence[Stop], res: int = SPEED_RES, params: EtaParams = DEFAULT_PARAMS) -> RoutePlan:
     """A RoutePlan, reused while the stops are the same (a warm Lambda recomputes without re-measuring legs)."""
-    key = (res, tuple(stops))
+    key = (res, params.leg_sample_m, params.max_leg_samples, tuple(stops))
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        plan = _PLANS[key] = RoutePlan(key[1], res=res, params=params)
+        plan = _PLANS[key] = RoutePlan(key[3], res=res, params=params)
     return plan
 
 
+LATE_AFTER_S = 60.0  # overrun below this is noise (a red light), not a leg going off plan
 _DEFAULT_ERRORS = ErrorModel()  # never observed into: the defaults only
 
 
@@ -547,13 +570,24 @@ def estimate_route(
     running late tends to keep running late.
     """
     plan = stops if isinstance(stops, RoutePlan) else plan_route(stops, speed_table.res, params)
+    if plan.res != speed_table.res:  # cells of another resolution would all miss the table
+        plan = plan_route(plan.stops, speed_table.res, params)
     if not plan.stops:
         return []
     errors = errors if errors is not None else _DEFAULT_ERRORS
     circuity = params.circuity
     min_pace, max_pace = 1.0 / params.max_speed_mps, 1.0 / params.min_speed_mps
-    w = params.motion_weight if motion is not None and motion.speed_mps and params.motion_weight > 0 else 0.0
-    motion_pace_w = (1.0 / motion.speed_mps) ** w if w and motion is not None and motion.speed_mps else 1.0
+    # Speed sources in order of trust: the table, the driver's recent speed, the default.
+    # A table with no real history yet (less than its prior) would only be the default,
+    # so then the driver's own speed, when known, takes over entirely.
+    driver_speed = motion.speed_mps if motion is not None else None
+    if not driver_speed:
+        w = 0.0
+    elif speed_table.metres() < speed_table.prior_m:
+        w = 1.0
+    else:
+        w = params.motion_weight
+    motion_pace_w = (1.0 / driver_speed) ** w if w and driver_speed else 1.0
     table_w = 1.0 - w
     approach_s = params.approach_s
 
@@ -564,12 +598,14 @@ def estimate_route(
     pace = speed_table.leg_pace(cells, hour_of_week(now_ms)) ** table_w * motion_pace_w
     pace = min(max_pace, max(min_pace, pace))
     travel_s = metres * circuity * pace
+    late = False
     if motion is not None and motion.leg_start_ms is not None and params.lateness_weight > 0:
         elapsed_s = (now_ms - motion.leg_start_ms) / 1000
         start_m = haversine_m(motion.leg_start_lat, motion.leg_start_lng, first.lat, first.lng)
         overrun_s = elapsed_s - max(0.0, start_m - metres) * circuity * pace
-        if overrun_s > 0:
+        if overrun_s > LATE_AFTER_S:
             travel_s += params.lateness_weight * min(overrun_s, params.max_lateness_s)
+            late = True
 
     out: list[StopEta] = []
     window = errors.window
@@ -579,8 +615,8 @@ def estimate_route(
     stops_ = plan.stops
     while True:
         stop = stops_[index]
-        lo_s, hi_s = window((arrive_ms - now_ms) / 1000)
-        out.append(StopEta(stop.stop_id, int(arrive_ms), int(now_ms + lo_s * 1000), int(now_ms + hi_s * 1000)))
+        lo_s, hi_s = window((arrive_ms - now_ms) / 1000, late)
+        out.append(StopEta(stop.stop_id, int(arrive_ms), int(now_ms + lo_s * 1000), int(now_ms + hi_s * 1000), late))
         index += 1
         if index == len(stops_):
             return out

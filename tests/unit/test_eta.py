@@ -1,0 +1,406 @@
+"""ETA engine: cumulative arrivals, speed sources and fallbacks, windows, throttle, delays, storage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h3
+import pytest
+
+from chalicelib.domain.eta import (
+    DEFAULT_SERVICE_TIME_S,
+    DEFAULT_SPEED_MPS,
+    DriverMotion,
+    ErrorModel,
+    EtaParams,
+    PromisedWindow,
+    ServiceTimes,
+    SpeedTable,
+    Stop,
+    StopEta,
+    default_service_time_s,
+    delay_check,
+    delay_event_due,
+    estimate_route,
+    hour_of_week,
+    plan_route,
+    should_recompute,
+)
+from chalicelib.domain.geo import haversine_m
+from chalicelib.domain.pings import LastFix
+from tests.conftest import shared_path
+
+MONDAY_8 = 1_700_467_200_000  # 2023-11-20 08:00 UTC, a Monday
+MIN = 60_000
+# Plain physics, so expected values can be computed by hand.
+BARE = EtaParams(circuity=1.0, motion_weight=0.0, lateness_weight=0.0, approach_s=0.0, default_service_s=0.0)
+
+
+def _east(lat: float, lng: float, metres: float) -> tuple[float, float]:
+    return lat, lng + math.degrees(metres / (6_371_008.8 * math.cos(math.radians(lat))))
+
+
+def _drive(table: SpeedTable, lat: float, lng: float, start_ms: int, speed: float, seconds: int,
+           every_s: int = 5) -> tuple[float, float]:
+    """Observe fixes of a driver heading east at `speed`; returns where it ended."""
+    previous = LastFix(start_ms, lat, lng)
+    for k in range(1, seconds // every_s + 1):
+        lat, lng = _east(lat, lng, speed * every_s)
+        fix = LastFix(start_ms + k * every_s * 1000, lat, lng)
+        table.observe(previous, fix)
+        previous = fix
+    return lat, lng
+
+
+def _line_stops(n: int, spacing_m: float, service_s: float | None = None) -> list[Stop]:
+    stops, (lat, lng) = [], (52.52, 13.40)
+    for i in range(n):
+        lat, lng = _east(lat, lng, spacing_m)
+        stops.append(Stop(f"s{i}", lat, lng, service_s))
+    return stops
+
+
+# --- the route -----------------------------------------------------------------------
+
+
+def test_arrivals_are_cumulative_in_route_order():
+    stops = _line_stops(5, 1000.0)
+    table = SpeedTable(default_speed_mps=10.0)
+    etas = estimate_route((52.52, 13.40), MONDAY_8, stops, table, None, BARE)
+    assert [e.stop_id for e in etas] == [s.stop_id for s in stops]
+    gaps = [b.eta_ms - a.eta_ms for a, b in zip([StopEta("", MONDAY_8, 0, 0), *etas], etas, strict=False)]
+    # 1 km legs at the default 10 m/s: 100 s each, so 100 s, 200 s, ... from now.
+    assert gaps == pytest.approx([100_000] * 5, abs=300)
+
+
+def test_service_time_of_every_earlier_stop_is_added():
+    params = EtaParams(circuity=1.0, motion_weight=0.0, lateness_weight=0.0, approach_s=0.0)
+    table = SpeedTable(default_speed_mps=10.0)
+    quick = estimate_route((52.52, 13.40), MONDAY_8, _line_stops(3, 1000.0, service_s=0.0), table, None, params)
+    slow = estimate_route((52.52, 13.40), MONDAY_8, _line_stops(3, 1000.0, service_s=300.0), table, None, params)
+    assert slow[0].eta_ms == quick[0].eta_ms  # nothing served before the first stop
+    assert slow[1].eta_ms - quick[1].eta_ms == 300_000
+    assert slow[2].eta_ms - quick[2].eta_ms == 600_000
+    # No service time given: the params' default (the ALMRRC median).
+    default = estimate_route((52.52, 13.40), MONDAY_8, _line_stops(2, 1000.0), table, None, params)
+    assert default[1].eta_ms - quick[1].eta_ms == pytest.approx(DEFAULT_SERVICE_TIME_S * 1000, abs=1)
+
+
+def test_circuity_and_approach_scale_the_leg():
+    table = SpeedTable(default_speed_mps=10.0)
+    stops = _line_stops(1, 1000.0)
+    bare = estimate_route((52.52, 13.40), MONDAY_8, stops, table, None, BARE)[0].eta_ms - MONDAY_8
+    bent = EtaParams(circuity=1.5, motion_weight=0.0, lateness_weight=0.0, approach_s=45.0)
+    assert estimate_route((52.52, 13.40), MONDAY_8, stops, table, None, bent)[0].eta_ms - MONDAY_8 == pytest.approx(
+        bare * 1.5 + 45_000, abs=2)
+
+
+def test_empty_route_and_plan_reuse():
+    assert estimate_route((52.52, 13.40), MONDAY_8, [], SpeedTable(), None) == []
+    stops = _line_stops(4, 500.0)
+    assert plan_route(stops) is plan_route(list(stops))  # same stops: legs are not measured again
+    plan = plan_route(stops)
+    assert plan.leg_m[1] == pytest.approx(500.0, rel=1e-3)
+    by_plan = estimate_route((52.52, 13.40), MONDAY_8, plan, SpeedTable(), None)
+    assert by_plan == estimate_route((52.52, 13.40), MONDAY_8, stops, SpeedTable(), None)
+
+
+def test_later_legs_use_the_hour_they_are_driven_in():
+    table = SpeedTable(prior_m=100.0)
+    lat, lng = 52.52, 13.40
+    # Fast at 08:00, slow at 09:00, in the same cells.
+    _drive(table, lat, lng, MONDAY_8, 15.0, 120)
+    _drive(table, lat, lng, MONDAY_8 + 60 * MIN, 3.0, 600)
+    cell = table.cell(*_east(lat, lng, 500))
+    assert table.pace(cell, hour_of_week(MONDAY_8)) < table.pace(cell, hour_of_week(MONDAY_8 + 60 * MIN))
+    stop = [Stop("a", *_east(lat, lng, 1000))]
+    early = estimate_route((lat, lng), MONDAY_8, stop, table, None, BARE)[0].eta_ms - MONDAY_8
+    later = estimate_route((lat, lng), MONDAY_8 + 60 * MIN, stop, table, None, BARE)[0].eta_ms - MONDAY_8 - 60 * MIN
+    assert later > 2 * early
+
+
+# --- speed sources and fallbacks -------------------------------------------------------
+
+
+def test_speed_table_falls_back_from_hour_to_cell_to_parent_to_global_to_default():
+    empty = SpeedTable()
+    assert empty.speed_at(52.52, 13.40, MONDAY_8) == pytest.approx(DEFAULT_SPEED_MPS)
+
+    table = SpeedTable(prior_m=200.0)
+    here = (52.52, 13.40)
+    _drive(table, *here, MONDAY_8, 12.0, 60)  # ~720 m fast at Monday 08:00
+    _drive(table, *here, MONDAY_8 + 26 * 60 * MIN, 4.0, 180)  # ~720 m slow on Tuesday 10:00, same cells
+    far = (48.14, 11.58)  # Munich: another parent cell, walking pace
+    _drive(table, *far, MONDAY_8, 1.5, 1200)
+
+    cell = table.cell(*_east(*here, 300))
+    monday, sunday = hour_of_week(MONDAY_8), hour_of_week(MONDAY_8 + 6 * 24 * 60 * MIN)
+    at_hour = 1 / table.pace(cell, monday)
+    any_hour = 1 / table.pace(cell, sunday)  # no data on Sunday: the cell over all hours
+    assert at_hour > any_hour > 4.0
+    assert 8.0 < at_hour < 12.0  # mostly its own data, a little of the cell's
+
+    neighbour = str(h3.grid_ring(cell, 3)[0])  # same district, never driven: the parent cell
+    assert h3.cell_to_parent(neighbour, table.parent_res) == h3.cell_to_parent(cell, table.parent_res)
+    parent_speed = 1 / table.pace(neighbour, sunday)
+    assert 4.0 < parent_speed < 12.0
+
+    nowhere = table.cell(-33.87, 151.21)  # Sydney: no parent data, the fleet's global pace
+    global_speed = 1 / table.pace(nowhere, monday)
+    assert global_speed == pytest.approx(1 / table.global_pace())
+    assert global_speed < parent_speed  # the walkers in Munich pull the fleet average down
+
+
+def test_speed_table_ignores_gaps_stops_and_impossible_segments():
+    table = SpeedTable()
+    a = LastFix(MONDAY_8, 52.52, 13.40)
+    assert not table.observe(a, LastFix(MONDAY_8 + 10 * MIN, *_east(52.52, 13.40, 3000)))  # phone was off
+    assert not table.observe(a, LastFix(MONDAY_8 + 30_000, *_east(52.52, 13.40, 5)))  # parked at a door
+    assert not table.observe(a, LastFix(MONDAY_8 + 10_000, *_east(52.52, 13.40, 5000)))  # 500 m/s: bad fix
+    assert not table.observe(a, a)
+    assert len(table) == 0
+    assert table.observe(a, LastFix(MONDAY_8 + 10_000, *_east(52.52, 13.40, 100)))
+    assert table.segments() == 1
+
+
+def test_speed_table_round_trips_through_a_dict():
+    table = SpeedTable()
+    _drive(table, 52.52, 13.40, MONDAY_8, 9.0, 300)
+    _drive(table, 52.50, 13.35, MONDAY_8 + 5 * 60 * MIN, 4.0, 300)
+    copy = SpeedTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert len(copy) == len(table)
+    for lat, lng, ms in ((52.52, 13.41, MONDAY_8), (52.50, 13.36, MONDAY_8 + 5 * 60 * MIN), (40.0, -3.7, MONDAY_8)):
+        assert copy.pace_at(lat, lng, ms) == pytest.approx(table.pace_at(lat, lng, ms), rel=1e-4)  # sums kept to 0.1
+
+
+def test_speed_tables_merge_additively():
+    whole, part_a, part_b = SpeedTable(), SpeedTable(), SpeedTable()
+    _drive(whole, 52.52, 13.40, MONDAY_8, 9.0, 300)
+    _drive(whole, 52.52, 13.40, MONDAY_8 + 60 * MIN, 5.0, 300)
+    _drive(part_a, 52.52, 13.40, MONDAY_8, 9.0, 300)
+    _drive(part_b, 52.52, 13.40, MONDAY_8 + 60 * MIN, 5.0, 300)
+    part_a.merge(part_b)
+    assert part_a.pace_at(52.52, 13.41, MONDAY_8) == pytest.approx(whole.pace_at(52.52, 13.41, MONDAY_8))
+
+
+def test_driver_motion_tracks_moving_speed_only():
+    motion = DriverMotion()
+    lat, lng, ms = 52.52, 13.40, MONDAY_8
+    for _ in range(60):  # 5 minutes at 10 m/s
+        lat, lng = _east(lat, lng, 50)
+        ms += 5000
+        motion.update(LastFix(ms, lat, lng))
+    assert motion.speed_mps == pytest.approx(10.0, rel=0.02)
+    for _ in range(60):  # 5 minutes parked: the moving speed does not decay to zero
+        ms += 5000
+        motion.update(LastFix(ms, lat, lng))
+    assert motion.speed_mps == pytest.approx(10.0, rel=0.02)
+    for _ in range(200):  # then slow traffic at 4 m/s: the EWMA follows
+        lat, lng = _east(lat, lng, 20)
+        ms += 5000
+        motion.update(LastFix(ms, lat, lng))
+    assert motion.speed_mps == pytest.approx(4.0, rel=0.05)
+    assert motion.update(LastFix(ms - 60_000, 0.0, 0.0)) == 0.0  # out of order: ignored
+    assert motion.last_ms == ms
+    assert DriverMotion.from_dict(json.loads(json.dumps(motion.to_dict()))) == motion
+
+
+def test_driver_speed_replaces_an_empty_table_and_blends_with_a_full_one():
+    stop = [Stop("a", *_east(52.52, 13.40, 2000))]
+    motion = DriverMotion(speed_mps=4.0)
+    params = EtaParams(circuity=1.0, motion_weight=0.5, lateness_weight=0.0, approach_s=0.0)
+    alone = estimate_route((52.52, 13.40), MONDAY_8, stop, SpeedTable(), motion, params)[0]
+    assert alone.eta_ms - MONDAY_8 == pytest.approx(500_000, abs=500)  # 2 km at the driver's 4 m/s
+    table = SpeedTable(prior_m=100.0)
+    _drive(table, 52.52, 13.40, MONDAY_8, 16.0, 200)  # the fleet drives this stretch at 16 m/s
+    blended = estimate_route((52.52, 13.40), MONDAY_8, stop, table, motion, params)[0].eta_ms - MONDAY_8
+    assert blended == pytest.approx(2000 / math.sqrt(16.0 * 4.0) * 1000, rel=0.1)  # geometric mean: 8 m/s
+
+
+def test_a_leg_running_late_pushes_the_eta_and_marks_it():
+    stop = [Stop("a", *_east(52.52, 13.40, 1000))]
+    table = SpeedTable(default_speed_mps=10.0)
+    params = EtaParams(circuity=1.0, motion_weight=0.0, lateness_weight=0.5, approach_s=0.0)
+    fresh = DriverMotion()
+    fresh.start_leg(MONDAY_8, 52.52, 13.40)
+    on_time = estimate_route((52.52, 13.40), MONDAY_8, stop, table, fresh, params)[0]
+    stuck = estimate_route((52.52, 13.40), MONDAY_8 + 20 * MIN, stop, table, fresh, params)[0]  # no progress
+    assert not on_time.late and stuck.late
+    assert stuck.eta_ms - (MONDAY_8 + 20 * MIN) == pytest.approx((on_time.eta_ms - MONDAY_8) + 600_000, abs=500)
+
+
+# --- windows ---------------------------------------------------------------------------
+
+
+def test_window_contains_the_expected_arrival_and_widens_with_horizon():
+    stops = _line_stops(30, 2000.0)
+    etas = estimate_route((52.52, 13.40), MONDAY_8, stops, SpeedTable(), DriverMotion(speed_mps=8.0))
+    widths = []
+    for eta in etas:
+        assert eta.low_ms <= eta.eta_ms <= eta.high_ms
+        assert eta.low_ms >= MONDAY_8
+        widths.append(eta.high_ms - eta.low_ms)
+    assert widths == sorted(widths) and widths[-1] > 5 * widths[0]
+    model = ErrorModel()
+    short, long_ = model.window(300), model.window(3600)
+    assert long_[1] - long_[0] > short[1] - short[0]
+
+
+def test_error_model_learns_the_observed_spread():
+    model = ErrorModel(level=0.8)
+    for i in range(400):  # it always takes 1.5x to 2.5x longer than predicted
+        predicted = 600 + i
+        model.observe(predicted, predicted * (1.5 + (i % 11) / 10))
+    lo, hi = model.window(800)
+    assert lo == 800  # the window always holds the expected arrival, even when history says it is too early
+    assert 800 * 2.2 < hi < 800 * 2.6
+    assert model.window(400)[1] < hi  # shorter horizon, narrower
+    wider = ErrorModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert wider.window(800) == pytest.approx((lo, hi))
+    wider.set_level(0.98)
+    assert wider.window(800)[1] > hi
+    # No late predictions yet: that side borrows everything observed rather than the defaults.
+    assert model.window(800, late=True) == model.window(800)
+    assert ErrorModel().window(800)[0] < 800
+    for _ in range(100):  # late predictions turn out much longer: now they have their own window
+        model.observe(800, 800 * 4, late=True)
+    assert model.window(800, late=True)[1] > 800 * 3.5 > model.window(800)[1]
+
+
+def test_error_models_merge_additively():
+    a, b, both = ErrorModel(), ErrorModel(), ErrorModel()
+    for i in range(100):
+        a.observe(600, 600 + i)
+        b.observe(600, 900 + i)
+        both.observe(600, 600 + i)
+        both.observe(600, 900 + i)
+    a.merge(b)
+    assert a.window(600) == both.window(600)
+    assert a.count() == 200
+
+
+# --- throttle and delays -------------------------------------------------------------
+
+
+def test_recompute_throttle_30_s_or_200_m():
+    assert should_recompute(None, MONDAY_8, 0.0)
+    assert not should_recompute(MONDAY_8, MONDAY_8 + 29_999, 199.0)
+    assert should_recompute(MONDAY_8, MONDAY_8 + 30_000, 0.0)
+    assert should_recompute(MONDAY_8, MONDAY_8 + 5_000, 200.0)
+
+
+def test_delayed_fires_once_when_the_eta_leaves_the_promised_window():
+    promised = PromisedWindow(MONDAY_8, MONDAY_8 + 60 * MIN)
+    sequence = [MONDAY_8 + 30 * MIN, MONDAY_8 + 59 * MIN, MONDAY_8 + 65 * MIN, MONDAY_8 + 70 * MIN,
+                MONDAY_8 + 50 * MIN, MONDAY_8 + 75 * MIN]
+    emitted, flag = [], False
+    for eta_ms in sequence:
+        eta = StopEta("s", eta_ms, eta_ms - 5 * MIN, eta_ms + 10 * MIN)
+        if delay_event_due(eta, promised, flag):
+            emitted.append(eta_ms)
+            flag = True
+    assert emitted == [MONDAY_8 + 65 * MIN]
+    # A window that merely reaches past the end is not late yet; early is not a delay; no end, no delay.
+    assert not delay_check(StopEta("s", MONDAY_8 + 55 * MIN, MONDAY_8 + 50 * MIN, MONDAY_8 + 70 * MIN), promised)
+    assert not delay_check(StopEta("s", MONDAY_8 - 30 * MIN, MONDAY_8 - 40 * MIN, MONDAY_8 - 20 * MIN), promised)
+    assert not delay_check(StopEta("s", MONDAY_8 + 999 * MIN, 0, 0), PromisedWindow(MONDAY_8, None))
+
+
+# --- service times -------------------------------------------------------------------
+
+
+def test_service_time_per_merchant_starts_at_the_prior_and_learns():
+    model = ServiceTimes()
+    assert model.estimate("mer_a") == DEFAULT_SERVICE_TIME_S
+    for _ in range(40):
+        model.observe("mer_a", 180.0)
+    assert 150.0 < model.estimate("mer_a") <= 180.0
+    assert model.estimate("mer_b") == DEFAULT_SERVICE_TIME_S  # merchants do not share
+    before = model.estimate("mer_a")
+    model.observe("mer_a", 3 * 3600.0)  # one stop with a 3-hour dwell: capped, and in log space
+    assert model.estimate("mer_a") < before * 1.35
+    copy = ServiceTimes.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert copy.estimate("mer_a") == pytest.approx(model.estimate("mer_a"), rel=1e-4)
+
+
+def test_default_service_time_is_the_almrrc_median():
+    routes = shared_path("routes", "almrrc2021")
+    assert default_service_time_s(routes) == DEFAULT_SERVICE_TIME_S  # the baked-in constant is the data's
+
+
+def test_default_service_time_without_data_is_the_constant(tmp_path):
+    assert default_service_time_s(None) == DEFAULT_SERVICE_TIME_S
+    assert default_service_time_s(tmp_path / "absent") == DEFAULT_SERVICE_TIME_S
+    (tmp_path / "new_package_data.json").write_text("{not json")
+    assert default_service_time_s(tmp_path) == DEFAULT_SERVICE_TIME_S
+
+
+def test_hour_of_week_starts_monday_utc():
+    assert hour_of_week(MONDAY_8) == 8
+    assert hour_of_week(0) == 72  # 1970-01-01 00:00 UTC was a Thursday
+    assert hour_of_week(MONDAY_8 + 7 * 24 * 60 * MIN) == 8
+
+
+# --- evaluation harness --------------------------------------------------------------
+
+
+def _synthetic_trips(n: int = 6) -> list:
+    """Straight trips in one area at 5 m/s along a 1.3x detour, one fix every 10 s, 20-40 minutes."""
+    from bench.eval_eta import Point, Trip
+
+    trips = []
+    for i in range(n):
+        lat, lng = 52.50 + 0.004 * i, 13.38
+        speed, every_s = 5.0, 10
+        straight = 4000.0 + 1000 * (i % 3)
+        duration_s = straight * 1.3 / speed
+        start = MONDAY_8 + i * 86_400_000
+        dest = _east(lat, lng, straight)
+        points = [Point(start + k * every_s * 1000, *_east(lat, lng, straight * k * every_s / duration_s))
+                  for k in range(int(duration_s // every_s) + 1)]
+        trips.append(Trip(i, 0, start, points[-1].fix_ms, (lat, lng), dest, points))
+    return trips
+
+
+def test_eval_on_synthetic_trips_beats_the_speed_baseline_without_leakage(monkeypatch):
+    from bench import eval_eta
+
+    trips = _synthetic_trips()
+    # Record every table the evaluation asks for: a fold must never see its test trip.
+    asked: list[tuple[int, frozenset[int]]] = []
+    real_run_fold = eval_eta.run_fold
+
+    def spying_run_fold(k, trips_, stops, replays, tables, variant=eval_eta.FULL):
+        def spy(excluded):
+            asked.append((trips_[k].trip_id, excluded))
+            return tables(excluded)
+        return real_run_fold(k, trips_, stops, replays, spy, variant)
+
+    monkeypatch.setattr(eval_eta, "run_fold", spying_run_fold)
+    results = eval_eta.evaluate(trips, verbose=False)
+    assert asked and all(test in excluded for test, excluded in asked)
+
+    figures = {f["name"]: f for f in eval_eta.figures(results)}
+    assert figures["eta_mae_min"]["points"] == sum(len(t.points) for t in trips)
+    # Constant speed and detour: the engine learns both from the other trips and is near exact.
+    assert figures["eta_mae_min"]["value"] < 1.0
+    assert figures["eta_mae_min"]["value"] <= figures["eta_mae_min"]["baseline"]
+    assert figures["eta_window_coverage"]["value"] >= 0.8
+    for name in ("eta_rmse_min", "eta_acc5", "eta_acc10", "eta_mae_reduction_vs_baseline"):
+        assert figures[name]["value"] is not None
+
+
+def test_eval_loads_the_real_geolife_trips():
+    from bench.eval_eta import load_trips
+
+    folder = shared_path("traces", "geolife", "geolife_long")
+    trips = load_trips(folder)
+    assert len(trips) == 14
+    for trip in trips:
+        assert trip.points and all(trip.start_ms <= p.fix_ms <= trip.end_ms for p in trip.points)
+        assert [p.fix_ms for p in trip.points] == sorted({p.fix_ms for p in trip.points})
+    # Trip 1 of user 0: 04:08:07 to 04:34:37 UTC, arriving near (39.9997, 116.3248).
+    trip = next(t for t in trips if t.trip_id == 1)
+    assert (trip.end_ms - trip.start_ms) / 1000 == 26 * 60 + 30
+    assert haversine_m(*trip.dest, 39.99972, 116.32480) < 5
