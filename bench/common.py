@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra.local.stack import FAKE_AWS, stage_environment
+
 if TYPE_CHECKING:
     from chalicelib.domain.pings import LastFix, Ping
 
@@ -29,16 +31,9 @@ MERCHANT_ID = "mer_bench"
 DRIVER_ID = "drv_bench"
 DRIVER_TOKEN = "dtk_bench-token-not-a-secret"
 
-# Settings Chalice would not give us outside `chalice local`: a region and
-# dummy credentials, so botocore never goes looking for real ones (IMDS, ~/.aws).
-_AWS_ENV = {
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-}
+# Dummy credentials and region, so botocore never goes looking for real ones (IMDS, ~/.aws):
+# the same set the local stack gives its children.
+_AWS_ENV = FAKE_AWS
 # Inherited values that would point the app somewhere else than intended.
 _DROP_ENV = ("AWS_ENDPOINT_URL", "AWS_PROFILE")
 
@@ -100,12 +95,11 @@ def local_env() -> dict[str, str]:
 
     Read from the config rather than copied so the benchmarks follow the app's settings as they change.
     """
-    with (PROJECT_ROOT / ".chalice" / "config.json").open(encoding="utf-8") as fh:
-        config = json.load(fh)
-    env: dict[str, str] = {**config.get("environment_variables", {}),
-                           **config["stages"]["local"].get("environment_variables", {})}
+    env = stage_environment(PROJECT_ROOT, "local")
     env.update(_AWS_ENV)
-    return {k: str(v) for k, v in env.items()}
+    # The local stack passes the real base URL; a benchmark serves no links, any valid one will do.
+    env.setdefault("DOORSTEP_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+    return env
 
 
 def subprocess_env() -> dict[str, str]:

@@ -214,8 +214,27 @@ def _parse_ring(raw: Any, where: str) -> Ring:
     return tuple(points)
 
 
+class _EdgeDistanceRules:
+    """Enter/exit rules for fences measured by signed distance to their edge (positive inside)."""
+
+    __slots__ = ()
+    exit_margin_m: float
+
+    def signed_distance_m(self, lat: float, lng: float) -> float:
+        raise NotImplementedError
+
+    def contains(self, lat: float, lng: float) -> bool:
+        return self.signed_distance_m(lat, lng) >= -_BOUNDARY_EPS_M
+
+    def _enters(self, p: Point, acc: float) -> bool:
+        return self.signed_distance_m(p[0], p[1]) >= acc
+
+    def _exits(self, p: Point, acc: float) -> bool:
+        return self.signed_distance_m(p[0], p[1]) < -(self.exit_margin_m + acc)
+
+
 @dataclass(frozen=True, slots=True)
-class PolygonFence:
+class PolygonFence(_EdgeDistanceRules):
     """A merchant zone from a GeoJSON Polygon or MultiPolygon (holes allowed).
 
     Exit needs the point `buffer_m` metres outside the polygon (the hysteresis).
@@ -258,21 +277,12 @@ class PolygonFence:
             best = min(best, dist)
         return best if inside else -best
 
-    def contains(self, lat: float, lng: float) -> bool:
-        return self.signed_distance_m(lat, lng) >= -_BOUNDARY_EPS_M
-
-    def _enters(self, p: Point, acc: float) -> bool:
-        return self.signed_distance_m(p[0], p[1]) >= acc
-
-    def _exits(self, p: Point, acc: float) -> bool:
-        return self.signed_distance_m(p[0], p[1]) < -(self.exit_margin_m + acc)
-
     def to_dict(self) -> dict[str, Any]:
         return {"type": "polygon", "id": self.id, "geometry": dict(self.geometry), "buffer_m": self.buffer_m}
 
 
 @dataclass(frozen=True, slots=True)
-class CorridorFence:
+class CorridorFence(_EdgeDistanceRules):
     """A stretch of road: points within `half_width_m` of a polyline (Traccar's LINESTRING geofence).
 
     `exit_half_width_m` defaults to max(1.5 * half width, half width + 50 m).
@@ -302,15 +312,6 @@ class CorridorFence:
 
     def signed_distance_m(self, lat: float, lng: float) -> float:
         return self.half_width_m - _polyline_distance_m(lat, lng, self.line)
-
-    def contains(self, lat: float, lng: float) -> bool:
-        return self.signed_distance_m(lat, lng) >= -_BOUNDARY_EPS_M
-
-    def _enters(self, p: Point, acc: float) -> bool:
-        return self.signed_distance_m(p[0], p[1]) >= acc
-
-    def _exits(self, p: Point, acc: float) -> bool:
-        return self.signed_distance_m(p[0], p[1]) < -(self.exit_margin_m + acc)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "corridor", "id": self.id, "line": [list(p) for p in self.line],
