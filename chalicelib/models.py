@@ -314,8 +314,15 @@ class TrackingEvent(BaseModel):
     occurred_at: datetime
 
 
+class EtaWindow(BaseModel):
+    expected: datetime
+    earliest: datetime
+    latest: datetime
+
+
 class TrackingView(BaseModel):
     status: ShipmentStatus
+    eta: EtaWindow | None = Field(default=None, description="Present while the shipment is on its way")
     shipment: TrackingShipment
     driver: DriverMarker | None = Field(description="Present only while the shipment is out for delivery")
     timeline: list[TrackingEvent]

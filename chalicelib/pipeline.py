@@ -18,6 +18,15 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
+from chalicelib.domain.eta import (
+    DriverMotion,
+    PromisedWindow,
+    SpeedTable,
+    Stop,
+    delay_event_due,
+    estimate_route,
+    should_recompute,
+)
 from chalicelib.domain.geo import haversine_m
 from chalicelib.domain.geofence import (
     DriverState,
@@ -87,18 +96,36 @@ def route_fences(r: Repository, route: RouteItem) -> RouteFences:
     return fences
 
 
-def _state_from_json(driver_id: str, raw: str | None) -> DriverState:
+@dataclass
+class DriverProgress:
+    """What the pipeline keeps per driver between pings: geofence state, motion, last ETA recompute."""
+
+    fences: DriverState
+    motion: DriverMotion
+    eta_at_ms: int | None = None
+    eta_lat: float = 0.0
+    eta_lng: float = 0.0
+
+
+def _progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
     if not raw:
-        return DriverState(driver_id)
+        return DriverProgress(DriverState(driver_id), DriverMotion())
     data = json.loads(raw)
-    return DriverState(driver_id, data.get("last_fix_ms"),
-                       {k: FenceState(v["since_ms"], v.get("dwell_fired", False)) for k, v in data["fences"].items()})
+    fences = DriverState(driver_id, data.get("last_fix_ms"),
+                         {k: FenceState(v["since_ms"], v.get("dwell_fired", False))
+                          for k, v in data["fences"].items()})
+    eta = data.get("eta") or {}
+    return DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
+                          eta.get("lat", 0.0), eta.get("lng", 0.0))
 
 
-def _state_to_json(state: DriverState) -> str:
+def _progress_to_json(progress: DriverProgress) -> str:
+    state = progress.fences
     return json.dumps({"last_fix_ms": state.last_fix_ms,
                        "fences": {k: {"since_ms": v.since_ms, "dwell_fired": v.dwell_fired}
-                                  for k, v in state.fences.items()}})
+                                  for k, v in state.fences.items()},
+                       "motion": progress.motion.to_dict(),
+                       "eta": {"at_ms": progress.eta_at_ms, "lat": progress.eta_lat, "lng": progress.eta_lng}})
 
 
 def apply_ping(r: Repository, image: dict[str, Any]) -> list[GeofenceEvent]:
@@ -112,17 +139,58 @@ def apply_ping(r: Repository, image: dict[str, Any]) -> list[GeofenceEvent]:
         return []
     fences = route_fences(r, route)
     raw_state, version = r.geofence_state(driver_id)
-    state = _state_from_json(driver_id, raw_state)
+    progress = _progress_from_json(driver_id, raw_state)
+    before = _progress_to_json(progress)
+    state = progress.fences
     new_state, events = evaluate(fix, state, fences.index, GEOFENCE_PARAMS)
     for event in events:
         _apply_geofence_event(r, merchant_id, event)
-    if new_state.last_fix_ms is not None and new_state.last_fix_ms > (state.last_fix_ms or 0):
+    progress.fences = new_state
+    is_news = new_state.last_fix_ms is not None and new_state.last_fix_ms > (state.last_fix_ms or 0)
+    if is_news:
         _approach(r, merchant_id, fix, fences, new_state)
-    if new_state != state:
-        r.save_geofence_state(driver_id, _state_to_json(new_state), version)
+        progress.motion.update(fix)
+        if any(e.kind == "exit" for e in events):
+            progress.motion.start_leg(fix.fix_ms, fix.lat, fix.lng)
+        moved = haversine_m(progress.eta_lat, progress.eta_lng, fix.lat, fix.lng) if progress.eta_at_ms else 0.0
+        if events or should_recompute(progress.eta_at_ms, fix.fix_ms, moved):
+            update_etas(r, route, fix, progress)
+            progress.eta_at_ms, progress.eta_lat, progress.eta_lng = fix.fix_ms, fix.lat, fix.lng
+    after = _progress_to_json(progress)
+    if after != before:
+        r.save_geofence_state(driver_id, after, version)
     if events:
         metrics.add_metric(name="GeofenceEvents", unit=MetricUnit.Count, value=len(events))
     return events
+
+
+# Observed speeds per cell and hour are not yet aggregated from the stream: until they are, the
+# table is empty and the driver's recent moving speed (then the default) sets the pace.
+_SPEED_TABLE = SpeedTable()
+_ON_THE_WAY = (S.OUT_FOR_DELIVERY, S.APPROACHING)
+
+
+def update_etas(r: Repository, route: RouteItem, fix: GeoFix, progress: DriverProgress) -> None:
+    """Recompute ETA windows for the route's remaining stops; emit 'delayed' once when one leaves its promise."""
+    shipments = r.get_shipments(route.merchant_id, [str(s) for s in route.stops])
+    remaining = [shipments[str(s)] for s in route.stops
+                 if str(s) in shipments and shipments[str(s)].status in _ON_THE_WAY]
+    if not remaining:
+        return
+    stops = [Stop(s.shipment_id, float(s.lat), float(s.lng)) for s in remaining]
+    etas = estimate_route((fix.lat, fix.lng), fix.fix_ms, stops, _SPEED_TABLE, progress.motion)
+    for shipment, eta in zip(remaining, etas, strict=True):
+        r.set_eta(shipment, eta.eta_ms, eta.low_ms, eta.high_ms)
+        promised = PromisedWindow(_ms(shipment.window_start), _ms(shipment.window_end))
+        if delay_event_due(eta, promised, shipment.delayed_at is not None):
+            event = _timeline_event(route.merchant_id, shipment.shipment_id, "delayed",
+                                    f"delayed-{shipment.shipment_id}", fix.fix_ms)
+            if r.mark_delayed(shipment, event):
+                metrics.add_metric(name="ShipmentsDelayed", unit=MetricUnit.Count, value=1)
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return int(moment.timestamp() * 1000) if moment is not None else None
 
 
 def _timeline_event(merchant_id: str, shipment_id: str, kind: str, event_id: str, fix_ms: int,

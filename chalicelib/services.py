@@ -34,6 +34,7 @@ from chalicelib.models import (
     DriverStatusUpdate,
     DriverToken,
     DriverWithToken,
+    EtaWindow,
     Location,
     NearbyDriver,
     NearbyDrivers,
@@ -482,8 +483,13 @@ def tracking_view(repo: Repository, token: str) -> TrackingView:
     window = None
     if shipment.window_start is not None and shipment.window_end is not None:
         window = TimeWindow(start=shipment.window_start, end=shipment.window_end)
+    eta = None
+    if status in (S.OUT_FOR_DELIVERY, S.APPROACHING) and shipment.eta_ms is not None:
+        eta = EtaWindow(expected=_ms_to_dt(shipment.eta_ms), earliest=_ms_to_dt(shipment.eta_low_ms or 0),
+                        latest=_ms_to_dt(shipment.eta_high_ms or 0))
     return TrackingView(
         status=status,
+        eta=eta,
         shipment=TrackingShipment(
             recipient_first_name=str(_as_dict(shipment.recipient).get("name", "")).split(" ")[0],
             city=str(_as_dict(shipment.address).get("city", "")),

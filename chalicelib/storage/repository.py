@@ -276,6 +276,27 @@ class Repository:
                 raise ConditionFailed("geofence state changed meanwhile") from exc
             raise
 
+    def set_eta(self, shipment: ShipmentItem, eta_ms: int, low_ms: int, high_ms: int) -> None:
+        """Record the shipment's current ETA window (only while it is still on its way)."""
+        try:
+            shipment.update(actions=[ShipmentItem.eta_ms.set(eta_ms), ShipmentItem.eta_low_ms.set(low_ms),
+                                     ShipmentItem.eta_high_ms.set(high_ms)],
+                            condition=ShipmentItem.status.is_in("out_for_delivery", "approaching"))
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise
+
+    def mark_delayed(self, shipment: ShipmentItem, event: EventItem) -> bool:
+        """Flag the shipment delayed and write the event, once (False if it was already flagged)."""
+        try:
+            with TransactWrite(connection=self.conn) as tx:
+                tx.update(shipment, actions=[ShipmentItem.delayed_at.set(event.recorded_at)],
+                          condition=ShipmentItem.delayed_at.does_not_exist())
+                tx.save(event)
+        except TransactWriteError:
+            return False
+        return True
+
     def put_event_once(self, event: EventItem) -> bool:
         """Write a timeline event whose id is deterministic; False if it was already there."""
         try:

@@ -109,6 +109,10 @@ class ShipmentItem(_Item):
     stop_index = NumberAttribute(null=True)
     driver_id = UnicodeAttribute(null=True)
     token_version = NumberAttribute(default=1)
+    eta_ms = NumberAttribute(null=True)
+    eta_low_ms = NumberAttribute(null=True)
+    eta_high_ms = NumberAttribute(null=True)
+    delayed_at = UTCDateTimeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
 

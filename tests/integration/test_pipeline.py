@@ -120,3 +120,35 @@ def test_a_bad_record_fails_alone(chalice_app):
     bad["dynamodb"]["NewImage"]["lat"] = {"S": "not a number"}
     result = app_module.stream_pipeline({"Records": [good, bad]}, None)
     assert result == {"batchItemFailures": [{"itemIdentifier": "999"}]}
+
+
+def test_remaining_stops_get_eta_windows_and_a_late_one_is_delayed_once(merchant, runner):
+    driver = make_driver(merchant)
+    start = now_ms() - 3_600_000
+    late = make_shipment(merchant, 1, location={"lat": STOP[0] + 0.03, "lng": STOP[1]},
+                         time_window={"start": iso(start - 7_200_000), "end": iso(start - 3_600_000)})
+    on_time = make_shipment(merchant, 2, location={"lat": STOP[0] + 0.04, "lng": STOP[1]},
+                            time_window={"start": iso(start), "end": iso(start + 86_400_000)})
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": iso(now_ms())[:10],
+                                                 "planned_start": iso(start),
+                                                 "shipment_ids": [late["id"], on_time["id"]]}).json_body
+    merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    fixes = drive_park_leave(start)[:20]  # driving towards STOP, still kilometres from both shipments
+    for chunk in range(0, len(fixes), 10):
+        post_pings(merchant.client, driver["token"], fixes[chunk:chunk + 10])
+    drain(runner)
+    token = on_time["tracking_url"].rsplit("/", 1)[1]
+    view = merchant.client.http.get(f"/track/{token}").json_body
+    eta = view["eta"]
+    assert eta is not None and eta["earliest"] <= eta["expected"] <= eta["latest"]
+    assert eta["expected"] > fixes[-1]["fix_time"]
+    late_events = merchant.call("GET", f"/v1/shipments/{late['id']}/timeline").json_body["items"]
+    on_time_events = merchant.call("GET", f"/v1/shipments/{on_time['id']}/timeline").json_body["items"]
+    assert [e["type"] for e in late_events].count("delayed") == 1
+    assert "delayed" not in [e["type"] for e in on_time_events]
+    # more pings later: still one delayed event
+    more = drive_park_leave(start)[20:30]
+    post_pings(merchant.client, driver["token"], more)
+    drain(runner)
+    late_events = merchant.call("GET", f"/v1/shipments/{late['id']}/timeline").json_body["items"]
+    assert [e["type"] for e in late_events].count("delayed") == 1
