@@ -110,6 +110,66 @@ def parse_gpx(path: Path) -> list[TraceFix]:
     return fixes
 
 
+def parse_waypoints(path: Path) -> list[tuple[str, float, float]]:
+    """GPX waypoints (name, lat, lng): in the ride-along traces these are where the truck parked at a stop."""
+    points = []
+    for element in ET.parse(path).getroot().iter():
+        if _local_name(element.tag) != "wpt":
+            continue
+        lat, lng = _number(element.get("lat")), _number(element.get("lon"))
+        name = next((c.text or "" for c in element if _local_name(c.tag) == "name"), "")
+        if lat is not None and lng is not None:
+            points.append((name.strip() or "stop", lat, lng))
+    return points
+
+
+def plan_park_stops(demo: dict[str, Any], waypoints: Sequence[tuple[str, float, float]], base_url: str,
+                    first_fix: datetime) -> list[dict[str, Any]]:
+    """A shipment at each parking waypoint, on a new started route of the demo driver, so the replay
+    exercises the pipeline: approaching, arrived and departed at each stop."""
+    key = demo["merchant_api_key"]
+    shipments = []
+    for number, (_name, lat, lng) in enumerate(waypoints, start=1):
+        created = http_json("POST", f"{base_url}/v1/shipments", {
+            "recipient": {"name": f"Park Stop {number}"},
+            "address": {"line1": f"Parking waypoint {number}", "city": "Seattle", "country": "US"},
+            "location": {"lat": lat, "lng": lng}}, token=key)
+        if created.status != 201:
+            raise SimulationError(f"could not create the park-stop shipment: HTTP {created.status}")
+        shipments.append(created.body)
+    route = http_json("POST", f"{base_url}/v1/routes", {
+        "driver_id": demo["driver_id"], "day": first_fix.date().isoformat(),
+        "planned_start": first_fix.isoformat(), "shipment_ids": [s["id"] for s in shipments]}, token=key)
+    if route.status != 201:
+        raise SimulationError(f"could not create the park-stop route: HTTP {route.status} {route.body}")
+    http_json("POST", f"{base_url}/v1/routes/{route.body['id']}/start", token=key)
+    return shipments
+
+
+def settled_timelines(demo: dict[str, Any], base_url: str, shipment_ids: Sequence[str],
+                      timeout_s: float = 15.0) -> dict[str, list[str]]:
+    """The pipeline's events per shipment, once they stop changing: the stream runner follows the
+    table a moment behind the API, more so after a fast replay."""
+    def read() -> dict[str, list[str]]:
+        found = {}
+        for shipment_id in shipment_ids:
+            timeline = http_json("GET", f"{base_url}/v1/shipments/{shipment_id}/timeline",
+                                 token=demo["merchant_api_key"])
+            kinds = [e["type"] for e in timeline.body.get("items", [])] if timeline.status == 200 else []
+            found[shipment_id] = [k for k in kinds if k in ("approaching", "arrived", "dwell", "departed", "delayed")]
+        return found
+
+    deadline, last, stable_since = time.monotonic() + timeout_s, read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = read()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= 2.0 and all(last.values()):
+            break
+    return last
+
+
 def ping_json(fix: TraceFix, fix_time: datetime) -> dict[str, Any]:
     ping: dict[str, Any] = {"lat": fix.lat, "lng": fix.lng,
                             "fix_time": fix_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -156,6 +216,7 @@ class Tally:
     duplicates: int = 0
     rejected: int = 0
     requests: int = 0
+    eta_windows_seen: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -190,7 +251,7 @@ def _bar(done: int, total: int, tally: Tally, elapsed: float, width: int = 30) -
 
 
 def play(demo: dict[str, Any], fixes: Sequence[TraceFix], *, speed: float, batch: int,
-         base_url: str | None = None, out: Any = sys.stdout) -> Tally:
+         base_url: str | None = None, out: Any = sys.stdout, watch: str | None = None) -> Tally:
     """Post `fixes` in batches at `speed` x real time; returns the tally of per-item outcomes."""
     url = f"{(base_url or demo['base_url']).rstrip('/')}/v1/driver/pings"
     started_wall = datetime.now(UTC)
@@ -220,6 +281,10 @@ def play(demo: dict[str, Any], fixes: Sequence[TraceFix], *, speed: float, batch
         for item in body.get("items", []):
             if item.get("status") == "rejected":
                 tally.reasons[f"{item.get('field')}: {item.get('reason')}"] += 1
+        if watch is not None:  # a recipient's tracking page polling while the driver comes
+            view = http_json("GET", watch)
+            if view.status == 200 and view.body.get("eta"):
+                tally.eta_windows_seen += 1
         out.write(_bar(tally.done, len(fixes), tally, time.monotonic() - start))
         out.flush()
     out.write("\n")
@@ -236,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10, help="fixes per request (default 10, max 500)")
     parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="demo.json written by `make run`")
     parser.add_argument("--base-url", default=None, help="API base URL (default: base_url from demo.json)")
+    parser.add_argument("--no-park-stops", action="store_true",
+                        help="do not put a shipment at each GPX waypoint (parking) before playing")
     args = parser.parse_args(argv)
     if not (args.speed > 0 and math.isfinite(args.speed)):
         parser.error("--speed must be a positive number")
@@ -262,13 +329,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if gap > 50:
                 print(f"note: the trace ends {gap:,.0f} km from the demo stops (trace and route come from different "
                       "cities); the positions are real, the map will just show them far apart")
+        base_url = (args.base_url or demo["base_url"]).rstrip("/")
+        waypoints = [] if args.no_park_stops else parse_waypoints(trace)
+        park = plan_park_stops(demo, waypoints, base_url, datetime.now(UTC) - (fixes[-1].time - fixes[0].time)) \
+            if waypoints else []
+        if park:
+            print(f"Put a shipment at each of the {len(park)} parking waypoint(s); tracking: {park[0]['tracking_url']}")
         started = time.monotonic()
         try:
-            tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url)
+            tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url,
+                         watch=park[-1]["tracking_url"] if park else None)
         except KeyboardInterrupt:
             print("\ninterrupted")
             return 130
-        base_url = (args.base_url or demo["base_url"]).rstrip("/")
         print(f"Done in {time.monotonic() - started:.1f} s: {len(fixes)} fixes in {tally.requests} requests -> "
               f"{tally.accepted} accepted, {tally.duplicates} duplicate, {tally.rejected} rejected")
         for reason, count in tally.reasons.most_common(5):
@@ -282,6 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"Final position: not available (HTTP {position.status})")
         print(f"Track it: {demo['tracking_urls'][0]}")
+        if park:
+            print(f"ETA window on the last park stop's tracking JSON during the drive: {tally.eta_windows_seen} "
+                  f"of {tally.requests} polls")
+            for shipment_id, shown in settled_timelines(demo, base_url, [s["id"] for s in park]).items():
+                print(f"  park stop {shipment_id}: {' -> '.join(shown) or 'no pipeline events yet'}")
     except SimulationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
