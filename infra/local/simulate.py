@@ -147,9 +147,10 @@ def plan_park_stops(demo: dict[str, Any], waypoints: Sequence[tuple[str, float, 
 
 
 def settled_timelines(demo: dict[str, Any], base_url: str, shipment_ids: Sequence[str],
-                      timeout_s: float = 15.0) -> dict[str, list[str]]:
+                      timeout_s: float = 30.0) -> dict[str, list[str]]:
     """The pipeline's events per shipment, once they stop changing: the stream runner follows the
-    table a moment behind the API, more so after a fast replay."""
+    table a moment behind the API, more so after a fast replay (moto answers each of the pipeline's
+    reads and writes in tens of milliseconds, so a replay at 1000x leaves a backlog)."""
     def read() -> dict[str, list[str]]:
         found = {}
         for shipment_id in shipment_ids:
