@@ -41,7 +41,7 @@ from chalicelib.domain.geofence import (
 from chalicelib.domain.lifecycle import ShipmentStatus
 from chalicelib.observability import MetricUnit, logger, metrics
 from chalicelib.storage.repository import ConditionFailed, Repository
-from chalicelib.storage.tables import EventItem, RouteItem, ShipmentItem, shipment_pk
+from chalicelib.storage.tables import EventItem, RouteItem, ShipmentItem, event_item
 
 S = ShipmentStatus
 APPROACH_RADIUS_M = 500.0
@@ -195,11 +195,9 @@ def _ms(moment: datetime | None) -> int | None:
 
 def _timeline_event(merchant_id: str, shipment_id: str, kind: str, event_id: str, fix_ms: int,
                     from_status: str | None = None, to_status: str | None = None) -> EventItem:
-    occurred = datetime.fromtimestamp(fix_ms / 1000, UTC)
-    stamp = occurred.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return EventItem(shipment_pk(shipment_id), f"EVENT#{stamp}#{event_id}", merchant_id=merchant_id,
-                     shipment_id=shipment_id, event_id=event_id, type=kind, from_status=from_status,
-                     to_status=to_status, occurred_at=occurred, recorded_at=datetime.now(UTC), source="system")
+    """A system event at the fix's time, with a deterministic id so a replay finds it already there."""
+    return event_item(merchant_id, shipment_id, event_id, kind, "system", datetime.fromtimestamp(fix_ms / 1000, UTC),
+                      datetime.now(UTC), from_status, to_status)
 
 
 def _transition(r: Repository, shipment: ShipmentItem, wanted: ShipmentStatus, event: EventItem) -> bool:

@@ -67,8 +67,8 @@ from chalicelib.storage.tables import (
     date_gsi_pk,
     driver_pk,
     driver_routes_pk,
+    event_item,
     merchant_pk,
-    shipment_pk,
     status_gsi_pk,
 )
 
@@ -200,11 +200,8 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
 def _event(merchant_id: str, shipment_id: str, kind: str, source: str, occurred: datetime, recorded: datetime,
            from_status: str | None = None, to_status: str | None = None,
            data: dict[str, Any] | None = None) -> EventItem:
-    event_id = new_id("evt")
-    stamp = occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return EventItem(shipment_pk(shipment_id), f"EVENT#{stamp}#{event_id}", merchant_id=merchant_id,
-                     shipment_id=shipment_id, event_id=event_id, type=kind, from_status=from_status,
-                     to_status=to_status, occurred_at=occurred, recorded_at=recorded, source=source, data=data)
+    return event_item(merchant_id, shipment_id, new_id("evt"), kind, source, occurred, recorded, from_status,
+                      to_status, data)
 
 
 def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body: ShipmentCreate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.attributes import (
@@ -193,6 +194,16 @@ ALL_MODELS: tuple[type[_Item], ...] = (
     MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
     IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
 )
+
+
+def event_item(merchant_id: str, shipment_id: str, event_id: str, kind: str, source: str, occurred: datetime,
+               recorded: datetime, from_status: str | None = None, to_status: str | None = None,
+               data: dict[str, Any] | None = None) -> EventItem:
+    """A timeline event; its sort key orders the timeline by when it happened."""
+    stamp = occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return EventItem(shipment_pk(shipment_id), f"EVENT#{stamp}#{event_id}", merchant_id=merchant_id,
+                     shipment_id=shipment_id, event_id=event_id, type=kind, from_status=from_status,
+                     to_status=to_status, occurred_at=occurred, recorded_at=recorded, source=source, data=data)
 
 
 # Key builders: the one place key formats are spelled out.
