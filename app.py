@@ -7,7 +7,7 @@ start pays only for what the first request needs.
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -270,8 +270,6 @@ def post_pings(call: Call) -> PingBatchResult:
            errors_=(400, 401, 404, 409, 413, 415, 422), extra_headers=("Idempotency-Key",))
 def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
     key = call.idempotency_key()
-    from datetime import UTC, datetime
-
     return services().driver_status_update(repo(), call.merchant_id, call.driver_id,  # type: ignore[no-any-return]
                                            shipment_id, call.body, key, call.raw_body, datetime.now(UTC))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,6 +105,8 @@ class DriverProgress:
     eta_at_ms: int | None = None
     eta_lat: float = 0.0
     eta_lng: float = 0.0
+    # Stops whose "approaching" question is settled (announced, or past that status): not re-read per ping.
+    approach_settled: set[str] = field(default_factory=set)
 
 
 def _progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
@@ -116,7 +118,7 @@ def _progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
                           for k, v in data["fences"].items()})
     eta = data.get("eta") or {}
     return DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
-                          eta.get("lat", 0.0), eta.get("lng", 0.0))
+                          eta.get("lat", 0.0), eta.get("lng", 0.0), set(data.get("approach_settled", [])))
 
 
 def _progress_to_json(progress: DriverProgress) -> str:
@@ -125,7 +127,8 @@ def _progress_to_json(progress: DriverProgress) -> str:
                        "fences": {k: {"since_ms": v.since_ms, "dwell_fired": v.dwell_fired}
                                   for k, v in state.fences.items()},
                        "motion": progress.motion.to_dict(),
-                       "eta": {"at_ms": progress.eta_at_ms, "lat": progress.eta_lat, "lng": progress.eta_lng}})
+                       "eta": {"at_ms": progress.eta_at_ms, "lat": progress.eta_lat, "lng": progress.eta_lng},
+                       "approach_settled": sorted(progress.approach_settled)})
 
 
 def apply_ping(r: Repository, image: dict[str, Any]) -> list[GeofenceEvent]:
@@ -148,7 +151,7 @@ def apply_ping(r: Repository, image: dict[str, Any]) -> list[GeofenceEvent]:
     progress.fences = new_state
     is_news = new_state.last_fix_ms is not None and new_state.last_fix_ms > (state.last_fix_ms or 0)
     if is_news:
-        _approach(r, merchant_id, fix, fences, new_state)
+        _approach(r, merchant_id, fix, fences, progress)
         progress.motion.update(fix)
         if any(e.kind == "exit" for e in events):
             progress.motion.start_leg(fix.fix_ms, fix.lat, fix.lng)
@@ -223,14 +226,18 @@ def _apply_geofence_event(r: Repository, merchant_id: str, event: GeofenceEvent)
     logger.info("geofence event", extra={"kind": event.kind, "shipment_id": shipment.shipment_id})
 
 
-def _approach(r: Repository, merchant_id: str, fix: GeoFix, fences: RouteFences, state: DriverState) -> None:
+def _approach(r: Repository, merchant_id: str, fix: GeoFix, fences: RouteFences, progress: DriverProgress) -> None:
     """Mark stops the driver is nearing as approaching (once: the lifecycle has no way back)."""
     for shipment_id, (lat, lng) in fences.stops.items():
-        if state.inside(shipment_id) or haversine_m(fix.lat, fix.lng, lat, lng) > APPROACH_RADIUS_M:
+        if shipment_id in progress.approach_settled or progress.fences.inside(shipment_id) \
+                or haversine_m(fix.lat, fix.lng, lat, lng) > APPROACH_RADIUS_M:
             continue
         shipment = r.get_shipment(merchant_id, shipment_id)
         if shipment is None or shipment.status != S.OUT_FOR_DELIVERY:
+            if shipment is None or shipment.status not in (S.CREATED, S.ASSIGNED):
+                progress.approach_settled.add(shipment_id)
             continue
+        progress.approach_settled.add(shipment_id)
         event_id = f"approach-{shipment_id}"
         _transition(r, shipment, S.APPROACHING, _timeline_event(merchant_id, shipment_id, "approaching", event_id,
                                                                 fix.fix_ms, shipment.status, S.APPROACHING))
