@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import h3
 import pytest
@@ -19,6 +20,7 @@ from chalicelib.domain.eta import (
     SpeedTable,
     Stop,
     StopEta,
+    conformal_margin,
     default_service_time_s,
     delay_check,
     delay_event_due,
@@ -278,6 +280,105 @@ def test_error_models_merge_additively():
     a.merge(b)
     assert a.window(600) == both.window(600)
     assert a.count() == 200
+    a_only = ErrorModel()
+    for i in range(100):
+        a_only.observe(600, 600 + i)
+    assert a.without(b).window(600) == pytest.approx(a_only.window(600))  # b taken out again: exactly a
+    assert a.without(b).count() == 100
+
+
+def test_window_is_smooth_across_horizon_buckets():
+    model = ErrorModel()
+    for i in range(200):  # 5-10 minute predictions are tight, 10-20 minute ones loose
+        model.observe(424, 424 * (1 + (i % 21) / 100))
+        model.observe(849, 849 * (0.5 + (i % 21) / 10))
+    tight, loose = model.quantiles(model.slot(424)), model.quantiles(model.slot(849))
+    assert loose[1] - loose[0] > 3 * (tight[1] - tight[0])
+    # At a bucket's centre, its own quantiles; between centres, a straight line in log-horizon.
+    assert model.bounds(math.sqrt(300 * 600)) == pytest.approx(tight)
+    assert model.bounds(math.sqrt(600 * 1200)) == pytest.approx(loose)
+    middle = model.bounds(600)  # the edge between the buckets is halfway between their centres in log
+    assert middle == pytest.approx(((tight[0] + loose[0]) / 2, (tight[1] + loose[1]) / 2))
+    # No jump at the bucket edge, and the high end grows steadily with the horizon.
+    assert model.window(599.99)[1] == pytest.approx(model.window(600.01)[1], rel=1e-4)
+    highs = [model.window(h)[1] for h in range(300, 1300, 10)]
+    assert highs == sorted(highs)
+    # Flat beyond the outer centres: below 1 minute, the first bucket's quantiles.
+    assert model.bounds(10) == model.bounds(60) == model.quantiles(0)
+    assert model.bounds(50_000) == model.quantiles(model.slot(50_000))
+
+
+def test_score_is_the_smallest_margin_whose_window_holds_the_arrival():
+    rng = random.Random(7)
+    model = ErrorModel()
+    for _ in range(500):
+        predicted = rng.uniform(0, 5000)
+        model.observe(predicted, predicted * math.exp(rng.gauss(0.1, 0.4)), late=rng.random() < 0.3)
+    checked = 0
+    for _ in range(300):
+        predicted, late = rng.uniform(0, 6000), rng.random() < 0.3
+        actual = max(0.0, predicted * math.exp(rng.gauss(0.0, 0.8)) + rng.uniform(-300, 300))
+        score = model.score(predicted, actual, late)
+        for margin in (-0.3, -0.05, 0.0, 0.1, 0.4, 1.0):
+            if abs(score - margin) < 1e-6:
+                continue
+            model.set_margin(margin)
+            lo, hi = model.window(predicted, late)
+            assert (lo <= actual <= hi) == (score <= margin)
+            checked += 1
+    assert checked > 1500
+    assert model.score(600, 600) == -math.inf  # the prediction itself is in every window
+
+
+def test_conformal_margin_takes_the_corrected_quantile_of_pooled_scores():
+    groups = [[float(g * 5 + i) for i in range(5)] for g in range(4)]  # scores 0..19 in 4 groups
+    assert conformal_margin(groups, 0.6) == 14.0  # 0.6 x (1 + 1/4) = 75%: the 15th of 20
+    assert conformal_margin(groups, 0.8) == 19.0  # 100%: the largest
+    assert conformal_margin(groups, 0.95) == 19.0  # past the largest: still the largest
+    assert conformal_margin([[], []], 0.8) == 0.0
+    assert conformal_margin([[-math.inf] * 5, [-math.inf] * 5], 0.8) == -ErrorModel.MAX_R
+
+
+def _clumpy_groups(rng: random.Random, n: int) -> list[list[tuple[float, float, bool]]]:
+    """Groups (trips) that each run consistently fast or slow: errors clump by group, as on real routes."""
+    groups = []
+    for _ in range(n):
+        bias = rng.gauss(0.0, 0.35)
+        triples = []
+        for _ in range(rng.randint(40, 120)):
+            predicted = rng.uniform(60, 3600)
+            triples.append((predicted, predicted * math.exp(bias + rng.gauss(0.0, 0.1)), False))
+        groups.append(triples)
+    return groups
+
+
+def test_calibrated_windows_cover_their_level_of_unseen_groups():
+    rng = random.Random(11)
+    inside = plain_inside = total = 0
+    for _ in range(10):
+        groups = _clumpy_groups(rng, 12)
+        # Each group's own errors never score it: the margin is that of leave-one-group-out scores.
+        model = ErrorModel.calibrated(groups)
+        pooled = ErrorModel()
+        for triples in groups:
+            for predicted, actual, late in triples:
+                pooled.observe(predicted, actual, late)
+        expected = conformal_margin(
+            [[pooled.without(ErrorModel.calibrated([g])).score(*t) for t in g] for g in groups], 0.8)
+        assert model.margin == pytest.approx(expected)
+        assert model.window(900) != pooled.window(900) and model.count() == pooled.count()
+        for predicted, actual, late in (t for g in _clumpy_groups(rng, 3) for t in g):  # trips not seen
+            lo, hi = model.window(predicted, late)
+            inside += lo <= actual <= hi
+            plain_lo, plain_hi = pooled.window(predicted, late)
+            plain_inside += plain_lo <= actual <= plain_hi
+            total += 1
+    assert inside / total >= 0.8 > plain_inside / total
+    assert ErrorModel.calibrated([[(600.0, 700.0, False)] * 60]).margin == 0.0  # one group: nothing to calibrate on
+    restored = ErrorModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert restored.margin == pytest.approx(model.margin, abs=1e-4)
+    assert restored.window(900) == pytest.approx(model.window(900), rel=1e-3)
+    assert ErrorModel.from_dict({"hist": []}).margin == 0.0  # stored before margins existed: plain quantiles
 
 
 # --- throttle and delays -------------------------------------------------------------
@@ -387,6 +488,9 @@ def test_eval_on_synthetic_trips_beats_the_speed_baseline_without_leakage(monkey
     assert figures["eta_mae_min"]["value"] < 1.0
     assert figures["eta_mae_min"]["value"] <= figures["eta_mae_min"]["baseline"]
     assert figures["eta_window_coverage"]["value"] >= 0.8
+    assert figures["eta_window_coverage"]["window_level"] == 0.8
+    assert 0 <= figures["eta_window_width_min"]["value"] < 10  # near-exact predictions: narrow windows
+    assert all(r.margin == r.margin for r in results)  # a calibrated (finite) margin in every fold
     for name in ("eta_rmse_min", "eta_acc5", "eta_acc10", "eta_mae_reduction_vs_baseline"):
         assert figures[name]["value"] is not None
 
