@@ -27,6 +27,7 @@ from chalicelib.models import (
     DriverStatusUpdate,
     DriverToken,
     DriverWithToken,
+    MerchantSettings,
     NearbyDrivers,
     PingBatch,
     PingBatchResult,
@@ -38,6 +39,10 @@ from chalicelib.models import (
     ShipmentPage,
     Timeline,
     TrackingView,
+    ZoneCreate,
+    ZoneEvents,
+    ZoneOut,
+    ZonePage,
 )
 from chalicelib.observability import MetricUnit, flush_metrics, logger, metrics
 
@@ -107,6 +112,11 @@ class ShipmentQuery(Paging):
     date_to: date | None = None
 
 
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+
+
 class NearbyQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
@@ -171,6 +181,53 @@ def rotate_driver_token(call: Call, driver_id: str) -> DriverToken:
            response=Position, errors_=(401, 404))
 def driver_position(call: Call, driver_id: str) -> Position:
     return services().driver_position(repo(), call.merchant_id, driver_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/drivers/{driver_id}/zone-events", "GET", summary="A driver's zone enter/exit/dwell events, newest "
+           "first", tag="drivers", query=EventsQuery, response=ZoneEvents, errors_=(401, 404, 422))
+def driver_zone_events(call: Call, driver_id: str) -> ZoneEvents:
+    return services().driver_zone_events(repo(), call.merchant_id, driver_id,  # type: ignore[no-any-return]
+                                         call.query.limit)
+
+
+# --- merchant settings and zones -------------------------------------------------------
+
+
+@api.route("/v1/settings", "GET", summary="The merchant's geofence and approach settings", tag="settings",
+           response=MerchantSettings, errors_=(401,))
+def get_merchant_settings(call: Call) -> MerchantSettings:
+    return services().merchant_settings(repo(), call.merchant_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/settings", "PUT", summary="Replace the merchant's settings (omitted fields take defaults)",
+           tag="settings", body=MerchantSettings, response=MerchantSettings, errors_=(400, 401, 413, 415, 422))
+def put_merchant_settings(call: Call) -> MerchantSettings:
+    return services().replace_merchant_settings(repo(), call.merchant_id, call.body)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/zones", "POST", summary="Create a polygon zone (depot, restricted area) from GeoJSON", tag="zones",
+           body=ZoneCreate, response=ZoneOut, status=201, errors_=(400, 401, 413, 415, 422))
+def create_zone(call: Call) -> Response:
+    zone = services().create_zone(repo(), call.merchant_id, call.body)
+    return json_response(zone, 201, {"Location": f"/v1/zones/{zone.id}"})
+
+
+@api.route("/v1/zones", "GET", summary="List zones", tag="zones", query=Paging, response=ZonePage,
+           errors_=(400, 401, 422))
+def list_zones(call: Call) -> ZonePage:
+    return services().list_zones(repo(), settings(), call.merchant_id,  # type: ignore[no-any-return]
+                                 call.query.limit, call.query.cursor)
+
+
+@api.route("/v1/zones/{zone_id}", "GET", summary="Get a zone", tag="zones", response=ZoneOut, errors_=(401, 404))
+def get_zone(call: Call, zone_id: str) -> ZoneOut:
+    return services().get_zone(repo(), call.merchant_id, zone_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/zones/{zone_id}", "DELETE", summary="Delete a zone", tag="zones", status=204, errors_=(401, 404))
+def delete_zone(call: Call, zone_id: str) -> Response:
+    services().delete_zone(repo(), call.merchant_id, zone_id)
+    return Response(body="", status_code=204)
 
 
 # --- shipments -----------------------------------------------------------------------

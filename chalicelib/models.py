@@ -17,6 +17,7 @@ Longitude = Annotated[float, Strict(), Field(ge=-180, le=180, allow_inf_nan=Fals
 E164Phone = Annotated[str, Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164, e.g. +14155550100")]
 Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+FenceRadius = Annotated[float, Strict(), Field(ge=20, le=1000, allow_inf_nan=False, description="metres")]
 
 
 class Strict_(BaseModel):
@@ -101,6 +102,9 @@ class ShipmentCreate(Strict_):
     )
     instructions: Annotated[str, Field(max_length=1000)] | None = None
     external_ref: Annotated[str, Field(max_length=100)] | None = None
+    geofence_radius_m: FenceRadius | None = Field(
+        default=None, description="Arrival geofence radius for this stop; defaults to the merchant's stop_radius_m"
+    )
 
 
 class ShipmentOut(BaseModel):
@@ -116,6 +120,7 @@ class ShipmentOut(BaseModel):
     route_id: str | None = None
     stop_index: int | None = None
     driver_id: str | None = None
+    geofence_radius_m: float | None = None
     tracking_url: str
     created_at: datetime
     updated_at: datetime
@@ -201,6 +206,75 @@ class RouteOut(BaseModel):
     stops: list[RouteStop]
     started_at: datetime | None = None
     created_at: datetime
+
+
+# --- merchant settings ---------------------------------------------------------
+
+
+class MerchantSettings(Strict_):
+    """How the pipeline treats this merchant's stops. Every field has a default; PUT replaces them all."""
+
+    stop_radius_m: FenceRadius = Field(default=75.0, description="Default arrival geofence radius of a stop")
+    dwell_after_s: Annotated[float, Strict(), Field(ge=10, le=3600, allow_inf_nan=False)] = Field(
+        default=120.0, description="A dwell event fires once per stay after this many seconds inside a fence")
+    approach_minutes: Annotated[float, Strict(), Field(ge=0, le=120, allow_inf_nan=False)] = Field(
+        default=5.0, description="'approaching' fires when the stop's ETA is this close (0: never by time)")
+    approach_metres: Annotated[float, Strict(), Field(ge=0, le=10_000, allow_inf_nan=False)] = Field(
+        default=500.0, description="...or when the driver is this close in a straight line (0: never by distance)")
+
+
+# --- zones -------------------------------------------------------------------
+
+
+class ZoneKind(StrEnum):
+    DEPOT = "depot"
+    RESTRICTED = "restricted"
+    OTHER = "other"
+
+
+class GeoJsonPolygon(Strict_):
+    """A GeoJSON Polygon or MultiPolygon: positions are [lng, lat]; rings are closed or closed for you."""
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: Annotated[list[object], Field(min_length=1, max_length=50)]
+
+
+class ZoneCreate(Strict_):
+    name: ShortText
+    kind: ZoneKind = ZoneKind.OTHER
+    geometry: GeoJsonPolygon
+    exit_buffer_m: Annotated[float, Strict(), Field(ge=10, le=1000, allow_inf_nan=False)] = Field(
+        default=50.0, description="Hysteresis: leaving needs the driver this far outside the polygon")
+
+
+class ZoneOut(BaseModel):
+    id: str
+    name: str
+    kind: ZoneKind
+    geometry: dict[str, object]
+    exit_buffer_m: float
+    cells: int = Field(description="H3 cells (res 7) under which the zone is indexed")
+    created_at: datetime
+
+
+class ZonePage(BaseModel):
+    items: list[ZoneOut]
+    next_cursor: str | None = None
+
+
+class ZoneEvent(BaseModel):
+    id: str
+    type: Literal["enter", "exit", "dwell"]
+    zone_id: str
+    zone_name: str
+    occurred_at: datetime
+    lat: float
+    lng: float
+
+
+class ZoneEvents(BaseModel):
+    driver_id: str
+    items: list[ZoneEvent]
 
 
 # --- positions ---------------------------------------------------------------

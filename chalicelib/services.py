@@ -6,12 +6,16 @@ Routes call these; these call the domain (pure) and the repository (adapter).
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, date, datetime
 from typing import Any
+
+import h3
 
 from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.domain import geo
+from chalicelib.domain.geofence import COARSE_INDEX_RES, PolygonFence, fence_cells
 from chalicelib.domain.lifecycle import DRIVER_VISIBLE, ShipmentStatus, TransitionError, check_transition
 from chalicelib.domain.pings import MAX_AGE_MS, MAX_FUTURE_MS, ScreenLimits, screen_batch
 from chalicelib.domain.security import (
@@ -36,6 +40,7 @@ from chalicelib.models import (
     DriverWithToken,
     EtaWindow,
     Location,
+    MerchantSettings,
     NearbyDriver,
     NearbyDrivers,
     PingBatchResult,
@@ -54,6 +59,12 @@ from chalicelib.models import (
     TrackingEvent,
     TrackingShipment,
     TrackingView,
+    ZoneCreate,
+    ZoneEvent,
+    ZoneEvents,
+    ZoneKind,
+    ZoneOut,
+    ZonePage,
     parse_ping,
 )
 from chalicelib.storage.repository import ConditionFailed, Repository, StatusChange, idempotency_expiry, now_utc
@@ -64,6 +75,7 @@ from chalicelib.storage.tables import (
     PositionItem,
     RouteItem,
     ShipmentItem,
+    ZoneItem,
     date_gsi_pk,
     driver_pk,
     driver_routes_pk,
@@ -192,6 +204,7 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
         time_window=window, delivery_date=date.fromisoformat(item.delivery_date), instructions=item.instructions,
         external_ref=item.external_ref, route_id=item.route_id,
         stop_index=int(item.stop_index) if item.stop_index is not None else None, driver_id=item.driver_id,
+        geofence_radius_m=float(item.geofence_radius_m) if item.geofence_radius_m is not None else None,
         tracking_url=tracking_url(settings, item.shipment_id, int(item.token_version)),
         created_at=item.created_at, updated_at=item.updated_at,
     )
@@ -221,7 +234,7 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
         window_start=body.time_window.start if body.time_window else None,
         window_end=body.time_window.end if body.time_window else None,
         delivery_date=day.isoformat(), instructions=body.instructions, external_ref=body.external_ref,
-        token_version=1, created_at=now, updated_at=now,
+        geofence_radius_m=body.geofence_radius_m, token_version=1, created_at=now, updated_at=now,
     )
     idem = None
     if idempotency_key is not None:
@@ -555,3 +568,87 @@ def _replayed(repo: Repository, merchant_id: str, shipment_id: str, previous: Id
     current = repo.get_shipment(merchant_id, shipment_id)
     assert current is not None
     return DriverStatusResult(shipment_id=shipment_id, status=ShipmentStatus(current.status), replayed=True)
+
+
+# --- merchant settings -----------------------------------------------------------------
+
+
+def merchant_settings(repo: Repository, merchant_id: str) -> MerchantSettings:
+    raw = repo.merchant_settings(merchant_id)
+    return MerchantSettings.model_validate_json(raw) if raw else MerchantSettings()
+
+
+def replace_merchant_settings(repo: Repository, merchant_id: str, body: MerchantSettings) -> MerchantSettings:
+    """Replace all settings (omitted fields take their defaults); the stream pipeline sees them within a minute."""
+    repo.put_merchant_settings(merchant_id, body.model_dump_json())
+    return body
+
+
+# --- zones -------------------------------------------------------------------------
+
+MAX_ZONE_POSITIONS = 2000
+MAX_ZONE_INDEX_CELLS = 500
+
+
+def _zone_out(item: ZoneItem) -> ZoneOut:
+    fence = json.loads(item.fence)
+    return ZoneOut(id=item.zone_id, name=item.name, kind=ZoneKind(item.kind), geometry=fence["geometry"],
+                   exit_buffer_m=float(fence["buffer_m"]), cells=len(item.cells), created_at=item.created_at)
+
+
+def create_zone(repo: Repository, merchant_id: str, body: ZoneCreate) -> ZoneOut:
+    """A polygon zone, indexed under the res-7 cells that cover it out to its exit line."""
+    geometry = body.geometry.model_dump()
+    if _count_positions(geometry["coordinates"]) > MAX_ZONE_POSITIONS:
+        raise errors.validation_failed([errors.FieldProblem("geometry.coordinates",
+                                                            f"at most {MAX_ZONE_POSITIONS} positions")])
+    zone_id = new_id("zon")
+    try:
+        fence = PolygonFence(zone_id, geometry, body.exit_buffer_m)
+        cells = sorted({str(h3.cell_to_parent(c, COARSE_INDEX_RES)) if h3.get_resolution(c) > COARSE_INDEX_RES
+                        else c for c in fence_cells(fence)})
+    except (ValueError, TypeError) as exc:
+        raise errors.validation_failed([errors.FieldProblem("geometry", str(exc))]) from exc
+    if len(cells) > MAX_ZONE_INDEX_CELLS:
+        raise errors.validation_failed([errors.FieldProblem("geometry", "zone too large: split it into smaller "
+                                                                        "zones")])
+    item = ZoneItem(merchant_pk(merchant_id), f"ZONE#{zone_id}", merchant_id=merchant_id, zone_id=zone_id,
+                    name=body.name, kind=str(body.kind), fence=json.dumps(fence.to_dict()), cells=cells,
+                    created_at=now_utc())
+    repo.create_zone(item)
+    return _zone_out(item)
+
+
+def _count_positions(value: Any) -> int:
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return 1
+    return sum(_count_positions(v) for v in value) if isinstance(value, list) else 0
+
+
+def _require_zone(repo: Repository, merchant_id: str, zone_id: str) -> ZoneItem:
+    item = repo.get_zone(merchant_id, zone_id)
+    if item is None:
+        raise errors.not_found("Zone")
+    return item
+
+
+def get_zone(repo: Repository, merchant_id: str, zone_id: str) -> ZoneOut:
+    return _zone_out(_require_zone(repo, merchant_id, zone_id))
+
+
+def list_zones(repo: Repository, settings: Settings, merchant_id: str, limit: int, cursor: str | None) -> ZonePage:
+    scope = f"zones:{merchant_id}"
+    items, last = repo.list_zones(merchant_id, limit, _cursor_in(settings, scope, cursor))
+    return ZonePage(items=[_zone_out(i) for i in items], next_cursor=_cursor_out(settings, scope, last))
+
+
+def delete_zone(repo: Repository, merchant_id: str, zone_id: str) -> None:
+    repo.delete_zone(_require_zone(repo, merchant_id, zone_id))
+
+
+def driver_zone_events(repo: Repository, merchant_id: str, driver_id: str, limit: int) -> ZoneEvents:
+    _require_driver(repo, merchant_id, driver_id)
+    items = [ZoneEvent(id=e.event_id, type=e.type, zone_id=e.zone_id, zone_name=e.zone_name,  # type: ignore[arg-type]
+                       occurred_at=e.occurred_at, lat=float(e.lat), lng=float(e.lng))
+             for e in repo.zone_events(driver_id, limit) if e.merchant_id == merchant_id]
+    return ZoneEvents(driver_id=driver_id, items=items)

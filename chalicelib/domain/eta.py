@@ -9,7 +9,8 @@ Pure Python plus h3 (it runs inside Lambda: no numpy, no AWS). The pieces:
 - `estimate_route`: cumulative arrivals in route order: straight-line leg distance
   x circuity x pace, an approach allowance per stop, the service time of every
   earlier stop, and a lateness term on the current leg.
-- `ErrorModel`: the window, as quantiles of the observed error ratio per horizon.
+- `ErrorModel`: the window, as quantiles of the observed error ratio per horizon, widened
+  by a margin calibrated on routes the model has not seen (`ErrorModel.calibrated`).
 - `ServiceTimes`: service time per merchant learned from observed dwell.
 - Small rules for the callers: `should_recompute`, `delay_check`, `delay_event_due`.
 
@@ -23,7 +24,7 @@ import itertools
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -228,6 +229,25 @@ class SpeedTable:
     def __len__(self) -> int:
         return len(self._agg)
 
+    def sums(self) -> Iterator[tuple[str, float, float, int]]:
+        """(key, seconds, metres, segments) of every key: 'cell@hour', 'cell', a parent cell, or '*' (all).
+
+        What the stream function adds to storage after a batch; `from_sums` reads it back.
+        """
+        for key, (seconds, metres, segments) in self._agg.items():
+            yield key, seconds, metres, int(segments)
+
+    @classmethod
+    def from_sums(cls, sums: Iterable[tuple[str, float, float, float]], **options: Any) -> SpeedTable:
+        """A table holding exactly these sums (keys as `sums` yields them), e.g. the stored rows of a route's cells."""
+        table = cls(**options)
+        for key, seconds, metres, segments in sums:
+            agg = table._agg.setdefault(key, [0.0, 0.0, 0.0])
+            agg[0] += seconds
+            agg[1] += metres
+            agg[2] += segments
+        return table
+
     def _shrink(self, agg: list[float] | None, prior_pace: float) -> float:
         if agg is None:
             return prior_pace
@@ -329,62 +349,91 @@ class DriverMotion:
 
 
 class ErrorModel:
-    """Windows from the observed error distribution, per horizon bucket and lateness state.
+    """Windows from the observed error distribution, per horizon and lateness state, calibrated for unseen routes.
 
     An error is r = ln((actual + k) / (predicted + k)) with k = `offset_s`: relative at
     long horizons, absolute (about k seconds) near arrival, where a ratio would explode.
     Errors are kept apart for predictions made while the current leg ran late (the
     lateness term was active) and on time: a leg that has already gone off plan is
-    less predictable both ways. Each (state, bucket) keeps a histogram of r (bins of
-    0.05), so the model is small, additive and serialisable. The window is the
-    (1-level)/2 and (1+level)/2 quantiles mapped back to seconds, so it widens with the
-    horizon. A histogram with fewer than `min_samples` borrows its state's pooled
-    histogram, then everything pooled, then the defaults.
+    less predictable both ways. Each (state, horizon bucket) keeps a histogram of r
+    (bins of 0.05), so the model is small, additive and serialisable.
+
+    The window is [q_lo - margin, q_hi + margin] in r, mapped back to seconds, and
+    always contains the prediction. q_lo and q_hi are the (1-level)/2 and (1+level)/2
+    quantiles of the errors, taken per bucket and interpolated linearly in
+    log-horizon between the centres of the buckets either side (`CENTRES_S`), so the
+    window grows smoothly with the horizon instead of jumping at bucket edges; in r
+    it widens with the horizon. A histogram with fewer than `min_samples` borrows its
+    state's pooled histogram, then everything pooled, then the defaults.
+
+    `margin` (log ratio, 0 by default) is the conformal correction of conformalized
+    quantile regression. Quantiles of errors already seen describe those errors; a
+    new route, driver or day differs from them more than they differ from each
+    other (errors come in clumps per trip), so plain p10-p90 covers fewer than 80%
+    of an unseen route's arrivals. `calibrated` sets the margin from how far each
+    group's errors fall outside the window of a model built from the other groups.
     """
 
     EDGES_S: tuple[float, ...] = (120.0, 300.0, 600.0, 1200.0, 2400.0, 4800.0)
+    # Where each bucket's quantiles sit on the horizon axis: the geometric middle of its edges; the
+    # first bucket (0-2 min) at 1 min, the last at 4800 s x sqrt 2 (as if it ended at double its
+    # start, as the others about do). Below the first and above the last centre the window is flat.
+    CENTRES_S: tuple[float, ...] = (60.0, *(math.sqrt(a * b) for a, b in itertools.pairwise(EDGES_S)),
+                                    EDGES_S[-1] * math.sqrt(2.0))
     BIN = 0.05
     MAX_R = 4.0
     # Default log-ratio quantiles (p10, p90): late is likelier and longer than early.
     DEFAULT_R = (-0.25, 0.35)
 
-    def __init__(self, *, level: float = 0.8, offset_s: float = 120.0, min_samples: int = 50) -> None:
+    def __init__(self, *, level: float = 0.8, offset_s: float = 120.0, min_samples: int = 50,
+                 margin: float = 0.0) -> None:
         self.level = level
         self.offset_s = offset_s
         self.min_samples = min_samples
+        self.margin = margin
         self._per_state = len(self.EDGES_S) + 1
+        self._log_centres = [math.log(c) for c in self.CENTRES_S]
         self._hist: list[dict[int, float]] = [{} for _ in range(2 * self._per_state)]
-        self._factors: list[tuple[float, float]] | None = None
+        self._bounds: list[tuple[float, float]] | None = None  # per slot: (q_lo, q_hi), margin excluded
 
     def slot(self, predicted_s: float, late: bool = False) -> int:
         return bisect.bisect_right(self.EDGES_S, predicted_s) + (self._per_state if late else 0)
 
     def observe(self, predicted_s: float, actual_s: float, late: bool = False, weight: float = 1.0) -> None:
         """Record how long it really took against what was predicted (both from the same moment)."""
-        k = self.offset_s
-        r = math.log((max(0.0, actual_s) + k) / (max(0.0, predicted_s) + k))
-        r = min(self.MAX_R, max(-self.MAX_R, r))
+        r = min(self.MAX_R, max(-self.MAX_R, self._ratio(predicted_s, actual_s)))
         hist = self._hist[self.slot(predicted_s, late)]
         index = math.floor(r / self.BIN)
         hist[index] = hist.get(index, 0.0) + weight
-        self._factors = None
+        self._bounds = None
 
     def merge(self, other: ErrorModel) -> None:
         """Add another model's counts (same offset and buckets): histograms are additive."""
         for mine, theirs in zip(self._hist, other._hist, strict=True):
             for index, n in theirs.items():
                 mine[index] = mine.get(index, 0.0) + n
-        self._factors = None
+        self._bounds = None
+
+    def without(self, other: ErrorModel) -> ErrorModel:
+        """A copy with another model's counts taken out (`other` merged in earlier): everything but that group."""
+        out = ErrorModel(level=self.level, offset_s=self.offset_s, min_samples=self.min_samples, margin=self.margin)
+        for bucket, (mine, theirs) in enumerate(zip(self._hist, other._hist, strict=True)):
+            left = {i: n - theirs.get(i, 0.0) for i, n in mine.items()}
+            out._hist[bucket] = {i: n for i, n in left.items() if n > 1e-9}
+        return out
 
     def set_level(self, level: float) -> None:
         self.level = level
-        self._factors = None
+        self._bounds = None
+
+    def set_margin(self, margin: float) -> None:
+        self.margin = margin
 
     def count(self) -> float:
         return sum(sum(h.values()) for h in self._hist)
 
     def quantiles(self, slot: int) -> tuple[float, float]:
-        """(low, high) log-ratio quantiles for a slot at the model's level."""
+        """(low, high) log-ratio quantiles for a slot at the model's level (the margin not applied)."""
         state = slot // self._per_state * self._per_state
         for hists in ([self._hist[slot]], self._hist[state:state + self._per_state], self._hist):
             hist = _pooled(hists)
@@ -393,26 +442,107 @@ class ErrorModel:
                 return _hist_quantile(hist, q_lo, self.BIN), _hist_quantile(hist, 1.0 - q_lo, self.BIN)
         return self.DEFAULT_R
 
+    def bounds(self, predicted_s: float, late: bool = False) -> tuple[float, float]:
+        """(q_lo, q_hi) log-ratio quantiles at this horizon, interpolated between bucket centres; no margin."""
+        per_slot = self._bounds
+        if per_slot is None:
+            per_slot = self._bounds = [self.quantiles(s) for s in range(len(self._hist))]
+        state = self._per_state if late else 0
+        if predicted_s <= self.CENTRES_S[0]:
+            return per_slot[state]
+        x = math.log(predicted_s)
+        i = bisect.bisect_right(self._log_centres, x)
+        if i == self._per_state:
+            return per_slot[state + i - 1]
+        c0, c1 = self._log_centres[i - 1], self._log_centres[i]
+        f = (x - c0) / (c1 - c0)
+        (lo0, hi0), (lo1, hi1) = per_slot[state + i - 1], per_slot[state + i]
+        return lo0 + f * (lo1 - lo0), hi0 + f * (hi1 - hi0)
+
     def window(self, predicted_s: float, late: bool = False) -> tuple[float, float]:
         """(earliest, latest) seconds from now for a prediction of `predicted_s`; always contains it."""
-        if self._factors is None:
-            self._factors = [(math.exp(lo), math.exp(hi)) for lo, hi in
-                             (self.quantiles(s) for s in range(len(self._hist)))]
-        f_lo, f_hi = self._factors[self.slot(predicted_s, late)]
+        lo, hi = self.bounds(predicted_s, late)
         base = predicted_s + self.offset_s
-        return min(predicted_s, max(0.0, base * f_lo - self.offset_s)), max(predicted_s, base * f_hi - self.offset_s)
+        return (min(predicted_s, max(0.0, base * math.exp(lo - self.margin) - self.offset_s)),
+                max(predicted_s, base * math.exp(hi + self.margin) - self.offset_s))
+
+    def score(self, predicted_s: float, actual_s: float, late: bool = False) -> float:
+        """The smallest margin whose window holds `actual_s` (the nonconformity score of conformal prediction).
+
+        The window with margin m contains the arrival exactly when score <= m; -inf when the
+        arrival is the prediction itself (every window holds it).
+        """
+        r = self._ratio(predicted_s, actual_s)
+        lo, hi = self.bounds(predicted_s, late)
+        if r > 0:
+            return r - hi
+        if r < 0:
+            return lo - r
+        return -math.inf
+
+    @classmethod
+    def calibrated(cls, groups: Iterable[Sequence[tuple[float, float, bool]]], *, level: float = 0.8,
+                   offset_s: float = 120.0, min_samples: int = 50) -> ErrorModel:
+        """All groups' errors, the margin calibrated leave-one-group-out to cover `level` of an unseen group.
+
+        A group is a unit that errors cluster by: a route, a driver's day, a trip; each holds
+        (predicted_s, actual_s, late) triples. Every group is scored (`score`) by the model of
+        the other groups, never by one that saw it, and the margin is `conformal_margin` of
+        those scores. With a single group there is nothing to calibrate on: margin 0.
+        """
+        groups = [list(g) for g in groups]
+        parts = []
+        for triples in groups:
+            part = cls(level=level, offset_s=offset_s, min_samples=min_samples)
+            for predicted_s, actual_s, late in triples:
+                part.observe(predicted_s, actual_s, late)
+            parts.append(part)
+        model = cls(level=level, offset_s=offset_s, min_samples=min_samples)
+        for part in parts:
+            model.merge(part)
+        if len(groups) > 1:
+            scores = []
+            for triples, part in zip(groups, parts, strict=True):
+                others = model.without(part)
+                scores.append([others.score(p, a, late) for p, a, late in triples])
+            model.set_margin(conformal_margin(scores, level))
+        return model
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": 1, "level": self.level, "offset_s": self.offset_s, "min_samples": self.min_samples,
+                "margin": round(self.margin, 4),
                 "hist": [{str(i): round(n, 3) for i, n in sorted(h.items())} for h in self._hist]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ErrorModel:
         model = cls(level=float(data.get("level", 0.8)), offset_s=float(data.get("offset_s", 120.0)),
-                    min_samples=int(data.get("min_samples", 50)))
+                    min_samples=int(data.get("min_samples", 50)), margin=float(data.get("margin", 0.0)))
         for bucket, hist in enumerate(data.get("hist", [])[: len(model._hist)]):
             model._hist[bucket] = {int(i): float(n) for i, n in hist.items()}
         return model
+
+    def _ratio(self, predicted_s: float, actual_s: float) -> float:
+        k = self.offset_s
+        return math.log((max(0.0, actual_s) + k) / (max(0.0, predicted_s) + k))
+
+
+def conformal_margin(scores_by_group: Iterable[Sequence[float]], level: float) -> float:
+    """The margin expected to cover `level` of the predictions of a group not seen yet (split conformal, by group).
+
+    Each score must come from a model that did not see its group (`ErrorModel.score`).
+    The quantile is over all scores pooled, each prediction counting once as coverage
+    counts them, at level x (1 + 1/n) for n groups: conformal prediction's finite-sample
+    correction, the unseen group counted as one more group of average size whose scores
+    could be anything. For exchangeable groups, the expected share of the new group's
+    predictions inside the window is then at least `level`. When that quantile is past
+    the largest score (few groups), the largest; never below -MAX_R (all predictions exact).
+    """
+    groups = [g for g in scores_by_group if len(g)]
+    if not groups:
+        return 0.0
+    pooled = sorted(s for g in groups for s in g)
+    rank = math.ceil(level * (1.0 + 1.0 / len(groups)) * len(pooled) - 1e-9)
+    return max(-ErrorModel.MAX_R, pooled[min(len(pooled), max(1, rank)) - 1])
 
 
 def _pooled(hists: Sequence[Mapping[int, float]]) -> Mapping[int, float]:
@@ -480,6 +610,26 @@ class ServiceTimes:
         model = cls(prior_s=float(data.get("prior_s", DEFAULT_SERVICE_TIME_S)))
         model._state = {str(m): [float(v[0]), float(v[1])] for m, v in data.get("merchants", {}).items()}
         return model
+
+
+def learned_service_s(count: float, log_dwell_sum: float, *, prior_s: float = DEFAULT_SERVICE_TIME_S,
+                      prior_weight: float = 5.0) -> float:
+    """Service time from stored sums of observed dwells: a geometric mean shrunk toward the prior.
+
+    The storage-friendly form of ServiceTimes: `count` and the sum of log(dwell) are
+    plain counters (added atomically by any worker, in any order), and the prior
+    counts as `prior_weight` observations of `prior_s`.
+    """
+    if count <= 0:
+        return prior_s
+    return math.exp((prior_weight * math.log(prior_s) + log_dwell_sum) / (prior_weight + count))
+
+
+def service_dwell_log(dwell_s: float, *, min_dwell_s: float = 15.0, max_dwell_s: float = 3600.0) -> float | None:
+    """log(dwell) to add to the sums, or None for a stay too short to be a service (a drive-by)."""
+    if not math.isfinite(dwell_s) or dwell_s < min_dwell_s:
+        return None
+    return math.log(min(max_dwell_s, dwell_s))
 
 
 def default_service_time_s(routes_dir: str | Path | None) -> float:

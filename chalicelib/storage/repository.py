@@ -32,6 +32,9 @@ from chalicelib.storage.tables import (
     RouteItem,
     ShipmentItem,
     TrackingTokenItem,
+    ZoneCellItem,
+    ZoneEventItem,
+    ZoneItem,
     cell_gsi_pk,
     date_gsi_pk,
     driver_pk,
@@ -40,6 +43,7 @@ from chalicelib.storage.tables import (
     ping_sk,
     shipment_pk,
     status_gsi_pk,
+    zone_cell_pk,
 )
 
 TRANSACTION_LIMIT = 100
@@ -98,6 +102,117 @@ class Repository:
     def merchant_for_key(self, key_hash: str) -> str | None:
         item = _get(ApiKeyItem, f"APIKEY#{key_hash}", "APIKEY")
         return item.merchant_id if item else None
+
+    def merchant_settings(self, merchant_id: str) -> str | None:
+        """The merchant's settings JSON (None: never set, the defaults apply)."""
+        item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
+        return item.settings if item else None
+
+    def put_merchant_settings(self, merchant_id: str, settings_json: str) -> None:
+        MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
+            actions=[MerchantItem.settings.set(settings_json)], condition=MerchantItem.PK.exists())
+
+    # --- zones -----------------------------------------------------------------
+
+    def create_zone(self, zone: ZoneItem) -> None:
+        """The zone and one index item per res-7 cell; written in chunks, the zone item last.
+
+        A zone with thousands of cells exceeds one transaction, so the index items go
+        first: until the zone item exists the zone is not listed, and a crash leaves
+        index items that the pipeline ignores (it drops fences whose zone is gone).
+        """
+        cells = [ZoneCellItem(zone_cell_pk(zone.merchant_id, str(cell)), f"ZONE#{zone.zone_id}",
+                              merchant_id=zone.merchant_id, zone_id=zone.zone_id, name=zone.name, fence=zone.fence)
+                 for cell in zone.cells]
+        with ZoneCellItem.batch_write() as batch:
+            for item in cells:
+                batch.save(item)
+        zone.save(condition=ZoneItem.PK.does_not_exist())
+
+    def get_zone(self, merchant_id: str, zone_id: str) -> ZoneItem | None:
+        return _get(ZoneItem, merchant_pk(merchant_id), f"ZONE#{zone_id}")
+
+    def list_zones(self, merchant_id: str, limit: int, start: dict[str, Any] | None
+                   ) -> tuple[list[ZoneItem], dict[str, Any] | None]:
+        result = ZoneItem.query(merchant_pk(merchant_id), ZoneItem.SK.startswith("ZONE#"), limit=limit,
+                                last_evaluated_key=start)
+        return _page(result, limit)
+
+    def delete_zone(self, zone: ZoneItem) -> None:
+        """The zone item first (it stops being listed and found by id), then its index items."""
+        zone.delete()
+        with ZoneCellItem.batch_write() as batch:
+            for cell in zone.cells:
+                batch.delete(ZoneCellItem(zone_cell_pk(zone.merchant_id, str(cell)), f"ZONE#{zone.zone_id}"))
+
+    def zones_in_cell(self, merchant_id: str, cell: str) -> list[ZoneCellItem]:
+        return list(ZoneCellItem.query(zone_cell_pk(merchant_id, cell), ZoneCellItem.SK.startswith("ZONE#")))
+
+    def put_zone_event_once(self, event: ZoneEventItem) -> bool:
+        try:
+            event.save(condition=ZoneEventItem.PK.does_not_exist())
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def zone_events(self, driver_id: str, limit: int) -> list[ZoneEventItem]:
+        """A driver's zone events, newest first."""
+        return list(ZoneEventItem.query(driver_pk(driver_id), ZoneEventItem.SK.startswith("ZONEEVENT#"),
+                                        scan_index_forward=False, limit=limit))
+
+    # --- learned travel statistics ---------------------------------------------
+
+    def add_to_counters(self, updates: Sequence[tuple[str, str, dict[str, float]]]) -> None:
+        """ADD numbers to counter items [(PK, SK, {attribute: amount})]: commutative, so concurrent writers
+        and any batch order give the same sums. Runs a few in parallel; one call per item."""
+        table = get_settings().table_name
+
+        def one(update: tuple[str, str, dict[str, float]]) -> None:
+            pk, sk, amounts = update
+            names = {f"#a{i}": name for i, name in enumerate(amounts)}
+            values = {f":v{i}": {"N": _number(amount)} for i, amount in enumerate(amounts.values())}
+            expression = "ADD " + ", ".join(f"#a{i} :v{i}" for i in range(len(amounts)))
+            self.client.update_item(TableName=table, Key={"PK": {"S": pk}, "SK": {"S": sk}},
+                                    UpdateExpression=expression, ExpressionAttributeNames=names,
+                                    ExpressionAttributeValues=values)
+
+        if len(updates) <= 2:
+            for update in updates:
+                one(update)
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(updates))) as pool:
+            list(pool.map(one, updates))
+
+    def get_counters(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, float]]:
+        """Counter items by key (BatchGetItem, 100 at a time); missing items are left out."""
+        table = get_settings().table_name
+        found: dict[tuple[str, str], dict[str, float]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {table: {"Keys": [{"PK": {"S": pk}, "SK": {"S": sk}}
+                                                        for pk, sk in wanted[start:start + 100]]}}
+            for attempt in range(8):
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(table, []):
+                    key = (item["PK"]["S"], item["SK"]["S"])
+                    found[key] = {name: float(value["N"]) for name, value in item.items() if "N" in value}
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _backoff(attempt)
+            else:
+                raise StorageUnavailable("could not read counters")
+        return found
+
+    def query_counters(self, pk: str) -> list[dict[str, float]]:
+        """All counter items under one partition (the sharded global sums)."""
+        table = get_settings().table_name
+        response = self.client.query(TableName=table, KeyConditionExpression="PK = :pk",
+                                      ExpressionAttributeValues={":pk": {"S": pk}})
+        return [{name: float(value["N"]) for name, value in item.items() if "N" in value}
+                for item in response.get("Items", [])]
 
     # --- drivers ---------------------------------------------------------------
 
@@ -413,6 +528,10 @@ def _fix_fields(p: Ping) -> dict[str, Any]:
         "cell": p.cell, "received_ms": p.received_ms, "accuracy": p.accuracy, "speed": p.speed,
         "heading": p.heading, "altitude": p.altitude, "battery": p.battery,
     }
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
 
 
 def _get(model: type[ItemT], pk: str, sk: str) -> ItemT | None:

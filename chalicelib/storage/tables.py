@@ -63,6 +63,7 @@ class MerchantItem(_Item):
     merchant_id = UnicodeAttribute()
     name = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
+    settings = UnicodeAttribute(null=True)  # JSON of models.MerchantSettings; absent means the defaults
 
 
 class ApiKeyItem(_Item):
@@ -109,6 +110,7 @@ class ShipmentItem(_Item):
     route_id = UnicodeAttribute(null=True)
     stop_index = NumberAttribute(null=True)
     driver_id = UnicodeAttribute(null=True)
+    geofence_radius_m = NumberAttribute(null=True)
     token_version = NumberAttribute(default=1)
     eta_ms = NumberAttribute(null=True)
     eta_low_ms = NumberAttribute(null=True)
@@ -190,9 +192,46 @@ class GeofenceStateItem(_Item):
     version = NumberAttribute()
 
 
+class ZoneItem(_Item):
+    """A merchant's polygon zone; `cells` lists the res-7 cells it is indexed under (to delete them)."""
+
+    merchant_id = UnicodeAttribute()
+    zone_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    fence = UnicodeAttribute()  # JSON of domain.geofence.PolygonFence.to_dict()
+    cells = ListAttribute(of=UnicodeAttribute)
+    created_at = UTCDateTimeAttribute()
+
+
+class ZoneCellItem(_Item):
+    """One (res-7 cell, zone) pair of the zone index: a fix's cell finds its candidate zones with one Query."""
+
+    merchant_id = UnicodeAttribute()
+    zone_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    fence = UnicodeAttribute()
+
+
+class ZoneEventItem(_Item):
+    """A driver's enter/exit/dwell of a zone, keyed by time; the id is deterministic (written once)."""
+
+    merchant_id = UnicodeAttribute()
+    driver_id = UnicodeAttribute()
+    zone_id = UnicodeAttribute()
+    zone_name = UnicodeAttribute()
+    event_id = UnicodeAttribute()
+    type = UnicodeAttribute()
+    occurred_at = UTCDateTimeAttribute()
+    lat = NumberAttribute()
+    lng = NumberAttribute()
+    expires_at = TTLAttribute()
+
+
 ALL_MODELS: tuple[type[_Item], ...] = (
     MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
     IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
+    ZoneItem, ZoneCellItem, ZoneEventItem,
 )
 
 
@@ -237,3 +276,16 @@ def driver_routes_pk(merchant_id: str, driver_id: str) -> str:
 
 def cell_gsi_pk(merchant_id: str, cell: str) -> str:
     return f"MERCHANT#{merchant_id}#CELL6#{cell}"
+
+
+def zone_cell_pk(merchant_id: str, cell: str) -> str:
+    return f"ZONECELL#{merchant_id}#{cell}"
+
+
+def speed_pk(cell: str) -> str:
+    """Observed travel sums of an H3 cell (res 8, or its res-6 parent), shared by all merchants' drivers."""
+    return f"SPEED#{cell}"
+
+
+SPEED_GLOBAL_PK = "SPEED#*"
+SERVICE_TIME_SK = "STATS#SERVICE"

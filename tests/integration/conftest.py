@@ -59,17 +59,17 @@ class Merchant:
 
 @pytest.fixture()
 def merchant(client: Any) -> Merchant:
+    return new_merchant(client, "Test Merchant")
+
+
+def new_merchant(client: Any, name: str = "Another Merchant") -> Merchant:
     import app as app_module
     from chalicelib import services
 
-    merchant_id, key = services.create_merchant(app_module.repo(), "Test Merchant")
+    merchant_id, key = services.create_merchant(app_module.repo(), name)
     return Merchant(client, merchant_id, key)
 
 
 @pytest.fixture()
 def other_merchant(client: Any) -> Merchant:
-    import app as app_module
-    from chalicelib import services
-
-    merchant_id, key = services.create_merchant(app_module.repo(), "Other Merchant")
-    return Merchant(client, merchant_id, key)
+    return new_merchant(client, "Other Merchant")

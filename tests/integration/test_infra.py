@@ -210,27 +210,35 @@ def _filter_value_matches(option: Any, value: Any) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("event_name", "sk", "delivered"),
+    ("event_name", "sk", "to_status", "delivered"),
     [
-        ("INSERT", "PING#1714000000000", True),
-        ("MODIFY", "POSITION", True),
-        ("INSERT", "SHIPMENT#s1", True),
-        ("MODIFY", "SHIPMENT#s1", True),
-        ("REMOVE", "PING#1714000000000", False),  # TTL expiry
-        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", False),  # the pipeline's own timeline writes
-        ("INSERT", "POSITIONS", False),
-        ("INSERT", "DRIVER#d1", False),
+        ("INSERT", "PING#1714000000000", None, True),
+        ("MODIFY", "POSITION", None, True),
+        ("INSERT", "SHIPMENT#s1", None, True),
+        ("MODIFY", "SHIPMENT#s1", None, True),
+        ("REMOVE", "PING#1714000000000", None, False),  # TTL expiry
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "arrived", False),  # the pipeline's own timeline writes
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", None, False),  # departed, dwell, delayed
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "delivered", True),  # a stop done: the next ETAs move
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "failed", True),
+        ("INSERT", "POSITIONS", None, False),
+        ("INSERT", "DRIVER#d1", None, False),
+        ("INSERT", "SHARD#1", None, False),  # learned statistics
     ],
 )
-def test_stream_filter_passes_only_pings_positions_and_shipments(event_name: str, sk: str, delivered: bool) -> None:
+def test_stream_filter_passes_only_what_the_pipeline_uses(event_name: str, sk: str, to_status: str | None,
+                                                           delivered: bool) -> None:
     with (PROJECT_DIR / "infra" / "resources.json").open(encoding="utf-8") as fh:
         mapping = json.load(fh)["Resources"][PIPELINE_MAPPING]
-    (only,) = mapping["Properties"]["FilterCriteria"]["Filters"]
-    record = {
+    filters = mapping["Properties"]["FilterCriteria"]["Filters"]
+    record: dict[str, Any] = {
         "eventName": event_name,
         "dynamodb": {"Keys": {"PK": {"S": "DRIVER#d1"}, "SK": {"S": sk}}},
     }
-    assert _filter_matches(json.loads(only["Pattern"]), record) is delivered
+    if to_status is not None:
+        record["dynamodb"]["NewImage"] = {"to_status": {"S": to_status}}
+    # Lambda delivers a record when any filter matches
+    assert any(_filter_matches(json.loads(f["Pattern"]), record) for f in filters) is delivered
 
 
 @pytest.mark.slow
