@@ -1,0 +1,92 @@
+"""The recipient's tracking page: HTML, theme CSS, polled JSON, static assets, form handling.
+
+Pure and stdlib-only (no AWS, no pydantic, no templates): the route layer in
+app.py builds a `TrackingPage` and `Branding` and serves what these return.
+Catalogues live in `locales/*.json`, assets in `static/`; Chalice packages the
+whole chalicelib directory, so they deploy with the code.
+"""
+
+from chalicelib.web.assets import STATIC_CACHE_CONTROL, asset_url, static_asset, static_headers
+from chalicelib.web.forms import (
+    CSRF_FIELD,
+    FORM_CONTENT_TYPE,
+    FormError,
+    InstructionsForm,
+    RatingForm,
+    RescheduleForm,
+    check_csrf,
+    csrf_token,
+    is_cross_site,
+    parse_form,
+    parse_instructions,
+    parse_rating,
+    parse_reschedule,
+)
+from chalicelib.web.i18n import Translator, available_locales, negotiate
+from chalicelib.web.page import (
+    LIVE_STATUSES,
+    MESSAGE_KINDS,
+    Branding,
+    PageEvent,
+    RescheduleOption,
+    TrackingPage,
+    content_security_policy,
+    etag_matches,
+    first_load_bytes,
+    first_load_sizes,
+    not_found_headers,
+    page_headers,
+    render_message,
+    render_not_found,
+    render_theme_css,
+    render_tracking_page,
+    status_etag,
+    status_headers,
+    status_json,
+    status_payload,
+    theme_headers,
+)
+
+__all__ = [
+    "CSRF_FIELD",
+    "FORM_CONTENT_TYPE",
+    "LIVE_STATUSES",
+    "MESSAGE_KINDS",
+    "STATIC_CACHE_CONTROL",
+    "Branding",
+    "FormError",
+    "InstructionsForm",
+    "PageEvent",
+    "RatingForm",
+    "RescheduleForm",
+    "RescheduleOption",
+    "TrackingPage",
+    "Translator",
+    "asset_url",
+    "available_locales",
+    "check_csrf",
+    "content_security_policy",
+    "csrf_token",
+    "etag_matches",
+    "first_load_bytes",
+    "first_load_sizes",
+    "is_cross_site",
+    "negotiate",
+    "not_found_headers",
+    "page_headers",
+    "parse_form",
+    "parse_instructions",
+    "parse_rating",
+    "parse_reschedule",
+    "render_message",
+    "render_not_found",
+    "render_theme_css",
+    "render_tracking_page",
+    "static_asset",
+    "static_headers",
+    "status_etag",
+    "status_headers",
+    "status_json",
+    "status_payload",
+    "theme_headers",
+]
