@@ -508,3 +508,33 @@ def test_eval_loads_the_real_geolife_trips():
     trip = next(t for t in trips if t.trip_id == 1)
     assert (trip.end_ms - trip.start_ms) / 1000 == 26 * 60 + 30
     assert haversine_m(*trip.dest, 39.99972, 116.32480) < 5
+
+
+# --- storage forms of the learned statistics ----------------------------------------------
+
+
+def test_speed_table_sums_round_trip_and_add_up() -> None:
+    a, b = SpeedTable(), SpeedTable()
+    t0 = 1_760_000_000_000
+    for i in range(20):
+        fix1 = LastFix(t0 + i * 10_000, 52.52 + i * 0.0005, 13.40)
+        fix2 = LastFix(t0 + (i + 1) * 10_000, 52.52 + (i + 1) * 0.0005, 13.40)
+        (a if i % 2 else b).observe(fix1, fix2)
+    both = SpeedTable.from_sums([*a.sums(), *b.sums()])  # two batches added, as stored counters are
+    whole = SpeedTable()
+    whole.merge(a)
+    whole.merge(b)
+    assert sorted(both.sums()) == sorted(whole.sums())
+    assert both.speed_at(52.525, 13.40, t0) == whole.speed_at(52.525, 13.40, t0)
+
+
+def test_learned_service_time_starts_at_the_prior_and_follows_the_dwells() -> None:
+    from chalicelib.domain.eta import DEFAULT_SERVICE_TIME_S, learned_service_s, service_dwell_log
+
+    assert learned_service_s(0, 0.0) == DEFAULT_SERVICE_TIME_S
+    logs = [service_dwell_log(300.0)] * 95
+    assert all(v is not None for v in logs)
+    learned = learned_service_s(len(logs), sum(v for v in logs if v is not None))
+    assert 270 < learned < 300  # 95 stays of 5 minutes outweigh the prior's 5 pseudo-stays of 70 s
+    assert service_dwell_log(8.0) is None  # a drive-by through the fence is not a service
+    assert service_dwell_log(7200.0) == service_dwell_log(3600.0)  # capped: a lunch break is not a service
