@@ -81,6 +81,7 @@ SPEED_HOURS_AHEAD = 12  # the hours of week a route's ETA may need from the spee
 SPEED_MAX_ACCURACY_M = 50.0  # fixes worse than this make up speeds that were never driven
 ZONE_EVENT_RETENTION_DAYS = 90
 ZONE_PREFIX = "zon_"
+GEOFENCE_MAX_ACCURACY_M = GeofenceParams().max_accuracy_m
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 _repo: Repository | None = None
@@ -299,7 +300,9 @@ def apply_ping(r: Repository, image: dict[str, Any], batch: BatchStatistics | No
             _apply_geofence_event(r, merchant_id, event, state, batch)
     progress.fences = new_state
     is_news = new_state.last_fix_ms is not None and new_state.last_fix_ms > (state.last_fix_ms or 0)
-    if is_news:
+    # A fix too vague for the geofences (Wi-Fi or cell positioning) must not move anything else either:
+    # no approaching by distance, no motion, no ETA from a position that may be kilometres off.
+    if is_news and (accuracy is None or accuracy <= GEOFENCE_MAX_ACCURACY_M):
         # Time inside a fence (at a door, in the depot) is service time, and its GPS jitter would read as
         # slow driving: only fixes outside every fence teach the speed table.
         if batch is not None and progress.motion.last_ms is not None and not state.fences and not new_state.fences \
