@@ -1,0 +1,191 @@
+"""Notification dispatch: a lifecycle event on a shipment's timeline becomes at most one message per channel.
+
+The stream function calls `notify_for_event` for each new timeline item. Per
+channel the domain decides (policy, contact, opt-out, freshness, quiet hours);
+a message to send is claimed on the ledger first (a conditional write keyed by
+shipment, kind, channel and occurrence), sent, then marked sent. A transient
+provider error releases the claim and raises `RetryLater`, so the stream
+retries the record (and, after its retries, parks it on the dead-letter
+queue); a permanent one is recorded on the ledger and the timeline. Nothing is
+dropped without a ledger record and a log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.domain.contacts import contact_key
+from chalicelib.domain.lifecycle import ShipmentStatus
+from chalicelib.domain.notify import (
+    Action,
+    Channel,
+    Contacts,
+    DropReason,
+    ErrorClass,
+    LedgerState,
+    NotificationPolicy,
+    NotifyEvent,
+    NotifyKind,
+    decide,
+    ledger_key,
+    occurrence_for,
+)
+from chalicelib.domain.security import new_id, tracking_token
+from chalicelib.domain.templates import Branding, RenderedEmail, RenderedSms, format_window, message_values, render
+from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.storage.ledger import Ledger
+from chalicelib.storage.notifier import Notifier, SendFailed
+from chalicelib.storage.repository import Repository
+from chalicelib.storage.tables import ShipmentItem, event_item
+
+EVENT_KINDS: dict[str, NotifyKind] = {
+    "out_for_delivery": NotifyKind.OUT_FOR_DELIVERY,
+    "approaching": NotifyKind.APPROACHING,
+    "delivered": NotifyKind.DELIVERED,
+    "failed": NotifyKind.FAILED,
+    "delayed": NotifyKind.DELAYED,
+    "rescheduled": NotifyKind.RESCHEDULED,
+}
+# Drops that are the normal case (the merchant did not ask for it, no address): logged, no ledger item.
+_QUIET_DROPS = (DropReason.DISABLED, DropReason.NO_CONTACT)
+
+
+class RetryLater(Exception):
+    """A provider failed transiently: the stream record should be retried (the ledger claim was released)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    channel: str
+    result: str  # sent | dropped:<reason> | deferred | skipped (already handled) | failed:<code>
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantLook:
+    branding: Branding
+    sender: str | None  # the verified SES identity to send from; None: email cannot be sent
+    time_zone: str
+    locale: str
+
+
+def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, settings: Settings,
+                     image: dict[str, Any], look: MerchantLook, now: datetime | None = None) -> list[Outcome]:
+    kind = EVENT_KINDS.get(str(image.get("type")))
+    if kind is None:
+        return []
+    now = now or datetime.now(UTC)
+    merchant_id, shipment_id = str(image["merchant_id"]), str(image["shipment_id"])
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    if shipment is None:
+        return []
+    recipient = _as_dict(shipment.recipient)
+    contacts = Contacts(recipient.get("phone"), recipient.get("email"))
+    zone = str(recipient.get("time_zone") or look.time_zone)
+    occurred = _when(image.get("occurred_at"), now)
+    keys = [contact_key(channel, address) for channel, address in
+            ((Channel.SMS, contacts.phone), (Channel.EMAIL, contacts.email)) if address]
+    opted_out = ledger.opted_out(merchant_id, keys)
+    event = NotifyEvent(kind, shipment_id, occurred, status=ShipmentStatus(shipment.status))
+    decisions = decide(event, NotificationPolicy(), contacts, opted_out, now, zone)
+    occurrence = occurrence_for(kind, date.fromisoformat(shipment.delivery_date))
+    outcomes: list[Outcome] = []
+    retry = False
+    for decision in decisions:
+        key = ledger_key(shipment_id, kind, decision.channel, occurrence)
+        channel = decision.channel.value
+        if decision.action is Action.DROP:
+            reason = decision.reason.value if decision.reason else "dropped"
+            if decision.reason not in _QUIET_DROPS:
+                ledger.settle(shipment_id, key, LedgerState.DROPPED, now, detail=reason)
+            logger.info("notification dropped", extra={"kind": kind.value, "channel": channel, "reason": reason})
+            outcomes.append(Outcome(channel, f"dropped:{reason}"))
+            continue
+        if decision.action is Action.DEFER:
+            # Waits on the ledger with not_before; a scheduled release re-decides it then.
+            ledger.settle(shipment_id, key, LedgerState.DEFERRED, now, detail="quiet_hours", not_before=decision.until)
+            outcomes.append(Outcome(channel, "deferred"))
+            continue
+        if channel == Channel.EMAIL.value and not look.sender:
+            ledger.settle(shipment_id, key, LedgerState.DROPPED, now, detail="no_sender_identity")
+            outcomes.append(Outcome(channel, "dropped:no_sender_identity"))
+            continue
+        claim_id = new_id("clm")
+        if not ledger.claim(shipment_id, key, claim_id, now):
+            outcomes.append(Outcome(channel, "skipped"))  # sent, dropped or being sent by another worker
+            continue
+        message = render(kind, channel, recipient.get("locale") or look.locale,
+                         _values(settings, shipment, look, zone, image), look.branding)
+        try:
+            sent = _send(notifier, look, decision.address or "", message)
+        except SendFailed as exc:
+            verdict = exc.verdict
+            if verdict.retry:
+                ledger.finish(shipment_id, key, claim_id, LedgerState.DEFERRED, now, detail=verdict.code,
+                              not_before=now)
+                metrics.add_metric(name="NotificationsRetried", unit=MetricUnit.Count, value=1)
+                outcomes.append(Outcome(channel, f"retry:{verdict.code}"))
+                retry = True
+                continue
+            ledger.finish(shipment_id, key, claim_id, LedgerState.FAILED_PERMANENT, now, detail=verdict.code)
+            if verdict.cls is ErrorClass.UNREACHABLE and decision.address:
+                ledger.record_opt_out(merchant_id, contact_key(decision.channel, decision.address), now, "provider")
+            repo.put_event_once(event_item(merchant_id, shipment_id, f"notify-failed-{key}", "notification_failed",
+                                           "system", now, now, data={"channel": channel, "kind": kind.value,
+                                                                     "code": verdict.code}))
+            metrics.add_metric(name="NotificationsFailed", unit=MetricUnit.Count, value=1)
+            outcomes.append(Outcome(channel, f"failed:{verdict.code}"))
+            continue
+        ledger.finish(shipment_id, key, claim_id, LedgerState.SENT, now, detail=sent)
+        metrics.add_metric(name="NotificationsSent", unit=MetricUnit.Count, value=1)
+        logger.info("notification sent", extra={"kind": kind.value, "channel": channel, "shipment_id": shipment_id})
+        outcomes.append(Outcome(channel, "sent"))
+    if retry:
+        raise RetryLater(f"{shipment_id} {kind.value}: a provider failed transiently")
+    return outcomes
+
+
+def _send(notifier: Notifier, look: MerchantLook, address: str, message: RenderedSms | RenderedEmail) -> str:
+    if isinstance(message, RenderedSms):
+        return notifier.send_sms(address, message.text).provider_id
+    sender = f"{look.branding.display_sender} <{look.sender}>" if look.branding.display_sender else str(look.sender)
+    return notifier.send_email(sender, address, message.subject, message.text, message.html,
+                               reply_to=look.branding.support_email).provider_id
+
+
+def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
+            image: dict[str, Any]) -> dict[str, str]:
+    from zoneinfo import ZoneInfo
+
+    url = (f"{settings.public_base_url}/track/"
+           f"{tracking_token(settings.token_secret, shipment.shipment_id, int(shipment.token_version))}")
+    tz = ZoneInfo(zone)
+    locale = _as_dict(shipment.recipient).get("locale") or look.locale
+    window = None
+    if shipment.eta_low_ms is not None and shipment.eta_high_ms is not None:
+        window = format_window(_ms(shipment.eta_low_ms), _ms(shipment.eta_high_ms), tz, locale)
+    elif shipment.window_start is not None and shipment.window_end is not None:
+        window = format_window(shipment.window_start, shipment.window_end, tz, locale)
+    data = image.get("data") or {}
+    return message_values(look.branding, recipient_name=str(_as_dict(shipment.recipient).get("name") or ""),
+                          tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
+                          reason=str(data.get("reason")) if data.get("reason") else None,
+                          delivery_date=shipment.delivery_date)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A pynamodb MapAttribute (or a plain mapping) as a dict."""
+    return dict(value.as_dict()) if hasattr(value, "as_dict") else dict(value)
+
+
+def _ms(value: Any) -> datetime:
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+def _when(value: Any, default: datetime) -> datetime:
+    if not value:
+        return default
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,101 @@
+"""Notification dispatch against in-process moto: exactly once per channel, retries, permanent failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from chalicelib.domain.templates import Branding
+from tests.integration.helpers import make_started_route
+
+SENDER = "hello@shop.example"
+
+
+@pytest.fixture()
+def dispatch(chalice_app):
+    import app as app_module
+    from chalicelib import notifications
+    from chalicelib.config import get_settings
+    from chalicelib.storage.ledger import Ledger
+    from chalicelib.storage.notifier import Notifier
+
+    boto3.client("ses").verify_email_identity(EmailAddress=SENDER)
+    notifier = Notifier()
+    ledger = Ledger(boto3.client("dynamodb"))
+    look = notifications.MerchantLook(Branding(name="Corner Shop", support_email="help@shop.example"), SENDER,
+                                      "America/Los_Angeles", "en")
+
+    def run(image, now=None):
+        return notifications.notify_for_event(app_module.repo(), ledger, notifier, get_settings(), image, look,
+                                              now or datetime.now(UTC))
+
+    run.notifier = notifier  # type: ignore[attr-defined]
+    run.ledger = ledger  # type: ignore[attr-defined]
+    return run
+
+
+def _image(merchant, shipment, kind, occurred=None):
+    return {"merchant_id": merchant.id, "shipment_id": shipment["id"], "type": kind,
+            "occurred_at": (occurred or datetime.now(UTC)).isoformat()}
+
+
+def test_out_for_delivery_is_sent_once_per_channel_however_often_the_event_arrives(merchant, dispatch):
+    _, ships, _ = make_started_route(merchant, 1)
+    image = _image(merchant, ships[0], "out_for_delivery")
+    first = dispatch(image)
+    assert sorted((o.channel, o.result) for o in first) == [("email", "sent"), ("sms", "sent")]
+    for _ in range(3):  # the stream delivers the batch again, a retry, another worker
+        assert sorted(o.result for o in dispatch(image)) == ["skipped", "skipped"]
+    states = sorted((e["SK"].split("#")[3], e["state"]) for e in dispatch.ledger.entries(ships[0]["id"]))
+    assert states == [("email", "sent"), ("sms", "sent")]
+
+
+def test_a_stale_approaching_is_dropped_and_recorded_not_sent(merchant, dispatch):
+    import app as app_module
+    from chalicelib.domain.lifecycle import ShipmentStatus
+    from chalicelib.storage.tables import event_item
+
+    _, ships, _ = make_started_route(merchant, 1)
+    fifty_minutes_ago = datetime.fromtimestamp(datetime.now(UTC).timestamp() - 3000, UTC)
+    repo = app_module.repo()
+    item = repo.get_shipment(merchant.id, ships[0]["id"])
+    repo.change_statuses([(item, ShipmentStatus.APPROACHING, [], event_item(
+        merchant.id, item.shipment_id, "approach-x", "approaching", "system", fifty_minutes_ago,
+        datetime.now(UTC), item.status, ShipmentStatus.APPROACHING))])  # a phone that was offline for 50 min
+    outcomes = dispatch(_image(merchant, ships[0], "approaching", fifty_minutes_ago))
+    assert {o.result for o in outcomes} == {"dropped:stale"}
+    assert {e["state"] for e in dispatch.ledger.entries(ships[0]["id"])} == {"dropped"}
+
+
+def test_throttling_releases_the_claim_for_a_retry_that_then_sends_once(merchant, dispatch):
+    from chalicelib.notifications import RetryLater
+
+    _, ships, _ = make_started_route(merchant, 1)
+    image = _image(merchant, ships[0], "out_for_delivery")
+    sns = dispatch.notifier._client("sns")
+    with Stubber(sns) as stub:
+        stub.add_client_error("publish", service_error_code="Throttling", http_status_code=400)
+        with pytest.raises(RetryLater):
+            dispatch(image)
+    entries = {e["SK"].split("#")[3]: e for e in dispatch.ledger.entries(ships[0]["id"])}
+    assert entries["sms"]["state"] == "deferred" and entries["email"]["state"] == "sent"
+    again = {o.channel: o.result for o in dispatch(image)}  # the stream's retry of the same record
+    assert again == {"sms": "sent", "email": "skipped"}
+    entries = {e["SK"].split("#")[3]: e for e in dispatch.ledger.entries(ships[0]["id"])}
+    assert entries["sms"]["attempts"] == "2"
+
+
+def test_a_permanent_failure_is_recorded_on_the_ledger_and_the_timeline(merchant, dispatch):
+    _, ships, _ = make_started_route(merchant, 1)
+    image = _image(merchant, ships[0], "out_for_delivery")
+    sns = dispatch.notifier._client("sns")
+    with Stubber(sns) as stub:
+        stub.add_client_error("publish", service_error_code="InvalidParameter", http_status_code=400)
+        outcomes = {o.channel: o.result for o in dispatch(image)}
+    assert outcomes["sms"] == "failed:InvalidParameter"
+    kinds = [e["type"] for e in merchant.call("GET", f"/v1/shipments/{ships[0]['id']}/timeline").json_body["items"]]
+    assert kinds.count("notification_failed") == 1
+    assert {o.result for o in dispatch(image)} == {"skipped"}  # failed is final until replayed
