@@ -29,7 +29,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m infra.local.stack --port $(PORT) --moto-port $(MOTO_PORT)
+	$(PY) -m infra.local.stack --port $(PORT) --moto-port $(MOTO_PORT) $(if $(TILE_URL),--tile-url '$(TILE_URL)',)
 
 simulate: $(STAMP)
 	$(PY) -m infra.local.simulate $(if $(TRACE),--trace $(TRACE),) $(if $(SPEED),--speed $(SPEED),) $(if $(BATCH),--batch $(BATCH),)

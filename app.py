@@ -7,6 +7,8 @@ start pays only for what the first request needs.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from types import ModuleType
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chalicelib import errors
 from chalicelib.domain.geo import MAX_NEARBY_RADIUS_M
 from chalicelib.domain.lifecycle import ShipmentStatus
-from chalicelib.http import Api, Auth, Call, json_response, normalize_chalice_error
+from chalicelib.http import Api, Auth, Call, WebCall, html_response, json_response, normalize_chalice_error
 from chalicelib.models import (
     DriverCreate,
     DriverOut,
@@ -38,6 +40,7 @@ from chalicelib.models import (
     ShipmentOut,
     ShipmentPage,
     Timeline,
+    TrackingLink,
     TrackingView,
     ZoneCreate,
     ZoneEvents,
@@ -49,9 +52,13 @@ from chalicelib.observability import MetricUnit, flush_metrics, logger, metrics
 if TYPE_CHECKING:
     from chalicelib.config import Settings
     from chalicelib.storage.repository import Repository
+    from chalicelib.tracking import Link
 
 # powertools Logger owns the "doorstep" logger (the same one as app.log), so Chalice must not configure it.
 app = Chalice(app_name="doorstep", configure_logs=False)
+# Every answer is text (JSON, HTML, CSS, JS as str bodies), so Chalice's default binary types stay as they are:
+# no text type may be binary, or API Gateway would base64 it. API Gateway gzips answers of at least
+# `minimum_compression_size` bytes (.chalice/config.json) for clients that accept it, Leaflet included.
 
 
 @cache
@@ -80,7 +87,11 @@ def authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
     return services().authenticate_merchant(repo(), authorization), ""
 
 
-api = Api(app, authenticate)
+def static_base() -> str:
+    return f"{settings().public_path}/static"
+
+
+api = Api(app, authenticate, static_base)
 
 
 @app.middleware("http")
@@ -193,8 +204,8 @@ def driver_zone_events(call: Call, driver_id: str) -> ZoneEvents:
 # --- merchant settings and zones -------------------------------------------------------
 
 
-@api.route("/v1/settings", "GET", summary="The merchant's geofence and approach settings", tag="settings",
-           response=MerchantSettings, errors_=(401,))
+@api.route("/v1/settings", "GET", summary="The merchant's geofence, approach and tracking page settings",
+           tag="settings", response=MerchantSettings, errors_=(401,))
 def get_merchant_settings(call: Call) -> MerchantSettings:
     return services().merchant_settings(repo(), call.merchant_id)  # type: ignore[no-any-return]
 
@@ -274,6 +285,14 @@ def shipment_timeline(call: Call, shipment_id: str) -> Timeline:
     return services().timeline(repo(), call.merchant_id, shipment_id)  # type: ignore[no-any-return]
 
 
+@api.route("/v1/shipments/{shipment_id}/tracking-link/revoke", "POST",
+           summary="Revoke the tracking link and issue a new one (the old link answers 404)", tag="shipments",
+           response=TrackingLink, errors_=(401, 404, 409))
+def revoke_tracking_link(call: Call, shipment_id: str) -> TrackingLink:
+    return services().revoke_tracking_link(repo(), settings(), call.merchant_id,  # type: ignore[no-any-return]
+                                           shipment_id)
+
+
 # --- routes --------------------------------------------------------------------------
 
 
@@ -332,14 +351,169 @@ def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
 
 
 # --- recipient tracking --------------------------------------------------------------
+# The tracking link is `{DOORSTEP_PUBLIC_BASE_URL}/track/{token}`: an HTML page (readable without JavaScript)
+# whose script polls `/track/{token}/status`. Unknown, malformed, revoked and expired tokens all get the
+# same 404 page after the same reads (chalicelib.tracking.resolve).
 
 
-@api.route("/track/{token}", "GET", summary="Recipient tracking view (JSON)", tag="tracking", auth="none",
+@cache
+def tracking() -> ModuleType:
+    from chalicelib import tracking as module
+
+    return module
+
+
+def resolve_link(token: str, now: datetime) -> Link:
+    return tracking().resolve(repo(), token, now)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class PagePaths:
+    page: str
+    status: str
+    theme: str
+    static: str
+
+
+def page_paths(token: str) -> PagePaths:
+    """The page's own links, under the path of the public base URL (e.g. the API Gateway stage)."""
+    page = f"{settings().public_path}/track/{token}"
+    return PagePaths(page, f"{page}/status", f"{page}/theme.css", static_base())
+
+
+@api.route("/v1/track/{token}", "GET", summary="Recipient tracking view (JSON)", tag="tracking", auth="none",
            response=TrackingView, errors_=(404,))
-def track(call: Call, token: str) -> Response:
-    view = services().tracking_view(repo(), token)
+def track_json(call: Call, token: str) -> Response:
+    view = tracking().tracking_view(repo(), resolve_link(token, datetime.now(UTC)))
     return json_response(view, 200, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-                                     "X-Robots-Tag": "noindex"})
+                                     "X-Robots-Tag": "noindex, nofollow"})
+
+
+@api.web("/track/{token}")
+def tracking_page(call: WebCall, token: str) -> Response:
+    from chalicelib.web import csrf_token, page_headers, render_tracking_page
+
+    s, now = settings(), datetime.now(UTC)
+    link = resolve_link(token, now)
+    page = tracking().tracking_page(repo(), link, now, call.accept_language)
+    branding = tracking().branding(link)
+    paths = page_paths(token)
+    html = render_tracking_page(page, branding, tile_url=s.tile_url, csrf_token=csrf_token(s.token_secret, token),
+                                status_url=paths.status, action_base=paths.page, theme_href=paths.theme,
+                                static_base=paths.static, tile_attribution=s.tile_attribution,
+                                poll_seconds=s.tracking_poll_seconds)
+    return html_response(html, 200, page_headers(page, branding, s.tile_url))
+
+
+@api.web("/track/{token}/status", errors_as="json")
+def tracking_status(call: WebCall, token: str) -> Response:
+    """The live part of the page as JSON; 304 when the If-None-Match ETag still holds."""
+    from chalicelib.web import etag_matches, status_headers, status_json, status_payload
+
+    now = datetime.now(UTC)
+    payload = status_payload(tracking().tracking_page(repo(), resolve_link(token, now), now, call.accept_language))
+    headers: dict[str, str | list[str]] = dict(status_headers(payload))
+    if etag_matches(call.headers.get("if-none-match"), str(headers["ETag"])):
+        headers.pop("Content-Type")
+        return Response(body="", status_code=304, headers=headers)
+    return Response(body=status_json(payload), status_code=200, headers=headers)
+
+
+@api.web("/track/{token}/theme.css")
+def tracking_theme(call: WebCall, token: str) -> Response:
+    from chalicelib.web import render_theme_css, theme_headers
+
+    branding = tracking().branding(resolve_link(token, datetime.now(UTC)))
+    return html_response(render_theme_css(branding), 200, theme_headers())
+
+
+@api.web("/static/{name}")
+def static_file(call: WebCall, name: str) -> Response:
+    """The page's scripts and stylesheets (a fixed whitelist), cached for a year: links carry ?v=<hash>."""
+    from chalicelib.web import static_asset, static_headers
+
+    found = static_asset(name)
+    if found is None:
+        raise errors.not_found("File")
+    body, content_type = found
+    return html_response(body.decode("utf-8"), 200, static_headers(content_type))
+
+
+FORM_ERROR_STATUS = {"form_expired": 403, "invalid_input": 422, "not_available": 409}
+
+
+def form_post(call: WebCall, token: str, act: Callable[[Link, datetime, str], None]) -> Response:
+    """The shared part of the page's form posts: resolve the link (else the 404 page), refuse cross-site posts,
+    run `act(link, now, secret)` (which checks the CSRF token as it parses), and answer 303 back to the page,
+    or a message page in the recipient's language with a 4xx status."""
+    from chalicelib.web import (
+        MESSAGE_KINDS,
+        content_security_policy,
+        is_cross_site,
+        not_found_headers,
+        render_message,
+    )
+
+    s, now = settings(), datetime.now(UTC)
+    link = resolve_link(token, now)
+    try:
+        if is_cross_site(call.headers, s.public_origin):
+            raise errors.ApiError(403, "form_expired", "Cross-site form posts are refused.")
+        act(link, now, s.token_secret)
+    except errors.ApiError as exc:
+        paths = page_paths(token)
+        branding = tracking().branding(link)
+        kind = exc.code if exc.code in MESSAGE_KINDS else "invalid_input"
+        html = render_message(kind, tracking().locale(link, call.accept_language), back_href=paths.page,
+                              branding=branding, theme_href=paths.theme, static_base=paths.static)
+        headers = {**not_found_headers(), "Content-Security-Policy": content_security_policy(None, branding.logo_url)}
+        return html_response(html, exc.status, headers)
+    return Response(body="", status_code=303, headers={"Location": f"{s.public_base_url}/track/{token}",
+                                                       "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+def form_error(kind: str) -> errors.ApiError:
+    return errors.ApiError(FORM_ERROR_STATUS.get(kind, 422), kind, f"The form was refused: {kind}.")
+
+
+@api.web("/track/{token}/instructions", "POST", form=True)
+def post_instructions(call: WebCall, token: str) -> Response:
+    from chalicelib.web import FormError, parse_instructions
+
+    def act(link: Link, now: datetime, secret: str) -> None:
+        form = parse_instructions(call.form, secret=secret, page_token=token)
+        if isinstance(form, FormError):
+            raise form_error(form.kind)
+        tracking().save_instructions(repo(), link, gate_code=form.gate_code, leave_at_door=form.leave_at_door,
+                                     note=form.note, now=now)
+
+    return form_post(call, token, act)
+
+
+@api.web("/track/{token}/reschedule", "POST", form=True)
+def post_reschedule(call: WebCall, token: str) -> Response:
+    from chalicelib.web import FormError, parse_reschedule
+
+    def act(link: Link, now: datetime, secret: str) -> None:
+        form = parse_reschedule(call.form, tracking().offered_ids(link, now), secret=secret, page_token=token)
+        if isinstance(form, FormError):
+            raise form_error(form.kind)
+        tracking().reschedule(repo(), link, form.option_id, now)
+
+    return form_post(call, token, act)
+
+
+@api.web("/track/{token}/rating", "POST", form=True)
+def post_rating(call: WebCall, token: str) -> Response:
+    from chalicelib.web import FormError, parse_rating
+
+    def act(link: Link, now: datetime, secret: str) -> None:
+        form = parse_rating(call.form, secret=secret, page_token=token)
+        if isinstance(form, FormError):
+            raise form_error(form.kind)
+        tracking().rate(repo(), link, score=form.rating, comment=form.comment, now=now)
+
+    return form_post(call, token, act)
 
 
 # --- stream functions ------------------------------------------------------------------

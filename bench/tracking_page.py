@@ -1,7 +1,7 @@
 """Tracking page weight: what a recipient's phone downloads on the first visit, map tiles excluded.
 
 * `tracking_page_kb`: gzip (level 6) bytes / 1024 of the rendered HTML plus every
-  stylesheet and script it links: track.css, track.js, the merchant theme.css and
+  stylesheet and script it links: track.css, track.js, the merchant theme.css, the favicon and
   the vendored Leaflet (leaflet.css, leaflet.js). The page is the heaviest state:
   out for delivery with the live map, a driver, a long timeline, the instructions
   form and full branding. The delivered state (proof photo, rating form, no map,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 
 class Settings(BaseModel):
@@ -28,9 +29,34 @@ class Settings(BaseModel):
     # Explicit timeouts well under API Gateway's 29 s integration limit.
     ddb_connect_timeout_s: float = Field(default=2.0, gt=0, le=10)
     ddb_read_timeout_s: float = Field(default=5.0, gt=0, le=20)
+    # Map tiles of the tracking page: a Leaflet URL template ({z}/{x}/{y}, `{s}.` allowed). None: no tiles,
+    # the map still shows the driver and the destination. Its origin joins the page's CSP img-src.
+    tile_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s\"'<>\\`]+$")
+    tile_attribution: str | None = Field(default=None, max_length=200)
+    # How often an open tracking page polls its status JSON (seconds, while the tab is visible).
+    tracking_poll_seconds: int = Field(default=15, ge=5, le=300)
     # Only set on the local stack / tests (moto server); None on AWS.
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
+
+
+    @property
+    def public_origin(self) -> str:
+        """`scheme://host[:port]` of the tracking links: what a browser sends as Origin from the page."""
+        parts = urlsplit(self.public_base_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    @property
+    def public_path(self) -> str:
+        """The path prefix of the tracking links ('' or e.g. '/api'): the page's own links start with it."""
+        return urlsplit(self.public_base_url).path.rstrip("/")
+
+    @field_validator("tile_url")
+    @classmethod
+    def _tile_template(cls, value: str | None) -> str | None:
+        if value is not None and not all(part in value for part in ("{z}", "{x}", "{y}")):
+            raise ValueError("must be a tile URL template with {z}, {x} and {y}")
+        return value
 
 
 _ENV_NAMES = {
@@ -44,6 +70,9 @@ _ENV_NAMES = {
     "max_speed_mps": "DOORSTEP_MAX_SPEED_MPS",
     "ddb_connect_timeout_s": "DOORSTEP_DDB_CONNECT_TIMEOUT_S",
     "ddb_read_timeout_s": "DOORSTEP_DDB_READ_TIMEOUT_S",
+    "tile_url": "DOORSTEP_TILE_URL",
+    "tile_attribution": "DOORSTEP_TILE_ATTRIBUTION",
+    "tracking_poll_seconds": "DOORSTEP_TRACKING_POLL_SECONDS",
     "aws_endpoint_url": "AWS_ENDPOINT_URL",
 }
 

@@ -6,8 +6,19 @@ import math
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from chalicelib.domain.lifecycle import ShipmentStatus
 from chalicelib.domain.pings import Fix, ItemResult
@@ -18,6 +29,29 @@ E164Phone = Annotated[str, Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.16
 Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 FenceRadius = Annotated[float, Strict(), Field(ge=20, le=1000, allow_inf_nan=False, description="metres")]
+LocaleTag = Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", description="e.g. en, de, pt-BR")]
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone name (e.g. Europe/Berlin)") from None
+    return value
+
+
+def _https_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname or "@" in parts.netloc:
+        raise ValueError("must be an https:// URL without credentials")
+    return value
+
+
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64, description="IANA time zone, e.g. Europe/Berlin"),
+                         AfterValidator(_time_zone)]
+HttpsUrl = Annotated[str, Field(max_length=2048, pattern=r"^https://[^\s\"'<>\\`]+$"), AfterValidator(_https_url)]
+HexColour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$", description="#RRGGBB")]
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, 24-hour, local time")]
 
 
 class Strict_(BaseModel):
@@ -69,7 +103,9 @@ class Recipient(Strict_):
     name: ShortText
     phone: E164Phone | None = None
     email: Email | None = None
-    locale: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    locale: LocaleTag | None = Field(default=None, description="Tracking page language; defaults to the merchant's")
+    time_zone: TimeZoneName | None = Field(default=None,
+                                           description="Times on the tracking page; defaults to the merchant's")
 
 
 class Address(Strict_):
@@ -107,6 +143,21 @@ class ShipmentCreate(Strict_):
     )
 
 
+class RecipientInstructions(BaseModel):
+    """What the recipient told the driver on the tracking page (never shown on the page again)."""
+
+    gate_code: str | None = None
+    leave_at_door: bool = False
+    note: str | None = None
+    updated_at: datetime
+
+
+class DeliveryRating(BaseModel):
+    score: int = Field(ge=1, le=5)
+    comment: str | None = None
+    rated_at: datetime
+
+
 class ShipmentOut(BaseModel):
     id: str
     status: ShipmentStatus
@@ -116,14 +167,25 @@ class ShipmentOut(BaseModel):
     time_window: TimeWindow | None = None
     delivery_date: date
     instructions: str | None = None
+    recipient_instructions: RecipientInstructions | None = Field(
+        default=None, description="Delivery instructions the recipient gave on the tracking page (for the driver)")
+    rating: DeliveryRating | None = Field(default=None, description="The recipient's rating, once delivered")
     external_ref: str | None = None
     route_id: str | None = None
     stop_index: int | None = None
     driver_id: str | None = None
     geofence_radius_m: float | None = None
     tracking_url: str
+    final_at: datetime | None = Field(
+        default=None, description="When it was delivered, failed, returned or cancelled; the tracking link expires "
+                                  "link_expiry_days later")
     created_at: datetime
     updated_at: datetime
+
+
+class TrackingLink(BaseModel):
+    shipment_id: str
+    tracking_url: str = Field(description="The new link; the previous one answers 404 from now on")
 
 
 class ShipmentPage(BaseModel):
@@ -211,8 +273,60 @@ class RouteOut(BaseModel):
 # --- merchant settings ---------------------------------------------------------
 
 
+class BrandingSettings(Strict_):
+    """The merchant's look and support contact on the tracking page."""
+
+    name: ShortText | None = Field(default=None, description="Shown on the page; defaults to the merchant's name")
+    primary_colour: HexColour = "#1d4ed8"
+    accent_colour: HexColour = "#0f766e"
+    logo_url: HttpsUrl | None = Field(default=None, description="https only; its origin joins the page's CSP")
+    support_email: Email | None = None
+    support_phone: Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{2,30}$")] | None = Field(
+        default=None, description="The merchant's support line (never a driver's number)")
+
+
+class OfferedWindow(Strict_):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,15}$", description="e.g. morning")]
+    start_time: ClockTime
+    end_time: ClockTime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OfferedWindow:
+        if self.end_time <= self.start_time:
+            raise ValueError("end_time must be after start_time")
+        return self
+
+
+def _default_windows() -> list[OfferedWindow]:
+    return [OfferedWindow(id="morning", start_time="09:00", end_time="12:00"),
+            OfferedWindow(id="afternoon", start_time="13:00", end_time="17:00")]
+
+
+class RescheduleOptions(Strict_):
+    """What a recipient may move the delivery to (before it is out for delivery): each window on each delivery
+    day among the next `days_ahead` days, in the shipment's time zone."""
+
+    days_ahead: Annotated[int, Strict(), Field(ge=0, le=14)] = Field(
+        default=5, description="Calendar days after today to offer (0: recipients cannot reschedule)")
+    weekdays: Annotated[list[Annotated[int, Strict(), Field(ge=1, le=7)]], Field(min_length=1, max_length=7)] = \
+        Field(default_factory=lambda: [1, 2, 3, 4, 5, 6], description="Delivery days, ISO weekday numbers (1 = Mon)")
+    windows: Annotated[list[OfferedWindow], Field(min_length=1, max_length=6)] = Field(
+        default_factory=_default_windows, description="Daily windows offered on each delivery day")
+
+    @model_validator(mode="after")
+    def _unique(self) -> RescheduleOptions:
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays must not repeat")
+        if len({w.id for w in self.windows}) != len(self.windows):
+            raise ValueError("window ids must not repeat")
+        return self
+
+
 class MerchantSettings(Strict_):
-    """How the pipeline treats this merchant's stops. Every field has a default; PUT replaces them all."""
+    """How the pipeline treats this merchant's stops and what its tracking page shows and offers.
+
+    Every field has a default; PUT replaces them all.
+    """
 
     stop_radius_m: FenceRadius = Field(default=75.0, description="Default arrival geofence radius of a stop")
     dwell_after_s: Annotated[float, Strict(), Field(ge=10, le=3600, allow_inf_nan=False)] = Field(
@@ -221,6 +335,15 @@ class MerchantSettings(Strict_):
         default=5.0, description="'approaching' fires when the stop's ETA is this close (0: never by time)")
     approach_metres: Annotated[float, Strict(), Field(ge=0, le=10_000, allow_inf_nan=False)] = Field(
         default=500.0, description="...or when the driver is this close in a straight line (0: never by distance)")
+    branding: BrandingSettings = Field(default_factory=BrandingSettings)
+    link_expiry_days: Annotated[int, Strict(), Field(ge=1, le=90)] = Field(
+        default=7, description="Tracking links answer 404 this many days after delivered/failed/returned/cancelled")
+    driver_visible_stops: Annotated[int, Strict(), Field(ge=0, le=50)] = Field(
+        default=1, description="The tracking page shows the driver while at most this many stops minus one come "
+                               "first (1: only when the recipient's stop is next; 0: never)")
+    reschedule_options: RescheduleOptions = Field(default_factory=RescheduleOptions)
+    time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
+    locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
 
 
 # --- zones -------------------------------------------------------------------
@@ -398,7 +521,10 @@ class TrackingView(BaseModel):
     status: ShipmentStatus
     eta: EtaWindow | None = Field(default=None, description="Present while the shipment is on its way")
     shipment: TrackingShipment
-    driver: DriverMarker | None = Field(description="Present only while the shipment is out for delivery")
+    stops_before: int | None = Field(default=None, description="Stops still to be served before this one (while "
+                                                                "out for delivery)")
+    driver: DriverMarker | None = Field(description="Present only while out for delivery and this stop is next "
+                                                    "(or within the merchant's driver_visible_stops)")
     timeline: list[TrackingEvent]
 
 

@@ -16,29 +16,27 @@ from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.domain import geo
 from chalicelib.domain.geofence import COARSE_INDEX_RES, PolygonFence, fence_cells
-from chalicelib.domain.lifecycle import DRIVER_VISIBLE, ShipmentStatus, TransitionError, check_transition
+from chalicelib.domain.lifecycle import ALLOWED, CLOSED, ShipmentStatus, TransitionError, check_transition
 from chalicelib.domain.pings import MAX_AGE_MS, MAX_FUTURE_MS, ScreenLimits, screen_batch
 from chalicelib.domain.security import (
     CursorError,
     decode_cursor,
     encode_cursor,
     hash_secret,
-    looks_like_tracking_token,
     new_id,
     new_secret,
     tracking_token,
 )
 from chalicelib.models import (
     Address,
+    DeliveryRating,
     DriverCreate,
-    DriverMarker,
     DriverOut,
     DriverPage,
     DriverStatusResult,
     DriverStatusUpdate,
     DriverToken,
     DriverWithToken,
-    EtaWindow,
     Location,
     MerchantSettings,
     NearbyDriver,
@@ -47,6 +45,7 @@ from chalicelib.models import (
     PingItemResult,
     Position,
     Recipient,
+    RecipientInstructions,
     RouteCreate,
     RouteOut,
     RouteStop,
@@ -56,9 +55,7 @@ from chalicelib.models import (
     Timeline,
     TimelineEvent,
     TimeWindow,
-    TrackingEvent,
-    TrackingShipment,
-    TrackingView,
+    TrackingLink,
     ZoneCreate,
     ZoneEvent,
     ZoneEvents,
@@ -198,15 +195,22 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
     window = None
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)
+    given = _as_dict(item.recipient_instructions) if item.recipient_instructions is not None else None
+    rating = _as_dict(item.rating) if item.rating is not None else None
     return ShipmentOut(
         id=item.shipment_id, status=ShipmentStatus(item.status), recipient=Recipient(**_as_dict(item.recipient)),
         address=Address(**_as_dict(item.address)), location=Location(lat=float(item.lat), lng=float(item.lng)),
         time_window=window, delivery_date=date.fromisoformat(item.delivery_date), instructions=item.instructions,
+        recipient_instructions=RecipientInstructions(
+            gate_code=given.get("gate_code"), leave_at_door=bool(given.get("leave_at_door")), note=given.get("note"),
+            updated_at=datetime.fromisoformat(str(given["updated_at"]))) if given else None,
+        rating=DeliveryRating(score=int(rating["score"]), comment=rating.get("comment"),
+                              rated_at=datetime.fromisoformat(str(rating["rated_at"]))) if rating else None,
         external_ref=item.external_ref, route_id=item.route_id,
         stop_index=int(item.stop_index) if item.stop_index is not None else None, driver_id=item.driver_id,
         geofence_radius_m=float(item.geofence_radius_m) if item.geofence_radius_m is not None else None,
         tracking_url=tracking_url(settings, item.shipment_id, int(item.token_version)),
-        created_at=item.created_at, updated_at=item.updated_at,
+        final_at=item.final_at, created_at=item.created_at, updated_at=item.updated_at,
     )
 
 
@@ -292,13 +296,20 @@ def _transition(item: ShipmentItem, wanted: ShipmentStatus) -> None:
                               f"current status is {exc.current}") from None
 
 
+def closing_actions(item: ShipmentItem, wanted: ShipmentStatus, at: datetime) -> list[Any]:
+    """Start the tracking link's expiry clock when a shipment reaches a closing status; stop it if one leaves."""
+    if wanted in CLOSED:
+        return [ShipmentItem.final_at.set(at)]
+    return [ShipmentItem.final_at.remove()] if item.final_at is not None else []
+
+
 def cancel_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
     item = _require_shipment(repo, merchant_id, shipment_id)
     _transition(item, S.CANCELLED)
     now = now_utc()
     event = _event(merchant_id, shipment_id, "cancelled", "merchant", now, now, item.status, S.CANCELLED)
     try:
-        repo.change_statuses([(item, S.CANCELLED, [], event)])
+        repo.change_statuses([(item, S.CANCELLED, closing_actions(item, S.CANCELLED, now), event)])
     except ConditionFailed:
         raise errors.conflict("The shipment changed meanwhile; read it and retry.") from None
     return get_shipment(repo, settings, merchant_id, shipment_id)
@@ -311,6 +322,21 @@ def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
                       occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source)  # type: ignore[arg-type]
         for e in repo.timeline(shipment_id)
     ])
+
+
+def revoke_tracking_link(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> TrackingLink:
+    """Issue a new tracking link; the old one answers the same 404 as an unknown link from now on."""
+    item = _require_shipment(repo, merchant_id, shipment_id)
+    version = int(item.token_version)
+    old_hash = hash_secret(tracking_token(settings.token_secret, shipment_id, version))
+    new_hash = hash_secret(tracking_token(settings.token_secret, shipment_id, version + 1))
+    now = now_utc()
+    event = _event(merchant_id, shipment_id, "tracking_link_revoked", "merchant", now, now)
+    try:
+        repo.replace_tracking_token(item, old_hash, new_hash, event)
+    except ConditionFailed:
+        raise errors.conflict("The tracking link was revoked meanwhile; read the shipment and retry.") from None
+    return TrackingLink(shipment_id=shipment_id, tracking_url=tracking_url(settings, shipment_id, version + 1))
 
 
 # --- routes ------------------------------------------------------------------------
@@ -331,8 +357,9 @@ def create_route(repo: Repository, merchant_id: str, body: RouteCreate) -> Route
         found = shipments.get(sid)
         if found is None:
             problems.append(errors.FieldProblem(f"shipment_ids[{index}]", "shipment not found"))
-        elif found.status != S.CREATED:
-            problems.append(errors.FieldProblem(f"shipment_ids[{index}]", f"shipment is {found.status}, not created"))
+        elif S.ASSIGNED not in ALLOWED[ShipmentStatus(found.status)]:
+            problems.append(errors.FieldProblem(f"shipment_ids[{index}]",
+                                                f"shipment is {found.status}, not created or rescheduled"))
     if problems:
         raise errors.ApiError(409 if all(p.reason != "shipment not found" for p in problems) else 404,
                               "shipments_not_assignable", "Some shipments cannot be put on this route.", problems)
@@ -473,45 +500,6 @@ def ingest_pings(repo: Repository, settings: Settings, merchant_id: str, driver_
     )
 
 
-# --- tracking ------------------------------------------------------------------------
-
-
-def tracking_view(repo: Repository, token: str) -> TrackingView:
-    """The recipient's view. Unknown and malformed tokens are the same 404."""
-    digest = hash_secret(token if looks_like_tracking_token(token) else "invalid")
-    target = repo.tracking_target(digest)
-    shipment = repo.get_shipment(*target) if target else None
-    if shipment is None:
-        raise errors.not_found("Tracking link")
-    status = ShipmentStatus(shipment.status)
-    marker = None
-    if status in DRIVER_VISIBLE and shipment.driver_id:
-        position = repo.get_position(shipment.driver_id)
-        if position is not None:
-            marker = DriverMarker(lat=float(position.lat), lng=float(position.lng), fix_time=_ms_to_dt(position.fix_ms),
-                                  accuracy=float(position.accuracy) if position.accuracy is not None else None)
-    window = None
-    if shipment.window_start is not None and shipment.window_end is not None:
-        window = TimeWindow(start=shipment.window_start, end=shipment.window_end)
-    eta = None
-    if status in (S.OUT_FOR_DELIVERY, S.APPROACHING) and shipment.eta_ms is not None:
-        eta = EtaWindow(expected=_ms_to_dt(shipment.eta_ms), earliest=_ms_to_dt(shipment.eta_low_ms or 0),
-                        latest=_ms_to_dt(shipment.eta_high_ms or 0))
-    return TrackingView(
-        status=status,
-        eta=eta,
-        shipment=TrackingShipment(
-            recipient_first_name=str(_as_dict(shipment.recipient).get("name", "")).split(" ")[0],
-            city=str(_as_dict(shipment.address).get("city", "")),
-            delivery_date=date.fromisoformat(shipment.delivery_date),
-            time_window=window, location=Location(lat=float(shipment.lat), lng=float(shipment.lng)),
-        ),
-        driver=marker,
-        timeline=[TrackingEvent(type=e.type, status=_status(e.to_status), occurred_at=e.occurred_at)
-                  for e in repo.timeline(shipment.shipment_id)],
-    )
-
-
 # --- driver status updates -------------------------------------------------------------
 
 
@@ -547,8 +535,9 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
                               "lng": body.location and body.location.lng}.items() if v is not None}
     event = _event(merchant_id, shipment_id, str(wanted), "driver", body.occurred_at.astimezone(UTC), now,
                    shipment.status, str(wanted), data or None)
+    extra = closing_actions(shipment, wanted, body.occurred_at.astimezone(UTC))
     try:
-        claimed = repo.change_statuses([(shipment, wanted, [], event)], claim=claim)
+        claimed = repo.change_statuses([(shipment, wanted, extra, event)], claim=claim)
     except ConditionFailed:
         raise errors.conflict("The shipment changed meanwhile; read it and retry.") from None
     if not claimed and claim is not None:

@@ -28,13 +28,17 @@ ALLOWED: dict[ShipmentStatus, frozenset[ShipmentStatus]] = {
     S.APPROACHING: frozenset({S.ARRIVED, S.DELIVERED, S.FAILED, S.CANCELLED}),
     S.ARRIVED: frozenset({S.DELIVERED, S.FAILED, S.OUT_FOR_DELIVERY}),
     S.FAILED: frozenset({S.RESCHEDULED, S.RETURNED}),
-    S.RESCHEDULED: frozenset({S.ASSIGNED, S.CANCELLED}),
+    # Rescheduled again: the recipient may pick another offered window until it is on a route again.
+    S.RESCHEDULED: frozenset({S.ASSIGNED, S.CANCELLED, S.RESCHEDULED}),
     S.DELIVERED: frozenset(),
     S.RETURNED: frozenset(),
     S.CANCELLED: frozenset(),
 }
 
 FINAL = frozenset(status for status, nexts in ALLOWED.items() if not nexts)
+# Statuses that end a delivery attempt: the tracking link's expiry clock starts when one is reached
+# (a failed shipment may still be rescheduled, which stops the clock again).
+CLOSED = FINAL | {S.FAILED}
 # Statuses during which the recipient may see where the driver is.
 DRIVER_VISIBLE = frozenset({S.OUT_FOR_DELIVERY, S.APPROACHING, S.ARRIVED})
 

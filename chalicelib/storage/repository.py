@@ -43,6 +43,7 @@ from chalicelib.storage.tables import (
     ping_sk,
     shipment_pk,
     status_gsi_pk,
+    tracking_pk,
     zone_cell_pk,
 )
 
@@ -102,6 +103,9 @@ class Repository:
     def merchant_for_key(self, key_hash: str) -> str | None:
         item = _get(ApiKeyItem, f"APIKEY#{key_hash}", "APIKEY")
         return item.merchant_id if item else None
+
+    def get_merchant(self, merchant_id: str) -> MerchantItem | None:
+        return _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
 
     def merchant_settings(self, merchant_id: str) -> str | None:
         """The merchant's settings JSON (None: never set, the defaults apply)."""
@@ -260,8 +264,8 @@ class Repository:
                 if idempotency is not None:
                     tx.save(idempotency, condition=IdempotencyItem.PK.does_not_exist())
                 tx.save(shipment, condition=ShipmentItem.PK.does_not_exist())
-                tx.save(TrackingTokenItem(f"TRACK#{token_hash}", "TRACK", merchant_id=shipment.merchant_id,
-                                          shipment_id=shipment.shipment_id))
+                tx.save(TrackingTokenItem(tracking_pk(token_hash), "TRACK", merchant_id=shipment.merchant_id,
+                                          shipment_id=shipment.shipment_id, token_version=shipment.token_version))
                 tx.save(event)
         except TransactWriteError as exc:
             reasons = exc.cancellation_reasons or []
@@ -304,9 +308,55 @@ class Repository:
                                         limit=limit, last_evaluated_key=start)
         return _page(result, limit)
 
-    def tracking_target(self, token_hash: str) -> tuple[str, str] | None:
-        item = _get(TrackingTokenItem, f"TRACK#{token_hash}", "TRACK")
-        return (item.merchant_id, item.shipment_id) if item else None
+    def tracking_target(self, token_hash: str) -> TrackingTokenItem | None:
+        return _get(TrackingTokenItem, tracking_pk(token_hash), "TRACK")
+
+    def replace_tracking_token(self, shipment: ShipmentItem, old_hash: str, new_hash: str, event: EventItem) -> None:
+        """Revoke the shipment's tracking link: bump its version, swap the token items, record the event.
+
+        Conditional on the version that was read, so two revocations at once cannot both win.
+        """
+        old_version = int(shipment.token_version)
+        try:
+            with TransactWrite(connection=self.conn) as tx:
+                tx.update(shipment, actions=[ShipmentItem.token_version.set(old_version + 1),
+                                             ShipmentItem.updated_at.set(event.recorded_at)],
+                          condition=ShipmentItem.token_version == old_version)
+                tx.delete(TrackingTokenItem(tracking_pk(old_hash), "TRACK"))
+                tx.save(TrackingTokenItem(tracking_pk(new_hash), "TRACK", merchant_id=shipment.merchant_id,
+                                          shipment_id=shipment.shipment_id, token_version=old_version + 1),
+                        condition=TrackingTokenItem.PK.does_not_exist())
+                tx.save(event)
+        except TransactWriteError as exc:
+            raise ConditionFailed(str(exc)) from exc
+        shipment.token_version = old_version + 1
+
+    def save_recipient_instructions(self, shipment: ShipmentItem, instructions: dict[str, Any],
+                                    statuses: Iterable[str], event: EventItem) -> None:
+        """Replace the recipient's instructions while the shipment is in one of `statuses`, with its event."""
+        try:
+            with TransactWrite(connection=self.conn) as tx:
+                tx.update(shipment, actions=[ShipmentItem.recipient_instructions.set(instructions),
+                                             ShipmentItem.updated_at.set(event.recorded_at)],
+                          condition=ShipmentItem.status.is_in(*statuses))
+                tx.save(event)
+        except TransactWriteError as exc:
+            raise ConditionFailed(str(exc)) from exc
+
+    def rate_once(self, shipment: ShipmentItem, rating: dict[str, Any], event: EventItem) -> bool:
+        """Store the recipient's rating if the shipment is delivered and not rated yet; False otherwise."""
+        try:
+            with TransactWrite(connection=self.conn) as tx:
+                tx.update(shipment, actions=[ShipmentItem.rating.set(rating)],
+                          condition=ShipmentItem.rating.does_not_exist()
+                          & (ShipmentItem.status == str(ShipmentStatus.DELIVERED)))
+                tx.save(event)
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons or []
+            if reasons and reasons[0] is not None and reasons[0].code == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
 
     def change_statuses(self, changes: Sequence[StatusChange], claim: IdempotencyItem | None = None) -> bool:
         """Move shipments to new statuses, each conditional on its current status, with a timeline event each.

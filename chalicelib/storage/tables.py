@@ -116,6 +116,12 @@ class ShipmentItem(_Item):
     eta_low_ms = NumberAttribute(null=True)
     eta_high_ms = NumberAttribute(null=True)
     delayed_at = UTCDateTimeAttribute(null=True)
+    # When it reached delivered / failed / returned / cancelled: the tracking link expires a set time later.
+    final_at = UTCDateTimeAttribute(null=True)
+    # From the tracking page: {gate_code?, leave_at_door, note?, updated_at (ISO)}; for the driver, never echoed.
+    recipient_instructions: MapAttribute[str, Any] = MapAttribute(null=True)
+    # {score 1-5, comment?, rated_at (ISO)}; written once (conditional on its absence).
+    rating: MapAttribute[str, Any] = MapAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
 
@@ -123,6 +129,7 @@ class ShipmentItem(_Item):
 class TrackingTokenItem(_Item):
     merchant_id = UnicodeAttribute()
     shipment_id = UnicodeAttribute()
+    token_version = NumberAttribute(null=True)  # absent on links issued before revocation existed: version 1
 
 
 class IdempotencyItem(_Item):
@@ -268,6 +275,10 @@ def status_gsi_pk(merchant_id: str, status: str) -> str:
 
 def date_gsi_pk(merchant_id: str, day: str) -> str:
     return f"MERCHANT#{merchant_id}#DATE#{day}"
+
+
+def tracking_pk(token_hash: str) -> str:
+    return f"TRACK#{token_hash}"
 
 
 def driver_routes_pk(merchant_id: str, driver_id: str) -> str:

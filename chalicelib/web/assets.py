@@ -17,6 +17,7 @@ DEFAULT_STATIC_BASE = "/static"
 
 _JS = "text/javascript; charset=utf-8"
 _CSS = "text/css; charset=utf-8"
+_SVG = "image/svg+xml"  # text: not one of Chalice's binary types, so it is served as a str body
 
 # public name -> (file under static/, Content-Type)
 ASSETS: dict[str, tuple[str, str]] = {
@@ -24,10 +25,12 @@ ASSETS: dict[str, tuple[str, str]] = {
     "track.css": ("track.css", _CSS),
     "leaflet.js": ("vendor/leaflet/leaflet.js", _JS),
     "leaflet.css": ("vendor/leaflet/leaflet.css", _CSS),
+    # Linked from every page, so browsers do not ask for /favicon.ico (outside the API's routes).
+    "favicon.svg": ("favicon.svg", _SVG),
 }
 
 # What a browser fetches on the first load of a tracking page with a map (besides the HTML).
-FIRST_LOAD_ASSETS = ("track.css", "track.js", "leaflet.css", "leaflet.js")
+FIRST_LOAD_ASSETS = ("track.css", "track.js", "leaflet.css", "leaflet.js", "favicon.svg")
 
 # For the route layer: the files never change under a given ?v= hash.
 STATIC_CACHE_CONTROL = "public, max-age=31536000, immutable"

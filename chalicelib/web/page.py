@@ -51,10 +51,10 @@ FINAL_STATUSES = frozenset({"delivered", "returned", "cancelled"})
 
 GATE_CODE_MAX = 32
 NOTE_MAX = 500
-COMMENT_MAX = 1000
+COMMENT_MAX = 500
 
 MESSAGE_KINDS = frozenset({"instructions_saved", "rescheduled", "rated", "already_rated", "form_expired",
-                           "invalid_input", "not_available"})
+                           "invalid_input", "not_available", "server_error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +447,7 @@ def _head(t: Translator, title: str, *, static_base: str, theme_href: str | None
         '<meta name="robots" content="noindex, nofollow">',
         '<meta name="referrer" content="no-referrer">',
         f"<title>{_e(title)}</title>",
+        f'<link rel="icon" href="{_e(asset_url("favicon.svg", static_base))}" type="image/svg+xml">',
     ]
     if with_map:
         out.append(f'<link rel="stylesheet" href="{_e(asset_url("leaflet.css", static_base))}">')
@@ -733,5 +734,5 @@ def first_load_sizes(page_html: str, theme_css: str = "") -> dict[str, tuple[int
 
 
 def first_load_bytes(page_html: str, theme_css: str = "") -> int:
-    """Compressed bytes of the first load: the HTML plus track.css, track.js, leaflet.css, leaflet.js (and theme)."""
+    """Compressed bytes of the first load: the HTML plus FIRST_LOAD_ASSETS (styles, scripts, icon) and the theme."""
     return sum(gz for _, gz in first_load_sizes(page_html, theme_css).values())

@@ -28,7 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.local.stack import DEFAULT_DEMO_PATH, DEMO_KEYS, PROJECT_DIR, HttpResult, default_data_dir, http_json
+from infra.local.stack import (
+    DEFAULT_DEMO_PATH,
+    DEMO_KEYS,
+    PROJECT_DIR,
+    HttpResult,
+    default_data_dir,
+    http_json,
+    tracking_json_url,
+)
 
 BUILTIN_TRACE = PROJECT_DIR / "events" / "demo_trace.gpx"
 REAL_TRACE = ("traces", "ridealong", "test1.gpx")
@@ -171,6 +179,24 @@ def settled_timelines(demo: dict[str, Any], base_url: str, shipment_ids: Sequenc
     return last
 
 
+def deliver_visited(demo: dict[str, Any], base_url: str, shipment_ids: Sequence[str]) -> list[str]:
+    """Mark delivered, as the driver's phone would, each park stop the driver arrived at: at the time the
+    pipeline saw the driver leave (else arrive), so its tracking page ends in the delivered state."""
+    delivered = []
+    for shipment_id in shipment_ids:
+        timeline = http_json("GET", f"{base_url}/v1/shipments/{shipment_id}/timeline", token=demo["merchant_api_key"])
+        events = timeline.body.get("items", []) if timeline.status == 200 else []
+        visit = next((e for kind in ("departed", "arrived") for e in events if e["type"] == kind), None)
+        if visit is None:
+            continue
+        result = http_json("POST", f"{base_url}/v1/driver/shipments/{shipment_id}/status",
+                           {"status": "delivered", "occurred_at": visit["occurred_at"]}, token=demo["driver_token"],
+                           headers={"Idempotency-Key": f"simulate-delivered-{shipment_id}"})
+        if result.status == 200:
+            delivered.append(shipment_id)
+    return delivered
+
+
 def ping_json(fix: TraceFix, fix_time: datetime) -> dict[str, Any]:
     ping: dict[str, Any] = {"lat": fix.lat, "lng": fix.lng,
                             "fix_time": fix_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -282,7 +308,7 @@ def play(demo: dict[str, Any], fixes: Sequence[TraceFix], *, speed: float, batch
         for item in body.get("items", []):
             if item.get("status") == "rejected":
                 tally.reasons[f"{item.get('field')}: {item.get('reason')}"] += 1
-        if watch is not None:  # a recipient's tracking page polling while the driver comes
+        if watch is not None:  # a recipient's tracking JSON polled while the driver comes
             view = http_json("GET", watch)
             if view.status == 200 and view.body.get("eta"):
                 tally.eta_windows_seen += 1
@@ -339,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.monotonic()
         try:
             tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url,
-                         watch=park[-1]["tracking_url"] if park else None)
+                         watch=tracking_json_url(park[-1]["tracking_url"]) if park else None)
         except KeyboardInterrupt:
             print("\ninterrupted")
             return 130
@@ -355,12 +381,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Final position: {p['lat']:.6f}, {p['lng']:.6f} (fix {p['fix_time']}{accuracy})")
         else:
             print(f"Final position: not available (HTTP {position.status})")
-        print(f"Track it: {demo['tracking_urls'][0]}")
+        print(f"Track it: {demo['tracking_urls'][0]} (in a browser)")
         if park:
             print(f"ETA window on the last park stop's tracking JSON during the drive: {tally.eta_windows_seen} "
                   f"of {tally.requests} polls")
-            for shipment_id, shown in settled_timelines(demo, base_url, [s["id"] for s in park]).items():
+            park_ids = [s["id"] for s in park]
+            for shipment_id, shown in settled_timelines(demo, base_url, park_ids).items():
                 print(f"  park stop {shipment_id}: {' -> '.join(shown) or 'no pipeline events yet'}")
+            delivered = deliver_visited(demo, base_url, park_ids)
+            print(f"Marked delivered (as the driver's app would): {len(delivered)} of {len(park)} park stops; "
+                  f"their tracking pages now show the delivered state and the rating form")
     except SimulationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -146,14 +146,18 @@ def stage_environment(project_dir: Path = PROJECT_DIR, stage: str = STAGE) -> di
 
 
 def app_environment(moto_url: str, project_dir: Path = PROJECT_DIR, stage: str = STAGE,
-                    base_url: str | None = None) -> dict[str, str]:
+                    base_url: str | None = None, tile_url: str | None = None) -> dict[str, str]:
     """What the app sees when it runs against the moto server: stage settings + endpoint + fake creds.
 
     The local stage leaves DOORSTEP_PUBLIC_BASE_URL out of .chalice/config.json on purpose: the
     stack knows the real port, and `chalice local` only overwrites variables the stage names.
+    Likewise DOORSTEP_TILE_URL: none by default (the tracking map shows its markers on a plain
+    background, and nothing outside this machine is contacted), `--tile-url` to try real tiles.
     """
     env = {**stage_environment(project_dir, stage), **FAKE_AWS, "AWS_ENDPOINT_URL": moto_url}
     env["DOORSTEP_PUBLIC_BASE_URL"] = base_url or env.get("DOORSTEP_PUBLIC_BASE_URL", f"http://{HOST}:8000")
+    if tile_url:
+        env["DOORSTEP_TILE_URL"] = tile_url
     return env
 
 
@@ -234,8 +238,10 @@ class LocalStack:
     """
 
     def __init__(self, port: int = 8000, moto_port: int = 5001, *, project_dir: Path = PROJECT_DIR,
-                 log_dir: Path | None = None, stage: str = STAGE, startup_timeout: float = 30.0) -> None:
+                 log_dir: Path | None = None, stage: str = STAGE, startup_timeout: float = 30.0,
+                 tile_url: str | None = None) -> None:
         self.project_dir = project_dir
+        self.tile_url = tile_url
         self.log_dir = log_dir if log_dir is not None else project_dir / ".local" / "logs"
         self.stage = stage
         self.startup_timeout = startup_timeout
@@ -258,7 +264,7 @@ class LocalStack:
     @property
     def app_env(self) -> dict[str, str]:
         """The app's environment against this stack's moto (for seed_demo and create_merchant)."""
-        return app_environment(self.moto_url, self.project_dir, self.stage, self.base_url)
+        return app_environment(self.moto_url, self.project_dir, self.stage, self.base_url, self.tile_url)
 
     @property
     def pids(self) -> list[int]:
@@ -534,6 +540,12 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def tracking_json_url(tracking_url: str) -> str:
+    """The JSON view of a tracking link: `<base>/track/<token>` (the recipient's page) -> `<base>/v1/track/<token>`."""
+    base, _, token = tracking_url.rpartition("/track/")
+    return f"{base}/v1/track/{token}"
+
+
 def _rebase(url: str, configured_base: str, base_url: str) -> str:
     configured_base = configured_base.rstrip("/")
     return base_url + url[len(configured_base):] if url.startswith(configured_base + "/") else url
@@ -662,7 +674,8 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         f"  Demo data    {_relative(demo_path)}: merchant key, driver token, {len(demo['shipment_ids'])} shipments "
         f"out for delivery on route {demo['route_id']}",
         f"               stops from {demo.get('route_source', '?')}",
-        f"  Track one    {demo['tracking_urls'][0]}",
+        f"  Track one    {demo['tracking_urls'][0]}   (open it in a browser)",
+        f"               JSON: curl -s {tracking_json_url(demo['tracking_urls'][0])}",
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
         f"-H 'Authorization: Bearer {demo['driver_token']}' -H 'Content-Type: application/json' -d {ping}",
         f"  Merchant API curl -s -H 'Authorization: Bearer {demo['merchant_api_key']}' "
@@ -685,6 +698,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="real data folder (default: $DOORSTEP_SHARED_DATA or ../shared/data)")
     parser.add_argument("--stops", type=int, default=10, help="shipments on the demo route (default 10)")
+    parser.add_argument("--tile-url", default=os.environ.get("DOORSTEP_TILE_URL") or None,
+                        help="map tile URL template for the tracking page, e.g. "
+                             "'https://tile.openstreetmap.org/{z}/{x}/{y}.png' (default: none, markers only)")
     parser.add_argument("--route", default=None,
                         help="real route to use: a route id or a station code such as DSE4 (default: the first)")
     args = parser.parse_args(argv)
@@ -696,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    stack = LocalStack(args.port, args.moto_port, log_dir=args.log_dir)
+    stack = LocalStack(args.port, args.moto_port, log_dir=args.log_dir, tile_url=args.tile_url)
     try:
         print(f"Starting moto and chalice local (logs in {_relative(args.log_dir)}) ...", flush=True)
         stack.start()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.stack import BUILTIN_ROUTE, DEMO_KEYS, LocalStack, http_json, seed_demo
+from infra.local.stack import BUILTIN_ROUTE, DEMO_KEYS, LocalStack, http_json, seed_demo, tracking_json_url
 from tests.conftest import shared_path
 from tests.e2e.conftest import api
 
@@ -27,7 +27,10 @@ def test_demo_json_has_every_key_and_each_tracking_link_answers(stack: LocalStac
     for url in on_disk["tracking_urls"]:
         # The stage config says port 8000; the links must name the port the stack really uses.
         assert url.startswith(f"{stack.base_url}/track/"), url
-        result = http_json("GET", url)
+        page = http_json("GET", url, headers={"Accept": "text/html"})  # the recipient's page
+        assert page.status == 200, page.body
+        assert page.headers["content-type"].startswith("text/html")
+        result = http_json("GET", tracking_json_url(url))
         assert result.status == 200, result.body
         assert result.headers["content-type"].startswith("application/json")
         assert result.body["status"] == "out_for_delivery"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.stack import http_json
+from infra.local.stack import http_json, tracking_json_url
 from tests.e2e.conftest import api, iso
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,7 +36,7 @@ def test_a_retried_batch_is_all_duplicates_and_the_newest_fix_is_the_position(de
     assert (position.body["lat"], position.body["lng"]) == (newest["lat"], newest["lng"])
     assert datetime.fromisoformat(position.body["fix_time"]) == datetime.fromisoformat(newest["fix_time"])
 
-    tracking = http_json("GET", demo["tracking_urls"][0])
+    tracking = http_json("GET", tracking_json_url(demo["tracking_urls"][0]))
     assert tracking.status == 200, tracking.body
     assert tracking.body["driver"] is not None
     assert (tracking.body["driver"]["lat"], tracking.body["driver"]["lng"]) == (newest["lat"], newest["lng"])

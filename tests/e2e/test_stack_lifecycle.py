@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.stack import PROJECT_DIR, LocalStack, PortBusyError, http_json
+from infra.local.stack import PROJECT_DIR, LocalStack, PortBusyError, http_json, tracking_json_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -96,7 +96,7 @@ def test_make_run_entry_point_stops_on_a_signal_and_starts_again_on_the_same_por
                 time.sleep(0.1)
             demo = json.loads(demo_path.read_text(encoding="utf-8"))
             assert demo["base_url"] == f"http://127.0.0.1:{port}"
-            assert http_json("GET", demo["tracking_urls"][0]).body["status"] == "out_for_delivery"
+            assert http_json("GET", tracking_json_url(demo["tracking_urls"][0])).body["status"] == "out_for_delivery"
             children = demo["stack_pids"]
             assert all(_alive(pid) for pid in children)
             proc.send_signal(signum)

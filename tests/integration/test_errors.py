@@ -127,7 +127,7 @@ def test_ping_without_token_is_401(client):
 def test_unknown_tracking_tokens_get_the_same_404(client):
     bodies = set()
     for token in ["A" * 43, "short", "x" * 500, "%00", "....."]:
-        r = client.http.get(f"/track/{token}")
+        r = client.http.get(f"/v1/track/{token}")
         assert_error(r, 404, "not_found")
         bodies.add(r.body)
     assert len(bodies) == 1

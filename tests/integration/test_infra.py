@@ -105,6 +105,15 @@ def test_gateway_errors_use_the_api_error_shape(packaged: dict[str, Any]) -> Non
 
 
 @pytest.mark.slow
+def test_gateway_compresses_the_tracking_page_and_serves_no_text_as_binary(packaged: dict[str, Any]) -> None:
+    api = packaged["Resources"]["RestAPI"]
+    # Leaflet is ~145 KB raw, ~43 KB gzipped: API Gateway compresses answers of 1 KB and more.
+    assert api["Properties"]["MinimumCompressionSize"] == 1024
+    binary = api["Properties"]["DefinitionBody"].get("x-amazon-apigateway-binary-media-types", [])
+    assert not [t for t in binary if t.startswith(("text/", "application/json", "image/svg", "*/*"))], binary
+
+
+@pytest.mark.slow
 def test_packaged_template_has_no_cfn_lint_errors(packaged_file: Path) -> None:
     proc = subprocess.run(
         [_cfn_lint(), "--format", "json", "--", str(packaged_file)],

@@ -182,7 +182,7 @@ def test_tracking_shows_driver_only_while_out_for_delivery(merchant):
     shipment = make_shipment(merchant)
     token = shipment["tracking_url"].rsplit("/", 1)[1]
     post_pings(merchant.client, driver["token"], [{"lat": 47.6, "lng": -122.3, "fix_time": iso(now_ms() - 1000)}])
-    view = merchant.client.http.get(f"/track/{token}")
+    view = merchant.client.http.get(f"/v1/track/{token}")
     assert view.status_code == 200 and view.json_body["driver"] is None
     assert view.headers["Referrer-Policy"] == "no-referrer"
     body = view.body.decode() if isinstance(view.body, bytes) else view.body
@@ -192,10 +192,10 @@ def test_tracking_shows_driver_only_while_out_for_delivery(merchant):
     driver2, ships, _ = make_started_route(merchant, shipments=1)
     post_pings(merchant.client, driver2["token"], [{"lat": 47.61, "lng": -122.31, "fix_time": iso(now_ms() - 500)}])
     token2 = ships[0]["tracking_url"].rsplit("/", 1)[1]
-    live = merchant.client.http.get(f"/track/{token2}").json_body
+    live = merchant.client.http.get(f"/v1/track/{token2}").json_body
     assert live["status"] == "out_for_delivery" and live["driver"]["lat"] == 47.61
     merchant.call("POST", f"/v1/shipments/{ships[0]['id']}/cancel")
-    assert merchant.client.http.get(f"/track/{token2}").json_body["driver"] is None
+    assert merchant.client.http.get(f"/v1/track/{token2}").json_body["driver"] is None
 
 
 def test_openapi_document_is_valid_3_1(client):

@@ -138,7 +138,7 @@ def test_remaining_stops_get_eta_windows_and_a_late_one_is_delayed_once(merchant
         post_pings(merchant.client, driver["token"], fixes[chunk:chunk + 10])
     drain(runner)
     token = on_time["tracking_url"].rsplit("/", 1)[1]
-    view = merchant.client.http.get(f"/track/{token}").json_body
+    view = merchant.client.http.get(f"/v1/track/{token}").json_body
     eta = view["eta"]
     assert eta is not None and eta["earliest"] <= eta["expected"] <= eta["latest"]
     assert eta["expected"] > fixes[-1]["fix_time"]

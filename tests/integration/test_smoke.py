@@ -32,7 +32,7 @@ def test_vertical_slice(merchant):
     r = merchant.call("GET", f"/v1/drivers/{driver['id']}/position")
     assert r.status_code == 200, r.body
     token = shipment["tracking_url"].rsplit("/", 1)[1]
-    r = merchant.client.http.get(f"/track/{token}")
+    r = merchant.client.http.get(f"/v1/track/{token}")
     assert r.status_code == 200, r.body
     assert r.json_body["driver"]["lat"] == 47.61
     r = merchant.call("GET", "/v1/drivers/nearby?lat=47.6&lng=-122.3&radius_m=5000")

@@ -42,8 +42,10 @@ def timeline_kinds(merchant, shipment_id: str) -> list[str]:
 
 def test_settings_default_replace_and_refuse_bad_values(merchant, other_merchant):
     defaults = merchant.call("GET", "/v1/settings").json_body
-    assert defaults == {"stop_radius_m": 75.0, "dwell_after_s": 120.0, "approach_minutes": 5.0,
+    pipeline = {k: defaults[k] for k in ("stop_radius_m", "dwell_after_s", "approach_minutes", "approach_metres")}
+    assert pipeline == {"stop_radius_m": 75.0, "dwell_after_s": 120.0, "approach_minutes": 5.0,
                         "approach_metres": 500.0}
+    assert defaults["link_expiry_days"] == 7  # tracking page settings: tests/integration/test_tracking_page.py
     r = merchant.call("PUT", "/v1/settings", {"stop_radius_m": 120, "approach_minutes": 0})
     assert r.status_code == 200 and r.json_body["stop_radius_m"] == 120 and r.json_body["approach_metres"] == 500
     assert merchant.call("GET", "/v1/settings").json_body == r.json_body
@@ -234,15 +236,33 @@ def test_a_delivered_stop_moves_the_next_stops_eta_without_a_new_ping(merchant, 
     drain(runner)
     eta_before = merchant.call("GET", f"/v1/shipments/{second['id']}").json_body
     token = second["tracking_url"].rsplit("/", 1)[1]
-    before = merchant.client.http.get(f"/track/{token}").json_body["eta"]["expected"]
+    before = merchant.client.http.get(f"/v1/track/{token}").json_body["eta"]["expected"]
     r = merchant.client.http.post(f"/v1/driver/shipments/{first['id']}/status",
                                   headers={"Authorization": f"Bearer {driver['token']}",
                                            "Content-Type": "application/json"},
                                   body=f'{{"status": "delivered", "occurred_at": "{fixes[-1]["fix_time"]}"}}')
     assert r.status_code == 200, r.body
     drain(runner)
-    after = merchant.client.http.get(f"/track/{token}").json_body["eta"]["expected"]
+    after = merchant.client.http.get(f"/v1/track/{token}").json_body["eta"]["expected"]
     assert eta_before["status"] == "out_for_delivery"
     # while the first stop was being served its ~8 learned minutes came first; delivered, they do not
     gained_s = (datetime.fromisoformat(before) - datetime.fromisoformat(after)).total_seconds()
     assert 200 < gained_s < 600
+
+
+def test_a_vague_fix_moves_nothing_in_the_pipeline(merchant, runner):  # noqa: F811
+    """A 300 m fix (Wi-Fi positioning) passes ingest screening but announces, moves and recomputes nothing."""
+    driver = make_driver(merchant)
+    start = now_ms() - 3_600_000
+    target = make_shipment(merchant, 1, location={"lat": STOP[0], "lng": STOP[1]})
+    start_route(merchant, driver, [target], start)
+    far = offset(*STOP, -3000, 0)
+    send(merchant, driver, [{"lat": far[0], "lng": far[1], "fix_time": iso(start), "accuracy": 8}])
+    drain(runner)
+    token = target["tracking_url"].rsplit("/", 1)[1]
+    eta_far = merchant.client.http.get(f"/v1/track/{token}").json_body["eta"]
+    # 2 minutes later the phone claims to be at the door, give or take 300 m
+    send(merchant, driver, [{"lat": STOP[0], "lng": STOP[1], "fix_time": iso(start + 120_000), "accuracy": 300}])
+    drain(runner)
+    assert timeline_kinds(merchant, target["id"]).count("approaching") == 0
+    assert merchant.client.http.get(f"/v1/track/{token}").json_body["eta"] == eta_far
