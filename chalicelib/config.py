@@ -35,6 +35,9 @@ class Settings(BaseModel):
     tile_attribution: str | None = Field(default=None, max_length=200)
     # How often an open tracking page polls its status JSON (seconds, while the tab is visible).
     tracking_poll_seconds: int = Field(default=15, ge=5, le=300)
+    # The verified SES identity notification emails are sent from (the merchant's name is the display
+    # name). None: email notifications are recorded as dropped, never attempted.
+    email_sender: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
     # Only set on the local stack / tests (moto server); None on AWS.
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
@@ -71,6 +74,7 @@ _ENV_NAMES = {
     "ddb_connect_timeout_s": "DOORSTEP_DDB_CONNECT_TIMEOUT_S",
     "ddb_read_timeout_s": "DOORSTEP_DDB_READ_TIMEOUT_S",
     "tile_url": "DOORSTEP_TILE_URL",
+    "email_sender": "DOORSTEP_EMAIL_SENDER",
     "tile_attribution": "DOORSTEP_TILE_ATTRIBUTION",
     "tracking_poll_seconds": "DOORSTEP_TRACKING_POLL_SECONDS",
     "aws_endpoint_url": "AWS_ENDPOINT_URL",

@@ -21,6 +21,7 @@ import h3
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
+from chalicelib.config import get_settings
 from chalicelib.domain.eta import (
     DEFAULT_PARAMS,
     HOUR_MS,
@@ -135,8 +136,42 @@ def handle_record(record: DynamoDBRecord) -> None:
     sk = str(image.get("SK", ""))
     if sk.startswith("PING#"):
         apply_ping(repo(), image, _batch)
-    elif sk.startswith("EVENT#") and image.get("to_status") in (S.DELIVERED, S.FAILED):
-        apply_stop_completed(repo(), image)
+    elif sk.startswith("EVENT#"):
+        if image.get("to_status") in (S.DELIVERED, S.FAILED):
+            apply_stop_completed(repo(), image)
+        notify(repo(), image)
+
+
+_notify_parts: tuple[Any, Any] | None = None
+
+
+def notify(r: Repository, image: dict[str, Any]) -> None:
+    """Send the recipient's messages for a lifecycle event (chalicelib.notifications), once per channel.
+
+    A transient provider failure raises, so this record is retried by the stream.
+    """
+    from chalicelib import notifications  # its SNS/SES clients load only when an event may notify
+    from chalicelib.domain.templates import Branding
+
+    if str(image.get("type")) not in notifications.EVENT_KINDS:
+        return
+    global _notify_parts
+    if _notify_parts is None:
+        from chalicelib.storage.ledger import Ledger
+        from chalicelib.storage.notifier import Notifier
+
+        _notify_parts = (Ledger(r.client), Notifier())
+    ledger, notifier = _notify_parts
+    merchant_id = str(image["merchant_id"])
+    settings = merchant_context(r, merchant_id).settings
+    merchant = r.get_merchant(merchant_id)
+    brand = settings.branding
+    look = notifications.MerchantLook(
+        Branding(name=brand.name or (merchant.name if merchant else "Doorstep"),
+                               primary_color=brand.primary_colour, logo_url=brand.logo_url,
+                               support_email=brand.support_email, support_phone=brand.support_phone),
+        get_settings().email_sender, settings.time_zone, settings.locale)
+    notifications.notify_for_event(r, ledger, notifier, get_settings(), image, look)
 
 
 # --- cached context ----------------------------------------------------------------

@@ -370,6 +370,9 @@ class LocalStack:
                                         region_name=FAKE_AWS["AWS_DEFAULT_REGION"])
         create_table(session.client("dynamodb", endpoint_url=self.moto_url), env["DOORSTEP_TABLE_NAME"])
         create_bucket(session.client("s3", endpoint_url=self.moto_url), env["DOORSTEP_BUCKET_NAME"])
+        if env.get("DOORSTEP_EMAIL_SENDER"):  # SES (and moto) refuse unverified senders
+            session.client("ses", endpoint_url=self.moto_url).verify_email_identity(
+                EmailAddress=env["DOORSTEP_EMAIL_SENDER"])
 
     def dead_children(self) -> list[tuple[str, int, Path]]:
         """Children that exited on their own: (name, exit code, log path)."""

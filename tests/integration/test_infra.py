@@ -230,6 +230,9 @@ def _filter_value_matches(option: Any, value: Any) -> bool:
         ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", None, False),  # departed, dwell, delayed
         ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "delivered", True),  # a stop done: the next ETAs move
         ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "failed", True),
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "approaching", True),  # notifies the recipient
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "out_for_delivery", True),
+        ("INSERT", "EVENT#2024-04-25T00:00:00Z#e1", "dwell", False),
         ("INSERT", "POSITIONS", None, False),
         ("INSERT", "DRIVER#d1", None, False),
         ("INSERT", "SHARD#1", None, False),  # learned statistics
@@ -245,7 +248,7 @@ def test_stream_filter_passes_only_what_the_pipeline_uses(event_name: str, sk: s
         "dynamodb": {"Keys": {"PK": {"S": "DRIVER#d1"}, "SK": {"S": sk}}},
     }
     if to_status is not None:
-        record["dynamodb"]["NewImage"] = {"to_status": {"S": to_status}}
+        record["dynamodb"]["NewImage"] = {"to_status": {"S": to_status}, "type": {"S": to_status}}
     # Lambda delivers a record when any filter matches
     assert any(_filter_matches(json.loads(f["Pattern"]), record) for f in filters) is delivered
 

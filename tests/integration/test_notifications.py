@@ -10,8 +10,15 @@ from botocore.stub import Stubber
 
 from chalicelib.domain.templates import Branding
 from tests.integration.helpers import make_started_route
+from tests.integration.test_pipeline import runner  # noqa: F401
 
 SENDER = "hello@shop.example"
+
+
+def midday_zone() -> str:
+    """A fixed-offset IANA zone where it is about noon now: quiet hours never get in a test's way."""
+    offset = (12 - datetime.now(UTC).hour + 12) % 24 - 12  # -12 .. +11 hours from UTC
+    return "Etc/GMT" + (f"-{offset}" if offset > 0 else f"+{-offset}")
 
 
 @pytest.fixture()
@@ -26,7 +33,7 @@ def dispatch(chalice_app):
     notifier = Notifier()
     ledger = Ledger(boto3.client("dynamodb"))
     look = notifications.MerchantLook(Branding(name="Corner Shop", support_email="help@shop.example"), SENDER,
-                                      "America/Los_Angeles", "en")
+                                      midday_zone(), "en")
 
     def run(image, now=None):
         return notifications.notify_for_event(app_module.repo(), ledger, notifier, get_settings(), image, look,
@@ -99,3 +106,39 @@ def test_a_permanent_failure_is_recorded_on_the_ledger_and_the_timeline(merchant
     kinds = [e["type"] for e in merchant.call("GET", f"/v1/shipments/{ships[0]['id']}/timeline").json_body["items"]]
     assert kinds.count("notification_failed") == 1
     assert {o.result for o in dispatch(image)} == {"skipped"}  # failed is final until replayed
+
+
+def _sms_to(phone: str) -> list[str]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sns import sns_backends
+
+    return [text for number, text in sns_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sms_messages.values()
+            if number == phone]
+
+
+def test_the_stream_sends_out_for_delivery_and_approaching_once_each(merchant, runner):  # noqa: F811
+    from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+    from tests.integration.test_pipeline import STOP, drain, drive_park_leave
+
+    phone = "+14155550177"
+    driver = make_driver(merchant)
+    target = make_shipment(merchant, 1, location={"lat": STOP[0], "lng": STOP[1]},
+                           recipient={"name": "Ada Lovelace", "phone": phone, "time_zone": midday_zone()})
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": iso(now_ms())[:10],
+                                                 "planned_start": iso(now_ms()),
+                                                 "shipment_ids": [target["id"]]}).json_body
+    merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    fixes = drive_park_leave(now_ms() - 360_000)[:35]  # fresh: approaching and arrived within minutes
+    for start in range(0, len(fixes), 10):
+        post_pings(merchant.client, driver["token"], fixes[start:start + 10])
+    drain(runner)
+    drain(runner)  # the pipeline's own timeline items come back through the stream
+    texts = _sms_to(phone)
+    assert len(texts) == 2, texts
+    assert "on its way" in texts[0].lower() or "out for delivery" in texts[0].lower()
+    assert target["tracking_url"].rsplit("/", 1)[1] in texts[0]
+    # the same records again (a redelivered batch): nothing more is sent
+    for start in range(0, len(fixes), 10):
+        post_pings(merchant.client, driver["token"], fixes[start:start + 10])
+    drain(runner)
+    assert len(_sms_to(phone)) == 2
