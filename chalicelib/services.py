@@ -17,7 +17,7 @@ from chalicelib.config import Settings
 from chalicelib.domain import geo
 from chalicelib.domain.geofence import COARSE_INDEX_RES, PolygonFence, fence_cells
 from chalicelib.domain.lifecycle import ALLOWED, CLOSED, ShipmentStatus, TransitionError, check_transition
-from chalicelib.domain.pings import MAX_AGE_MS, MAX_FUTURE_MS, ScreenLimits, screen_batch
+from chalicelib.domain.pings import MAX_AGE_MS, MAX_FUTURE_MS, POSITION_MAX_ACCURACY_M, ScreenLimits, screen_batch
 from chalicelib.domain.security import (
     CursorError,
     decode_cursor,
@@ -485,7 +485,9 @@ def ingest_pings(repo: Repository, settings: Settings, merchant_id: str, driver_
     )
     if screening.to_store:
         screening.mark_duplicates(repo.stored_fix_times(driver_id, (p.fix_ms for p in screening.to_store.values())))
-    newest = screening.newest()
+    # Fixes of 100-500 m (Wi-Fi or cell positioning) are kept as history but never become the latest
+    # position: the tracking map, nearby search and the next speed check all read it.
+    newest = screening.newest(max_accuracy_m=POSITION_MAX_ACCURACY_M)
     if screening.to_store:
         repo.put_pings(list(screening.to_store.values()))
     if newest is not None:

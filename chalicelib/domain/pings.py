@@ -14,6 +14,8 @@ from chalicelib.domain.geo import fine_cell, haversine_m
 
 MAX_FUTURE_MS = 2 * 60 * 1000
 MAX_AGE_MS = 7 * 24 * 3600 * 1000
+# A fix vaguer than this is history, never the latest position (the geofences ignore it too).
+POSITION_MAX_ACCURACY_M = 100.0
 # Below this gap two fixes are compared for an impossible implied speed;
 # above it the phone may have been off in a moving vehicle, so we trust the fix.
 SPEED_CHECK_WINDOW_MS = 5 * 60 * 1000
@@ -90,8 +92,11 @@ class Screening:
             self.results[index] = ItemResult(index, "accepted", ping.fix_ms)
         return [r for r in self.results if r is not None]
 
-    def newest(self) -> Ping | None:
-        return max(self.to_store.values(), key=lambda p: p.fix_ms, default=None)
+    def newest(self, max_accuracy_m: float | None = None) -> Ping | None:
+        """The newest fix to store; with `max_accuracy_m`, the newest precise enough to be a position."""
+        pings = [p for p in self.to_store.values()
+                 if max_accuracy_m is None or p.accuracy is None or p.accuracy <= max_accuracy_m]
+        return max(pings, key=lambda p: p.fix_ms, default=None)
 
 
 @dataclass(slots=True)

@@ -266,3 +266,14 @@ def test_a_vague_fix_moves_nothing_in_the_pipeline(merchant, runner):  # noqa: F
     drain(runner)
     assert timeline_kinds(merchant, target["id"]).count("approaching") == 0
     assert merchant.client.http.get(f"/v1/track/{token}").json_body["eta"] == eta_far
+
+
+def test_a_vague_fix_is_stored_but_never_becomes_the_latest_position(merchant):
+    driver = make_driver(merchant)
+    t = now_ms() - 60_000
+    good = {"lat": STOP[0], "lng": STOP[1], "fix_time": iso(t), "accuracy": 10}
+    vague = {"lat": STOP[0] + 0.002, "lng": STOP[1], "fix_time": iso(t + 30_000), "accuracy": 300}
+    result = post_pings(merchant.client, driver["token"], [good, vague]).json_body
+    assert result["accepted"] == 2  # kept as history
+    position = merchant.call("GET", f"/v1/drivers/{driver['id']}/position").json_body
+    assert (position["lat"], position["accuracy"]) == (STOP[0], 10)
