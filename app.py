@@ -350,6 +350,77 @@ def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
                                            shipment_id, call.body, key, call.raw_body, datetime.now(UTC))
 
 
+# --- off-the-shelf tracker apps --------------------------------------------------------
+# Their protocols are fixed by the apps (query strings, forms, Basic auth, `[]` answers), so these
+# routes sit outside the JSON API registry; both translate into the same ingest as /v1/driver/pings.
+
+_TRACKER_TYPES = ["application/x-www-form-urlencoded", "application/json", "text/plain", "application/octet-stream"]
+
+
+class DeviceRegistration(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    device_id: Annotated[str, Field(min_length=4, max_length=256, pattern=r"^[\x21-\x7e]+$")]
+
+
+@api.route("/v1/drivers/{driver_id}/device-id", "PUT", summary="Register a tracker app's device id for a driver "
+           "(OsmAnd / Traccar Client)", tag="drivers", body=DeviceRegistration, status=204,
+           errors_=(400, 401, 404, 409, 415, 422))
+def register_device(call: Call, driver_id: str) -> Response:
+    services().register_device(repo(), call.merchant_id, driver_id, call.body.device_id)
+    return Response(body="", status_code=204)
+
+
+@app.route("/osmand", methods=["GET", "POST"], content_types=_TRACKER_TYPES)
+def osmand_tracker() -> Response:
+    """OsmAnd / Traccar Client: `id` is the driver's token or a device id the merchant registered."""
+    from chalicelib.adapters import traccar
+    from chalicelib.http import error_response
+
+    request = app.current_request
+    assert request is not None
+    now = int(time.time() * 1000)
+    try:
+        parsed = traccar.parse_request(request.method, request.query_params or {},
+                                       request.headers.get("content-type"), request.raw_body, now_ms=now)
+        found = services().driver_for_device(repo(), parsed.device_id)
+        if found is None:
+            raise traccar.unknown_device(parsed)
+        if parsed.pings:
+            result = services().ingest_pings(repo(), settings(), found[0], found[1], parsed.pings, now)
+            metrics.add_metric(name="PingsAccepted", unit=MetricUnit.Count, value=result.accepted)
+    except errors.ApiError as exc:
+        return error_response(exc)
+    # 200 even when screening refused the fix: otherwise the app would resend it forever, ahead of newer ones.
+    return Response(body=traccar.SUCCESS_BODY, status_code=traccar.SUCCESS_STATUS)
+
+
+@app.route("/owntracks", methods=["POST"], content_types=_TRACKER_TYPES)
+def owntracks_tracker() -> Response:
+    """OwnTracks HTTP mode: Basic auth with the driver's id as user and the driver's token as password."""
+    from chalicelib.adapters import owntracks
+    from chalicelib.domain.security import hash_secret
+    from chalicelib.http import error_response
+
+    request = app.current_request
+    assert request is not None
+    now = int(time.time() * 1000)
+    try:
+        credentials = owntracks.parse_basic_auth(request.headers.get("authorization"))
+        found = repo().driver_for_token(hash_secret(credentials[1])) if credentials else None
+        if credentials is None or found is None or found[1] != credentials[0]:
+            raise owntracks.unauthorized()
+        message = owntracks.parse_message(request.raw_body, received_ms=now)
+        if isinstance(message, owntracks.Location):
+            services().ingest_pings(repo(), settings(), found[0], found[1], [message.ping], now)
+        elif isinstance(message, owntracks.Transition):
+            services().record_driver_transition(repo(), found[0], found[1], message.event, message.region,
+                                                message.region_id, message.occurred_ms, message.lat, message.lng)
+    except errors.ApiError as exc:
+        return error_response(exc)
+    return Response(body=owntracks.RESPONSE_BODY, status_code=owntracks.RESPONSE_STATUS,
+                    headers={"Content-Type": owntracks.RESPONSE_CONTENT_TYPE})
+
+
 # --- recipient tracking --------------------------------------------------------------
 # The tracking link is `{DOORSTEP_PUBLIC_BASE_URL}/track/{token}`: an HTML page (readable without JavaScript)
 # whose script polls `/track/{token}/status`. Unknown, malformed, revoked and expired tokens all get the

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import h3
@@ -643,3 +643,37 @@ def driver_zone_events(repo: Repository, merchant_id: str, driver_id: str, limit
                        occurred_at=e.occurred_at, lat=float(e.lat), lng=float(e.lng))
              for e in repo.zone_events(driver_id, limit) if e.merchant_id == merchant_id]
     return ZoneEvents(driver_id=driver_id, items=items)
+
+
+# --- off-the-shelf tracker apps ----------------------------------------------------------
+
+
+def driver_for_device(repo: Repository, device_id: str) -> tuple[str, str] | None:
+    """The driver a tracker app's device id stands for: the driver's own token, or a device id the merchant
+    registered for that driver. Both are credentials, stored only as hashes."""
+    if not device_id or len(device_id) > 256:
+        return None
+    digest = hash_secret(device_id)
+    return repo.driver_for_token(digest) or repo.driver_for_device(digest)
+
+
+def register_device(repo: Repository, merchant_id: str, driver_id: str, device_id: str) -> None:
+    _require_driver(repo, merchant_id, driver_id)
+    if not repo.register_device(merchant_id, driver_id, hash_secret(device_id)):
+        raise errors.conflict("This device id belongs to another driver.", "device_id", "already registered")
+
+
+def record_driver_transition(repo: Repository, merchant_id: str, driver_id: str, event: str, region: str | None,
+                             region_id: str | None, occurred_ms: int, lat: float | None, lng: float | None) -> None:
+    """A region enter/leave the driver's own app reported (OwnTracks), kept with the zone events."""
+    from chalicelib.storage.tables import ZoneEventItem
+
+    occurred = datetime.fromtimestamp(occurred_ms / 1000, UTC)
+    kind = "enter" if event == "enter" else "exit"
+    zone_id = f"device:{region_id or region or 'region'}"[:200]
+    event_id = hashlib.sha256(f"{driver_id}|{zone_id}|{kind}|{occurred_ms}".encode()).hexdigest()[:32]
+    stamp = occurred.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    repo.put_zone_event_once(ZoneEventItem(
+        driver_pk(driver_id), f"ZONEEVENT#{stamp}#{event_id}", merchant_id=merchant_id, driver_id=driver_id,
+        zone_id=zone_id, zone_name=(region or region_id or "device region")[:200], event_id=event_id, type=kind,
+        occurred_at=occurred, lat=lat or 0.0, lng=lng or 0.0, expires_at=occurred + timedelta(days=90)))

@@ -231,6 +231,22 @@ class Repository:
         item = _get(DriverTokenItem, f"DRIVERTOKEN#{token_hash}", "DRIVERTOKEN")
         return (item.merchant_id, item.driver_id) if item else None
 
+    def driver_for_device(self, device_hash: str) -> tuple[str, str] | None:
+        item = _get(DriverTokenItem, f"DEVICE#{device_hash}", "DEVICE")
+        return (item.merchant_id, item.driver_id) if item else None
+
+    def register_device(self, merchant_id: str, driver_id: str, device_hash: str) -> bool:
+        """Map a tracker's device id to a driver; False if it already belongs to another driver."""
+        item = DriverTokenItem(f"DEVICE#{device_hash}", "DEVICE", merchant_id=merchant_id, driver_id=driver_id)
+        try:
+            item.save(condition=DriverTokenItem.PK.does_not_exist() | (
+                (DriverTokenItem.merchant_id == merchant_id) & (DriverTokenItem.driver_id == driver_id)))
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def get_driver(self, merchant_id: str, driver_id: str) -> DriverItem | None:
         return _get(DriverItem, merchant_pk(merchant_id), f"DRIVER#{driver_id}")
 
