@@ -34,6 +34,9 @@ from chalicelib.models import (
     PingBatch,
     PingBatchResult,
     Position,
+    ProofUpload,
+    ProofUploadRequest,
+    ProofView,
     RouteCreate,
     RouteOut,
     ShipmentCreate,
@@ -348,6 +351,21 @@ def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
     key = call.idempotency_key()
     return services().driver_status_update(repo(), call.merchant_id, call.driver_id,  # type: ignore[no-any-return]
                                            shipment_id, call.body, key, call.raw_body, datetime.now(UTC))
+
+
+@api.route("/v1/driver/shipments/{shipment_id}/proof-uploads", "POST", summary="A presigned upload for a proof "
+           "of delivery photo or signature (JPEG, PNG or WebP, at most 10 MB, valid 5 minutes)", tag="driver",
+           auth="driver", body=ProofUploadRequest, response=ProofUpload, status=201,
+           errors_=(400, 401, 404, 409, 413, 415, 422))
+def proof_upload(call: Call, shipment_id: str) -> Response:
+    upload = services().proof_upload(repo(), call.merchant_id, call.driver_id, shipment_id, call.body)
+    return json_response(upload, 201)
+
+
+@api.route("/v1/shipments/{shipment_id}/proof", "GET", summary="Proof of delivery, with short-lived image links",
+           tag="shipments", response=ProofView, errors_=(401, 404))
+def shipment_proof(call: Call, shipment_id: str) -> ProofView:
+    return services().shipment_proof(repo(), call.merchant_id, shipment_id)  # type: ignore[no-any-return]
 
 
 # --- off-the-shelf tracker apps --------------------------------------------------------

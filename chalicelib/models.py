@@ -158,6 +158,14 @@ class DeliveryRating(BaseModel):
     rated_at: datetime
 
 
+class ProofSummary(BaseModel):
+    keys: list[str]
+    recipient_name: str | None = None
+    contactless: bool = False
+    distance_m: float | None = Field(default=None, description="From where it was marked delivered to the stop")
+    far_from_stop: bool = Field(default=False, description="distance_m is over the merchant's far_from_stop_m")
+
+
 class ShipmentOut(BaseModel):
     id: str
     status: ShipmentStatus
@@ -170,6 +178,7 @@ class ShipmentOut(BaseModel):
     recipient_instructions: RecipientInstructions | None = Field(
         default=None, description="Delivery instructions the recipient gave on the tracking page (for the driver)")
     rating: DeliveryRating | None = Field(default=None, description="The recipient's rating, once delivered")
+    proof: ProofSummary | None = Field(default=None, description="Proof of delivery, once delivered")
     external_ref: str | None = None
     route_id: str | None = None
     stop_index: int | None = None
@@ -224,12 +233,44 @@ class DriverStatusUpdate(Strict_):
     reason: FailureReason | None = Field(default=None, description="Required when status is failed")
     note: Annotated[str, Field(max_length=500)] | None = None
     location: Location | None = Field(default=None, description="Where the driver was when it happened")
+    proof_keys: Annotated[list[Annotated[str, Field(max_length=300)]], Field(max_length=4)] | None = Field(
+        default=None, description="Keys of photos / signatures uploaded through proof-uploads (delivered only)")
+    recipient_name: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="Who took the parcel (delivered only)")
+    contactless: bool = Field(default=False, description="Left without contact (delivered only)")
 
     @model_validator(mode="after")
     def _reason_iff_failed(self) -> DriverStatusUpdate:
         if (self.status == "failed") != (self.reason is not None):
             raise ValueError("reason is required when status is failed, and only then")
+        if self.status != "delivered" and (self.proof_keys or self.recipient_name or self.contactless):
+            raise ValueError("proof_keys, recipient_name and contactless belong to a delivered update only")
         return self
+
+
+class ProofUploadRequest(Strict_):
+    kind: Literal["photo", "signature"]
+    content_type: Literal["image/jpeg", "image/png", "image/webp"]
+    size_bytes: Annotated[int, Strict(), Field(ge=100, le=10 * 1024 * 1024, description="at most 10 MB")]
+
+
+class ProofUpload(BaseModel):
+    key: str = Field(description="Attach it to the delivered update's proof_keys once uploaded")
+    url: str = Field(description="POST the file here as multipart/form-data: the fields first, then `file`")
+    fields: dict[str, str]
+    expires_in_s: int
+    max_bytes: int
+
+
+class ProofImage(BaseModel):
+    kind: Literal["photo", "signature"]
+    url: str = Field(description="A short-lived presigned GET URL")
+    expires_in_s: int
+
+
+class ProofView(ProofSummary):
+    shipment_id: str
+    images: list[ProofImage]
 
 
 class DriverStatusResult(BaseModel):
@@ -342,6 +383,8 @@ class MerchantSettings(Strict_):
         default=1, description="The tracking page shows the driver while at most this many stops minus one come "
                                "first (1: only when the recipient's stop is next; 0: never)")
     reschedule_options: RescheduleOptions = Field(default_factory=RescheduleOptions)
+    far_from_stop_m: Annotated[float, Strict(), Field(ge=10, le=5000, allow_inf_nan=False)] = Field(
+        default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
     time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
 

@@ -14,7 +14,7 @@ import h3
 
 from chalicelib import errors
 from chalicelib.config import Settings
-from chalicelib.domain import geo
+from chalicelib.domain import geo, proof
 from chalicelib.domain.geofence import COARSE_INDEX_RES, PolygonFence, fence_cells
 from chalicelib.domain.lifecycle import ALLOWED, CLOSED, ShipmentStatus, TransitionError, check_transition
 from chalicelib.domain.pings import MAX_AGE_MS, MAX_FUTURE_MS, POSITION_MAX_ACCURACY_M, ScreenLimits, screen_batch
@@ -44,6 +44,11 @@ from chalicelib.models import (
     PingBatchResult,
     PingItemResult,
     Position,
+    ProofImage,
+    ProofSummary,
+    ProofUpload,
+    ProofUploadRequest,
+    ProofView,
     Recipient,
     RecipientInstructions,
     RouteCreate,
@@ -206,6 +211,7 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
             updated_at=datetime.fromisoformat(str(given["updated_at"]))) if given else None,
         rating=DeliveryRating(score=int(rating["score"]), comment=rating.get("comment"),
                               rated_at=datetime.fromisoformat(str(rating["rated_at"]))) if rating else None,
+        proof=_proof_summary(item.proof),
         external_ref=item.external_ref, route_id=item.route_id,
         stop_index=int(item.stop_index) if item.stop_index is not None else None, driver_id=item.driver_id,
         geofence_radius_m=float(item.geofence_radius_m) if item.geofence_radius_m is not None else None,
@@ -535,9 +541,16 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
     data = {k: v for k, v in {"reason": body.reason and str(body.reason), "note": body.note,
                               "lat": body.location and body.location.lat,
                               "lng": body.location and body.location.lng}.items() if v is not None}
+    evidence = _checked_proof(repo, merchant_id, shipment, body) if wanted == S.DELIVERED else None
+    if evidence is not None:
+        data["far_from_stop"] = evidence["far_from_stop"]
+        if evidence["distance_m"] is not None:
+            data["distance_m"] = evidence["distance_m"]
     event = _event(merchant_id, shipment_id, str(wanted), "driver", body.occurred_at.astimezone(UTC), now,
                    shipment.status, str(wanted), data or None)
     extra = closing_actions(shipment, wanted, body.occurred_at.astimezone(UTC))
+    if evidence is not None:
+        extra.append(ShipmentItem.proof.set(evidence))
     try:
         claimed = repo.change_statuses([(shipment, wanted, extra, event)], claim=claim)
     except ConditionFailed:
@@ -677,3 +690,85 @@ def record_driver_transition(repo: Repository, merchant_id: str, driver_id: str,
         driver_pk(driver_id), f"ZONEEVENT#{stamp}#{event_id}", merchant_id=merchant_id, driver_id=driver_id,
         zone_id=zone_id, zone_name=(region or region_id or "device region")[:200], event_id=event_id, type=kind,
         occurred_at=occurred, lat=lat or 0.0, lng=lng or 0.0, expires_at=occurred + timedelta(days=90)))
+
+
+# --- proof of delivery -------------------------------------------------------------------
+
+_blobs: Any = None
+
+
+def blob_store() -> Any:
+    global _blobs
+    if _blobs is None:
+        from chalicelib.storage.blobs import BlobStore
+
+        _blobs = BlobStore()
+    return _blobs
+
+
+def proof_upload(repo: Repository, merchant_id: str, driver_id: str, shipment_id: str,
+                 body: ProofUploadRequest) -> ProofUpload:
+    """A presigned POST for one photo or signature of a shipment on the driver's route."""
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    if shipment is None or shipment.driver_id != driver_id:
+        raise errors.not_found("Shipment")
+    if shipment.status in (S.DELIVERED, S.FAILED, S.CANCELLED, S.RETURNED):
+        raise errors.conflict(f"The shipment is {shipment.status}.", "status", shipment.status)
+    key = proof.new_proof_key(merchant_id, shipment_id, body.kind, body.content_type)
+    upload = blob_store().presigned_upload(key.key, body.content_type, proof.MAX_BYTES, proof.UPLOAD_TTL_S)
+    return ProofUpload(key=key.key, url=upload.url, fields=upload.fields, expires_in_s=upload.expires_in_s,
+                       max_bytes=proof.MAX_BYTES)
+
+
+def _checked_proof(repo: Repository, merchant_id: str, shipment: ShipmentItem,
+                   body: DriverStatusUpdate) -> dict[str, Any]:
+    """Every attached key must be this shipment's, uploaded, and a real image within the limits
+    (checked here: the local emulator enforces no presigned conditions, and a phone may upload
+    something else than it announced). Also measures how far from the stop it was marked delivered."""
+    keys = body.proof_keys or []
+    problems = []
+    for i, key in enumerate(keys):
+        reason = proof.key_problem(key, merchant_id, shipment.shipment_id)
+        if reason is None:
+            stored = blob_store().stored(key)
+            reason = proof.uploaded_object_problem(key, stored.size if stored else None,
+                                                   stored.content_type if stored else None,
+                                                   stored.head if stored else b"")
+        if reason is not None:
+            problems.append(errors.FieldProblem(f"proof_keys.{i}", reason))
+    if len(set(keys)) != len(keys):
+        problems.append(errors.FieldProblem("proof_keys", "must not repeat"))
+    if problems:
+        raise errors.validation_failed(problems)
+    distance = None
+    if body.location is not None:
+        distance = round(geo.haversine_m(body.location.lat, body.location.lng, float(shipment.lat),
+                                         float(shipment.lng)), 1)
+    threshold = merchant_settings(repo, merchant_id).far_from_stop_m
+    return {"keys": keys, "recipient_name": body.recipient_name, "contactless": body.contactless,
+            "distance_m": distance, "far_from_stop": proof.far_from_stop(distance, threshold)}
+
+
+def _proof_summary(raw: Any) -> ProofSummary | None:
+    if raw is None:
+        return None
+    data = _as_dict(raw)
+    return ProofSummary(keys=list(data.get("keys") or []), recipient_name=data.get("recipient_name"),
+                        contactless=bool(data.get("contactless")),
+                        distance_m=float(data["distance_m"]) if data.get("distance_m") is not None else None,
+                        far_from_stop=bool(data.get("far_from_stop")))
+
+
+def shipment_proof(repo: Repository, merchant_id: str, shipment_id: str) -> ProofView:
+    """The proof of delivery with short-lived links to its images (the objects are never public)."""
+    shipment = _require_shipment(repo, merchant_id, shipment_id)
+    summary = _proof_summary(shipment.proof)
+    if summary is None:
+        raise errors.not_found("Proof of delivery")
+    images = []
+    for key in summary.keys:
+        parsed = proof.parse_proof_key(key)
+        if parsed is not None:
+            images.append(ProofImage(kind=parsed.kind, url=blob_store().presigned_read(key, proof.READ_TTL_S),
+                                     expires_in_s=proof.READ_TTL_S))
+    return ProofView(shipment_id=shipment_id, images=images, **summary.model_dump())

@@ -122,6 +122,7 @@ class ShipmentItem(_Item):
     recipient_instructions: MapAttribute[str, Any] = MapAttribute(null=True)
     # {score 1-5, comment?, rated_at (ISO)}; written once (conditional on its absence).
     rating: MapAttribute[str, Any] = MapAttribute(null=True)
+    proof: MapAttribute[str, Any] = MapAttribute(null=True)  # keys, recipient_name, contactless, distance
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
 
