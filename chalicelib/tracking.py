@@ -190,8 +190,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         can_give_instructions=status in INSTRUCTABLE, instructions_saved=s.recipient_instructions is not None,
         can_reschedule=bool(slots), reschedule_options=tuple(RescheduleOption(x.id, x.start, x.end) for x in slots),
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
-        # Proof of delivery comes with the driver-side issue: a short-lived presigned S3 URL goes here.
-        proof_photo_url=None, delivered_at=delivered_at,
+        proof_photo_url=_proof_photo_url(s) if status == S.DELIVERED else None, delivered_at=delivered_at,
     )
 
 
@@ -313,3 +312,13 @@ def rate(repo: Repository, link: Link, *, score: int, comment: str | None, now: 
         if current is not None and current.rating is not None:
             raise errors.ApiError(409, "already_rated", "This delivery has already been rated.")
         raise _not_available("Only a delivered shipment can be rated.")
+
+
+def _proof_photo_url(s: ShipmentItem) -> str | None:
+    """A short-lived link to the delivery photo (the bucket is private; its origin joins the page's CSP)."""
+    from chalicelib.domain.proof import READ_TTL_S, parse_proof_key
+    from chalicelib.services import blob_store
+
+    keys = dict(s.proof.as_dict()).get("keys") if s.proof is not None else None
+    photo = next((k for k in keys or [] if (parsed := parse_proof_key(str(k))) and parsed.kind == "photo"), None)
+    return str(blob_store().presigned_read(photo, READ_TTL_S)) if photo else None

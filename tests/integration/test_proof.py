@@ -58,6 +58,13 @@ def test_delivered_with_photo_and_signature_is_checked_measured_and_readable(mer
     assert requests.get(view["images"][0]["url"], timeout=10).content == JPEG  # a presigned GET, not public
     events = merchant.call("GET", f"/v1/shipments/{shipment['id']}/timeline").json_body["items"]
     assert events[-1]["type"] == "delivered"
+    # the recipient's tracking page shows the photo through its own short-lived link, allowed by the CSP
+    page = merchant.client.http.get("/track/" + shipment["tracking_url"].rsplit("/", 1)[1])
+    html = page.body.decode()
+    assert photo["key"].split("/")[-1] in html and "X-Amz-Signature" in html
+    assert signature["key"].split("/")[-1] not in html  # the signature stays with the merchant
+    img_src = next(d for d in page.headers["Content-Security-Policy"].split(";") if d.strip().startswith("img-src"))
+    assert "amazonaws.com" in img_src
 
 
 @pytest.mark.parametrize(("case", "content", "declared", "field_reason"), [
