@@ -219,6 +219,38 @@ def put_merchant_settings(call: Call) -> MerchantSettings:
     return services().replace_merchant_settings(repo(), call.merchant_id, call.body)  # type: ignore[no-any-return]
 
 
+@app.route("/v1/notifications/settings", methods=["GET"])
+def get_notification_settings() -> Response:
+    """The notification policy and template overrides (documented in the README; shapes are the domain's)."""
+    from chalicelib.http import error_response
+
+    try:
+        merchant_id, _ = authenticate("merchant", app.current_request.headers.get("authorization")
+                                      if app.current_request else None)
+    except errors.ApiError as exc:
+        return error_response(exc)
+    return Response(body=services().notification_settings(repo(), merchant_id),
+                    headers={"Content-Type": "application/json"})
+
+
+@app.route("/v1/notifications/settings", methods=["PUT"], content_types=["application/json"])
+def put_notification_settings() -> Response:
+    from chalicelib.http import error_response
+
+    request = app.current_request
+    assert request is not None
+    try:
+        merchant_id, _ = authenticate("merchant", request.headers.get("authorization"))
+        try:
+            body = request.json_body
+        except Exception:  # chalice raises BadRequestError on invalid JSON
+            raise errors.bad_request("The body is not valid JSON.", "body", "invalid JSON") from None
+        stored = services().replace_notification_settings(repo(), merchant_id, body)
+    except errors.ApiError as exc:
+        return error_response(exc)
+    return Response(body=stored, headers={"Content-Type": "application/json"})
+
+
 @api.route("/v1/zones", "POST", summary="Create a polygon zone (depot, restricted area) from GeoJSON", tag="zones",
            body=ZoneCreate, response=ZoneOut, status=201, errors_=(400, 401, 413, 415, 422))
 def create_zone(call: Call) -> Response:

@@ -34,7 +34,15 @@ from chalicelib.domain.notify import (
     occurrence_for,
 )
 from chalicelib.domain.security import new_id, tracking_token
-from chalicelib.domain.templates import Branding, RenderedEmail, RenderedSms, format_window, message_values, render
+from chalicelib.domain.templates import (
+    Branding,
+    RenderedEmail,
+    RenderedSms,
+    TemplateSet,
+    format_window,
+    message_values,
+    render,
+)
 from chalicelib.observability import MetricUnit, logger, metrics
 from chalicelib.storage.ledger import Ledger
 from chalicelib.storage.notifier import Notifier, SendFailed
@@ -72,7 +80,8 @@ class MerchantLook:
 
 
 def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, settings: Settings,
-                     image: dict[str, Any], look: MerchantLook, now: datetime | None = None) -> list[Outcome]:
+                     image: dict[str, Any], look: MerchantLook, now: datetime | None = None, *,
+                     policy: NotificationPolicy | None = None, templates: TemplateSet | None = None) -> list[Outcome]:
     kind = EVENT_KINDS.get(str(image.get("type")))
     if kind is None:
         return []
@@ -89,7 +98,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
             ((Channel.SMS, contacts.phone), (Channel.EMAIL, contacts.email)) if address]
     opted_out = ledger.opted_out(merchant_id, keys)
     event = NotifyEvent(kind, shipment_id, occurred, status=ShipmentStatus(shipment.status))
-    decisions = decide(event, NotificationPolicy(), contacts, opted_out, now, zone)
+    decisions = decide(event, policy or NotificationPolicy(), contacts, opted_out, now, zone)
     occurrence = occurrence_for(kind, date.fromisoformat(shipment.delivery_date))
     outcomes: list[Outcome] = []
     retry = False
@@ -117,7 +126,8 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
             outcomes.append(Outcome(channel, "skipped"))  # sent, dropped or being sent by another worker
             continue
         message = render(kind, channel, recipient.get("locale") or look.locale,
-                         _values(settings, shipment, look, zone, image), look.branding)
+                         _values(settings, shipment, look, zone, image), look.branding,
+                         templates or TemplateSet())
         try:
             sent = _send(notifier, look, decision.address or "", message)
         except SendFailed as exc:

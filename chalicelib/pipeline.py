@@ -171,7 +171,28 @@ def notify(r: Repository, image: dict[str, Any]) -> None:
                                primary_color=brand.primary_colour, logo_url=brand.logo_url,
                                support_email=brand.support_email, support_phone=brand.support_phone),
         get_settings().email_sender, settings.time_zone, settings.locale)
-    notifications.notify_for_event(r, ledger, notifier, get_settings(), image, look)
+    policy, templates = merchant_notification_settings(r, merchant_id)
+    notifications.notify_for_event(r, ledger, notifier, get_settings(), image, look, policy=policy,
+                                   templates=templates)
+
+
+_notify_settings_cache: dict[str, tuple[Any, Any, float]] = {}
+
+
+def merchant_notification_settings(r: Repository, merchant_id: str) -> tuple[Any, Any]:
+    """The merchant's notification policy and templates (cached like the other merchant settings)."""
+    from chalicelib.domain.notify import NotificationPolicy
+    from chalicelib.domain.templates import TemplateSet
+
+    cached = _notify_settings_cache.get(merchant_id)
+    if cached is not None and time.monotonic() - cached[2] < MERCHANT_CACHE_S:
+        return cached[0], cached[1]
+    raw = r.notification_settings(merchant_id)
+    stored = json.loads(raw) if raw else {}
+    policy = NotificationPolicy.from_dict(stored["policy"]) if stored.get("policy") else NotificationPolicy()
+    templates = TemplateSet.from_dict(stored["templates"]) if stored.get("templates") else TemplateSet()
+    _notify_settings_cache[merchant_id] = (policy, templates, time.monotonic())
+    return policy, templates
 
 
 # --- cached context ----------------------------------------------------------------

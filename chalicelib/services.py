@@ -772,3 +772,42 @@ def shipment_proof(repo: Repository, merchant_id: str, shipment_id: str) -> Proo
             images.append(ProofImage(kind=parsed.kind, url=blob_store().presigned_read(key, proof.READ_TTL_S),
                                      expires_in_s=proof.READ_TTL_S))
     return ProofView(shipment_id=shipment_id, images=images, **summary.model_dump())
+
+
+# --- notification settings -----------------------------------------------------------------
+
+
+def _problems_422(exc: Any) -> errors.ApiError:
+    return errors.validation_failed([errors.FieldProblem(p.field, p.message + (
+        f" (at {p.position})" if p.position is not None else "")) for p in exc.problems])
+
+
+def notification_settings(repo: Repository, merchant_id: str) -> dict[str, Any]:
+    """The merchant's notification policy (every kind's channels, quiet hours, freshness) and template overrides."""
+    from chalicelib.domain.notify import NotificationPolicy
+    from chalicelib.domain.templates import TemplateSet
+
+    raw = repo.notification_settings(merchant_id)
+    stored = json.loads(raw) if raw else {}
+    policy = NotificationPolicy.from_dict(stored["policy"]) if stored.get("policy") else NotificationPolicy()
+    templates = TemplateSet.from_dict(stored["templates"]) if stored.get("templates") else TemplateSet()
+    return {"policy": policy.to_dict(), "templates": templates.to_dict()}
+
+
+def replace_notification_settings(repo: Repository, merchant_id: str, body: Any) -> dict[str, Any]:
+    """Validate everything before storing anything: a template with a syntax error or an unknown placeholder
+    is refused here, naming the template and the position, never at send time."""
+    from chalicelib.domain.notify import NotificationPolicy
+    from chalicelib.domain.problems import ProblemsError
+    from chalicelib.domain.templates import TemplateSet
+
+    if not isinstance(body, dict) or set(body) - {"policy", "templates"}:
+        raise errors.validation_failed([errors.FieldProblem("body", "an object with policy and/or templates")])
+    try:
+        policy = NotificationPolicy.from_dict(body.get("policy") or {}, "policy")
+        templates = TemplateSet.from_dict(body.get("templates") or {}, "templates")
+    except ProblemsError as exc:
+        raise _problems_422(exc) from None
+    stored = {"policy": policy.to_dict(), "templates": templates.to_dict()}
+    repo.put_notification_settings(merchant_id, json.dumps(stored))
+    return stored

@@ -112,6 +112,14 @@ class Repository:
         item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
         return item.settings if item else None
 
+    def notification_settings(self, merchant_id: str) -> str | None:
+        item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
+        return item.notifications if item else None
+
+    def put_notification_settings(self, merchant_id: str, settings_json: str) -> None:
+        MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
+            actions=[MerchantItem.notifications.set(settings_json)], condition=MerchantItem.PK.exists())
+
     def put_merchant_settings(self, merchant_id: str, settings_json: str) -> None:
         MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
             actions=[MerchantItem.settings.set(settings_json)], condition=MerchantItem.PK.exists())

@@ -64,6 +64,7 @@ class MerchantItem(_Item):
     name = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
     settings = UnicodeAttribute(null=True)  # JSON of models.MerchantSettings; absent means the defaults
+    notifications = UnicodeAttribute(null=True)  # JSON {"policy", "templates"} (domain.notify / domain.templates)
 
 
 class ApiKeyItem(_Item):

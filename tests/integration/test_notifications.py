@@ -142,3 +142,41 @@ def test_the_stream_sends_out_for_delivery_and_approaching_once_each(merchant, r
         post_pings(merchant.client, driver["token"], fixes[start:start + 10])
     drain(runner)
     assert len(_sms_to(phone)) == 2
+
+
+def test_notification_settings_validate_templates_and_drive_the_stream(merchant, runner):  # noqa: F811
+    from tests.integration.helpers import make_driver, make_shipment
+    from tests.integration.test_pipeline import drain
+
+    defaults = merchant.call("GET", "/v1/notifications/settings").json_body
+    assert defaults["policy"]["events"]["out_for_delivery"] == ["email", "sms"] and defaults["templates"] == {}
+    bad = merchant.call("PUT", "/v1/notifications/settings",
+                        {"templates": {"out_for_delivery": {"en": {"sms": "Hi {first_name}, {0.__class__} {nope}"}}}})
+    assert bad.status_code == 422
+    fields = {d["field"] for d in bad.json_body["error"]["details"]}
+    assert fields == {"templates.out_for_delivery.en.sms"}, bad.json_body
+    assert merchant.call("GET", "/v1/notifications/settings").json_body == defaults  # nothing stored
+    hostile_name = "{tracking_url}<b>Ada</b>"
+    policy = {**defaults["policy"], "events": {**defaults["policy"]["events"], "out_for_delivery": ["sms"]},
+              "quiet_hours": None}
+    ok = merchant.call("PUT", "/v1/notifications/settings", {
+        "policy": policy,
+        "templates": {"out_for_delivery": {"en": {"sms": "{merchant_name}: {first_name}, we are on our way! "
+                                                         "{tracking_url}"}}}})
+    assert ok.status_code == 200, ok.body
+    phone = "+14155550188"
+    driver = make_driver(merchant)
+    shipment = make_shipment(merchant, 1, recipient={"name": hostile_name, "phone": phone,
+                                                     "email": "ada@example.com"})
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": shipment["delivery_date"],
+                                                 "planned_start": datetime.now(UTC).isoformat(),
+                                                 "shipment_ids": [shipment["id"]]}).json_body
+    merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    drain(runner)
+    (text,) = _sms_to(phone)
+    assert "we are on our way!" in text and shipment["tracking_url"].rsplit("/", 1)[1] in text
+    assert "{tracking_url}" in text  # the recipient's name is text, never a placeholder
+    from chalicelib.storage.ledger import Ledger
+
+    kinds = [e["SK"].split("#")[2:4] for e in Ledger(boto3.client("dynamodb")).entries(shipment["id"])]
+    assert ["out_for_delivery", "email"] not in kinds  # the merchant turned email off for this kind
