@@ -39,6 +39,7 @@ from chalicelib.domain.templates import (
     RenderedEmail,
     RenderedSms,
     TemplateSet,
+    format_day,
     format_window,
     message_values,
     render,
@@ -178,6 +179,8 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
         window = format_window(_ms(shipment.eta_low_ms), _ms(shipment.eta_high_ms), tz, locale)
     elif shipment.window_start is not None and shipment.window_end is not None:
         window = format_window(shipment.window_start, shipment.window_end, tz, locale)
+    else:  # no ETA yet and no promised window: the day is still worth saying
+        window = format_day(date.fromisoformat(shipment.delivery_date), locale)
     data = image.get("data") or {}
     return message_values(look.branding, recipient_name=str(_as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,

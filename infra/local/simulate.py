@@ -139,7 +139,8 @@ def plan_park_stops(demo: dict[str, Any], waypoints: Sequence[tuple[str, float, 
     shipments = []
     for number, (_name, lat, lng) in enumerate(waypoints, start=1):
         created = http_json("POST", f"{base_url}/v1/shipments", {
-            "recipient": {"name": f"Park Stop {number}"},
+            "recipient": {"name": f"Park Stop {number}", "phone": f"+1206555{number:04d}",
+                          "email": f"park-stop-{number}@example.com"},
             "address": {"line1": f"Parking waypoint {number}", "city": "Seattle", "country": "US"},
             "location": {"lat": lat, "lng": lng}}, token=key)
         if created.status != 201:

@@ -576,6 +576,9 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         route = load_builtin_route(builtin_route, stops, today)
     merchant_id, api_key = create_merchant(env, "Doorstep Demo Merchant", isolated=isolated)
 
+    # The demo shows its messages at any hour (`make outbox`): quiet hours off for this merchant only.
+    _expect(http_json("PUT", f"{base_url}/v1/notifications/settings", {"policy": {"quiet_hours": None}},
+                      token=api_key), "notification settings", 200)
     driver = _expect(http_json("POST", f"{base_url}/v1/drivers", {"name": "Demo Driver", "phone": "+15555550100"},
                                token=api_key), "create driver", 201)
     run = uuid.uuid4().hex[:12]  # keys unique per seeding, so seeding twice never replays old shipments

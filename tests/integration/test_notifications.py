@@ -180,3 +180,19 @@ def test_notification_settings_validate_templates_and_drive_the_stream(merchant,
 
     kinds = [e["SK"].split("#")[2:4] for e in Ledger(boto3.client("dynamodb")).entries(shipment["id"])]
     assert ["out_for_delivery", "email"] not in kinds  # the merchant turned email off for this kind
+
+
+def test_without_eta_or_window_the_message_names_the_day(merchant, dispatch):
+    from tests.integration.helpers import make_driver, make_shipment
+
+    phone = "+14155550199"
+    driver = make_driver(merchant)
+    shipment = make_shipment(merchant, 1, time_window=None, recipient={"name": "Ada", "phone": phone})
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": shipment["delivery_date"],
+                                                 "planned_start": datetime.now(UTC).isoformat(),
+                                                 "shipment_ids": [shipment["id"]]}).json_body
+    merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    dispatch(_image(merchant, shipment, "out_for_delivery"))
+    (text,) = _sms_to(phone)
+    day = datetime.fromisoformat(shipment["delivery_date"]).strftime("%A")
+    assert f"expected {day}" in text, text
