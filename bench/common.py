@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +79,33 @@ def median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def p95(values: Sequence[float]) -> float:
+    """The nearest-rank 95th percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+@contextmanager
+def local_stack_api(merchant_name: str) -> Iterator[tuple[Any, Callable[..., Any]]]:
+    """A fresh local stack (moto server, chalice local, stream runner) on free ports and a merchant's API:
+    yields (stack, call), where call(method, path, body=None, token=<merchant key>) raises on a non-2xx."""
+    import tempfile
+
+    from infra.local.stack import LocalStack, create_merchant, http_json
+
+    with tempfile.TemporaryDirectory(prefix="doorstep-bench-") as log_dir, \
+            LocalStack(port=0, moto_port=0, log_dir=Path(log_dir)) as stack:
+        _merchant_id, key = create_merchant(stack.app_env, merchant_name, isolated=True)
+
+        def call(method: str, path: str, body: Any = None, token: str = key) -> Any:
+            result = http_json(method, f"{stack.base_url}{path}", body, token=token)
+            if result.status >= 300:
+                raise AssertionError(f"{method} {path}: {result.status} {result.body}")
+            return result.body
+
+        yield stack, call
 
 
 # --- environment -------------------------------------------------------------------

@@ -12,8 +12,10 @@ dropped without a ledger record and a log line.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from chalicelib.config import Settings
@@ -44,11 +46,12 @@ from chalicelib.domain.templates import (
     message_values,
     render,
 )
+from chalicelib.models import MerchantSettings
 from chalicelib.observability import MetricUnit, logger, metrics
 from chalicelib.storage.ledger import Ledger
 from chalicelib.storage.notifier import Notifier, SendFailed
 from chalicelib.storage.repository import Repository
-from chalicelib.storage.tables import ShipmentItem, event_item
+from chalicelib.storage.tables import ShipmentItem, as_dict, event_item
 
 EVENT_KINDS: dict[str, NotifyKind] = {
     "out_for_delivery": NotifyKind.OUT_FOR_DELIVERY,
@@ -80,6 +83,24 @@ class MerchantLook:
     locale: str
 
 
+@lru_cache(maxsize=256)
+def load_settings(stored_json: str | None) -> tuple[NotificationPolicy, TemplateSet]:
+    """A merchant's stored notification policy and templates (the defaults when none); cached by content."""
+    stored = json.loads(stored_json) if stored_json else {}
+    policy = NotificationPolicy.from_dict(stored["policy"]) if stored.get("policy") else NotificationPolicy()
+    templates = TemplateSet.from_dict(stored["templates"]) if stored.get("templates") else TemplateSet()
+    return policy, templates
+
+
+def merchant_look(settings: MerchantSettings, merchant_name: str, sender: str | None) -> MerchantLook:
+    """The merchant's branding as messages show it (the tracking page's settings serve both)."""
+    brand = settings.branding
+    return MerchantLook(Branding(name=brand.name or merchant_name, primary_color=brand.primary_colour,
+                                 logo_url=brand.logo_url, support_email=brand.support_email,
+                                 support_phone=brand.support_phone),
+                        sender, settings.time_zone, settings.locale)
+
+
 def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, settings: Settings,
                      image: dict[str, Any], look: MerchantLook, now: datetime | None = None, *,
                      policy: NotificationPolicy | None = None, templates: TemplateSet | None = None) -> list[Outcome]:
@@ -91,7 +112,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
     shipment = repo.get_shipment(merchant_id, shipment_id)
     if shipment is None:
         return []
-    recipient = _as_dict(shipment.recipient)
+    recipient = as_dict(shipment.recipient)
     contacts = Contacts(recipient.get("phone"), recipient.get("email"))
     zone = str(recipient.get("time_zone") or look.time_zone)
     occurred = _when(image.get("occurred_at"), now)
@@ -173,7 +194,7 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     url = (f"{settings.public_base_url}/track/"
            f"{tracking_token(settings.token_secret, shipment.shipment_id, int(shipment.token_version))}")
     tz = ZoneInfo(zone)
-    locale = _as_dict(shipment.recipient).get("locale") or look.locale
+    locale = as_dict(shipment.recipient).get("locale") or look.locale
     window = None
     if shipment.eta_low_ms is not None and shipment.eta_high_ms is not None:
         window = format_window(_ms(shipment.eta_low_ms), _ms(shipment.eta_high_ms), tz, locale)
@@ -182,15 +203,10 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     else:  # no ETA yet and no promised window: the day is still worth saying
         window = format_day(date.fromisoformat(shipment.delivery_date), locale)
     data = image.get("data") or {}
-    return message_values(look.branding, recipient_name=str(_as_dict(shipment.recipient).get("name") or ""),
+    return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
                           reason=str(data.get("reason")) if data.get("reason") else None,
                           delivery_date=shipment.delivery_date)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    """A pynamodb MapAttribute (or a plain mapping) as a dict."""
-    return dict(value.as_dict()) if hasattr(value, "as_dict") else dict(value)
 
 
 def _ms(value: Any) -> datetime:

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import h3
@@ -68,9 +68,8 @@ from chalicelib.storage.tables import (
     EventItem,
     RouteItem,
     ShipmentItem,
-    ZoneEventItem,
-    driver_pk,
     event_item,
+    zone_event_item,
 )
 
 S = ShipmentStatus
@@ -80,7 +79,6 @@ ZONE_CACHE_S = 30.0  # a new or deleted zone takes effect within this
 SPEED_CACHE_S = 600.0  # observed speeds move slowly; reread a route's cells every 10 minutes
 SPEED_HOURS_AHEAD = 12  # the hours of week a route's ETA may need from the speed table
 SPEED_MAX_ACCURACY_M = 50.0  # fixes worse than this make up speeds that were never driven
-ZONE_EVENT_RETENTION_DAYS = 90
 ZONE_PREFIX = "zon_"
 GEOFENCE_MAX_ACCURACY_M = GeofenceParams().max_accuracy_m
 
@@ -151,7 +149,6 @@ def notify(r: Repository, image: dict[str, Any]) -> None:
     A transient provider failure raises, so this record is retried by the stream.
     """
     from chalicelib import notifications  # its SNS/SES clients load only when an event may notify
-    from chalicelib.domain.templates import Branding
 
     if str(image.get("type")) not in notifications.EVENT_KINDS:
         return
@@ -162,37 +159,11 @@ def notify(r: Repository, image: dict[str, Any]) -> None:
 
         _notify_parts = (Ledger(r.client), Notifier())
     ledger, notifier = _notify_parts
-    merchant_id = str(image["merchant_id"])
-    settings = merchant_context(r, merchant_id).settings
-    merchant = r.get_merchant(merchant_id)
-    brand = settings.branding
-    look = notifications.MerchantLook(
-        Branding(name=brand.name or (merchant.name if merchant else "Doorstep"),
-                               primary_color=brand.primary_colour, logo_url=brand.logo_url,
-                               support_email=brand.support_email, support_phone=brand.support_phone),
-        get_settings().email_sender, settings.time_zone, settings.locale)
-    policy, templates = merchant_notification_settings(r, merchant_id)
+    context = merchant_context(r, str(image["merchant_id"]))
+    policy, templates = notifications.load_settings(context.notifications_json)
+    look = notifications.merchant_look(context.settings, context.name, get_settings().email_sender)
     notifications.notify_for_event(r, ledger, notifier, get_settings(), image, look, policy=policy,
                                    templates=templates)
-
-
-_notify_settings_cache: dict[str, tuple[Any, Any, float]] = {}
-
-
-def merchant_notification_settings(r: Repository, merchant_id: str) -> tuple[Any, Any]:
-    """The merchant's notification policy and templates (cached like the other merchant settings)."""
-    from chalicelib.domain.notify import NotificationPolicy
-    from chalicelib.domain.templates import TemplateSet
-
-    cached = _notify_settings_cache.get(merchant_id)
-    if cached is not None and time.monotonic() - cached[2] < MERCHANT_CACHE_S:
-        return cached[0], cached[1]
-    raw = r.notification_settings(merchant_id)
-    stored = json.loads(raw) if raw else {}
-    policy = NotificationPolicy.from_dict(stored["policy"]) if stored.get("policy") else NotificationPolicy()
-    templates = TemplateSet.from_dict(stored["templates"]) if stored.get("templates") else TemplateSet()
-    _notify_settings_cache[merchant_id] = (policy, templates, time.monotonic())
-    return policy, templates
 
 
 # --- cached context ----------------------------------------------------------------
@@ -200,7 +171,11 @@ def merchant_notification_settings(r: Repository, merchant_id: str) -> tuple[Any
 
 @dataclass
 class MerchantContext:
+    """What the pipeline needs of a merchant, read once (one item, plus the service-time counters) per minute."""
+
     settings: MerchantSettings
+    name: str
+    notifications_json: str | None  # parsed only when an event may notify
     service_s: float
     loaded_at: float
 
@@ -218,10 +193,12 @@ def merchant_context(r: Repository, merchant_id: str) -> MerchantContext:
     cached = _merchant_cache.get(merchant_id)
     if cached is not None and time.monotonic() - cached.loaded_at < MERCHANT_CACHE_S:
         return cached
-    raw = r.merchant_settings(merchant_id)
+    merchant = r.get_merchant(merchant_id)
+    raw = merchant.settings if merchant else None
     settings = MerchantSettings.model_validate_json(raw) if raw else MerchantSettings()
-    context = MerchantContext(settings, load_service_time_s(r, merchant_id, DEFAULT_PARAMS.default_service_s),
-                              time.monotonic())
+    context = MerchantContext(settings, merchant.name if merchant else "Doorstep",
+                              merchant.notifications if merchant else None,
+                              load_service_time_s(r, merchant_id, DEFAULT_PARAMS.default_service_s), time.monotonic())
     _merchant_cache[merchant_id] = context
     return context
 
@@ -351,7 +328,7 @@ def apply_ping(r: Repository, image: dict[str, Any], batch: BatchStatistics | No
     new_state, events = evaluate(fix, state, lookup, context.geofence_params())
     for event in events:
         if event.fence_id.startswith(ZONE_PREFIX):
-            _record_zone_event(r, merchant_id, event, lookup, zones)
+            _record_zone_event(r, merchant_id, event, zones)
         else:
             _apply_geofence_event(r, merchant_id, event, state, batch)
     progress.fences = new_state
@@ -416,18 +393,13 @@ def _zones_inside_elsewhere(r: Repository, merchant_id: str, state: DriverState,
     return extra
 
 
-def _record_zone_event(r: Repository, merchant_id: str, event: GeofenceEvent, lookup: CombinedLookup,
-                       zones: ZoneCell) -> None:
-    occurred = datetime.fromtimestamp(event.fix_ms / 1000, UTC)
+def _record_zone_event(r: Repository, merchant_id: str, event: GeofenceEvent, zones: ZoneCell) -> None:
     name = zones.names.get(event.fence_id)
     if name is None:
         zone = r.get_zone(merchant_id, event.fence_id)
         name = zone.name if zone is not None else event.fence_id
-    stamp = occurred.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    item = ZoneEventItem(driver_pk(event.driver_id), f"ZONEEVENT#{stamp}#{event.event_id}", merchant_id=merchant_id,
-                         driver_id=event.driver_id, zone_id=event.fence_id, zone_name=name, event_id=event.event_id,
-                         type=event.kind, occurred_at=occurred, lat=event.lat, lng=event.lng,
-                         expires_at=occurred + timedelta(days=ZONE_EVENT_RETENTION_DAYS))
+    item = zone_event_item(merchant_id, event.driver_id, event.event_id, event.kind, event.fence_id, name,
+                           datetime.fromtimestamp(event.fix_ms / 1000, UTC), event.lat, event.lng)
     if r.put_zone_event_once(item):
         metrics.add_metric(name="ZoneEvents", unit=MetricUnit.Count, value=1)
         logger.info("zone event", extra={"kind": event.kind, "zone_id": event.fence_id})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import h3
@@ -78,6 +78,7 @@ from chalicelib.storage.tables import (
     RouteItem,
     ShipmentItem,
     ZoneItem,
+    as_dict,
     date_gsi_pk,
     driver_pk,
     driver_routes_pk,
@@ -87,11 +88,6 @@ from chalicelib.storage.tables import (
 )
 
 S = ShipmentStatus
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    """A raw pynamodb MapAttribute as a plain dict."""
-    return dict(value.as_dict())
 
 
 # --- authentication ------------------------------------------------------------
@@ -200,11 +196,11 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
     window = None
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)
-    given = _as_dict(item.recipient_instructions) if item.recipient_instructions is not None else None
-    rating = _as_dict(item.rating) if item.rating is not None else None
+    given = as_dict(item.recipient_instructions) if item.recipient_instructions is not None else None
+    rating = as_dict(item.rating) if item.rating is not None else None
     return ShipmentOut(
-        id=item.shipment_id, status=ShipmentStatus(item.status), recipient=Recipient(**_as_dict(item.recipient)),
-        address=Address(**_as_dict(item.address)), location=Location(lat=float(item.lat), lng=float(item.lng)),
+        id=item.shipment_id, status=ShipmentStatus(item.status), recipient=Recipient(**as_dict(item.recipient)),
+        address=Address(**as_dict(item.address)), location=Location(lat=float(item.lat), lng=float(item.lng)),
         time_window=window, delivery_date=date.fromisoformat(item.delivery_date), instructions=item.instructions,
         recipient_instructions=RecipientInstructions(
             gate_code=given.get("gate_code"), leave_at_door=bool(given.get("leave_at_door")), note=given.get("note"),
@@ -679,17 +675,15 @@ def register_device(repo: Repository, merchant_id: str, driver_id: str, device_i
 def record_driver_transition(repo: Repository, merchant_id: str, driver_id: str, event: str, region: str | None,
                              region_id: str | None, occurred_ms: int, lat: float | None, lng: float | None) -> None:
     """A region enter/leave the driver's own app reported (OwnTracks), kept with the zone events."""
-    from chalicelib.storage.tables import ZoneEventItem
+    from chalicelib.domain.geofence import event_id
+    from chalicelib.storage.tables import zone_event_item
 
-    occurred = datetime.fromtimestamp(occurred_ms / 1000, UTC)
     kind = "enter" if event == "enter" else "exit"
     zone_id = f"device:{region_id or region or 'region'}"[:200]
-    event_id = hashlib.sha256(f"{driver_id}|{zone_id}|{kind}|{occurred_ms}".encode()).hexdigest()[:32]
-    stamp = occurred.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    repo.put_zone_event_once(ZoneEventItem(
-        driver_pk(driver_id), f"ZONEEVENT#{stamp}#{event_id}", merchant_id=merchant_id, driver_id=driver_id,
-        zone_id=zone_id, zone_name=(region or region_id or "device region")[:200], event_id=event_id, type=kind,
-        occurred_at=occurred, lat=lat or 0.0, lng=lng or 0.0, expires_at=occurred + timedelta(days=90)))
+    repo.put_zone_event_once(zone_event_item(
+        merchant_id, driver_id, event_id(driver_id, zone_id, kind, occurred_ms), kind, zone_id,
+        (region or region_id or "device region")[:200], datetime.fromtimestamp(occurred_ms / 1000, UTC),
+        lat or 0.0, lng or 0.0))
 
 
 # --- proof of delivery -------------------------------------------------------------------
@@ -752,7 +746,7 @@ def _checked_proof(repo: Repository, merchant_id: str, shipment: ShipmentItem,
 def _proof_summary(raw: Any) -> ProofSummary | None:
     if raw is None:
         return None
-    data = _as_dict(raw)
+    data = as_dict(raw)
     return ProofSummary(keys=list(data.get("keys") or []), recipient_name=data.get("recipient_name"),
                         contactless=bool(data.get("contactless")),
                         distance_m=float(data["distance_m"]) if data.get("distance_m") is not None else None,
@@ -784,13 +778,10 @@ def _problems_422(exc: Any) -> errors.ApiError:
 
 def notification_settings(repo: Repository, merchant_id: str) -> dict[str, Any]:
     """The merchant's notification policy (every kind's channels, quiet hours, freshness) and template overrides."""
-    from chalicelib.domain.notify import NotificationPolicy
-    from chalicelib.domain.templates import TemplateSet
+    from chalicelib.notifications import load_settings
 
-    raw = repo.notification_settings(merchant_id)
-    stored = json.loads(raw) if raw else {}
-    policy = NotificationPolicy.from_dict(stored["policy"]) if stored.get("policy") else NotificationPolicy()
-    templates = TemplateSet.from_dict(stored["templates"]) if stored.get("templates") else TemplateSet()
+    merchant = repo.get_merchant(merchant_id)
+    policy, templates = load_settings(merchant.notifications if merchant else None)
     return {"policy": policy.to_dict(), "templates": templates.to_dict()}
 
 

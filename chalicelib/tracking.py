@@ -41,7 +41,7 @@ from chalicelib.models import (
     TrackingView,
 )
 from chalicelib.storage.repository import ConditionFailed, Repository
-from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, date_gsi_pk, event_item
+from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, date_gsi_pk, event_item
 from chalicelib.web import Branding, PageEvent, RescheduleOption, TrackingPage, negotiate
 
 S = ShipmentStatus
@@ -67,7 +67,7 @@ class Link:
 
     @property
     def recipient(self) -> dict[str, Any]:
-        return dict(self.shipment.recipient.as_dict())
+        return as_dict(self.shipment.recipient)
 
     @property
     def time_zone(self) -> str:
@@ -176,11 +176,11 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
     delivered_at = None
     if status == S.DELIVERED:
         delivered_at = next((e.occurred_at for e in reversed(events) if e.type == "delivered"), s.final_at)
-    rating = dict(s.rating.as_dict()) if s.rating is not None else None
+    rating = as_dict(s.rating) or None
     return TrackingPage(
         token=link.token, status=str(status), time_zone=link.time_zone, locale=locale(link, accept_language),
         first_name=first_name(link.recipient.get("name")) or None,
-        city=str(dict(s.address.as_dict()).get("city") or "") or None,
+        city=str(as_dict(s.address).get("city") or "") or None,
         eta_low=eta[0] if eta else None, eta_high=eta[2] if eta else None,
         promised_start=s.window_start, promised_end=s.window_end,
         stops_before=live.stops_before, driver_first_name=live.driver_first_name,
@@ -211,7 +211,7 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
         eta=EtaWindow(earliest=eta[0], expected=eta[1], latest=eta[2]) if eta else None,
         shipment=TrackingShipment(
             recipient_first_name=first_name(link.recipient.get("name")),
-            city=str(dict(s.address.as_dict()).get("city", "")),
+            city=str(as_dict(s.address).get("city", "")),
             delivery_date=date.fromisoformat(s.delivery_date), time_window=window,
             location=Location(lat=float(s.lat), lng=float(s.lng)),
         ),
@@ -319,6 +319,6 @@ def _proof_photo_url(s: ShipmentItem) -> str | None:
     from chalicelib.domain.proof import READ_TTL_S, parse_proof_key
     from chalicelib.services import blob_store
 
-    keys = dict(s.proof.as_dict()).get("keys") if s.proof is not None else None
+    keys = as_dict(s.proof).get("keys")
     photo = next((k for k in keys or [] if (parsed := parse_proof_key(str(k))) and parsed.kind == "photo"), None)
     return str(blob_store().presigned_read(photo, READ_TTL_S)) if photo else None

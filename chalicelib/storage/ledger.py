@@ -30,6 +30,14 @@ class Ledger:
     def _key(self, shipment_id: str, key: str) -> dict[str, Any]:
         return {"PK": {"S": shipment_pk(shipment_id)}, "SK": {"S": key}}
 
+    def _update_if(self, shipment_id: str, key: str, **kwargs: Any) -> bool:
+        """A conditional UpdateItem on one ledger item; False when the condition did not hold."""
+        try:
+            self.client.update_item(TableName=self.table, Key=self._key(shipment_id, key), **kwargs)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def claim(self, shipment_id: str, key: str, claim_id: str, now: datetime,
               lease: timedelta = DEFAULT_LEASE, *, replay: bool = False) -> bool:
         """Take the message; False when it is sent, dropped, held by a live claim, or deferred until later."""
@@ -42,15 +50,11 @@ class Ledger:
         if replay:
             condition += " OR #s = :failed"
             values[":failed"] = {"S": L.FAILED_PERMANENT.value}
-        try:
-            self.client.update_item(
-                TableName=self.table, Key=self._key(shipment_id, key), ConditionExpression=condition,
-                UpdateExpression="SET #s = :state, claim_id = :claim, lease_until = :lease, updated_at = :now, "
-                                 "attempts = if_not_exists(attempts, :zero) + :one REMOVE not_before",
-                ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return self._update_if(
+            shipment_id, key, ConditionExpression=condition,
+            UpdateExpression="SET #s = :state, claim_id = :claim, lease_until = :lease, updated_at = :now, "
+                             "attempts = if_not_exists(attempts, :zero) + :one REMOVE not_before",
+            ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
 
     def finish(self, shipment_id: str, key: str, claim_id: str, state: LedgerState, now: datetime, *,
                detail: str | None = None, not_before: datetime | None = None) -> bool:
@@ -65,14 +69,9 @@ class Ledger:
         if not_before is not None:
             update += ", not_before = :nb"
             values[":nb"] = {"S": _iso(not_before)}
-        try:
-            self.client.update_item(
-                TableName=self.table, Key=self._key(shipment_id, key), UpdateExpression=update,
-                ConditionExpression="#s = :claimed AND claim_id = :claim", ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values)
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return self._update_if(shipment_id, key, UpdateExpression=update,
+                               ConditionExpression="#s = :claimed AND claim_id = :claim",
+                               ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
     def settle(self, shipment_id: str, key: str, state: LedgerState, now: datetime, *, detail: str,
                not_before: datetime | None = None) -> bool:
@@ -82,19 +81,9 @@ class Ledger:
         if not_before is not None:
             update += ", not_before = :nb"
             values[":nb"] = {"S": _iso(not_before)}
-        try:
-            self.client.update_item(
-                TableName=self.table, Key=self._key(shipment_id, key), UpdateExpression=update,
-                ConditionExpression="attribute_not_exists(PK)", ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues=values)
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
-
-    def entry(self, shipment_id: str, key: str) -> dict[str, str]:
-        item = self.client.get_item(TableName=self.table, Key=self._key(shipment_id, key),
-                                    ConsistentRead=True).get("Item", {})
-        return {name: next(iter(value.values())) for name, value in item.items()}
+        return self._update_if(shipment_id, key, UpdateExpression=update,
+                               ConditionExpression="attribute_not_exists(PK)",
+                               ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
 
     def entries(self, shipment_id: str) -> list[dict[str, str]]:
         response = self.client.query(TableName=self.table, KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",

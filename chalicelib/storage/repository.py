@@ -109,12 +109,8 @@ class Repository:
 
     def merchant_settings(self, merchant_id: str) -> str | None:
         """The merchant's settings JSON (None: never set, the defaults apply)."""
-        item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
+        item = self.get_merchant(merchant_id)
         return item.settings if item else None
-
-    def notification_settings(self, merchant_id: str) -> str | None:
-        item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
-        return item.notifications if item else None
 
     def put_notification_settings(self, merchant_id: str, settings_json: str) -> None:
         MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
@@ -161,13 +157,7 @@ class Repository:
         return list(ZoneCellItem.query(zone_cell_pk(merchant_id, cell), ZoneCellItem.SK.startswith("ZONE#")))
 
     def put_zone_event_once(self, event: ZoneEventItem) -> bool:
-        try:
-            event.save(condition=ZoneEventItem.PK.does_not_exist())
-        except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _save_if(event, ZoneEventItem.PK.does_not_exist())
 
     def zone_events(self, driver_id: str, limit: int) -> list[ZoneEventItem]:
         """A driver's zone events, newest first."""
@@ -246,14 +236,8 @@ class Repository:
     def register_device(self, merchant_id: str, driver_id: str, device_hash: str) -> bool:
         """Map a tracker's device id to a driver; False if it already belongs to another driver."""
         item = DriverTokenItem(f"DEVICE#{device_hash}", "DEVICE", merchant_id=merchant_id, driver_id=driver_id)
-        try:
-            item.save(condition=DriverTokenItem.PK.does_not_exist() | (
-                (DriverTokenItem.merchant_id == merchant_id) & (DriverTokenItem.driver_id == driver_id)))
-        except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _save_if(item, DriverTokenItem.PK.does_not_exist() | (
+            (DriverTokenItem.merchant_id == merchant_id) & (DriverTokenItem.driver_id == driver_id)))
 
     def get_driver(self, merchant_id: str, driver_id: str) -> DriverItem | None:
         return _get(DriverItem, merchant_pk(merchant_id), f"DRIVER#{driver_id}")
@@ -458,12 +442,8 @@ class Repository:
         item = GeofenceStateItem(driver_pk(driver_id), "GEOFENCE", state=state_json, version=expected_version + 1)
         condition = (GeofenceStateItem.version == expected_version) if expected_version else \
             GeofenceStateItem.PK.does_not_exist()
-        try:
-            item.save(condition=condition)
-        except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise ConditionFailed("geofence state changed meanwhile") from exc
-            raise
+        if not _save_if(item, condition):
+            raise ConditionFailed("geofence state changed meanwhile")
 
     def set_eta(self, shipment: ShipmentItem, eta_ms: int, low_ms: int, high_ms: int) -> None:
         """Record the shipment's current ETA window (only while it is still on its way)."""
@@ -488,13 +468,7 @@ class Repository:
 
     def put_event_once(self, event: EventItem) -> bool:
         """Write a timeline event whose id is deterministic; False if it was already there."""
-        try:
-            event.save(condition=EventItem.PK.does_not_exist())
-        except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _save_if(event, EventItem.PK.does_not_exist())
 
     # --- events ----------------------------------------------------------------
 
@@ -548,13 +522,7 @@ class Repository:
         """Set the latest position if this fix is newer than the stored one."""
         item = PositionItem(driver_pk(ping.driver_id), "POSITION", GSI3PK=cell_gsi_pk(ping.merchant_id, coarse),
                             GSI3SK=f"DRIVER#{ping.driver_id}", **_fix_fields(ping))
-        try:
-            item.save(condition=PositionItem.fix_ms.does_not_exist() | (PositionItem.fix_ms < ping.fix_ms))
-        except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _save_if(item, PositionItem.fix_ms.does_not_exist() | (PositionItem.fix_ms < ping.fix_ms))
 
     def get_position(self, driver_id: str) -> PositionItem | None:
         return _get(PositionItem, driver_pk(driver_id), "POSITION")
@@ -606,6 +574,17 @@ def _fix_fields(p: Ping) -> dict[str, Any]:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+def _save_if(item: Model, condition: Condition) -> bool:
+    """A conditional put; False when the condition did not hold (the exactly-once writes rely on this)."""
+    try:
+        item.save(condition=condition)
+    except PutError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def _get(model: type[ItemT], pk: str, sk: str) -> ItemT | None:

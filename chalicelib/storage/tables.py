@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import (
@@ -244,12 +244,35 @@ ALL_MODELS: tuple[type[_Item], ...] = (
 )
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """A MapAttribute (or a plain mapping, or None) as a plain dict."""
+    if value is None:
+        return {}
+    return dict(value.as_dict()) if hasattr(value, "as_dict") else dict(value)
+
+
+def _stamp(moment: datetime) -> str:
+    """Millisecond UTC time in a sort key: keys sort in the order things happened."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+ZONE_EVENT_RETENTION_DAYS = 90
+
+
+def zone_event_item(merchant_id: str, driver_id: str, event_id: str, kind: str, zone_id: str, zone_name: str,
+                    occurred: datetime, lat: float, lng: float) -> ZoneEventItem:
+    """A driver's zone event (the pipeline's, or one the driver's own app reported), ordered by time."""
+    return ZoneEventItem(driver_pk(driver_id), f"ZONEEVENT#{_stamp(occurred)}#{event_id}", merchant_id=merchant_id,
+                         driver_id=driver_id, zone_id=zone_id, zone_name=zone_name, event_id=event_id, type=kind,
+                         occurred_at=occurred, lat=lat, lng=lng,
+                         expires_at=occurred + timedelta(days=ZONE_EVENT_RETENTION_DAYS))
+
+
 def event_item(merchant_id: str, shipment_id: str, event_id: str, kind: str, source: str, occurred: datetime,
                recorded: datetime, from_status: str | None = None, to_status: str | None = None,
                data: dict[str, Any] | None = None) -> EventItem:
     """A timeline event; its sort key orders the timeline by when it happened."""
-    stamp = occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return EventItem(shipment_pk(shipment_id), f"EVENT#{stamp}#{event_id}", merchant_id=merchant_id,
+    return EventItem(shipment_pk(shipment_id), f"EVENT#{_stamp(occurred)}#{event_id}", merchant_id=merchant_id,
                      shipment_id=shipment_id, event_id=event_id, type=kind, from_status=from_status,
                      to_status=to_status, occurred_at=occurred, recorded_at=recorded, source=source, data=data)
 
