@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import boto3
@@ -196,3 +197,17 @@ def test_without_eta_or_window_the_message_names_the_day(merchant, dispatch):
     (text,) = _sms_to(phone)
     day = datetime.fromisoformat(shipment["delivery_date"]).strftime("%A")
     assert f"expected {day}" in text, text
+
+
+def test_bad_notification_settings_bodies_are_4xx_and_store_nothing(merchant):
+    before = merchant.call("GET", "/v1/notifications/settings").json_body
+    r = merchant.client.http.put("/v1/notifications/settings", headers=merchant.headers(), body="{not json")
+    assert r.status_code == 400 and json.loads(r.body)["error"]["details"][0]["field"] == "body"
+    r = merchant.call("PUT", "/v1/notifications/settings", {"policy": {}, "colours": "red"})
+    assert r.status_code == 422 and r.json_body["error"]["details"][0]["field"] == "body"
+    r = merchant.call("PUT", "/v1/notifications/settings", {"policy": {"quiet_hours": {"start": "25:00",
+                                                                                       "end": "08:00"}}})
+    assert r.status_code == 422 and r.json_body["error"]["details"][0]["field"].startswith("policy.quiet_hours")
+    assert merchant.client.http.put("/v1/notifications/settings", body="{}",
+                                    headers={"Content-Type": "application/json"}).status_code == 401
+    assert merchant.call("GET", "/v1/notifications/settings").json_body == before

@@ -94,3 +94,11 @@ def test_owntracks_wrong_credentials_are_401_and_store_nothing(merchant):
         r = client.http.post("/owntracks", headers=headers, body=location)
         assert r.status_code == 401 and "Basic" in r.headers.get("WWW-Authenticate", ""), header
     assert _position(merchant, driver).status_code == 404
+
+
+def test_bad_device_ids_are_422_naming_the_field(merchant):
+    driver = make_driver(merchant)
+    for body in ({"device_id": "abc"}, {"device_id": "has space"}, {"device": "phone-1"}, {"device_id": 12345}):
+        r = merchant.call("PUT", f"/v1/drivers/{driver['id']}/device-id", body)
+        assert r.status_code == 422, body
+        assert r.json_body["error"]["details"][0]["field"] in ("device_id", "device"), r.json_body
