@@ -8,12 +8,13 @@ PORT ?= 8000
 MOTO_PORT ?= 5001
 STAGE ?= dev
 
-.PHONY: help venv run simulate outbox test test-unit test-integration test-e2e bench eval lint package merchant clean
+.PHONY: help venv run simulate outbox replay test test-unit test-integration test-e2e bench eval lint package merchant clean
 
 help:
 	@echo "make run        start the local stack (moto + chalice local) with a demo merchant"
 	@echo "make simulate   play a real GPS trace through the driver API (needs make run)"
 	@echo "make outbox     the SMS and email the local stack sent (needs make run)"
+	@echo "make replay     replay the local stack's dead-lettered stream records (needs make run)"
 	@echo "make test       run unit, integration and end-to-end tests"
 	@echo "make bench      print benchmark figures as JSON lines"
 	@echo "make eval       ETA evaluation on real GeoLife trips against the SPEED baseline"
@@ -37,6 +38,9 @@ simulate: $(STAMP)
 
 outbox: $(STAMP)
 	$(PY) -m infra.local.outbox
+
+replay: $(STAMP)
+	$(PY) -m infra.replay stream --local
 
 test: $(STAMP)
 	$(PY) -m pytest tests

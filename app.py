@@ -14,7 +14,7 @@ from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
-from chalice.app import Chalice, Response
+from chalice.app import Chalice, Rate, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import errors
@@ -22,9 +22,12 @@ from chalicelib.domain.geo import MAX_NEARBY_RADIUS_M
 from chalicelib.domain.lifecycle import ShipmentStatus
 from chalicelib.http import Api, Auth, Call, WebCall, html_response, json_response, normalize_chalice_error
 from chalicelib.models import (
+    DriverAppLink,
+    DriverAppLinkCreate,
     DriverCreate,
     DriverOut,
     DriverPage,
+    DriverRouteView,
     DriverStatusResult,
     DriverStatusUpdate,
     DriverToken,
@@ -45,6 +48,15 @@ from chalicelib.models import (
     Timeline,
     TrackingLink,
     TrackingView,
+    WebhookDeliveryDetail,
+    WebhookDeliveryOut,
+    WebhookDeliveryPage,
+    WebhookDeliveryQuery,
+    WebhookEndpointIn,
+    WebhookEndpointOut,
+    WebhookReplayRange,
+    WebhookReplayResult,
+    WebhookResumeResult,
     ZoneCreate,
     ZoneEvents,
     ZoneOut,
@@ -85,8 +97,8 @@ def settings() -> Settings:
 
 
 def authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
-    if kind == "driver":
-        return services().authenticate_driver(repo(), authorization)  # type: ignore[no-any-return]
+    if kind == "driver":  # the driver's own token, or a driver app link
+        return services().authenticate_driver(repo(), authorization, settings())  # type: ignore[no-any-return]
     return services().authenticate_merchant(repo(), authorization), ""
 
 
@@ -189,6 +201,29 @@ def get_driver(call: Call, driver_id: str) -> DriverOut:
            response=DriverToken, errors_=(401, 404))
 def rotate_driver_token(call: Call, driver_id: str) -> DriverToken:
     return services().rotate_driver_token(repo(), call.merchant_id, driver_id)  # type: ignore[no-any-return]
+
+
+@cache
+def driver_app() -> ModuleType:
+    from chalicelib import driver_app as module
+
+    return module
+
+
+@api.route("/v1/drivers/{driver_id}/app-link", "POST", summary="A signed, expiring link to the driver web app "
+           "(body optional: expires_in_hours, 1 to 72, default 16)", tag="drivers", body=DriverAppLinkCreate,
+           optional_body=True, response=DriverAppLink, status=201, errors_=(400, 401, 404, 413, 415, 422))
+def create_driver_app_link(call: Call, driver_id: str) -> Response:
+    link = driver_app().create_app_link(repo(), settings(), call.merchant_id, driver_id, call.body, datetime.now(UTC))
+    return json_response(link, 201, {"Cache-Control": "no-store"})
+
+
+@api.route("/v1/drivers/{driver_id}/app-link/revoke", "POST", summary="Revoke every driver web app link issued "
+           "so far for this driver (they answer 404 / 401 from now on)", tag="drivers", status=204,
+           errors_=(401, 404, 409))
+def revoke_driver_app_links(call: Call, driver_id: str) -> Response:
+    driver_app().revoke_app_links(repo(), call.merchant_id, driver_id)
+    return Response(body="", status_code=204)
 
 
 @api.route("/v1/drivers/{driver_id}/position", "GET", summary="A driver's latest position", tag="drivers",
@@ -400,6 +435,14 @@ def shipment_proof(call: Call, shipment_id: str) -> ProofView:
     return services().shipment_proof(repo(), call.merchant_id, shipment_id)  # type: ignore[no-any-return]
 
 
+@api.route("/v1/driver/route", "GET", summary="The driver's route of today (the merchant's time zone): stops in "
+           "order with address, window, ETA, instructions, and which is next", tag="driver", auth="driver",
+           response=DriverRouteView, errors_=(401,))
+def driver_route(call: Call) -> Response:
+    view = driver_app().driver_route(repo(), call.merchant_id, call.driver_id, datetime.now(UTC))
+    return json_response(view, 200, {"Cache-Control": "no-store"})
+
+
 # --- off-the-shelf tracker apps --------------------------------------------------------
 # Their protocols are fixed by the apps (query strings, forms, Basic auth, `[]` answers), so these
 # routes sit outside the JSON API registry; both translate into the same ingest as /v1/driver/pings.
@@ -560,6 +603,37 @@ def static_file(call: WebCall, name: str) -> Response:
     return html_response(body.decode("utf-8"), 200, static_headers(content_type))
 
 
+# --- driver web app --------------------------------------------------------------------
+# `{DOORSTEP_PUBLIC_BASE_URL}/driver/{token}`: a signed, expiring, revocable link the merchant makes
+# (POST /v1/drivers/{id}/app-link). Malformed, tampered, expired, revoked and unknown links all get the
+# same 404 page. The page's script uses the link token as its bearer credential for /v1/driver/*.
+
+
+@api.web("/driver/{token}")
+def driver_page(call: WebCall, token: str) -> Response:
+    from chalicelib.domain.tracking import first_name
+    from chalicelib.web import negotiate
+    from chalicelib.web.driver import (
+        DriverShell,
+        driver_not_found_headers,
+        driver_page_headers,
+        render_driver_not_found,
+        render_driver_page,
+    )
+
+    s = settings()
+    try:
+        context = driver_app().resolve_page(repo(), s, token, datetime.now(UTC))
+    except errors.ApiError:
+        html = render_driver_not_found(negotiate(None, call.accept_language), static_base=static_base())
+        return html_response(html, 404, driver_not_found_headers())
+    shell = DriverShell(token=token, driver_id=context.driver.driver_id,
+                        driver_first_name=first_name(context.driver.name), merchant_name=context.merchant_name,
+                        locale=context.locale(call.accept_language), api_base=s.public_path)
+    html = render_driver_page(shell, static_base=static_base())
+    return html_response(html, 200, driver_page_headers(services().blob_store().upload_url()))
+
+
 FORM_ERROR_STATUS = {"form_expired": 403, "invalid_input": 422, "not_available": 409}
 
 
@@ -637,6 +711,77 @@ def post_rating(call: WebCall, token: str) -> Response:
     return form_post(call, token, act)
 
 
+# --- merchant webhooks ------------------------------------------------------------------
+# Delivery itself runs in the webhook_sender (stream) and webhook_retries (schedule) functions below;
+# these routes configure the endpoint and read or replay the delivery log.
+
+
+@cache
+def webhooks() -> ModuleType:
+    from chalicelib import webhooks as module
+
+    return module
+
+
+@api.route("/v1/webhook", "GET", summary="The webhook endpoint (the secret is never shown again, only its prefix)",
+           tag="webhooks", response=WebhookEndpointOut, errors_=(401, 404))
+def get_webhook(call: Call) -> WebhookEndpointOut:
+    return webhooks().get_endpoint(repo(), call.merchant_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/webhook", "PUT", summary="Create (201, with the signing secret once) or replace the webhook endpoint",
+           tag="webhooks", body=WebhookEndpointIn, response=WebhookEndpointOut, errors_=(400, 401, 413, 415, 422))
+def put_webhook(call: Call) -> Response:
+    endpoint, created = webhooks().put_endpoint(repo(), settings(), call.merchant_id, call.body)
+    return json_response(endpoint, 201 if created else 200)
+
+
+@api.route("/v1/webhook", "DELETE", summary="Delete the webhook endpoint (the delivery log stays)", tag="webhooks",
+           status=204, errors_=(401, 404))
+def delete_webhook(call: Call) -> Response:
+    webhooks().delete_endpoint(repo(), call.merchant_id)
+    return Response(body="", status_code=204)
+
+
+@api.route("/v1/webhook/secret", "POST", summary="Rotate the signing secret (the old one also signs for 24 h)",
+           tag="webhooks", response=WebhookEndpointOut, errors_=(401, 404, 409))
+def rotate_webhook_secret(call: Call) -> WebhookEndpointOut:
+    return webhooks().rotate_secret(repo(), call.merchant_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/webhook/resume", "POST", summary="Un-pause the endpoint and send its held deliveries",
+           tag="webhooks", response=WebhookResumeResult, errors_=(401, 404))
+def resume_webhook(call: Call) -> WebhookResumeResult:
+    return webhooks().resume(repo(), call.merchant_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/webhook/deliveries", "GET", summary="The delivery log, newest first", tag="webhooks",
+           query=WebhookDeliveryQuery, response=WebhookDeliveryPage, errors_=(400, 401, 422))
+def list_webhook_deliveries(call: Call) -> WebhookDeliveryPage:
+    return webhooks().list_deliveries(repo(), settings(), call.merchant_id,  # type: ignore[no-any-return]
+                                      call.query)
+
+
+@api.route("/v1/webhook/deliveries/{delivery_id}", "GET", summary="One delivery with its attempts and payload",
+           tag="webhooks", response=WebhookDeliveryDetail, errors_=(401, 404))
+def get_webhook_delivery(call: Call, delivery_id: str) -> WebhookDeliveryDetail:
+    return webhooks().get_delivery(repo(), call.merchant_id, delivery_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/webhook/deliveries/{delivery_id}/replay", "POST", summary="Send a delivery again (same event id, "
+           "fresh signature) within a minute", tag="webhooks", response=WebhookDeliveryOut, status=202,
+           errors_=(401, 404, 409))
+def replay_webhook_delivery(call: Call, delivery_id: str) -> WebhookDeliveryOut:
+    return webhooks().replay_delivery(repo(), call.merchant_id, delivery_id)  # type: ignore[no-any-return]
+
+
+@api.route("/v1/webhook/replay", "POST", summary="Send again every delivery created in a time range (at most 7 days "
+           "and 1000 deliveries)", tag="webhooks", body=WebhookReplayRange, response=WebhookReplayResult,
+           status=202, errors_=(400, 401, 409, 413, 415, 422))
+def replay_webhook_range(call: Call) -> WebhookReplayResult:
+    return webhooks().replay_range(repo(), call.merchant_id, call.body)  # type: ignore[no-any-return]
+
+
 # --- stream functions ------------------------------------------------------------------
 # Declared as plain Lambda functions: their event source mappings (ReportBatchItemFailures,
 # bisect on error, bounded retries, SQS on-failure destination) live in infra/resources.json,
@@ -647,4 +792,54 @@ def post_rating(call: WebCall, token: str) -> Response:
 def stream_pipeline(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.pipeline import handle_stream_event
 
-    return handle_stream_event(event, context)
+    try:
+        return handle_stream_event(event, context)
+    finally:
+        flush_metrics()  # one EMF line per invocation; the API's middleware does the same per request
+
+
+@app.lambda_function(name="webhook_sender")
+def webhook_sender(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Merchant webhooks from the table stream: its own event source mapping (infra/resources.json), so a
+    slow merchant endpoint never delays the pipeline. Failed POSTs are retried by webhook_retries."""
+    from chalicelib.webhook_delivery import handle_stream_event as send_webhooks
+
+    try:
+        return send_webhooks(event, context)
+    finally:
+        flush_metrics()
+
+
+# --- scheduled functions -----------------------------------------------------------------
+# Locally, infra/local/scheduler.py runs every schedule declared here, faster than deployed.
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="release_deferred_notifications")
+def release_deferred_notifications(event: Any) -> dict[str, Any]:
+    from chalicelib.scheduled import release_deferred
+
+    try:
+        return release_deferred(repo()).as_dict()
+    finally:
+        flush_metrics()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="day_before_reminders")
+def day_before_reminders(event: Any) -> dict[str, Any]:
+    from chalicelib.scheduled import send_day_before_reminders
+
+    try:
+        return send_day_before_reminders(repo()).as_dict()
+    finally:
+        flush_metrics()
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="webhook_retries")
+def webhook_retries(event: Any) -> dict[str, Any]:
+    """Webhook deliveries whose next attempt is due (backoff over 24 h), and held ones of paused endpoints."""
+    from chalicelib.webhook_delivery import run_retries
+
+    try:
+        return run_retries(event.context)
+    finally:
+        flush_metrics()

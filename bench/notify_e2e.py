@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from bench.common import Result, iso_ms, local_stack_api, log, now_ms, p95
 from infra.local.outbox import outbox
 
-NAMES = ("ping_to_sms_p95_ms",)
+NAMES = ("ping_to_sms_p95_ms", "notify_dedupe_overhead_ms")
+DEDUPE_MESSAGES = 60
 TRIALS = 15
 STOP = (47.6205, -122.3493)
 
@@ -80,5 +81,53 @@ def run(trials: int = TRIALS) -> list[Result]:
         slowest = p95(latencies)
         p50 = sorted(latencies)[len(latencies) // 2]
         log(f"ping_to_sms: p50 {p50:.0f} ms, p95 {slowest:.0f} ms")
+        dedupe = dedupe_overhead(stack.moto_url)
         return [Result("ping_to_sms_p95_ms", round(slowest, 1), "ms", 1500.0,
-                       extra={"trials": trials, "p50_ms": round(p50, 1)})]
+                       extra={"trials": trials, "p50_ms": round(p50, 1)}), dedupe]
+
+
+def dedupe_overhead(moto_url: str, messages: int = DEDUPE_MESSAGES) -> Result:
+    """What the exactly-once ledger adds per message against the moto server: the conditional claim and the
+    conditional "sent" update around one SNS publish, against the publish alone (interleaved, so both see
+    the same machine load). For information: two conditional DynamoDB writes per message.
+    """
+    import os
+
+    from bench.common import app_env, median
+    from chalicelib.config import get_settings
+
+    with app_env():
+        os.environ["AWS_ENDPOINT_URL"] = moto_url
+        get_settings.cache_clear()  # the settings of this stack, not of an earlier in-process benchmark
+        try:
+            import boto3
+
+            from chalicelib.domain.notify import LedgerState, ledger_key
+            from chalicelib.storage.ledger import Ledger
+            from chalicelib.storage.notifier import Notifier
+
+            ledger = Ledger(boto3.client("dynamodb", endpoint_url=moto_url))
+            notifier = Notifier()
+            alone: list[float] = []
+            claimed: list[float] = []
+            run_id = f"{time.time_ns():x}"
+            for n in range(messages):
+                phone = f"+1206556{n % 10_000:04d}"
+                start = time.perf_counter()
+                notifier.send_sms(phone, "bench: publish alone")
+                alone.append((time.perf_counter() - start) * 1000)
+                shipment_id, now = f"shp_bench{run_id}{n}", datetime.now(UTC)
+                key = ledger_key(shipment_id, "approaching", "sms", "2026-01-01")
+                start = time.perf_counter()
+                if not ledger.claim(shipment_id, key, f"clm_{n}", now):
+                    raise AssertionError("a fresh ledger key could not be claimed")
+                sent = notifier.send_sms(phone, "bench: publish with the ledger")
+                ledger.finish(shipment_id, key, f"clm_{n}", LedgerState.SENT, now, detail=sent.provider_id)
+                claimed.append((time.perf_counter() - start) * 1000)
+        finally:
+            get_settings.cache_clear()
+    overhead = median(claimed) - median(alone)
+    log(f"notify_dedupe_overhead: publish alone {median(alone):.1f} ms, with the ledger {median(claimed):.1f} ms")
+    return Result("notify_dedupe_overhead_ms", round(overhead, 2), "ms", None, baseline=round(median(alone), 2),
+                  extra={"messages": messages, "with_ledger_median_ms": round(median(claimed), 2),
+                         "p95_overhead_ms": round(p95(claimed) - p95(alone), 2)})

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 
 class Settings(BaseModel):
@@ -38,6 +38,9 @@ class Settings(BaseModel):
     # The verified SES identity notification emails are sent from (the merchant's name is the display
     # name). None: email notifications are recorded as dropped, never attempted.
     email_sender: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+    # Lets merchant webhooks go to http:// and loopback/private addresses (a local test receiver).
+    # Refused on dev and prod, where webhooks go to public https endpoints only.
+    webhook_allow_local: bool = False
     # Only set on the local stack / tests (moto server); None on AWS.
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
@@ -53,6 +56,13 @@ class Settings(BaseModel):
     def public_path(self) -> str:
         """The path prefix of the tracking links ('' or e.g. '/api'): the page's own links start with it."""
         return urlsplit(self.public_base_url).path.rstrip("/")
+
+    @field_validator("webhook_allow_local")
+    @classmethod
+    def _local_webhooks_only_locally(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("stage") in ("dev", "prod"):
+            raise ValueError("may only be true on the local stage (webhooks on AWS go to public https URLs only)")
+        return value
 
     @field_validator("tile_url")
     @classmethod
@@ -77,6 +87,7 @@ _ENV_NAMES = {
     "email_sender": "DOORSTEP_EMAIL_SENDER",
     "tile_attribution": "DOORSTEP_TILE_ATTRIBUTION",
     "tracking_poll_seconds": "DOORSTEP_TRACKING_POLL_SECONDS",
+    "webhook_allow_local": "DOORSTEP_WEBHOOK_ALLOW_LOCAL",
     "aws_endpoint_url": "AWS_ENDPOINT_URL",
 }
 

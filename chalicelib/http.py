@@ -42,6 +42,7 @@ class RouteSpec:
     error_statuses: tuple[int, ...]
     body_doc: type[BaseModel] | None = None
     extra_headers: tuple[str, ...] = ()
+    optional_body: bool = False  # an empty body means the body model's defaults
 
 
 @dataclass
@@ -140,9 +141,10 @@ class Api:
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, errors_: tuple[int, ...] = (),
               body_doc: type[BaseModel] | None = None, extra_headers: tuple[str, ...] = (),
-              raw_body: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+              raw_body: bool = False, optional_body: bool = False
+              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         spec = RouteSpec(path, method, summary, tag, auth, body, query, response, status, errors_,
-                         body_doc, extra_headers)
+                         body_doc, extra_headers, optional_body)
         self.specs.append(spec)
 
         def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -163,7 +165,9 @@ class Api:
             call = Call(headers={k.lower(): v for k, v in request.headers.items()})
             if spec.auth != "none":
                 call.merchant_id, call.driver_id = self._authenticate(spec.auth, call.headers.get("authorization"))
-            if spec.body is not None or wants_raw:
+            if spec.optional_body and spec.body is not None and not (request.raw_body or b"").strip():
+                call.body = spec.body()  # every field of an optional body has a default
+            elif spec.body is not None or wants_raw:
                 raw = request.raw_body or b""
                 if isinstance(raw, str):
                     raw = raw.encode()

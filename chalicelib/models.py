@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +17,8 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -389,6 +391,125 @@ class MerchantSettings(Strict_):
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
 
 
+# --- merchant webhooks ---------------------------------------------------------
+
+# The timeline event types a webhook can carry (the `type` of /v1/shipments/{id}/timeline events).
+WebhookEventType = Literal[
+    "created", "assigned", "unassigned", "out_for_delivery", "approaching", "arrived", "dwell", "departed",
+    "delayed", "delivered", "failed", "returned", "cancelled", "rescheduled", "instructions_updated", "rated",
+    "tracking_link_revoked", "notification_failed",
+]
+WebhookDeliveryState = Literal["pending", "delivered", "failed", "held"]
+MAX_WEBHOOK_REPLAY_DAYS = 7
+
+
+class WebhookEndpointIn(Strict_):
+    """The merchant's webhook endpoint (PUT replaces url, events and alert_email; the secret stays)."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
+        description="https:// URL that receives the POSTs (public addresses only)")
+    events: Annotated[list[WebhookEventType], Field(min_length=1, max_length=30)] | None = Field(
+        default=None, description="Event types to send; omitted or null: every type")
+    alert_email: Email | None = Field(
+        default=None, description="Who is emailed when the endpoint is paused; default: branding.support_email")
+
+
+class WebhookEndpointOut(BaseModel):
+    id: str
+    url: str
+    events: list[str] | None = Field(description="null: every event type")
+    alert_email: str | None
+    alerts_to: str | None = Field(description="Who a pause is emailed to now: alert_email, else branding.support_email")
+    secret_prefix: str = Field(description="The start of the current signing secret, to recognise it")
+    secret: str | None = Field(default=None, description="The signing secret: only in the answer that created or "
+                                                         "rotated it, never again")
+    previous_secret_expires_at: datetime | None = Field(
+        default=None, description="After a rotation the previous secret also signs until this time")
+    paused: bool
+    paused_at: datetime | None = None
+    consecutive_failures: int
+    failing_since: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookResumeResult(BaseModel):
+    endpoint: WebhookEndpointOut
+    requeued: int = Field(description="Held deliveries queued to be sent within a minute")
+    more_held: bool = Field(description="More deliveries are still held: call resume again")
+
+
+class WebhookAttempt(BaseModel):
+    at: datetime
+    status_code: int | None = Field(description="null: no HTTP answer (timeout, refused, address not allowed)")
+    latency_ms: int
+    error: str | None = None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    event_id: str = Field(description="Sent as Doorstep-Event-Id; the same on every retry and replay")
+    event_type: str
+    shipment_id: str
+    state: WebhookDeliveryState
+    created_at: datetime
+    attempts: int = Field(description="Attempts since it was created or last replayed")
+    last_status_code: int | None = None
+    last_error: str | None = None
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(default=None, description="While pending")
+    delivered_at: datetime | None = None
+    replays: int = 0
+
+
+class WebhookDeliveryDetail(WebhookDeliveryOut):
+    attempt_log: list[WebhookAttempt] = Field(description="The latest attempts, oldest first")
+    payload: dict[str, Any] = Field(description="The JSON body every attempt sends")
+
+
+class WebhookDeliveryPage(BaseModel):
+    items: list[WebhookDeliveryOut]
+    next_cursor: str | None = None
+
+
+def _after_from(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    start = info.data.get("from_")
+    if value is not None and start is not None and value < start:
+        raise ValueError("must not be before from")
+    return value
+
+
+class WebhookDeliveryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: AwareDatetime | None = Field(default=None, alias="from", description="Created at or after (RFC 3339)")
+    to: AwareDatetime | None = Field(default=None, description="Created at or before (RFC 3339)")
+    state: WebhookDeliveryState | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, Field(max_length=2000)] | None = None
+
+    _to_after_from = field_validator("to")(_after_from)
+
+
+class WebhookReplayRange(Strict_):
+    """Send again every delivery created in [from, to] (at most 7 days and 1000 deliveries)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: AwareDatetime = Field(alias="from")
+    to: AwareDatetime
+
+    @field_validator("to")
+    @classmethod
+    def _bounded(cls, value: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("from_")
+        if start is not None and not start <= value <= start + timedelta(days=MAX_WEBHOOK_REPLAY_DAYS):
+            raise ValueError(f"must be after from and at most {MAX_WEBHOOK_REPLAY_DAYS} days later")
+        return value
+
+
+class WebhookReplayResult(BaseModel):
+    replayed: int = Field(description="Deliveries queued to be sent again within a minute")
+
+
 # --- zones -------------------------------------------------------------------
 
 
@@ -569,6 +690,60 @@ class TrackingView(BaseModel):
     driver: DriverMarker | None = Field(description="Present only while out for delivery and this stop is next "
                                                     "(or within the merchant's driver_visible_stops)")
     timeline: list[TrackingEvent]
+
+
+# --- driver web app --------------------------------------------------------------
+
+
+class DriverAppLinkCreate(Strict_):
+    expires_in_hours: Annotated[int, Strict(), Field(ge=1, le=72)] = Field(
+        default=16, description="How long the link works (1 to 72 hours)")
+
+
+class DriverAppLink(BaseModel):
+    driver_id: str
+    url: str = Field(description="The driver's web app; send it to the driver's phone. Shown once, never stored")
+    expires_at: datetime
+
+
+class StopInstructions(BaseModel):
+    """What the recipient asked for on the tracking page."""
+
+    gate_code: str | None = None
+    leave_at_door: bool = False
+    note: str | None = None
+
+
+class DriverStop(BaseModel):
+    sequence: int
+    shipment_id: str
+    status: ShipmentStatus
+    is_next: bool = Field(description="The first stop in route order still to be served")
+    recipient_first_name: str
+    address: Address
+    location: Location
+    time_window: TimeWindow | None = None
+    eta: EtaWindow | None = Field(default=None, description="While out for delivery or approaching")
+    instructions: str | None = Field(default=None, description="The merchant's instructions")
+    recipient_instructions: StopInstructions | None = None
+
+
+class DriverRouteInfo(BaseModel):
+    id: str
+    status: Literal["planned", "active", "completed"]
+    planned_start: datetime
+    started_at: datetime | None = None
+
+
+class DriverRouteView(BaseModel):
+    """The driver's route of today (in the merchant's time zone) with its stops in order."""
+
+    day: date
+    time_zone: str
+    driver_id: str
+    route: DriverRouteInfo | None = Field(description="None when the driver has no route today")
+    next_shipment_id: str | None = None
+    stops: list[DriverStop]
 
 
 class ErrorDetail(BaseModel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +22,9 @@ from chalicelib.config import Settings
 from chalicelib.domain.contacts import contact_key
 from chalicelib.domain.lifecycle import ShipmentStatus
 from chalicelib.domain.notify import (
+    NOTIFY_MAX_ATTEMPTS,
+    NOTIFY_RETRY_BASE_S,
+    NOTIFY_RETRY_CAP_S,
     Action,
     Channel,
     Contacts,
@@ -31,6 +34,7 @@ from chalicelib.domain.notify import (
     NotificationPolicy,
     NotifyEvent,
     NotifyKind,
+    backoff_delay,
     decide,
     ledger_key,
     occurrence_for,
@@ -54,6 +58,7 @@ from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import ShipmentItem, as_dict, event_item
 
 EVENT_KINDS: dict[str, NotifyKind] = {
+    "day_before": NotifyKind.DAY_BEFORE,  # not a timeline event: the scheduled reminder raises it
     "out_for_delivery": NotifyKind.OUT_FOR_DELIVERY,
     "approaching": NotifyKind.APPROACHING,
     "delivered": NotifyKind.DELIVERED,
@@ -61,6 +66,11 @@ EVENT_KINDS: dict[str, NotifyKind] = {
     "delayed": NotifyKind.DELAYED,
     "rescheduled": NotifyKind.RESCHEDULED,
 }
+# What a deferred message keeps of its event, to be decided again when it comes due.
+_KEPT = ("type", "merchant_id", "shipment_id", "occurred_at", "data")
+# A transient failure is retried by the stream at once; the scheduled release picks it up after this if the
+# stream has given up on the record (nothing waits on the dead-letter queue alone).
+RELEASE_RETRY_AFTER_S = 120
 # Drops that are the normal case (the merchant did not ask for it, no address): logged, no ledger item.
 _QUIET_DROPS = (DropReason.DISABLED, DropReason.NO_CONTACT)
 
@@ -103,7 +113,12 @@ def merchant_look(settings: MerchantSettings, merchant_name: str, sender: str | 
 
 def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, settings: Settings,
                      image: dict[str, Any], look: MerchantLook, now: datetime | None = None, *,
-                     policy: NotificationPolicy | None = None, templates: TemplateSet | None = None) -> list[Outcome]:
+                     policy: NotificationPolicy | None = None, templates: TemplateSet | None = None,
+                     due_at: datetime | None = None, channel_only: str | None = None,
+                     replay: bool = False) -> list[Outcome]:
+    """The messages of one event. A released deferred message comes with `due_at` (freshness counts from
+    the end of its wait, not from when the event happened) and `channel_only`, the channel it was for.
+    `replay` (an operator's) may also claim a message that failed for good; it is due now."""
     kind = EVENT_KINDS.get(str(image.get("type")))
     if kind is None:
         return []
@@ -119,24 +134,30 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
     keys = [contact_key(channel, address) for channel, address in
             ((Channel.SMS, contacts.phone), (Channel.EMAIL, contacts.email)) if address]
     opted_out = ledger.opted_out(merchant_id, keys)
-    event = NotifyEvent(kind, shipment_id, occurred, status=ShipmentStatus(shipment.status))
+    if replay:
+        due_at = now
+    event = NotifyEvent(kind, shipment_id, occurred, due_at=due_at, status=ShipmentStatus(shipment.status))
+    kept = {name: image[name] for name in _KEPT if image.get(name) is not None}  # to decide again when due
     decisions = decide(event, policy or NotificationPolicy(), contacts, opted_out, now, zone)
     occurrence = occurrence_for(kind, date.fromisoformat(shipment.delivery_date))
     outcomes: list[Outcome] = []
     retry = False
     for decision in decisions:
+        if channel_only is not None and decision.channel.value != channel_only:
+            continue
         key = ledger_key(shipment_id, kind, decision.channel, occurrence)
         channel = decision.channel.value
         if decision.action is Action.DROP:
             reason = decision.reason.value if decision.reason else "dropped"
-            if decision.reason not in _QUIET_DROPS:
+            if decision.reason not in _QUIET_DROPS or due_at is not None:  # a released item must leave the index
                 ledger.settle(shipment_id, key, LedgerState.DROPPED, now, detail=reason)
             logger.info("notification dropped", extra={"kind": kind.value, "channel": channel, "reason": reason})
             outcomes.append(Outcome(channel, f"dropped:{reason}"))
             continue
         if decision.action is Action.DEFER:
             # Waits on the ledger with not_before; a scheduled release re-decides it then.
-            ledger.settle(shipment_id, key, LedgerState.DEFERRED, now, detail="quiet_hours", not_before=decision.until)
+            ledger.settle(shipment_id, key, LedgerState.DEFERRED, now, detail="quiet_hours", not_before=decision.until,
+                          event=kept)
             outcomes.append(Outcome(channel, "deferred"))
             continue
         if channel == Channel.EMAIL.value and not look.sender:
@@ -144,7 +165,8 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
             outcomes.append(Outcome(channel, "dropped:no_sender_identity"))
             continue
         claim_id = new_id("clm")
-        if not ledger.claim(shipment_id, key, claim_id, now):
+        attempts = ledger.claim(shipment_id, key, claim_id, now, replay=replay)
+        if not attempts:
             outcomes.append(Outcome(channel, "skipped"))  # sent, dropped or being sent by another worker
             continue
         message = render(kind, channel, recipient.get("locale") or look.locale,
@@ -154,21 +176,26 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
             sent = _send(notifier, look, decision.address or "", message)
         except SendFailed as exc:
             verdict = exc.verdict
-            if verdict.retry:
+            if verdict.retry and attempts < NOTIFY_MAX_ATTEMPTS:
+                # The stream retries the record at once; the release schedule takes over with backoff.
+                wait = max(RELEASE_RETRY_AFTER_S, backoff_delay(attempts, base=NOTIFY_RETRY_BASE_S,
+                                                                cap=NOTIFY_RETRY_CAP_S))
                 ledger.finish(shipment_id, key, claim_id, LedgerState.DEFERRED, now, detail=verdict.code,
-                              not_before=now)
+                              not_before=now, event=kept, release_at=now + timedelta(seconds=wait))
                 metrics.add_metric(name="NotificationsRetried", unit=MetricUnit.Count, value=1)
                 outcomes.append(Outcome(channel, f"retry:{verdict.code}"))
                 retry = True
                 continue
-            ledger.finish(shipment_id, key, claim_id, LedgerState.FAILED_PERMANENT, now, detail=verdict.code)
+            code = verdict.code if not verdict.retry else f"gave_up_after_{attempts}_attempts:{verdict.code}"
+            ledger.finish(shipment_id, key, claim_id, LedgerState.FAILED_PERMANENT, now, detail=code,
+                          event=kept)  # kept for `python -m infra.replay notifications`
             if verdict.cls is ErrorClass.UNREACHABLE and decision.address:
                 ledger.record_opt_out(merchant_id, contact_key(decision.channel, decision.address), now, "provider")
             repo.put_event_once(event_item(merchant_id, shipment_id, f"notify-failed-{key}", "notification_failed",
                                            "system", now, now, data={"channel": channel, "kind": kind.value,
-                                                                     "code": verdict.code}))
+                                                                     "code": code}))
             metrics.add_metric(name="NotificationsFailed", unit=MetricUnit.Count, value=1)
-            outcomes.append(Outcome(channel, f"failed:{verdict.code}"))
+            outcomes.append(Outcome(channel, f"failed:{code}"))
             continue
         ledger.finish(shipment_id, key, claim_id, LedgerState.SENT, now, detail=sent)
         metrics.add_metric(name="NotificationsSent", unit=MetricUnit.Count, value=1)

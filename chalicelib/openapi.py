@@ -46,7 +46,7 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
             operation["parameters"] = params
         body_model = spec.body or spec.body_doc
         if body_model is not None:
-            operation["requestBody"] = {"required": True, "content": {
+            operation["requestBody"] = {"required": not spec.optional_body, "content": {
                 "application/json": {"schema": refs[(body_model, "validation")]}}}
         if spec.response is not None:
             operation["responses"][str(spec.status)] = {"description": "OK", "content": {
@@ -66,7 +66,8 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
             "schemas": defs.get("$defs", {}),
             "securitySchemes": {
                 "merchantKey": {"type": "http", "scheme": "bearer", "description": "Merchant API key"},
-                "driverToken": {"type": "http", "scheme": "bearer", "description": "Driver token"},
+                "driverToken": {"type": "http", "scheme": "bearer",
+                                "description": "Driver token, or a driver web app link's token"},
             },
         },
     }

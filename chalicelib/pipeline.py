@@ -143,27 +143,36 @@ def handle_record(record: DynamoDBRecord) -> None:
 _notify_parts: tuple[Any, Any] | None = None
 
 
-def notify(r: Repository, image: dict[str, Any]) -> None:
+def notify(r: Repository, image: dict[str, Any], *, now: datetime | None = None,
+           due_at: datetime | None = None, channel_only: str | None = None, replay: bool = False) -> list[Any]:
     """Send the recipient's messages for a lifecycle event (chalicelib.notifications), once per channel.
 
-    A transient provider failure raises, so this record is retried by the stream.
+    A transient provider failure raises, so this record is retried by the stream. The scheduled functions
+    (day-before reminders, release of deferred messages) come through here too, with `due_at` when a
+    deferred message is released. Returns the per-channel outcomes.
     """
     from chalicelib import notifications  # its SNS/SES clients load only when an event may notify
 
     if str(image.get("type")) not in notifications.EVENT_KINDS:
-        return
+        return []
+    ledger, notifier = notify_parts(r)
+    context = merchant_context(r, str(image["merchant_id"]))
+    policy, templates = notifications.load_settings(context.notifications_json)
+    look = notifications.merchant_look(context.settings, context.name, get_settings().email_sender)
+    return notifications.notify_for_event(r, ledger, notifier, get_settings(), image, look, now, policy=policy,
+                                          templates=templates, due_at=due_at, channel_only=channel_only,
+                                          replay=replay)
+
+
+def notify_parts(r: Repository) -> tuple[Any, Any]:
+    """The notification ledger and notifier (built once per container, on the first event that notifies)."""
     global _notify_parts
     if _notify_parts is None:
         from chalicelib.storage.ledger import Ledger
         from chalicelib.storage.notifier import Notifier
 
         _notify_parts = (Ledger(r.client), Notifier())
-    ledger, notifier = _notify_parts
-    context = merchant_context(r, str(image["merchant_id"]))
-    policy, templates = notifications.load_settings(context.notifications_json)
-    look = notifications.merchant_look(context.settings, context.name, get_settings().email_sender)
-    notifications.notify_for_event(r, ledger, notifier, get_settings(), image, look, policy=policy,
-                                   templates=templates)
+    return _notify_parts
 
 
 # --- cached context ----------------------------------------------------------------

@@ -110,8 +110,22 @@ def authenticate_merchant(repo: Repository, authorization: str | None) -> str:
     return merchant_id
 
 
-def authenticate_driver(repo: Repository, authorization: str | None) -> tuple[str, str]:
+def authenticate_driver(repo: Repository, authorization: str | None,
+                        settings: Settings | None = None) -> tuple[str, str]:
+    """(merchant id, driver id) for the driver's own token or a driver app link (the web app's credential)."""
+    from chalicelib.domain.driver_app import looks_like_link
+
     token = bearer_token(authorization)
+    if looks_like_link(token):
+        from chalicelib.config import get_settings
+        from chalicelib.driver_app import link_principal
+
+        secret = (settings or get_settings()).token_secret
+        driver = link_principal(repo, secret, token, datetime.now(UTC))
+        found = (driver.merchant_id, driver.driver_id) if driver is not None else None
+        if found is None:
+            raise errors.unauthorized("The driver link is not valid (expired or revoked); ask for a new one.")
+        return found
     found = repo.driver_for_token(hash_secret(token)) if len(token) <= 200 else None
     if found is None:
         raise errors.unauthorized("The driver token is not valid.")

@@ -10,12 +10,15 @@ an error; cfn-lint warnings are printed but do not fail the build.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 INFRA_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = INFRA_DIR.parent
@@ -57,7 +60,32 @@ def package(stage: str, out_dir: Path, project_dir: Path = PROJECT_DIR) -> Path:
         str(out_dir),
     ]
     subprocess.run(cmd, check=True, env=_env())
-    return out_dir / TEMPLATE_NAME
+    template = out_dir / TEMPLATE_NAME
+    set_public_origin(template, stage_public_origin(project_dir, stage))
+    return template
+
+
+def stage_public_origin(project_dir: Path, stage: str) -> str | None:
+    """`scheme://host[:port]` of the stage's DOORSTEP_PUBLIC_BASE_URL in .chalice/config.json (None if unset)."""
+    config: dict[str, Any] = json.loads((project_dir / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    env = {**config.get("environment_variables", {}),
+           **config.get("stages", {}).get(stage, {}).get("environment_variables", {})}
+    url = env.get("DOORSTEP_PUBLIC_BASE_URL")
+    if not url:
+        return None
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def set_public_origin(template: Path, origin: str | None) -> None:
+    """Default the template's PublicOrigin parameter (the proof bucket's CORS origin for the driver web app)
+    to the stage's public origin, so a plain `aws cloudformation deploy` needs no parameter overrides."""
+    data: dict[str, Any] = json.loads(template.read_text(encoding="utf-8"))
+    parameter = data.get("Parameters", {}).get("PublicOrigin")
+    if parameter is None or origin is None:
+        return
+    parameter["Default"] = origin
+    template.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def lint(template: Path) -> int:

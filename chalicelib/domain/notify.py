@@ -528,6 +528,28 @@ def _quiet_decision(event: NotifyEvent, policy: NotificationPolicy, channel: Cha
     return Decision(channel, Action.DEFER, address, until)
 
 
+REMINDER_LOCAL_TIME = time(17, 0)  # the day-before reminder goes from this local time on the day before
+
+
+def reminder_day(now: datetime, zone: tzinfo | str | None, send_from: time = REMINDER_LOCAL_TIME) -> date | None:
+    """The delivery date whose day-before reminders are due at `now` in the merchant's zone, if any.
+
+    From `send_from` until midnight local time it is tomorrow; before, nothing. A scheduled run that is
+    missed or repeated within those hours changes nothing: the ledger sends each reminder once.
+    """
+    _aware(now, "now")
+    local_zone = zone if isinstance(zone, tzinfo) else recipient_zone(zone)
+    local = now.astimezone(local_zone)
+    if local.time() < send_from:
+        return None
+    return local.date() + timedelta(days=1)
+
+
+def reminder_statuses() -> frozenset[ShipmentStatus]:
+    """The statuses a shipment can have the day before and still want its reminder."""
+    return RULES[NotifyKind.DAY_BEFORE].relevant_while
+
+
 def released(event: NotifyEvent, until: datetime, status: ShipmentStatus | None) -> NotifyEvent:
     """The event to decide again when a deferral ends: due at `until`, with the shipment's status then."""
     return replace(event, due_at=until, status=status)

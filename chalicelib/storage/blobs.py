@@ -29,6 +29,7 @@ class StoredObject:
 class BlobStore:
     def __init__(self) -> None:
         self._client: Any = None
+        self._upload_url: str | None = None
 
     @property
     def client(self) -> Any:
@@ -52,6 +53,14 @@ class BlobStore:
             Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
             ExpiresIn=expires_s)
         return PresignedUpload(post["url"], {k: str(v) for k, v in post["fields"].items()}, expires_s)
+
+    def upload_url(self) -> str:
+        """Where presigned uploads go (the bucket's URL): the driver app's CSP lets the page connect there.
+        Signed locally, no request is made."""
+        if self._upload_url is None:
+            post = self.client.generate_presigned_post(Bucket=get_settings().bucket_name, Key="probe", ExpiresIn=60)
+            self._upload_url = str(post["url"])
+        return self._upload_url
 
     def stored(self, key: str, head_bytes: int = 16) -> StoredObject | None:
         """Size, stored content type and first bytes of an object; None when it does not exist."""

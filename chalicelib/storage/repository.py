@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from chalicelib.config import get_settings
 from chalicelib.domain.lifecycle import ShipmentStatus
 from chalicelib.domain.pings import LastFix, Ping
 from chalicelib.storage.tables import (
+    MERCHANTS_GSI_PK,
     ApiKeyItem,
     DriverItem,
     DriverTokenItem,
@@ -96,7 +97,8 @@ class Repository:
         now = now_utc()
         with TransactWrite(connection=self.conn) as tx:
             tx.save(MerchantItem(merchant_pk(merchant_id), "MERCHANT", merchant_id=merchant_id, name=name,
-                                 created_at=now), condition=MerchantItem.PK.does_not_exist())
+                                 created_at=now, GSI1PK=MERCHANTS_GSI_PK, GSI1SK=merchant_id),
+                    condition=MerchantItem.PK.does_not_exist())
             tx.save(ApiKeyItem(f"APIKEY#{key_hash}", "APIKEY", merchant_id=merchant_id, key_prefix=key_prefix,
                                created_at=now), condition=ApiKeyItem.PK.does_not_exist())
 
@@ -106,6 +108,29 @@ class Repository:
 
     def get_merchant(self, merchant_id: str) -> MerchantItem | None:
         return _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
+
+    def merchant_ids(self) -> Iterator[str]:
+        """Every merchant's id, from the sparse merchants index (a Query, paged; never a scan)."""
+        for item in self.client.get_paginator("query").paginate(
+                TableName=get_settings().table_name, IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
+                ExpressionAttributeValues={":pk": {"S": MERCHANTS_GSI_PK}}, ProjectionExpression="merchant_id"):
+            for row in item.get("Items", []):
+                yield row["merchant_id"]["S"]
+
+    def mark_once(self, pk: str, sk: str, now: datetime) -> bool:
+        """A marker item written once (False when it already exists): work done for a key is not redone."""
+        try:
+            self.client.put_item(TableName=get_settings().table_name, Item={"PK": {"S": pk}, "SK": {"S": sk},
+                                                                  "created_at": {"S": now.isoformat()}},
+                                 ConditionExpression="attribute_not_exists(PK)")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def has_item(self, pk: str, sk: str) -> bool:
+        response = self.client.get_item(TableName=get_settings().table_name, Key={"PK": {"S": pk}, "SK": {"S": sk}},
+                                        ProjectionExpression="PK")
+        return "Item" in response
 
     def merchant_settings(self, merchant_id: str) -> str | None:
         """The merchant's settings JSON (None: never set, the defaults apply)."""
@@ -259,6 +284,21 @@ class Repository:
                     condition=DriverTokenItem.PK.does_not_exist())
         driver.token_hash = new_hash
 
+    def bump_app_link_version(self, driver: DriverItem, expected: int) -> bool:
+        """Revoke the driver's app links: version `expected` -> `expected + 1`, conditional on the version read
+        (absent counts as 0). False when it changed meanwhile (or the driver is gone)."""
+        held = DriverItem.app_link_version == expected
+        if expected == 0:
+            held = held | DriverItem.app_link_version.does_not_exist()
+        try:
+            driver.update(actions=[DriverItem.app_link_version.set(expected + 1)],
+                          condition=DriverItem.PK.exists() & held)
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     # --- shipments -------------------------------------------------------------
 
     def create_shipment(self, shipment: ShipmentItem, token_hash: str, event: EventItem,
@@ -315,6 +355,11 @@ class Repository:
             result = ShipmentItem.query(merchant_pk(merchant_id), condition, filter_condition=filt,
                                         limit=limit, last_evaluated_key=start)
         return _page(result, limit)
+
+    def shipments_of_day(self, merchant_id: str, day: str, status: str) -> Iterator[ShipmentItem]:
+        """A merchant's shipments of one delivery date in one status (GSI2, every page)."""
+        yield from ShipmentItem.by_date.query(date_gsi_pk(merchant_id, day),
+                                              ShipmentItem.GSI2SK.startswith(f"{status}#"))
 
     def tracking_target(self, token_hash: str) -> TrackingTokenItem | None:
         return _get(TrackingTokenItem, tracking_pk(token_hash), "TRACK")

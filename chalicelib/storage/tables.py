@@ -60,6 +60,9 @@ class _Item(Model):
 
 
 class MerchantItem(_Item):
+    # Every merchant is in GSI1 under MERCHANTS: the scheduled reminder lists them without a scan.
+    GSI1PK = UnicodeAttribute(null=True)
+    GSI1SK = UnicodeAttribute(null=True)
     merchant_id = UnicodeAttribute()
     name = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
@@ -81,6 +84,8 @@ class DriverItem(_Item):
     external_ref = UnicodeAttribute(null=True)
     token_hash = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
+    # Driver app links carry this version; revoking bumps it (absent: 0, no link revoked yet).
+    app_link_version = NumberAttribute(null=True)
 
 
 class DriverTokenItem(_Item):
@@ -323,5 +328,36 @@ def speed_pk(cell: str) -> str:
     return f"SPEED#{cell}"
 
 
+MERCHANTS_GSI_PK = "MERCHANTS"
+
+
+def reminders_sk(day: str) -> str:
+    """A merchant's marker that the day-before reminders for `day` have all been handled."""
+    return f"REMINDERS#{day}"
+
+
 SPEED_GLOBAL_PK = "SPEED#*"
 SERVICE_TIME_SK = "STATS#SERVICE"
+
+
+# Merchant webhooks (chalicelib/storage/webhooks.py): the endpoint and its delivery log share a partition.
+WEBHOOK_ENDPOINT_SK = "ENDPOINT"
+WEBHOOK_DUE_SHARDS = 4
+
+
+def webhooks_pk(merchant_id: str) -> str:
+    return f"WEBHOOKS#{merchant_id}"
+
+
+def webhook_delivery_sk(delivery_id: str) -> str:
+    return f"DELIVERY#{delivery_id}"
+
+
+def webhook_due_gsi_pk(shard: int) -> str:
+    """GSI1 partition of deliveries waiting for an attempt (sparse; spread over WEBHOOK_DUE_SHARDS)."""
+    return f"WEBHOOK_DUE#{shard}"
+
+
+def webhook_held_gsi_pk(merchant_id: str) -> str:
+    """GSI1 partition of a merchant's deliveries held while its endpoint is paused."""
+    return f"WEBHOOK_HELD#{merchant_id}"

@@ -25,6 +25,9 @@ ASSETS: dict[str, tuple[str, str]] = {
     "track.css": ("track.css", _CSS),
     "leaflet.js": ("vendor/leaflet/leaflet.js", _JS),
     "leaflet.css": ("vendor/leaflet/leaflet.css", _CSS),
+    # The driver web app (chalicelib.web.driver).
+    "driver.js": ("driver.js", _JS),
+    "driver.css": ("driver.css", _CSS),
     # Linked from every page, so browsers do not ask for /favicon.ico (outside the API's routes).
     "favicon.svg": ("favicon.svg", _SVG),
 }

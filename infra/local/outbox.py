@@ -1,7 +1,8 @@
-"""`make outbox`: the SMS and email the local stack sent, as the emulator recorded them.
+"""`make outbox`: the SMS and email the local stack sent, as the emulator recorded them, and the webhooks
+the bundled receiver got.
 
-Reads moto's state (`GET /moto-api/data.json`) of the running `make run` (its URL is in
-.local/demo.json). Nothing here talks to a real provider.
+Reads moto's state (`GET /moto-api/data.json`) and the webhook receiver's `GET /events` of the running
+`make run` (their URLs are in .local/demo.json). Nothing here talks to a real provider.
 """
 
 from __future__ import annotations
@@ -25,14 +26,30 @@ def outbox(moto_url: str) -> dict[str, list[dict[str, Any]]]:
     return {"sms": sms, "email": email}
 
 
+def webhooks(receiver_url: str) -> list[dict[str, Any]]:
+    """One line per event id the receiver got: type, shipment, how often it arrived, all signatures valid."""
+    with urllib.request.urlopen(f"{receiver_url}/events", timeout=5) as response:
+        received = json.load(response).get("events", [])
+    by_id: dict[str, dict[str, Any]] = {}
+    for event in received:
+        key = str(event.get("event_id"))
+        seen = by_id.setdefault(key, {"event_id": key, "type": event.get("type"),
+                                      "shipment_id": event.get("shipment_id"), "count": 0, "signature_valid": True})
+        seen["count"] += 1
+        seen["signature_valid"] = seen["signature_valid"] and bool(event.get("signature_valid"))
+    return list(by_id.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.outbox", description=__doc__)
     parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="demo.json written by `make run`")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
     try:
-        moto_url = json.loads(args.demo.read_text())["moto_url"]
-        sent = outbox(moto_url)
+        demo = json.loads(args.demo.read_text())
+        sent: dict[str, list[dict[str, Any]]] = outbox(demo["moto_url"])
+        if demo.get("webhook_receiver_url"):
+            sent["webhooks"] = webhooks(demo["webhook_receiver_url"])
     except (OSError, KeyError, ValueError) as exc:
         print(f"outbox: is `make run` up? ({exc})", file=sys.stderr)
         return 1
@@ -45,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     for m in sent["email"]:
         print(f"\nEmail to {m['to']} from {m['from']}: {m['subject']}")
         print("  " + str(m["text"])[:500].replace("\n", "\n  "))
+    hooks = sent.get("webhooks", [])
+    if hooks:
+        print(f"\n{len(hooks)} webhook events received by the demo receiver "
+              f"({sum(h['count'] for h in hooks)} deliveries):")
+    for h in hooks:
+        valid = "signature valid" if h["signature_valid"] else "SIGNATURE INVALID"
+        print(f"  {h['type']:<22} {h['shipment_id']}  {valid}  x{h['count']}  ({h['event_id']})")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,21 @@ def create_table(dynamodb_client: Any, table_name: str) -> None:
         )
 
 
-def create_bucket(s3_client: Any, bucket_name: str) -> None:
-    """Create the private proof bucket unless it already exists."""
+def bucket_cors_rules(origins: Sequence[str]) -> list[dict[str, Any]]:
+    """The bucket's CORS rules as PutBucketCors wants them, with `{"Ref": "PublicOrigin"}` made `origins`."""
+    names = {"Id": "ID", "MaxAge": "MaxAgeSeconds"}
+    rules = []
+    for rule in _load_bucket_definition().get("CorsConfiguration", {}).get("CorsRules", []):
+        out = {names.get(key, key): value for key, value in rule.items()}
+        out["AllowedOrigins"] = [o for value in rule["AllowedOrigins"]
+                                 for o in (origins if value == {"Ref": "PublicOrigin"} else [value])]
+        rules.append(out)
+    return rules
+
+
+def create_bucket(s3_client: Any, bucket_name: str, cors_origins: Sequence[str] = ()) -> None:
+    """Create the private proof bucket unless it already exists. `cors_origins` stand for the template's
+    PublicOrigin (the local API's origin); without them the bucket gets no CORS rules."""
     try:
         s3_client.head_bucket(Bucket=bucket_name)
         return
@@ -143,3 +157,6 @@ def create_bucket(s3_client: Any, bucket_name: str) -> None:
         s3_client.put_bucket_ownership_controls(Bucket=bucket_name, OwnershipControls=props["OwnershipControls"])
     if "VersioningConfiguration" in props:
         s3_client.put_bucket_versioning(Bucket=bucket_name, VersioningConfiguration=props["VersioningConfiguration"])
+    rules = bucket_cors_rules(cors_origins) if cors_origins else []
+    if rules:
+        s3_client.put_bucket_cors(Bucket=bucket_name, CORSConfiguration={"CORSRules": rules})

@@ -71,8 +71,8 @@ FAKE_AWS = {
 # Station codes of the ALMRRC data start with "D" + a metro code.
 STATION_CITIES = {"CH": "Chicago", "LA": "Los Angeles", "SE": "Seattle", "BO": "Boston", "AU": "Austin"}
 
-# Recipient tracking tokens are bearer secrets; the chalice access log prints request paths.
-_TRACK_PATH = re.compile(r"(/track/)[^\s\"'?]+")
+# Recipient tracking tokens and driver app links are bearer secrets; the chalice access log prints request paths.
+_TRACK_PATH = re.compile(r"(/track/|(?<!/v1)/driver/)[^\s\"'?]+")
 
 
 class StackError(RuntimeError):
@@ -248,6 +248,7 @@ class LocalStack:
         self._requested = (port, moto_port)
         self.port = port
         self.moto_port = moto_port
+        self.webhook_port = 0  # the bundled webhook receiver's, chosen at start
         self._children: list[_Child] = []
         self._stopping = False
 
@@ -265,6 +266,30 @@ class LocalStack:
     def app_env(self) -> dict[str, str]:
         """The app's environment against this stack's moto (for seed_demo and create_merchant)."""
         return app_environment(self.moto_url, self.project_dir, self.stage, self.base_url, self.tile_url)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the stack keeps run state beside its logs (.local for `make run`)."""
+        return self.log_dir.parent
+
+    @property
+    def webhook_receiver_url(self) -> str:
+        return f"http://{HOST}:{self.webhook_port}"
+
+    @property
+    def webhook_endpoint_url(self) -> str:
+        """The URL the demo merchant's webhook endpoint points at (the bundled receiver)."""
+        from infra.local.webhook_receiver import HOOK_PATH
+
+        return self.webhook_receiver_url + HOOK_PATH
+
+    @property
+    def webhook_secret_file(self) -> Path:
+        return self.data_dir / "webhook-secret"
+
+    @property
+    def webhook_events_file(self) -> Path:
+        return self.data_dir / "webhook-received.jsonl"
 
     @property
     def pids(self) -> list[int]:
@@ -315,7 +340,18 @@ class LocalStack:
             self._create_resources()
             # The stream runner feeds the app's stream function, as Lambda's event source mapping would.
             self._spawn("streams", [str(bin_dir / "python"), "-m", "infra.local.streams"], env)
+            # EventBridge's part: the app's scheduled functions (deferred messages, reminders).
+            self._spawn("scheduler", [str(bin_dir / "python"), "-m", "infra.local.scheduler"], env)
+            # The demo merchant's webhook endpoint: verifies each POST's signature and records it.
+            self.webhook_port = _free_port()
+            for stale in (self.webhook_secret_file, self.webhook_events_file):  # moto starts empty: so does it
+                stale.unlink(missing_ok=True)
+            receiver = self._spawn("webhooks", [str(bin_dir / "python"), "-m", "infra.local.webhook_receiver",
+                                                "--port", str(self.webhook_port), "--secret-file",
+                                                str(self.webhook_secret_file), "--out",
+                                                str(self.webhook_events_file)], env)
             self._wait_until(chalice, f"{self.base_url}/health", deadline, any_status=False)
+            self._wait_until(receiver, f"{self.webhook_receiver_url}/health", deadline, any_status=False)
         except BaseException:
             self.stop()
             raise
@@ -369,7 +405,9 @@ class LocalStack:
                                         aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
                                         region_name=FAKE_AWS["AWS_DEFAULT_REGION"])
         create_table(session.client("dynamodb", endpoint_url=self.moto_url), env["DOORSTEP_TABLE_NAME"])
-        create_bucket(session.client("s3", endpoint_url=self.moto_url), env["DOORSTEP_BUCKET_NAME"])
+        # The driver web app (served by the API) uploads proof photos straight to the bucket: CORS for its origin.
+        create_bucket(session.client("s3", endpoint_url=self.moto_url), env["DOORSTEP_BUCKET_NAME"],
+                      cors_origins=[self.base_url])
         if env.get("DOORSTEP_EMAIL_SENDER"):  # SES (and moto) refuse unverified senders
             session.client("ses", endpoint_url=self.moto_url).verify_email_identity(
                 EmailAddress=env["DOORSTEP_EMAIL_SENDER"])
@@ -560,15 +598,21 @@ def _expect(result: HttpResult, what: str, *statuses: int) -> Any:
     return result.body
 
 
+DEMO_APPROACH_MAX_AGE_MIN = 60  # longer than the bundled ride-along traces
+
+
 def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = None,
               demo_path: Path | None = DEFAULT_DEMO_PATH, stops: int = 10, isolated: bool = False,
               builtin_route: Path = BUILTIN_ROUTE, route_choice: str | None = None,
-              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              extra: Mapping[str, Any] | None = None, webhook_receiver_url: str | None = None,
+              webhook_secret_file: Path | None = None) -> dict[str, Any]:
     """Create a demo merchant, driver, shipments and a started route; write demo.json.
 
     `env` is the app environment against the stack's moto (LocalStack.app_env). The merchant is
     created in process (see create_merchant); everything else goes through the HTTP API, as a
-    merchant's back office would do it.
+    merchant's back office would do it. With `webhook_receiver_url` (LocalStack's bundled receiver)
+    the merchant's webhook endpoint points there, before anything happens, so the receiver gets every
+    event; its signing secret goes to `webhook_secret_file` (0600), where the receiver reads it.
     """
     today = datetime.now(UTC).date()
     route = load_real_route(data_dir if data_dir is not None else default_data_dir(), stops, today, route_choice)
@@ -577,8 +621,21 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     merchant_id, api_key = create_merchant(env, "Doorstep Demo Merchant", isolated=isolated)
 
     # The demo shows its messages at any hour (`make outbox`): quiet hours off for this merchant only.
-    _expect(http_json("PUT", f"{base_url}/v1/notifications/settings", {"policy": {"quiet_hours": None}},
+    # `make simulate` replays a trace at N x real time with its fix times up to the trace's length in the
+    # past, so an "approaching" would be stale by the default 10 minutes; this merchant allows an hour.
+    _expect(http_json("PUT", f"{base_url}/v1/notifications/settings",
+                      {"policy": {"quiet_hours": None, "max_age_minutes": {"approaching": DEMO_APPROACH_MAX_AGE_MIN}}},
                       token=api_key), "notification settings", 200)
+    webhook_url = None
+    if webhook_receiver_url:
+        from infra.local.webhook_receiver import HOOK_PATH
+
+        webhook_url = webhook_receiver_url + HOOK_PATH
+        endpoint = _expect(http_json("PUT", f"{base_url}/v1/webhook",
+                                     {"url": webhook_url, "alert_email": "webhooks@demo.doorstep.local"},
+                                     token=api_key), "webhook endpoint", 201, 200)
+        if webhook_secret_file is not None and endpoint.get("secret"):
+            _write_private_text(webhook_secret_file, endpoint["secret"] + "\n")
     driver = _expect(http_json("POST", f"{base_url}/v1/drivers", {"name": "Demo Driver", "phone": "+15555550100"},
                                token=api_key), "create driver", 201)
     run = uuid.uuid4().hex[:12]  # keys unique per seeding, so seeding twice never replays old shipments
@@ -602,6 +659,8 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
                                  "planned_start": _iso(route.planned_start), "shipment_ids": shipment_ids},
                                 token=api_key), "create route", 201)
     _expect(http_json("POST", f"{base_url}/v1/routes/{created['id']}/start", token=api_key), "start route", 200)
+    app_link = _expect(http_json("POST", f"{base_url}/v1/drivers/{driver['id']}/app-link", {}, token=api_key),
+                       "driver app link", 201)
 
     configured_base = env.get("DOORSTEP_PUBLIC_BASE_URL", base_url)
     demo: dict[str, Any] = {
@@ -612,17 +671,27 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "route_id": created["id"],
         "shipment_ids": shipment_ids,
         "tracking_urls": [_rebase(s["tracking_url"], configured_base, base_url) for s in shipments],
+        "driver_app_url": _rebase(app_link["url"], configured_base, base_url),
         "merchant_id": merchant_id,
         "moto_url": env.get("AWS_ENDPOINT_URL"),
         "route_source": route.source,
         "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng} for sid, s in zip(shipment_ids, route.stops,
                                                                                       strict=True)],
         "created_at": _iso(datetime.now(UTC)),
+        "webhook_url": webhook_url,
+        "webhook_receiver_url": webhook_receiver_url,
         **(extra or {}),
     }
     if demo_path is not None:
         write_private_json(demo_path, demo)
     return demo
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_private_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -682,11 +751,14 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         f"               stops from {demo.get('route_source', '?')}",
         f"  Track one    {demo['tracking_urls'][0]}   (open it in a browser)",
         f"               JSON: curl -s {tracking_json_url(demo['tracking_urls'][0])}",
+        f"  Driver app   {demo.get('driver_app_url', '-')}   (the demo driver's web app, valid 16 h)",
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
         f"-H 'Authorization: Bearer {demo['driver_token']}' -H 'Content-Type: application/json' -d {ping}",
         f"  Merchant API curl -s -H 'Authorization: Bearer {demo['merchant_api_key']}' "
         f"'{stack.base_url}/v1/shipments?status=out_for_delivery'",
         "  Drive it     make simulate            (another terminal; SPEED=200 for a quick run)",
+        f"  Webhooks     {demo.get('webhook_url') or '-'}   (the bundled receiver; received: "
+        f"curl -s {stack.webhook_receiver_url}/events, or make outbox)",
         f"  Logs         {logs}",
         "Press Ctrl-C to stop.",
         "",
@@ -728,7 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(FileNotFoundError):
             args.demo.unlink()
         demo = seed_demo(stack.base_url, stack.app_env, data_dir=args.data_dir, demo_path=args.demo,
-                         stops=args.stops, route_choice=args.route, extra={"stack_pids": stack.pids})
+                         stops=args.stops, route_choice=args.route, extra={"stack_pids": stack.pids},
+                         webhook_receiver_url=stack.webhook_receiver_url,
+                         webhook_secret_file=stack.webhook_secret_file)
         print(_summary(demo, stack, args.demo), flush=True)
         while True:
             dead = stack.dead_children()

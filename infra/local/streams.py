@@ -1,4 +1,4 @@
-"""Local DynamoDB Streams runner: what Lambda's event source mapping does, against the moto server.
+"""Local DynamoDB Streams runner: what Lambda's event source mappings do, against the moto server.
 
 It reads every shard of the table's stream (and picks up new shards), builds
 exactly the event Lambda delivers, invokes the same handler the Lambda runs,
@@ -30,6 +30,10 @@ class RunnerConfig:
     max_retry_attempts: int = 5  # as the deployed event source mapping
     poll_interval_s: float = 0.1
     shard_refresh_s: float = 2.0
+    # An idle shard's iterator is re-opened from the checkpoint this often: after a cancelled transaction
+    # moto's server swaps in a restored copy of the table, and an old iterator never sees another record
+    # (tests/integration/test_stream_runner.py shows it). On AWS an iterator stays valid for 15 minutes.
+    reopen_idle_s: float = 1.0
     # Where a shard without a checkpoint starts: TRIM_HORIZON (all retained records; right for a fresh
     # moto) or LATEST (as the deployed event source mapping does).
     starting_position: str = "TRIM_HORIZON"
@@ -66,6 +70,7 @@ class StreamRunner:
         self.stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
         self.checkpoints: dict[str, str] = self._load_checkpoints()
         self.iterators: dict[str, str | None] = {}
+        self.opened_at: dict[str, float] = {}
         self.closed: set[str] = set()
         self.invocations = 0
         self._stop = threading.Event()
@@ -106,6 +111,7 @@ class StreamRunner:
         self._last_refresh = time.monotonic()
 
     def _iterator(self, shard_id: str) -> str:
+        self.opened_at[shard_id] = time.monotonic()
         kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard_id}
         if shard_id in self.checkpoints:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=self.checkpoints[shard_id])
@@ -123,9 +129,13 @@ class StreamRunner:
         for shard_id, iterator in list(self.iterators.items()):
             if iterator is None:
                 continue
+            if shard_id in self.checkpoints and \
+                    time.monotonic() - self.opened_at.get(shard_id, 0.0) > self.config.reopen_idle_s:
+                iterator = self._iterator(shard_id)
             response = self.streams.get_records(ShardIterator=iterator, Limit=self.config.batch_size)
             records = response.get("Records", [])
             if records:
+                self.opened_at[shard_id] = time.monotonic()  # a live iterator: keep following it
                 self._deliver(shard_id, [to_lambda_record(r, self.stream_arn, self.region) for r in records])
                 delivered += len(records)
             next_iterator = response.get("NextShardIterator")
@@ -186,8 +196,18 @@ class StreamRunner:
         self._stop.set()
 
 
+# One runner per stream function, as each Lambda function has its own event source mapping: its own
+# position (checkpoint), batch size and dead letters, so a slow webhook endpoint never holds up the pipeline.
+# (function in app.py, checkpoint file, dead-letter file, config)
+CONSUMERS: tuple[tuple[str, str, str, RunnerConfig], ...] = (
+    ("stream_pipeline", "stream-checkpoint.json", "stream-dead-letter.jsonl", RunnerConfig()),
+    ("webhook_sender", "webhook-stream-checkpoint.json", "webhook-stream-dead-letter.jsonl",
+     RunnerConfig(batch_size=25)),
+)
+
+
 def main() -> int:
-    """`python -m infra.local.streams`: run the app's stream function against the moto server's table stream.
+    """`python -m infra.local.streams`: run the app's stream functions against the moto server's table stream.
 
     Started by the local stack with the app's environment (AWS_ENDPOINT_URL, DOORSTEP_*).
     """
@@ -200,16 +220,28 @@ def main() -> int:
     project_dir = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(project_dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s streams %(levelname)s %(message)s")
-    import app as app_module  # the same handler Lambda runs
+    import app as app_module  # the same handlers Lambda runs
 
     state_dir = project_dir / ".local"
-    runner = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"),
-                          os.environ["DOORSTEP_TABLE_NAME"], app_module.stream_pipeline,
-                          state_dir / "stream-checkpoint.json", state_dir / "stream-dead-letter.jsonl")
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    signal.signal(signal.SIGINT, lambda *_: runner.stop())
-    log.info("following %s", runner.stream_arn)
-    runner.run_forever()
+    runners = [StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"),
+                            os.environ["DOORSTEP_TABLE_NAME"], getattr(app_module, function),
+                            state_dir / checkpoint, state_dir / dead_letter, config)
+               for function, checkpoint, dead_letter, config in CONSUMERS]
+
+    def stop(*_: Any) -> None:
+        for runner in runners:
+            runner.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=runner.run_forever, name=function, daemon=True)
+               for runner, (function, *_) in zip(runners, CONSUMERS, strict=True)]
+    for runner, thread in zip(runners, threads, strict=True):
+        log.info("%s follows %s", thread.name, runner.stream_arn)
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        for thread in threads:
+            thread.join(timeout=0.5)
     return 0
 
 

@@ -39,7 +39,9 @@ def demo_path(work_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo(stack: LocalStack, demo_path: Path) -> dict[str, Any]:
-    return seed_demo(stack.base_url, stack.app_env, demo_path=demo_path, isolated=True)
+    # As `make run` seeds it: the demo merchant's webhooks go to the stack's bundled receiver.
+    return seed_demo(stack.base_url, stack.app_env, demo_path=demo_path, isolated=True,
+                     webhook_receiver_url=stack.webhook_receiver_url, webhook_secret_file=stack.webhook_secret_file)
 
 
 def iso(moment: datetime) -> str:

@@ -53,7 +53,7 @@ def _free_port() -> int:
 def test_stop_leaves_no_child_process_alive(tmp_path: Path) -> None:
     stack = LocalStack(port=0, moto_port=0, log_dir=tmp_path / "logs").start()
     try:
-        assert len(stack.pids) == 3  # moto, chalice local, the stream runner
+        assert len(stack.pids) == 5  # moto, chalice local, the stream runner, the scheduler, the webhook receiver
         processes = set(stack.pids).union(*(_group(pid) for pid in stack.pids))
         assert all(_alive(pid) for pid in processes)
         assert http_json("GET", f"{stack.base_url}/health").status == 200

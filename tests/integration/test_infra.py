@@ -266,6 +266,37 @@ def test_stream_pipeline_alarms(packaged: dict[str, Any]) -> None:
     assert (age["ComparisonOperator"], age["Threshold"], age["Period"]) == ("GreaterThanThreshold", 60000, 300)
 
 
+@pytest.mark.slow
+def test_webhook_functions_have_their_own_stream_mapping_schedule_and_least_privilege_roles(
+    packaged: dict[str, Any],
+) -> None:
+    resources = packaged["Resources"]
+    sender = resources["WebhookSender"]["Properties"]
+    assert sender["Handler"] == "app.webhook_sender" and sender["Timeout"] == 120
+    assert sender["Environment"]["Variables"]["DOORSTEP_TABLE_NAME"] == {"Ref": TABLE_LOGICAL_ID}
+    mapping = resources["WebhookSenderEventSourceMapping"]
+    props = mapping["Properties"]
+    # Its own consumer of the stream: a slow merchant endpoint never holds up the pipeline's batches.
+    assert props["FunctionName"] == {"Ref": "WebhookSender"}
+    assert props["EventSourceArn"] == {"Fn::GetAtt": [TABLE_LOGICAL_ID, "StreamArn"]}
+    assert "ReportBatchItemFailures" in props["FunctionResponseTypes"]
+    assert 0 <= props["MaximumRetryAttempts"] <= 10 and props["BisectBatchOnFunctionError"] is True
+    assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
+    assert {"WebhookSenderRole", "StreamReadPolicy", "WebhookDeadLetterSendPolicy"} <= set(mapping["DependsOn"])
+    retries = resources["WebhookRetries"]["Properties"]
+    assert retries["Handler"] == "app.webhook_retries"
+    assert [e["Properties"]["Schedule"] for e in retries["Events"].values()] == ["rate(1 minute)"]
+    email = {"Ref": "WebhookAlertEmailPolicy"}
+    (statement,) = resources["WebhookAlertEmailPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == ["ses:SendEmail"]
+    for role, extra in (("WebhookSenderRole", [{"Ref": "StreamReadPolicy"}, {"Ref": "WebhookDeadLetterSendPolicy"}]),
+                        ("WebhookRetriesRole", [])):
+        arns = resources[role]["Properties"]["ManagedPolicyArns"]
+        assert resources[role]["Type"] == "AWS::IAM::Role"
+        assert sorted(map(json.dumps, arns)) == sorted(map(json.dumps, [{"Ref": "DataAccessPolicy"}, email, *extra]))
+    assert {"Ref": "WebhookAlertEmailPolicy"} not in resources["ApiHandlerRole"]["Properties"]["ManagedPolicyArns"]
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name, value in {

@@ -583,3 +583,19 @@ def test_permanent_error_fails_at_once():
     assert failed.state is LedgerState.FAILED_PERMANENT and failed.reason == "permanent:InvalidParameter"
     gone = after_provider_error(claim(None, KEY, "w", NOON), "w", classify_provider_error("OptedOut"), NOON)
     assert gone.reason == "unreachable:OptedOut"
+
+
+# --- the day-before reminder's clock -------------------------------------------------
+
+def test_reminders_are_due_from_five_pm_local_for_the_next_local_day() -> None:
+    from chalicelib.domain.notify import reminder_day
+
+    berlin = "Europe/Berlin"
+    assert reminder_day(datetime(2026, 11, 21, 15, 59, tzinfo=UTC), berlin) is None  # 16:59 local
+    assert reminder_day(datetime(2026, 11, 21, 16, 0, tzinfo=UTC), berlin) == date(2026, 11, 22)  # 17:00
+    assert reminder_day(datetime(2026, 11, 21, 22, 59, tzinfo=UTC), berlin) == date(2026, 11, 22)  # 23:59
+    # 00:30 local on the 22nd is already the next local day in Berlin, before 17:00: nothing yet.
+    assert reminder_day(datetime(2026, 11, 21, 23, 30, tzinfo=UTC), berlin) is None
+    # Auckland is a day ahead of UTC: 18:00 there on the 22nd reminds for the 23rd.
+    assert reminder_day(datetime(2026, 11, 22, 5, 0, tzinfo=UTC), "Pacific/Auckland") == date(2026, 11, 23)
+
