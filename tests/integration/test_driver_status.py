@@ -78,3 +78,16 @@ def test_bad_updates_are_4xx(merchant, other_merchant):
     assert update(merchant, driver["token"], other_ships[0]["id"],
                   {"status": "arrived", "occurred_at": iso(now_ms())}).status_code == 404
     assert merchant.call("GET", f"/v1/shipments/{sid}").json_body["status"] == "out_for_delivery"
+
+
+def test_a_delivered_for_a_shipment_on_no_route_is_refused_and_changes_nothing(merchant):
+    from tests.integration.helpers import make_shipment
+
+    driver, _, _ = make_started_route(merchant, shipments=1)
+    loose = make_shipment(merchant, 9)  # created, never put on a route
+    r = update(merchant, driver["token"], loose["id"], {"status": "delivered", "occurred_at": iso(now_ms())})
+    assert r.status_code == 404 and r.json_body["error"]["code"] == "not_found", r.body
+    after = merchant.call("GET", f"/v1/shipments/{loose['id']}").json_body
+    assert after["status"] == "created" and after.get("proof") in (None, {})
+    timeline = merchant.call("GET", f"/v1/shipments/{loose['id']}/timeline").json_body["items"]
+    assert [e["type"] for e in timeline] == ["created"]
