@@ -62,7 +62,7 @@ from chalicelib.models import (
     ZoneOut,
     ZonePage,
 )
-from chalicelib.observability import MetricUnit, flush_metrics, logger, metrics
+from chalicelib.observability import MetricUnit, flush_metrics, flushes_metrics, logger, metrics
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
@@ -789,25 +789,21 @@ def replay_webhook_range(call: Call) -> WebhookReplayResult:
 
 
 @app.lambda_function(name="stream_pipeline")
+@flushes_metrics
 def stream_pipeline(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.pipeline import handle_stream_event
 
-    try:
-        return handle_stream_event(event, context)
-    finally:
-        flush_metrics()  # one EMF line per invocation; the API's middleware does the same per request
+    return handle_stream_event(event, context)
 
 
 @app.lambda_function(name="webhook_sender")
+@flushes_metrics
 def webhook_sender(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Merchant webhooks from the table stream: its own event source mapping (infra/resources.json), so a
     slow merchant endpoint never delays the pipeline. Failed POSTs are retried by webhook_retries."""
     from chalicelib.webhook_delivery import handle_stream_event as send_webhooks
 
-    try:
-        return send_webhooks(event, context)
-    finally:
-        flush_metrics()
+    return send_webhooks(event, context)
 
 
 # --- scheduled functions -----------------------------------------------------------------
@@ -815,31 +811,25 @@ def webhook_sender(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="release_deferred_notifications")
+@flushes_metrics
 def release_deferred_notifications(event: Any) -> dict[str, Any]:
     from chalicelib.scheduled import release_deferred
 
-    try:
-        return release_deferred(repo()).as_dict()
-    finally:
-        flush_metrics()
+    return release_deferred(repo()).as_dict()
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="day_before_reminders")
+@flushes_metrics
 def day_before_reminders(event: Any) -> dict[str, Any]:
     from chalicelib.scheduled import send_day_before_reminders
 
-    try:
-        return send_day_before_reminders(repo()).as_dict()
-    finally:
-        flush_metrics()
+    return send_day_before_reminders(repo()).as_dict()
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="webhook_retries")
+@flushes_metrics
 def webhook_retries(event: Any) -> dict[str, Any]:
     """Webhook deliveries whose next attempt is due (backoff over 24 h), and held ones of paused endpoints."""
     from chalicelib.webhook_delivery import run_retries
 
-    try:
-        return run_retries(event.context)
-    finally:
-        flush_metrics()
+    return run_retries(event.context)

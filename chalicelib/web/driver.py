@@ -14,7 +14,7 @@ from html import escape
 
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, asset_url, gzip_size, static_asset
 from chalicelib.web.i18n import Translator, catalogue
-from chalicelib.web.page import _origin
+from chalicelib.web.page import _origin, document_head
 
 FAILURE_REASONS = ("not_home", "no_access", "refused", "damaged", "other")
 NOTE_MAX = 500
@@ -46,19 +46,8 @@ def script_messages(locale: str) -> dict[str, str]:
 
 
 def _head(t: Translator, title: str, static_base: str, with_script: bool) -> list[str]:
-    out = [
-        "<!doctype html>",
-        f'<html lang="{_e(t.locale)}" dir="{t.dir}">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="robots" content="noindex, nofollow">',
-        '<meta name="referrer" content="no-referrer">',
-        '<meta name="theme-color" content="#1d4ed8">',
-        f"<title>{_e(title)}</title>",
-        f'<link rel="icon" href="{_e(asset_url("favicon.svg", static_base))}" type="image/svg+xml">',
-        f'<link rel="stylesheet" href="{_e(asset_url("driver.css", static_base))}">',
-    ]
+    out = [*document_head(t, title, static_base), '<meta name="theme-color" content="#1d4ed8">',
+           f'<link rel="stylesheet" href="{_e(asset_url("driver.css", static_base))}">']
     if with_script:
         out.append(f'<script src="{_e(asset_url("driver.js", static_base))}" defer></script>')
     out.append("</head>")

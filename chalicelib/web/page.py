@@ -437,8 +437,10 @@ def theme_headers() -> dict[str, str]:
 # --- HTML -----------------------------------------------------------------------------------------
 
 
-def _head(t: Translator, title: str, *, static_base: str, theme_href: str | None, with_map: bool) -> list[str]:
-    out = [
+def document_head(t: Translator, title: str, static_base: str) -> list[str]:
+    """The opening every page shares (tracking and driver): language and direction, not indexed, no referrer
+    sent, the icon. The caller adds its stylesheets and scripts and closes the head."""
+    return [
         "<!doctype html>",
         f'<html lang="{_e(t.locale)}" dir="{t.dir}">',
         "<head>",
@@ -449,6 +451,10 @@ def _head(t: Translator, title: str, *, static_base: str, theme_href: str | None
         f"<title>{_e(title)}</title>",
         f'<link rel="icon" href="{_e(asset_url("favicon.svg", static_base))}" type="image/svg+xml">',
     ]
+
+
+def _head(t: Translator, title: str, *, static_base: str, theme_href: str | None, with_map: bool) -> list[str]:
+    out = document_head(t, title, static_base)
     if with_map:
         out.append(f'<link rel="stylesheet" href="{_e(asset_url("leaflet.css", static_base))}">')
     out.append(f'<link rel="stylesheet" href="{_e(asset_url("track.css", static_base))}">')

@@ -47,3 +47,35 @@ def test_logs_have_correlation_ids_and_no_personal_data(merchant, chalice_app, m
     for private in ("Lovelace", "+1415", "ada@example.com", "Main St", "Zebedee", "Gate code"):
         assert private not in out
     assert any("PingsAccepted" in m for m in emitted)
+
+
+
+def test_every_lambda_function_emits_its_metrics_when_it_returns_or_raises(chalice_app, monkeypatch):
+    from datetime import UTC, datetime
+
+    import pytest
+
+    import app as app_module
+    from chalicelib import observability
+    from infra.local.scheduler import scheduled_event
+
+    flushed: list[str] = []
+    monkeypatch.setattr(observability, "flush_metrics", lambda: flushed.append("flush"))
+
+    @observability.flushes_metrics
+    def failing(event, context):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        failing({}, None)
+    assert flushed == ["flush"]
+    # The stream and scheduled functions have no middleware to flush for them: each does it itself.
+    ignored = {"Records": [{"eventID": "1", "eventName": "REMOVE", "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+                            "awsRegion": "us-east-1", "dynamodb": {"Keys": {"PK": {"S": "X"}, "SK": {"S": "Y"}},
+                                                                   "SequenceNumber": "1", "SizeBytes": 1,
+                                                                   "StreamViewType": "NEW_AND_OLD_IMAGES"}}]}
+    app_module.stream_pipeline(ignored, None)
+    app_module.webhook_sender(ignored, None)
+    for name in ("release_deferred_notifications", "day_before_reminders", "webhook_retries"):
+        getattr(app_module, name)(scheduled_event(name, datetime.now(UTC)), None)
+    assert len(flushed) == 1 + 5
