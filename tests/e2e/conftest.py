@@ -68,3 +68,18 @@ def run_module(module: str, *args: str | Path, timeout: float = 60) -> subproces
 def write_demo(path: Path, demo: dict[str, Any]) -> Path:
     path.write_text(json.dumps(demo), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """The system Chromium under Playwright, one per module (modules call tests.e2e.browser.require_browser)."""
+    from playwright import sync_api
+
+    from tests.e2e.browser import CHROMIUM, LAUNCH_ARGS
+
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -13,29 +13,20 @@ from __future__ import annotations
 import base64
 import gzip
 import re
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from infra.local.stack import PROJECT_DIR, LocalStack, create_merchant, http_json
+from infra.local.stack import LocalStack, create_merchant, http_json
+from tests.e2e.browser import SCREENSHOTS, require_browser
 from tests.e2e.conftest import iso
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = PROJECT_DIR / "test-artifacts" / "screenshots"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed: the browser tests need the system Chromium "
-                "(apt-get install -y chromium; .ci/run installs it on CI)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt: make venv")
+require_browser()
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -56,16 +47,6 @@ def south_of_stop(metres: float) -> dict[str, float]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(port=0, moto_port=0, log_dir=tmp_path_factory.mktemp("driver-stack") / "logs") as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @dataclass
@@ -133,16 +114,6 @@ def open_tab(context: Any) -> Tab:
     page.on("requestfailed", lambda r: tab.problems.append(f"request failed: {r.url} {r.failure}"))
     page.on("response", lambda r: tab.problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
     return tab
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def sync_state(tab: Tab) -> tuple[str, int]:

@@ -11,28 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.local.stack import PROJECT_DIR, LocalStack, create_merchant, http_json, tracking_json_url
+from infra.local.stack import LocalStack, create_merchant, http_json, tracking_json_url
+from tests.e2e.browser import SCREENSHOTS, require_browser, wait_for
 from tests.e2e.conftest import iso
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = PROJECT_DIR / "test-artifacts" / "screenshots"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed: the browser tests need the system Chromium "
-                "(apt-get install -y chromium; .ci/run installs it on CI)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt: make venv")
+require_browser()
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -53,16 +44,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stream pipeline (the simulator posts thousands), and the live-map test waits for the pipeline's ETAs."""
     with LocalStack(port=0, moto_port=0, log_dir=tmp_path_factory.mktemp("browser-stack") / "logs") as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @dataclass
@@ -163,16 +144,6 @@ def tab(browser: Any) -> Iterator[Tab]:
         yield open_tab(context)
     finally:
         context.close()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def post_pings(base_url: str, driver: dict[str, Any], pings: list[dict[str, Any]]) -> None:
