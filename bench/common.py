@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from infra.local.stack import FAKE_AWS, stage_environment
 
 if TYPE_CHECKING:
-    from chalicelib.domain.pings import LastFix, Ping
+    from chalicelib.ingest.rules import LastFix, Ping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,9 +227,9 @@ class FakeRepository:
     """
 
     def __init__(self) -> None:
-        from chalicelib.config import get_settings
-        from chalicelib.domain.pings import LastFix
-        from chalicelib.domain.security import hash_secret
+        from chalicelib.core.config import get_settings
+        from chalicelib.core.security import hash_secret
+        from chalicelib.ingest.rules import LastFix
         from chalicelib.storage.repository import ping_wire_item
 
         self._get_settings = get_settings

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from bench.common import PROJECT_ROOT, log, median
 
 if TYPE_CHECKING:
-    from chalicelib.domain.eta import Stop
+    from chalicelib.geo.eta import Stop
 
 NAMES = ("eta_route_ms",)
 STOPS = 200
@@ -83,7 +83,7 @@ def synthetic_route(count: int = STOPS, seed: int = 11) -> tuple[list[tuple[str,
 
 
 def run(measured: int = MEASURED) -> list[dict[str, Any]]:
-    from chalicelib.domain.eta import DriverMotion, ErrorModel, SpeedTable, Stop, estimate_route
+    from chalicelib.geo.eta import DriverMotion, ErrorModel, SpeedTable, Stop, estimate_route
 
     found = real_route()
     source = "ALMRRC route (real stops)" if found else "synthetic (no ../shared/data)"
@@ -135,8 +135,8 @@ def run(measured: int = MEASURED) -> list[dict[str, Any]]:
 
 def _drive(table: Any, stops: list[Stop], depart_ms: int, speed_mps: float = 8.0, every_s: int = 5) -> None:
     """Observe fixes every `every_s` along the straight legs at `speed_mps`, as a past run of this route would."""
-    from chalicelib.domain.geo import haversine_m
-    from chalicelib.domain.pings import LastFix
+    from chalicelib.geo.cells import haversine_m
+    from chalicelib.ingest.rules import LastFix
 
     now_ms = depart_ms
     previous = LastFix(now_ms, stops[0].lat, stops[0].lng)

@@ -51,8 +51,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.domain.eta import DriverMotion, ErrorModel, EtaParams, SpeedTable, Stop, estimate_route, plan_route
-from chalicelib.domain.geo import haversine_m
+from chalicelib.geo.cells import haversine_m
+from chalicelib.geo.eta import DriverMotion, ErrorModel, EtaParams, SpeedTable, Stop, estimate_route, plan_route
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("DOORSTEP_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from bench.common import log, median
 
 if TYPE_CHECKING:
-    from chalicelib.domain.geofence import CircleFence, FenceIndex, GeoFix
+    from chalicelib.geo.geofence import CircleFence, FenceIndex, GeoFix
 
 NAMES = ("geofence_us_per_ping", "geofence_index_speedup")
 FENCES = 100_000
@@ -58,7 +58,7 @@ def _area_point(rng: random.Random) -> tuple[float, float]:
 
 
 def make_fences(count: int, seed: int = 11) -> list[CircleFence]:
-    from chalicelib.domain.geofence import CircleFence
+    from chalicelib.geo.geofence import CircleFence
 
     rng = random.Random(seed)
     return [CircleFence(f"stop_{i:06d}", *_area_point(rng), rng.uniform(30.0, 300.0)) for i in range(count)]
@@ -66,7 +66,7 @@ def make_fences(count: int, seed: int = 11) -> list[CircleFence]:
 
 def make_trace_fixes(drivers: int, per_driver: int, seed: int = 12) -> list[GeoFix]:
     """Drivers wandering through the area: ~10 m/s, a fix every 5 s, phone-like accuracy."""
-    from chalicelib.domain.geofence import GeoFix
+    from chalicelib.geo.geofence import GeoFix
 
     rng = random.Random(seed)
     out: list[GeoFix] = []
@@ -87,13 +87,13 @@ def make_trace_fixes(drivers: int, per_driver: int, seed: int = 12) -> list[GeoF
 
 def _linear_containing(fences: list[CircleFence], lat: float, lng: float) -> list[str]:
     """The baseline: haversine to every fence, as a scan without an index would do."""
-    from chalicelib.domain.geo import haversine_m
+    from chalicelib.geo.cells import haversine_m
 
     return [f.id for f in fences if haversine_m(f.lat, f.lng, lat, lng) <= f.radius_m]
 
 
 def _time_engine(index: FenceIndex, batches: list[list[GeoFix]]) -> tuple[float, int]:
-    from chalicelib.domain.geofence import DriverState, GeofenceParams, process_batch
+    from chalicelib.geo.geofence import DriverState, GeofenceParams, process_batch
 
     params = GeofenceParams()
     states: dict[str, DriverState] = {}
@@ -118,7 +118,7 @@ def _time_query(index: FenceIndex, points: list[tuple[float, float]]) -> tuple[f
 
 def run(fences: int = FENCES, fixes: int = FIXES, repeats: int = REPEATS,
         linear_sample: int = LINEAR_SAMPLE) -> list[dict[str, Any]]:
-    from chalicelib.domain.geofence import FenceIndex
+    from chalicelib.geo.geofence import FenceIndex
 
     fence_list = make_fences(fences)
     gc.collect()

@@ -1,4 +1,4 @@
-"""CPU cost of ingesting pings: services.ingest_pings on batches of 100, storage in memory.
+"""CPU cost of ingesting pings: ingest.ingest_pings on batches of 100, storage in memory.
 
 The real function runs end to end (pydantic parse, screening, H3 cells, DynamoDB
 wire items); only the network calls are replaced by `FakeRepository`. CPU time
@@ -36,10 +36,10 @@ GOAL_US = 10.0
 
 def run(measured: int = MEASURED) -> list[Result]:
     with app_env():
-        from chalicelib import services
-        from chalicelib.config import get_settings
-        from chalicelib.domain.pings import LastFix
-        from chalicelib.models import PingIn
+        from chalicelib.core.config import get_settings
+        from chalicelib.ingest import service as ingest
+        from chalicelib.ingest.models import PingIn
+        from chalicelib.ingest.rules import LastFix
 
         settings = get_settings()
     # One extra point before the first batch: the driver's last known position, so
@@ -56,7 +56,7 @@ def run(measured: int = MEASURED) -> list[Result]:
         index = k % len(raw_batches)
         repo.reset(DRIVER_ID, starts[index])  # untimed: each batch meets a fresh, consistent store
         started = time.process_time()
-        result = services.ingest_pings(repo, settings, MERCHANT_ID, DRIVER_ID,  # type: ignore[arg-type]
+        result = ingest.ingest_pings(repo, settings, MERCHANT_ID, DRIVER_ID,  # type: ignore[arg-type]
                                        raw_batches[index], now_ms())
         elapsed = time.process_time() - started
         # Loud if the path under test stopped storing: a fast no-op must not pass for a fast ingest.

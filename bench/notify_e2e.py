@@ -94,7 +94,7 @@ def dedupe_overhead(moto_url: str, messages: int = DEDUPE_MESSAGES) -> Result:
     import os
 
     from bench.common import app_env, median
-    from chalicelib.config import get_settings
+    from chalicelib.core.config import get_settings
 
     with app_env():
         os.environ["AWS_ENDPOINT_URL"] = moto_url
@@ -102,9 +102,9 @@ def dedupe_overhead(moto_url: str, messages: int = DEDUPE_MESSAGES) -> Result:
         try:
             import boto3
 
-            from chalicelib.domain.notify import LedgerState, ledger_key
-            from chalicelib.storage.ledger import Ledger
-            from chalicelib.storage.notifier import Notifier
+            from chalicelib.notifications.ledger import Ledger
+            from chalicelib.notifications.rules import LedgerState, ledger_key
+            from chalicelib.notifications.senders import Notifier
 
             ledger = Ledger(boto3.client("dynamodb", endpoint_url=moto_url))
             notifier = Notifier()

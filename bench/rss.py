@@ -63,7 +63,9 @@ def child() -> None:
     import app
 
     repo = FakeRepository()
-    app.repo = lambda: repo  # type: ignore[assignment]
+    from chalicelib.storage import use_repository
+
+    use_repository(repo)  # type: ignore[arg-type]
     points = driver_trace(PINGS, start_ms=now_ms() - 3_000_000)
     body = json.dumps({"pings": [p.raw for p in points]})
     context = SimpleNamespace(function_name="doorstep-bench", memory_limit_in_mb=256, aws_request_id="bench",

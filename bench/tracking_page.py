@@ -23,7 +23,7 @@ TARGET_KB = 150.0
 
 
 def run() -> list[dict[str, Any]]:
-    from chalicelib.web import (
+    from chalicelib.recipient.page import (
         Branding,
         PageEvent,
         RescheduleOption,

@@ -18,10 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name.strip()
     if not 1 <= len(name) <= 200:
         parser.error("--name must be 1 to 200 characters")
-    from chalicelib import services
+    from chalicelib.fleet import service as fleet
     from chalicelib.storage.repository import Repository
 
-    merchant_id, api_key = services.create_merchant(Repository(), name)
+    merchant_id, api_key = fleet.create_merchant(Repository(), name)
     if args.json:
         print(json.dumps({"merchant_id": merchant_id, "api_key": api_key}))
     else:

@@ -111,7 +111,7 @@ def replay_notifications(shipment_id: str) -> list[str]:
 
     Each is decided again now: one whose status has moved on is dropped as superseded, not sent.
     """
-    from chalicelib import pipeline
+    from chalicelib.pipeline import service as pipeline
     from chalicelib.storage.repository import Repository
 
     repo = Repository()
@@ -172,13 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.local:
         import app as app_module
+        from infra.local.functions import handler_of
         from infra.local.streams import CONSUMERS
 
         files = {name: dead_letters for name, _checkpoint, dead_letters, _config in CONSUMERS}
         if args.function not in files and args.file is None:
             parser.error(f"--function must be one of {', '.join(files)} (or give --file)")
         path = args.file or PROJECT_DIR / ".local" / files[args.function]
-        replayed, failing = replay_file(path, getattr(app_module, args.function))
+        replayed, failing = replay_file(path, handler_of(app_module.app, args.function))
         print(f"{replayed} record(s) replayed, {failing} still failing (kept in {path})")
         return 1 if failing else 0
     if not args.function_name:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.config import get_settings
+from chalicelib.core.config import get_settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.config import get_settings
-from chalicelib.domain.lifecycle import ShipmentStatus
-from chalicelib.domain.pings import LastFix, Ping
+from chalicelib.core.config import get_settings
+from chalicelib.core.errors import DomainError, ErrorKind
+from chalicelib.ingest.rules import LastFix, Ping
+from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.tables import (
     MERCHANTS_GSI_PK,
     ApiKeyItem,
@@ -56,8 +57,16 @@ ItemT = TypeVar("ItemT", bound=Model)
 StatusChange = tuple[ShipmentItem, ShipmentStatus, list[Any], EventItem]
 
 
-class StorageUnavailable(RuntimeError):
-    """DynamoDB kept refusing writes after retries; nothing was reported as stored."""
+class StorageUnavailable(DomainError):
+    """DynamoDB kept refusing after retries; nothing was reported as stored, so the caller may retry as is."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorKind.UNAVAILABLE, "service_unavailable",
+                         "Storage is busy; retry the same request, it is idempotent.", retry_after_s=1)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class ConditionFailed(RuntimeError):

@@ -16,7 +16,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.config import get_settings
+from chalicelib.core.config import get_settings
 
 _settings = get_settings()
 

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra.local.functions import handler_at
+
 log = logging.getLogger("doorstep.scheduler")
 
 _RATE_SECONDS = {"MINUTES": 60, "HOURS": 3600, "DAYS": 86400}
@@ -56,7 +58,7 @@ def jobs_of(app_module: Any, max_interval_s: float) -> list[Job]:
         expression = getattr(source, "schedule_expression", None)
         if expression is None:
             continue
-        handler = getattr(app_module, source.handler_string.rsplit(".", 1)[1])
+        handler = handler_at(source.handler_string)
         rate = rate_seconds(expression)
         jobs.append(Job(source.name, handler, min(rate, max_interval_s) if rate else max_interval_s))
     return jobs

@@ -476,7 +476,7 @@ def create_merchant(env: Mapping[str, str], name: str, *, isolated: bool = False
 def _create_merchant_here(env: Mapping[str, str], name: str) -> tuple[str, str]:
     wanted_table, wanted_endpoint = env["DOORSTEP_TABLE_NAME"], env["AWS_ENDPOINT_URL"]
     if "chalicelib.storage.tables" in sys.modules:
-        from chalicelib.config import get_settings
+        from chalicelib.core.config import get_settings
 
         current = get_settings()
         if (current.table_name, current.aws_endpoint_url) != (wanted_table, wanted_endpoint):
@@ -486,14 +486,14 @@ def _create_merchant_here(env: Mapping[str, str], name: str) -> tuple[str, str]:
         for key in [k for k in os.environ if k.startswith("AWS_")]:
             del os.environ[key]  # e.g. an AWS_PROFILE that does not exist here would break boto3
         os.environ.update(env)
-        if "chalicelib.config" in sys.modules:
-            from chalicelib.config import get_settings
+        if "chalicelib.core.config" in sys.modules:
+            from chalicelib.core.config import get_settings
 
             get_settings.cache_clear()  # settings read before the environment was set
-    from chalicelib import services
+    from chalicelib.fleet import service as fleet
     from chalicelib.storage.repository import Repository
 
-    merchant_id, api_key = services.create_merchant(Repository(), name)
+    merchant_id, api_key = fleet.create_merchant(Repository(), name)
     return merchant_id, api_key
 
 

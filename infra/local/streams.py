@@ -221,10 +221,11 @@ def main() -> int:
     sys.path.insert(0, str(project_dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s streams %(levelname)s %(message)s")
     import app as app_module  # the same handlers Lambda runs
+    from infra.local.functions import handler_of
 
     state_dir = project_dir / ".local"
     runners = [StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"),
-                            os.environ["DOORSTEP_TABLE_NAME"], getattr(app_module, function),
+                            os.environ["DOORSTEP_TABLE_NAME"], handler_of(app_module.app, function),
                             state_dir / checkpoint, state_dir / dead_letter, config)
                for function, checkpoint, dead_letter, config in CONSUMERS]
 

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from chalicelib.domain.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
+from chalicelib.webhooks.rules import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
 
 MAX_BODY = 1024 * 1024
 EVENTS_PATH = "/events"

@@ -63,10 +63,10 @@ def merchant(client: Any) -> Merchant:
 
 
 def new_merchant(client: Any, name: str = "Another Merchant") -> Merchant:
-    import app as app_module
-    from chalicelib import services
+    from chalicelib.fleet import service as fleet
+    from chalicelib.storage import get_repository
 
-    merchant_id, key = services.create_merchant(app_module.repo(), name)
+    merchant_id, key = fleet.create_merchant(get_repository(), name)
     return Merchant(client, merchant_id, key)
 
 

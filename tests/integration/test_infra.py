@@ -148,7 +148,7 @@ def test_stream_pipeline_has_env_sizing_and_stream_role(packaged: dict[str, Any]
     function = resources[PIPELINE]
     assert function["Type"] == "AWS::Serverless::Function"
     props = function["Properties"]
-    assert props["Handler"] == "app.stream_pipeline"
+    assert props["Handler"] == "chalicelib.pipeline.api.stream_pipeline"
     assert (props["MemorySize"], props["Timeout"]) == (256, 60)
     variables = props["Environment"]["Variables"]
     assert variables["DOORSTEP_TABLE_NAME"] == {"Ref": TABLE_LOGICAL_ID}
@@ -272,7 +272,7 @@ def test_webhook_functions_have_their_own_stream_mapping_schedule_and_least_priv
 ) -> None:
     resources = packaged["Resources"]
     sender = resources["WebhookSender"]["Properties"]
-    assert sender["Handler"] == "app.webhook_sender" and sender["Timeout"] == 120
+    assert sender["Handler"] == "chalicelib.webhooks.api.webhook_sender" and sender["Timeout"] == 120
     assert sender["Environment"]["Variables"]["DOORSTEP_TABLE_NAME"] == {"Ref": TABLE_LOGICAL_ID}
     mapping = resources["WebhookSenderEventSourceMapping"]
     props = mapping["Properties"]
@@ -284,7 +284,7 @@ def test_webhook_functions_have_their_own_stream_mapping_schedule_and_least_priv
     assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
     assert {"WebhookSenderRole", "StreamReadPolicy", "WebhookDeadLetterSendPolicy"} <= set(mapping["DependsOn"])
     retries = resources["WebhookRetries"]["Properties"]
-    assert retries["Handler"] == "app.webhook_retries"
+    assert retries["Handler"] == "chalicelib.webhooks.api.webhook_retries"
     assert [e["Properties"]["Schedule"] for e in retries["Events"].values()] == ["rate(1 minute)"]
     email = {"Ref": "WebhookAlertEmailPolicy"}
     (statement,) = resources["WebhookAlertEmailPolicy"]["Properties"]["PolicyDocument"]["Statement"]

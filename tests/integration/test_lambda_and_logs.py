@@ -23,7 +23,7 @@ def test_api_gateway_proxy_event_reaches_the_ping_handler(merchant, chalice_app)
 def test_logs_have_correlation_ids_and_no_personal_data(merchant, chalice_app, monkeypatch):
     import io
 
-    from chalicelib.observability import logger, metrics
+    from chalicelib.core.observability import logger, metrics
 
     emitted: list[dict] = []
     monkeypatch.setattr(metrics, "flush_metrics", lambda *a, **k: (emitted.append(dict(metrics.metric_set)),
@@ -56,7 +56,9 @@ def test_every_lambda_function_emits_its_metrics_when_it_returns_or_raises(chali
     import pytest
 
     import app as app_module
-    from chalicelib import observability
+    from chalicelib.core import observability
+    from chalicelib.pipeline.api import stream_pipeline
+    from infra.local.functions import handler_of
     from infra.local.scheduler import scheduled_event
 
     flushed: list[str] = []
@@ -74,8 +76,8 @@ def test_every_lambda_function_emits_its_metrics_when_it_returns_or_raises(chali
                             "awsRegion": "us-east-1", "dynamodb": {"Keys": {"PK": {"S": "X"}, "SK": {"S": "Y"}},
                                                                    "SequenceNumber": "1", "SizeBytes": 1,
                                                                    "StreamViewType": "NEW_AND_OLD_IMAGES"}}]}
-    app_module.stream_pipeline(ignored, None)
-    app_module.webhook_sender(ignored, None)
+    stream_pipeline(ignored, None)
+    handler_of(app_module.app, "webhook_sender")(ignored, None)
     for name in ("release_deferred_notifications", "day_before_reminders", "webhook_retries"):
-        getattr(app_module, name)(scheduled_event(name, datetime.now(UTC)), None)
+        handler_of(app_module.app, name)(scheduled_event(name, datetime.now(UTC)), None)
     assert len(flushed) == 1 + 5

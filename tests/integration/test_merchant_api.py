@@ -140,9 +140,9 @@ def test_pings_are_idempotent_ordered_and_position_only_moves_forward(merchant):
     late = post_pings(merchant.client, driver["token"], [{"lat": 47.5, "lng": -122.3, "fix_time": iso(t - 30_000)}])
     assert late.json_body["accepted"] == 1
     assert merchant.call("GET", f"/v1/drivers/{driver['id']}/position").json_body["lat"] == batch[-1]["lat"]
-    import app as app_module
+    from chalicelib.storage import get_repository
 
-    history = app_module.repo().ping_history(driver["id"], t - 60_000, t + 60_000, 100)
+    history = get_repository().ping_history(driver["id"], t - 60_000, t + 60_000, 100)
     assert [int(p.fix_ms) for p in history] == sorted(int(p.fix_ms) for p in history)
     assert len(history) == 11 and all(p.cell and p.expires_at for p in history)
 

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.domain.templates import Branding
+from chalicelib.notifications.templates import Branding
 from tests.integration.helpers import make_started_route
 from tests.integration.test_pipeline import runner  # noqa: F401
 
@@ -24,11 +24,11 @@ def midday_zone() -> str:
 
 @pytest.fixture()
 def dispatch(chalice_app):
-    import app as app_module
-    from chalicelib import notifications
-    from chalicelib.config import get_settings
-    from chalicelib.storage.ledger import Ledger
-    from chalicelib.storage.notifier import Notifier
+    from chalicelib.core.config import get_settings
+    from chalicelib.notifications import dispatch as notifications
+    from chalicelib.notifications.ledger import Ledger
+    from chalicelib.notifications.senders import Notifier
+    from chalicelib.storage import get_repository
 
     boto3.client("ses").verify_email_identity(EmailAddress=SENDER)
     notifier = Notifier()
@@ -37,7 +37,7 @@ def dispatch(chalice_app):
                                       midday_zone(), "en")
 
     def run(image, now=None):
-        return notifications.notify_for_event(app_module.repo(), ledger, notifier, get_settings(), image, look,
+        return notifications.notify_for_event(get_repository(), ledger, notifier, get_settings(), image, look,
                                               now or datetime.now(UTC))
 
     run.notifier = notifier  # type: ignore[attr-defined]
@@ -62,13 +62,13 @@ def test_out_for_delivery_is_sent_once_per_channel_however_often_the_event_arriv
 
 
 def test_a_stale_approaching_is_dropped_and_recorded_not_sent(merchant, dispatch):
-    import app as app_module
-    from chalicelib.domain.lifecycle import ShipmentStatus
+    from chalicelib.shipments.lifecycle import ShipmentStatus
+    from chalicelib.storage import get_repository
     from chalicelib.storage.tables import event_item
 
     _, ships, _ = make_started_route(merchant, 1)
     fifty_minutes_ago = datetime.fromtimestamp(datetime.now(UTC).timestamp() - 3000, UTC)
-    repo = app_module.repo()
+    repo = get_repository()
     item = repo.get_shipment(merchant.id, ships[0]["id"])
     repo.change_statuses([(item, ShipmentStatus.APPROACHING, [], event_item(
         merchant.id, item.shipment_id, "approach-x", "approaching", "system", fifty_minutes_ago,
@@ -79,7 +79,7 @@ def test_a_stale_approaching_is_dropped_and_recorded_not_sent(merchant, dispatch
 
 
 def test_throttling_releases_the_claim_for_a_retry_that_then_sends_once(merchant, dispatch):
-    from chalicelib.notifications import RetryLater
+    from chalicelib.notifications.dispatch import RetryLater
 
     _, ships, _ = make_started_route(merchant, 1)
     image = _image(merchant, ships[0], "out_for_delivery")
@@ -177,7 +177,7 @@ def test_notification_settings_validate_templates_and_drive_the_stream(merchant,
     (text,) = _sms_to(phone)
     assert "we are on our way!" in text and shipment["tracking_url"].rsplit("/", 1)[1] in text
     assert "{tracking_url}" in text  # the recipient's name is text, never a placeholder
-    from chalicelib.storage.ledger import Ledger
+    from chalicelib.notifications.ledger import Ledger
 
     kinds = [e["SK"].split("#")[2:4] for e in Ledger(boto3.client("dynamodb")).entries(shipment["id"])]
     assert ["out_for_delivery", "email"] not in kinds  # the merchant turned email off for this kind

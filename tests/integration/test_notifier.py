@@ -6,8 +6,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.domain.notify import ErrorClass
-from chalicelib.storage.notifier import Notifier, SendFailed
+from chalicelib.notifications.rules import ErrorClass
+from chalicelib.notifications.senders import Notifier, SendFailed
 
 
 @pytest.fixture()

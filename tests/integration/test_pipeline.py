@@ -41,10 +41,10 @@ def drive_park_leave(start_ms: int) -> list[dict]:
 
 @pytest.fixture()
 def runner(chalice_app, tmp_path):
-    import app as app_module
+    from chalicelib.pipeline.api import stream_pipeline
 
     run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       app_module.stream_pipeline, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
+                       stream_pipeline, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
                        RunnerConfig(starting_position="LATEST", poll_interval_s=0))
     run.refresh_shards()  # position at LATEST before the test writes anything
     return run
@@ -84,7 +84,7 @@ def test_a_stop_gets_approaching_arrived_dwell_departed_once(merchant, runner):
 
 
 def test_replayed_stream_batch_creates_nothing_new(merchant, runner, chalice_app):
-    import app as app_module
+    from chalicelib.pipeline.api import stream_pipeline
 
     driver = make_driver(merchant)
     target = make_shipment(merchant, 1, location={"lat": STOP[0], "lng": STOP[1]})
@@ -93,13 +93,13 @@ def test_replayed_stream_batch_creates_nothing_new(merchant, runner, chalice_app
                                                  "shipment_ids": [target["id"]]}).json_body
     merchant.call("POST", f"/v1/routes/{route['id']}/start")
     captured: list[dict] = []
-    runner.handler = lambda event, ctx: (captured.append(event), app_module.stream_pipeline(event, ctx))[1]
+    runner.handler = lambda event, ctx: (captured.append(event), stream_pipeline(event, ctx))[1]
     fixes = drive_park_leave(now_ms() - 3_600_000)
     post_pings(merchant.client, driver["token"], fixes[:60])
     drain(runner)
     before = merchant.call("GET", f"/v1/shipments/{target['id']}/timeline").json_body["items"]
     for event in captured:  # Lambda may deliver a batch twice
-        result = app_module.stream_pipeline(event, None)
+        result = stream_pipeline(event, None)
         assert result == {"batchItemFailures": []}
     after = merchant.call("GET", f"/v1/shipments/{target['id']}/timeline").json_body["items"]
     assert after == before and "arrived" in [e["type"] for e in after]
@@ -111,14 +111,14 @@ def test_replayed_stream_batch_creates_nothing_new(merchant, runner, chalice_app
 
 
 def test_a_bad_record_fails_alone(chalice_app):
-    import app as app_module
+    from chalicelib.pipeline.api import stream_pipeline
 
     sample = json.loads((EVENTS / "dynamodb_stream_ping_insert.json").read_text())
     good = sample["Records"][0]
     bad = json.loads(json.dumps(good))
     bad["dynamodb"]["SequenceNumber"] = "999"
     bad["dynamodb"]["NewImage"]["lat"] = {"S": "not a number"}
-    result = app_module.stream_pipeline({"Records": [good, bad]}, None)
+    result = stream_pipeline({"Records": [good, bad]}, None)
     assert result == {"batchItemFailures": [{"itemIdentifier": "999"}]}
 
 

@@ -35,7 +35,7 @@ def _records_of(shipment_id: str) -> tuple[str, str, list[dict[str, Any]]]:
 
 
 def test_a_parked_stream_batch_is_read_again_from_the_stream_and_replayed_once(merchant):
-    import app as app_module
+    from chalicelib.pipeline.api import stream_pipeline
     from infra.replay import replay_queue
 
     _policy(merchant, quiet_hours=None, events={"out_for_delivery": ["sms"]})
@@ -52,7 +52,7 @@ def test_a_parked_stream_batch_is_read_again_from_the_stream_and_replayed_once(m
 
     def invoke(event: dict[str, Any], context: Any) -> Any:
         seen.append(len(event["Records"]))
-        return app_module.stream_pipeline(event, context)
+        return stream_pipeline(event, context)
 
     done, failing = replay_queue(sqs, boto3.client("dynamodbstreams"), queue, invoke, "us-east-1")
     # The batch is the shard's range: the shipment's records and whatever else landed between them.
@@ -83,14 +83,14 @@ def test_a_local_dead_letter_file_keeps_only_what_still_fails(tmp_path):
 
 
 def test_a_permanently_failed_notification_is_replayed_once_on_request(merchant):
-    import app as app_module
-    from chalicelib import pipeline
+    from chalicelib.pipeline import service as pipeline
+    from chalicelib.storage import get_repository
     from infra.replay import replay_notifications
 
     _policy(merchant, quiet_hours=None, events={"out_for_delivery": ["sms"]})
     phone = "+14155550502"
     shipment = _out_for_delivery(merchant, phone, zone_at_hour(12))
-    repo = app_module.repo()
+    repo = get_repository()
     _, notifier = pipeline.notify_parts(repo)
     image = {"merchant_id": merchant.id, "shipment_id": shipment["id"], "type": "out_for_delivery",
              "occurred_at": datetime.now(UTC).isoformat()}

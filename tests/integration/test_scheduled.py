@@ -50,7 +50,7 @@ def _zone(merchant: Any, zone: str) -> None:
     settings = merchant.call("GET", "/v1/settings").json_body
     response = merchant.call("PUT", "/v1/settings", {**settings, "time_zone": zone})
     assert response.status_code == 200, response.body
-    from chalicelib import pipeline
+    from chalicelib.pipeline import service as pipeline
 
     pipeline._merchant_cache.clear()  # the pipeline caches merchant settings for a minute
 
@@ -73,52 +73,52 @@ def _image(merchant: Any, shipment: dict[str, Any], kind: str, occurred: datetim
 def _ledger_states(shipment_id: str) -> dict[str, str]:
     import boto3
 
-    from chalicelib.storage.ledger import Ledger
+    from chalicelib.notifications.ledger import Ledger
 
     entries = Ledger(boto3.client("dynamodb")).entries(shipment_id)
     return {"#".join(e["SK"].split("#")[2:4]): e["state"] for e in entries}
 
 
 def _due(now: datetime) -> list[Any]:
-    import app as app_module
-    from chalicelib import pipeline
+    from chalicelib.pipeline import service as pipeline
+    from chalicelib.storage import get_repository
 
-    return list(pipeline.notify_parts(app_module.repo())[0].due(now))
+    return list(pipeline.notify_parts(get_repository())[0].due(now))
 
 
 def test_a_message_due_in_quiet_hours_waits_and_is_released_once_when_they_end(merchant, no_scans):
-    import app as app_module
-    from chalicelib import pipeline
-    from chalicelib.scheduled import release_deferred
+    from chalicelib.notifications.schedules import release_deferred
+    from chalicelib.pipeline import service as pipeline
+    from chalicelib.storage import get_repository
 
     zone = zone_at_hour(23)
     _policy(merchant, quiet_hours={"start": "21:00", "end": "08:00", "channels": ["sms", "email"]},
             events={"out_for_delivery": ["sms"]})
     phone = "+14155550301"
     shipment = _out_for_delivery(merchant, phone, zone)
-    outcomes = pipeline.notify(app_module.repo(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
+    outcomes = pipeline.notify(get_repository(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
     assert [o.result for o in outcomes if o.channel == "sms"] == ["deferred"]
     assert _sms_to(phone) == [] and _ledger_states(shipment["id"]) == {"out_for_delivery#sms": "deferred"}
 
     # Still quiet: not due, not sent (other tests' deferred messages may be released meanwhile).
     assert shipment["id"] not in [m.shipment_id for m in _due(NOW + timedelta(hours=8))]
-    release_deferred(app_module.repo(), NOW + timedelta(hours=8))
+    release_deferred(get_repository(), NOW + timedelta(hours=8))
     assert _sms_to(phone) == []
     morning = NOW + timedelta(hours=9, minutes=1)  # 08:01 local
     assert [m.shipment_id for m in _due(morning)].count(shipment["id"]) == 1
-    release_deferred(app_module.repo(), morning)
+    release_deferred(get_repository(), morning)
     assert len(_sms_to(phone)) == 1 and _ledger_states(shipment["id"]) == {"out_for_delivery#sms": "sent"}
     # Released again (a second scheduler run, a retry): the index no longer holds it, the ledger says sent.
     assert shipment["id"] not in [m.shipment_id for m in _due(morning + timedelta(hours=1))]
-    release_deferred(app_module.repo(), morning + timedelta(minutes=1))
+    release_deferred(get_repository(), morning + timedelta(minutes=1))
     assert len(_sms_to(phone)) == 1
 
 
 def test_a_deferred_message_whose_status_moved_on_is_dropped_on_release_and_leaves_the_index(merchant, no_scans):
-    import app as app_module
-    from chalicelib import pipeline
-    from chalicelib.domain.lifecycle import ShipmentStatus
-    from chalicelib.scheduled import release_deferred
+    from chalicelib.notifications.schedules import release_deferred
+    from chalicelib.pipeline import service as pipeline
+    from chalicelib.shipments.lifecycle import ShipmentStatus
+    from chalicelib.storage import get_repository
     from chalicelib.storage.tables import event_item
 
     zone = zone_at_hour(22)
@@ -126,8 +126,8 @@ def test_a_deferred_message_whose_status_moved_on_is_dropped_on_release_and_leav
             events={"out_for_delivery": ["sms"]})
     phone = "+14155550302"
     shipment = _out_for_delivery(merchant, phone, zone)
-    pipeline.notify(app_module.repo(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
-    repo = app_module.repo()
+    pipeline.notify(get_repository(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
+    repo = get_repository()
     item = repo.get_shipment(merchant.id, shipment["id"])
     repo.change_statuses([(item, ShipmentStatus.DELIVERED, [], event_item(
         merchant.id, item.shipment_id, "late-delivery", "delivered", "driver", NOW, NOW, item.status,
@@ -139,15 +139,15 @@ def test_a_deferred_message_whose_status_moved_on_is_dropped_on_release_and_leav
 
 
 def test_a_transient_failure_the_stream_gave_up_on_is_sent_by_the_release(merchant, no_scans):
-    import app as app_module
-    from chalicelib import pipeline
-    from chalicelib.notifications import RELEASE_RETRY_AFTER_S, RetryLater
-    from chalicelib.scheduled import release_deferred
+    from chalicelib.notifications.dispatch import RELEASE_RETRY_AFTER_S, RetryLater
+    from chalicelib.notifications.schedules import release_deferred
+    from chalicelib.pipeline import service as pipeline
+    from chalicelib.storage import get_repository
 
     _policy(merchant, quiet_hours=None, events={"out_for_delivery": ["sms"]})
     phone = "+14155550303"
     shipment = _out_for_delivery(merchant, phone, zone_at_hour(12))
-    repo = app_module.repo()
+    repo = get_repository()
     _, notifier = pipeline.notify_parts(repo)
     with Stubber(notifier._client("sns")) as stub:  # throttled, and the stream's retries run out
         stub.add_client_error("publish", service_error_code="Throttling", http_status_code=400)
@@ -170,8 +170,8 @@ def _tomorrow(zone: str) -> date:
 
 
 def test_day_before_reminders_go_once_to_tomorrows_shipments_from_five_pm_local(merchant, no_scans):
-    import app as app_module
-    from chalicelib.scheduled import send_day_before_reminders
+    from chalicelib.notifications.schedules import send_day_before_reminders
+    from chalicelib.storage import get_repository
 
     zone = zone_at_hour(19)
     _zone(merchant, zone)
@@ -185,7 +185,7 @@ def test_day_before_reminders_go_once_to_tomorrows_shipments_from_five_pm_local(
                               recipient={"name": "R4", "phone": "+14155550404"})
     assert merchant.call("POST", f"/v1/shipments/{cancelled['id']}/cancel").status_code == 200
 
-    repo = app_module.repo()
+    repo = get_repository()
     send_day_before_reminders(repo, NOW - timedelta(hours=3))  # 16:00 local: not yet
     assert all(_sms_to(s["recipient"]["phone"]) == [] for s in due)
     send_day_before_reminders(repo, NOW)
@@ -228,14 +228,14 @@ def test_the_local_scheduler_runs_every_schedule_the_app_declares(chalice_app, m
 
 
 def test_a_provider_that_keeps_throttling_is_given_up_on_after_the_attempt_limit(merchant, no_scans):
-    import app as app_module
-    from chalicelib import pipeline
-    from chalicelib.domain.notify import NOTIFY_MAX_ATTEMPTS
-    from chalicelib.notifications import RetryLater
+    from chalicelib.notifications.dispatch import RetryLater
+    from chalicelib.notifications.rules import NOTIFY_MAX_ATTEMPTS
+    from chalicelib.pipeline import service as pipeline
+    from chalicelib.storage import get_repository
 
     _policy(merchant, quiet_hours=None, events={"out_for_delivery": ["sms"]})
     shipment = _out_for_delivery(merchant, "+14155550304", zone_at_hour(12))
-    repo = app_module.repo()
+    repo = get_repository()
     _, notifier = pipeline.notify_parts(repo)
     image = _image(merchant, shipment, "out_for_delivery")
     with Stubber(notifier._client("sns")) as stub:

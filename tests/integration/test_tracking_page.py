@@ -490,14 +490,14 @@ def test_rating_once_after_delivery(merchant: Merchant) -> None:
 
 def test_a_failure_inside_a_page_route_is_a_500_page_not_a_stack_trace(merchant: Merchant,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import app as app_module
+    from chalicelib.recipient import service as recipient_service
 
     shipment = make_shipment(merchant)
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app_module.tracking(), "tracking_page", broken)
+    monkeypatch.setattr(recipient_service, "tracking_page", broken)
     r = page(merchant.client, token_of(shipment))
     assert_message(r, 500, "Something went wrong")
     assert "boom" not in text(r)

@@ -24,14 +24,8 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.domain.webhooks import (
-    EVENT_ID_HEADER,
-    PAUSE_AFTER_FAILURES,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    verify,
-)
-from chalicelib.storage.webhook_transport import Answer
+from chalicelib.webhooks.rules import EVENT_ID_HEADER, PAUSE_AFTER_FAILURES, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from chalicelib.webhooks.transport import Answer
 from infra.local.streams import RunnerConfig, StreamRunner
 from tests.conftest import TEST_ENV
 from tests.integration.conftest import Merchant, new_merchant
@@ -95,10 +89,10 @@ def delete_endpoints_afterwards() -> Iterator[None]:
     up when next due instead of being sent to the hosts these tests named, should a later test run retries."""
     yield
     if _ENDPOINT_OWNERS:
-        import app as app_module
-        from chalicelib.storage.webhooks import WebhookStore
+        from chalicelib.storage import get_repository
+        from chalicelib.webhooks.store import WebhookStore
 
-        store = WebhookStore(app_module.repo().client)
+        store = WebhookStore(get_repository().client)
         for merchant_id in _ENDPOINT_OWNERS:
             store.delete_endpoint(merchant_id)
 
@@ -109,12 +103,12 @@ def fake() -> FakeTransport:
 
 
 def make_deliverer(transport: Any, clock: Clock) -> Any:
-    import app as app_module
-    from chalicelib import webhook_delivery
-    from chalicelib.storage.notifier import Notifier
-    from chalicelib.storage.webhooks import WebhookStore
+    from chalicelib.notifications.senders import Notifier
+    from chalicelib.storage import get_repository
+    from chalicelib.webhooks import delivery as webhook_delivery
+    from chalicelib.webhooks.store import WebhookStore
 
-    deliverer = webhook_delivery.Deliverer(WebhookStore(app_module.repo().client), app_module.repo(), transport,
+    deliverer = webhook_delivery.Deliverer(WebhookStore(get_repository().client), get_repository(), transport,
                                            Notifier(), clock=clock)
     webhook_delivery.use(deliverer)
     return deliverer
@@ -122,7 +116,7 @@ def make_deliverer(transport: Any, clock: Clock) -> Any:
 
 @pytest.fixture()
 def deliverer(chalice_app: Any, fake: FakeTransport, clock: Clock) -> Iterator[Any]:
-    from chalicelib import webhook_delivery
+    from chalicelib.webhooks import delivery as webhook_delivery
 
     yield make_deliverer(fake, clock)
     webhook_delivery.use(None)
@@ -188,14 +182,14 @@ def signed_ok(secret: str, call: Posted, now: float) -> bool:
 
 def add_events(merchant: Merchant, shipment_id: str, count: int, kind: str = "instructions_updated") -> list[str]:
     """Timeline events written straight to the table (they reach the stream like any other)."""
-    import app as app_module
+    from chalicelib.storage import get_repository
     from chalicelib.storage.tables import event_item
 
     ids = []
     for _ in range(count):
         event_id = f"evt_test_{uuid.uuid4().hex[:12]}"
         now = datetime.now(UTC)
-        assert app_module.repo().put_event_once(event_item(merchant.id, shipment_id, event_id, kind, "recipient",
+        assert get_repository().put_event_once(event_item(merchant.id, shipment_id, event_id, kind, "recipient",
                                                            now, now))
         ids.append(event_id)
     return ids
@@ -258,7 +252,7 @@ def test_endpoint_config_validates_the_url_and_shows_the_secret_once(merchant: M
 
 def test_local_receivers_are_allowed_only_where_the_stage_allows_them(merchant: Merchant,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from chalicelib.config import SettingsError, get_settings, load_settings
+    from chalicelib.core.config import SettingsError, get_settings, load_settings
 
     assert merchant.call("PUT", "/v1/webhook", {"url": "http://127.0.0.1:9999/hook"}).status_code == 422
     monkeypatch.setattr(get_settings(), "webhook_allow_local", True)
@@ -440,7 +434,7 @@ def _emails_to(address: str) -> list[Any]:
 def test_failures_pause_the_endpoint_email_once_hold_new_events_and_resume_sends_them(
         merchant: Merchant, client: Any, deliverer: Any, fake: FakeTransport, clock: Clock, stream: StreamRunner,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from chalicelib.config import get_settings
+    from chalicelib.core.config import get_settings
 
     boto3.client("ses").verify_email_identity(EmailAddress=SENDER)
     monkeypatch.setattr(get_settings(), "email_sender", SENDER)
@@ -497,7 +491,7 @@ def test_failures_pause_the_endpoint_email_once_hold_new_events_and_resume_sends
 def test_replay_one_delivery_and_a_time_range(merchant: Merchant, client: Any, deliverer: Any,
                                               fake: FakeTransport, clock: Clock, stream: StreamRunner,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from chalicelib import webhooks
+    from chalicelib.webhooks import service as webhooks
 
     url = hook_url(merchant)
     secret = create_endpoint(merchant)["secret"]
@@ -582,8 +576,8 @@ def test_the_delivery_log_pages_and_filters_by_time_and_state(merchant: Merchant
 def test_a_host_resolving_to_an_internal_address_is_refused_at_send_time(
         merchant: Merchant, client: Any, clock: Clock, stream: StreamRunner, monkeypatch: pytest.MonkeyPatch,
         answer: str, kind: str) -> None:
-    from chalicelib import webhook_delivery
-    from chalicelib.storage import webhook_transport
+    from chalicelib.webhooks import delivery as webhook_delivery
+    from chalicelib.webhooks import transport as webhook_transport
 
     connects: list[Any] = []
 
@@ -652,9 +646,9 @@ def server() -> Iterator[Any]:
 def test_a_real_endpoint_that_times_out_then_fails_then_answers_gets_the_event_once_delivered(
         merchant: Merchant, client: Any, clock: Clock, stream: StreamRunner, server: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from chalicelib import webhook_delivery
-    from chalicelib.config import get_settings
-    from chalicelib.storage.webhook_transport import HttpTransport
+    from chalicelib.core.config import get_settings
+    from chalicelib.webhooks import delivery as webhook_delivery
+    from chalicelib.webhooks.transport import HttpTransport
 
     monkeypatch.setattr(get_settings(), "webhook_allow_local", True)  # what the local stage allows
     port = server.server_address[1]
@@ -686,7 +680,7 @@ def test_a_real_endpoint_that_times_out_then_fails_then_answers_gets_the_event_o
 
 
 def test_the_transport_connects_to_the_checked_address_and_follows_no_redirect(server: Any) -> None:
-    from chalicelib.storage.webhook_transport import HttpTransport
+    from chalicelib.webhooks.transport import HttpTransport
 
     port = server.server_address[1]
     asked: list[str] = []
@@ -739,10 +733,11 @@ def test_the_webhook_stream_filter_passes_new_timeline_events_only(event_name: s
 
 def test_the_local_stream_runner_feeds_both_stream_functions() -> None:
     import app as app_module
+    from infra.local.functions import handler_of
     from infra.local.streams import CONSUMERS
 
     names = [c[0] for c in CONSUMERS]
     assert names == ["stream_pipeline", "webhook_sender"]
     assert len({c[1] for c in CONSUMERS}) == len(CONSUMERS)  # each its own checkpoint
     for name in names:
-        assert callable(getattr(app_module, name))
+        assert callable(handler_of(app_module.app, name))

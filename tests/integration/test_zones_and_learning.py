@@ -197,10 +197,10 @@ def test_the_stream_learns_speeds_per_cell_and_the_merchants_service_time(mercha
 
 
 def test_stored_speeds_come_back_as_the_route_table(chalice_app):
-    from chalicelib.domain.eta import SpeedTable, hour_of_week
-    from chalicelib.domain.geofence import GeoFix
+    from chalicelib.geo.eta import SpeedTable, hour_of_week
+    from chalicelib.geo.geofence import GeoFix
+    from chalicelib.pipeline.store import load_speed_table, speed_counters
     from chalicelib.storage.repository import Repository
-    from chalicelib.storage.statistics import load_speed_table, speed_counters
 
     table = SpeedTable()
     t0 = 1_760_000_000_000
@@ -221,8 +221,8 @@ def test_stored_speeds_come_back_as_the_route_table(chalice_app):
 
 
 def test_a_delivered_stop_moves_the_next_stops_eta_without_a_new_ping(merchant, runner):  # noqa: F811
+    from chalicelib.pipeline.store import service_time_counter
     from chalicelib.storage.repository import Repository
-    from chalicelib.storage.statistics import service_time_counter
 
     # this merchant's stops have taken ~10 minutes each so far (learned), so an early delivery matters
     Repository().add_to_counters([service_time_counter(merchant.id, math.log(600))] * 50)

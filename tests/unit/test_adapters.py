@@ -17,12 +17,14 @@ from chalice.app import MultiDict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.adapters import owntracks, traccar
-from chalicelib.adapters._common import KNOT_MPS, parse_time_ms
-from chalicelib.domain.geofence import DriverState, FenceIndex, GeofenceParams, GeoFix, evaluate, stop_fence
-from chalicelib.domain.pings import Fix, LastFix, ScreenLimits, screen_batch
-from chalicelib.errors import ApiError
-from chalicelib.models import parse_ping
+from chalicelib.core.errors import DomainError as ApiError
+from chalicelib.geo.geofence import DriverState, FenceIndex, GeofenceParams, GeoFix, evaluate, stop_fence
+from chalicelib.http.errors import error_headers, status_of
+from chalicelib.ingest.models import parse_ping
+from chalicelib.ingest.protocols import osmand as traccar
+from chalicelib.ingest.protocols import owntracks
+from chalicelib.ingest.protocols.common import KNOT_MPS, parse_time_ms
+from chalicelib.ingest.rules import Fix, LastFix, ScreenLimits, screen_batch
 from tests.conftest import shared_path
 
 NOW = 1_750_000_000_000  # 2025-06-15T15:06:40Z
@@ -94,7 +96,7 @@ def test_every_annotated_traccar_sample_gets_its_documented_answer() -> None:
         for call in calls:
             if expect.startswith("verifyNull"):  # missing id -> rejected, HTTP 400
                 error = refused(call)
-                assert (error.status, error.details[0].field) == (400, "id"), sample["n"]
+                assert (status_of(error), error.details[0].field) == (400, "id"), sample["n"]
                 assert error.body()["error"]["details"][0]["field"] == "id"
             else:
                 request = call()
@@ -121,7 +123,7 @@ def test_traccar_sample_files_match_the_annotated_outcomes() -> None:
         try:
             outcomes.append(len(query(target).fixes))
         except ApiError as error:
-            assert annotated[target].startswith("verifyNull") and error.status == 400
+            assert annotated[target].startswith("verifyNull") and status_of(error) == 400
             outcomes.append(-1)
     assert sorted(outcomes) == [-1, 0] + [1] * 9
     bodies = shared_path("clients", "traccar", "traccar_json_bodies.jsonl").read_text().splitlines()
@@ -201,7 +203,7 @@ def test_traccar_timestamp_absent_or_empty_is_the_receive_time() -> None:
                                    "-", "1.2.3", "0x10", "nan"])
 def test_traccar_garbage_timestamps_are_refused_naming_the_field(value: str) -> None:
     error = refused(query, f"/?id=7&lat=1&lon=2&timestamp={value}")
-    assert error.status == 400 and fields(error) == ["timestamp"]
+    assert status_of(error) == 400 and fields(error) == ["timestamp"]
 
 
 def test_speed_in_knots_becomes_metres_per_second() -> None:
@@ -241,8 +243,8 @@ def test_query_string_wins_over_the_body_as_in_traccar() -> None:
 def test_missing_or_ambiguous_device_id_is_refused_with_400() -> None:
     for target in ("/?lat=1&lon=2", "/?id=&lat=1&lon=2", "/?id=%20&lat=1&lon=2", "/", ""):
         error = refused(query, target)
-        assert (error.status, fields(error)) == (400, ["id"]), target
-    assert (refused(form, "/?lat=1&lon=2").status, refused(form, "/?lat=1&lon=2").details[0].field) == (400, "id")
+        assert (status_of(error), fields(error)) == (400, ["id"]), target
+    assert (status_of(refused(form, "/?lat=1&lon=2")), refused(form, "/?lat=1&lon=2").details[0].field) == (400, "id")
     error = refused(query, "/?id=1&deviceid=2&lat=1&lon=2")
     assert fields(error) == ["id"] and "different values" in error.details[0].reason
     assert query("/?id=1&deviceid=1&lat=1&lon=2").device_id == "1"
@@ -251,7 +253,7 @@ def test_missing_or_ambiguous_device_id_is_refused_with_400() -> None:
     # JSON form: device_id, or the query string's id
     body = {"location": {"timestamp": "2025-06-15T13:45:12Z", "coords": {"latitude": 1, "longitude": 2}}}
     error = refused(post_json, body)
-    assert (error.status, fields(error)) == (400, ["device_id"])
+    assert (status_of(error), fields(error)) == (400, ["device_id"])
     assert post_json(body, "/?id=99").device_id == "99"
     assert fields(refused(post_json, {**body, "device_id": True})) == ["device_id"]
     assert fields(refused(post_json, {**body, "device_id": {"x": 1}})) == ["device_id"]
@@ -259,11 +261,11 @@ def test_missing_or_ambiguous_device_id_is_refused_with_400() -> None:
 
 
 def test_unknown_device_answer_follows_traccar() -> None:
-    assert traccar.unknown_device(query("/?id=1&lat=1&lon=2")).status == 400
+    assert status_of(traccar.unknown_device(query("/?id=1&lat=1&lon=2"))) == 400
     body = {"device_id": "1", "location": {"timestamp": "2025-06-15T13:45:12Z",
                                            "coords": {"latitude": 1, "longitude": 2}}}
     error = traccar.unknown_device(post_json(body))
-    assert (error.status, fields(error)) == (404, ["device_id"])
+    assert (status_of(error), fields(error)) == (404, ["device_id"])
 
 
 @pytest.mark.parametrize(("target", "field"), [
@@ -289,7 +291,7 @@ def test_unknown_device_answer_follows_traccar() -> None:
 ])
 def test_traccar_garbage_fields_are_refused_naming_the_field(target: str, field: str) -> None:
     error = refused(query, target)
-    assert error.status == 400 and fields(error) == [field]
+    assert status_of(error) == 400 and fields(error) == [field]
     body = error.body()["error"]
     assert body["code"] == "bad_request" and body["details"][0]["field"] == field and body["details"][0]["reason"]
 
@@ -312,7 +314,7 @@ def test_traccar_json_garbage_and_batches() -> None:
     assert fields(refused(post_json, {"device_id": "1", "location": "here"})) == ["location"]
     assert fields(refused(post_json, {"device_id": "1", "location": []})) == ["location"]
     bad_lat = refused(post_json, {"device_id": "1", "location": loc(latitude="north")})
-    assert (bad_lat.status, fields(bad_lat)) == (400, ["location.coords.latitude"])
+    assert (status_of(bad_lat), fields(bad_lat)) == (400, ["location.coords.latitude"])
     assert fields(refused(post_json, {"device_id": "1", "location": loc(longitude=True)})) == \
         ["location.coords.longitude"]
     assert fields(refused(post_json, {"device_id": "1", "location": {**loc(), "timestamp": "soon"}})) == \
@@ -341,10 +343,10 @@ def test_traccar_json_garbage_and_batches() -> None:
 
 
 def test_traccar_transport_level_refusals() -> None:
-    assert refused(traccar.parse_request, "DELETE", "/?id=1", None, None, now_ms=NOW).status == 405
+    assert status_of(refused(traccar.parse_request, "DELETE", "/?id=1", None, None, now_ms=NOW)) == 405
     big = b"id=1&x=" + b"a" * 300_000
-    assert refused(traccar.parse_request, "POST", None, "application/x-www-form-urlencoded", big,
-                   now_ms=NOW).status == 413
+    assert status_of(refused(traccar.parse_request, "POST", None, "application/x-www-form-urlencoded", big,
+                   now_ms=NOW)) == 413
     assert fields(refused(traccar.parse_request, "POST", None, "application/x-www-form-urlencoded", b"id=1&\xff",
                           now_ms=NOW)) == ["body"]
     many = "&".join(f"k{i}=1" for i in range(300))
@@ -357,7 +359,7 @@ def test_traccar_never_fails_with_anything_but_a_4xx(target: str, body: bytes, c
         try:
             traccar.parse_request("POST", q, content_type, body, now_ms=NOW)
         except ApiError as error:
-            assert 400 <= error.status < 500 and error.details
+            assert 400 <= status_of(error) < 500 and error.details
 
 
 # --- OwnTracks: the real samples ------------------------------------------------------------
@@ -455,7 +457,7 @@ def test_owntracks_other_types_are_accepted_and_ignored(kind: str) -> None:
 ])
 def test_owntracks_garbage_is_refused_naming_the_field(payload: Any, field: str) -> None:
     error = refused(ot, payload)
-    assert error.status == 400 and fields(error) == [field]
+    assert status_of(error) == 400 and fields(error) == [field]
 
 
 def test_owntracks_speed_reason_tells_the_unit() -> None:
@@ -464,7 +466,7 @@ def test_owntracks_speed_reason_tells_the_unit() -> None:
 
 
 def test_owntracks_oversized_body() -> None:
-    assert refused(ot, b"{" + b" " * 300_000 + b"}").status == 413
+    assert status_of(refused(ot, b"{" + b" " * 300_000 + b"}")) == 413
 
 
 @given(st.binary(max_size=300))
@@ -472,7 +474,7 @@ def test_owntracks_never_fails_with_anything_but_a_4xx(body: bytes) -> None:
     try:
         ot(body)
     except ApiError as error:
-        assert 400 <= error.status < 500 and error.details
+        assert 400 <= status_of(error) < 500 and error.details
 
 
 # --- OwnTracks: credentials and labels -------------------------------------------------------
@@ -516,7 +518,7 @@ def test_parse_basic_auth_never_raises(header: str) -> None:
 
 def test_unauthorized_asks_for_basic_credentials() -> None:
     error = owntracks.unauthorized()
-    assert error.status == 401 and error.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert status_of(error) == 401 and error_headers(error)["WWW-Authenticate"].startswith("Basic realm=")
     assert fields(error) == ["Authorization"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.domain.contacts import check_email, check_phone, contact_key, normalize_email, normalize_phone
+from chalicelib.notifications.contacts import check_email, check_phone, contact_key, normalize_email, normalize_phone
 
 MODEL_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")  # chalicelib.models.E164Phone
 

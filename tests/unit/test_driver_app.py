@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.domain.driver_app import (
+from chalicelib.core.security import tracking_token
+from chalicelib.driver_app.page import (
+    DriverShell,
+    driver_csp,
+    driver_first_load_bytes,
+    render_driver_not_found,
+    render_driver_page,
+    script_messages,
+)
+from chalicelib.driver_app.rules import (
     DEFAULT_EXPIRES_HOURS,
     MAX_EXPIRES_HOURS,
     RouteCandidate,
@@ -23,15 +32,6 @@ from chalicelib.domain.driver_app import (
     pick_route,
     sign_link,
     verify_link,
-)
-from chalicelib.domain.security import tracking_token
-from chalicelib.web.driver import (
-    DriverShell,
-    driver_csp,
-    driver_first_load_bytes,
-    render_driver_not_found,
-    render_driver_page,
-    script_messages,
 )
 
 SECRET = "k" * 40

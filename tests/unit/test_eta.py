@@ -9,7 +9,8 @@ import random
 import h3
 import pytest
 
-from chalicelib.domain.eta import (
+from chalicelib.geo.cells import haversine_m
+from chalicelib.geo.eta import (
     DEFAULT_SERVICE_TIME_S,
     DEFAULT_SPEED_MPS,
     DriverMotion,
@@ -29,8 +30,7 @@ from chalicelib.domain.eta import (
     plan_route,
     should_recompute,
 )
-from chalicelib.domain.geo import haversine_m
-from chalicelib.domain.pings import LastFix
+from chalicelib.ingest.rules import LastFix
 from tests.conftest import shared_path
 
 MONDAY_8 = 1_700_467_200_000  # 2023-11-20 08:00 UTC, a Monday
@@ -529,7 +529,7 @@ def test_speed_table_sums_round_trip_and_add_up() -> None:
 
 
 def test_learned_service_time_starts_at_the_prior_and_follows_the_dwells() -> None:
-    from chalicelib.domain.eta import DEFAULT_SERVICE_TIME_S, learned_service_s, service_dwell_log
+    from chalicelib.geo.eta import DEFAULT_SERVICE_TIME_S, learned_service_s, service_dwell_log
 
     assert learned_service_s(0, 0.0) == DEFAULT_SERVICE_TIME_S
     logs = [service_dwell_log(300.0)] * 95

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.domain.geo import haversine_m
-from chalicelib.domain.geofence import (
+from chalicelib.geo.cells import haversine_m
+from chalicelib.geo.geofence import (
     DEFAULT_STOP_RADIUS_M,
     INDEX_RES,
     CircleFence,
@@ -39,7 +39,7 @@ from chalicelib.domain.geofence import (
     segment_intersects,
     stop_fence,
 )
-from chalicelib.domain.pings import Ping
+from chalicelib.ingest.rules import Ping
 from tests.conftest import SHARED_DATA, shared_path
 
 PARAMS = GeofenceParams()

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.domain.lifecycle import ShipmentStatus
-from chalicelib.domain.notify import (
+from chalicelib.core.problems import ProblemsError
+from chalicelib.notifications.rules import (
     DEFAULT_QUIET_HOURS,
     NOTIFY_MAX_ATTEMPTS,
     NOTIFY_RETRY_CAP_S,
@@ -44,7 +44,7 @@ from chalicelib.domain.notify import (
     recipient_zone,
     released,
 )
-from chalicelib.domain.problems import ProblemsError
+from chalicelib.shipments.lifecycle import ShipmentStatus
 
 K = NotifyKind
 S = ShipmentStatus
@@ -588,7 +588,7 @@ def test_permanent_error_fails_at_once():
 # --- the day-before reminder's clock -------------------------------------------------
 
 def test_reminders_are_due_from_five_pm_local_for_the_next_local_day() -> None:
-    from chalicelib.domain.notify import reminder_day
+    from chalicelib.notifications.rules import reminder_day
 
     berlin = "Europe/Berlin"
     assert reminder_day(datetime(2026, 11, 21, 15, 59, tzinfo=UTC), berlin) is None  # 16:59 local

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.domain.pings import Fix, ItemResult, LastFix, ScreenLimits, screen_batch
-from chalicelib.models import parse_ping
+from chalicelib.ingest.models import parse_ping
+from chalicelib.ingest.rules import Fix, ItemResult, LastFix, ScreenLimits, screen_batch
 
 NOW = 1_763_600_000_000
 LIMITS = ScreenLimits(max_accuracy_m=500, max_speed_mps=70)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.domain.proof import (
+from chalicelib.shipments.rules import (
     MAX_BYTES,
     far_from_stop,
     key_problem,

@@ -8,10 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.config import SettingsError, load_settings
-from chalicelib.domain import geo
-from chalicelib.domain.lifecycle import ALLOWED, FINAL, ShipmentStatus, TransitionError, check_transition
-from chalicelib.domain.security import (
+from chalicelib.core.config import SettingsError, load_settings
+from chalicelib.core.security import (
     CursorError,
     decode_cursor,
     encode_cursor,
@@ -21,6 +19,8 @@ from chalicelib.domain.security import (
     new_secret,
     tracking_token,
 )
+from chalicelib.geo import cells as geo
+from chalicelib.shipments.lifecycle import ALLOWED, FINAL, ShipmentStatus, TransitionError, check_transition
 
 SECRET = "s" * 40
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.domain import templates as templates_module
-from chalicelib.domain.notify import NotifyKind
-from chalicelib.domain.problems import ProblemsError
-from chalicelib.domain.templates import (
+from chalicelib.core.problems import ProblemsError
+from chalicelib.notifications import templates as templates_module
+from chalicelib.notifications.rules import NotifyKind
+from chalicelib.notifications.templates import (
     DEFAULT_TEMPLATES,
     DEFAULTS,
     KIND_PLACEHOLDERS,

@@ -15,44 +15,47 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain.lifecycle import DRIVER_VISIBLE, ShipmentStatus
-from chalicelib.web import (
-    LIVE_STATUSES,
-    MESSAGE_KINDS,
-    Branding,
+from chalicelib.http.routes import parse_form
+from chalicelib.recipient.forms import (
     FormError,
     InstructionsForm,
-    PageEvent,
     RatingForm,
     RescheduleForm,
-    RescheduleOption,
-    TrackingPage,
-    Translator,
-    asset_url,
     check_csrf,
-    content_security_policy,
     csrf_token,
-    etag_matches,
-    first_load_bytes,
-    first_load_sizes,
     is_cross_site,
-    negotiate,
-    not_found_headers,
-    page_headers,
-    parse_form,
     parse_instructions,
     parse_rating,
     parse_reschedule,
+)
+from chalicelib.recipient.page import (
+    DEFAULT_ACCENT,
+    DEFAULT_PRIMARY,
+    LIVE_STATUSES,
+    MESSAGE_KINDS,
+    PAGE_BACKGROUND,
+    Branding,
+    PageEvent,
+    RescheduleOption,
+    TrackingPage,
+    content_security_policy,
+    contrast_ratio,
+    etag_matches,
+    first_load_bytes,
+    first_load_sizes,
+    not_found_headers,
+    page_headers,
     render_message,
     render_not_found,
     render_theme_css,
     render_tracking_page,
-    static_asset,
     status_etag,
     status_payload,
+    theme_colours,
 )
-from chalicelib.web.i18n import LOCALES_DIR, available_locales, catalogue
-from chalicelib.web.page import DEFAULT_ACCENT, DEFAULT_PRIMARY, PAGE_BACKGROUND, contrast_ratio, theme_colours
+from chalicelib.shipments.lifecycle import DRIVER_VISIBLE, ShipmentStatus
+from chalicelib.web.assets import asset_url, static_asset
+from chalicelib.web.i18n import LOCALES_DIR, Translator, available_locales, catalogue, negotiate
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "chalicelib" / "web"
 TOKEN = "A" * 43

@@ -7,9 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chalicelib.config import SettingsError, load_settings
-from chalicelib.domain.lifecycle import ALLOWED, CLOSED, FINAL, ShipmentStatus, check_transition
-from chalicelib.domain.tracking import (
+from chalicelib.core.config import SettingsError, load_settings
+from chalicelib.recipient.rules import (
     INSTRUCTABLE,
     LIVE,
     RECIPIENT_EVENTS,
@@ -21,7 +20,8 @@ from chalicelib.domain.tracking import (
     reschedule_slots,
     stops_before,
 )
-from chalicelib.web import Translator
+from chalicelib.shipments.lifecycle import ALLOWED, CLOSED, FINAL, ShipmentStatus, check_transition
+from chalicelib.web.i18n import Translator
 
 S = ShipmentStatus
 NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)  # a Tuesday

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chalicelib.domain.webhooks import encode_event, signed_headers
+from chalicelib.webhooks.rules import encode_event, signed_headers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

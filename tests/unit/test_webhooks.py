@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.domain.webhooks import (
+from chalicelib.webhooks.rules import (
     EVENT_ID_HEADER,
     GIVE_UP_AFTER,
     PAUSE_AFTER_FAILURES,

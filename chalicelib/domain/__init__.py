@@ -1,1 +1,0 @@
-"""Pure domain logic: no boto3, no pynamodb, no HTTP. Tested without AWS."""

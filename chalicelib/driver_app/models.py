@@ -1,0 +1,68 @@
+"""Edge models of the driver web app: links and today's route."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    Strict,
+)
+
+from chalicelib.core.types import Location, Strict_
+from chalicelib.recipient.models import EtaWindow
+from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.shipments.models import Address, TimeWindow
+
+
+class DriverAppLinkCreate(Strict_):
+    expires_in_hours: Annotated[int, Strict(), Field(ge=1, le=72)] = Field(
+        default=16, description="How long the link works (1 to 72 hours)")
+
+
+class DriverAppLink(BaseModel):
+    driver_id: str
+    url: str = Field(description="The driver's web app; send it to the driver's phone. Shown once, never stored")
+    expires_at: datetime
+
+
+class StopInstructions(BaseModel):
+    """What the recipient asked for on the tracking page."""
+
+    gate_code: str | None = None
+    leave_at_door: bool = False
+    note: str | None = None
+
+
+class DriverStop(BaseModel):
+    sequence: int
+    shipment_id: str
+    status: ShipmentStatus
+    is_next: bool = Field(description="The first stop in route order still to be served")
+    recipient_first_name: str
+    address: Address
+    location: Location
+    time_window: TimeWindow | None = None
+    eta: EtaWindow | None = Field(default=None, description="While out for delivery or approaching")
+    instructions: str | None = Field(default=None, description="The merchant's instructions")
+    recipient_instructions: StopInstructions | None = None
+
+
+class DriverRouteInfo(BaseModel):
+    id: str
+    status: Literal["planned", "active", "completed"]
+    planned_start: datetime
+    started_at: datetime | None = None
+
+
+class DriverRouteView(BaseModel):
+    """The driver's route of today (in the merchant's time zone) with its stops in order."""
+
+    day: date
+    time_zone: str
+    driver_id: str
+    route: DriverRouteInfo | None = Field(description="None when the driver has no route today")
+    next_shipment_id: str | None = None
+    stops: list[DriverStop]

@@ -1,0 +1,165 @@
+"""Fleet routes: drivers and their tokens and devices, positions, zone events, merchant settings, zones."""
+
+from __future__ import annotations
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.core.config import get_settings
+from chalicelib.fleet.models import (
+    DeviceRegistration,
+    DriverCreate,
+    DriverOut,
+    DriverPage,
+    DriverToken,
+    DriverWithToken,
+    EventsQuery,
+    MerchantSettings,
+    NearbyDrivers,
+    NearbyQuery,
+    Position,
+    ZoneCreate,
+    ZoneEvents,
+    ZoneOut,
+    ZonePage,
+)
+from chalicelib.http.paging import Paging
+from chalicelib.http.routes import Auth, Call, Routes, json_response
+from chalicelib.storage import get_repository
+
+blueprint = Blueprint(__name__)
+routes = Routes(blueprint)
+
+
+def authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
+    """(merchant id, driver id) of the caller: a merchant API key, or a driver's token or app link."""
+    from chalicelib.fleet import service
+
+    if kind == "driver":
+        return service.authenticate_driver(get_repository(), authorization, get_settings())
+    return service.authenticate_merchant(get_repository(), authorization), ""
+
+
+# --- drivers -------------------------------------------------------------------------
+
+
+@routes.route("/v1/drivers", "POST", summary="Create a driver (returns its token once)", tag="drivers",
+              body=DriverCreate, response=DriverWithToken, status=201, errors_=(400, 401, 413, 415, 422))
+def create_driver(call: Call) -> DriverWithToken:
+    from chalicelib.fleet import service
+
+    return service.create_driver(get_repository(), call.merchant_id, call.body)
+
+
+@routes.route("/v1/drivers", "GET", summary="List drivers", tag="drivers", query=Paging, response=DriverPage,
+              errors_=(400, 401, 422))
+def list_drivers(call: Call) -> DriverPage:
+    from chalicelib.fleet import service
+
+    return service.list_drivers(get_repository(), get_settings(), call.merchant_id, call.query.limit,
+                                call.query.cursor)
+
+
+@routes.route("/v1/drivers/nearby", "GET", summary="Drivers within radius_m of a point, nearest first",
+              tag="drivers", query=NearbyQuery, response=NearbyDrivers, errors_=(401, 422))
+def nearby_drivers(call: Call) -> NearbyDrivers:
+    from chalicelib.fleet import service
+
+    q = call.query
+    return service.nearby_drivers(get_repository(), call.merchant_id, q.lat, q.lng, q.radius_m, q.limit)
+
+
+@routes.route("/v1/drivers/{driver_id}", "GET", summary="Get a driver", tag="drivers", response=DriverOut,
+              errors_=(401, 404))
+def get_driver(call: Call, driver_id: str) -> DriverOut:
+    from chalicelib.fleet import service
+
+    return service.get_driver(get_repository(), call.merchant_id, driver_id)
+
+
+@routes.route("/v1/drivers/{driver_id}/token", "POST", summary="Rotate a driver's token", tag="drivers",
+              response=DriverToken, errors_=(401, 404))
+def rotate_driver_token(call: Call, driver_id: str) -> DriverToken:
+    from chalicelib.fleet import service
+
+    return service.rotate_driver_token(get_repository(), call.merchant_id, driver_id)
+
+
+@routes.route("/v1/drivers/{driver_id}/position", "GET", summary="A driver's latest position", tag="drivers",
+              response=Position, errors_=(401, 404))
+def driver_position(call: Call, driver_id: str) -> Position:
+    from chalicelib.fleet import service
+
+    return service.driver_position(get_repository(), call.merchant_id, driver_id)
+
+
+@routes.route("/v1/drivers/{driver_id}/zone-events", "GET", summary="A driver's zone enter/exit/dwell events, "
+              "newest first", tag="drivers", query=EventsQuery, response=ZoneEvents, errors_=(401, 404, 422))
+def driver_zone_events(call: Call, driver_id: str) -> ZoneEvents:
+    from chalicelib.fleet import zones
+
+    return zones.driver_zone_events(get_repository(), call.merchant_id, driver_id, call.query.limit)
+
+
+@routes.route("/v1/drivers/{driver_id}/device-id", "PUT", summary="Register a tracker app's device id for a "
+              "driver (OsmAnd / Traccar Client)", tag="drivers", body=DeviceRegistration, status=204,
+              errors_=(400, 401, 404, 409, 415, 422))
+def register_device(call: Call, driver_id: str) -> Response:
+    from chalicelib.fleet import service
+
+    service.register_device(get_repository(), call.merchant_id, driver_id, call.body.device_id)
+    return Response(body="", status_code=204)
+
+
+# --- merchant settings -------------------------------------------------------------------
+
+
+@routes.route("/v1/settings", "GET", summary="The merchant's geofence, approach and tracking page settings",
+              tag="settings", response=MerchantSettings, errors_=(401,))
+def get_merchant_settings(call: Call) -> MerchantSettings:
+    from chalicelib.fleet import service
+
+    return service.merchant_settings(get_repository(), call.merchant_id)
+
+
+@routes.route("/v1/settings", "PUT", summary="Replace the merchant's settings (omitted fields take defaults)",
+              tag="settings", body=MerchantSettings, response=MerchantSettings, errors_=(400, 401, 413, 415, 422))
+def put_merchant_settings(call: Call) -> MerchantSettings:
+    from chalicelib.fleet import service
+
+    return service.replace_merchant_settings(get_repository(), call.merchant_id, call.body)
+
+
+# --- zones -------------------------------------------------------------------------------
+
+
+@routes.route("/v1/zones", "POST", summary="Create a polygon zone (depot, restricted area) from GeoJSON",
+              tag="zones", body=ZoneCreate, response=ZoneOut, status=201, errors_=(400, 401, 413, 415, 422))
+def create_zone(call: Call) -> Response:
+    from chalicelib.fleet import zones
+
+    zone = zones.create_zone(get_repository(), call.merchant_id, call.body)
+    return json_response(zone, 201, {"Location": f"/v1/zones/{zone.id}"})
+
+
+@routes.route("/v1/zones", "GET", summary="List zones", tag="zones", query=Paging, response=ZonePage,
+              errors_=(400, 401, 422))
+def list_zones(call: Call) -> ZonePage:
+    from chalicelib.fleet import zones
+
+    return zones.list_zones(get_repository(), get_settings(), call.merchant_id, call.query.limit, call.query.cursor)
+
+
+@routes.route("/v1/zones/{zone_id}", "GET", summary="Get a zone", tag="zones", response=ZoneOut, errors_=(401, 404))
+def get_zone(call: Call, zone_id: str) -> ZoneOut:
+    from chalicelib.fleet import zones
+
+    return zones.get_zone(get_repository(), call.merchant_id, zone_id)
+
+
+@routes.route("/v1/zones/{zone_id}", "DELETE", summary="Delete a zone", tag="zones", status=204,
+              errors_=(401, 404))
+def delete_zone(call: Call, zone_id: str) -> Response:
+    from chalicelib.fleet import zones
+
+    zones.delete_zone(get_repository(), call.merchant_id, zone_id)
+    return Response(body="", status_code=204)

@@ -1,0 +1,225 @@
+"""Edge models of drivers, merchant settings, zones and positions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    model_validator,
+)
+
+from chalicelib.core.types import (
+    ClockTime,
+    E164Phone,
+    Email,
+    FenceRadius,
+    HexColour,
+    HttpsUrl,
+    LocaleTag,
+    ShortText,
+    Strict_,
+    TimeZoneName,
+)
+from chalicelib.geo.cells import MAX_NEARBY_RADIUS_M
+
+
+class DriverCreate(Strict_):
+    name: ShortText
+    phone: E164Phone | None = None
+    external_ref: Annotated[str, Field(max_length=100)] | None = None
+
+
+class DriverOut(BaseModel):
+    id: str
+    name: str
+    phone: str | None = None
+    external_ref: str | None = None
+    created_at: datetime
+
+
+class DriverWithToken(DriverOut):
+    token: str = Field(description="The driver's bearer token. Shown once; only its hash is stored.")
+
+
+class DriverToken(BaseModel):
+    driver_id: str
+    token: str = Field(description="The new bearer token; the previous one stops working at once.")
+
+
+class DriverPage(BaseModel):
+    items: list[DriverOut]
+    next_cursor: str | None = None
+
+
+class BrandingSettings(Strict_):
+    """The merchant's look and support contact on the tracking page."""
+
+    name: ShortText | None = Field(default=None, description="Shown on the page; defaults to the merchant's name")
+    primary_colour: HexColour = "#1d4ed8"
+    accent_colour: HexColour = "#0f766e"
+    logo_url: HttpsUrl | None = Field(default=None, description="https only; its origin joins the page's CSP")
+    support_email: Email | None = None
+    support_phone: Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{2,30}$")] | None = Field(
+        default=None, description="The merchant's support line (never a driver's number)")
+
+
+class OfferedWindow(Strict_):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,15}$", description="e.g. morning")]
+    start_time: ClockTime
+    end_time: ClockTime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OfferedWindow:
+        if self.end_time <= self.start_time:
+            raise ValueError("end_time must be after start_time")
+        return self
+
+
+def _default_windows() -> list[OfferedWindow]:
+    return [OfferedWindow(id="morning", start_time="09:00", end_time="12:00"),
+            OfferedWindow(id="afternoon", start_time="13:00", end_time="17:00")]
+
+
+class RescheduleOptions(Strict_):
+    """What a recipient may move the delivery to (before it is out for delivery): each window on each delivery
+    day among the next `days_ahead` days, in the shipment's time zone."""
+
+    days_ahead: Annotated[int, Strict(), Field(ge=0, le=14)] = Field(
+        default=5, description="Calendar days after today to offer (0: recipients cannot reschedule)")
+    weekdays: Annotated[list[Annotated[int, Strict(), Field(ge=1, le=7)]], Field(min_length=1, max_length=7)] = \
+        Field(default_factory=lambda: [1, 2, 3, 4, 5, 6], description="Delivery days, ISO weekday numbers (1 = Mon)")
+    windows: Annotated[list[OfferedWindow], Field(min_length=1, max_length=6)] = Field(
+        default_factory=_default_windows, description="Daily windows offered on each delivery day")
+
+    @model_validator(mode="after")
+    def _unique(self) -> RescheduleOptions:
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays must not repeat")
+        if len({w.id for w in self.windows}) != len(self.windows):
+            raise ValueError("window ids must not repeat")
+        return self
+
+
+class MerchantSettings(Strict_):
+    """How the pipeline treats this merchant's stops and what its tracking page shows and offers.
+
+    Every field has a default; PUT replaces them all.
+    """
+
+    stop_radius_m: FenceRadius = Field(default=75.0, description="Default arrival geofence radius of a stop")
+    dwell_after_s: Annotated[float, Strict(), Field(ge=10, le=3600, allow_inf_nan=False)] = Field(
+        default=120.0, description="A dwell event fires once per stay after this many seconds inside a fence")
+    approach_minutes: Annotated[float, Strict(), Field(ge=0, le=120, allow_inf_nan=False)] = Field(
+        default=5.0, description="'approaching' fires when the stop's ETA is this close (0: never by time)")
+    approach_metres: Annotated[float, Strict(), Field(ge=0, le=10_000, allow_inf_nan=False)] = Field(
+        default=500.0, description="...or when the driver is this close in a straight line (0: never by distance)")
+    branding: BrandingSettings = Field(default_factory=BrandingSettings)
+    link_expiry_days: Annotated[int, Strict(), Field(ge=1, le=90)] = Field(
+        default=7, description="Tracking links answer 404 this many days after delivered/failed/returned/cancelled")
+    driver_visible_stops: Annotated[int, Strict(), Field(ge=0, le=50)] = Field(
+        default=1, description="The tracking page shows the driver while at most this many stops minus one come "
+                               "first (1: only when the recipient's stop is next; 0: never)")
+    reschedule_options: RescheduleOptions = Field(default_factory=RescheduleOptions)
+    far_from_stop_m: Annotated[float, Strict(), Field(ge=10, le=5000, allow_inf_nan=False)] = Field(
+        default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
+    time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
+    locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
+
+
+class ZoneKind(StrEnum):
+    DEPOT = "depot"
+    RESTRICTED = "restricted"
+    OTHER = "other"
+
+
+class GeoJsonPolygon(Strict_):
+    """A GeoJSON Polygon or MultiPolygon: positions are [lng, lat]; rings are closed or closed for you."""
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: Annotated[list[object], Field(min_length=1, max_length=50)]
+
+
+class ZoneCreate(Strict_):
+    name: ShortText
+    kind: ZoneKind = ZoneKind.OTHER
+    geometry: GeoJsonPolygon
+    exit_buffer_m: Annotated[float, Strict(), Field(ge=10, le=1000, allow_inf_nan=False)] = Field(
+        default=50.0, description="Hysteresis: leaving needs the driver this far outside the polygon")
+
+
+class ZoneOut(BaseModel):
+    id: str
+    name: str
+    kind: ZoneKind
+    geometry: dict[str, object]
+    exit_buffer_m: float
+    cells: int = Field(description="H3 cells (res 7) under which the zone is indexed")
+    created_at: datetime
+
+
+class ZonePage(BaseModel):
+    items: list[ZoneOut]
+    next_cursor: str | None = None
+
+
+class ZoneEvent(BaseModel):
+    id: str
+    type: Literal["enter", "exit", "dwell"]
+    zone_id: str
+    zone_name: str
+    occurred_at: datetime
+    lat: float
+    lng: float
+
+
+class ZoneEvents(BaseModel):
+    driver_id: str
+    items: list[ZoneEvent]
+
+
+class Position(BaseModel):
+    driver_id: str
+    lat: float
+    lng: float
+    fix_time: datetime
+    accuracy: float | None = None
+    speed: float | None = None
+    heading: float | None = None
+    altitude: float | None = None
+    battery: float | None = None
+    cell: str = Field(description="H3 cell (resolution 10) of the fix")
+    received_at: datetime
+
+
+class NearbyDriver(BaseModel):
+    driver_id: str
+    distance_m: float
+    position: Position
+
+
+class NearbyDrivers(BaseModel):
+    items: list[NearbyDriver]
+
+
+class DeviceRegistration(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    device_id: Annotated[str, Field(min_length=4, max_length=256, pattern=r"^[\x21-\x7e]+$")]
+
+
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+
+
+class NearbyQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+    lng: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+    radius_m: Annotated[float, Field(gt=0, le=MAX_NEARBY_RADIUS_M, allow_inf_nan=False)] = 1000
+    limit: Annotated[int, Field(ge=1, le=100)] = 20

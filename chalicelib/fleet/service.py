@@ -1,0 +1,201 @@
+"""Fleet use cases: merchants and their keys, drivers and devices, positions, merchant settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.core import errors
+from chalicelib.core.config import Settings
+from chalicelib.core.cursors import cursor_in, cursor_out
+from chalicelib.core.security import (
+    hash_secret,
+    new_id,
+    new_secret,
+)
+from chalicelib.fleet.models import (
+    DriverCreate,
+    DriverOut,
+    DriverPage,
+    DriverToken,
+    DriverWithToken,
+    MerchantSettings,
+    NearbyDriver,
+    NearbyDrivers,
+    Position,
+)
+from chalicelib.geo import cells as geo
+from chalicelib.storage.repository import Repository, now_utc
+from chalicelib.storage.tables import (
+    DriverItem,
+    PositionItem,
+    merchant_pk,
+)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise errors.unauthorized("The Authorization header is missing.")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.unauthorized("The Authorization header must be 'Bearer <token>'.")
+    return token.strip()
+
+
+def authenticate_merchant(repo: Repository, authorization: str | None) -> str:
+    token = bearer_token(authorization)
+    merchant_id = repo.merchant_for_key(hash_secret(token)) if len(token) <= 200 else None
+    if merchant_id is None:
+        raise errors.unauthorized("The API key is not valid.")
+    return merchant_id
+
+
+def authenticate_driver(repo: Repository, authorization: str | None,
+                        settings: Settings | None = None) -> tuple[str, str]:
+    """(merchant id, driver id) for the driver's own token or a driver app link (the web app's credential)."""
+    from chalicelib.driver_app.rules import looks_like_link
+
+    token = bearer_token(authorization)
+    if looks_like_link(token):
+        from chalicelib.core.config import get_settings
+        from chalicelib.driver_app.service import link_principal
+
+        secret = (settings or get_settings()).token_secret
+        driver = link_principal(repo, secret, token, datetime.now(UTC))
+        found = (driver.merchant_id, driver.driver_id) if driver is not None else None
+        if found is None:
+            raise errors.unauthorized("The driver link is not valid (expired or revoked); ask for a new one.")
+        return found
+    found = repo.driver_for_token(hash_secret(token)) if len(token) <= 200 else None
+    if found is None:
+        raise errors.unauthorized("The driver token is not valid.")
+    return found
+
+
+def create_merchant(repo: Repository, name: str) -> tuple[str, str]:
+    """Create a merchant; returns (merchant id, API key). The key is never stored."""
+    merchant_id = new_id("mer")
+    api_key = new_secret("dsk")
+    repo.create_merchant(merchant_id, name, hash_secret(api_key), api_key[:8])
+    return merchant_id, api_key
+
+
+def _driver_out(item: DriverItem) -> DriverOut:
+    return DriverOut(id=item.driver_id, name=item.name, phone=item.phone, external_ref=item.external_ref,
+                     created_at=item.created_at)
+
+
+def create_driver(repo: Repository, merchant_id: str, body: DriverCreate) -> DriverWithToken:
+    token = new_secret("dtk")
+    driver_id = new_id("drv")
+    item = DriverItem(merchant_pk(merchant_id), f"DRIVER#{driver_id}", merchant_id=merchant_id, driver_id=driver_id,
+                      name=body.name, phone=body.phone, external_ref=body.external_ref,
+                      token_hash=hash_secret(token), created_at=now_utc())
+    repo.create_driver(item)
+    return DriverWithToken(**_driver_out(item).model_dump(), token=token)
+
+
+def require_driver(repo: Repository, merchant_id: str, driver_id: str) -> DriverItem:
+    item = repo.get_driver(merchant_id, driver_id)
+    if item is None:
+        raise errors.not_found("Driver")
+    return item
+
+
+def get_driver(repo: Repository, merchant_id: str, driver_id: str) -> DriverOut:
+    return _driver_out(require_driver(repo, merchant_id, driver_id))
+
+
+def list_drivers(repo: Repository, settings: Settings, merchant_id: str, limit: int, cursor: str | None
+                 ) -> DriverPage:
+    scope = f"drivers:{merchant_id}"
+    items, last = repo.list_drivers(merchant_id, limit, cursor_in(settings, scope, cursor))
+    return DriverPage(items=[_driver_out(i) for i in items], next_cursor=cursor_out(settings, scope, last))
+
+
+def rotate_driver_token(repo: Repository, merchant_id: str, driver_id: str) -> DriverToken:
+    driver = require_driver(repo, merchant_id, driver_id)
+    token = new_secret("dtk")
+    repo.replace_driver_token(driver, hash_secret(token))
+    return DriverToken(driver_id=driver_id, token=token)
+
+
+def _ms_to_dt(ms: float) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def _position_out(item: PositionItem) -> Position:
+    def opt(value: Any) -> float | None:
+        return float(value) if value is not None else None
+
+    return Position(driver_id=item.driver_id, lat=float(item.lat), lng=float(item.lng),
+                    fix_time=_ms_to_dt(item.fix_ms), accuracy=opt(item.accuracy), speed=opt(item.speed),
+                    heading=opt(item.heading), altitude=opt(item.altitude), battery=opt(item.battery),
+                    cell=item.cell, received_at=_ms_to_dt(item.received_ms))
+
+
+def driver_position(repo: Repository, merchant_id: str, driver_id: str) -> Position:
+    require_driver(repo, merchant_id, driver_id)
+    item = repo.get_position(driver_id)
+    if item is None:
+        raise errors.not_found("Position")
+    return _position_out(item)
+
+
+def nearby_drivers(repo: Repository, merchant_id: str, lat: float, lng: float, radius_m: float,
+                   limit: int) -> NearbyDrivers:
+    cells = geo.cells_within(lat, lng, radius_m)
+    found = []
+    for item in repo.positions_in_cells(merchant_id, cells):
+        distance = geo.haversine_m(lat, lng, float(item.lat), float(item.lng))
+        if distance <= radius_m:
+            found.append(NearbyDriver(driver_id=item.driver_id, distance_m=round(distance, 1),
+                                      position=_position_out(item)))
+    found.sort(key=lambda d: d.distance_m)
+    return NearbyDrivers(items=found[:limit])
+
+
+def merchant_settings(repo: Repository, merchant_id: str) -> MerchantSettings:
+    raw = repo.merchant_settings(merchant_id)
+    return MerchantSettings.model_validate_json(raw) if raw else MerchantSettings()
+
+
+def replace_merchant_settings(repo: Repository, merchant_id: str, body: MerchantSettings) -> MerchantSettings:
+    """Replace all settings (omitted fields take their defaults); the stream pipeline sees them within a minute."""
+    repo.put_merchant_settings(merchant_id, body.model_dump_json())
+    return body
+
+
+def driver_for_device(repo: Repository, device_id: str) -> tuple[str, str] | None:
+    """The driver a tracker app's device id stands for: the driver's own token, or a device id the merchant
+    registered for that driver. Both are credentials, stored only as hashes."""
+    if not device_id or len(device_id) > 256:
+        return None
+    digest = hash_secret(device_id)
+    return repo.driver_for_token(digest) or repo.driver_for_device(digest)
+
+
+def driver_for_credentials(repo: Repository, driver_id: str, token: str) -> tuple[str, str] | None:
+    """(merchant id, driver id) when `token` is the token of the driver `driver_id` (OwnTracks' Basic auth)."""
+    found = repo.driver_for_token(hash_secret(token))
+    return found if found is not None and found[1] == driver_id else None
+
+
+def register_device(repo: Repository, merchant_id: str, driver_id: str, device_id: str) -> None:
+    require_driver(repo, merchant_id, driver_id)
+    if not repo.register_device(merchant_id, driver_id, hash_secret(device_id)):
+        raise errors.conflict("This device id belongs to another driver.", "device_id", "already registered")
+
+
+def record_driver_transition(repo: Repository, merchant_id: str, driver_id: str, event: str, region: str | None,
+                             region_id: str | None, occurred_ms: int, lat: float | None, lng: float | None) -> None:
+    """A region enter/leave the driver's own app reported (OwnTracks), kept with the zone events."""
+    from chalicelib.geo.geofence import event_id
+    from chalicelib.storage.tables import zone_event_item
+
+    kind = "enter" if event == "enter" else "exit"
+    zone_id = f"device:{region_id or region or 'region'}"[:200]
+    repo.put_zone_event_once(zone_event_item(
+        merchant_id, driver_id, event_id(driver_id, zone_id, kind, occurred_ms), kind, zone_id,
+        (region or region_id or "device region")[:200], datetime.fromtimestamp(occurred_ms / 1000, UTC),
+        lat or 0.0, lng or 0.0))

@@ -1,0 +1,38 @@
+"""Ping ingest: screen a batch against the driver's last fix and store it idempotently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.core.config import Settings
+from chalicelib.geo import cells as geo
+from chalicelib.ingest.models import PingBatchResult, PingItemResult, parse_ping
+from chalicelib.ingest.rules import POSITION_MAX_ACCURACY_M, ScreenLimits, screen_batch
+from chalicelib.storage.repository import Repository
+
+
+def ingest_pings(repo: Repository, settings: Settings, merchant_id: str, driver_id: str, raw_items: list[Any],
+                 now_ms: int) -> PingBatchResult:
+    parsed = [parse_ping(i, raw) for i, raw in enumerate(raw_items)]
+    screening = screen_batch(
+        parsed, driver_id=driver_id, merchant_id=merchant_id, now_ms=now_ms,
+        limits=ScreenLimits(settings.max_ping_accuracy_m, settings.max_speed_mps),
+        last_fix=repo.last_fix(driver_id),
+    )
+    if screening.to_store:
+        screening.mark_duplicates(repo.stored_fix_times(driver_id, (p.fix_ms for p in screening.to_store.values())))
+    # Fixes of 100-500 m (Wi-Fi or cell positioning) are kept as history but never become the latest
+    # position: the tracking map, nearby search and the next speed check all read it.
+    newest = screening.newest(max_accuracy_m=POSITION_MAX_ACCURACY_M)
+    if screening.to_store:
+        repo.put_pings(list(screening.to_store.values()))
+    if newest is not None:
+        repo.advance_position(newest, geo.coarse_cell(newest.lat, newest.lng))
+    results = screening.finalize()
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for r in results:
+        counts[r.status] += 1
+    return PingBatchResult(
+        accepted=counts["accepted"], duplicates=counts["duplicate"], rejected=counts["rejected"],
+        items=[PingItemResult(index=r.index, status=r.status, field=r.field, reason=r.reason) for r in results],
+    )

@@ -1,0 +1,247 @@
+"""Notification dispatch: a lifecycle event on a shipment's timeline becomes at most one message per channel.
+
+The stream function calls `notify_for_event` for each new timeline item. Per
+channel the domain decides (policy, contact, opt-out, freshness, quiet hours);
+a message to send is claimed on the ledger first (a conditional write keyed by
+shipment, kind, channel and occurrence), sent, then marked sent. A transient
+provider error releases the claim and raises `RetryLater`, so the stream
+retries the record (and, after its retries, parks it on the dead-letter
+queue); a permanent one is recorded on the ledger and the timeline. Nothing is
+dropped without a ledger record and a log line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from chalicelib.core.config import Settings
+from chalicelib.core.observability import MetricUnit, logger, metrics
+from chalicelib.core.security import new_id, tracking_token
+from chalicelib.fleet.models import MerchantSettings
+from chalicelib.notifications.contacts import contact_key
+from chalicelib.notifications.ledger import Ledger
+from chalicelib.notifications.rules import (
+    NOTIFY_MAX_ATTEMPTS,
+    NOTIFY_RETRY_BASE_S,
+    NOTIFY_RETRY_CAP_S,
+    Action,
+    Channel,
+    Contacts,
+    DropReason,
+    ErrorClass,
+    LedgerState,
+    NotificationPolicy,
+    NotifyEvent,
+    NotifyKind,
+    backoff_delay,
+    decide,
+    ledger_key,
+    occurrence_for,
+)
+from chalicelib.notifications.senders import Notifier, SendFailed
+from chalicelib.notifications.templates import (
+    Branding,
+    RenderedEmail,
+    RenderedSms,
+    TemplateSet,
+    format_day,
+    format_window,
+    message_values,
+    render,
+)
+from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.storage.repository import Repository
+from chalicelib.storage.tables import ShipmentItem, as_dict, event_item
+
+EVENT_KINDS: dict[str, NotifyKind] = {
+    "day_before": NotifyKind.DAY_BEFORE,  # not a timeline event: the scheduled reminder raises it
+    "out_for_delivery": NotifyKind.OUT_FOR_DELIVERY,
+    "approaching": NotifyKind.APPROACHING,
+    "delivered": NotifyKind.DELIVERED,
+    "failed": NotifyKind.FAILED,
+    "delayed": NotifyKind.DELAYED,
+    "rescheduled": NotifyKind.RESCHEDULED,
+}
+# What a deferred message keeps of its event, to be decided again when it comes due.
+_KEPT = ("type", "merchant_id", "shipment_id", "occurred_at", "data")
+# A transient failure is retried by the stream at once; the scheduled release picks it up after this if the
+# stream has given up on the record (nothing waits on the dead-letter queue alone).
+RELEASE_RETRY_AFTER_S = 120
+# Drops that are the normal case (the merchant did not ask for it, no address): logged, no ledger item.
+_QUIET_DROPS = (DropReason.DISABLED, DropReason.NO_CONTACT)
+
+
+class RetryLater(Exception):
+    """A provider failed transiently: the stream record should be retried (the ledger claim was released)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    channel: str
+    result: str  # sent | dropped:<reason> | deferred | skipped (already handled) | failed:<code>
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantLook:
+    branding: Branding
+    sender: str | None  # the verified SES identity to send from; None: email cannot be sent
+    time_zone: str
+    locale: str
+
+
+@lru_cache(maxsize=256)
+def load_settings(stored_json: str | None) -> tuple[NotificationPolicy, TemplateSet]:
+    """A merchant's stored notification policy and templates (the defaults when none); cached by content."""
+    stored = json.loads(stored_json) if stored_json else {}
+    policy = NotificationPolicy.from_dict(stored["policy"]) if stored.get("policy") else NotificationPolicy()
+    templates = TemplateSet.from_dict(stored["templates"]) if stored.get("templates") else TemplateSet()
+    return policy, templates
+
+
+def merchant_look(settings: MerchantSettings, merchant_name: str, sender: str | None) -> MerchantLook:
+    """The merchant's branding as messages show it (the tracking page's settings serve both)."""
+    brand = settings.branding
+    return MerchantLook(Branding(name=brand.name or merchant_name, primary_color=brand.primary_colour,
+                                 logo_url=brand.logo_url, support_email=brand.support_email,
+                                 support_phone=brand.support_phone),
+                        sender, settings.time_zone, settings.locale)
+
+
+def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, settings: Settings,
+                     image: dict[str, Any], look: MerchantLook, now: datetime | None = None, *,
+                     policy: NotificationPolicy | None = None, templates: TemplateSet | None = None,
+                     due_at: datetime | None = None, channel_only: str | None = None,
+                     replay: bool = False) -> list[Outcome]:
+    """The messages of one event. A released deferred message comes with `due_at` (freshness counts from
+    the end of its wait, not from when the event happened) and `channel_only`, the channel it was for.
+    `replay` (an operator's) may also claim a message that failed for good; it is due now."""
+    kind = EVENT_KINDS.get(str(image.get("type")))
+    if kind is None:
+        return []
+    now = now or datetime.now(UTC)
+    merchant_id, shipment_id = str(image["merchant_id"]), str(image["shipment_id"])
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    if shipment is None:
+        return []
+    recipient = as_dict(shipment.recipient)
+    contacts = Contacts(recipient.get("phone"), recipient.get("email"))
+    zone = str(recipient.get("time_zone") or look.time_zone)
+    occurred = _when(image.get("occurred_at"), now)
+    keys = [contact_key(channel, address) for channel, address in
+            ((Channel.SMS, contacts.phone), (Channel.EMAIL, contacts.email)) if address]
+    opted_out = ledger.opted_out(merchant_id, keys)
+    if replay:
+        due_at = now
+    event = NotifyEvent(kind, shipment_id, occurred, due_at=due_at, status=ShipmentStatus(shipment.status))
+    kept = {name: image[name] for name in _KEPT if image.get(name) is not None}  # to decide again when due
+    decisions = decide(event, policy or NotificationPolicy(), contacts, opted_out, now, zone)
+    occurrence = occurrence_for(kind, date.fromisoformat(shipment.delivery_date))
+    outcomes: list[Outcome] = []
+    retry = False
+    for decision in decisions:
+        if channel_only is not None and decision.channel.value != channel_only:
+            continue
+        key = ledger_key(shipment_id, kind, decision.channel, occurrence)
+        channel = decision.channel.value
+        if decision.action is Action.DROP:
+            reason = decision.reason.value if decision.reason else "dropped"
+            if decision.reason not in _QUIET_DROPS or due_at is not None:  # a released item must leave the index
+                ledger.settle(shipment_id, key, LedgerState.DROPPED, now, detail=reason)
+            logger.info("notification dropped", extra={"kind": kind.value, "channel": channel, "reason": reason})
+            outcomes.append(Outcome(channel, f"dropped:{reason}"))
+            continue
+        if decision.action is Action.DEFER:
+            # Waits on the ledger with not_before; a scheduled release re-decides it then.
+            ledger.settle(shipment_id, key, LedgerState.DEFERRED, now, detail="quiet_hours", not_before=decision.until,
+                          event=kept)
+            outcomes.append(Outcome(channel, "deferred"))
+            continue
+        if channel == Channel.EMAIL.value and not look.sender:
+            ledger.settle(shipment_id, key, LedgerState.DROPPED, now, detail="no_sender_identity")
+            outcomes.append(Outcome(channel, "dropped:no_sender_identity"))
+            continue
+        claim_id = new_id("clm")
+        attempts = ledger.claim(shipment_id, key, claim_id, now, replay=replay)
+        if not attempts:
+            outcomes.append(Outcome(channel, "skipped"))  # sent, dropped or being sent by another worker
+            continue
+        message = render(kind, channel, recipient.get("locale") or look.locale,
+                         _values(settings, shipment, look, zone, image), look.branding,
+                         templates or TemplateSet())
+        try:
+            sent = _send(notifier, look, decision.address or "", message)
+        except SendFailed as exc:
+            verdict = exc.verdict
+            if verdict.retry and attempts < NOTIFY_MAX_ATTEMPTS:
+                # The stream retries the record at once; the release schedule takes over with backoff.
+                wait = max(RELEASE_RETRY_AFTER_S, backoff_delay(attempts, base=NOTIFY_RETRY_BASE_S,
+                                                                cap=NOTIFY_RETRY_CAP_S))
+                ledger.finish(shipment_id, key, claim_id, LedgerState.DEFERRED, now, detail=verdict.code,
+                              not_before=now, event=kept, release_at=now + timedelta(seconds=wait))
+                metrics.add_metric(name="NotificationsRetried", unit=MetricUnit.Count, value=1)
+                outcomes.append(Outcome(channel, f"retry:{verdict.code}"))
+                retry = True
+                continue
+            code = verdict.code if not verdict.retry else f"gave_up_after_{attempts}_attempts:{verdict.code}"
+            ledger.finish(shipment_id, key, claim_id, LedgerState.FAILED_PERMANENT, now, detail=code,
+                          event=kept)  # kept for `python -m infra.replay notifications`
+            if verdict.cls is ErrorClass.UNREACHABLE and decision.address:
+                ledger.record_opt_out(merchant_id, contact_key(decision.channel, decision.address), now, "provider")
+            repo.put_event_once(event_item(merchant_id, shipment_id, f"notify-failed-{key}", "notification_failed",
+                                           "system", now, now, data={"channel": channel, "kind": kind.value,
+                                                                     "code": code}))
+            metrics.add_metric(name="NotificationsFailed", unit=MetricUnit.Count, value=1)
+            outcomes.append(Outcome(channel, f"failed:{code}"))
+            continue
+        ledger.finish(shipment_id, key, claim_id, LedgerState.SENT, now, detail=sent)
+        metrics.add_metric(name="NotificationsSent", unit=MetricUnit.Count, value=1)
+        logger.info("notification sent", extra={"kind": kind.value, "channel": channel, "shipment_id": shipment_id})
+        outcomes.append(Outcome(channel, "sent"))
+    if retry:
+        raise RetryLater(f"{shipment_id} {kind.value}: a provider failed transiently")
+    return outcomes
+
+
+def _send(notifier: Notifier, look: MerchantLook, address: str, message: RenderedSms | RenderedEmail) -> str:
+    if isinstance(message, RenderedSms):
+        return notifier.send_sms(address, message.text).provider_id
+    sender = f"{look.branding.display_sender} <{look.sender}>" if look.branding.display_sender else str(look.sender)
+    return notifier.send_email(sender, address, message.subject, message.text, message.html,
+                               reply_to=look.branding.support_email).provider_id
+
+
+def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
+            image: dict[str, Any]) -> dict[str, str]:
+    from zoneinfo import ZoneInfo
+
+    url = (f"{settings.public_base_url}/track/"
+           f"{tracking_token(settings.token_secret, shipment.shipment_id, int(shipment.token_version))}")
+    tz = ZoneInfo(zone)
+    locale = as_dict(shipment.recipient).get("locale") or look.locale
+    window = None
+    if shipment.eta_low_ms is not None and shipment.eta_high_ms is not None:
+        window = format_window(_ms(shipment.eta_low_ms), _ms(shipment.eta_high_ms), tz, locale)
+    elif shipment.window_start is not None and shipment.window_end is not None:
+        window = format_window(shipment.window_start, shipment.window_end, tz, locale)
+    else:  # no ETA yet and no promised window: the day is still worth saying
+        window = format_day(date.fromisoformat(shipment.delivery_date), locale)
+    data = image.get("data") or {}
+    return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
+                          tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
+                          reason=str(data.get("reason")) if data.get("reason") else None,
+                          delivery_date=shipment.delivery_date)
+
+
+def _ms(value: Any) -> datetime:
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+def _when(value: Any, default: datetime) -> datetime:
+    if not value:
+        return default
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,186 @@
+"""The notification ledger in DynamoDB: one item per message that may be sent once, claimed conditionally.
+
+Item: `PK = SHIPMENT#<sid>`, `SK = <ledger key>` (NOTIFY#<sid>#<kind>#<channel>[#<occurrence>]), next to the
+shipment's timeline. The claim's condition is the domain's `can_claim` rule written as an expression, so a
+stream batch delivered twice, a Lambda retry or two concurrent workers cannot both send.
+Opt-outs: `PK = MERCHANT#<mid>`, `SK = OPTOUT#<contact key>`: honoured across all the merchant's shipments.
+
+A deferred item (quiet hours, or a transient provider error) is also in a sparse "due" index on GSI1
+(`GSI1PK = NOTIFY_DUE#<shard>`, `GSI1SK = <not_before>#<shipment>#<key>`) with the event it came from, so a
+scheduled function finds what has come due with one Query per shard and decides it again; a claim or a
+final state takes the item out of the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib.core.config import get_settings
+from chalicelib.notifications.rules import DEFAULT_LEASE, LedgerState
+from chalicelib.storage.tables import merchant_pk, shipment_pk
+
+L = LedgerState
+DUE_SHARDS = 4  # spreads the due index's writes; a release run reads every shard
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def due_pk(shipment_id: str) -> str:
+    shard = int.from_bytes(hashlib.sha256(shipment_id.encode()).digest()[:2], "big") % DUE_SHARDS
+    return f"NOTIFY_DUE#{shard}"
+
+
+@dataclass(frozen=True, slots=True)
+class DueMessage:
+    """A deferred message that has come due: the event to decide again, and the instant its wait ended."""
+
+    shipment_id: str
+    key: str
+    not_before: datetime
+    event: dict[str, Any]  # the timeline image it came from: type, merchant_id, shipment_id, occurred_at, data
+
+    @property
+    def channel(self) -> str:
+        return self.key.split("#")[3]  # NOTIFY#<shipment>#<kind>#<channel>[#<occurrence>]
+
+
+def _due_values(shipment_id: str, key: str, not_before: datetime, release_at: datetime | None = None
+                ) -> dict[str, Any]:
+    release = release_at or not_before
+    return {":nb": {"S": _iso(not_before)}, ":due_pk": {"S": due_pk(shipment_id)},
+            ":due_sk": {"S": f"{_iso(release)}#{shipment_id}#{key}"}}
+
+
+_DUE_SET = ", not_before = :nb, GSI1PK = :due_pk, GSI1SK = :due_sk"
+
+
+def _with_event(update: str, values: dict[str, Any], event: dict[str, Any] | None) -> str:
+    """Keep the event with the item: a deferred one is released with it, a failed one replayed with it."""
+    if event is None:
+        return update
+    values[":event"] = {"S": json.dumps(event, default=str, separators=(",", ":"))}
+    return update + ", due_event = :event"
+
+
+class Ledger:
+    def __init__(self, client: Any) -> None:
+        self.client = client  # the low-level DynamoDB client (conditions on several attributes read plainly)
+        self.table = get_settings().table_name
+
+    def _key(self, shipment_id: str, key: str) -> dict[str, Any]:
+        return {"PK": {"S": shipment_pk(shipment_id)}, "SK": {"S": key}}
+
+    def _update_if(self, shipment_id: str, key: str, **kwargs: Any) -> dict[str, Any] | None:
+        """A conditional UpdateItem on one ledger item: the updated attributes asked for (an empty dict if
+        none), or None when the condition did not hold."""
+        try:
+            response = self.client.update_item(TableName=self.table, Key=self._key(shipment_id, key), **kwargs)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return dict(response.get("Attributes", {}))
+
+    def claim(self, shipment_id: str, key: str, claim_id: str, now: datetime,
+              lease: timedelta = DEFAULT_LEASE, *, replay: bool = False) -> int:
+        """Take the message: the number of claims so far, this one included (each may call the provider
+        once); 0 when it is sent, dropped, held by a live claim, or deferred until later."""
+        condition = ("attribute_not_exists(PK) OR (#s = :deferred AND not_before <= :now)"
+                     " OR (#s = :claimed AND lease_until < :now)")
+        values: dict[str, Any] = {":deferred": {"S": L.DEFERRED.value}, ":claimed": {"S": L.CLAIMED.value},
+                                  ":now": {"S": _iso(now)}, ":state": {"S": L.CLAIMED.value},
+                                  ":claim": {"S": claim_id}, ":lease": {"S": _iso(now + lease)},
+                                  ":one": {"N": "1"}, ":zero": {"N": "0"}}
+        if replay:
+            condition += " OR #s = :failed"
+            values[":failed"] = {"S": L.FAILED_PERMANENT.value}
+        claimed = self._update_if(
+            shipment_id, key, ConditionExpression=condition, ReturnValues="UPDATED_NEW",
+            UpdateExpression="SET #s = :state, claim_id = :claim, lease_until = :lease, updated_at = :now, "
+                             "attempts = if_not_exists(attempts, :zero) + :one REMOVE not_before, GSI1PK, GSI1SK",
+            ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
+        return 0 if claimed is None else int(claimed["attempts"]["N"])
+
+    def finish(self, shipment_id: str, key: str, claim_id: str, state: LedgerState, now: datetime, *,
+               detail: str | None = None, not_before: datetime | None = None,
+               event: dict[str, Any] | None = None, release_at: datetime | None = None) -> bool:
+        """Record the outcome of a claim (sent, deferred for a retry, failed); only the claimant may.
+
+        A deferral (with `not_before`) puts the item in the due index with `event`, so it is tried again
+        even if the stream gives up on the record: the stream's retry may claim it from `not_before`, the
+        scheduled release from `release_at` (default: the same instant).
+        """
+        names = {"#s": "state"}
+        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": _iso(now)},
+                                  ":claim": {"S": claim_id}, ":claimed": {"S": L.CLAIMED.value}}
+        update = "SET #s = :state, updated_at = :now"
+        if detail is not None:
+            update += ", detail = :detail"
+            values[":detail"] = {"S": detail[:500]}
+        if not_before is not None:
+            update += _DUE_SET
+            values.update(_due_values(shipment_id, key, not_before, release_at))
+        update = _with_event(update, values, event)
+        return self._update_if(shipment_id, key, UpdateExpression=update,
+                               ConditionExpression="#s = :claimed AND claim_id = :claim",
+                               ExpressionAttributeNames=names, ExpressionAttributeValues=values) is not None
+
+    def settle(self, shipment_id: str, key: str, state: LedgerState, now: datetime, *, detail: str,
+               not_before: datetime | None = None, event: dict[str, Any] | None = None) -> bool:
+        """Record a decision not to send now (dropped, deferred) for a message nobody holds.
+
+        Allowed on a new key, and on a deferred one that has come due (decided again on release: it may be
+        dropped as superseded or stale, or wait again).
+        """
+        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": _iso(now)}, ":detail": {"S": detail},
+                                  ":deferred": {"S": L.DEFERRED.value}}
+        update = "SET #s = :state, updated_at = :now, detail = :detail"
+        if not_before is not None:
+            update = _with_event(update + _DUE_SET, values, event)
+            values.update(_due_values(shipment_id, key, not_before))
+        else:
+            update = _with_event(update, values, event) + " REMOVE not_before, GSI1PK, GSI1SK"
+        condition = "attribute_not_exists(PK) OR (#s = :deferred AND not_before <= :now)"
+        return self._update_if(shipment_id, key, UpdateExpression=update, ConditionExpression=condition,
+                               ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values) is not None
+
+    def due(self, now: datetime, limit: int = 200) -> list[DueMessage]:
+        """Deferred messages whose wait has ended, oldest first: one Query per shard of the due index."""
+        found: list[DueMessage] = []
+        for shard in range(DUE_SHARDS):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table, "IndexName": "GSI1", "Limit": limit,
+                "KeyConditionExpression": "GSI1PK = :pk AND GSI1SK <= :upto",
+                "ExpressionAttributeValues": {":pk": {"S": f"NOTIFY_DUE#{shard}"}, ":upto": {"S": _iso(now) + "~"}}}
+            for item in self.client.query(**kwargs).get("Items", []):
+                raw = item.get("due_event", {}).get("S")
+                if not raw:
+                    continue  # deferred before events were kept: the stream's own retry owns it
+                found.append(DueMessage(item["PK"]["S"].removeprefix("SHIPMENT#"), item["SK"]["S"],
+                                        datetime.fromisoformat(item["not_before"]["S"].replace("Z", "+00:00")),
+                                        json.loads(raw)))
+        found.sort(key=lambda message: message.not_before)
+        return found[:limit]
+
+    def entries(self, shipment_id: str) -> list[dict[str, str]]:
+        response = self.client.query(TableName=self.table, KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",
+                                     ExpressionAttributeValues={":pk": {"S": shipment_pk(shipment_id)},
+                                                                ":p": {"S": "NOTIFY#"}})
+        return [{name: next(iter(value.values())) for name, value in item.items()}
+                for item in response.get("Items", [])]
+
+    def opted_out(self, merchant_id: str, contact_keys: list[str]) -> set[str]:
+        if not contact_keys:
+            return set()
+        keys = [{"PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{k}"}} for k in contact_keys]
+        response = self.client.batch_get_item(RequestItems={self.table: {"Keys": keys}})
+        return {item["SK"]["S"].removeprefix("OPTOUT#") for item in response.get("Responses", {}).get(self.table, [])}
+
+    def record_opt_out(self, merchant_id: str, contact_key: str, now: datetime, source: str) -> None:
+        self.client.put_item(TableName=self.table, Item={
+            "PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{contact_key}"},
+            "created_at": {"S": _iso(now)}, "source": {"S": source}})

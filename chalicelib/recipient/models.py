@@ -1,0 +1,54 @@
+"""The recipient's tracking view (JSON)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import (
+    BaseModel,
+    Field,
+)
+
+from chalicelib.core.types import Location
+from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.shipments.models import TimeWindow
+
+
+class TrackingShipment(BaseModel):
+    """What a recipient may see: no phone, email, street address or surname."""
+
+    recipient_first_name: str
+    city: str
+    delivery_date: date
+    time_window: TimeWindow | None = None
+    location: Location
+
+
+class DriverMarker(BaseModel):
+    lat: float
+    lng: float
+    fix_time: datetime
+    accuracy: float | None = None
+
+
+class TrackingEvent(BaseModel):
+    type: str
+    status: ShipmentStatus | None = None
+    occurred_at: datetime
+
+
+class EtaWindow(BaseModel):
+    expected: datetime
+    earliest: datetime
+    latest: datetime
+
+
+class TrackingView(BaseModel):
+    status: ShipmentStatus
+    eta: EtaWindow | None = Field(default=None, description="Present while the shipment is on its way")
+    shipment: TrackingShipment
+    stops_before: int | None = Field(default=None, description="Stops still to be served before this one (while "
+                                                                "out for delivery)")
+    driver: DriverMarker | None = Field(description="Present only while out for delivery and this stop is next "
+                                                    "(or within the merchant's driver_visible_stops)")
+    timeline: list[TrackingEvent]

@@ -1,0 +1,319 @@
+"""Recipient use cases behind a tracking link: resolve it, build what the page and its JSON show, and take the
+recipient's delivery instructions, reschedule and rating.
+
+The rules are pure (chalicelib.domain.tracking); this module reads and writes through the repository and
+returns plain data: `chalicelib.web` dataclasses for the HTML page, edge models for the JSON view. HTTP and
+HTML stay in app.py. Errors are `errors.DomainError`s whose code is a `chalicelib.web.MESSAGE_KINDS` kind
+(`not_available`, `already_rated`) so the HTML routes can answer in the recipient's language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from chalicelib.core import errors
+from chalicelib.core.security import hash_secret, looks_like_tracking_token, new_id
+from chalicelib.core.types import Location
+from chalicelib.fleet.models import MerchantSettings
+from chalicelib.recipient.models import DriverMarker, EtaWindow, TrackingEvent, TrackingShipment, TrackingView
+from chalicelib.recipient.page import Branding, PageEvent, RescheduleOption, TrackingPage
+from chalicelib.recipient.rules import (
+    INSTRUCTABLE,
+    LIVE,
+    RECIPIENT_EVENTS,
+    RESCHEDULABLE,
+    Slot,
+    WindowOffer,
+    driver_visible,
+    first_name,
+    link_expired,
+    reschedule_slots,
+    stops_before,
+)
+from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionError, check_transition
+from chalicelib.shipments.models import TimeWindow
+from chalicelib.storage.repository import ConditionFailed, Repository
+from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, date_gsi_pk, event_item
+from chalicelib.web.i18n import negotiate
+
+S = ShipmentStatus
+
+# Never a merchant or shipment id (those look like mer_..., shp_...): a dead link reads keys that do not exist,
+# so it does the same three reads as a live one.
+_NOBODY = "-"
+_ETA_STATUSES = frozenset({S.OUT_FOR_DELIVERY, S.APPROACHING})
+
+
+@dataclass(frozen=True)
+class Link:
+    """A live tracking link: the token, its shipment and the merchant's settings."""
+
+    token: str
+    shipment: ShipmentItem
+    merchant_name: str
+    settings: MerchantSettings
+
+    @property
+    def status(self) -> ShipmentStatus:
+        return ShipmentStatus(self.shipment.status)
+
+    @property
+    def recipient(self) -> dict[str, Any]:
+        return as_dict(self.shipment.recipient)
+
+    @property
+    def time_zone(self) -> str:
+        return str(self.recipient.get("time_zone") or self.settings.time_zone)
+
+
+def link_gone() -> errors.DomainError:
+    return errors.not_found("Tracking link")
+
+
+def resolve(repo: Repository, token: str, now: datetime) -> Link:
+    """The shipment behind a tracking token, or the one 404 for an unknown, malformed, revoked or expired link.
+
+    Every case reads the token item, the shipment and the merchant (the last two under keys that do not exist
+    when the token is unknown), so neither the answer nor its timing tells the cases apart.
+    """
+    digest = hash_secret(token if looks_like_tracking_token(token) else "not-a-token")
+    target = repo.tracking_target(digest)
+    merchant_id, shipment_id = (target.merchant_id, target.shipment_id) if target else (_NOBODY, _NOBODY)
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    merchant = repo.get_merchant(merchant_id)
+    if target is None or shipment is None or merchant is None:
+        raise link_gone()
+    settings = MerchantSettings.model_validate_json(merchant.settings) if merchant.settings else MerchantSettings()
+    version = int(target.token_version) if target.token_version is not None else 1
+    status = ShipmentStatus(shipment.status)
+    # Shipments closed before final_at existed: their last update is when they closed.
+    closed_at = shipment.final_at or (shipment.updated_at if status in CLOSED else None)
+    if version != int(shipment.token_version) or link_expired(status, closed_at, settings.link_expiry_days, now):
+        raise link_gone()
+    return Link(token, shipment, merchant.name, settings)
+
+
+def branding(link: Link) -> Branding:
+    b = link.settings.branding
+    return Branding(name=b.name or link.merchant_name, primary_colour=b.primary_colour,
+                    accent_colour=b.accent_colour, logo_url=b.logo_url, support_email=b.support_email,
+                    support_phone=b.support_phone)
+
+
+def locale(link: Link, accept_language: str | None) -> str:
+    """Among the catalogues: the recipient's language when the merchant gave one, else the browser's, else the
+    merchant's default, else English."""
+    given = link.recipient.get("locale")
+    if given:
+        return negotiate(str(given), accept_language)
+    fallback = f"{link.settings.locale};q=0.001"  # below anything the browser asks for
+    return negotiate(None, f"{accept_language},{fallback}" if accept_language else fallback)
+
+
+# --- what the recipient sees ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Live:
+    stops_before: int | None = None
+    driver_first_name: str | None = None
+    position: PositionItem | None = None
+
+
+def _live(repo: Repository, link: Link) -> _Live:
+    """Stops before this one, the driver's first name, and the driver's position when the rules allow it."""
+    shipment = link.shipment
+    if link.status not in LIVE or not shipment.route_id:
+        return _Live()
+    route = repo.get_route(shipment.merchant_id, shipment.route_id)
+    stops = [str(s) for s in route.stops] if route is not None else []
+    ahead = None
+    if shipment.shipment_id in stops:
+        earlier = stops[:stops.index(shipment.shipment_id)]
+        others = repo.get_shipments(shipment.merchant_id, earlier) if earlier else {}
+        ahead = stops_before(stops, shipment.shipment_id,
+                             {sid: ShipmentStatus(item.status) for sid, item in others.items()})
+    if not shipment.driver_id:
+        return _Live(ahead)
+    driver = repo.get_driver(shipment.merchant_id, shipment.driver_id)
+    position = None
+    if driver_visible(link.status, ahead, link.settings.driver_visible_stops):
+        position = repo.get_position(shipment.driver_id)
+    return _Live(ahead, (first_name(driver.name) or None) if driver is not None else None, position)
+
+
+def _ms(value: Any) -> datetime:
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+def _eta(link: Link) -> tuple[datetime, datetime, datetime] | None:
+    s = link.shipment
+    if link.status not in _ETA_STATUSES or s.eta_ms is None or s.eta_low_ms is None or s.eta_high_ms is None:
+        return None
+    return _ms(s.eta_low_ms), _ms(s.eta_ms), _ms(s.eta_high_ms)
+
+
+def _events(repo: Repository, link: Link) -> list[EventItem]:
+    return [e for e in repo.timeline(link.shipment.shipment_id) if e.type in RECIPIENT_EVENTS]
+
+
+def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: str | None) -> TrackingPage:
+    """Everything the page and its polled JSON show: first name and city only, the driver only by the rules."""
+    s = link.shipment
+    status = link.status
+    live = _live(repo, link)
+    eta = _eta(link)
+    events = _events(repo, link)
+    slots = offered_slots(link, now)
+    delivered_at = None
+    if status == S.DELIVERED:
+        delivered_at = next((e.occurred_at for e in reversed(events) if e.type == "delivered"), s.final_at)
+    rating = as_dict(s.rating) or None
+    return TrackingPage(
+        token=link.token, status=str(status), time_zone=link.time_zone, locale=locale(link, accept_language),
+        first_name=first_name(link.recipient.get("name")) or None,
+        city=str(as_dict(s.address).get("city") or "") or None,
+        eta_low=eta[0] if eta else None, eta_high=eta[2] if eta else None,
+        promised_start=s.window_start, promised_end=s.window_end,
+        stops_before=live.stops_before, driver_first_name=live.driver_first_name,
+        driver_position=(float(live.position.lat), float(live.position.lng)) if live.position else None,
+        destination=(float(s.lat), float(s.lng)),
+        timeline=tuple(PageEvent(e.type, e.occurred_at) for e in events),
+        can_give_instructions=status in INSTRUCTABLE, instructions_saved=s.recipient_instructions is not None,
+        can_reschedule=bool(slots), reschedule_options=tuple(RescheduleOption(x.id, x.start, x.end) for x in slots),
+        can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
+        proof_photo_url=_proof_photo_url(s) if status == S.DELIVERED else None, delivered_at=delivered_at,
+    )
+
+
+def tracking_view(repo: Repository, link: Link) -> TrackingView:
+    """The same recipient-safe facts as JSON (GET /v1/track/{token})."""
+    s = link.shipment
+    live = _live(repo, link)
+    eta = _eta(link)
+    marker = None
+    if live.position is not None:
+        p = live.position
+        marker = DriverMarker(lat=float(p.lat), lng=float(p.lng), fix_time=_ms(p.fix_ms),
+                              accuracy=float(p.accuracy) if p.accuracy is not None else None)
+    window = TimeWindow(start=s.window_start, end=s.window_end) \
+        if s.window_start is not None and s.window_end is not None else None
+    return TrackingView(
+        status=link.status,
+        eta=EtaWindow(earliest=eta[0], expected=eta[1], latest=eta[2]) if eta else None,
+        shipment=TrackingShipment(
+            recipient_first_name=first_name(link.recipient.get("name")),
+            city=str(as_dict(s.address).get("city", "")),
+            delivery_date=date.fromisoformat(s.delivery_date), time_window=window,
+            location=Location(lat=float(s.lat), lng=float(s.lng)),
+        ),
+        stops_before=live.stops_before,
+        driver=marker,
+        timeline=[TrackingEvent(type=e.type, status=ShipmentStatus(e.to_status) if e.to_status else None,
+                                occurred_at=e.occurred_at) for e in _events(repo, link)],
+    )
+
+
+# --- what the recipient does ---------------------------------------------------------------------
+
+
+def _not_available(message: str) -> errors.DomainError:
+    return errors.conflict(message, code="not_available")
+
+
+def _event(link: Link, kind: str, now: datetime, from_status: str | None = None, to_status: str | None = None,
+           data: dict[str, Any] | None = None) -> EventItem:
+    s = link.shipment
+    return event_item(s.merchant_id, s.shipment_id, new_id("evt"), kind, "recipient", now, now, from_status,
+                      to_status, data)
+
+
+def save_instructions(repo: Repository, link: Link, *, gate_code: str | None, leave_at_door: bool,
+                      note: str | None, now: datetime) -> None:
+    """Replace the recipient's instructions for the driver (until delivered, returned or cancelled)."""
+    if link.status not in INSTRUCTABLE:
+        raise _not_available(f"The shipment is {link.status}; instructions are closed.")
+    given: dict[str, Any] = {"leave_at_door": leave_at_door, "updated_at": now.astimezone(UTC).isoformat()}
+    if gate_code:
+        given["gate_code"] = gate_code
+    if note:
+        given["note"] = note
+    try:
+        repo.save_recipient_instructions(link.shipment, given, sorted(str(s) for s in INSTRUCTABLE),
+                                         _event(link, "instructions_updated", now))
+    except ConditionFailed:
+        raise _not_available("The shipment changed meanwhile; instructions are closed.") from None
+
+
+def offered_slots(link: Link, now: datetime) -> list[Slot]:
+    """What the recipient may reschedule to now: nothing once the parcel is out for delivery."""
+    options = link.settings.reschedule_options
+    if link.status not in RESCHEDULABLE or options.days_ahead == 0:
+        return []
+    windows = [WindowOffer(w.id, time.fromisoformat(w.start_time), time.fromisoformat(w.end_time))
+               for w in options.windows]
+    return reschedule_slots(now, ZoneInfo(link.time_zone), days_ahead=options.days_ahead, weekdays=options.weekdays,
+                            windows=windows, current=(link.shipment.window_start, link.shipment.window_end))
+
+
+def offered_ids(link: Link, now: datetime) -> frozenset[str]:
+    return frozenset(slot.id for slot in offered_slots(link, now))
+
+
+def reschedule(repo: Repository, link: Link, option_id: str, now: datetime) -> None:
+    """Move the delivery to an offered day and window: status rescheduled, the date indexes follow, and a
+    shipment planned on a route leaves it (the merchant plans it again for the new day)."""
+    slot = next((x for x in offered_slots(link, now) if x.id == option_id), None)
+    if slot is None:
+        raise _not_available("This delivery time is not offered (any more).")
+    s = link.shipment
+    try:
+        check_transition(link.status, S.RESCHEDULED)
+    except TransitionError:
+        raise _not_available(f"The shipment is {link.status}; it cannot be rescheduled.") from None
+    day = slot.day.isoformat()
+    start, end = slot.start.astimezone(UTC), slot.end.astimezone(UTC)
+    actions: list[Any] = [
+        ShipmentItem.delivery_date.set(day), ShipmentItem.window_start.set(start), ShipmentItem.window_end.set(end),
+        ShipmentItem.GSI1SK.set(f"{day}#{s.shipment_id}"), ShipmentItem.GSI2PK.set(date_gsi_pk(s.merchant_id, day)),
+        ShipmentItem.eta_ms.remove(), ShipmentItem.eta_low_ms.remove(), ShipmentItem.eta_high_ms.remove(),
+        ShipmentItem.delayed_at.remove(),
+    ]
+    if s.route_id:
+        actions += [ShipmentItem.route_id.remove(), ShipmentItem.stop_index.remove(), ShipmentItem.driver_id.remove()]
+    event = _event(link, "rescheduled", now, s.status, str(S.RESCHEDULED),
+                   {"delivery_date": day, "window_start": start.isoformat(), "window_end": end.isoformat()})
+    try:
+        repo.change_statuses([(s, S.RESCHEDULED, actions, event)])
+    except ConditionFailed:
+        raise _not_available("The shipment changed meanwhile; it cannot be rescheduled now.") from None
+
+
+def rate(repo: Repository, link: Link, *, score: int, comment: str | None, now: datetime) -> None:
+    """The recipient's 1-5 rating, once per shipment, only once it is delivered."""
+    s = link.shipment
+    if s.rating is not None:
+        raise errors.conflict("This delivery has already been rated.", code="already_rated")
+    if link.status != S.DELIVERED:
+        raise _not_available("Only a delivered shipment can be rated.")
+    rating: dict[str, Any] = {"score": score, "rated_at": now.astimezone(UTC).isoformat()}
+    if comment:
+        rating["comment"] = comment
+    if not repo.rate_once(s, rating, _event(link, "rated", now)):
+        current = repo.get_shipment(s.merchant_id, s.shipment_id)
+        if current is not None and current.rating is not None:
+            raise errors.conflict("This delivery has already been rated.", code="already_rated")
+        raise _not_available("Only a delivered shipment can be rated.")
+
+
+def _proof_photo_url(s: ShipmentItem) -> str | None:
+    """A short-lived link to the delivery photo (the bucket is private; its origin joins the page's CSP)."""
+    from chalicelib.shipments.proof import blob_store
+    from chalicelib.shipments.rules import READ_TTL_S, parse_proof_key
+
+    keys = as_dict(s.proof).get("keys")
+    photo = next((k for k in keys or [] if (parsed := parse_proof_key(str(k))) and parsed.kind == "photo"), None)
+    return str(blob_store().presigned_read(photo, READ_TTL_S)) if photo else None

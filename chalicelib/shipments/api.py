@@ -1,0 +1,151 @@
+"""Shipment and route routes for merchants, and the driver's status and proof-of-delivery routes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.core.config import get_settings
+from chalicelib.http.routes import Call, Routes, json_response
+from chalicelib.shipments.models import (
+    DriverStatusResult,
+    DriverStatusUpdate,
+    ProofUpload,
+    ProofUploadRequest,
+    ProofView,
+    RouteCreate,
+    RouteOut,
+    ShipmentCreate,
+    ShipmentOut,
+    ShipmentPage,
+    ShipmentQuery,
+    Timeline,
+    TrackingLink,
+)
+from chalicelib.storage import get_repository
+
+blueprint = Blueprint(__name__)
+routes = Routes(blueprint)
+
+
+# --- shipments -----------------------------------------------------------------------
+
+
+@routes.route("/v1/shipments", "POST", summary="Create a shipment (idempotent with Idempotency-Key)",
+              tag="shipments", body=ShipmentCreate, response=ShipmentOut, status=201,
+              errors_=(400, 401, 413, 415, 422), extra_headers=("Idempotency-Key",))
+def create_shipment(call: Call) -> Response:
+    from chalicelib.shipments import service
+
+    key = call.idempotency_key()
+    shipment, created = service.create_shipment(get_repository(), get_settings(), call.merchant_id, call.body, key,
+                                                call.raw_body)
+    headers = {"Location": f"/v1/shipments/{shipment.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(shipment, 201 if created else 200, headers)
+
+
+@routes.route("/v1/shipments", "GET", summary="List shipments by status and date", tag="shipments",
+              query=ShipmentQuery, response=ShipmentPage, errors_=(400, 401, 422))
+def list_shipments(call: Call) -> ShipmentPage:
+    from chalicelib.shipments import service
+
+    q = call.query
+    return service.list_shipments(get_repository(), get_settings(), call.merchant_id, status=q.status,
+                                  date_from=q.date_from, date_to=q.date_to, limit=q.limit, cursor=q.cursor)
+
+
+@routes.route("/v1/shipments/{shipment_id}", "GET", summary="Get a shipment", tag="shipments",
+              response=ShipmentOut, errors_=(401, 404))
+def get_shipment(call: Call, shipment_id: str) -> ShipmentOut:
+    from chalicelib.shipments import service
+
+    return service.get_shipment(get_repository(), get_settings(), call.merchant_id, shipment_id)
+
+
+@routes.route("/v1/shipments/{shipment_id}/cancel", "POST", summary="Cancel a shipment", tag="shipments",
+              response=ShipmentOut, errors_=(401, 404, 409))
+def cancel_shipment(call: Call, shipment_id: str) -> ShipmentOut:
+    from chalicelib.shipments import service
+
+    return service.cancel_shipment(get_repository(), get_settings(), call.merchant_id, shipment_id)
+
+
+@routes.route("/v1/shipments/{shipment_id}/timeline", "GET", summary="A shipment's event timeline",
+              tag="shipments", response=Timeline, errors_=(401, 404))
+def shipment_timeline(call: Call, shipment_id: str) -> Timeline:
+    from chalicelib.shipments import service
+
+    return service.timeline(get_repository(), call.merchant_id, shipment_id)
+
+
+@routes.route("/v1/shipments/{shipment_id}/tracking-link/revoke", "POST",
+              summary="Revoke the tracking link and issue a new one (the old link answers 404)", tag="shipments",
+              response=TrackingLink, errors_=(401, 404, 409))
+def revoke_tracking_link(call: Call, shipment_id: str) -> TrackingLink:
+    from chalicelib.shipments import service
+
+    return service.revoke_tracking_link(get_repository(), get_settings(), call.merchant_id, shipment_id)
+
+
+@routes.route("/v1/shipments/{shipment_id}/proof", "GET", summary="Proof of delivery, with short-lived image "
+              "links", tag="shipments", response=ProofView, errors_=(401, 404))
+def shipment_proof(call: Call, shipment_id: str) -> ProofView:
+    from chalicelib.shipments import proof
+
+    return proof.shipment_proof(get_repository(), call.merchant_id, shipment_id)
+
+
+# --- routes --------------------------------------------------------------------------
+
+
+@routes.route("/v1/routes", "POST", summary="Create a route: a driver's ordered stops for a day", tag="routes",
+              body=RouteCreate, response=RouteOut, status=201, errors_=(400, 401, 404, 409, 413, 415, 422))
+def create_route(call: Call) -> RouteOut:
+    from chalicelib.shipments import routes as route_service
+
+    return route_service.create_route(get_repository(), call.merchant_id, call.body)
+
+
+@routes.route("/v1/routes/{route_id}", "GET", summary="Get a route", tag="routes", response=RouteOut,
+              errors_=(401, 404))
+def get_route(call: Call, route_id: str) -> RouteOut:
+    from chalicelib.shipments import routes as route_service
+
+    return route_service.get_route(get_repository(), call.merchant_id, route_id)
+
+
+@routes.route("/v1/routes/{route_id}/start", "POST", summary="Start a route: its shipments go out for delivery",
+              tag="routes", response=RouteOut, errors_=(401, 404, 409))
+def start_route(call: Call, route_id: str) -> RouteOut:
+    from chalicelib.shipments import routes as route_service
+
+    return route_service.start_route(get_repository(), call.merchant_id, route_id)
+
+
+# --- the driver's status updates and proof ---------------------------------------------
+
+
+@routes.route("/v1/driver/shipments/{shipment_id}/status", "POST",
+              summary="Report arrived / delivered / failed, stamped with when it happened", tag="driver",
+              auth="driver", body=DriverStatusUpdate, response=DriverStatusResult,
+              errors_=(400, 401, 404, 409, 413, 415, 422), extra_headers=("Idempotency-Key",))
+def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
+    from chalicelib.shipments import service
+
+    key = call.idempotency_key()
+    return service.driver_status_update(get_repository(), call.merchant_id, call.driver_id, shipment_id, call.body,
+                                        key, call.raw_body, datetime.now(UTC))
+
+
+@routes.route("/v1/driver/shipments/{shipment_id}/proof-uploads", "POST", summary="A presigned upload for a proof "
+              "of delivery photo or signature (JPEG, PNG or WebP, at most 10 MB, valid 5 minutes)", tag="driver",
+              auth="driver", body=ProofUploadRequest, response=ProofUpload, status=201,
+              errors_=(400, 401, 404, 409, 413, 415, 422))
+def proof_upload(call: Call, shipment_id: str) -> Response:
+    from chalicelib.shipments import proof
+
+    upload = proof.proof_upload(get_repository(), call.merchant_id, call.driver_id, shipment_id, call.body)
+    return json_response(upload, 201)

@@ -1,0 +1,234 @@
+"""Edge models of shipments, routes, timelines, driver status and proof of delivery."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    Strict,
+    model_validator,
+)
+
+from chalicelib.core.types import E164Phone, Email, FenceRadius, LocaleTag, Location, ShortText, Strict_, TimeZoneName
+from chalicelib.http.paging import Paging
+from chalicelib.shipments.lifecycle import ShipmentStatus
+
+
+class Recipient(Strict_):
+    name: ShortText
+    phone: E164Phone | None = None
+    email: Email | None = None
+    locale: LocaleTag | None = Field(default=None, description="Tracking page language; defaults to the merchant's")
+    time_zone: TimeZoneName | None = Field(default=None,
+                                           description="Times on the tracking page; defaults to the merchant's")
+
+
+class Address(Strict_):
+    line1: ShortText
+    line2: Annotated[str, Field(max_length=200)] | None = None
+    city: ShortText
+    postal_code: Annotated[str, Field(max_length=20)] | None = None
+    region: Annotated[str, Field(max_length=100)] | None = None
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+
+
+class TimeWindow(Strict_):
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class ShipmentCreate(Strict_):
+    recipient: Recipient
+    address: Address
+    location: Location
+    time_window: TimeWindow | None = None
+    delivery_date: date | None = Field(
+        default=None, description="Defaults to the date of time_window.start (UTC), else today (UTC)."
+    )
+    instructions: Annotated[str, Field(max_length=1000)] | None = None
+    external_ref: Annotated[str, Field(max_length=100)] | None = None
+    geofence_radius_m: FenceRadius | None = Field(
+        default=None, description="Arrival geofence radius for this stop; defaults to the merchant's stop_radius_m"
+    )
+
+
+class RecipientInstructions(BaseModel):
+    """What the recipient told the driver on the tracking page (never shown on the page again)."""
+
+    gate_code: str | None = None
+    leave_at_door: bool = False
+    note: str | None = None
+    updated_at: datetime
+
+
+class DeliveryRating(BaseModel):
+    score: int = Field(ge=1, le=5)
+    comment: str | None = None
+    rated_at: datetime
+
+
+class ProofSummary(BaseModel):
+    keys: list[str]
+    recipient_name: str | None = None
+    contactless: bool = False
+    distance_m: float | None = Field(default=None, description="From where it was marked delivered to the stop")
+    far_from_stop: bool = Field(default=False, description="distance_m is over the merchant's far_from_stop_m")
+
+
+class ShipmentOut(BaseModel):
+    id: str
+    status: ShipmentStatus
+    recipient: Recipient
+    address: Address
+    location: Location
+    time_window: TimeWindow | None = None
+    delivery_date: date
+    instructions: str | None = None
+    recipient_instructions: RecipientInstructions | None = Field(
+        default=None, description="Delivery instructions the recipient gave on the tracking page (for the driver)")
+    rating: DeliveryRating | None = Field(default=None, description="The recipient's rating, once delivered")
+    proof: ProofSummary | None = Field(default=None, description="Proof of delivery, once delivered")
+    external_ref: str | None = None
+    route_id: str | None = None
+    stop_index: int | None = None
+    driver_id: str | None = None
+    geofence_radius_m: float | None = None
+    tracking_url: str
+    final_at: datetime | None = Field(
+        default=None, description="When it was delivered, failed, returned or cancelled; the tracking link expires "
+                                  "link_expiry_days later")
+    created_at: datetime
+    updated_at: datetime
+
+
+class TrackingLink(BaseModel):
+    shipment_id: str
+    tracking_url: str = Field(description="The new link; the previous one answers 404 from now on")
+
+
+class ShipmentPage(BaseModel):
+    items: list[ShipmentOut]
+    next_cursor: str | None = None
+
+
+class TimelineEvent(BaseModel):
+    id: str
+    type: str
+    from_status: ShipmentStatus | None = None
+    to_status: ShipmentStatus | None = None
+    occurred_at: datetime
+    recorded_at: datetime
+    source: Literal["merchant", "driver", "system", "recipient"]
+
+
+class Timeline(BaseModel):
+    shipment_id: str
+    items: list[TimelineEvent]
+
+
+class FailureReason(StrEnum):
+    NOT_HOME = "not_home"
+    NO_ACCESS = "no_access"
+    REFUSED = "refused"
+    DAMAGED = "damaged"
+    OTHER = "other"
+
+
+class DriverStatusUpdate(Strict_):
+    """A status change reported by the driver's phone, stamped with when it happened (it may arrive late)."""
+
+    status: Literal["arrived", "delivered", "failed"]
+    occurred_at: AwareDatetime = Field(description="When it happened on the phone; may be up to 7 days old")
+    reason: FailureReason | None = Field(default=None, description="Required when status is failed")
+    note: Annotated[str, Field(max_length=500)] | None = None
+    location: Location | None = Field(default=None, description="Where the driver was when it happened")
+    proof_keys: Annotated[list[Annotated[str, Field(max_length=300)]], Field(max_length=4)] | None = Field(
+        default=None, description="Keys of photos / signatures uploaded through proof-uploads (delivered only)")
+    recipient_name: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="Who took the parcel (delivered only)")
+    contactless: bool = Field(default=False, description="Left without contact (delivered only)")
+
+    @model_validator(mode="after")
+    def _reason_iff_failed(self) -> DriverStatusUpdate:
+        if (self.status == "failed") != (self.reason is not None):
+            raise ValueError("reason is required when status is failed, and only then")
+        if self.status != "delivered" and (self.proof_keys or self.recipient_name or self.contactless):
+            raise ValueError("proof_keys, recipient_name and contactless belong to a delivered update only")
+        return self
+
+
+class ProofUploadRequest(Strict_):
+    kind: Literal["photo", "signature"]
+    content_type: Literal["image/jpeg", "image/png", "image/webp"]
+    size_bytes: Annotated[int, Strict(), Field(ge=100, le=10 * 1024 * 1024, description="at most 10 MB")]
+
+
+class ProofUpload(BaseModel):
+    key: str = Field(description="Attach it to the delivered update's proof_keys once uploaded")
+    url: str = Field(description="POST the file here as multipart/form-data: the fields first, then `file`")
+    fields: dict[str, str]
+    expires_in_s: int
+    max_bytes: int
+
+
+class ProofImage(BaseModel):
+    kind: Literal["photo", "signature"]
+    url: str = Field(description="A short-lived presigned GET URL")
+    expires_in_s: int
+
+
+class ProofView(ProofSummary):
+    shipment_id: str
+    images: list[ProofImage]
+
+
+class DriverStatusResult(BaseModel):
+    shipment_id: str
+    status: ShipmentStatus
+    replayed: bool = False
+
+
+class RouteCreate(Strict_):
+    driver_id: str
+    day: date
+    planned_start: AwareDatetime
+    shipment_ids: Annotated[list[str], Field(min_length=1, max_length=300)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> RouteCreate:
+        if len(set(self.shipment_ids)) != len(self.shipment_ids):
+            raise ValueError("shipment_ids must not repeat")
+        return self
+
+
+class RouteStop(BaseModel):
+    sequence: int
+    shipment_id: str
+
+
+class RouteOut(BaseModel):
+    id: str
+    driver_id: str
+    day: date
+    planned_start: datetime
+    status: Literal["planned", "active", "completed"]
+    stops: list[RouteStop]
+    started_at: datetime | None = None
+    created_at: datetime
+
+
+class ShipmentQuery(Paging):
+    status: ShipmentStatus | None = None
+    date_from: date | None = None
+    date_to: date | None = None

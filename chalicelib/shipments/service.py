@@ -1,0 +1,252 @@
+"""Shipment use cases: create, read, list, cancel, timeline, tracking links, driver status."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime
+from typing import Any
+
+from chalicelib.core import errors
+from chalicelib.core.config import Settings
+from chalicelib.core.cursors import cursor_in, cursor_out
+from chalicelib.core.security import (
+    hash_secret,
+    new_id,
+    tracking_token,
+)
+from chalicelib.core.types import Location
+from chalicelib.ingest.rules import MAX_AGE_MS, MAX_FUTURE_MS
+from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionError, check_transition
+from chalicelib.shipments.models import (
+    Address,
+    DeliveryRating,
+    DriverStatusResult,
+    DriverStatusUpdate,
+    Recipient,
+    RecipientInstructions,
+    ShipmentCreate,
+    ShipmentOut,
+    ShipmentPage,
+    Timeline,
+    TimelineEvent,
+    TimeWindow,
+    TrackingLink,
+)
+from chalicelib.shipments.proof import checked_proof, proof_summary
+from chalicelib.shipments.store import require_shipment, timeline_event
+from chalicelib.storage.repository import ConditionFailed, Repository, idempotency_expiry, now_utc
+from chalicelib.storage.tables import (
+    IdempotencyItem,
+    ShipmentItem,
+    as_dict,
+    date_gsi_pk,
+    driver_pk,
+    merchant_pk,
+    status_gsi_pk,
+)
+
+S = ShipmentStatus
+
+
+def tracking_url(settings: Settings, shipment_id: str, version: int) -> str:
+    return f"{settings.public_base_url}/track/{tracking_token(settings.token_secret, shipment_id, version)}"
+
+
+def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
+    window = None
+    if item.window_start is not None and item.window_end is not None:
+        window = TimeWindow(start=item.window_start, end=item.window_end)
+    given = as_dict(item.recipient_instructions) if item.recipient_instructions is not None else None
+    rating = as_dict(item.rating) if item.rating is not None else None
+    return ShipmentOut(
+        id=item.shipment_id, status=ShipmentStatus(item.status), recipient=Recipient(**as_dict(item.recipient)),
+        address=Address(**as_dict(item.address)), location=Location(lat=float(item.lat), lng=float(item.lng)),
+        time_window=window, delivery_date=date.fromisoformat(item.delivery_date), instructions=item.instructions,
+        recipient_instructions=RecipientInstructions(
+            gate_code=given.get("gate_code"), leave_at_door=bool(given.get("leave_at_door")), note=given.get("note"),
+            updated_at=datetime.fromisoformat(str(given["updated_at"]))) if given else None,
+        rating=DeliveryRating(score=int(rating["score"]), comment=rating.get("comment"),
+                              rated_at=datetime.fromisoformat(str(rating["rated_at"]))) if rating else None,
+        proof=proof_summary(item.proof),
+        external_ref=item.external_ref, route_id=item.route_id,
+        stop_index=int(item.stop_index) if item.stop_index is not None else None, driver_id=item.driver_id,
+        geofence_radius_m=float(item.geofence_radius_m) if item.geofence_radius_m is not None else None,
+        tracking_url=tracking_url(settings, item.shipment_id, int(item.token_version)),
+        final_at=item.final_at, created_at=item.created_at, updated_at=item.updated_at,
+    )
+
+
+
+def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body: ShipmentCreate,
+                    idempotency_key: str | None, request_bytes: bytes) -> tuple[ShipmentOut, bool]:
+    """Create a shipment. With an Idempotency-Key, a retry returns the first result (created=False)."""
+    now = now_utc()
+    shipment_id = new_id("shp")
+    day = body.delivery_date or (body.time_window.start.astimezone(UTC).date() if body.time_window else now.date())
+    status = S.CREATED
+    item = ShipmentItem(
+        merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}",
+        GSI1PK=status_gsi_pk(merchant_id, status), GSI1SK=f"{day.isoformat()}#{shipment_id}",
+        GSI2PK=date_gsi_pk(merchant_id, day.isoformat()), GSI2SK=f"{status}#{shipment_id}",
+        merchant_id=merchant_id, shipment_id=shipment_id, status=str(status),
+        recipient=body.recipient.model_dump(exclude_none=True), address=body.address.model_dump(exclude_none=True),
+        lat=body.location.lat, lng=body.location.lng,
+        window_start=body.time_window.start if body.time_window else None,
+        window_end=body.time_window.end if body.time_window else None,
+        delivery_date=day.isoformat(), instructions=body.instructions, external_ref=body.external_ref,
+        geofence_radius_m=body.geofence_radius_m, token_version=1, created_at=now, updated_at=now,
+    )
+    idem = None
+    if idempotency_key is not None:
+        idem = IdempotencyItem(merchant_pk(merchant_id), f"IDEMPOTENCY#{hash_secret(idempotency_key)}",
+                               request_hash=hashlib.sha256(request_bytes).hexdigest(), shipment_id=shipment_id,
+                               expires_at=idempotency_expiry(now))
+    token_hash = hash_secret(tracking_token(settings.token_secret, shipment_id, 1))
+    event = timeline_event(merchant_id, shipment_id, "created", "merchant", now, now, None, str(status))
+    if repo.create_shipment(item, token_hash, event, idem):
+        return _shipment_out(settings, item), True
+    assert idempotency_key is not None
+    previous = repo.get_idempotency(merchant_id, hash_secret(idempotency_key))
+    if previous is None:  # expired between the two calls: extremely unlikely, safe to ask for a retry
+        raise errors.service_unavailable("Please retry the request.")
+    if previous.request_hash != hashlib.sha256(request_bytes).hexdigest():
+        raise errors.invalid("idempotency_key_reused",
+                             "This Idempotency-Key was used with a different request body.",
+                             [errors.FieldProblem("Idempotency-Key", "already used with a different body")])
+    return get_shipment(repo, settings, merchant_id, previous.shipment_id), False
+
+
+
+def get_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
+    return _shipment_out(settings, require_shipment(repo, merchant_id, shipment_id))
+
+
+def list_shipments(repo: Repository, settings: Settings, merchant_id: str, *, status: ShipmentStatus | None,
+                   date_from: date | None, date_to: date | None, limit: int, cursor: str | None) -> ShipmentPage:
+    if date_from and date_to and date_to < date_from:
+        raise errors.bad_request("date_to is before date_from.", "date_to", "must not be before date_from")
+    scope = f"shipments:{merchant_id}:{status}:{date_from}:{date_to}"
+    items, last = repo.list_shipments(
+        merchant_id, status=str(status) if status else None,
+        date_from=date_from.isoformat() if date_from else None, date_to=date_to.isoformat() if date_to else None,
+        limit=limit, start=cursor_in(settings, scope, cursor))
+    return ShipmentPage(items=[_shipment_out(settings, i) for i in items],
+                        next_cursor=cursor_out(settings, scope, last))
+
+
+def _status(value: str | None) -> ShipmentStatus | None:
+    return ShipmentStatus(value) if value else None
+
+
+def _transition(item: ShipmentItem, wanted: ShipmentStatus) -> None:
+    try:
+        check_transition(ShipmentStatus(item.status), wanted)
+    except TransitionError as exc:
+        raise errors.conflict(f"The shipment is {exc.current}; it cannot become {wanted}.", "status",
+                              f"current status is {exc.current}") from None
+
+
+def closing_actions(item: ShipmentItem, wanted: ShipmentStatus, at: datetime) -> list[Any]:
+    """Start the tracking link's expiry clock when a shipment reaches a closing status; stop it if one leaves."""
+    if wanted in CLOSED:
+        return [ShipmentItem.final_at.set(at)]
+    return [ShipmentItem.final_at.remove()] if item.final_at is not None else []
+
+
+def cancel_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
+    item = require_shipment(repo, merchant_id, shipment_id)
+    _transition(item, S.CANCELLED)
+    now = now_utc()
+    event = timeline_event(merchant_id, shipment_id, "cancelled", "merchant", now, now, item.status, S.CANCELLED)
+    try:
+        repo.change_statuses([(item, S.CANCELLED, closing_actions(item, S.CANCELLED, now), event)])
+    except ConditionFailed:
+        raise errors.conflict("The shipment changed meanwhile; read it and retry.") from None
+    return get_shipment(repo, settings, merchant_id, shipment_id)
+
+
+def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
+    require_shipment(repo, merchant_id, shipment_id)
+    return Timeline(shipment_id=shipment_id, items=[
+        TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
+                      occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source)  # type: ignore[arg-type]
+        for e in repo.timeline(shipment_id)
+    ])
+
+
+def revoke_tracking_link(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> TrackingLink:
+    """Issue a new tracking link; the old one answers the same 404 as an unknown link from now on."""
+    item = require_shipment(repo, merchant_id, shipment_id)
+    version = int(item.token_version)
+    old_hash = hash_secret(tracking_token(settings.token_secret, shipment_id, version))
+    new_hash = hash_secret(tracking_token(settings.token_secret, shipment_id, version + 1))
+    now = now_utc()
+    event = timeline_event(merchant_id, shipment_id, "tracking_link_revoked", "merchant", now, now)
+    try:
+        repo.replace_tracking_token(item, old_hash, new_hash, event)
+    except ConditionFailed:
+        raise errors.conflict("The tracking link was revoked meanwhile; read the shipment and retry.") from None
+    return TrackingLink(shipment_id=shipment_id, tracking_url=tracking_url(settings, shipment_id, version + 1))
+
+
+def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shipment_id: str,
+                         body: DriverStatusUpdate, idempotency_key: str | None, request_bytes: bytes,
+                         now: datetime) -> DriverStatusResult:
+    """Apply arrived / delivered / failed from the driver's phone, at the time it happened.
+
+    An Idempotency-Key makes a retried update harmless: the claim is written in
+    the same transaction as the status change.
+    """
+    occurred_ms = body.occurred_at.timestamp() * 1000
+    now_ms = now.timestamp() * 1000
+    if occurred_ms > now_ms + MAX_FUTURE_MS or occurred_ms < now_ms - MAX_AGE_MS:
+        raise errors.validation_failed([errors.FieldProblem(
+            "occurred_at", "must be at most 2 minutes ahead of server time and at most 7 days old")])
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    if shipment is None or shipment.driver_id != driver_id:
+        raise errors.not_found("Shipment")
+    request_hash = hashlib.sha256(request_bytes).hexdigest()
+    claim = None
+    if idempotency_key is not None:
+        key_hash = hash_secret(f"status:{shipment_id}:{idempotency_key}")
+        previous = repo.get_driver_idempotency(driver_id, key_hash)
+        if previous is not None:
+            return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+        claim = IdempotencyItem(driver_pk(driver_id), f"IDEMPOTENCY#{key_hash}", request_hash=request_hash,
+                                shipment_id=shipment_id, expires_at=idempotency_expiry(now))
+    wanted = ShipmentStatus(body.status)
+    _transition(shipment, wanted)
+    data = {k: v for k, v in {"reason": body.reason and str(body.reason), "note": body.note,
+                              "lat": body.location and body.location.lat,
+                              "lng": body.location and body.location.lng}.items() if v is not None}
+    evidence = checked_proof(repo, merchant_id, shipment, body) if wanted == S.DELIVERED else None
+    if evidence is not None:
+        data["far_from_stop"] = evidence["far_from_stop"]
+        if evidence["distance_m"] is not None:
+            data["distance_m"] = evidence["distance_m"]
+    event = timeline_event(merchant_id, shipment_id, str(wanted), "driver", body.occurred_at.astimezone(UTC), now,
+                   shipment.status, str(wanted), data or None)
+    extra = closing_actions(shipment, wanted, body.occurred_at.astimezone(UTC))
+    if evidence is not None:
+        extra.append(ShipmentItem.proof.set(evidence))
+    try:
+        claimed = repo.change_statuses([(shipment, wanted, extra, event)], claim=claim)
+    except ConditionFailed:
+        raise errors.conflict("The shipment changed meanwhile; read it and retry.") from None
+    if not claimed and claim is not None:
+        previous = repo.get_driver_idempotency(driver_id, claim.SK.removeprefix("IDEMPOTENCY#"))
+        if previous is None:
+            raise errors.service_unavailable("Please retry the request.")
+        return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+    return DriverStatusResult(shipment_id=shipment_id, status=wanted)
+
+
+def _replayed(repo: Repository, merchant_id: str, shipment_id: str, previous: IdempotencyItem,
+              request_hash: str) -> DriverStatusResult:
+    if previous.request_hash != request_hash:
+        raise errors.invalid("idempotency_key_reused",
+                             "This Idempotency-Key was used with a different request body.",
+                             [errors.FieldProblem("Idempotency-Key", "already used with a different body")])
+    current = repo.get_shipment(merchant_id, shipment_id)
+    assert current is not None
+    return DriverStatusResult(shipment_id=shipment_id, status=ShipmentStatus(current.status), replayed=True)
