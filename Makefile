@@ -18,7 +18,7 @@ help:
 	@echo "make test       run unit, integration and end-to-end tests"
 	@echo "make bench      print benchmark figures as JSON lines"
 	@echo "make eval       ETA evaluation on real GeoLife trips against the SPEED baseline"
-	@echo "make lint       ruff + mypy"
+	@echo "make lint       ruff + mypy + import contracts (lint-imports)"
 	@echo "make package    write the deployable template to build/package (STAGE=dev|prod)"
 	@echo "make merchant NAME=...  create a merchant and print its API key once"
 
@@ -63,6 +63,7 @@ eval: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 package: $(STAMP)
 	$(PY) -m infra.package --stage $(STAGE) --out build/package

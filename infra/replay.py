@@ -111,11 +111,11 @@ def replay_notifications(shipment_id: str) -> list[str]:
 
     Each is decided again now: one whose status has moved on is dropped as superseded, not sent.
     """
-    from chalicelib.pipeline import service as pipeline
+    from chalicelib.notifications import service as notifications_service
     from chalicelib.storage.repository import Repository
 
     repo = Repository()
-    ledger, _ = pipeline.notify_parts(repo)
+    ledger, _ = notifications_service.notify_parts(repo)
     lines = []
     for entry in ledger.entries(shipment_id):
         if entry.get("state") != "failed_permanent":
@@ -125,7 +125,7 @@ def replay_notifications(shipment_id: str) -> list[str]:
             lines.append(f"{entry['SK']}: no event recorded with it; cannot replay")
             continue
         channel = entry["SK"].split("#")[3]
-        outcomes = pipeline.notify(repo, json.loads(raw), channel_only=channel, replay=True)
+        outcomes = notifications_service.notify(repo, json.loads(raw), channel_only=channel, replay=True)
         lines.append(f"{entry['SK']}: {', '.join(o.result for o in outcomes) or 'nothing to send'}")
     return lines
 

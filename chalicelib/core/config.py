@@ -1,21 +1,43 @@
-"""Settings read from environment variables, validated once per cold start."""
+"""Settings read from environment variables (`DOORSTEP_*`, plus the standard AWS ones), validated once per cold
+start with pydantic-settings."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "DOORSTEP_"
+# The environment `load_settings(environ)` reads instead of os.environ (tests, tools); None: os.environ.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("doorstep_settings_environ", default=None)
 
 
-class Settings(BaseModel):
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k if self.case_sensitive else k.lower(): v for k, v in self._environ.items()
+                if not (self.env_ignore_empty and v == "")}
+
+
+class Settings(BaseSettings):
     """Everything the app reads from its environment.
 
     Stage values live in `.chalice/config.json`; this model is the single place
     that turns them into typed, checked values.
     """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore")
 
     stage: Literal["local", "dev", "prod", "test"]
     table_name: str = Field(min_length=3)
@@ -42,8 +64,17 @@ class Settings(BaseModel):
     # Refused on dev and prod, where webhooks go to public https endpoints only.
     webhook_allow_local: bool = False
     # Only set on the local stack / tests (moto server); None on AWS.
-    aws_endpoint_url: str | None = None
-    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        return (init_settings, env_settings if environ is None else _MappingEnvSource(settings_cls, environ))
 
 
     @property
@@ -72,43 +103,31 @@ class Settings(BaseModel):
         return value
 
 
-_ENV_NAMES = {
-    "stage": "DOORSTEP_STAGE",
-    "table_name": "DOORSTEP_TABLE_NAME",
-    "bucket_name": "DOORSTEP_BUCKET_NAME",
-    "public_base_url": "DOORSTEP_PUBLIC_BASE_URL",
-    "token_secret": "DOORSTEP_TOKEN_SECRET",
-    "ping_retention_days": "DOORSTEP_PING_RETENTION_DAYS",
-    "max_ping_accuracy_m": "DOORSTEP_MAX_PING_ACCURACY_M",
-    "max_speed_mps": "DOORSTEP_MAX_SPEED_MPS",
-    "ddb_connect_timeout_s": "DOORSTEP_DDB_CONNECT_TIMEOUT_S",
-    "ddb_read_timeout_s": "DOORSTEP_DDB_READ_TIMEOUT_S",
-    "tile_url": "DOORSTEP_TILE_URL",
-    "email_sender": "DOORSTEP_EMAIL_SENDER",
-    "tile_attribution": "DOORSTEP_TILE_ATTRIBUTION",
-    "tracking_poll_seconds": "DOORSTEP_TRACKING_POLL_SECONDS",
-    "webhook_allow_local": "DOORSTEP_WEBHOOK_ALLOW_LOCAL",
-    "aws_endpoint_url": "AWS_ENDPOINT_URL",
-}
-
-
 class SettingsError(RuntimeError):
     """Raised at cold start when the environment is incomplete or invalid."""
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    env = os.environ if environ is None else environ
-    raw: dict[str, str] = {field: env[name] for field, name in _ENV_NAMES.items() if env.get(name)}
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region:
-        raw["aws_region"] = region
+def env_name(field_name: str) -> str:
+    """The environment variable a setting is read from."""
+    info: FieldInfo | None = Settings.model_fields.get(field_name)
+    alias: Any = info.validation_alias if info is not None else None
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return " or ".join(str(choice) for choice in alias.choices)
+    return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate the settings from `environ` (default: the process environment); errors name the variables."""
+    token = _ENVIRON.set(environ)
     try:
-        return Settings.model_validate(raw)
+        return Settings()  # type: ignore[call-arg]  # the values come from the environment sources
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_ENV_NAMES.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{env_name(str(err['loc'][0]))}: {err['msg']}" for err in exc.errors())
         raise SettingsError(f"invalid environment: {problems}") from None
+    finally:
+        _ENVIRON.reset(token)
 
 
 @lru_cache(maxsize=1)

@@ -30,8 +30,7 @@ from chalicelib.driver_app.rules import (
     sign_link,
     verify_link,
 )
-from chalicelib.fleet.models import MerchantSettings
-from chalicelib.fleet.service import require_driver
+from chalicelib.fleet.service import merchant_settings, parse_merchant_settings, require_driver
 from chalicelib.recipient.models import EtaWindow
 from chalicelib.recipient.rules import first_name
 from chalicelib.shipments.lifecycle import ShipmentStatus
@@ -110,17 +109,10 @@ def resolve_page(repo: Repository, settings: Settings, token: str, now: datetime
     merchant = repo.get_merchant(driver.merchant_id) if driver is not None else None
     if driver is None or merchant is None:
         raise link_gone()
-    settings_json = merchant.settings
-    merchant_settings = MerchantSettings.model_validate_json(settings_json) if settings_json else MerchantSettings()
-    return DriverPageContext(token, driver, merchant.name, merchant_settings.locale)
+    return DriverPageContext(token, driver, merchant.name, parse_merchant_settings(merchant.settings).locale)
 
 
 # --- the route of today ------------------------------------------------------------------
-
-
-def _merchant_settings(repo: Repository, merchant_id: str) -> MerchantSettings:
-    raw = repo.merchant_settings(merchant_id)
-    return MerchantSettings.model_validate_json(raw) if raw else MerchantSettings()
 
 
 def _ms(value: float) -> datetime:
@@ -153,7 +145,7 @@ def driver_route(repo: Repository, merchant_id: str, driver_id: str, now: dateti
     One GetItem (the merchant's settings), one Query (the driver's routes of the day, GSI1) and one
     BatchGetItem (the stops); a shipment that left the route (rescheduled) is not listed.
     """
-    tz_name = _merchant_settings(repo, merchant_id).time_zone
+    tz_name = merchant_settings(repo, merchant_id).time_zone
     day = local_day(now, ZoneInfo(tz_name))
     routes = {r.route_id: r for r in repo.routes_of_driver(merchant_id, driver_id, day.isoformat())}
     chosen_id = pick_route(RouteCandidate(r.route_id, r.status, r.created_at) for r in routes.values())

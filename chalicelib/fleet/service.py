@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from cachetools import TTLCache
 
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
@@ -28,6 +32,7 @@ from chalicelib.geo import cells as geo
 from chalicelib.storage.repository import Repository, now_utc
 from chalicelib.storage.tables import (
     DriverItem,
+    MerchantItem,
     PositionItem,
     merchant_pk,
 )
@@ -155,9 +160,59 @@ def nearby_drivers(repo: Repository, merchant_id: str, lat: float, lng: float, r
     return NearbyDrivers(items=found[:limit])
 
 
+def parse_merchant_settings(stored_json: str | None) -> MerchantSettings:
+    """The one parser of a merchant's stored settings: the defaults when none are stored."""
+    return MerchantSettings.model_validate_json(stored_json) if stored_json else MerchantSettings()
+
+
 def merchant_settings(repo: Repository, merchant_id: str) -> MerchantSettings:
-    raw = repo.merchant_settings(merchant_id)
-    return MerchantSettings.model_validate_json(raw) if raw else MerchantSettings()
+    return parse_merchant_settings(repo.merchant_settings(merchant_id))
+
+
+@dataclass(frozen=True)
+class MerchantProfile:
+    """What the features need of a merchant, from one read of its item, parsed once."""
+
+    merchant_id: str
+    name: str
+    settings: MerchantSettings
+    notifications_json: str | None  # parsed by notifications only when an event may notify
+
+    @classmethod
+    def of(cls, item: MerchantItem) -> MerchantProfile:
+        return cls(item.merchant_id, item.name, parse_merchant_settings(item.settings), item.notifications)
+
+
+DEFAULT_MERCHANT_NAME = "Doorstep"
+PROFILE_CACHE_S = 60.0  # a changed setting reaches a warm stream or schedule function within this
+_profiles: TTLCache[str, MerchantProfile] = TTLCache(maxsize=1024, ttl=PROFILE_CACHE_S)
+_profiles_lock = threading.Lock()  # the webhook sender reads profiles from its worker threads
+
+
+def merchant_profile(repo: Repository, merchant_id: str) -> MerchantProfile | None:
+    """The merchant's profile read now (one GetItem): for a request, which must see its own last change."""
+    item = repo.get_merchant(merchant_id)
+    return MerchantProfile.of(item) if item is not None else None
+
+
+def cached_merchant_profile(repo: Repository, merchant_id: str) -> MerchantProfile:
+    """The merchant's profile for stream and scheduled functions: read at most once a minute per warm container.
+    A merchant that no longer exists reads as the defaults, so a late event still carries a sensible look."""
+    with _profiles_lock:
+        cached = _profiles.get(merchant_id)
+    if cached is not None:
+        return cached
+    profile = merchant_profile(repo, merchant_id) or MerchantProfile(merchant_id, DEFAULT_MERCHANT_NAME,
+                                                                     MerchantSettings(), None)
+    with _profiles_lock:
+        _profiles[merchant_id] = profile
+    return profile
+
+
+def forget_cached_profiles() -> None:
+    """Tests and tools that change settings and need the change seen at once."""
+    with _profiles_lock:
+        _profiles.clear()
 
 
 def replace_merchant_settings(repo: Repository, merchant_id: str, body: MerchantSettings) -> MerchantSettings:

@@ -1,6 +1,6 @@
 """Scheduled functions: the day-before reminders and the release of deferred messages.
 
-Both go through the same notification path as the stream (`pipeline.notify`), so
+Both go through the same notification path as the stream (`notifications.service.notify`), so
 the ledger's conditional claim keeps every message to one send however often,
 late or concurrently a schedule fires. Neither scans: merchants come from their
 sparse index, tomorrow's shipments from the delivery-date index (GSI2), and
@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.core.observability import MetricUnit, logger, metrics
+from chalicelib.fleet.service import cached_merchant_profile
 from chalicelib.notifications.dispatch import RetryLater
 from chalicelib.notifications.rules import LedgerState, reminder_day, reminder_statuses
-from chalicelib.pipeline import service as pipeline
+from chalicelib.notifications.service import notify, notify_parts
 from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import merchant_pk, reminders_sk
 
@@ -46,7 +47,7 @@ class RunReport:
 def _notify(r: Repository, image: dict[str, Any], report: RunReport, now: datetime,
             due_at: datetime | None = None) -> None:
     try:
-        report.count(pipeline.notify(r, image, now=now, due_at=due_at))
+        report.count(notify(r, image, now=now, due_at=due_at))
     except RetryLater:
         # The claim was released and the item is back in the due index: a later run sends it.
         report.retry_later += 1
@@ -61,7 +62,7 @@ def send_day_before_reminders(r: Repository, now: datetime | None = None) -> Run
     now = now or datetime.now(UTC)
     report = RunReport()
     for merchant_id in r.merchant_ids():
-        context = pipeline.merchant_context(r, merchant_id)
+        context = cached_merchant_profile(r, merchant_id)
         day = reminder_day(now, context.settings.time_zone)
         if day is None or r.has_item(merchant_pk(merchant_id), reminders_sk(day.isoformat())):
             report.skipped_merchants += 1
@@ -83,10 +84,10 @@ def release_deferred(r: Repository, now: datetime | None = None) -> RunReport:
     """Decide again every deferred message whose wait has ended (quiet hours over, a retry due)."""
     now = now or datetime.now(UTC)
     report = RunReport()
-    ledger, _ = pipeline.notify_parts(r)
+    ledger, _ = notify_parts(r)
     for message in ledger.due(now, RELEASE_BATCH):
         try:
-            outcomes = pipeline.notify(r, message.event, now=now, due_at=message.not_before,
+            outcomes = notify(r, message.event, now=now, due_at=message.not_before,
                                        channel_only=message.channel)
         except RetryLater:
             report.retry_later += 1  # back in the due index for a later run

@@ -20,10 +20,11 @@ from typing import Any
 import h3
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from cachetools import TTLCache
 
-from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.fleet.models import MerchantSettings
+from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import haversine_m
 from chalicelib.geo.eta import (
     DEFAULT_PARAMS,
@@ -55,6 +56,7 @@ from chalicelib.geo.geofence import (
     fence_from_dict,
     stop_fence,
 )
+from chalicelib.notifications.service import notify
 from chalicelib.pipeline.store import (
     Counter,
     load_service_time_s,
@@ -137,42 +139,7 @@ def handle_record(record: DynamoDBRecord) -> None:
     elif sk.startswith("EVENT#"):
         if image.get("to_status") in (S.DELIVERED, S.FAILED):
             apply_stop_completed(repo(), image)
-        notify(repo(), image)
-
-
-_notify_parts: tuple[Any, Any] | None = None
-
-
-def notify(r: Repository, image: dict[str, Any], *, now: datetime | None = None,
-           due_at: datetime | None = None, channel_only: str | None = None, replay: bool = False) -> list[Any]:
-    """Send the recipient's messages for a lifecycle event (chalicelib.notifications), once per channel.
-
-    A transient provider failure raises, so this record is retried by the stream. The scheduled functions
-    (day-before reminders, release of deferred messages) come through here too, with `due_at` when a
-    deferred message is released. Returns the per-channel outcomes.
-    """
-    from chalicelib.notifications import dispatch as notifications
-
-    if str(image.get("type")) not in notifications.EVENT_KINDS:
-        return []
-    ledger, notifier = notify_parts(r)
-    context = merchant_context(r, str(image["merchant_id"]))
-    policy, templates = notifications.load_settings(context.notifications_json)
-    look = notifications.merchant_look(context.settings, context.name, get_settings().email_sender)
-    return notifications.notify_for_event(r, ledger, notifier, get_settings(), image, look, now, policy=policy,
-                                          templates=templates, due_at=due_at, channel_only=channel_only,
-                                          replay=replay)
-
-
-def notify_parts(r: Repository) -> tuple[Any, Any]:
-    """The notification ledger and notifier (built once per container, on the first event that notifies)."""
-    global _notify_parts
-    if _notify_parts is None:
-        from chalicelib.notifications.ledger import Ledger
-        from chalicelib.notifications.senders import Notifier
-
-        _notify_parts = (Ledger(r.client), Notifier())
-    return _notify_parts
+        notify(repo(), image)  # the recipient's messages: notifications owns them
 
 
 # --- cached context ----------------------------------------------------------------
@@ -180,13 +147,15 @@ def notify_parts(r: Repository) -> tuple[Any, Any]:
 
 @dataclass
 class MerchantContext:
-    """What the pipeline needs of a merchant, read once (one item, plus the service-time counters) per minute."""
+    """What the pipeline needs of a merchant: its profile (fleet, read at most once a minute) and the learned
+    service time (its counters, read as often)."""
 
-    settings: MerchantSettings
-    name: str
-    notifications_json: str | None  # parsed only when an event may notify
+    profile: MerchantProfile
     service_s: float
-    loaded_at: float
+
+    @property
+    def settings(self) -> MerchantSettings:
+        return self.profile.settings
 
     def geofence_params(self) -> GeofenceParams:
         return GeofenceParams(dwell_after_s=self.settings.dwell_after_s)
@@ -195,21 +164,15 @@ class MerchantContext:
         return replace(DEFAULT_PARAMS, default_service_s=self.service_s)
 
 
-_merchant_cache: dict[str, MerchantContext] = {}
+_service_times: TTLCache[str, float] = TTLCache(maxsize=1024, ttl=MERCHANT_CACHE_S)
 
 
 def merchant_context(r: Repository, merchant_id: str) -> MerchantContext:
-    cached = _merchant_cache.get(merchant_id)
-    if cached is not None and time.monotonic() - cached.loaded_at < MERCHANT_CACHE_S:
-        return cached
-    merchant = r.get_merchant(merchant_id)
-    raw = merchant.settings if merchant else None
-    settings = MerchantSettings.model_validate_json(raw) if raw else MerchantSettings()
-    context = MerchantContext(settings, merchant.name if merchant else "Doorstep",
-                              merchant.notifications if merchant else None,
-                              load_service_time_s(r, merchant_id, DEFAULT_PARAMS.default_service_s), time.monotonic())
-    _merchant_cache[merchant_id] = context
-    return context
+    service_s = _service_times.get(merchant_id)
+    if service_s is None:
+        service_s = load_service_time_s(r, merchant_id, DEFAULT_PARAMS.default_service_s)
+        _service_times[merchant_id] = service_s
+    return MerchantContext(cached_merchant_profile(r, merchant_id), service_s)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from chalicelib.core import errors
 from chalicelib.core.security import hash_secret, looks_like_tracking_token, new_id
 from chalicelib.core.types import Location
 from chalicelib.fleet.models import MerchantSettings
+from chalicelib.fleet.service import parse_merchant_settings
 from chalicelib.recipient.models import DriverMarker, EtaWindow, TrackingEvent, TrackingShipment, TrackingView
 from chalicelib.recipient.page import Branding, PageEvent, RescheduleOption, TrackingPage
 from chalicelib.recipient.rules import (
@@ -86,7 +87,7 @@ def resolve(repo: Repository, token: str, now: datetime) -> Link:
     merchant = repo.get_merchant(merchant_id)
     if target is None or shipment is None or merchant is None:
         raise link_gone()
-    settings = MerchantSettings.model_validate_json(merchant.settings) if merchant.settings else MerchantSettings()
+    settings = parse_merchant_settings(merchant.settings)
     version = int(target.token_version) if target.token_version is not None else 1
     status = ShipmentStatus(shipment.status)
     # Shipments closed before final_at existed: their last update is when they closed.

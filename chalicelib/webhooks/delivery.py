@@ -358,12 +358,10 @@ class Deliverer:
         self.store.finish_pause_notice(endpoint.merchant_id, now, sent=True)
 
     def _support_email(self, merchant_id: str) -> str | None:
-        from chalicelib.fleet.models import MerchantSettings
+        from chalicelib.fleet.service import merchant_profile
 
-        merchant = self.repo.get_merchant(merchant_id)
-        if merchant is None or not merchant.settings:
-            return None
-        return MerchantSettings.model_validate_json(merchant.settings).branding.support_email
+        profile = merchant_profile(self.repo, merchant_id)
+        return profile.settings.branding.support_email if profile is not None else None
 
 
 def pause_email(endpoint: Endpoint, now: datetime) -> tuple[str, str, str]:
@@ -394,13 +392,13 @@ def deliverer() -> Deliverer:
     """The process-wide deliverer, built on first use (tests replace it with `use`)."""
     global _deliverer
     if _deliverer is None:
-        from chalicelib.notifications.senders import Notifier
+        from chalicelib.notifications.service import notify_parts
         from chalicelib.storage.repository import Repository
         from chalicelib.webhooks.transport import HttpTransport
 
         repo = Repository()
         _deliverer = Deliverer(WebhookStore(repo.client), repo,
-                               HttpTransport(allow_local=get_settings().webhook_allow_local), Notifier())
+                               HttpTransport(allow_local=get_settings().webhook_allow_local), notify_parts(repo)[1])
     return _deliverer
 
 

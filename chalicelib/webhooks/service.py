@@ -13,7 +13,6 @@ from typing import Any
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
 from chalicelib.core.security import CursorError, decode_cursor, encode_cursor, new_id
-from chalicelib.fleet.models import MerchantSettings
 from chalicelib.storage.repository import Repository
 from chalicelib.webhooks.models import (
     WebhookAttempt,
@@ -49,8 +48,9 @@ def _now() -> datetime:
 
 
 def _support_email(repo: Repository, merchant_id: str) -> str | None:
-    raw = repo.merchant_settings(merchant_id)
-    return MerchantSettings.model_validate_json(raw).branding.support_email if raw else None
+    from chalicelib.fleet.service import merchant_settings
+
+    return merchant_settings(repo, merchant_id).branding.support_email
 
 
 def _endpoint_out(repo: Repository, endpoint: Endpoint, *, secret: str | None = None,

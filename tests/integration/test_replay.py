@@ -83,7 +83,7 @@ def test_a_local_dead_letter_file_keeps_only_what_still_fails(tmp_path):
 
 
 def test_a_permanently_failed_notification_is_replayed_once_on_request(merchant):
-    from chalicelib.pipeline import service as pipeline
+    from chalicelib.notifications import service as notifications_service
     from chalicelib.storage import get_repository
     from infra.replay import replay_notifications
 
@@ -91,12 +91,12 @@ def test_a_permanently_failed_notification_is_replayed_once_on_request(merchant)
     phone = "+14155550502"
     shipment = _out_for_delivery(merchant, phone, zone_at_hour(12))
     repo = get_repository()
-    _, notifier = pipeline.notify_parts(repo)
+    _, notifier = notifications_service.notify_parts(repo)
     image = {"merchant_id": merchant.id, "shipment_id": shipment["id"], "type": "out_for_delivery",
              "occurred_at": datetime.now(UTC).isoformat()}
     with Stubber(notifier._client("sns")) as stub:
         stub.add_client_error("publish", service_error_code="InvalidParameter", http_status_code=400)
-        pipeline.notify(repo, image)
+        notifications_service.notify(repo, image)
     assert _ledger_states(shipment["id"]) == {"out_for_delivery#sms": "failed_permanent"}
     assert _sms_to(phone) == []
     (line,) = replay_notifications(shipment["id"])

@@ -50,9 +50,9 @@ def _zone(merchant: Any, zone: str) -> None:
     settings = merchant.call("GET", "/v1/settings").json_body
     response = merchant.call("PUT", "/v1/settings", {**settings, "time_zone": zone})
     assert response.status_code == 200, response.body
-    from chalicelib.pipeline import service as pipeline
+    from chalicelib.fleet.service import forget_cached_profiles
 
-    pipeline._merchant_cache.clear()  # the pipeline caches merchant settings for a minute
+    forget_cached_profiles()  # stream and schedules cache merchant profiles for a minute
 
 
 def _out_for_delivery(merchant: Any, phone: str, zone: str) -> dict[str, Any]:
@@ -80,15 +80,15 @@ def _ledger_states(shipment_id: str) -> dict[str, str]:
 
 
 def _due(now: datetime) -> list[Any]:
-    from chalicelib.pipeline import service as pipeline
+    from chalicelib.notifications import service as notifications_service
     from chalicelib.storage import get_repository
 
-    return list(pipeline.notify_parts(get_repository())[0].due(now))
+    return list(notifications_service.notify_parts(get_repository())[0].due(now))
 
 
 def test_a_message_due_in_quiet_hours_waits_and_is_released_once_when_they_end(merchant, no_scans):
+    from chalicelib.notifications import service as notifications_service
     from chalicelib.notifications.schedules import release_deferred
-    from chalicelib.pipeline import service as pipeline
     from chalicelib.storage import get_repository
 
     zone = zone_at_hour(23)
@@ -96,7 +96,7 @@ def test_a_message_due_in_quiet_hours_waits_and_is_released_once_when_they_end(m
             events={"out_for_delivery": ["sms"]})
     phone = "+14155550301"
     shipment = _out_for_delivery(merchant, phone, zone)
-    outcomes = pipeline.notify(get_repository(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
+    outcomes = notifications_service.notify(get_repository(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
     assert [o.result for o in outcomes if o.channel == "sms"] == ["deferred"]
     assert _sms_to(phone) == [] and _ledger_states(shipment["id"]) == {"out_for_delivery#sms": "deferred"}
 
@@ -115,8 +115,8 @@ def test_a_message_due_in_quiet_hours_waits_and_is_released_once_when_they_end(m
 
 
 def test_a_deferred_message_whose_status_moved_on_is_dropped_on_release_and_leaves_the_index(merchant, no_scans):
+    from chalicelib.notifications import service as notifications_service
     from chalicelib.notifications.schedules import release_deferred
-    from chalicelib.pipeline import service as pipeline
     from chalicelib.shipments.lifecycle import ShipmentStatus
     from chalicelib.storage import get_repository
     from chalicelib.storage.tables import event_item
@@ -126,7 +126,7 @@ def test_a_deferred_message_whose_status_moved_on_is_dropped_on_release_and_leav
             events={"out_for_delivery": ["sms"]})
     phone = "+14155550302"
     shipment = _out_for_delivery(merchant, phone, zone)
-    pipeline.notify(get_repository(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
+    notifications_service.notify(get_repository(), _image(merchant, shipment, "out_for_delivery"), now=NOW)
     repo = get_repository()
     item = repo.get_shipment(merchant.id, shipment["id"])
     repo.change_statuses([(item, ShipmentStatus.DELIVERED, [], event_item(
@@ -139,20 +139,20 @@ def test_a_deferred_message_whose_status_moved_on_is_dropped_on_release_and_leav
 
 
 def test_a_transient_failure_the_stream_gave_up_on_is_sent_by_the_release(merchant, no_scans):
+    from chalicelib.notifications import service as notifications_service
     from chalicelib.notifications.dispatch import RELEASE_RETRY_AFTER_S, RetryLater
     from chalicelib.notifications.schedules import release_deferred
-    from chalicelib.pipeline import service as pipeline
     from chalicelib.storage import get_repository
 
     _policy(merchant, quiet_hours=None, events={"out_for_delivery": ["sms"]})
     phone = "+14155550303"
     shipment = _out_for_delivery(merchant, phone, zone_at_hour(12))
     repo = get_repository()
-    _, notifier = pipeline.notify_parts(repo)
+    _, notifier = notifications_service.notify_parts(repo)
     with Stubber(notifier._client("sns")) as stub:  # throttled, and the stream's retries run out
         stub.add_client_error("publish", service_error_code="Throttling", http_status_code=400)
         with pytest.raises(RetryLater):
-            pipeline.notify(repo, _image(merchant, shipment, "out_for_delivery"), now=NOW)
+            notifications_service.notify(repo, _image(merchant, shipment, "out_for_delivery"), now=NOW)
     assert _ledger_states(shipment["id"]) == {"out_for_delivery#sms": "deferred"}
     # Not before its release time: the stream may still be retrying the record itself.
     assert shipment["id"] not in [m.shipment_id for m in _due(NOW + timedelta(seconds=RELEASE_RETRY_AFTER_S - 5))]
@@ -228,24 +228,24 @@ def test_the_local_scheduler_runs_every_schedule_the_app_declares(chalice_app, m
 
 
 def test_a_provider_that_keeps_throttling_is_given_up_on_after_the_attempt_limit(merchant, no_scans):
+    from chalicelib.notifications import service as notifications_service
     from chalicelib.notifications.dispatch import RetryLater
     from chalicelib.notifications.rules import NOTIFY_MAX_ATTEMPTS
-    from chalicelib.pipeline import service as pipeline
     from chalicelib.storage import get_repository
 
     _policy(merchant, quiet_hours=None, events={"out_for_delivery": ["sms"]})
     shipment = _out_for_delivery(merchant, "+14155550304", zone_at_hour(12))
     repo = get_repository()
-    _, notifier = pipeline.notify_parts(repo)
+    _, notifier = notifications_service.notify_parts(repo)
     image = _image(merchant, shipment, "out_for_delivery")
     with Stubber(notifier._client("sns")) as stub:
         for attempt in range(1, NOTIFY_MAX_ATTEMPTS + 1):
             stub.add_client_error("publish", service_error_code="Throttling", http_status_code=400)
             if attempt < NOTIFY_MAX_ATTEMPTS:
                 with pytest.raises(RetryLater):  # the stream's retries, then the release's
-                    pipeline.notify(repo, image, now=NOW + timedelta(minutes=attempt))
+                    notifications_service.notify(repo, image, now=NOW + timedelta(minutes=attempt))
             else:
-                (outcome,) = [o for o in pipeline.notify(repo, image, now=NOW + timedelta(minutes=attempt))
+                (outcome,) = [o for o in notifications_service.notify(repo, image, now=NOW + timedelta(minutes=attempt))
                               if o.channel == "sms"]
     assert outcome.result == f"failed:gave_up_after_{NOTIFY_MAX_ATTEMPTS}_attempts:Throttling"
     assert _ledger_states(shipment["id"]) == {"out_for_delivery#sms": "failed_permanent"}
