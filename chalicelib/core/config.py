@@ -43,8 +43,15 @@ class Settings(BaseModel):
     webhook_allow_local: bool = False
     # Only set on the local stack / tests (moto server); None on AWS.
     aws_endpoint_url: str | None = None
+    # DynamoDB (and its stream) only, where it runs elsewhere than the other services: the local stack runs
+    # DynamoDB Local beside moto. None: DynamoDB uses aws_endpoint_url like everything else.
+    dynamodb_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+/?$")
     aws_region: str = "us-east-1"
 
+    @property
+    def ddb_endpoint_url(self) -> str | None:
+        """Where DynamoDB and DynamoDB Streams calls go (None on AWS: the regional endpoints)."""
+        return self.dynamodb_endpoint_url or self.aws_endpoint_url
 
     @property
     def public_origin(self) -> str:
@@ -89,6 +96,7 @@ _ENV_NAMES = {
     "tracking_poll_seconds": "DOORSTEP_TRACKING_POLL_SECONDS",
     "webhook_allow_local": "DOORSTEP_WEBHOOK_ALLOW_LOCAL",
     "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "dynamodb_endpoint_url": "DOORSTEP_DYNAMODB_ENDPOINT_URL",
 }
 
 
