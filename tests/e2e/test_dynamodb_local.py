@@ -23,10 +23,11 @@ def test_the_app_writes_to_dynamodb_local_and_moto_has_no_table(stack: LocalStac
     assert _client("dynamodb", stack.moto_url).list_tables()["TableNames"] == []
     ddb = _client("dynamodb", stack.dynamodb_url)
     assert ddb.list_tables()["TableNames"] == [table]
-    # The demo seeding went through the API: its route is in DynamoDB Local.
-    routes = ddb.query(TableName=table, KeyConditionExpression="PK = :pk",
-                       ExpressionAttributeValues={":pk": {"S": f"ROUTE#{demo['route_id']}"}})["Items"]
-    assert routes, f"route {demo['route_id']} is not in DynamoDB Local"
+    # The demo seeding went through the API: its shipments are in DynamoDB Local.
+    shipment_id = demo["shipment_ids"][0]
+    items = ddb.query(TableName=table, KeyConditionExpression="PK = :pk",
+                      ExpressionAttributeValues={":pk": {"S": f"SHIPMENT#{shipment_id}"}})["Items"]
+    assert items, f"shipment {shipment_id} is not in DynamoDB Local"
     # The real engine refuses what AWS refuses (moto stored it): a number below DynamoDB's 1e-130.
     with pytest.raises(ddb.exceptions.ClientError, match="ValidationException"):
         ddb.put_item(TableName=table, Item={"PK": {"S": "E2E#tiny"}, "SK": {"S": "X"}, "n": {"N": "1e-200"}})
