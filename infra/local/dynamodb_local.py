@@ -105,6 +105,16 @@ def command(port: int, java: str, version: str = PACKAGE_VERSION, root: Path = I
             "-port", str(port)]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when the process that started it dies, even by SIGKILL
+    (an out-of-memory kill of a test run), so no JVM is left holding memory on a shared machine."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def is_answering(url: str, timeout: float = 1.0) -> bool:
     """DynamoDB Local answers any unsigned GET with an HTTP error (400): an answer is all we wait for."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -145,7 +155,7 @@ class DynamoDBLocal:
         self.port = self.port or free_port()
         self.process = subprocess.Popen(command(self.port, java), cwd=jar.parent, stdin=subprocess.DEVNULL,
                                         stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                        start_new_session=True, env=self.env)
+                                        start_new_session=True, env=self.env, preexec_fn=_die_with_parent)
         return self.process
 
     def wait_ready(self, deadline: float | None = None) -> None:

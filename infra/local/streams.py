@@ -37,8 +37,8 @@ class RunnerConfig:
     # The mapping's FilterCriteria: records no pattern matches are dropped (and checkpointed past) without
     # an invocation, as Lambda does. Empty: every record is delivered.
     event_filter: EventFilter = field(default_factory=lambda: EventFilter(()))
-    # Where a shard without a checkpoint starts: TRIM_HORIZON (all retained records; right for a fresh
-    # moto) or LATEST (as the deployed event source mapping does).
+    # Where a shard without a checkpoint starts: TRIM_HORIZON (all retained records; right for a fresh in-memory
+    # engine) or LATEST (as the deployed event source mapping does).
     starting_position: str = "TRIM_HORIZON"
 
 
