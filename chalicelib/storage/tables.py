@@ -24,7 +24,7 @@ _settings = get_settings()
 class _Meta:
     table_name = _settings.table_name
     region = _settings.aws_region
-    host = _settings.aws_endpoint_url
+    host = _settings.ddb_endpoint_url
     connect_timeout_seconds = _settings.ddb_connect_timeout_s
     read_timeout_seconds = _settings.ddb_read_timeout_s
     max_retry_attempts = 2

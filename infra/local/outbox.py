@@ -3,6 +3,10 @@ the bundled receiver got.
 
 Reads moto's state (`GET /moto-api/data.json`) and the webhook receiver's `GET /events` of the running
 `make run` (their URLs are in .local/demo.json). Nothing here talks to a real provider.
+
+moto offers no narrower read of what SNS and SES sent than that dump (the AWS APIs have none either).
+Since DynamoDB runs on DynamoDB Local, the dump holds only the S3, SNS, SES and KMS models, which stay
+small, instead of every table item and stream record.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Create the local (moto) table and bucket from infra/resources.json.
+"""Create the local table (DynamoDB Local or moto) and bucket (moto) from infra/resources.json.
 
 The emulated resources are built from the same CloudFormation definition that
 production deploys, so local runs and tests cannot drift from the real schema.
@@ -97,10 +97,15 @@ def create_table(dynamodb_client: Any, table_name: str) -> None:
         )
     pitr = props.get("PointInTimeRecoverySpecification", {})
     if pitr.get("PointInTimeRecoveryEnabled"):
-        dynamodb_client.update_continuous_backups(
-            TableName=table_name,
-            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-        )
+        try:
+            dynamodb_client.update_continuous_backups(
+                TableName=table_name,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
+        except ClientError as exc:
+            # DynamoDB Local has no backups at all (UnknownOperationException); an in-memory table needs none.
+            if _error_code(exc) != "UnknownOperationException":
+                raise
 
 
 def bucket_cors_rules(origins: Sequence[str]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
-"""The local stack: moto server + `chalice local`, seeded with a demo merchant.
+"""The local stack: DynamoDB Local + moto server + `chalice local`, seeded with a demo merchant.
 
-`make run` calls `python -m infra.local.stack --port 8000 --moto-port 5001`.
+`make run` calls `python -m infra.local.stack --port 8000 --moto-port 5001 --dynamodb-port 5002`.
 Tests use `LocalStack(port=0, moto_port=0)` (free ports) and `seed_demo`.
 
 Why it looks the way it does:
@@ -9,13 +9,18 @@ Why it looks the way it does:
   signal the whole group and nothing is left behind, and so that a Ctrl-C in
   the terminal reaches only this process, which then stops the children in
   order instead of racing them.
+- DynamoDB runs on DynamoDB Local, the engine AWS ships for local development
+  (infra/local/dynamodb_local.py), not on moto: its transactions, conditions and
+  stream behave as on AWS. moto keeps S3, SNS, SES and KMS.
 - `chalice local` overwrites os.environ with the stage's environment
-  variables, but the AWS endpoint is not part of the stage config: botocore
-  (and chalicelib.config) read the standard AWS_ENDPOINT_URL, so the children
-  get it, plus fake credentials, through their environment.
+  variables, but the AWS endpoints are not part of the stage config: the
+  children get them, plus fake credentials, through their environment:
+  AWS_ENDPOINT_URL (moto) for every service, DOORSTEP_DYNAMODB_ENDPOINT_URL
+  (read by chalicelib.config) and botocore's own AWS_ENDPOINT_URL_DYNAMODB /
+  AWS_ENDPOINT_URL_DYNAMODB_STREAMS (read by any plain boto3 client) for DynamoDB.
 - The local stage does not name DOORSTEP_PUBLIC_BASE_URL: the stack passes the
   real base URL (its port may be chosen at run time), so tracking links are right.
-- moto keeps everything in memory, so every start is a fresh, empty world.
+- Both emulators keep everything in memory, so every start is a fresh, empty world.
 """
 
 from __future__ import annotations
@@ -146,8 +151,11 @@ def stage_environment(project_dir: Path = PROJECT_DIR, stage: str = STAGE) -> di
 
 
 def app_environment(moto_url: str, project_dir: Path = PROJECT_DIR, stage: str = STAGE,
-                    base_url: str | None = None, tile_url: str | None = None) -> dict[str, str]:
-    """What the app sees when it runs against the moto server: stage settings + endpoint + fake creds.
+                    base_url: str | None = None, tile_url: str | None = None,
+                    dynamodb_url: str | None = None) -> dict[str, str]:
+    """What the app sees when it runs against the local stack: stage settings + endpoints + fake creds.
+
+    `dynamodb_url` is DynamoDB Local's; without it DynamoDB goes to moto like everything else.
 
     The local stage leaves DOORSTEP_PUBLIC_BASE_URL out of .chalice/config.json on purpose: the
     stack knows the real port, and `chalice local` only overwrites variables the stage names.
@@ -155,6 +163,9 @@ def app_environment(moto_url: str, project_dir: Path = PROJECT_DIR, stage: str =
     background, and nothing outside this machine is contacted), `--tile-url` to try real tiles.
     """
     env = {**stage_environment(project_dir, stage), **FAKE_AWS, "AWS_ENDPOINT_URL": moto_url}
+    if dynamodb_url:
+        env.update({"DOORSTEP_DYNAMODB_ENDPOINT_URL": dynamodb_url, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+                    "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": dynamodb_url})
     env["DOORSTEP_PUBLIC_BASE_URL"] = base_url or env.get("DOORSTEP_PUBLIC_BASE_URL", f"http://{HOST}:8000")
     if tile_url:
         env["DOORSTEP_TILE_URL"] = tile_url
@@ -188,7 +199,7 @@ def _check_port_free(port: int, what: str) -> None:
         except OSError:
             raise PortBusyError(
                 f"port {port} on {HOST} is already in use (needed for {what}). Stop whatever listens there "
-                f"(an earlier `make run`?) or choose another port: make run PORT=... MOTO_PORT=..."
+                f"(an earlier `make run`?) or choose another port: make run PORT=... MOTO_PORT=... DYNAMODB_PORT=..."
             ) from None
 
 
@@ -232,22 +243,23 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 
 class LocalStack:
-    """moto server + `chalice local` on 127.0.0.1, with the table and bucket created.
+    """DynamoDB Local + moto server + `chalice local` on 127.0.0.1, with the table and bucket created.
 
     Use as a context manager, or call start() and stop(). Port 0 picks a free port.
     """
 
-    def __init__(self, port: int = 8000, moto_port: int = 5001, *, project_dir: Path = PROJECT_DIR,
-                 log_dir: Path | None = None, stage: str = STAGE, startup_timeout: float = 30.0,
-                 tile_url: str | None = None) -> None:
+    def __init__(self, port: int = 8000, moto_port: int = 5001, *, dynamodb_port: int = 0,
+                 project_dir: Path = PROJECT_DIR, log_dir: Path | None = None, stage: str = STAGE,
+                 startup_timeout: float = 30.0, tile_url: str | None = None) -> None:
         self.project_dir = project_dir
         self.tile_url = tile_url
         self.log_dir = log_dir if log_dir is not None else project_dir / ".local" / "logs"
         self.stage = stage
         self.startup_timeout = startup_timeout
-        self._requested = (port, moto_port)
+        self._requested = (port, moto_port, dynamodb_port)
         self.port = port
         self.moto_port = moto_port
+        self.dynamodb_port = dynamodb_port
         self.webhook_port = 0  # the bundled webhook receiver's, chosen at start
         self._children: list[_Child] = []
         self._stopping = False
@@ -263,9 +275,18 @@ class LocalStack:
         return f"http://{HOST}:{self.moto_port}"
 
     @property
+    def dynamodb_url(self) -> str:
+        return f"http://{HOST}:{self.dynamodb_port}"
+
+    @property
     def app_env(self) -> dict[str, str]:
-        """The app's environment against this stack's moto (for seed_demo and create_merchant)."""
-        return app_environment(self.moto_url, self.project_dir, self.stage, self.base_url, self.tile_url)
+        """The app's environment against this stack's emulators (for seed_demo and create_merchant)."""
+        return app_environment(self.moto_url, self.project_dir, self.stage, self.base_url, self.tile_url,
+                               self.dynamodb_url)
+
+    def emulator_pids(self) -> dict[str, int]:
+        """The local AWS processes (moto, DynamoDB Local) by name, e.g. to measure their memory."""
+        return {c.name: c.pid for c in self._children if c.name in ("moto", "dynamodb")}
 
     @property
     def data_dir(self) -> Path:
@@ -311,24 +332,36 @@ class LocalStack:
     def start(self) -> LocalStack:
         if self._children:
             raise StackError("the stack is already started")
-        port, moto_port = self._requested
-        if port and port == moto_port:
-            raise PortBusyError(f"the API and moto cannot share port {port}")
-        # Check both ports before starting anything, so a busy port fails fast and leaves nothing behind.
+        port, moto_port, dynamodb_port = self._requested
+        fixed = [p for p in (port, moto_port, dynamodb_port) if p]
+        if len(fixed) != len(set(fixed)):
+            raise PortBusyError(f"the API, moto and DynamoDB Local need three different ports, not {fixed}")
+        # Check the ports before starting anything, so a busy port fails fast and leaves nothing behind.
         if port:
             _check_port_free(port, "the API (chalice local)")
         if moto_port:
             _check_port_free(moto_port, "the AWS emulator (moto server)")
-        self.moto_port = moto_port or _free_port()
-        self.port = port or _free_port()
-        while self.port == self.moto_port:
-            self.port = _free_port()
+        if dynamodb_port:
+            _check_port_free(dynamodb_port, "DynamoDB Local")
+        chosen: set[int] = set(fixed)
+
+        def pick(requested: int) -> int:
+            if requested:
+                return requested
+            picked = _free_port()
+            while picked in chosen:
+                picked = _free_port()
+            chosen.add(picked)
+            return picked
+
+        self.moto_port, self.port, self.dynamodb_port = pick(moto_port), pick(port), pick(dynamodb_port)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)  # an exception in the caller must not orphan the servers
         self._stopping = False
         try:
             env = child_environment(self.app_env)
             bin_dir = self.project_dir / ".venv" / "bin"
+            dynamodb = self._spawn_dynamodb_local(env)
             # The venv's moto_server, by path: an older system one may come first on PATH.
             moto = self._spawn("moto", [str(bin_dir / "moto_server"), "-H", HOST, "-p", str(self.moto_port)], env)
             # chalice does not talk to AWS until a request arrives, so it starts while moto warms up.
@@ -337,6 +370,7 @@ class LocalStack:
                                   redact=True)
             deadline = time.monotonic() + self.startup_timeout
             self._wait_until(moto, f"{self.moto_url}/moto-api/", deadline, any_status=True)
+            self._wait_until(dynamodb, self.dynamodb_url, deadline, any_status=True)
             self._create_resources()
             # The stream runner feeds the app's stream function, as Lambda's event source mapping would.
             self._spawn("streams", [str(bin_dir / "python"), "-m", "infra.local.streams"], env)
@@ -357,13 +391,28 @@ class LocalStack:
             raise
         return self
 
-    def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str], redact: bool = False) -> _Child:
+    def _spawn_dynamodb_local(self, env: Mapping[str, str]) -> _Child:
+        from infra.local import dynamodb_local
+
+        java = dynamodb_local.java_executable()
+        if java is None:
+            raise StackError("Java 17 is needed to run DynamoDB Local "
+                             "(Debian: apt-get install openjdk-17-jre-headless)")
+        try:
+            jar = dynamodb_local.ensure_installed()
+        except dynamodb_local.DynamoDBLocalError as exc:
+            raise StackError(f"{exc} (or run `make dynamodb-local`)") from None
+        # It reads no AWS settings; the environment only gives it PATH and friends.
+        return self._spawn("dynamodb", dynamodb_local.command(self.dynamodb_port, java), env, cwd=jar.parent)
+
+    def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str], redact: bool = False,
+               cwd: Path | None = None) -> _Child:
         if not Path(argv[0]).exists():
             raise StackError(f"{argv[0]} not found: run `make venv` first")
         log_path = self.log_dir / f"{name}.log"
         log_file = log_path.open("wb")
         process = subprocess.Popen(
-            list(argv), cwd=self.project_dir, env=dict(env), stdin=subprocess.DEVNULL,
+            list(argv), cwd=cwd or self.project_dir, env=dict(env), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if redact else log_file, stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: stop() signals the group, Ctrl-C does not
         )
@@ -404,7 +453,7 @@ class LocalStack:
         session = boto3.session.Session(aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
                                         aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
                                         region_name=FAKE_AWS["AWS_DEFAULT_REGION"])
-        create_table(session.client("dynamodb", endpoint_url=self.moto_url), env["DOORSTEP_TABLE_NAME"])
+        create_table(session.client("dynamodb", endpoint_url=self.dynamodb_url), env["DOORSTEP_TABLE_NAME"])
         # The driver web app (served by the API) uploads proof photos straight to the bucket: CORS for its origin.
         create_bucket(session.client("s3", endpoint_url=self.moto_url), env["DOORSTEP_BUCKET_NAME"],
                       cors_origins=[self.base_url])
@@ -424,7 +473,7 @@ class LocalStack:
         self._stopping = True
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-        # The API first, so no request is in flight against a vanished moto.
+        # The API first, so no request is in flight against a vanished emulator.
         for child in reversed(self._children):
             self._terminate(child, timeout)
         for child in self._children:
@@ -474,12 +523,13 @@ def create_merchant(env: Mapping[str, str], name: str, *, isolated: bool = False
 
 
 def _create_merchant_here(env: Mapping[str, str], name: str) -> tuple[str, str]:
-    wanted_table, wanted_endpoint = env["DOORSTEP_TABLE_NAME"], env["AWS_ENDPOINT_URL"]
+    wanted_table = env["DOORSTEP_TABLE_NAME"]
+    wanted_endpoint = env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL") or env["AWS_ENDPOINT_URL"]
     if "chalicelib.storage.tables" in sys.modules:
         from chalicelib.core.config import get_settings
 
         current = get_settings()
-        if (current.table_name, current.aws_endpoint_url) != (wanted_table, wanted_endpoint):
+        if (current.table_name, current.ddb_endpoint_url) != (wanted_table, wanted_endpoint):
             raise SeedError("chalicelib is already configured for another table/endpoint in this process; "
                             "use create_merchant(..., isolated=True)")
     else:
@@ -674,6 +724,7 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "driver_app_url": _rebase(app_link["url"], configured_base, base_url),
         "merchant_id": merchant_id,
         "moto_url": env.get("AWS_ENDPOINT_URL"),
+        "dynamodb_url": env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL"),
         "route_source": route.source,
         "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng} for sid, s in zip(shipment_ids, route.stops,
                                                                                       strict=True)],
@@ -743,9 +794,10 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
     logs = ", ".join(_relative(p) for p in stack.log_paths.values())
     return "\n".join([
         "",
-        "Doorstep local stack is up (moto is in memory: every run starts empty).",
+        "Doorstep local stack is up (the emulators are in memory: every run starts empty).",
         f"  API          {stack.base_url}   (OpenAPI: {stack.base_url}/openapi.json)",
-        f"  AWS (moto)   {stack.moto_url}",
+        f"  DynamoDB     {stack.dynamodb_url}   (DynamoDB Local)",
+        f"  AWS (moto)   {stack.moto_url}   (S3, SNS, SES, KMS)",
         f"  Demo data    {_relative(demo_path)}: merchant key, driver token, {len(demo['shipment_ids'])} shipments "
         f"out for delivery on route {demo['route_id']}",
         f"               stops from {demo.get('route_source', '?')}",
@@ -767,10 +819,13 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.stack",
-                                     description="Run moto + chalice local with a seeded demo merchant.")
+                                     description="Run DynamoDB Local + moto + chalice local with a seeded demo "
+                                                 "merchant.")
     parser.add_argument("--port", type=int, default=_env_port("PORT", 8000), help="API port (0 = any free port)")
     parser.add_argument("--moto-port", type=int, default=_env_port("MOTO_PORT", 5001),
                         help="moto server port (0 = any free port)")
+    parser.add_argument("--dynamodb-port", type=int, default=_env_port("DYNAMODB_PORT", 5002),
+                        help="DynamoDB Local port (0 = any free port)")
     parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="where to write demo.json")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR, help="where child logs go")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -782,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--route", default=None,
                         help="real route to use: a route id or a station code such as DSE4 (default: the first)")
     args = parser.parse_args(argv)
-    for name in ("port", "moto_port"):
+    for name in ("port", "moto_port", "dynamodb_port"):
         if not 0 <= getattr(args, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} must be 0..65535")
     if not 1 <= args.stops <= 300:
@@ -790,9 +845,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    stack = LocalStack(args.port, args.moto_port, log_dir=args.log_dir, tile_url=args.tile_url)
+    stack = LocalStack(args.port, args.moto_port, dynamodb_port=args.dynamodb_port, log_dir=args.log_dir,
+                       tile_url=args.tile_url)
     try:
-        print(f"Starting moto and chalice local (logs in {_relative(args.log_dir)}) ...", flush=True)
+        print(f"Starting DynamoDB Local, moto and chalice local (logs in {_relative(args.log_dir)}) ...", flush=True)
         stack.start()
         # Only now is an existing demo.json surely stale (its stack's ports were free). Removed before
         # seeding, so a failed seed leaves no file naming this run's merchant half-made. Not earlier:

@@ -1,10 +1,12 @@
-"""Local DynamoDB Streams runner: what Lambda's event source mappings do, against the moto server.
+"""Local DynamoDB Streams runner: what Lambda's event source mappings do, against DynamoDB Local's stream.
 
 It reads every shard of the table's stream (and picks up new shards), builds
-exactly the event Lambda delivers, invokes the same handler the Lambda runs,
-retries from the first record the handler reports as failed (ReportBatchItemFailures),
-parks records that keep failing in a local dead-letter file, and checkpoints the
-last processed sequence number per shard so a restart does not replay everything.
+exactly the event Lambda delivers, drops the records the mapping's FilterCriteria
+reject (infra/resources.json, evaluated by infra/local/event_filter.py as Lambda
+does), invokes the same handler the Lambda runs, retries from the first record
+the handler reports as failed (ReportBatchItemFailures), parks records that keep
+failing in a local dead-letter file, and checkpoints the last processed sequence
+number per shard so a restart does not replay everything.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from infra.local.event_filter import EventFilter
 
 log = logging.getLogger("doorstep.streams")
 
@@ -30,12 +34,11 @@ class RunnerConfig:
     max_retry_attempts: int = 5  # as the deployed event source mapping
     poll_interval_s: float = 0.1
     shard_refresh_s: float = 2.0
-    # An idle shard's iterator is re-opened from the checkpoint this often: after a cancelled transaction
-    # moto's server swaps in a restored copy of the table, and an old iterator never sees another record
-    # (tests/integration/test_stream_runner.py shows it). On AWS an iterator stays valid for 15 minutes.
-    reopen_idle_s: float = 1.0
-    # Where a shard without a checkpoint starts: TRIM_HORIZON (all retained records; right for a fresh
-    # moto) or LATEST (as the deployed event source mapping does).
+    # The mapping's FilterCriteria: records no pattern matches are dropped (and checkpointed past) without
+    # an invocation, as Lambda does. Empty: every record is delivered.
+    event_filter: EventFilter = field(default_factory=lambda: EventFilter(()))
+    # Where a shard without a checkpoint starts: TRIM_HORIZON (all retained records; right for a fresh in-memory
+    # engine) or LATEST (as the deployed event source mapping does).
     starting_position: str = "TRIM_HORIZON"
 
 
@@ -70,9 +73,9 @@ class StreamRunner:
         self.stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
         self.checkpoints: dict[str, str] = self._load_checkpoints()
         self.iterators: dict[str, str | None] = {}
-        self.opened_at: dict[str, float] = {}
         self.closed: set[str] = set()
         self.invocations = 0
+        self.filtered_out = 0  # records the FilterCriteria dropped
         self._stop = threading.Event()
         self._last_refresh = 0.0
 
@@ -111,7 +114,6 @@ class StreamRunner:
         self._last_refresh = time.monotonic()
 
     def _iterator(self, shard_id: str) -> str:
-        self.opened_at[shard_id] = time.monotonic()
         kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard_id}
         if shard_id in self.checkpoints:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=self.checkpoints[shard_id])
@@ -122,27 +124,30 @@ class StreamRunner:
     # --- processing ------------------------------------------------------------
 
     def poll_once(self) -> int:
-        """Read each shard once and deliver what arrived; returns the number of records delivered."""
+        """Read each shard once and handle what arrived; returns the number of records read (delivered or
+        filtered out), so a caller can drain the stream until it answers 0."""
         if time.monotonic() - self._last_refresh > self.config.shard_refresh_s or not self.iterators:
             self.refresh_shards()
-        delivered = 0
+        read = 0
         for shard_id, iterator in list(self.iterators.items()):
             if iterator is None:
                 continue
-            if shard_id in self.checkpoints and \
-                    time.monotonic() - self.opened_at.get(shard_id, 0.0) > self.config.reopen_idle_s:
-                iterator = self._iterator(shard_id)
             response = self.streams.get_records(ShardIterator=iterator, Limit=self.config.batch_size)
-            records = response.get("Records", [])
+            records = [to_lambda_record(r, self.stream_arn, self.region) for r in response.get("Records", [])]
             if records:
-                self.opened_at[shard_id] = time.monotonic()  # a live iterator: keep following it
-                self._deliver(shard_id, [to_lambda_record(r, self.stream_arn, self.region) for r in records])
-                delivered += len(records)
+                kept = [r for r in records if self.config.event_filter.matches(r)]
+                self.filtered_out += len(records) - len(kept)
+                if kept:
+                    self._deliver(shard_id, kept)
+                # Past the filtered-out records too: Lambda never offers them again.
+                self.checkpoints[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
+                self._save_checkpoints()
+                read += len(records)
             next_iterator = response.get("NextShardIterator")
             self.iterators[shard_id] = next_iterator
             if next_iterator is None:
                 self.closed.add(shard_id)
-        return delivered
+        return read
 
     def _deliver(self, shard_id: str, records: list[dict[str, Any]]) -> None:
         pending = records
@@ -196,20 +201,32 @@ class StreamRunner:
         self._stop.set()
 
 
+def mapping_config(logical_id: str, resources_file: Path | None = None) -> RunnerConfig:
+    """A RunnerConfig with the batch size, retry limit and FilterCriteria of one event source mapping in
+    infra/resources.json, so the local runner follows what is deployed."""
+    path = resources_file or Path(__file__).resolve().parents[1] / "resources.json"
+    props = json.loads(path.read_text(encoding="utf-8"))["Resources"][logical_id]["Properties"]
+    return RunnerConfig(batch_size=int(props.get("BatchSize", 100)),
+                        max_retry_attempts=int(props.get("MaximumRetryAttempts", 5)),
+                        event_filter=EventFilter.from_criteria(props.get("FilterCriteria")))
+
+
 # One runner per stream function, as each Lambda function has its own event source mapping: its own
-# position (checkpoint), batch size and dead letters, so a slow webhook endpoint never holds up the pipeline.
-# (function in app.py, checkpoint file, dead-letter file, config)
+# position (checkpoint), batch size, filter and dead letters, so a slow webhook endpoint never holds up
+# the pipeline. (function in app.py, checkpoint file, dead-letter file, config from its mapping)
 CONSUMERS: tuple[tuple[str, str, str, RunnerConfig], ...] = (
-    ("stream_pipeline", "stream-checkpoint.json", "stream-dead-letter.jsonl", RunnerConfig()),
+    ("stream_pipeline", "stream-checkpoint.json", "stream-dead-letter.jsonl",
+     mapping_config("StreamPipelineEventSourceMapping")),
     ("webhook_sender", "webhook-stream-checkpoint.json", "webhook-stream-dead-letter.jsonl",
-     RunnerConfig(batch_size=25)),
+     mapping_config("WebhookSenderEventSourceMapping")),
 )
 
 
 def main() -> int:
-    """`python -m infra.local.streams`: run the app's stream functions against the moto server's table stream.
+    """`python -m infra.local.streams`: run the app's stream functions against the table's stream.
 
-    Started by the local stack with the app's environment (AWS_ENDPOINT_URL, DOORSTEP_*).
+    Started by the local stack with the app's environment (DOORSTEP_*, AWS_ENDPOINT_URL_DYNAMODB[_STREAMS]
+    pointing at DynamoDB Local, which plain boto3 clients follow).
     """
     import os
     import signal

@@ -1,4 +1,5 @@
-"""End-to-end fixtures: the local stack as real processes (moto server + chalice local) on free ports.
+"""End-to-end fixtures: the local stack as real processes (DynamoDB Local, moto server, chalice local) on
+free ports.
 
 One stack and one seeded demo per session keep the whole e2e run short. Merchants are created
 with `isolated=True` (in a fresh interpreter): this pytest process already imported chalicelib

@@ -53,7 +53,8 @@ def _free_port() -> int:
 def test_stop_leaves_no_child_process_alive(tmp_path: Path) -> None:
     stack = LocalStack(port=0, moto_port=0, log_dir=tmp_path / "logs").start()
     try:
-        assert len(stack.pids) == 5  # moto, chalice local, the stream runner, the scheduler, the webhook receiver
+        # DynamoDB Local, moto, chalice local, the stream runner, the scheduler, the webhook receiver
+        assert len(stack.pids) == 6
         processes = set(stack.pids).union(*(_group(pid) for pid in stack.pids))
         assert all(_alive(pid) for pid in processes)
         assert http_json("GET", f"{stack.base_url}/health").status == 200
@@ -65,14 +66,14 @@ def test_stop_leaves_no_child_process_alive(tmp_path: Path) -> None:
     stack.stop()  # idempotent
 
 
-@pytest.mark.parametrize("which", ["port", "moto_port"])
+@pytest.mark.parametrize("which", ["port", "moto_port", "dynamodb_port"])
 def test_a_busy_port_fails_clearly_and_starts_nothing(tmp_path: Path, which: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         stack = LocalStack(port=port if which == "port" else 0, moto_port=port if which == "moto_port" else 0,
-                           log_dir=tmp_path / "logs")
+                           dynamodb_port=port if which == "dynamodb_port" else 0, log_dir=tmp_path / "logs")
         with pytest.raises(PortBusyError, match=f"port {port} on 127.0.0.1 is already in use"):
             stack.start()
     assert stack.pids == []
@@ -81,12 +82,13 @@ def test_a_busy_port_fails_clearly_and_starts_nothing(tmp_path: Path, which: str
 
 @needs_proc
 def test_make_run_entry_point_stops_on_a_signal_and_starts_again_on_the_same_ports(tmp_path: Path) -> None:
-    port, moto_port = _free_port(), _free_port()
+    port, moto_port, dynamodb_port = _free_port(), _free_port(), _free_port()
     for attempt, signum in enumerate([signal.SIGTERM, signal.SIGINT]):
         demo_path = tmp_path / f"demo-{attempt}.json"
         proc = subprocess.Popen(
             [sys.executable, "-m", "infra.local.stack", "--port", str(port), "--moto-port", str(moto_port),
-             "--demo", str(demo_path), "--log-dir", str(tmp_path / "logs"), "--stops", "3"],
+             "--dynamodb-port", str(dynamodb_port), "--demo", str(demo_path), "--log-dir", str(tmp_path / "logs"),
+             "--stops", "3"],
             cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 30
@@ -119,7 +121,7 @@ def test_make_run_refused_for_a_busy_port_keeps_the_running_stacks_demo_json(tmp
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "infra.local.stack", "--port", str(port), "--moto-port", "0",
-             "--demo", str(demo_path), "--log-dir", str(tmp_path / "logs")],
+             "--dynamodb-port", "0", "--demo", str(demo_path), "--log-dir", str(tmp_path / "logs")],
             cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
     assert f"port {port} on 127.0.0.1 is already in use" in proc.stderr
