@@ -38,6 +38,7 @@ from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.shipments.models import Address, TimeWindow
 from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import DriverItem, ShipmentItem, as_dict
+from chalicelib.web.branding import Branding
 
 S = ShipmentStatus
 _ETA_STATUSES = frozenset({S.OUT_FOR_DELIVERY, S.APPROACHING})
@@ -93,7 +94,7 @@ class DriverPageContext:
 
     token: str
     driver: DriverItem
-    merchant_name: str
+    branding: Branding
     merchant_locale: str = "en"
 
     def locale(self, accept_language: str | None) -> str:
@@ -112,7 +113,8 @@ def resolve_page(repo: Repository, settings: Settings, token: str, now: datetime
         raise link_gone()
     settings_json = merchant.settings
     merchant_settings = MerchantSettings.model_validate_json(settings_json) if settings_json else MerchantSettings()
-    return DriverPageContext(token, driver, merchant.name, merchant_settings.locale)
+    return DriverPageContext(token, driver, Branding.of(merchant_settings.branding, merchant.name),
+                             merchant_settings.locale)
 
 
 # --- the route of today ------------------------------------------------------------------

@@ -44,7 +44,6 @@ from chalicelib.notifications.rules import (
 )
 from chalicelib.notifications.senders import Notifier, SendFailed
 from chalicelib.notifications.templates import (
-    Branding,
     RenderedEmail,
     RenderedSms,
     TemplateSet,
@@ -56,6 +55,7 @@ from chalicelib.notifications.templates import (
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import ShipmentItem, as_dict, event_item
+from chalicelib.web.branding import Branding
 
 EVENT_KINDS: dict[str, NotifyKind] = {
     "day_before": NotifyKind.DAY_BEFORE,  # not a timeline event: the scheduled reminder raises it
@@ -104,11 +104,7 @@ def load_settings(stored_json: str | None) -> tuple[NotificationPolicy, Template
 
 def merchant_look(settings: MerchantSettings, merchant_name: str, sender: str | None) -> MerchantLook:
     """The merchant's branding as messages show it (the tracking page's settings serve both)."""
-    brand = settings.branding
-    return MerchantLook(Branding(name=brand.name or merchant_name, primary_color=brand.primary_colour,
-                                 logo_url=brand.logo_url, support_email=brand.support_email,
-                                 support_phone=brand.support_phone),
-                        sender, settings.time_zone, settings.locale)
+    return MerchantLook(Branding.of(settings.branding, merchant_name), sender, settings.time_zone, settings.locale)
 
 
 def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, settings: Settings,

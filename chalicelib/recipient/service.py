@@ -19,7 +19,7 @@ from chalicelib.core.security import hash_secret, looks_like_tracking_token, new
 from chalicelib.core.types import Location
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.recipient.models import DriverMarker, EtaWindow, TrackingEvent, TrackingShipment, TrackingView
-from chalicelib.recipient.page import Branding, PageEvent, RescheduleOption, TrackingPage
+from chalicelib.recipient.page import PageEvent, RescheduleOption, TrackingPage
 from chalicelib.recipient.rules import (
     INSTRUCTABLE,
     LIVE,
@@ -37,6 +37,7 @@ from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionErr
 from chalicelib.shipments.models import TimeWindow
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, date_gsi_pk, event_item
+from chalicelib.web.branding import Branding
 from chalicelib.web.i18n import negotiate
 
 S = ShipmentStatus
@@ -97,10 +98,7 @@ def resolve(repo: Repository, token: str, now: datetime) -> Link:
 
 
 def branding(link: Link) -> Branding:
-    b = link.settings.branding
-    return Branding(name=b.name or link.merchant_name, primary_colour=b.primary_colour,
-                    accent_colour=b.accent_colour, logo_url=b.logo_url, support_email=b.support_email,
-                    support_phone=b.support_phone)
+    return Branding.of(link.settings.branding, link.merchant_name)
 
 
 def locale(link: Link, accept_language: str | None) -> str:
