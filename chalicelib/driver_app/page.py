@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from html import escape
 
 from chalicelib.recipient.page import _origin, document_head
+from chalicelib.shipments.failures import FailureReason, failure_reason_label
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, asset_url, gzip_size, static_asset
 from chalicelib.web.branding import DEFAULT_PRIMARY, valid_colour
 from chalicelib.web.i18n import Translator, catalogue
 
-FAILURE_REASONS = ("not_home", "no_access", "refused", "damaged", "other")
 NOTE_MAX = 500
 NAME_MAX = 100
 PING_SECONDS = 15  # a batch of fixes at least this often while the page is open (or every PING_BATCH fixes)
@@ -128,7 +128,8 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
                "</div></form></section>")
 
     # failed: reason and note
-    options = "".join(f'<option value="{r}">{_e(t(f"driver.reason.{r}"))}</option>' for r in FAILURE_REASONS)
+    options = "".join(f'<option value="{r.value}">{_e(failure_reason_label(r, t.locale))}</option>'
+                      for r in FailureReason)
     out.append('<section id="fail" class="card" aria-labelledby="fail-h" hidden>'
                f'<h2 id="fail-h">{_e(t("driver.fail.heading"))}</h2><form id="fail-form" novalidate>')
     out.append(_field("fail-reason", t("driver.fail.reason"),

@@ -52,6 +52,7 @@ from chalicelib.notifications.templates import (
     message_values,
     render,
 )
+from chalicelib.shipments.failures import failure_reason_text
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import ShipmentItem, as_dict, event_item
@@ -226,10 +227,10 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     else:  # no ETA yet and no promised window: the day is still worth saying
         window = format_day(date.fromisoformat(shipment.delivery_date), locale)
     data = image.get("data") or {}
+    reason = failure_reason_text(data.get("reason"), locale) if image.get("type") == "failed" else None
     return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
-                          reason=str(data.get("reason")) if data.get("reason") else None,
-                          delivery_date=shipment.delivery_date)
+                          reason=reason, delivery_date=shipment.delivery_date)
 
 
 def _ms(value: Any) -> datetime:

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 from chalicelib.core.problems import Problem, ProblemsError
 from chalicelib.notifications.contacts import check_email, check_phone
 from chalicelib.notifications.rules import NotifyKind
+from chalicelib.shipments.failures import FailureReason, failure_reason_text
 from chalicelib.web.branding import DEFAULT_ACCENT, WHITE, Branding, ink, text_on, valid_colour
 
 K = NotifyKind
@@ -328,7 +329,7 @@ def first_name_of(full_name: str | None) -> str:
     return words[0] if words else ""
 
 
-# --- dates, times and reasons in the recipient's language ---------------------------
+# --- dates and times in the recipient's language (failure reasons: chalicelib.shipments.failures) -------
 
 _WEEKDAYS = {
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
@@ -343,14 +344,6 @@ _MONTHS = {
 _WINDOW = {
     "en": ("between {start} and {end}", "around {start}", "during the day"),
     "de": ("zwischen {start} und {end} Uhr", "gegen {start} Uhr", "im Laufe des Tages"),
-}
-FAILURE_REASONS: Mapping[str, Mapping[str, str]] = {
-    "en": {"not_home": "nobody was at home", "no_access": "the driver could not get access",
-           "refused": "the parcel was refused", "damaged": "the parcel was damaged",
-           "other": "the delivery could not be completed"},
-    "de": {"not_home": "niemand war zu Hause", "no_access": "der Fahrer hatte keinen Zugang",
-           "refused": "die Annahme wurde verweigert", "damaged": "das Paket war beschädigt",
-           "other": "die Zustellung war nicht möglich"},
 }
 LANGUAGES = ("en", "de")
 
@@ -380,11 +373,6 @@ def format_window(start: datetime | None, end: datetime | None, zone: tzinfo, lo
     a = format_clock(start, zone)
     b = format_clock(end, zone) if end is not None else a
     return single.replace("{start}", a) if a == b else both.replace("{start}", a).replace("{end}", b)
-
-
-def failure_reason_text(reason: str | None, locale: str | None) -> str:
-    table = FAILURE_REASONS[language_of(locale)]
-    return table.get(reason or "other", table["other"])
 
 
 # --- SMS length -----------------------------------------------------------------
@@ -466,7 +454,8 @@ SAMPLE_VALUES: Mapping[str, str] = {
     "first_name": "Alexandra", "merchant_name": "Example Store", "support_contact": "help@example.com",
     "tracking_url": "https://track.example.com/t/" + "x" * 43, "eta_window": "between 10:00 and 12:00",
     "delivery_date": "Wednesday 18 November", "delivered_at": "14:32",
-    "proof_url": "https://track.example.com/t/" + "x" * 43 + "#proof", "reason": "nobody was at home",
+    "proof_url": "https://track.example.com/t/" + "x" * 43 + "#proof",
+    "reason": failure_reason_text(FailureReason.NOT_HOME, "en"),
     "reschedule_url": "https://track.example.com/t/" + "x" * 43 + "#reschedule",
 }
 

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chalicelib.shipments.failures import failure_reason_text
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, FIRST_LOAD_ASSETS, asset_url, gzip_size, static_asset
 from chalicelib.web.branding import Branding, ink, text_on
 from chalicelib.web.i18n import Translator
@@ -56,11 +57,13 @@ MESSAGE_KINDS = frozenset({"instructions_saved", "rescheduled", "rated", "alread
 
 @dataclass(frozen=True, slots=True)
 class PageEvent:
-    """One timeline entry. `label_key` is a catalogue key; None means `event.{kind}` (else a generic label)."""
+    """One timeline entry. `label_key` is a catalogue key; None means `event.{kind}` (else a generic label).
+    A `failed` entry with a `reason` (a `FailureReason` code) says why, in the page's language."""
 
     kind: str
     at: datetime
     label_key: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +198,8 @@ def _status_key(t: Translator, status: str) -> str:
 
 
 def _event_label(t: Translator, event: PageEvent) -> str:
+    if event.kind == "failed" and event.reason is not None and event.label_key is None:
+        return t("event.failed_reason", reason=failure_reason_text(event.reason, t.locale))
     for key in (event.label_key, f"event.{event.kind}"):
         if key and t.has(key):
             return t(key)

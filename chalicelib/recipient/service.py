@@ -158,6 +158,11 @@ def _events(repo: Repository, link: Link) -> list[EventItem]:
     return [e for e in repo.timeline(link.shipment.shipment_id) if e.type in RECIPIENT_EVENTS]
 
 
+def _page_event(e: EventItem) -> PageEvent:
+    reason = (as_dict(e.data) if e.data is not None else {}).get("reason") if e.type == "failed" else None
+    return PageEvent(e.type, e.occurred_at, reason=str(reason) if reason else None)
+
+
 def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: str | None) -> TrackingPage:
     """Everything the page and its polled JSON show: first name and city only, the driver only by the rules."""
     s = link.shipment
@@ -179,7 +184,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         stops_before=live.stops_before, driver_first_name=live.driver_first_name,
         driver_position=(float(live.position.lat), float(live.position.lng)) if live.position else None,
         destination=(float(s.lat), float(s.lng)),
-        timeline=tuple(PageEvent(e.type, e.occurred_at) for e in events),
+        timeline=tuple(_page_event(e) for e in events),
         can_give_instructions=status in INSTRUCTABLE, instructions_saved=s.recipient_instructions is not None,
         can_reschedule=bool(slots), reschedule_options=tuple(RescheduleOption(x.id, x.start, x.end) for x in slots),
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,

@@ -16,6 +16,7 @@ from chalicelib.core.security import (
 )
 from chalicelib.core.types import Location
 from chalicelib.ingest.rules import MAX_AGE_MS, MAX_FUTURE_MS
+from chalicelib.shipments.failures import failure_reason, failure_reason_label
 from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionError, check_transition
 from chalicelib.shipments.models import (
     Address,
@@ -36,6 +37,7 @@ from chalicelib.shipments.proof import checked_proof, proof_summary
 from chalicelib.shipments.store import require_shipment, timeline_event
 from chalicelib.storage.repository import ConditionFailed, Repository, idempotency_expiry, now_utc
 from chalicelib.storage.tables import (
+    EventItem,
     IdempotencyItem,
     ShipmentItem,
     as_dict,
@@ -167,11 +169,16 @@ def cancel_shipment(repo: Repository, settings: Settings, merchant_id: str, ship
 
 def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
     require_shipment(repo, merchant_id, shipment_id)
-    return Timeline(shipment_id=shipment_id, items=[
-        TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
-                      occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source)  # type: ignore[arg-type]
-        for e in repo.timeline(shipment_id)
-    ])
+    return Timeline(shipment_id=shipment_id, items=[_timeline_event(e) for e in repo.timeline(shipment_id)])
+
+
+def _timeline_event(e: EventItem) -> TimelineEvent:
+    reason = None
+    if e.type == "failed":
+        reason = failure_reason((as_dict(e.data) if e.data is not None else {}).get("reason"))
+    return TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
+                         occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source,  # type: ignore[arg-type]
+                         reason=reason, reason_text=failure_reason_label(reason, "en") if reason else None)
 
 
 def revoke_tracking_link(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> TrackingLink:

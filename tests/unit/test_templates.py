@@ -28,7 +28,6 @@ from chalicelib.notifications.templates import (
     TemplateSet,
     clean_value,
     compile_template,
-    failure_reason_text,
     first_name_of,
     format_day,
     format_window,
@@ -40,6 +39,7 @@ from chalicelib.notifications.templates import (
     validate_message_fields,
     validate_template,
 )
+from chalicelib.shipments.failures import failure_reason_text
 from chalicelib.web.branding import Branding
 
 K = NotifyKind
