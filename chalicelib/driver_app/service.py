@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
+from chalicelib.core.times import from_ms
 from chalicelib.core.types import Location
 from chalicelib.driver_app.models import (
     DriverAppLink,
@@ -125,15 +126,12 @@ def _merchant_settings(repo: Repository, merchant_id: str) -> MerchantSettings:
     return MerchantSettings.model_validate_json(raw) if raw else MerchantSettings()
 
 
-def _ms(value: float) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
-
-
 def _stop(sequence: int, item: ShipmentItem, is_next: bool) -> DriverStop:
     status = ShipmentStatus(item.status)
     eta = None
     if status in _ETA_STATUSES and None not in (item.eta_ms, item.eta_low_ms, item.eta_high_ms):
-        eta = EtaWindow(earliest=_ms(item.eta_low_ms), expected=_ms(item.eta_ms), latest=_ms(item.eta_high_ms))
+        eta = EtaWindow(earliest=from_ms(item.eta_low_ms), expected=from_ms(item.eta_ms),
+                        latest=from_ms(item.eta_high_ms))
     window = None
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)

@@ -19,8 +19,10 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.core.config import Settings
+from chalicelib.core.links import tracking_url
 from chalicelib.core.observability import MetricUnit, logger, metrics
-from chalicelib.core.security import new_id, tracking_token
+from chalicelib.core.security import new_id
+from chalicelib.core.times import from_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.notifications.contacts import contact_key
 from chalicelib.notifications.ledger import Ledger
@@ -215,13 +217,12 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
             image: dict[str, Any]) -> dict[str, str]:
     from zoneinfo import ZoneInfo
 
-    url = (f"{settings.public_base_url}/track/"
-           f"{tracking_token(settings.token_secret, shipment.shipment_id, int(shipment.token_version))}")
+    url = tracking_url(settings, shipment.shipment_id, int(shipment.token_version))
     tz = ZoneInfo(zone)
     locale = as_dict(shipment.recipient).get("locale") or look.locale
     window = None
     if shipment.eta_low_ms is not None and shipment.eta_high_ms is not None:
-        window = format_window(_ms(shipment.eta_low_ms), _ms(shipment.eta_high_ms), tz, locale)
+        window = format_window(from_ms(shipment.eta_low_ms), from_ms(shipment.eta_high_ms), tz, locale)
     elif shipment.window_start is not None and shipment.window_end is not None:
         window = format_window(shipment.window_start, shipment.window_end, tz, locale)
     else:  # no ETA yet and no promised window: the day is still worth saying
@@ -231,10 +232,6 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
                           reason=reason, delivery_date=shipment.delivery_date)
-
-
-def _ms(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
 def _when(value: Any, default: datetime) -> datetime:

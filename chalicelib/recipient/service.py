@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.core import errors
 from chalicelib.core.security import hash_secret, looks_like_tracking_token, new_id
+from chalicelib.core.times import from_ms
 from chalicelib.core.types import Location
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.recipient.models import DriverMarker, EtaWindow, TrackingEvent, TrackingShipment, TrackingView
@@ -143,15 +144,11 @@ def _live(repo: Repository, link: Link) -> _Live:
     return _Live(ahead, (first_name(driver.name) or None) if driver is not None else None, position)
 
 
-def _ms(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
-
-
 def _eta(link: Link) -> tuple[datetime, datetime, datetime] | None:
     s = link.shipment
     if link.status not in _ETA_STATUSES or s.eta_ms is None or s.eta_low_ms is None or s.eta_high_ms is None:
         return None
-    return _ms(s.eta_low_ms), _ms(s.eta_ms), _ms(s.eta_high_ms)
+    return from_ms(s.eta_low_ms), from_ms(s.eta_ms), from_ms(s.eta_high_ms)
 
 
 def _events(repo: Repository, link: Link) -> list[EventItem]:
@@ -200,7 +197,7 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
     marker = None
     if live.position is not None:
         p = live.position
-        marker = DriverMarker(lat=float(p.lat), lng=float(p.lng), fix_time=_ms(p.fix_ms),
+        marker = DriverMarker(lat=float(p.lat), lng=float(p.lng), fix_time=from_ms(p.fix_ms),
                               accuracy=float(p.accuracy) if p.accuracy is not None else None)
     window = TimeWindow(start=s.window_start, end=s.window_end) \
         if s.window_start is not None and s.window_end is not None else None

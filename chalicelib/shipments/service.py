@@ -9,11 +9,13 @@ from typing import Any
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
 from chalicelib.core.cursors import cursor_in, cursor_out
+from chalicelib.core.links import tracking_url
 from chalicelib.core.security import (
     hash_secret,
     new_id,
     tracking_token,
 )
+from chalicelib.core.times import to_ms
 from chalicelib.core.types import Location
 from chalicelib.ingest.rules import MAX_AGE_MS, MAX_FUTURE_MS
 from chalicelib.shipments.failures import failure_reason, failure_reason_label
@@ -48,10 +50,6 @@ from chalicelib.storage.tables import (
 )
 
 S = ShipmentStatus
-
-
-def tracking_url(settings: Settings, shipment_id: str, version: int) -> str:
-    return f"{settings.public_base_url}/track/{tracking_token(settings.token_secret, shipment_id, version)}"
 
 
 def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
@@ -204,8 +202,8 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
     An Idempotency-Key makes a retried update harmless: the claim is written in
     the same transaction as the status change.
     """
-    occurred_ms = body.occurred_at.timestamp() * 1000
-    now_ms = now.timestamp() * 1000
+    occurred_ms = to_ms(body.occurred_at)
+    now_ms = to_ms(now)
     if occurred_ms > now_ms + MAX_FUTURE_MS or occurred_ms < now_ms - MAX_AGE_MS:
         raise errors.validation_failed([errors.FieldProblem(
             "occurred_at", "must be at most 2 minutes ahead of server time and at most 7 days old")])
