@@ -24,7 +24,6 @@ TARGET_KB = 150.0
 
 def run() -> list[dict[str, Any]]:
     from chalicelib.recipient.page import (
-        Branding,
         PageEvent,
         RescheduleOption,
         TrackingPage,
@@ -32,6 +31,7 @@ def run() -> list[dict[str, Any]]:
         render_theme_css,
         render_tracking_page,
     )
+    from chalicelib.web.branding import Branding
 
     start = datetime(2025, 6, 3, 7, 0, tzinfo=UTC)
     branding = Branding("Example Outdoor Supplies GmbH", "#0b5394", "#b45309",

@@ -12,8 +12,9 @@ import hmac
 import json
 import os
 import secrets
-import time
 from typing import Any
+
+from chalicelib.core import times
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -24,7 +25,7 @@ def new_id(prefix: str, now_ms: int | None = None) -> str:
     Sorting ids sorts by creation time, which keeps `SK begins_with` listings
     in creation order.
     """
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    ms = times.now_ms() if now_ms is None else now_ms
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     chars = []
     for _ in range(26):

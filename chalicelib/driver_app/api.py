@@ -73,7 +73,8 @@ def driver_page(call: WebCall, token: str) -> Response:
         html = render_driver_not_found(negotiate(None, call.accept_language), static_base=static_base())
         return html_response(html, 404, driver_not_found_headers())
     shell = DriverShell(token=token, driver_id=context.driver.driver_id,
-                        driver_first_name=first_name(context.driver.name), merchant_name=context.merchant_name,
-                        locale=context.locale(call.accept_language), api_base=s.public_path)
+                        driver_first_name=first_name(context.driver.name), merchant_name=context.branding.name,
+                        locale=context.locale(call.accept_language), api_base=s.public_path,
+                        brand_colour=context.branding.primary)
     html = render_driver_page(shell, static_base=static_base())
     return html_response(html, 200, driver_page_headers(blob_store().upload_url()))

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from html import escape
 
 from chalicelib.recipient.page import _origin, document_head
+from chalicelib.shipments.failures import FailureReason, failure_reason_label
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, asset_url, gzip_size, static_asset
+from chalicelib.web.branding import DEFAULT_PRIMARY, valid_colour
 from chalicelib.web.i18n import Translator, catalogue
 
-FAILURE_REASONS = ("not_home", "no_access", "refused", "damaged", "other")
 NOTE_MAX = 500
 NAME_MAX = 100
 PING_SECONDS = 15  # a batch of fixes at least this often while the page is open (or every PING_BATCH fixes)
@@ -29,9 +30,10 @@ class DriverShell:
     token: str
     driver_id: str
     driver_first_name: str
-    merchant_name: str
+    merchant_name: str  # the merchant's display name (`Branding.name`)
     locale: str = "en"
     api_base: str = ""  # path prefix of the API on this origin ('' or e.g. '/api')
+    brand_colour: str = DEFAULT_PRIMARY  # `Branding.primary`: the browser's toolbar colour
 
 
 def _e(value: object) -> str:
@@ -45,8 +47,10 @@ def script_messages(locale: str) -> dict[str, str]:
     return {key: local.get(key, text) for key, text in english.items() if key.startswith("driver.")}
 
 
-def _head(t: Translator, title: str, static_base: str, with_script: bool) -> list[str]:
-    out = [*document_head(t, title, static_base), '<meta name="theme-color" content="#1d4ed8">',
+def _head(t: Translator, title: str, static_base: str, with_script: bool, brand_colour: str = DEFAULT_PRIMARY
+          ) -> list[str]:
+    colour = valid_colour(brand_colour, DEFAULT_PRIMARY)
+    out = [*document_head(t, title, static_base), f'<meta name="theme-color" content="{colour}">',
            f'<link rel="stylesheet" href="{_e(asset_url("driver.css", static_base))}">']
     if with_script:
         out.append(f'<script src="{_e(asset_url("driver.js", static_base))}" defer></script>')
@@ -63,7 +67,8 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
     driver id (it names the phone's queue), the ping cadence and its messages."""
     t = Translator(shell.locale)
     messages = json.dumps(script_messages(t.locale), ensure_ascii=False, separators=(",", ":"))
-    out = _head(t, t("driver.page.title", merchant=shell.merchant_name), static_base, with_script=True)
+    out = _head(t, t("driver.page.title", merchant=shell.merchant_name), static_base, with_script=True,
+                brand_colour=shell.brand_colour)
     out.append("<body>")
     out.append('<header class="bar">'
                f'<p class="bar-title">{_e(shell.merchant_name)}</p>'
@@ -123,7 +128,8 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
                "</div></form></section>")
 
     # failed: reason and note
-    options = "".join(f'<option value="{r}">{_e(t(f"driver.reason.{r}"))}</option>' for r in FAILURE_REASONS)
+    options = "".join(f'<option value="{r.value}">{_e(failure_reason_label(r, t.locale))}</option>'
+                      for r in FailureReason)
     out.append('<section id="fail" class="card" aria-labelledby="fail-h" hidden>'
                f'<h2 id="fail-h">{_e(t("driver.fail.heading"))}</h2><form id="fail-form" novalidate>')
     out.append(_field("fail-reason", t("driver.fail.reason"),

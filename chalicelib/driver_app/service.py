@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
+from chalicelib.core.times import from_ms
 from chalicelib.core.types import Location
 from chalicelib.driver_app.models import (
     DriverAppLink,
@@ -37,6 +38,7 @@ from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.shipments.models import Address, TimeWindow
 from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import DriverItem, ShipmentItem, as_dict
+from chalicelib.web.branding import Branding
 
 S = ShipmentStatus
 _ETA_STATUSES = frozenset({S.OUT_FOR_DELIVERY, S.APPROACHING})
@@ -92,7 +94,7 @@ class DriverPageContext:
 
     token: str
     driver: DriverItem
-    merchant_name: str
+    branding: Branding
     merchant_locale: str = "en"
 
     def locale(self, accept_language: str | None) -> str:
@@ -109,21 +111,22 @@ def resolve_page(repo: Repository, settings: Settings, token: str, now: datetime
     merchant = repo.get_merchant(driver.merchant_id) if driver is not None else None
     if driver is None or merchant is None:
         raise link_gone()
-    return DriverPageContext(token, driver, merchant.name, parse_merchant_settings(merchant.settings).locale)
+    page_settings = parse_merchant_settings(merchant.settings)
+    return DriverPageContext(token, driver, Branding.of(page_settings.branding, merchant.name),
+                             page_settings.locale)
 
 
 # --- the route of today ------------------------------------------------------------------
 
 
-def _ms(value: float) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
 def _stop(sequence: int, item: ShipmentItem, is_next: bool) -> DriverStop:
     status = ShipmentStatus(item.status)
     eta = None
     if status in _ETA_STATUSES and None not in (item.eta_ms, item.eta_low_ms, item.eta_high_ms):
-        eta = EtaWindow(earliest=_ms(item.eta_low_ms), expected=_ms(item.eta_ms), latest=_ms(item.eta_high_ms))
+        eta = EtaWindow(earliest=from_ms(item.eta_low_ms), expected=from_ms(item.eta_ms),
+                        latest=from_ms(item.eta_high_ms))
     window = None
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)

@@ -17,6 +17,7 @@ from chalicelib.core.security import (
     new_id,
     new_secret,
 )
+from chalicelib.core.times import from_ms
 from chalicelib.fleet.models import (
     DriverCreate,
     DriverOut,
@@ -125,18 +126,14 @@ def rotate_driver_token(repo: Repository, merchant_id: str, driver_id: str) -> D
     return DriverToken(driver_id=driver_id, token=token)
 
 
-def _ms_to_dt(ms: float) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, UTC)
-
-
 def _position_out(item: PositionItem) -> Position:
     def opt(value: Any) -> float | None:
         return float(value) if value is not None else None
 
     return Position(driver_id=item.driver_id, lat=float(item.lat), lng=float(item.lng),
-                    fix_time=_ms_to_dt(item.fix_ms), accuracy=opt(item.accuracy), speed=opt(item.speed),
+                    fix_time=from_ms(item.fix_ms), accuracy=opt(item.accuracy), speed=opt(item.speed),
                     heading=opt(item.heading), altitude=opt(item.altitude), battery=opt(item.battery),
-                    cell=item.cell, received_at=_ms_to_dt(item.received_ms))
+                    cell=item.cell, received_at=from_ms(item.received_ms))
 
 
 def driver_position(repo: Repository, merchant_id: str, driver_id: str) -> Position:
@@ -252,5 +249,5 @@ def record_driver_transition(repo: Repository, merchant_id: str, driver_id: str,
     zone_id = f"device:{region_id or region or 'region'}"[:200]
     repo.put_zone_event_once(zone_event_item(
         merchant_id, driver_id, event_id(driver_id, zone_id, kind, occurred_ms), kind, zone_id,
-        (region or region_id or "device region")[:200], datetime.fromtimestamp(occurred_ms / 1000, UTC),
+        (region or region_id or "device region")[:200], from_ms(occurred_ms),
         lat or 0.0, lng or 0.0))

@@ -6,14 +6,13 @@ so those two routes sit outside the JSON API registry; all three feed the same `
 
 from __future__ import annotations
 
-import time
-
 from chalice.app import Blueprint, Response
 
 from chalicelib.core import errors
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import DomainError
 from chalicelib.core.observability import MetricUnit, metrics
+from chalicelib.core.times import now_ms
 from chalicelib.http.errors import error_response
 from chalicelib.http.routes import Call, Routes
 from chalicelib.ingest.models import PingBatch, PingBatchResult
@@ -45,7 +44,7 @@ def post_pings(call: Call) -> PingBatchResult:
     if not 1 <= len(items) <= MAX_PINGS_PER_BATCH:
         raise errors.validation_failed([errors.FieldProblem("pings", f"must hold 1 to 500 items, got {len(items)}")])
     result = service.ingest_pings(get_repository(), get_settings(), call.merchant_id, call.driver_id, items,
-                                  int(time.time() * 1000))
+                                  now_ms())
     _count(result)
     return result
 
@@ -58,7 +57,7 @@ def osmand_tracker() -> Response:
     from chalicelib.ingest.protocols import osmand
 
     request = routes.current_request()
-    now = int(time.time() * 1000)
+    now = now_ms()
     try:
         parsed = osmand.parse_request(request.method, request.query_params or {},
                                       request.headers.get("content-type"), request.raw_body, now_ms=now)
@@ -81,7 +80,7 @@ def owntracks_tracker() -> Response:
     from chalicelib.ingest.protocols import owntracks
 
     request = routes.current_request()
-    now = int(time.time() * 1000)
+    now = now_ms()
     try:
         credentials = owntracks.parse_basic_auth(request.headers.get("authorization"))
         found = fleet.driver_for_credentials(get_repository(), *credentials) if credentials else None

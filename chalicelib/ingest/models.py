@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -14,6 +13,7 @@ from pydantic import (
     ValidationError,
 )
 
+from chalicelib.core.times import to_ms
 from chalicelib.core.types import Latitude, Longitude
 from chalicelib.ingest.rules import Fix, ItemResult
 
@@ -51,7 +51,7 @@ def parse_ping(index: int, raw: object) -> Fix | ItemResult:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "item"
         return ItemResult(index, "rejected", None, where, first["msg"])
-    return Fix(ping.lat, ping.lng, math.floor(ping.fix_time.timestamp() * 1000), ping.accuracy, ping.speed,
+    return Fix(ping.lat, ping.lng, to_ms(ping.fix_time), ping.accuracy, ping.speed,
                ping.heading, ping.altitude, ping.battery)
 
 

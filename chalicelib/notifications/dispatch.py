@@ -19,8 +19,10 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.core.config import Settings
+from chalicelib.core.links import tracking_url
 from chalicelib.core.observability import MetricUnit, logger, metrics
-from chalicelib.core.security import new_id, tracking_token
+from chalicelib.core.security import new_id
+from chalicelib.core.times import from_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.notifications.contacts import contact_key
 from chalicelib.notifications.ledger import Ledger
@@ -44,7 +46,6 @@ from chalicelib.notifications.rules import (
 )
 from chalicelib.notifications.senders import Notifier, SendFailed
 from chalicelib.notifications.templates import (
-    Branding,
     RenderedEmail,
     RenderedSms,
     TemplateSet,
@@ -53,9 +54,11 @@ from chalicelib.notifications.templates import (
     message_values,
     render,
 )
+from chalicelib.shipments.failures import failure_reason_text
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import ShipmentItem, as_dict, event_item
+from chalicelib.web.branding import Branding
 
 EVENT_KINDS: dict[str, NotifyKind] = {
     "day_before": NotifyKind.DAY_BEFORE,  # not a timeline event: the scheduled reminder raises it
@@ -104,11 +107,7 @@ def load_settings(stored_json: str | None) -> tuple[NotificationPolicy, Template
 
 def merchant_look(settings: MerchantSettings, merchant_name: str, sender: str | None) -> MerchantLook:
     """The merchant's branding as messages show it (the tracking page's settings serve both)."""
-    brand = settings.branding
-    return MerchantLook(Branding(name=brand.name or merchant_name, primary_color=brand.primary_colour,
-                                 logo_url=brand.logo_url, support_email=brand.support_email,
-                                 support_phone=brand.support_phone),
-                        sender, settings.time_zone, settings.locale)
+    return MerchantLook(Branding.of(settings.branding, merchant_name), sender, settings.time_zone, settings.locale)
 
 
 def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, settings: Settings,
@@ -218,26 +217,21 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
             image: dict[str, Any]) -> dict[str, str]:
     from zoneinfo import ZoneInfo
 
-    url = (f"{settings.public_base_url}/track/"
-           f"{tracking_token(settings.token_secret, shipment.shipment_id, int(shipment.token_version))}")
+    url = tracking_url(settings, shipment.shipment_id, int(shipment.token_version))
     tz = ZoneInfo(zone)
     locale = as_dict(shipment.recipient).get("locale") or look.locale
     window = None
     if shipment.eta_low_ms is not None and shipment.eta_high_ms is not None:
-        window = format_window(_ms(shipment.eta_low_ms), _ms(shipment.eta_high_ms), tz, locale)
+        window = format_window(from_ms(shipment.eta_low_ms), from_ms(shipment.eta_high_ms), tz, locale)
     elif shipment.window_start is not None and shipment.window_end is not None:
         window = format_window(shipment.window_start, shipment.window_end, tz, locale)
     else:  # no ETA yet and no promised window: the day is still worth saying
         window = format_day(date.fromisoformat(shipment.delivery_date), locale)
     data = image.get("data") or {}
+    reason = failure_reason_text(data.get("reason"), locale) if image.get("type") == "failed" else None
     return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
-                          reason=str(data.get("reason")) if data.get("reason") else None,
-                          delivery_date=shipment.delivery_date)
-
-
-def _ms(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
+                          reason=reason, delivery_date=shipment.delivery_date)
 
 
 def _when(value: Any, default: datetime) -> datetime:

@@ -16,19 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.core.config import get_settings
+from chalicelib.core.times import iso_z
 from chalicelib.notifications.rules import DEFAULT_LEASE, LedgerState
 from chalicelib.storage.tables import merchant_pk, shipment_pk
 
 L = LedgerState
 DUE_SHARDS = 4  # spreads the due index's writes; a release run reads every shard
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def due_pk(shipment_id: str) -> str:
@@ -53,8 +50,8 @@ class DueMessage:
 def _due_values(shipment_id: str, key: str, not_before: datetime, release_at: datetime | None = None
                 ) -> dict[str, Any]:
     release = release_at or not_before
-    return {":nb": {"S": _iso(not_before)}, ":due_pk": {"S": due_pk(shipment_id)},
-            ":due_sk": {"S": f"{_iso(release)}#{shipment_id}#{key}"}}
+    return {":nb": {"S": iso_z(not_before)}, ":due_pk": {"S": due_pk(shipment_id)},
+            ":due_sk": {"S": f"{iso_z(release)}#{shipment_id}#{key}"}}
 
 
 _DUE_SET = ", not_before = :nb, GSI1PK = :due_pk, GSI1SK = :due_sk"
@@ -92,8 +89,8 @@ class Ledger:
         condition = ("attribute_not_exists(PK) OR (#s = :deferred AND not_before <= :now)"
                      " OR (#s = :claimed AND lease_until < :now)")
         values: dict[str, Any] = {":deferred": {"S": L.DEFERRED.value}, ":claimed": {"S": L.CLAIMED.value},
-                                  ":now": {"S": _iso(now)}, ":state": {"S": L.CLAIMED.value},
-                                  ":claim": {"S": claim_id}, ":lease": {"S": _iso(now + lease)},
+                                  ":now": {"S": iso_z(now)}, ":state": {"S": L.CLAIMED.value},
+                                  ":claim": {"S": claim_id}, ":lease": {"S": iso_z(now + lease)},
                                   ":one": {"N": "1"}, ":zero": {"N": "0"}}
         if replay:
             condition += " OR #s = :failed"
@@ -115,7 +112,7 @@ class Ledger:
         scheduled release from `release_at` (default: the same instant).
         """
         names = {"#s": "state"}
-        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": _iso(now)},
+        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": iso_z(now)},
                                   ":claim": {"S": claim_id}, ":claimed": {"S": L.CLAIMED.value}}
         update = "SET #s = :state, updated_at = :now"
         if detail is not None:
@@ -136,7 +133,7 @@ class Ledger:
         Allowed on a new key, and on a deferred one that has come due (decided again on release: it may be
         dropped as superseded or stale, or wait again).
         """
-        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": _iso(now)}, ":detail": {"S": detail},
+        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": iso_z(now)}, ":detail": {"S": detail},
                                   ":deferred": {"S": L.DEFERRED.value}}
         update = "SET #s = :state, updated_at = :now, detail = :detail"
         if not_before is not None:
@@ -155,7 +152,7 @@ class Ledger:
             kwargs: dict[str, Any] = {
                 "TableName": self.table, "IndexName": "GSI1", "Limit": limit,
                 "KeyConditionExpression": "GSI1PK = :pk AND GSI1SK <= :upto",
-                "ExpressionAttributeValues": {":pk": {"S": f"NOTIFY_DUE#{shard}"}, ":upto": {"S": _iso(now) + "~"}}}
+                "ExpressionAttributeValues": {":pk": {"S": f"NOTIFY_DUE#{shard}"}, ":upto": {"S": iso_z(now) + "~"}}}
             for item in self.client.query(**kwargs).get("Items", []):
                 raw = item.get("due_event", {}).get("S")
                 if not raw:
@@ -183,4 +180,4 @@ class Ledger:
     def record_opt_out(self, merchant_id: str, contact_key: str, now: datetime, source: str) -> None:
         self.client.put_item(TableName=self.table, Item={
             "PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{contact_key}"},
-            "created_at": {"S": _iso(now)}, "source": {"S": source}})
+            "created_at": {"S": iso_z(now)}, "source": {"S": source}})

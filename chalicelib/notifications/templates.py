@@ -27,7 +27,9 @@ falls back to the default of the recipient's language, then to English.
 Email HTML is not a merchant template: the platform lays out the merchant's
 text body (escaped; blank lines become paragraphs, link placeholders become
 links) inside a fixed branded frame (name or logo, colour, support contact,
-unsubscribe link), so merchant text cannot inject markup either.
+unsubscribe link), so merchant text cannot inject markup either. The frame's
+colours come from the one `chalicelib.web.branding.Branding` and its contrast
+rule, so the email's button reads like the tracking page's.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from urllib.parse import urlsplit
 from chalicelib.core.problems import Problem, ProblemsError
 from chalicelib.notifications.contacts import check_email, check_phone
 from chalicelib.notifications.rules import NotifyKind
+from chalicelib.shipments.failures import FailureReason, failure_reason_text
+from chalicelib.web.branding import DEFAULT_ACCENT, WHITE, Branding, ink, text_on, valid_colour
 
 K = NotifyKind
 
@@ -242,7 +246,7 @@ class CompiledTemplate:
         """Plain text: literal text as written, values cleaned (one line, no control characters, capped)."""
         return "".join(t if isinstance(t, str) else clean_value(t.name, values.get(t.name)) for t in self.tokens)
 
-    def render_html(self, values: Mapping[str, str], link_color: str = "#0f766e") -> str:
+    def render_html(self, values: Mapping[str, str], link_color: str = DEFAULT_ACCENT) -> str:
         """HTML paragraphs: everything escaped; blank lines split paragraphs, single line breaks are <br>;
         a link placeholder whose value is an http(s) URL becomes a link."""
         parts: list[str] = []
@@ -254,7 +258,8 @@ class CompiledTemplate:
             spec = PLACEHOLDERS.get(t.name)
             escaped = html.escape(value, quote=True)
             if spec is not None and spec.is_url and is_http_url(value):
-                parts.append(f'<a href="{escaped}" style="color:{_color(link_color)}">{escaped}</a>')
+                parts.append(f'<a href="{escaped}" style="color:{valid_colour(link_color, DEFAULT_ACCENT)}">'
+                             f'{escaped}</a>')
             else:
                 parts.append(escaped)
         out: list[str] = []
@@ -324,7 +329,7 @@ def first_name_of(full_name: str | None) -> str:
     return words[0] if words else ""
 
 
-# --- dates, times and reasons in the recipient's language ---------------------------
+# --- dates and times in the recipient's language (failure reasons: chalicelib.shipments.failures) -------
 
 _WEEKDAYS = {
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
@@ -339,14 +344,6 @@ _MONTHS = {
 _WINDOW = {
     "en": ("between {start} and {end}", "around {start}", "during the day"),
     "de": ("zwischen {start} und {end} Uhr", "gegen {start} Uhr", "im Laufe des Tages"),
-}
-FAILURE_REASONS: Mapping[str, Mapping[str, str]] = {
-    "en": {"not_home": "nobody was at home", "no_access": "the driver could not get access",
-           "refused": "the parcel was refused", "damaged": "the parcel was damaged",
-           "other": "the delivery could not be completed"},
-    "de": {"not_home": "niemand war zu Hause", "no_access": "der Fahrer hatte keinen Zugang",
-           "refused": "die Annahme wurde verweigert", "damaged": "das Paket war beschädigt",
-           "other": "die Zustellung war nicht möglich"},
 }
 LANGUAGES = ("en", "de")
 
@@ -376,11 +373,6 @@ def format_window(start: datetime | None, end: datetime | None, zone: tzinfo, lo
     a = format_clock(start, zone)
     b = format_clock(end, zone) if end is not None else a
     return single.replace("{start}", a) if a == b else both.replace("{start}", a).replace("{end}", b)
-
-
-def failure_reason_text(reason: str | None, locale: str | None) -> str:
-    table = FAILURE_REASONS[language_of(locale)]
-    return table.get(reason or "other", table["other"])
 
 
 # --- SMS length -----------------------------------------------------------------
@@ -443,97 +435,6 @@ def sms_friendly(text: str) -> str:
     return text.translate(_SMS_FRIENDLY)
 
 
-# --- branding -------------------------------------------------------------------
-
-_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-DEFAULT_COLOR = "#0f766e"
-
-
-def _color(value: str) -> str:
-    return value if _COLOR.match(value) else DEFAULT_COLOR
-
-
-@dataclass(frozen=True)
-class Branding:
-    """What the merchant looks like in messages. Check with `validate_branding` when it is saved."""
-
-    name: str
-    primary_color: str = DEFAULT_COLOR
-    logo_url: str | None = None
-    support_email: str | None = None
-    support_phone: str | None = None
-    support_url: str | None = None
-    sender_name: str | None = None
-
-    @property
-    def support_contact(self) -> str:
-        return self.support_email or self.support_phone or self.support_url or ""
-
-    @property
-    def display_sender(self) -> str:
-        """The email From display name: no line breaks, quotes, angle brackets, commas, semicolons or @."""
-        raw = clean_value("merchant_name", self.sender_name or self.name)
-        return " ".join(re.sub(r"[\"<>,;@\\:()\[\]]", " ", raw).split())[:64]
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"name": self.name, "primary_color": self.primary_color, "logo_url": self.logo_url,
-                "support_email": self.support_email, "support_phone": self.support_phone,
-                "support_url": self.support_url, "sender_name": self.sender_name}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], field_prefix: str = "branding") -> Branding:
-        known = {"name", "primary_color", "logo_url", "support_email", "support_phone", "support_url",
-                 "sender_name"}
-        problems = [Problem(f"{field_prefix}.{k}", "unknown_field", "unknown field") for k in data if k not in known]
-        values = {k: data.get(k) for k in known}
-        for k, v in values.items():
-            if v is not None and not isinstance(v, str):
-                problems.append(Problem(f"{field_prefix}.{k}", "type", "must be a string"))
-        if problems:
-            raise ProblemsError(problems)
-        name = values.pop("name") or ""
-        branding = cls(name=name, primary_color=values.pop("primary_color") or DEFAULT_COLOR, **values)
-        problems = validate_branding(branding, field_prefix)
-        if problems:
-            raise ProblemsError(problems)
-        return branding
-
-
-def _https_url_problem(value: str) -> str | None:
-    if len(value) > 2000:
-        return "is longer than 2000 characters"
-    if not value.startswith("https://") or not is_http_url(value):
-        return "must be an https:// URL without spaces, quotes or credentials"
-    return None
-
-
-def validate_branding(branding: Branding, field_prefix: str = "branding") -> list[Problem]:
-    problems: list[Problem] = []
-
-    def bad(name: str, code: str, message: str) -> None:
-        problems.append(Problem(f"{field_prefix}.{name}", code, message))
-
-    for name, value, limit in (("name", branding.name, 100), ("sender_name", branding.sender_name, 64)):
-        if value is None:
-            continue
-        if not value.strip():
-            bad(name, "empty", "must not be empty")
-        elif len(value) > limit:
-            bad(name, "too_long", f"at most {limit} characters")
-        elif any(_is_control(c) for c in value):
-            bad(name, "control_character", "must be one line without control characters")
-    if not _COLOR.match(branding.primary_color):
-        bad("primary_color", "invalid", "must be a colour as #rrggbb")
-    for name, url in (("logo_url", branding.logo_url), ("support_url", branding.support_url)):
-        if url is not None and (reason := _https_url_problem(url)):
-            bad(name, "invalid", reason)
-    if branding.support_email is not None and (reason := check_email(branding.support_email)):
-        bad("support_email", "invalid", reason)
-    if branding.support_phone is not None and (reason := check_phone(branding.support_phone)):
-        bad("support_phone", "invalid", reason)
-    return problems
-
-
 # --- message templates --------------------------------------------------------------
 
 
@@ -553,7 +454,8 @@ SAMPLE_VALUES: Mapping[str, str] = {
     "first_name": "Alexandra", "merchant_name": "Example Store", "support_contact": "help@example.com",
     "tracking_url": "https://track.example.com/t/" + "x" * 43, "eta_window": "between 10:00 and 12:00",
     "delivery_date": "Wednesday 18 November", "delivered_at": "14:32",
-    "proof_url": "https://track.example.com/t/" + "x" * 43 + "#proof", "reason": "nobody was at home",
+    "proof_url": "https://track.example.com/t/" + "x" * 43 + "#proof",
+    "reason": failure_reason_text(FailureReason.NOT_HOME, "en"),
     "reschedule_url": "https://track.example.com/t/" + "x" * 43 + "#reschedule",
 }
 
@@ -803,16 +705,6 @@ def render_sms(template: MessageTemplate, values: Mapping[str, str]) -> Rendered
     return RenderedSms(text, info.encoding, info.segments)
 
 
-def _text_on(color: str) -> str:
-    r, g, b = (int(color[i:i + 2], 16) / 255 for i in (1, 3, 5))
-
-    def lin(c: float) -> float:
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    luminance = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
-    return "#111111" if luminance > 0.4 else "#ffffff"
-
-
 def render_email(kind: NotifyKind, template: MessageTemplate, values: Mapping[str, str], branding: Branding,
                  locale: str | None = "en", *, unsubscribe_url: str | None = None) -> RenderedEmail:
     """Subject, text part and HTML part. The HTML frame is the platform's; every value in it is escaped."""
@@ -820,8 +712,8 @@ def render_email(kind: NotifyKind, template: MessageTemplate, values: Mapping[st
     labels = _LABELS[lang]
     subject = template.email_subject.render_text(values).strip()
     esc = html.escape
-    color = _color(branding.primary_color)
-    on_color = _text_on(color)
+    color = branding.primary
+    on_color = text_on(color)
     merchant = clean_value("merchant_name", branding.name)
 
     unsubscribe = unsubscribe_url if unsubscribe_url and is_http_url(unsubscribe_url) else None
@@ -830,7 +722,7 @@ def render_email(kind: NotifyKind, template: MessageTemplate, values: Mapping[st
         [f"{labels['unsubscribe_text']}: {unsubscribe}"] if unsubscribe else [])
     text = template.email_text.render_text(values).strip() + "\n\n-- \n" + "\n".join(footer_lines) + "\n"
 
-    logo = branding.logo_url if branding.logo_url and _https_url_problem(branding.logo_url) is None else None
+    logo = branding.logo_url if branding.logo_url and _https_url(branding.logo_url) else None
     header = (f'<img src="{esc(logo)}" alt="{esc(merchant)}" height="40" style="display:block;border:0;height:40px">'
               if logo else f'<span style="font-size:20px;font-weight:bold">{esc(merchant)}</span>')
     label_key, url_name = _BUTTON.get(kind, ("track", "tracking_url"))
@@ -847,7 +739,7 @@ def render_email(kind: NotifyKind, template: MessageTemplate, values: Mapping[st
         footer.append(f"{esc(labels['questions'])} {esc(merchant)}: {shown}")
     if unsubscribe:
         footer.append(f'<a href="{esc(unsubscribe)}" style="color:#52525b">{esc(labels["unsubscribe"])}</a>')
-    body = template.email_text.render_html(values, link_color=color)
+    body = template.email_text.render_html(values, link_color=ink(color, WHITE))
     html_doc = (
         f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -868,13 +760,16 @@ def render_email(kind: NotifyKind, template: MessageTemplate, values: Mapping[st
     return RenderedEmail(subject, text, html_doc)
 
 
+def _https_url(value: str) -> bool:
+    """An https URL fit for an email's `src`/`href` (the merchant's logo)."""
+    return len(value) <= 2000 and value.startswith("https://") and is_http_url(value)
+
+
 def _support_href(branding: Branding) -> str | None:
     if branding.support_email and check_email(branding.support_email) is None:
         return f"mailto:{branding.support_email}"
     if branding.support_phone and check_phone(branding.support_phone) is None:
         return f"tel:{branding.support_phone}"
-    if branding.support_url and _https_url_problem(branding.support_url) is None:
-        return branding.support_url
     return None
 
 

@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from cachetools import TTLCache
 
 from chalicelib.core.observability import MetricUnit, logger, metrics
+from chalicelib.core.times import from_ms, to_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import haversine_m
@@ -286,7 +287,7 @@ def apply_ping(r: Repository, image: dict[str, Any], batch: BatchStatistics | No
     accuracy = float(image["accuracy"]) if image.get("accuracy") is not None else None
     fix = GeoFix(driver_id, int(image["fix_ms"]), float(image["lat"]), float(image["lng"]), accuracy)
     context = merchant_context(r, merchant_id)
-    day = datetime.fromtimestamp(fix.fix_ms / 1000, UTC).date().isoformat()
+    day = from_ms(fix.fix_ms).date().isoformat()
     route = r.active_route(merchant_id, driver_id, day)
     fences = route_fences(r, route, context) if route is not None else None
     fine_cell = str(image.get("cell") or h3.latlng_to_cell(fix.lat, fix.lng, 10))
@@ -345,7 +346,7 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
     if motion.last_ms is None:
         return  # no position yet: the first ping computes the ETAs
     occurred = image.get("occurred_at")
-    occurred_ms = int(datetime.fromisoformat(str(occurred)).timestamp() * 1000) if occurred else motion.last_ms
+    occurred_ms = to_ms(datetime.fromisoformat(str(occurred))) if occurred else motion.last_ms
     here = GeoFix(shipment.driver_id, max(motion.last_ms, occurred_ms), motion.last_lat, motion.last_lng)
     motion.start_leg(here.fix_ms, here.lat, here.lng)  # the next leg starts at this door
     update_etas(r, route, here, progress, merchant_context(r, merchant_id))
@@ -371,7 +372,7 @@ def _record_zone_event(r: Repository, merchant_id: str, event: GeofenceEvent, zo
         zone = r.get_zone(merchant_id, event.fence_id)
         name = zone.name if zone is not None else event.fence_id
     item = zone_event_item(merchant_id, event.driver_id, event.event_id, event.kind, event.fence_id, name,
-                           datetime.fromtimestamp(event.fix_ms / 1000, UTC), event.lat, event.lng)
+                           from_ms(event.fix_ms), event.lat, event.lng)
     if r.put_zone_event_once(item):
         metrics.add_metric(name="ZoneEvents", unit=MetricUnit.Count, value=1)
         logger.info("zone event", extra={"kind": event.kind, "zone_id": event.fence_id})
@@ -419,7 +420,7 @@ def update_etas(r: Repository, route: RouteItem, fix: GeoFix, progress: DriverPr
     approach_ms = context.settings.approach_minutes * 60_000
     for shipment, eta in zip(remaining, etas, strict=True):
         r.set_eta(shipment, eta.eta_ms, eta.low_ms, eta.high_ms)
-        promised = PromisedWindow(_ms(shipment.window_start), _ms(shipment.window_end))
+        promised = PromisedWindow(to_ms(shipment.window_start), to_ms(shipment.window_end))
         if delay_event_due(eta, promised, shipment.delayed_at is not None):
             event = _timeline_event(route.merchant_id, shipment.shipment_id, "delayed",
                                     f"delayed-{shipment.shipment_id}", fix.fix_ms)
@@ -431,14 +432,10 @@ def update_etas(r: Repository, route: RouteItem, fix: GeoFix, progress: DriverPr
     return etas
 
 
-def _ms(moment: datetime | None) -> int | None:
-    return int(moment.timestamp() * 1000) if moment is not None else None
-
-
 def _timeline_event(merchant_id: str, shipment_id: str, kind: str, event_id: str, fix_ms: int,
                     from_status: str | None = None, to_status: str | None = None) -> EventItem:
     """A system event at the fix's time, with a deterministic id so a replay finds it already there."""
-    return event_item(merchant_id, shipment_id, event_id, kind, "system", datetime.fromtimestamp(fix_ms / 1000, UTC),
+    return event_item(merchant_id, shipment_id, event_id, kind, "system", from_ms(fix_ms),
                       datetime.now(UTC), from_status, to_status)
 
 

@@ -16,6 +16,7 @@ from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import DomainError, ErrorKind
+from chalicelib.core.links import tracking_page_url
 from chalicelib.http.errors import error_headers, status_of
 from chalicelib.http.routes import Call, Routes, WebCall, html_response, json_response
 from chalicelib.recipient.models import TrackingView
@@ -63,7 +64,7 @@ class PagePaths:
 
 def page_paths(token: str) -> PagePaths:
     """The page's own links, under the path of the public base URL (e.g. the API Gateway stage)."""
-    page = f"{get_settings().public_path}/track/{token}"
+    page = tracking_page_url(get_settings().public_path, token)
     return PagePaths(page, f"{page}/status", f"{page}/theme.css", static_base())
 
 
@@ -142,7 +143,7 @@ def form_post(call: WebCall, token: str, act: Callable[[Link, datetime, str], No
                               branding=branding, theme_href=paths.theme, static_base=paths.static)
         headers = {**not_found_headers(), "Content-Security-Policy": content_security_policy(None, branding.logo_url)}
         return html_response(html, status_of(exc), headers)
-    return Response(body="", status_code=303, headers={"Location": f"{s.public_base_url}/track/{token}",
+    return Response(body="", status_code=303, headers={"Location": tracking_page_url(s.public_base_url, token),
                                                        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 

@@ -2,7 +2,7 @@
 
 Nothing here touches AWS or the table; the route layer builds a `TrackingPage`
 (already filtered for privacy: first name and city only, the driver only while
-this stop is next or near) and a `Branding`, and serves what these functions
+this stop is next or near) and a `Branding` (`chalicelib.web.branding`), and serves what these functions
 return with the headers from `page_headers` / `not_found_headers`.
 
 Safety rules kept by construction:
@@ -35,14 +35,12 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chalicelib.shipments.failures import failure_reason_text
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, FIRST_LOAD_ASSETS, asset_url, gzip_size, static_asset
+from chalicelib.web.branding import Branding, ink, text_on
 from chalicelib.web.i18n import Translator
 
 # --- input -----------------------------------------------------------------------------
-
-DEFAULT_PRIMARY = "#1d4ed8"  # 6.7:1 against white
-DEFAULT_ACCENT = "#0f766e"  # 5.5:1 against white
-PAGE_BACKGROUND = "#f3f4f6"  # track.css --bg; every text colour is checked against it (darker than the cards)
 
 # Statuses during which the driver, the ETA and "N stops before yours" make sense
 # (chalicelib.domain.lifecycle.DRIVER_VISIBLE; a test keeps the two equal).
@@ -58,24 +56,14 @@ MESSAGE_KINDS = frozenset({"instructions_saved", "rescheduled", "rated", "alread
 
 
 @dataclass(frozen=True, slots=True)
-class Branding:
-    """The merchant's look. Colours are `#rrggbb`; anything else falls back to the default."""
-
-    name: str
-    primary_colour: str = DEFAULT_PRIMARY
-    accent_colour: str = DEFAULT_ACCENT
-    logo_url: str | None = None
-    support_email: str | None = None
-    support_phone: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class PageEvent:
-    """One timeline entry. `label_key` is a catalogue key; None means `event.{kind}` (else a generic label)."""
+    """One timeline entry. `label_key` is a catalogue key; None means `event.{kind}` (else a generic label).
+    A `failed` entry with a `reason` (a `FailureReason` code) says why, in the page's language."""
 
     kind: str
     at: datetime
     label_key: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +198,8 @@ def _status_key(t: Translator, status: str) -> str:
 
 
 def _event_label(t: Translator, event: PageEvent) -> str:
+    if event.kind == "failed" and event.reason is not None and event.label_key is None:
+        return t("event.failed_reason", reason=failure_reason_text(event.reason, t.locale))
     for key in (event.label_key, f"event.{event.kind}"):
         if key and t.has(key):
             return t(key)
@@ -248,60 +238,16 @@ def window_text(t: Translator, start: datetime, end: datetime, tz: tzinfo) -> st
 
 # --- colours and the theme stylesheet ----------------------------------------------------------
 
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-def valid_colour(value: object, default: str) -> str:
-    """`value` as lower-case `#rrggbb` if it is one, else `default`."""
-    return value.lower() if isinstance(value, str) and _HEX.match(value) else default
-
-
-def _rgb(colour: str) -> tuple[int, int, int]:
-    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
-
-
-def _luminance(colour: str) -> float:
-    def channel(c: int) -> float:
-        s = c / 255
-        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (channel(c) for c in _rgb(colour))
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
-def contrast_ratio(a: str, b: str) -> float:
-    """WCAG 2 contrast ratio of two `#rrggbb` colours (1 to 21)."""
-    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
-    return (la + 0.05) / (lb + 0.05)
-
-
-def _text_on(background: str) -> str:
-    """White or black, whichever reads at AA (4.5:1) on `background`; one of them always does."""
-    return "#ffffff" if contrast_ratio(background, "#ffffff") >= 4.5 else "#000000"
-
-
-def _ink(colour: str, background: str = PAGE_BACKGROUND, target: float = 4.5) -> str:
-    """`colour` darkened just enough to read as text (AA) on `background` and on white."""
-    r, g, b = _rgb(colour)
-    for step in range(21):
-        k = 1 - step / 20
-        candidate = f"#{round(r * k):02x}{round(g * k):02x}{round(b * k):02x}"
-        if contrast_ratio(candidate, background) >= target:
-            return candidate
-    return "#000000"
-
-
 def theme_colours(branding: Branding) -> dict[str, str]:
-    """The CSS custom properties of a merchant's theme, every pair at WCAG AA."""
-    primary = valid_colour(branding.primary_colour, DEFAULT_PRIMARY)
-    accent = valid_colour(branding.accent_colour, DEFAULT_ACCENT)
+    """The CSS custom properties of a merchant's theme, every pair at WCAG AA (the one rule of `web.branding`)."""
+    primary, accent = branding.primary, branding.accent
     return {
         "--brand": primary,
-        "--on-brand": _text_on(primary),
-        "--brand-ink": _ink(primary),
+        "--on-brand": text_on(primary),
+        "--brand-ink": ink(primary),
         "--accent": accent,
-        "--on-accent": _text_on(accent),
-        "--accent-ink": _ink(accent),
+        "--on-accent": text_on(accent),
+        "--accent-ink": ink(accent),
     }
 
 

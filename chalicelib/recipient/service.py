@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.core import errors
 from chalicelib.core.security import hash_secret, looks_like_tracking_token, new_id
+from chalicelib.core.times import from_ms
 from chalicelib.core.types import Location
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import parse_merchant_settings
 from chalicelib.recipient.models import DriverMarker, EtaWindow, TrackingEvent, TrackingShipment, TrackingView
-from chalicelib.recipient.page import Branding, PageEvent, RescheduleOption, TrackingPage
+from chalicelib.recipient.page import PageEvent, RescheduleOption, TrackingPage
 from chalicelib.recipient.rules import (
     INSTRUCTABLE,
     LIVE,
@@ -38,6 +39,7 @@ from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionErr
 from chalicelib.shipments.models import TimeWindow
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, date_gsi_pk, event_item
+from chalicelib.web.branding import Branding
 from chalicelib.web.i18n import negotiate
 
 S = ShipmentStatus
@@ -98,10 +100,7 @@ def resolve(repo: Repository, token: str, now: datetime) -> Link:
 
 
 def branding(link: Link) -> Branding:
-    b = link.settings.branding
-    return Branding(name=b.name or link.merchant_name, primary_colour=b.primary_colour,
-                    accent_colour=b.accent_colour, logo_url=b.logo_url, support_email=b.support_email,
-                    support_phone=b.support_phone)
+    return Branding.of(link.settings.branding, link.merchant_name)
 
 
 def locale(link: Link, accept_language: str | None) -> str:
@@ -146,19 +145,20 @@ def _live(repo: Repository, link: Link) -> _Live:
     return _Live(ahead, (first_name(driver.name) or None) if driver is not None else None, position)
 
 
-def _ms(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
-
-
 def _eta(link: Link) -> tuple[datetime, datetime, datetime] | None:
     s = link.shipment
     if link.status not in _ETA_STATUSES or s.eta_ms is None or s.eta_low_ms is None or s.eta_high_ms is None:
         return None
-    return _ms(s.eta_low_ms), _ms(s.eta_ms), _ms(s.eta_high_ms)
+    return from_ms(s.eta_low_ms), from_ms(s.eta_ms), from_ms(s.eta_high_ms)
 
 
 def _events(repo: Repository, link: Link) -> list[EventItem]:
     return [e for e in repo.timeline(link.shipment.shipment_id) if e.type in RECIPIENT_EVENTS]
+
+
+def _page_event(e: EventItem) -> PageEvent:
+    reason = (as_dict(e.data) if e.data is not None else {}).get("reason") if e.type == "failed" else None
+    return PageEvent(e.type, e.occurred_at, reason=str(reason) if reason else None)
 
 
 def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: str | None) -> TrackingPage:
@@ -182,7 +182,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         stops_before=live.stops_before, driver_first_name=live.driver_first_name,
         driver_position=(float(live.position.lat), float(live.position.lng)) if live.position else None,
         destination=(float(s.lat), float(s.lng)),
-        timeline=tuple(PageEvent(e.type, e.occurred_at) for e in events),
+        timeline=tuple(_page_event(e) for e in events),
         can_give_instructions=status in INSTRUCTABLE, instructions_saved=s.recipient_instructions is not None,
         can_reschedule=bool(slots), reschedule_options=tuple(RescheduleOption(x.id, x.start, x.end) for x in slots),
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
@@ -198,7 +198,7 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
     marker = None
     if live.position is not None:
         p = live.position
-        marker = DriverMarker(lat=float(p.lat), lng=float(p.lng), fix_time=_ms(p.fix_ms),
+        marker = DriverMarker(lat=float(p.lat), lng=float(p.lng), fix_time=from_ms(p.fix_ms),
                               accuracy=float(p.accuracy) if p.accuracy is not None else None)
     window = TimeWindow(start=s.window_start, end=s.window_end) \
         if s.window_start is not None and s.window_end is not None else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -16,7 +15,10 @@ from pydantic import (
 
 from chalicelib.core.types import E164Phone, Email, FenceRadius, LocaleTag, Location, ShortText, Strict_, TimeZoneName
 from chalicelib.http.paging import Paging
+from chalicelib.shipments.failures import FAILURE_REASONS, FailureReason, failure_reason_label
 from chalicelib.shipments.lifecycle import ShipmentStatus
+
+REASON_CODES = ", ".join(f"{r.value} ({failure_reason_label(r, 'en')})" for r in FAILURE_REASONS)
 
 
 class Recipient(Strict_):
@@ -130,6 +132,8 @@ class TimelineEvent(BaseModel):
     occurred_at: datetime
     recorded_at: datetime
     source: Literal["merchant", "driver", "system", "recipient"]
+    reason: FailureReason | None = Field(default=None, description="Why a failed attempt failed: " + REASON_CODES)
+    reason_text: str | None = Field(default=None, description="The reason in English, as the driver chose it")
 
 
 class Timeline(BaseModel):
@@ -137,20 +141,13 @@ class Timeline(BaseModel):
     items: list[TimelineEvent]
 
 
-class FailureReason(StrEnum):
-    NOT_HOME = "not_home"
-    NO_ACCESS = "no_access"
-    REFUSED = "refused"
-    DAMAGED = "damaged"
-    OTHER = "other"
-
-
 class DriverStatusUpdate(Strict_):
     """A status change reported by the driver's phone, stamped with when it happened (it may arrive late)."""
 
     status: Literal["arrived", "delivered", "failed"]
     occurred_at: AwareDatetime = Field(description="When it happened on the phone; may be up to 7 days old")
-    reason: FailureReason | None = Field(default=None, description="Required when status is failed")
+    reason: FailureReason | None = Field(default=None, description="Required when status is failed: "
+                                         + REASON_CODES)
     note: Annotated[str, Field(max_length=500)] | None = None
     location: Location | None = Field(default=None, description="Where the driver was when it happened")
     proof_keys: Annotated[list[Annotated[str, Field(max_length=300)]], Field(max_length=4)] | None = Field(

@@ -9,13 +9,16 @@ from typing import Any
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
 from chalicelib.core.cursors import cursor_in, cursor_out
+from chalicelib.core.links import tracking_url
 from chalicelib.core.security import (
     hash_secret,
     new_id,
     tracking_token,
 )
+from chalicelib.core.times import to_ms
 from chalicelib.core.types import Location
 from chalicelib.ingest.rules import MAX_AGE_MS, MAX_FUTURE_MS
+from chalicelib.shipments.failures import failure_reason, failure_reason_label
 from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionError, check_transition
 from chalicelib.shipments.models import (
     Address,
@@ -36,6 +39,7 @@ from chalicelib.shipments.proof import checked_proof, proof_summary
 from chalicelib.shipments.store import require_shipment, timeline_event
 from chalicelib.storage.repository import ConditionFailed, Repository, idempotency_expiry, now_utc
 from chalicelib.storage.tables import (
+    EventItem,
     IdempotencyItem,
     ShipmentItem,
     as_dict,
@@ -46,10 +50,6 @@ from chalicelib.storage.tables import (
 )
 
 S = ShipmentStatus
-
-
-def tracking_url(settings: Settings, shipment_id: str, version: int) -> str:
-    return f"{settings.public_base_url}/track/{tracking_token(settings.token_secret, shipment_id, version)}"
 
 
 def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
@@ -167,11 +167,16 @@ def cancel_shipment(repo: Repository, settings: Settings, merchant_id: str, ship
 
 def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
     require_shipment(repo, merchant_id, shipment_id)
-    return Timeline(shipment_id=shipment_id, items=[
-        TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
-                      occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source)  # type: ignore[arg-type]
-        for e in repo.timeline(shipment_id)
-    ])
+    return Timeline(shipment_id=shipment_id, items=[_timeline_event(e) for e in repo.timeline(shipment_id)])
+
+
+def _timeline_event(e: EventItem) -> TimelineEvent:
+    reason = None
+    if e.type == "failed":
+        reason = failure_reason((as_dict(e.data) if e.data is not None else {}).get("reason"))
+    return TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
+                         occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source,  # type: ignore[arg-type]
+                         reason=reason, reason_text=failure_reason_label(reason, "en") if reason else None)
 
 
 def revoke_tracking_link(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> TrackingLink:
@@ -197,8 +202,8 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
     An Idempotency-Key makes a retried update harmless: the claim is written in
     the same transaction as the status change.
     """
-    occurred_ms = body.occurred_at.timestamp() * 1000
-    now_ms = now.timestamp() * 1000
+    occurred_ms = to_ms(body.occurred_at)
+    now_ms = to_ms(now)
     if occurred_ms > now_ms + MAX_FUTURE_MS or occurred_ms < now_ms - MAX_AGE_MS:
         raise errors.validation_failed([errors.FieldProblem(
             "occurred_at", "must be at most 2 minutes ahead of server time and at most 7 days old")])

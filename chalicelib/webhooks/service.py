@@ -13,6 +13,7 @@ from typing import Any
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
 from chalicelib.core.security import CursorError, decode_cursor, encode_cursor, new_id
+from chalicelib.core.times import to_ms
 from chalicelib.storage.repository import Repository
 from chalicelib.webhooks.models import (
     WebhookAttempt,
@@ -156,14 +157,10 @@ def _delivery_out(d: DeliveryRecord) -> WebhookDeliveryOut:
         delivered_at=d.delivered_at, replays=d.replays)
 
 
-def _ms(moment: datetime | None) -> int | None:
-    return int(moment.timestamp() * 1000) if moment is not None else None
-
-
 def list_deliveries(repo: Repository, settings: Settings, merchant_id: str,
                     query: WebhookDeliveryQuery) -> WebhookDeliveryPage:
     # The scope binds a cursor to this merchant and these filters: another listing's cursor is a 400.
-    scope = f"webhook-deliveries:{merchant_id}:{_ms(query.from_)}:{_ms(query.to)}:{query.state}"
+    scope = f"webhook-deliveries:{merchant_id}:{to_ms(query.from_)}:{to_ms(query.to)}:{query.state}"
     start: dict[str, Any] | None = None
     if query.cursor is not None:
         try:
@@ -171,7 +168,7 @@ def list_deliveries(repo: Repository, settings: Settings, merchant_id: str,
         except CursorError as exc:
             raise errors.bad_request("The cursor is not valid for this listing.", "cursor", str(exc)) from None
     items, last = store(repo).list_deliveries(
-        merchant_id, from_ms=_ms(query.from_), to_ms=_ms(query.to),
+        merchant_id, from_ms=to_ms(query.from_), to_ms=to_ms(query.to),
         state=DeliveryState(query.state) if query.state else None, limit=query.limit, start=start)
     return WebhookDeliveryPage(items=[_delivery_out(d) for d in items],
                                next_cursor=encode_cursor(settings.token_secret, scope, last) if last else None)
@@ -217,9 +214,7 @@ def replay_range(repo: Repository, merchant_id: str, body: WebhookReplayRange) -
     """Send again every delivery created in [from, to]; refused (nothing replayed) above 1000 deliveries."""
     endpoint = _endpoint_for_replay(repo, merchant_id)
     s = store(repo)
-    from_ms, to_ms = _ms(body.from_), _ms(body.to)
-    assert from_ms is not None and to_ms is not None
-    ids = s.delivery_ids_between(merchant_id, from_ms, to_ms, MAX_REPLAY_DELIVERIES + 1)
+    ids = s.delivery_ids_between(merchant_id, to_ms(body.from_), to_ms(body.to), MAX_REPLAY_DELIVERIES + 1)
     if len(ids) > MAX_REPLAY_DELIVERIES:
         raise errors.validation_failed([errors.FieldProblem(
             "to", f"the range holds more than {MAX_REPLAY_DELIVERIES} deliveries; replay a shorter range")])

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.core.config import get_settings
+from chalicelib.core.times import to_ms
 from chalicelib.storage.tables import (
     WEBHOOK_DUE_SHARDS,
     WEBHOOK_ENDPOINT_SK,
@@ -58,7 +59,7 @@ def parse_time(value: str | None) -> datetime | None:
 def delivery_id_for(recorded_at: datetime, shipment_id: str, event_id: str) -> str:
     """The delivery of one timeline event: the same event always gets the same id (exactly-once create)."""
     digest = hashlib.sha256(f"{shipment_id}\n{event_id}".encode()).hexdigest()[:20]
-    return f"whd_{int(recorded_at.timestamp() * 1000):013d}_{digest}"
+    return f"whd_{to_ms(recorded_at):013d}_{digest}"
 
 
 def delivery_ms(delivery_id: str) -> int | None:

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.notifications.templates import Branding
+from chalicelib.web.branding import Branding
 from tests.integration.helpers import make_started_route
 from tests.integration.test_pipeline import runner  # noqa: F401
 

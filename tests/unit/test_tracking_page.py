@@ -29,17 +29,12 @@ from chalicelib.recipient.forms import (
     parse_reschedule,
 )
 from chalicelib.recipient.page import (
-    DEFAULT_ACCENT,
-    DEFAULT_PRIMARY,
     LIVE_STATUSES,
     MESSAGE_KINDS,
-    PAGE_BACKGROUND,
-    Branding,
     PageEvent,
     RescheduleOption,
     TrackingPage,
     content_security_policy,
-    contrast_ratio,
     etag_matches,
     first_load_bytes,
     first_load_sizes,
@@ -55,6 +50,7 @@ from chalicelib.recipient.page import (
 )
 from chalicelib.shipments.lifecycle import DRIVER_VISIBLE, ShipmentStatus
 from chalicelib.web.assets import asset_url, static_asset
+from chalicelib.web.branding import DEFAULT_ACCENT, DEFAULT_PRIMARY, PAGE_BACKGROUND, Branding, contrast_ratio
 from chalicelib.web.i18n import LOCALES_DIR, Translator, available_locales, catalogue, negotiate
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "chalicelib" / "web"

@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from chalicelib.core.errors import DomainError, ErrorKind, FieldProblem
+from chalicelib.core.times import from_ms, to_ms
 from chalicelib.ingest.models import parse_ping
 from chalicelib.ingest.rules import Fix, ItemResult
 
@@ -36,7 +37,6 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|z|[+-]\d{2}(?::?\d{2})?)?")
 # Traccar's 12-digit device time ddMMyyHHmmss (UTC), tried before epoch numbers like Traccar does.
 _DEVICE_TIME = re.compile(r"\d{12}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOST_PLUS = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?) (\d{2}(?::?\d{2})?)$")
 
 
@@ -113,7 +113,7 @@ def parse_time_ms(value: object) -> int:
     text = value.strip()
     if _DEVICE_TIME.fullmatch(text):
         try:
-            return _to_ms(datetime.strptime(text, "%d%m%y%H%M%S"))
+            return to_ms(datetime.strptime(text, "%d%m%y%H%M%S"))
         except ValueError:
             pass  # not a valid ddMMyyHHmmss: an epoch number, as Traccar falls back
     if _INTEGER.fullmatch(text):
@@ -124,22 +124,16 @@ def parse_time_ms(value: object) -> int:
     text = _LOST_PLUS.sub(r"\1+\2", text)
     if _DATETIME.fullmatch(text):
         try:
-            return _to_ms(datetime.fromisoformat(text.replace("z", "Z")))
+            return to_ms(datetime.fromisoformat(text.replace("z", "Z")))
         except ValueError as exc:
             raise ValueError(f"not a valid date-time: {exc}") from None
     raise ValueError("expected epoch seconds or milliseconds, ISO 8601, or yyyy-MM-dd HH:mm:ss")
 
 
-def _to_ms(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
 def rfc3339(ms: int) -> str:
     """Epoch ms as the native API's `fix_time` (RFC 3339, UTC, millisecond precision)."""
     try:
-        moment = datetime.fromtimestamp(ms / 1000, UTC)
+        moment = from_ms(ms)
     except (OverflowError, OSError, ValueError):
         raise ValueError("outside the representable date range") from None
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
