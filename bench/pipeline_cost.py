@@ -391,7 +391,7 @@ def _drive(meter: Meter, table: str, drivers: int, stops: int, requests_per_driv
             points = [(origin[0] + 0.0036 * (i + 1), origin[1]) for i in range(stops)]  # a stop every ~400 m
             # Setup writes the items a started route leaves (moto's transactions copy the whole table: the API's
             # route start would take minutes at 2,000 shipments); the measured part is all real code.
-            _seed_started_route(merchant_id, driver["id"], day, day_ms, points)
+            seed_started_route(merchant_id, driver["id"], day, day_ms, points)
             fleet_plan.append((driver, origin, points))
         runner.refresh_shards()
         while runner.poll_once():  # the route starts' events, before the measured pings
@@ -423,8 +423,9 @@ def _drive(meter: Meter, table: str, drivers: int, stops: int, requests_per_driv
     }
 
 
-def _seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,
-                        points: list[tuple[float, float]]) -> None:
+def seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,
+                       points: list[tuple[float, float]]) -> str:
+    """The items a started route leaves: its shipments out for delivery, the active route. Returns its id."""
     from datetime import UTC, datetime
 
     from chalicelib.core.security import new_id
@@ -457,6 +458,7 @@ def _seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,
               GSI1SK=f"{day}#{route_id}", merchant_id=merchant_id, route_id=route_id, driver_id=driver_id, day=day,
               planned_start=datetime.fromtimestamp(day_ms / 1000, UTC), stops=ids, status="active",
               started_at=now, created_at=now).save()
+    return route_id
 
 
 def _iso(ms: int) -> str:
