@@ -37,7 +37,7 @@ from chalicelib.recipient.rules import first_name
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.shipments.models import Address, TimeWindow
 from chalicelib.storage.repository import Repository
-from chalicelib.storage.tables import DriverItem, ShipmentItem, as_dict
+from chalicelib.storage.tables import DriverItem, RouteEtaItem, ShipmentItem, as_dict
 from chalicelib.web.branding import Branding
 
 S = ShipmentStatus
@@ -121,12 +121,12 @@ def resolve_page(repo: Repository, settings: Settings, token: str, now: datetime
 
 
 
-def _stop(sequence: int, item: ShipmentItem, is_next: bool) -> DriverStop:
+def _stop(sequence: int, item: ShipmentItem, is_next: bool, etas: RouteEtaItem | None) -> DriverStop:
     status = ShipmentStatus(item.status)
     eta = None
-    if status in _ETA_STATUSES and None not in (item.eta_ms, item.eta_low_ms, item.eta_high_ms):
-        eta = EtaWindow(earliest=from_ms(item.eta_low_ms), expected=from_ms(item.eta_ms),
-                        latest=from_ms(item.eta_high_ms))
+    found = etas.window(sequence) if etas is not None and status in _ETA_STATUSES else None
+    if found is not None:
+        eta = EtaWindow(earliest=from_ms(found[0]), expected=from_ms(found[1]), latest=from_ms(found[2]))
     window = None
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)
@@ -145,8 +145,9 @@ def _stop(sequence: int, item: ShipmentItem, is_next: bool) -> DriverStop:
 def driver_route(repo: Repository, merchant_id: str, driver_id: str, now: datetime) -> DriverRouteView:
     """Today's route (in the merchant's time zone) with its stops in order and which one is next.
 
-    One GetItem (the merchant's settings), one Query (the driver's routes of the day, GSI1) and one
-    BatchGetItem (the stops); a shipment that left the route (rescheduled) is not listed.
+    One GetItem (the merchant's settings), one Query (the driver's routes of the day, GSI1), one
+    BatchGetItem (the stops) and one GetItem (the route's ETA item); a shipment that left the route
+    (rescheduled) is not listed.
     """
     tz_name = merchant_settings(repo, merchant_id).time_zone
     day = local_day(now, ZoneInfo(tz_name))
@@ -159,7 +160,8 @@ def driver_route(repo: Repository, merchant_id: str, driver_id: str, now: dateti
     found = repo.get_shipments(merchant_id, order) if order else {}
     on_route = [found[sid] for sid in order if sid in found and found[sid].route_id == route.route_id]
     upcoming = next_stop([s.shipment_id for s in on_route], {s.shipment_id: s.status for s in on_route})
-    stops = [_stop(int(s.stop_index) if s.stop_index is not None else i, s, s.shipment_id == upcoming)
+    etas = repo.route_eta(route.route_id) if on_route else None  # one item per route holds every stop's ETA
+    stops = [_stop(int(s.stop_index) if s.stop_index is not None else i, s, s.shipment_id == upcoming, etas)
              for i, s in enumerate(on_route)]
     info = DriverRouteInfo(id=route.route_id, status=route.status,  # type: ignore[arg-type]
                            planned_start=route.planned_start, started_at=route.started_at)

@@ -140,6 +140,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
     decisions = decide(event, policy or NotificationPolicy(), contacts, opted_out, now, zone)
     occurrence = occurrence_for(kind, date.fromisoformat(shipment.delivery_date))
     outcomes: list[Outcome] = []
+    etas: list[tuple[int, int, int] | None] = []
     retry = False
     for decision in decisions:
         if channel_only is not None and decision.channel.value != channel_only:
@@ -168,8 +169,11 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
         if not attempts:
             outcomes.append(Outcome(channel, "skipped"))  # sent, dropped or being sent by another worker
             continue
+        if not etas:  # read once, and only when a message is rendered
+            etas.append(repo.shipment_eta(shipment))
+        eta = etas[0]
         message = render(kind, channel, recipient.get("locale") or look.locale,
-                         _values(settings, shipment, look, zone, image), look.branding,
+                         _values(settings, shipment, look, zone, image, eta), look.branding,
                          templates or TemplateSet())
         try:
             sent = _send(notifier, look, decision.address or "", message)
@@ -214,15 +218,15 @@ def _send(notifier: Notifier, look: MerchantLook, address: str, message: Rendere
 
 
 def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
-            image: dict[str, Any]) -> dict[str, str]:
+            image: dict[str, Any], eta: tuple[int, int, int] | None) -> dict[str, str]:
     from zoneinfo import ZoneInfo
 
     url = tracking_url(settings, shipment.shipment_id, int(shipment.token_version))
     tz = ZoneInfo(zone)
     locale = as_dict(shipment.recipient).get("locale") or look.locale
     window = None
-    if shipment.eta_low_ms is not None and shipment.eta_high_ms is not None:
-        window = format_window(from_ms(shipment.eta_low_ms), from_ms(shipment.eta_high_ms), tz, locale)
+    if eta is not None:  # the route's ETA item (the pipeline's one item per route)
+        window = format_window(from_ms(eta[0]), from_ms(eta[2]), tz, locale)
     elif shipment.window_start is not None and shipment.window_end is not None:
         window = format_window(shipment.window_start, shipment.window_end, tz, locale)
     else:  # no ETA yet and no promised window: the day is still worth saying

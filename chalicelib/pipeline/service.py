@@ -1,29 +1,33 @@
-"""The DynamoDB stream consumer: pings become geofence events and lifecycle transitions.
+"""The DynamoDB stream consumer: a batch's pings, grouped per driver, become geofence events, lifecycle
+transitions and one ETA item per route.
 
-One handler for Lambda and the local stream runner. The powertools batch
-processor reports failed records individually, so one bad record never fails
-or re-drives its whole batch. Everything here is safe to run twice: geofence
-event ids are deterministic, timeline writes are conditional on the id, and
-status changes are conditional on the status that was read.
+One handler for Lambda and the local stream runner. A batch is cut into its PING inserts, grouped by
+driver, and its timeline EVENT inserts. Each driver's fixes are processed together, in fix-time order:
+one read of the driver's state item, the route's stops from the warm container (or one BatchGetItem),
+one conditional (versioned) write of the state, at most one write of the route's ETA item, and the
+transitions the fixes cause. The state item caches the active route's id and its stops' statuses, so a
+ping reads no shipment. A record that cannot be parsed fails alone; a driver whose processing fails
+reports all its records (Lambda retries from the lowest). Everything is safe to run twice: geofence event
+ids are deterministic, timeline writes are conditional on the id, transitions are conditional on the
+status that was cached, the state write on its version (a lost race re-reads and re-runs), and the ETA
+item only moves forward in fix time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import h3
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from cachetools import TTLCache
 
 from chalicelib.core.observability import MetricUnit, logger, metrics
-from chalicelib.core.times import from_ms, to_ms
+from chalicelib.core.times import to_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import haversine_m
@@ -68,24 +72,38 @@ from chalicelib.pipeline.store import (
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import (
+    ROUTE_ETA_RETENTION_DAYS,
+    ROUTE_ETA_SK,
     EventItem,
+    RouteEtaItem,
     RouteItem,
     ShipmentItem,
+    encode_etas,
     event_item,
+    merchant_pk,
+    route_eta_pk,
     zone_event_item,
 )
 
 S = ShipmentStatus
-ROUTE_CACHE_S = 30.0  # a route's stops and fences; a re-planned route is picked up within this
+ROUTE_CACHE_S = 600.0  # a route's stops and fences (its stop list never changes once created)
+STATUS_REFRESH_S = 300.0  # the cached stop statuses are re-read at least this often (changes made elsewhere)
 MERCHANT_CACHE_S = 60.0  # settings and the learned service time
 ZONE_CACHE_S = 30.0  # a new or deleted zone takes effect within this
 SPEED_CACHE_S = 600.0  # observed speeds move slowly; reread a route's cells every 10 minutes
 SPEED_HOURS_AHEAD = 12  # the hours of week a route's ETA may need from the speed table
 SPEED_MAX_ACCURACY_M = 50.0  # fixes worse than this make up speeds that were never driven
+STATE_ATTEMPTS = 4  # a lost state race re-reads and re-runs the driver's fixes (idempotent)
 ZONE_PREFIX = "zon_"
 GEOFENCE_MAX_ACCURACY_M = GeofenceParams().max_accuracy_m
+_ON_THE_WAY = (S.OUT_FOR_DELIVERY, S.APPROACHING)
 
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+# One character per status in the state item's status string (aligned with the route's stops).
+STATUS_CODE = {S.CREATED: "c", S.ASSIGNED: "a", S.OUT_FOR_DELIVERY: "o", S.APPROACHING: "p", S.ARRIVED: "r",
+               S.DELIVERED: "d", S.FAILED: "f", S.RESCHEDULED: "s", S.RETURNED: "t", S.CANCELLED: "x"}
+CODE_STATUS = {code: status for status, code in STATUS_CODE.items()}
+MISSING = "-"  # a stop whose shipment is gone
+
 _repo: Repository | None = None
 
 
@@ -107,6 +125,10 @@ class BatchStatistics:
         self.speeds = SpeedTable()
         self.counters: list[Counter] = []
 
+    def absorb(self, other: BatchStatistics) -> None:
+        self.speeds.merge(other.speeds)
+        self.counters.extend(other.counters)
+
     def flush(self, r: Repository) -> None:
         counters = speed_counters(self.speeds) + self.counters
         self.speeds, self.counters = SpeedTable(), []
@@ -122,25 +144,67 @@ class BatchStatistics:
 _batch = BatchStatistics()
 
 
+# --- the handler -------------------------------------------------------------------
+
+
+@dataclass
+class DriverFixes:
+    merchant_id: str
+    fixes: list[GeoFix] = field(default_factory=list)
+    sequence_numbers: list[str] = field(default_factory=list)
+
+
 def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda's DynamoDB stream event in, the partial batch response out."""
+    failed: list[str] = []
+    drivers: dict[str, DriverFixes] = {}
+    lifecycle: list[tuple[str, dict[str, Any]]] = []
     try:
-        return dict(process_partial_response(event=event, record_handler=handle_record, processor=processor,
-                                             context=context))
+        for raw in event.get("Records", []):
+            record = DynamoDBRecord(raw)
+            sequence = str((raw.get("dynamodb") or {}).get("SequenceNumber", ""))
+            try:
+                if record.event_name is None or record.event_name.name != "INSERT" or record.dynamodb is None:
+                    continue
+                image = record.dynamodb.new_image or {}
+                sk = str(image.get("SK", ""))
+                if sk.startswith("PING#"):
+                    driver_id = str(image["driver_id"])
+                    group = drivers.setdefault(driver_id, DriverFixes(str(image["merchant_id"])))
+                    group.fixes.append(fix_of(image))
+                    group.sequence_numbers.append(sequence)
+                elif sk.startswith("EVENT#"):
+                    lifecycle.append((sequence, image))
+            except Exception:
+                logger.exception("unreadable stream record", extra={"sequence_number": sequence})
+                failed.append(sequence)
+        for driver_id, group in drivers.items():
+            try:
+                apply_driver_fixes(repo(), group.merchant_id, driver_id, group.fixes, _batch)
+            except Exception:
+                logger.exception("driver's fixes failed", extra={"driver_id": driver_id,
+                                                                   "records": len(group.fixes)})
+                failed.extend(group.sequence_numbers)
+        for sequence, image in lifecycle:
+            try:
+                handle_lifecycle(repo(), image)
+            except Exception:
+                logger.exception("lifecycle record failed", extra={"sequence_number": sequence})
+                failed.append(sequence)
     finally:
         _batch.flush(repo())
+    return {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
 
 
-def handle_record(record: DynamoDBRecord) -> None:
-    if record.event_name is None or record.event_name.name != "INSERT" or record.dynamodb is None:
-        return
-    image = record.dynamodb.new_image or {}
-    sk = str(image.get("SK", ""))
-    if sk.startswith("PING#"):
-        apply_ping(repo(), image, _batch)
-    elif sk.startswith("EVENT#"):
-        if image.get("to_status") in (S.DELIVERED, S.FAILED):
-            apply_stop_completed(repo(), image)
-        notify(repo(), image)  # the recipient's messages: notifications owns them
+def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
+    if image.get("to_status") in (S.DELIVERED, S.FAILED):
+        apply_stop_completed(r, image)
+    notify(r, image)  # the recipient's messages: notifications owns them
+
+
+def fix_of(image: dict[str, Any]) -> GeoFix:
+    accuracy = float(image["accuracy"]) if image.get("accuracy") is not None else None
+    return GeoFix(str(image["driver_id"]), int(image["fix_ms"]), float(image["lat"]), float(image["lng"]), accuracy)
 
 
 # --- cached context ----------------------------------------------------------------
@@ -177,30 +241,56 @@ def merchant_context(r: Repository, merchant_id: str) -> MerchantContext:
 
 
 @dataclass
-class RouteFences:
+class RouteStops:
+    """A route's stops as the pipeline needs them: order, locations, promised windows, fences by H3 cell.
+
+    Built from one BatchGetItem of the route's shipments and kept in the warm container (a route's stop list
+    never changes once created); `statuses` is what that read saw, the seed of a driver's status cache.
+    """
+
     route_id: str
+    merchant_id: str
+    ids: list[str]
+    where: dict[str, tuple[float, float]]
+    promised: dict[str, PromisedWindow]
     index: FenceIndex
-    stops: dict[str, tuple[float, float]]  # shipment id -> stop location
+    statuses: str
+    delayed: frozenset[int]
     loaded_at: float
 
+    def position(self, shipment_id: str) -> int:
+        return self.ids.index(shipment_id)
 
-_route_cache: dict[str, RouteFences] = {}
+
+_route_cache: dict[str, RouteStops] = {}
 
 
-def route_fences(r: Repository, route: RouteItem, context: MerchantContext) -> RouteFences:
-    """The route's stop fences (the shipment's radius, else the merchant's), indexed by H3 cell; cached briefly."""
+def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh: bool = False) -> RouteStops:
     cached = _route_cache.get(route.route_id)
-    if cached is not None and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
+    if not fresh and cached is not None and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
         return cached
-    shipments = r.get_shipments(route.merchant_id, [str(s) for s in route.stops])
-    stops = {sid: (float(s.lat), float(s.lng)) for sid, s in shipments.items()}
-    default_radius = context.settings.stop_radius_m
-    fences = FenceIndex(stop_fence(sid, float(s.lat), float(s.lng),
-                                   float(s.geofence_radius_m) if s.geofence_radius_m else default_radius)
-                        for sid, s in shipments.items())
-    result = RouteFences(route.route_id, fences, stops, time.monotonic())
+    ids = [str(s) for s in route.stops]
+    shipments = r.get_shipments(route.merchant_id, ids)
+    result = build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m)
     _route_cache[route.route_id] = result
     return result
+
+
+def build_route_stops(route_id: str, merchant_id: str, ids: list[str], shipments: dict[str, ShipmentItem],
+                      default_radius_m: float) -> RouteStops:
+    present = [shipments[sid] for sid in ids if sid in shipments]
+    return RouteStops(
+        route_id, merchant_id, ids,
+        where={s.shipment_id: (float(s.lat), float(s.lng)) for s in present},
+        promised={s.shipment_id: PromisedWindow(to_ms(s.window_start), to_ms(s.window_end)) for s in present},
+        index=FenceIndex(stop_fence(s.shipment_id, float(s.lat), float(s.lng),
+                                    float(s.geofence_radius_m) if s.geofence_radius_m else default_radius_m)
+                         for s in present),
+        statuses="".join(STATUS_CODE.get(S(shipments[sid].status), MISSING) if sid in shipments else MISSING
+                         for sid in ids),
+        delayed=frozenset(i for i, sid in enumerate(ids) if sid in shipments
+                          and shipments[sid].delayed_at is not None),
+        loaded_at=time.monotonic())
 
 
 @dataclass
@@ -246,20 +336,38 @@ class CombinedLookup:
         return self.extra.get(fence_id)
 
 
+# --- the driver's state item ----------------------------------------------------------
+
+
 @dataclass
 class DriverProgress:
-    """What the pipeline keeps per driver between pings: geofence state, motion, last ETA recompute."""
+    """What the pipeline keeps per driver between batches: geofence state, motion, last ETA recompute, and
+    the active route's id with its stops' statuses (one character each, in route order) and delayed flags."""
 
     fences: DriverState
     motion: DriverMotion
     eta_at_ms: int | None = None
     eta_lat: float = 0.0
     eta_lng: float = 0.0
-    # Stops whose "approaching" question is settled (announced, or past that status): not re-read per ping.
-    approach_settled: set[str] = field(default_factory=set)
+    route_id: str | None = None
+    statuses: str = ""
+    delayed: set[int] = field(default_factory=set)
+    statuses_at: float = 0.0  # wall-clock epoch seconds the statuses were read from the shipments
+
+    def status(self, index: int) -> ShipmentStatus | None:
+        code = self.statuses[index] if 0 <= index < len(self.statuses) else MISSING
+        return CODE_STATUS.get(code)
+
+    def set_status(self, index: int, status: ShipmentStatus) -> None:
+        if 0 <= index < len(self.statuses):
+            self.statuses = self.statuses[:index] + STATUS_CODE[status] + self.statuses[index + 1:]
+
+    def adopt(self, stops: RouteStops) -> None:
+        self.route_id, self.statuses, self.delayed = stops.route_id, stops.statuses, set(stops.delayed)
+        self.statuses_at = time.time()
 
 
-def _progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
+def progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
     if not raw:
         return DriverProgress(DriverState(driver_id), DriverMotion())
     data = json.loads(raw)
@@ -267,68 +375,290 @@ def _progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
                          {k: FenceState(v["since_ms"], v.get("dwell_fired", False))
                           for k, v in data["fences"].items()})
     eta = data.get("eta") or {}
+    route = data.get("route") or {}
     return DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
-                          eta.get("lat", 0.0), eta.get("lng", 0.0), set(data.get("approach_settled", [])))
+                          eta.get("lat", 0.0), eta.get("lng", 0.0), route.get("id"), route.get("st", ""),
+                          set(route.get("dl", [])), float(route.get("at", 0.0)))
 
 
-def _progress_to_json(progress: DriverProgress) -> str:
+def progress_to_json(progress: DriverProgress) -> str:
     state = progress.fences
-    return json.dumps({"last_fix_ms": state.last_fix_ms,
-                       "fences": {k: {"since_ms": v.since_ms, "dwell_fired": v.dwell_fired}
-                                  for k, v in state.fences.items()},
-                       "motion": progress.motion.to_dict(),
-                       "eta": {"at_ms": progress.eta_at_ms, "lat": progress.eta_lat, "lng": progress.eta_lng},
-                       "approach_settled": sorted(progress.approach_settled)})
+    data: dict[str, Any] = {
+        "last_fix_ms": state.last_fix_ms,
+        "fences": {k: {"since_ms": v.since_ms, "dwell_fired": v.dwell_fired} for k, v in state.fences.items()},
+        "motion": progress.motion.to_dict(),
+        "eta": {"at_ms": progress.eta_at_ms, "lat": progress.eta_lat, "lng": progress.eta_lng},
+    }
+    if progress.route_id is not None:
+        data["route"] = {"id": progress.route_id, "st": progress.statuses, "dl": sorted(progress.delayed),
+                         "at": round(progress.statuses_at, 3)}
+    return json.dumps(data, separators=(",", ":"))
 
 
-def apply_ping(r: Repository, image: dict[str, Any], batch: BatchStatistics | None = None) -> list[GeofenceEvent]:
-    """Run one stored ping through the driver's stop fences and the merchant's zones; apply what it means."""
-    merchant_id, driver_id = str(image["merchant_id"]), str(image["driver_id"])
-    accuracy = float(image["accuracy"]) if image.get("accuracy") is not None else None
-    fix = GeoFix(driver_id, int(image["fix_ms"]), float(image["lat"]), float(image["lng"]), accuracy)
-    context = merchant_context(r, merchant_id)
-    day = from_ms(fix.fix_ms).date().isoformat()
-    route = r.active_route(merchant_id, driver_id, day)
-    fences = route_fences(r, route, context) if route is not None else None
-    fine_cell = str(image.get("cell") or h3.latlng_to_cell(fix.lat, fix.lng, 10))
-    zones = zones_near(r, merchant_id, fine_cell)
-    raw_state, version = r.geofence_state(driver_id)
-    progress = _progress_from_json(driver_id, raw_state)
-    before = _progress_to_json(progress)
+# --- what a driver's fixes mean (pure, given its ports) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    shipment_id: str
+    from_status: ShipmentStatus
+    to_status: ShipmentStatus
+    kind: str
+    event_id: str
+    fix_ms: int
+
+
+@dataclass
+class Effects:
+    """What processing a driver's fixes asks the storage to do, in order."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    timeline: list[tuple[str, str, str, int]] = field(default_factory=list)  # (shipment id, kind, event id, ms)
+    zone_events: list[tuple[GeofenceEvent, str | None]] = field(default_factory=list)  # (event, zone name)
+    delayed: list[tuple[str, int]] = field(default_factory=list)  # (shipment id, fix ms)
+    eta: tuple[int, list[StopEta]] | None = None  # the last recompute: (fix ms, remaining stops' ETAs)
+    events: list[GeofenceEvent] = field(default_factory=list)
+    stats: BatchStatistics = field(default_factory=BatchStatistics)
+
+
+@dataclass
+class Ports:
+    """What the pure step reads from outside: zones near a fix, a zone by id, the speed table for a route."""
+
+    zones_near: Callable[[str], ZoneCell]
+    zone_by_id: Callable[[str], Fence | None]
+    speed_table: Callable[[Sequence[Stop], GeoFix], SpeedTable]
+
+
+def _fix_order(fix: GeoFix) -> tuple[int, float, float, float]:
+    acc = fix.accuracy
+    return (fix.fix_ms, fix.lat, fix.lng, -1.0 if acc is None or not acc >= 0.0 else acc)
+
+
+def news_in_order(fixes: Sequence[GeoFix], last_fix_ms: int | None) -> list[GeoFix]:
+    """The fixes not seen yet, in fix-time order, one per fix time (chosen by content, not arrival order)."""
+    out: list[GeoFix] = []
+    for fix in sorted(fixes, key=_fix_order):
+        if (out and out[-1].fix_ms == fix.fix_ms) or (last_fix_ms is not None and fix.fix_ms <= last_fix_ms):
+            continue
+        out.append(fix)
+    return out
+
+
+def advance(progress: DriverProgress, fixes: Sequence[GeoFix], stops: RouteStops | None,
+            context: MerchantContext, ports: Ports) -> Effects:
+    """Run a driver's fixes (any order, duplicates allowed) through its stop fences and zones, in fix-time
+    order; update `progress` and return what to write. Deterministic in the fixes' set and the progress."""
+    effects = Effects()
+    params = context.geofence_params()
+    for fix in news_in_order(fixes, progress.fences.last_fix_ms):
+        _advance_one(progress, fix, stops, context, params, ports, effects)
+    return effects
+
+
+def _advance_one(progress: DriverProgress, fix: GeoFix, stops: RouteStops | None, context: MerchantContext,
+                 params: GeofenceParams, ports: Ports, effects: Effects) -> None:
     state = progress.fences
-    indexes = [zones.index] if fences is None else [fences.index, zones.index]
-    lookup = CombinedLookup(indexes, _zones_inside_elsewhere(r, merchant_id, state, indexes))
-    new_state, events = evaluate(fix, state, lookup, context.geofence_params())
+    zones = ports.zones_near(str(h3.latlng_to_cell(fix.lat, fix.lng, 10)))
+    indexes = [zones.index] if stops is None else [stops.index, zones.index]
+    extra = {fid: fence for fid in state.fences if fid.startswith(ZONE_PREFIX)
+             and all(index.get(fid) is None for index in indexes)
+             for fence in [ports.zone_by_id(fid)] if fence is not None}
+    new_state, events = evaluate(fix, state, CombinedLookup(indexes, extra), params)
+    effects.events.extend(events)
+    stop_events = False
     for event in events:
         if event.fence_id.startswith(ZONE_PREFIX):
-            _record_zone_event(r, merchant_id, event, zones)
-        else:
-            _apply_geofence_event(r, merchant_id, event, state, batch)
+            effects.zone_events.append((event, zones.names.get(event.fence_id)))
+        elif stops is not None and event.fence_id in stops.where:
+            stop_events = True
+            _stop_event(progress, stops, event, state, effects)
     progress.fences = new_state
-    is_news = new_state.last_fix_ms is not None and new_state.last_fix_ms > (state.last_fix_ms or 0)
+    accuracy = fix.accuracy
     # A fix too vague for the geofences (Wi-Fi or cell positioning) must not move anything else either:
     # no approaching by distance, no motion, no ETA from a position that may be kilometres off.
-    if is_news and (accuracy is None or accuracy <= GEOFENCE_MAX_ACCURACY_M):
-        # Time inside a fence (at a door, in the depot) is service time, and its GPS jitter would read as
-        # slow driving: only fixes outside every fence teach the speed table.
-        if batch is not None and progress.motion.last_ms is not None and not state.fences and not new_state.fences \
-                and (accuracy or 0.0) <= SPEED_MAX_ACCURACY_M:
-            previous = GeoFix(driver_id, progress.motion.last_ms, progress.motion.last_lat, progress.motion.last_lng)
-            batch.speeds.observe(previous, fix)
-        if fences is not None:
-            _approach_by_distance(r, merchant_id, fix, fences, progress, context.settings.approach_metres)
-        progress.motion.update(fix)
-        if any(e.kind == "exit" and not e.fence_id.startswith(ZONE_PREFIX) for e in events):
-            progress.motion.start_leg(fix.fix_ms, fix.lat, fix.lng)
-        moved = haversine_m(progress.eta_lat, progress.eta_lng, fix.lat, fix.lng) if progress.eta_at_ms else 0.0
-        if route is not None and (events or should_recompute(progress.eta_at_ms, fix.fix_ms, moved)):
-            update_etas(r, route, fix, progress, context)
-    after = _progress_to_json(progress)
-    if after != before:
-        r.save_geofence_state(driver_id, after, version)
-    if events:
-        metrics.add_metric(name="GeofenceEvents", unit=MetricUnit.Count, value=len(events))
-    return events
+    if accuracy is not None and accuracy > GEOFENCE_MAX_ACCURACY_M:
+        return
+    motion = progress.motion
+    # Time inside a fence (at a door, in the depot) is service time, and its GPS jitter would read as
+    # slow driving: only fixes outside every fence teach the speed table.
+    if motion.last_ms is not None and not state.fences and not new_state.fences \
+            and (accuracy or 0.0) <= SPEED_MAX_ACCURACY_M:
+        effects.stats.speeds.observe(GeoFix(fix.driver_id, motion.last_ms, motion.last_lat, motion.last_lng), fix)
+    if stops is not None:
+        _approach_by_distance(progress, stops, fix, context.settings.approach_metres, effects)
+    motion.update(fix)
+    if any(e.kind == "exit" and not e.fence_id.startswith(ZONE_PREFIX) for e in events):
+        motion.start_leg(fix.fix_ms, fix.lat, fix.lng)
+    moved = haversine_m(progress.eta_lat, progress.eta_lng, fix.lat, fix.lng) if progress.eta_at_ms else 0.0
+    if stops is not None and (stop_events or should_recompute(progress.eta_at_ms, fix.fix_ms, moved)):
+        recompute(progress, stops, fix, context, ports, effects)
+
+
+def _stop_event(progress: DriverProgress, stops: RouteStops, event: GeofenceEvent, before: DriverState,
+                effects: Effects) -> None:
+    index = stops.position(event.fence_id)
+    status = progress.status(index)
+    if event.kind == "enter":
+        if status in _ON_THE_WAY:
+            assert status is not None
+            effects.transitions.append(Transition(event.fence_id, status, S.ARRIVED, "arrived", event.event_id,
+                                                  event.fix_ms))
+            progress.set_status(index, S.ARRIVED)
+        return
+    kind = "departed" if event.kind == "exit" else "dwell"
+    effects.timeline.append((event.fence_id, kind, event.event_id, event.fix_ms))
+    stay = before.fences.get(event.fence_id)
+    if kind == "departed" and stay is not None:
+        log_dwell = service_dwell_log((event.fix_ms - stay.since_ms) / 1000)
+        if log_dwell is not None:  # the stay at the door teaches the merchant's service time
+            effects.stats.counters.append(service_time_counter(stops.merchant_id, log_dwell))
+
+
+def _approach_by_distance(progress: DriverProgress, stops: RouteStops, fix: GeoFix, radius_m: float,
+                          effects: Effects) -> None:
+    """Mark stops the driver is within the merchant's metres of as approaching (once: no way back)."""
+    if radius_m <= 0:
+        return
+    for index, shipment_id in enumerate(stops.ids):
+        if progress.status(index) != S.OUT_FOR_DELIVERY or progress.fences.inside(shipment_id):
+            continue
+        lat, lng = stops.where[shipment_id]
+        if haversine_m(fix.lat, fix.lng, lat, lng) <= radius_m:
+            _approaching(progress, index, shipment_id, fix, effects)
+
+
+def _approaching(progress: DriverProgress, index: int, shipment_id: str, fix: GeoFix, effects: Effects) -> None:
+    effects.transitions.append(Transition(shipment_id, S.OUT_FOR_DELIVERY, S.APPROACHING, "approaching",
+                                          f"approach-{shipment_id}", fix.fix_ms))
+    progress.set_status(index, S.APPROACHING)
+
+
+def recompute(progress: DriverProgress, stops: RouteStops, fix: GeoFix, context: MerchantContext, ports: Ports,
+              effects: Effects) -> list[StopEta]:
+    """ETA windows for the route's remaining stops (kept for the one write at the end of the batch); 'delayed'
+    once when one leaves its promise, 'approaching' for the stops now within the merchant's minutes."""
+    progress.eta_at_ms, progress.eta_lat, progress.eta_lng = fix.fix_ms, fix.lat, fix.lng
+    remaining = [(i, sid) for i, sid in enumerate(stops.ids) if progress.status(i) in _ON_THE_WAY]
+    if not remaining:
+        effects.eta = (fix.fix_ms, [])
+        return []
+    route_stops_ = [Stop(sid, *stops.where[sid]) for _, sid in remaining]
+    table = ports.speed_table(route_stops_, fix)
+    start_ms, motion = fix.fix_ms, progress.motion
+    serving = [progress.fences.fences[sid].since_ms for sid in progress.fences.fences
+               if sid in stops.where and progress.status(stops.position(sid)) == S.ARRIVED]
+    if serving:  # at a door: the next leg starts when its service time is over, and nothing is late yet
+        start_ms = max(fix.fix_ms, min(serving) + int(context.service_s * 1000))
+        motion = replace(motion, leg_start_ms=None)
+    etas = estimate_route((fix.lat, fix.lng), start_ms, route_stops_, table, motion, context.eta_params())
+    approach_ms = context.settings.approach_minutes * 60_000
+    for (index, sid), eta in zip(remaining, etas, strict=True):
+        if delay_event_due(eta, stops.promised[sid], index in progress.delayed):
+            progress.delayed.add(index)
+            effects.delayed.append((sid, fix.fix_ms))
+        if approach_ms > 0 and progress.status(index) == S.OUT_FOR_DELIVERY \
+                and eta.eta_ms - fix.fix_ms <= approach_ms and not progress.fences.inside(sid):
+            _approaching(progress, index, sid, fix, effects)
+    effects.eta = (fix.fix_ms, etas)
+    return etas
+
+
+# --- applying it ---------------------------------------------------------------------------
+
+
+def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: Sequence[GeoFix],
+                       batch: BatchStatistics | None = None) -> list[GeofenceEvent]:
+    """One driver's fixes of a batch: one state read, the route's stops, the writes they cause, one
+    conditional state write. A lost race (another batch saved the state meanwhile) re-reads and re-runs."""
+    context = merchant_context(r, merchant_id)
+    for _ in range(STATE_ATTEMPTS):
+        raw, version = r.geofence_state(driver_id)
+        progress = progress_from_json(driver_id, raw)
+        before = progress_to_json(progress)
+        if not news_in_order(fixes, progress.fences.last_fix_ms):
+            return []  # a redelivered batch: everything in it was processed already
+        latest = max(f.fix_ms for f in fixes)
+        day = datetime.fromtimestamp(latest / 1000, UTC).date().isoformat()
+        route = r.active_route(merchant_id, driver_id, day)
+        stops = _stops_for(r, route, progress, context) if route is not None else None
+        if route is None:
+            progress.route_id, progress.statuses, progress.delayed = None, "", set()
+        effects = advance(progress, fixes, stops, context, _ports(r, merchant_id, route))
+        _apply_effects(r, merchant_id, route, stops, progress, effects)
+        after = progress_to_json(progress)
+        try:
+            if after != before:
+                r.save_geofence_state(driver_id, after, version)
+        except ConditionFailed:
+            continue
+        if batch is not None:
+            batch.absorb(effects.stats)
+        if effects.events:
+            metrics.add_metric(name="GeofenceEvents", unit=MetricUnit.Count, value=len(effects.events))
+        return effects.events
+    raise ConditionFailed(f"driver {driver_id}: state kept changing")
+
+
+def _stops_for(r: Repository, route: RouteItem, progress: DriverProgress, context: MerchantContext) -> RouteStops:
+    """The route's stops; the driver's status cache is (re)seeded when the route is new to it or stale."""
+    stale = progress.route_id != route.route_id or time.time() - progress.statuses_at >= STATUS_REFRESH_S
+    stops = route_stops(r, route, context.settings.stop_radius_m, fresh=stale)
+    if stale:
+        progress.adopt(stops)
+    return stops
+
+
+def _ports(r: Repository, merchant_id: str, route: RouteItem | None) -> Ports:
+    def zone_by_id(fence_id: str) -> Fence | None:
+        zone = r.get_zone(merchant_id, fence_id)
+        return fence_from_dict(json.loads(zone.fence)) if zone is not None else None  # deleted: state dropped
+
+    def speed_table(stops: Sequence[Stop], fix: GeoFix) -> SpeedTable:
+        assert route is not None
+        return route_speed_table(r, route.route_id, stops, fix)
+
+    return Ports(lambda cell: zones_near(r, merchant_id, cell), zone_by_id, speed_table)
+
+
+def _apply_effects(r: Repository, merchant_id: str, route: RouteItem | None, stops: RouteStops | None,
+                   progress: DriverProgress, effects: Effects) -> None:
+    for zone_event, name in effects.zone_events:
+        _record_zone_event(r, merchant_id, zone_event, name)
+    for t in effects.transitions:
+        shipment = _shipment_ref(merchant_id, t.shipment_id, t.from_status)
+        if not _transition(r, shipment, t.to_status, _timeline_event(merchant_id, t.shipment_id, t.kind, t.event_id,
+                                                                      t.fix_ms, t.from_status, t.to_status)):
+            progress.statuses_at = 0.0  # the shipment moved elsewhere: re-read the statuses next batch
+    for shipment_id, kind, event_id, fix_ms in effects.timeline:
+        r.put_event_once(_timeline_event(merchant_id, shipment_id, kind, event_id, fix_ms))
+        logger.info("geofence event", extra={"kind": kind, "shipment_id": shipment_id})
+    for shipment_id, fix_ms in effects.delayed:
+        event = _timeline_event(merchant_id, shipment_id, "delayed", f"delayed-{shipment_id}", fix_ms)
+        if r.mark_stop_delayed(merchant_id, shipment_id, event):
+            metrics.add_metric(name="ShipmentsDelayed", unit=MetricUnit.Count, value=1)
+    if effects.eta is not None and route is not None and stops is not None:
+        at_ms, etas = effects.eta
+        write_route_eta(r, route, stops, at_ms, etas)
+
+
+def write_route_eta(r: Repository, route: RouteItem, stops: RouteStops, at_ms: int, etas: Sequence[StopEta]) -> None:
+    """The route's ETA item, replaced whole (one write): what the tracking page, driver app and API read."""
+    windows = {stops.position(e.stop_id): (e.low_ms, e.eta_ms, e.high_ms) for e in etas}
+    base_ms = at_ms - at_ms % 1000
+    expires = datetime.fromtimestamp(at_ms / 1000, UTC) + timedelta(days=ROUTE_ETA_RETENTION_DAYS)
+    r.put_route_eta(RouteEtaItem(route_eta_pk(route.route_id), ROUTE_ETA_SK, merchant_id=route.merchant_id,
+                                 route_id=route.route_id, at_ms=at_ms, base_ms=base_ms,
+                                 etas=encode_etas(base_ms, windows, len(stops.ids)), expires_at=expires))
+
+
+def _shipment_ref(merchant_id: str, shipment_id: str, status: ShipmentStatus | None) -> ShipmentItem:
+    """A shipment by key with the status the cache holds: the conditional writes need nothing else."""
+    item = ShipmentItem(merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}", merchant_id=merchant_id,
+                        shipment_id=shipment_id)
+    if status is not None:
+        item.status = str(status)
+    return item
 
 
 def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
@@ -340,51 +670,48 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
     route = r.get_route(merchant_id, shipment.route_id)
     if route is None or route.status != "active":
         return
-    raw_state, version = r.geofence_state(shipment.driver_id)
-    progress = _progress_from_json(shipment.driver_id, raw_state)
-    motion = progress.motion
-    if motion.last_ms is None:
-        return  # no position yet: the first ping computes the ETAs
-    occurred = image.get("occurred_at")
-    occurred_ms = to_ms(datetime.fromisoformat(str(occurred))) if occurred else motion.last_ms
-    here = GeoFix(shipment.driver_id, max(motion.last_ms, occurred_ms), motion.last_lat, motion.last_lng)
-    motion.start_leg(here.fix_ms, here.lat, here.lng)  # the next leg starts at this door
-    update_etas(r, route, here, progress, merchant_context(r, merchant_id))
-    with contextlib.suppress(ConditionFailed):  # a ping was processed meanwhile, from a newer position
-        r.save_geofence_state(shipment.driver_id, _progress_to_json(progress), version)
+    driver_id = shipment.driver_id
+    context = merchant_context(r, merchant_id)
+    for _ in range(STATE_ATTEMPTS):
+        raw_state, version = r.geofence_state(driver_id)
+        progress = progress_from_json(driver_id, raw_state)
+        stops = _stops_for(r, route, progress, context)
+        if shipment_id in stops.ids:
+            progress.set_status(stops.position(shipment_id), S(shipment.status))
+        motion = progress.motion
+        if motion.last_ms is not None:  # no position yet: the first ping computes the ETAs
+            occurred = image.get("occurred_at")
+            occurred_ms = int(datetime.fromisoformat(str(occurred)).timestamp() * 1000) if occurred else motion.last_ms
+            here = GeoFix(driver_id, max(motion.last_ms, occurred_ms), motion.last_lat, motion.last_lng)
+            motion.start_leg(here.fix_ms, here.lat, here.lng)  # the next leg starts at this door
+            effects = Effects()
+            recompute(progress, stops, here, context, _ports(r, merchant_id, route), effects)
+            _apply_effects(r, merchant_id, route, stops, progress, effects)
+        try:
+            r.save_geofence_state(driver_id, progress_to_json(progress), version)
+            return
+        except ConditionFailed:
+            continue  # a batch of pings saved the state meanwhile: read it again
+    logger.warning("stop completion lost the state race", extra={"shipment_id": shipment_id})
 
 
-def _zones_inside_elsewhere(r: Repository, merchant_id: str, state: DriverState,
-                            indexes: Sequence[FenceIndex]) -> dict[str, Fence]:
-    """Zones the driver is inside that the indexes near this fix do not hold: read by id, so the exit fires."""
-    extra: dict[str, Fence] = {}
-    for fence_id in state.fences:
-        if fence_id.startswith(ZONE_PREFIX) and all(index.get(fence_id) is None for index in indexes):
-            zone = r.get_zone(merchant_id, fence_id)
-            if zone is not None:  # a deleted zone: the state is dropped, no event
-                extra[fence_id] = fence_from_dict(json.loads(zone.fence))
-    return extra
-
-
-def _record_zone_event(r: Repository, merchant_id: str, event: GeofenceEvent, zones: ZoneCell) -> None:
-    name = zones.names.get(event.fence_id)
-    if name is None:
+def _record_zone_event(r: Repository, merchant_id: str, event: GeofenceEvent, name: str | None) -> None:
+    if name is None:  # not indexed near this fix (an exit after a jump): read it by id
         zone = r.get_zone(merchant_id, event.fence_id)
         name = zone.name if zone is not None else event.fence_id
     item = zone_event_item(merchant_id, event.driver_id, event.event_id, event.kind, event.fence_id, name,
-                           from_ms(event.fix_ms), event.lat, event.lng)
+                           datetime.fromtimestamp(event.fix_ms / 1000, UTC), event.lat, event.lng)
     if r.put_zone_event_once(item):
         metrics.add_metric(name="ZoneEvents", unit=MetricUnit.Count, value=1)
         logger.info("zone event", extra={"kind": event.kind, "zone_id": event.fence_id})
 
 
-_ON_THE_WAY = (S.OUT_FOR_DELIVERY, S.APPROACHING)
 _speed_cache: dict[str, tuple[SpeedTable, float]] = {}
 
 
-def route_speed_table(r: Repository, route: RouteItem, stops: Sequence[Stop], fix: GeoFix) -> SpeedTable:
+def route_speed_table(r: Repository, route_id: str, stops: Sequence[Stop], fix: GeoFix) -> SpeedTable:
     """Observed speeds for the cells along the route's remaining legs and the hours ahead; cached per route."""
-    cached = _speed_cache.get(route.route_id)
+    cached = _speed_cache.get(route_id)
     if cached is not None and time.monotonic() - cached[1] < SPEED_CACHE_S:
         return cached[0]
     plan = plan_route(stops)
@@ -394,48 +721,14 @@ def route_speed_table(r: Repository, route: RouteItem, stops: Sequence[Stop], fi
                            plan.res))
     hours = {hour_of_week(fix.fix_ms + h * HOUR_MS) for h in range(SPEED_HOURS_AHEAD)}
     table = load_speed_table(r, cells, hours)
-    _speed_cache[route.route_id] = (table, time.monotonic())
+    _speed_cache[route_id] = (table, time.monotonic())
     return table
-
-
-def update_etas(r: Repository, route: RouteItem, fix: GeoFix, progress: DriverProgress,
-                context: MerchantContext) -> list[StopEta]:
-    """Recompute ETA windows for the route's remaining stops; emit 'delayed' once when one leaves its promise,
-    and mark 'approaching' the stops now within the merchant's minutes."""
-    progress.eta_at_ms, progress.eta_lat, progress.eta_lng = fix.fix_ms, fix.lat, fix.lng
-    shipments = r.get_shipments(route.merchant_id, [str(s) for s in route.stops])
-    remaining = [shipments[str(s)] for s in route.stops
-                 if str(s) in shipments and shipments[str(s)].status in _ON_THE_WAY]
-    if not remaining:
-        return []
-    stops = [Stop(s.shipment_id, float(s.lat), float(s.lng)) for s in remaining]
-    table = route_speed_table(r, route, stops, fix)
-    start_ms, motion = fix.fix_ms, progress.motion
-    serving = [progress.fences.fences[sid].since_ms for sid in progress.fences.fences
-               if sid in shipments and shipments[sid].status == S.ARRIVED]
-    if serving:  # at a door: the next leg starts when its service time is over, and nothing is late yet
-        start_ms = max(fix.fix_ms, min(serving) + int(context.service_s * 1000))
-        motion = replace(motion, leg_start_ms=None)
-    etas = estimate_route((fix.lat, fix.lng), start_ms, stops, table, motion, context.eta_params())
-    approach_ms = context.settings.approach_minutes * 60_000
-    for shipment, eta in zip(remaining, etas, strict=True):
-        r.set_eta(shipment, eta.eta_ms, eta.low_ms, eta.high_ms)
-        promised = PromisedWindow(to_ms(shipment.window_start), to_ms(shipment.window_end))
-        if delay_event_due(eta, promised, shipment.delayed_at is not None):
-            event = _timeline_event(route.merchant_id, shipment.shipment_id, "delayed",
-                                    f"delayed-{shipment.shipment_id}", fix.fix_ms)
-            if r.mark_delayed(shipment, event):
-                metrics.add_metric(name="ShipmentsDelayed", unit=MetricUnit.Count, value=1)
-        if approach_ms > 0 and shipment.status == S.OUT_FOR_DELIVERY and eta.eta_ms - fix.fix_ms <= approach_ms \
-                and not progress.fences.inside(shipment.shipment_id):
-            _mark_approaching(r, route.merchant_id, shipment, fix, progress)
-    return etas
 
 
 def _timeline_event(merchant_id: str, shipment_id: str, kind: str, event_id: str, fix_ms: int,
                     from_status: str | None = None, to_status: str | None = None) -> EventItem:
     """A system event at the fix's time, with a deterministic id so a replay finds it already there."""
-    return event_item(merchant_id, shipment_id, event_id, kind, "system", from_ms(fix_ms),
+    return event_item(merchant_id, shipment_id, event_id, kind, "system", datetime.fromtimestamp(fix_ms / 1000, UTC),
                       datetime.now(UTC), from_status, to_status)
 
 
@@ -446,51 +739,3 @@ def _transition(r: Repository, shipment: ShipmentItem, wanted: ShipmentStatus, e
         return False  # someone (a retry, the driver) moved it first: nothing to do
     return True
 
-
-def _apply_geofence_event(r: Repository, merchant_id: str, event: GeofenceEvent, before: DriverState,
-                          batch: BatchStatistics | None) -> None:
-    shipment = r.get_shipment(merchant_id, event.fence_id)
-    if shipment is None:
-        return
-    if event.kind == "enter":
-        if shipment.status in (S.OUT_FOR_DELIVERY, S.APPROACHING):
-            _transition(r, shipment, S.ARRIVED, _timeline_event(merchant_id, shipment.shipment_id, "arrived",
-                                                                event.event_id, event.fix_ms, shipment.status,
-                                                                S.ARRIVED))
-    else:
-        kind = "departed" if event.kind == "exit" else "dwell"
-        first_time = r.put_event_once(_timeline_event(merchant_id, shipment.shipment_id, kind, event.event_id,
-                                                      event.fix_ms))
-        stay = before.fences.get(event.fence_id)
-        if kind == "departed" and first_time and stay is not None and batch is not None:
-            log_dwell = service_dwell_log((event.fix_ms - stay.since_ms) / 1000)
-            if log_dwell is not None:  # the stay at the door teaches the merchant's service time
-                batch.counters.append(service_time_counter(merchant_id, log_dwell))
-    logger.info("geofence event", extra={"kind": event.kind, "shipment_id": shipment.shipment_id})
-
-
-def _approach_by_distance(r: Repository, merchant_id: str, fix: GeoFix, fences: RouteFences,
-                          progress: DriverProgress, radius_m: float) -> None:
-    """Mark stops the driver is within the merchant's metres of as approaching (once: no way back)."""
-    if radius_m <= 0:
-        return
-    for shipment_id, (lat, lng) in fences.stops.items():
-        if shipment_id in progress.approach_settled or progress.fences.inside(shipment_id) \
-                or haversine_m(fix.lat, fix.lng, lat, lng) > radius_m:
-            continue
-        shipment = r.get_shipment(merchant_id, shipment_id)
-        if shipment is not None:
-            _mark_approaching(r, merchant_id, shipment, fix, progress)
-
-
-def _mark_approaching(r: Repository, merchant_id: str, shipment: ShipmentItem, fix: GeoFix,
-                      progress: DriverProgress) -> None:
-    shipment_id = shipment.shipment_id
-    if shipment.status != S.OUT_FOR_DELIVERY:
-        if shipment.status not in (S.CREATED, S.ASSIGNED):
-            progress.approach_settled.add(shipment_id)  # past it: never ask again
-        return
-    progress.approach_settled.add(shipment_id)
-    _transition(r, shipment, S.APPROACHING, _timeline_event(merchant_id, shipment_id, "approaching",
-                                                            f"approach-{shipment_id}", fix.fix_ms, shipment.status,
-                                                            S.APPROACHING))

@@ -145,11 +145,15 @@ def _live(repo: Repository, link: Link) -> _Live:
     return _Live(ahead, (first_name(driver.name) or None) if driver is not None else None, position)
 
 
-def _eta(link: Link) -> tuple[datetime, datetime, datetime] | None:
-    s = link.shipment
-    if link.status not in _ETA_STATUSES or s.eta_ms is None or s.eta_low_ms is None or s.eta_high_ms is None:
+def _eta(repo: Repository, link: Link) -> tuple[datetime, datetime, datetime] | None:
+    """The stop's window from its route's ETA item (the pipeline writes one item per route)."""
+    if link.status not in _ETA_STATUSES:
         return None
-    return from_ms(s.eta_low_ms), from_ms(s.eta_ms), from_ms(s.eta_high_ms)
+    window = repo.shipment_eta(link.shipment)
+    if window is None:
+        return None
+    low, expected, high = window
+    return from_ms(low), from_ms(expected), from_ms(high)
 
 
 def _events(repo: Repository, link: Link) -> list[EventItem]:
@@ -166,7 +170,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
     s = link.shipment
     status = link.status
     live = _live(repo, link)
-    eta = _eta(link)
+    eta = _eta(repo, link)
     events = _events(repo, link)
     slots = offered_slots(link, now)
     delivered_at = None
@@ -194,7 +198,7 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
     """The same recipient-safe facts as JSON (GET /v1/track/{token})."""
     s = link.shipment
     live = _live(repo, link)
-    eta = _eta(link)
+    eta = _eta(repo, link)
     marker = None
     if live.position is not None:
         p = live.position

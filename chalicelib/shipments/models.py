@@ -88,6 +88,13 @@ class ProofSummary(BaseModel):
     far_from_stop: bool = Field(default=False, description="distance_m is over the merchant's far_from_stop_m")
 
 
+class ShipmentEta(BaseModel):
+    earliest: datetime
+    expected: datetime
+    latest: datetime
+    computed_at: datetime = Field(description="The driver's fix time the estimate was computed from")
+
+
 class ShipmentOut(BaseModel):
     id: str
     status: ShipmentStatus
@@ -106,6 +113,9 @@ class ShipmentOut(BaseModel):
     stop_index: int | None = None
     driver_id: str | None = None
     geofence_radius_m: float | None = None
+    eta: ShipmentEta | None = Field(
+        default=None, description="Arrival window while out for delivery or approaching (GET of one shipment only; "
+                                  "from the route's ETA item)")
     tracking_url: str
     final_at: datetime | None = Field(
         default=None, description="When it was delivered, failed, returned or cancelled; the tracking link expires "

@@ -28,6 +28,7 @@ from chalicelib.shipments.models import (
     Recipient,
     RecipientInstructions,
     ShipmentCreate,
+    ShipmentEta,
     ShipmentOut,
     ShipmentPage,
     Timeline,
@@ -117,8 +118,23 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
 
 
 
+_ETA_STATUSES = frozenset({ShipmentStatus.OUT_FOR_DELIVERY, ShipmentStatus.APPROACHING})
+
+
 def get_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
-    return _shipment_out(settings, require_shipment(repo, merchant_id, shipment_id))
+    item = require_shipment(repo, merchant_id, shipment_id)
+    out = _shipment_out(settings, item)
+    if item.status in _ETA_STATUSES and item.route_id:
+        eta = repo.route_eta(item.route_id)
+        window = eta.window(int(item.stop_index) if item.stop_index is not None else None) if eta is not None else None
+        if eta is not None and window is not None:
+            out.eta = ShipmentEta(earliest=_ms(window[0]), expected=_ms(window[1]), latest=_ms(window[2]),
+                                  computed_at=_ms(int(eta.at_ms)))
+    return out
+
+
+def _ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
 
 
 def list_shipments(repo: Repository, settings: Settings, merchant_id: str, *, status: ShipmentStatus | None,

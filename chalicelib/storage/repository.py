@@ -22,6 +22,7 @@ from chalicelib.ingest.rules import LastFix, Ping
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.tables import (
     MERCHANTS_GSI_PK,
+    ROUTE_ETA_SK,
     ApiKeyItem,
     DriverItem,
     DriverTokenItem,
@@ -31,6 +32,7 @@ from chalicelib.storage.tables import (
     MerchantItem,
     PingItem,
     PositionItem,
+    RouteEtaItem,
     RouteItem,
     ShipmentItem,
     TrackingTokenItem,
@@ -43,6 +45,7 @@ from chalicelib.storage.tables import (
     driver_routes_pk,
     merchant_pk,
     ping_sk,
+    route_eta_pk,
     shipment_pk,
     status_gsi_pk,
     tracking_pk,
@@ -508,6 +511,34 @@ class Repository:
         except UpdateError as exc:
             if exc.cause_response_code != "ConditionalCheckFailedException":
                 raise
+
+    # --- the stream pipeline's route ETA item (docs/data-model.md #59, #60) ---------------------------
+
+    def route_eta(self, route_id: str) -> RouteEtaItem | None:
+        return _get(RouteEtaItem, route_eta_pk(route_id), ROUTE_ETA_SK)
+
+    def shipment_eta(self, shipment: ShipmentItem) -> tuple[int, int, int] | None:
+        """(low, expected, high) epoch ms of a shipment on a route, from its route's ETA item (one GetItem)."""
+        if not shipment.route_id or shipment.stop_index is None:
+            return None
+        item = self.route_eta(shipment.route_id)
+        return item.window(int(shipment.stop_index)) if item is not None else None
+
+    def put_route_eta(self, item: RouteEtaItem) -> bool:
+        """Replace the route's ETA item unless a newer fix's estimate is there; False when it was newer."""
+        return _save_if(item, RouteEtaItem.PK.does_not_exist() | (RouteEtaItem.at_ms <= item.at_ms))
+
+    def mark_stop_delayed(self, merchant_id: str, shipment_id: str, event: EventItem) -> bool:
+        """The pipeline's 'delayed', by key (no read): flag and event once, only on an existing shipment."""
+        shipment = ShipmentItem(merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}")
+        try:
+            with TransactWrite(connection=self.conn) as tx:
+                tx.update(shipment, actions=[ShipmentItem.delayed_at.set(event.recorded_at)],
+                          condition=ShipmentItem.PK.exists() & ShipmentItem.delayed_at.does_not_exist())
+                tx.save(event)
+        except TransactWriteError:
+            return False
+        return True
 
     def mark_delayed(self, shipment: ShipmentItem, event: EventItem) -> bool:
         """Flag the shipment delayed and write the event, once (False if it was already flagged)."""

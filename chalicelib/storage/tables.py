@@ -118,6 +118,7 @@ class ShipmentItem(_Item):
     driver_id = UnicodeAttribute(null=True)
     geofence_radius_m = NumberAttribute(null=True)
     token_version = NumberAttribute(default=1)
+    # Legacy: ETAs now live in the route's RouteEtaItem (written once per recompute); no longer written here.
     eta_ms = NumberAttribute(null=True)
     eta_low_ms = NumberAttribute(null=True)
     eta_high_ms = NumberAttribute(null=True)
@@ -206,6 +207,47 @@ class GeofenceStateItem(_Item):
     version = NumberAttribute()
 
 
+class RouteEtaItem(_Item):
+    """The ETA windows of a route's remaining stops: ONE item per route (`ROUTE#<rid>` / `ETA`), replaced on
+    each recompute by the stream pipeline and read by the tracking page, the driver app and the merchant API.
+
+    `etas` is compact text aligned with the route's `stops` (see `encode_etas`), so a 100-stop route's item
+    stays around 1.5 KB (2 write units) whatever the number of stops still to go. Written only forward in
+    fix time (`at_ms`), so a late or replayed batch never puts an older estimate back.
+    """
+
+    merchant_id = UnicodeAttribute()
+    route_id = UnicodeAttribute()
+    at_ms = NumberAttribute()  # the fix time the ETAs were computed from
+    base_ms = NumberAttribute()
+    etas = UnicodeAttribute()
+    expires_at = TTLAttribute()
+
+    def window(self, stop_index: int | None) -> tuple[int, int, int] | None:
+        """(low, expected, high) epoch ms for the stop at this index of the route, or None."""
+        if stop_index is None:
+            return None
+        return decode_etas(int(self.base_ms), self.etas).get(int(stop_index))
+
+
+def encode_etas(base_ms: int, windows: dict[int, tuple[int, int, int]], stops: int) -> str:
+    """`low,expected,high` per stop index in seconds after `base_ms`, `;`-separated, empty where none."""
+    parts = []
+    for index in range(stops):
+        w = windows.get(index)
+        parts.append("" if w is None else ",".join(str((v - base_ms) // 1000) for v in w))
+    return ";".join(parts).rstrip(";")
+
+
+def decode_etas(base_ms: int, text: str) -> dict[int, tuple[int, int, int]]:
+    found: dict[int, tuple[int, int, int]] = {}
+    for index, part in enumerate(text.split(";") if text else []):
+        if part:
+            low, expected, high = (base_ms + int(v) * 1000 for v in part.split(","))
+            found[index] = (low, expected, high)
+    return found
+
+
 class ZoneItem(_Item):
     """A merchant's polygon zone; `cells` lists the res-7 cells it is indexed under (to delete them)."""
 
@@ -245,7 +287,7 @@ class ZoneEventItem(_Item):
 ALL_MODELS: tuple[type[_Item], ...] = (
     MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
     IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
-    ZoneItem, ZoneCellItem, ZoneEventItem,
+    RouteEtaItem, ZoneItem, ZoneCellItem, ZoneEventItem,
 )
 
 
@@ -317,6 +359,15 @@ def driver_routes_pk(merchant_id: str, driver_id: str) -> str:
 
 def cell_gsi_pk(merchant_id: str, cell: str) -> str:
     return f"MERCHANT#{merchant_id}#CELL6#{cell}"
+
+
+def route_eta_pk(route_id: str) -> str:
+    """A route's ETA item: its own partition, apart from the merchant's."""
+    return f"ROUTE#{route_id}"
+
+
+ROUTE_ETA_SK = "ETA"
+ROUTE_ETA_RETENTION_DAYS = 7
 
 
 def zone_cell_pk(merchant_id: str, cell: str) -> str:

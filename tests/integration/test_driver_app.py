@@ -252,10 +252,13 @@ def test_the_route_of_today_lists_stops_in_order_with_what_the_driver_needs(merc
     driver, ships, route = today_route(merchant, 3, tz=tz)
     submit_instructions(merchant, ships[0], gate_code="4711#", leave_at_door="1", note="Blue door")
     from chalicelib.storage import get_repository
+    from chalicelib.storage.tables import ROUTE_ETA_SK, RouteEtaItem, encode_etas, route_eta_pk
 
-    shipment_item = get_repository().get_shipment(merchant.id, ships[1]["id"])
-    eta = now_ms() + 1_800_000
-    get_repository().set_eta(shipment_item, eta, eta - 300_000, eta + 600_000)
+    eta = now_ms() + 1_800_000  # the pipeline's route ETA item: stop 1 only
+    get_repository().put_route_eta(RouteEtaItem(
+        route_eta_pk(route["id"]), ROUTE_ETA_SK, merchant_id=merchant.id, route_id=route["id"], at_ms=now_ms(),
+        base_ms=0, etas=encode_etas(0, {1: (eta - 300_000, eta, eta + 600_000)}, 3),
+        expires_at=datetime.now(ZoneInfo("UTC")) + timedelta(days=1)))
 
     token = link_token(new_link(merchant, driver["id"])["url"])
     view = as_driver(merchant, token, "GET", "/v1/driver/route")
