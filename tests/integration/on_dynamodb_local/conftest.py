@@ -56,5 +56,17 @@ def on_dynamodb_local(dynamodb_local: str, chalice_app: Any) -> Iterator[str]:
         assert get_settings().ddb_endpoint_url == dynamodb_local
         yield dynamodb_local
     get_settings.cache_clear()
+    _forget_sent_messages()
     # A fresh table per module: the next module must not see this one's items or stream.
     client.delete_table(TableName=TEST_ENV["DOORSTEP_TABLE_NAME"])
+
+
+def _forget_sent_messages() -> None:
+    """The in-process moto's SNS and SES outboxes outlive a module; the moto twins of these modules count
+    the messages sent to their (fixed) test numbers and addresses, so this module's must not stay behind."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+    from moto.sns.models import sns_backends
+
+    sns_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sms_messages.clear()
+    ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages.clear()
