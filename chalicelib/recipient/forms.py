@@ -22,7 +22,6 @@ from chalicelib.recipient.page import COMMENT_MAX, GATE_CODE_MAX, NOTE_MAX
 
 CSRF_FIELD = "csrf"
 CSRF_MAX_AGE_S = 24 * 3600
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True, slots=True)
