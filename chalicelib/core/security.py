@@ -1,4 +1,4 @@
-"""Identifiers, secrets and their hashes.
+"""Identifiers, secrets and their hashes; tracking tokens and paging cursors (signed by `core.signing`).
 
 API keys, driver tokens and tracking tokens are 256-bit random (or keyed)
 values; only their SHA-256 hashes are stored, and the hash is the lookup key.
@@ -6,15 +6,14 @@ values; only their SHA-256 hashes are stored, and the hash is the lookup key.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 import os
 import secrets
 from typing import Any
 
 from chalicelib.core import times
+from chalicelib.core.signing import Purpose, Signer, b64decode, b64encode
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -49,8 +48,7 @@ def tracking_token(token_secret: str, shipment_id: str, version: int) -> str:
     Deriving it lets the platform rebuild a recipient's link for a later SMS
     while the table holds only its hash; bumping `version` revokes the old link.
     """
-    mac = hmac.new(token_secret.encode(), f"track:{shipment_id}:{version}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+    return Signer(token_secret, Purpose.TRACKING).derive(f"{shipment_id}:{version}")
 
 
 TRACKING_TOKEN_LENGTH = 43  # base64url of 32 bytes, unpadded
@@ -64,21 +62,21 @@ class CursorError(ValueError):
     """A pagination cursor that was not issued by this deployment for this listing."""
 
 
+_CURSOR_MAC_BYTES = 16
+
+
 def encode_cursor(token_secret: str, scope: str, last_key: dict[str, Any]) -> str:
-    """An opaque, signed pagination cursor bound to one listing (`scope`)."""
+    """An opaque, signed pagination cursor bound to one listing (`scope`): base64url(MAC[:16] + payload)."""
     payload = json.dumps({"s": scope, "k": last_key}, separators=(",", ":"), sort_keys=True).encode()
-    sig = hmac.new(token_secret.encode(), payload, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(sig + payload).rstrip(b"=").decode()
+    return b64encode(Signer(token_secret, Purpose.CURSOR).mac(payload, _CURSOR_MAC_BYTES) + payload)
 
 
 def decode_cursor(token_secret: str, scope: str, cursor: str) -> dict[str, Any]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (ValueError, TypeError):
-        raise CursorError("not a cursor") from None
-    sig, payload = raw[:16], raw[16:]
-    expected = hmac.new(token_secret.encode(), payload, hashlib.sha256).digest()[:16]
-    if len(sig) != 16 or not hmac.compare_digest(sig, expected):
+    raw = b64decode(cursor)
+    if raw is None:
+        raise CursorError("not a cursor")
+    mac, payload = raw[:_CURSOR_MAC_BYTES], raw[_CURSOR_MAC_BYTES:]
+    if not Signer(token_secret, Purpose.CURSOR).verify(payload, mac, _CURSOR_MAC_BYTES):
         raise CursorError("not a cursor issued for this listing")
     data = json.loads(payload)
     if data.get("s") != scope or not isinstance(data.get("k"), dict):

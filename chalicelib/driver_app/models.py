@@ -12,14 +12,15 @@ from pydantic import (
 )
 
 from chalicelib.core.types import Location, Strict_
+from chalicelib.driver_app.rules import DEFAULT_EXPIRES_HOURS, MAX_EXPIRES_HOURS
 from chalicelib.recipient.models import EtaWindow
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.shipments.models import Address, TimeWindow
 
 
 class DriverAppLinkCreate(Strict_):
-    expires_in_hours: Annotated[int, Strict(), Field(ge=1, le=72)] = Field(
-        default=16, description="How long the link works (1 to 72 hours)")
+    expires_in_hours: Annotated[int, Strict(), Field(ge=1, le=MAX_EXPIRES_HOURS)] = Field(
+        default=DEFAULT_EXPIRES_HOURS, description=f"How long the link works (1 to {MAX_EXPIRES_HOURS} hours)")
 
 
 class DriverAppLink(BaseModel):

@@ -2,7 +2,8 @@
 
 A driver app link is `dl1.<payload>.<signature>` (base64url parts): the payload
 names the merchant, the driver, the driver's link version and the expiry (epoch
-seconds); the signature is an HMAC-SHA256 of it under the stage's token secret.
+seconds); the signature is the stage secret's HMAC for the `driver-app-link` purpose
+(`core.signing`, which keeps it apart from tracking tokens, cursors and CSRF tokens).
 Nothing is stored per link: revoking bumps the version on the driver item, so
 every link signed with an older version stops working at once. The merchant id
 travels in the payload so that checking a link costs one GetItem (the driver).
@@ -10,25 +11,20 @@ travels in the payload so that checking a link costs one GetItem (the driver).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 
+from chalicelib.core.signing import Purpose, Signer, unexpired
 from chalicelib.shipments.lifecycle import DRIVER_VISIBLE, ShipmentStatus
 
 LINK_PREFIX = "dl1"
 MAX_LINK_LENGTH = 400
 DEFAULT_EXPIRES_HOURS = 16  # a working day with margin
 MAX_EXPIRES_HOURS = 72
-_DOMAIN = b"driver-app-link:"  # keeps these signatures apart from tracking tokens and cursors
 _ID = r"[A-Za-z0-9_-]{1,64}"
 _PAYLOAD = re.compile(rf"^({_ID}):({_ID}):(\d{{1,9}}):(\d{{1,12}})$")
-_B64 = re.compile(r"^[A-Za-z0-9_-]+$")
 
 # Stops the driver can still act on (arrived / delivered / failed are allowed from these).
 ACTIONABLE = DRIVER_VISIBLE
@@ -44,21 +40,8 @@ class LinkClaims:
     expires_at: datetime
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes | None:
-    if not _B64.match(text):
-        return None
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _signature(token_secret: str, payload: bytes) -> bytes:
-    return hmac.new(token_secret.encode(), _DOMAIN + payload, hashlib.sha256).digest()
+def _signer(token_secret: str) -> Signer:
+    return Signer(token_secret, Purpose.DRIVER_LINK)
 
 
 def sign_link(token_secret: str, merchant_id: str, driver_id: str, version: int, expires_at: datetime) -> str:
@@ -66,7 +49,7 @@ def sign_link(token_secret: str, merchant_id: str, driver_id: str, version: int,
     if not re.fullmatch(_ID, merchant_id) or not re.fullmatch(_ID, driver_id) or version < 0:
         raise ValueError("ids must be 1-64 characters of [A-Za-z0-9_-] and the version non-negative")
     payload = f"{merchant_id}:{driver_id}:{version}:{int(expires_at.timestamp())}".encode()
-    return f"{LINK_PREFIX}.{_b64(payload)}.{_b64(_signature(token_secret, payload))}"
+    return f"{LINK_PREFIX}.{_signer(token_secret).seal(payload)}"
 
 
 def looks_like_link(token: str) -> bool:
@@ -77,23 +60,13 @@ def looks_like_link(token: str) -> bool:
 def verify_link(token_secret: str, token: str, now: datetime) -> LinkClaims | None:
     """The link's claims if it was signed under `token_secret` and has not expired; None for anything else
     (malformed, tampered, signed elsewhere, expired). Constant-time signature comparison."""
-    if len(token) > MAX_LINK_LENGTH:
+    if len(token) > MAX_LINK_LENGTH or not looks_like_link(token):
         return None
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != LINK_PREFIX:
+    payload = _signer(token_secret).unseal(token.removeprefix(LINK_PREFIX + "."))
+    match = _PAYLOAD.match(payload.decode("ascii", "replace")) if payload is not None else None
+    if match is None or not unexpired(expires_s := int(match.group(4)), now.timestamp()):
         return None
-    payload, signature = _unb64(parts[1]), _unb64(parts[2])
-    if payload is None or signature is None:
-        return None
-    if not hmac.compare_digest(signature, _signature(token_secret, payload)):
-        return None
-    match = _PAYLOAD.match(payload.decode("ascii", "replace"))
-    if match is None:
-        return None
-    expires = datetime.fromtimestamp(int(match.group(4)), UTC)
-    if now >= expires:
-        return None
-    return LinkClaims(match.group(1), match.group(2), int(match.group(3)), expires)
+    return LinkClaims(match.group(1), match.group(2), int(match.group(3)), datetime.fromtimestamp(expires_s, UTC))
 
 
 def link_version(stored: int | float | None) -> int:

@@ -811,10 +811,3 @@ def delay_event_due(eta: StopEta, promised: PromisedWindow, already_emitted: boo
     """Emit 'delayed' once per shipment: the caller stores the flag once it has emitted the event."""
     return not already_emitted and delay_check(eta, promised)
 
-
-def replay_motion(fixes: Iterable[FixLike], motion: DriverMotion | None = None) -> DriverMotion:
-    """Feed fixes in order into a DriverMotion (new unless given); handy for tests and evaluation."""
-    motion = motion if motion is not None else DriverMotion()
-    for fix in fixes:
-        motion.update(fix)
-    return motion

@@ -1,8 +1,9 @@
 """The notification ledger in DynamoDB: one item per message that may be sent once, claimed conditionally.
 
 Item: `PK = SHIPMENT#<sid>`, `SK = <ledger key>` (NOTIFY#<sid>#<kind>#<channel>[#<occurrence>]), next to the
-shipment's timeline. The claim's condition is the domain's `can_claim` rule written as an expression, so a
-stream batch delivered twice, a Lambda retry or two concurrent workers cannot both send.
+shipment's timeline. Every write is conditional, and every condition is built from the one state machine,
+`rules.LEDGER_TRANSITIONS` (`_condition`): a step the table does not list cannot be written, so a stream
+batch delivered twice, a Lambda retry or two concurrent workers cannot both send.
 Opt-outs: `PK = MERCHANT#<mid>`, `SK = OPTOUT#<contact key>`: honoured across all the merchant's shipments.
 
 A deferred item (quiet hours, or a transient provider error) is also in a sparse "due" index on GSI1
@@ -21,7 +22,7 @@ from typing import Any
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.times import iso_z
-from chalicelib.notifications.rules import DEFAULT_LEASE, LedgerState
+from chalicelib.notifications.rules import DEFAULT_LEASE, Guard, LedgerState, ledger_steps
 from chalicelib.storage.tables import merchant_pk, shipment_pk
 
 L = LedgerState
@@ -57,6 +58,31 @@ def _due_values(shipment_id: str, key: str, not_before: datetime, release_at: da
 _DUE_SET = ", not_before = :nb, GSI1PK = :due_pk, GSI1SK = :due_sk"
 
 
+# What each guard adds to "the item is in state <from>" (a new item is `attribute_not_exists(PK)`).
+_GUARDS: dict[Guard, str | None] = {
+    Guard.ALWAYS: None,
+    Guard.DUE: "not_before <= :now",
+    Guard.LEASE_EXPIRED: "lease_until < :now",
+    Guard.CLAIMANT: "claim_id = :claim",
+    Guard.REPLAY: None,  # the step is only offered to a replay
+}
+
+
+def _condition(to: LedgerState, values: dict[str, Any], *, claimant: bool, replay: bool = False) -> str:
+    """The ConditionExpression of a step into `to` (`#s` is the state; `:now` and `:claim` come with the
+    caller's `values`, which get the states the expression names)."""
+    clauses = []
+    for source, guard in ledger_steps(to, claimant=claimant, replay=replay):
+        if source is None:
+            clauses.append("attribute_not_exists(PK)")
+            continue
+        values[f":from_{source.value}"] = {"S": source.value}
+        extra = _GUARDS[guard]
+        state = f"#s = :from_{source.value}"
+        clauses.append(f"({state} AND {extra})" if extra else f"({state})")
+    return " OR ".join(clauses)
+
+
 def _with_event(update: str, values: dict[str, Any], event: dict[str, Any] | None) -> str:
     """Keep the event with the item: a deferred one is released with it, a failed one replayed with it."""
     if event is None:
@@ -85,16 +111,12 @@ class Ledger:
     def claim(self, shipment_id: str, key: str, claim_id: str, now: datetime,
               lease: timedelta = DEFAULT_LEASE, *, replay: bool = False) -> int:
         """Take the message: the number of claims so far, this one included (each may call the provider
-        once); 0 when it is sent, dropped, held by a live claim, or deferred until later."""
-        condition = ("attribute_not_exists(PK) OR (#s = :deferred AND not_before <= :now)"
-                     " OR (#s = :claimed AND lease_until < :now)")
-        values: dict[str, Any] = {":deferred": {"S": L.DEFERRED.value}, ":claimed": {"S": L.CLAIMED.value},
-                                  ":now": {"S": iso_z(now)}, ":state": {"S": L.CLAIMED.value},
+        once); 0 when it is sent, dropped, held by a live claim, or deferred until later. `replay` (an
+        operator's) may also take a message that failed for good."""
+        values: dict[str, Any] = {":now": {"S": iso_z(now)}, ":state": {"S": L.CLAIMED.value},
                                   ":claim": {"S": claim_id}, ":lease": {"S": iso_z(now + lease)},
                                   ":one": {"N": "1"}, ":zero": {"N": "0"}}
-        if replay:
-            condition += " OR #s = :failed"
-            values[":failed"] = {"S": L.FAILED_PERMANENT.value}
+        condition = _condition(L.CLAIMED, values, claimant=False, replay=replay)
         claimed = self._update_if(
             shipment_id, key, ConditionExpression=condition, ReturnValues="UPDATED_NEW",
             UpdateExpression="SET #s = :state, claim_id = :claim, lease_until = :lease, updated_at = :now, "
@@ -112,8 +134,8 @@ class Ledger:
         scheduled release from `release_at` (default: the same instant).
         """
         names = {"#s": "state"}
-        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": iso_z(now)},
-                                  ":claim": {"S": claim_id}, ":claimed": {"S": L.CLAIMED.value}}
+        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": iso_z(now)}, ":claim": {"S": claim_id}}
+        condition = _condition(state, values, claimant=True)
         update = "SET #s = :state, updated_at = :now"
         if detail is not None:
             update += ", detail = :detail"
@@ -122,8 +144,7 @@ class Ledger:
             update += _DUE_SET
             values.update(_due_values(shipment_id, key, not_before, release_at))
         update = _with_event(update, values, event)
-        return self._update_if(shipment_id, key, UpdateExpression=update,
-                               ConditionExpression="#s = :claimed AND claim_id = :claim",
+        return self._update_if(shipment_id, key, UpdateExpression=update, ConditionExpression=condition,
                                ExpressionAttributeNames=names, ExpressionAttributeValues=values) is not None
 
     def settle(self, shipment_id: str, key: str, state: LedgerState, now: datetime, *, detail: str,
@@ -133,15 +154,14 @@ class Ledger:
         Allowed on a new key, and on a deferred one that has come due (decided again on release: it may be
         dropped as superseded or stale, or wait again).
         """
-        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": iso_z(now)}, ":detail": {"S": detail},
-                                  ":deferred": {"S": L.DEFERRED.value}}
+        values: dict[str, Any] = {":state": {"S": state.value}, ":now": {"S": iso_z(now)}, ":detail": {"S": detail}}
+        condition = _condition(state, values, claimant=False)
         update = "SET #s = :state, updated_at = :now, detail = :detail"
         if not_before is not None:
             update = _with_event(update + _DUE_SET, values, event)
             values.update(_due_values(shipment_id, key, not_before))
         else:
             update = _with_event(update, values, event) + " REMOVE not_before, GSI1PK, GSI1SK"
-        condition = "attribute_not_exists(PK) OR (#s = :deferred AND not_before <= :now)"
         return self._update_if(shipment_id, key, UpdateExpression=update, ConditionExpression=condition,
                                ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values) is not None
 

@@ -4,9 +4,9 @@ Pure rules, no AWS. The integration layer feeds them:
 
 - `decide(event, policy, contacts, opted_out, now, zone)` answers, per channel
   (SMS, email), *send now*, *defer until <instant>* or *drop because <reason>*.
-- `ledger_key` and the `LedgerEntry` transitions are the exactly-once ledger:
-  the storage layer claims a key with a conditional write (see `claim`), and
-  only the claimant calls the provider.
+- `ledger_key` and `LEDGER_TRANSITIONS` are the exactly-once ledger: the
+  storage layer (notifications/ledger.py) writes every step as a conditional
+  write built from the table (`ledger_steps`), and only the claimant calls the provider.
 - `classify_provider_error` and `backoff_delay` say whether and when a failed
   SNS/SES call is tried again.
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, Literal
@@ -550,11 +550,6 @@ def reminder_statuses() -> frozenset[ShipmentStatus]:
     return RULES[NotifyKind.DAY_BEFORE].relevant_while
 
 
-def released(event: NotifyEvent, until: datetime, status: ShipmentStatus | None) -> NotifyEvent:
-    """The event to decide again when a deferral ends: due at `until`, with the shipment's status then."""
-    return replace(event, due_at=until, status=status)
-
-
 # --- the exactly-once ledger --------------------------------------------------------
 
 LEDGER_PREFIX = "NOTIFY"
@@ -599,127 +594,53 @@ class LedgerState(StrEnum):
 
 
 L = LedgerState
-LEDGER_TRANSITIONS: Mapping[LedgerState | None, frozenset[LedgerState]] = {
-    None: frozenset({L.CLAIMED, L.DEFERRED, L.DROPPED}),
-    L.DEFERRED: frozenset({L.CLAIMED, L.DROPPED}),
-    L.CLAIMED: frozenset({L.SENT, L.DEFERRED, L.FAILED_PERMANENT, L.DROPPED, L.CLAIMED}),
-    L.FAILED_PERMANENT: frozenset({L.CLAIMED}),  # only through an explicit replay
-    L.SENT: frozenset(),
-    L.DROPPED: frozenset(),
+
+
+class Guard(StrEnum):
+    """What must hold besides the current state for a ledger step (the ledger writes it into its condition)."""
+
+    ALWAYS = "always"  # nothing more (a new item)
+    DUE = "due"  # the deferral's not_before has passed
+    LEASE_EXPIRED = "lease_expired"  # the claimant's lease ran out (it crashed): another worker may take over
+    CLAIMANT = "claimant"  # only the worker that holds the claim (its claim id)
+    REPLAY = "replay"  # only an operator's explicit replay
+
+
+# The one definition of the ledger's state machine: (from, to) -> guard; None is "no item yet".
+# notifications/ledger.py builds every conditional write from it; a step not listed is refused.
+LEDGER_TRANSITIONS: Mapping[tuple[LedgerState | None, LedgerState], Guard] = {
+    (None, L.CLAIMED): Guard.ALWAYS,
+    (None, L.DEFERRED): Guard.ALWAYS,  # quiet hours
+    (None, L.DROPPED): Guard.ALWAYS,
+    (L.DEFERRED, L.CLAIMED): Guard.DUE,  # released by the stream's retry or the release schedule
+    (L.DEFERRED, L.DEFERRED): Guard.DUE,  # decided again on release: wait again
+    (L.DEFERRED, L.DROPPED): Guard.DUE,  # decided again on release: superseded or stale
+    (L.CLAIMED, L.CLAIMED): Guard.LEASE_EXPIRED,
+    (L.CLAIMED, L.SENT): Guard.CLAIMANT,
+    (L.CLAIMED, L.DEFERRED): Guard.CLAIMANT,  # a transient provider error: retry after a backoff
+    (L.CLAIMED, L.FAILED_PERMANENT): Guard.CLAIMANT,
+    (L.CLAIMED, L.DROPPED): Guard.CLAIMANT,
+    (L.FAILED_PERMANENT, L.CLAIMED): Guard.REPLAY,
+    # SENT and DROPPED are final.
 }
 DEFAULT_LEASE = timedelta(minutes=5)  # must exceed the sending Lambda's timeout
 
 
-class LedgerConflict(Exception):
-    """The ledger entry is not in a state that allows this step (someone else has it, or it is done)."""
+def ledger_steps(to: LedgerState, *, claimant: bool, replay: bool = False
+                 ) -> list[tuple[LedgerState | None, Guard]]:
+    """The steps into `to` open to a caller: the claimant finishing its claim (`claimant`) may take only
+    CLAIMANT steps; anyone else (claiming, or settling a message nobody holds) every other step, REPLAY ones
+    only on an explicit `replay`. Raises ValueError when there is none (a step the state machine refuses).
 
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One message's record. `attempts` counts claims (each claim may call the provider once).
-
-    `due_at` is the instant freshness is measured from when the message is
-    released (set by a quiet-hours deferral, kept through retries, so a retried
-    "approaching" still goes stale 10 minutes after it was due).
+    A claimed entry is taken over only after its lease: a worker that crashed between the provider's answer
+    and marking it sent may cause one duplicate, which beats losing the message; anything else (redelivery,
+    retries, concurrency) finds the claim and sends nothing.
     """
-
-    key: str
-    state: LedgerState
-    updated_at: datetime
-    attempts: int = 0
-    claim_id: str | None = None
-    lease_until: datetime | None = None
-    not_before: datetime | None = None
-    due_at: datetime | None = None
-    reason: str | None = None
-    provider_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        def iso(d: datetime | None) -> str | None:
-            return None if d is None else d.astimezone(UTC).isoformat()
-
-        return {"key": self.key, "state": self.state.value, "updated_at": iso(self.updated_at),
-                "attempts": self.attempts, "claim_id": self.claim_id, "lease_until": iso(self.lease_until),
-                "not_before": iso(self.not_before), "due_at": iso(self.due_at), "reason": self.reason,
-                "provider_id": self.provider_id}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
-        def dt(value: Any) -> datetime | None:
-            return None if value is None else datetime.fromisoformat(value)
-
-        updated = dt(data["updated_at"])
-        assert updated is not None
-        return cls(data["key"], LedgerState(data["state"]), updated, int(data.get("attempts", 0)),
-                   data.get("claim_id"), dt(data.get("lease_until")), dt(data.get("not_before")),
-                   dt(data.get("due_at")), data.get("reason"), data.get("provider_id"))
-
-
-def can_claim(entry: LedgerEntry | None, now: datetime, *, replay: bool = False) -> bool:
-    """Whether a claim may take this entry now. The storage layer writes the same rule as its condition:
-
-        attribute_not_exists(PK)
-        OR (state = deferred AND not_before <= :now)
-        OR (state = claimed AND lease_until < :now)          -- the claimant died (crash recovery)
-        OR (:replay AND state = failed_permanent)
-
-    A claimed entry is taken over only after its lease: a worker that crashed
-    between the provider's answer and `mark_sent` may cause one duplicate, which
-    beats losing the message; anything else (redelivery, retries, concurrency)
-    finds the claim and sends nothing.
-    """
-    if entry is None:
-        return True
-    if entry.state is L.DEFERRED:
-        return entry.not_before is None or entry.not_before <= now
-    if entry.state is L.CLAIMED:
-        return entry.lease_until is not None and entry.lease_until < now
-    return replay and entry.state is L.FAILED_PERMANENT
-
-
-def claim(entry: LedgerEntry | None, key: str, claim_id: str, now: datetime, *, lease: timedelta = DEFAULT_LEASE,
-          replay: bool = False) -> LedgerEntry:
-    """The claimed entry; raises LedgerConflict when `can_claim` says no."""
-    if not can_claim(entry, now, replay=replay):
-        raise LedgerConflict(f"{key} is {entry.state if entry else 'absent'}: not claimable now")
-    base = entry or LedgerEntry(key, L.CLAIMED, now)
-    return replace(base, state=L.CLAIMED, updated_at=now, attempts=base.attempts + 1, claim_id=claim_id,
-                   lease_until=now + lease, not_before=None)
-
-
-def _step(entry: LedgerEntry, claim_id: str | None, wanted: LedgerState) -> None:
-    if wanted not in LEDGER_TRANSITIONS[entry.state]:
-        raise LedgerConflict(f"{entry.key}: cannot go from {entry.state} to {wanted}")
-    if entry.state is L.CLAIMED and entry.claim_id != claim_id:
-        raise LedgerConflict(f"{entry.key} is claimed by another worker")
-
-
-def mark_sent(entry: LedgerEntry, claim_id: str, now: datetime, provider_id: str | None = None) -> LedgerEntry:
-    _step(entry, claim_id, L.SENT)
-    return replace(entry, state=L.SENT, updated_at=now, lease_until=None, provider_id=provider_id, reason=None)
-
-
-def mark_deferred(entry: LedgerEntry | None, key: str, claim_id: str | None, until: datetime, now: datetime,
-                  reason: str, due_at: datetime | None = None) -> LedgerEntry:
-    """Wait until `until`. A quiet-hours deferral passes `due_at=until`; a retry keeps the entry's due_at."""
-    base = entry or LedgerEntry(key, L.DEFERRED, now)
-    if entry is not None:
-        _step(entry, claim_id, L.DEFERRED)
-    return replace(base, state=L.DEFERRED, updated_at=now, lease_until=None, not_before=until,
-                   due_at=due_at if due_at is not None else base.due_at, reason=reason)
-
-
-def mark_failed(entry: LedgerEntry, claim_id: str, now: datetime, reason: str) -> LedgerEntry:
-    _step(entry, claim_id, L.FAILED_PERMANENT)
-    return replace(entry, state=L.FAILED_PERMANENT, updated_at=now, lease_until=None, reason=reason)
-
-
-def mark_dropped(entry: LedgerEntry | None, key: str, claim_id: str | None, now: datetime,
-                 reason: str) -> LedgerEntry:
-    base = entry or LedgerEntry(key, L.DROPPED, now)
-    if entry is not None:
-        _step(entry, claim_id, L.DROPPED)
-    return replace(base, state=L.DROPPED, updated_at=now, lease_until=None, not_before=None, reason=reason)
+    steps = [(source, guard) for (source, target), guard in LEDGER_TRANSITIONS.items() if target is to
+             and (guard is Guard.CLAIMANT) == claimant and (replay or guard is not Guard.REPLAY)]
+    if not steps:
+        raise ValueError(f"no ledger step into {to.value} for {'the claimant' if claimant else 'a new claim'}")
+    return steps
 
 
 # --- provider errors and retries -----------------------------------------------------
@@ -807,19 +728,4 @@ def backoff_delay(attempt: int, *, base: float, cap: float, jitter: float = 0.25
     d = min(cap, base * 2.0 ** min(attempt - 1, 64))
     r = (rng or random).random()
     return d * (1 - jitter * r)
-
-
-def after_provider_error(entry: LedgerEntry, claim_id: str, verdict: ErrorVerdict, now: datetime, *,
-                         max_attempts: int = NOTIFY_MAX_ATTEMPTS, rng: random.Random | None = None) -> LedgerEntry:
-    """The entry after a failed provider call: deferred for a backoff, or failed for good.
-
-    The caller sends FAILED_PERMANENT entries to the dead-letter queue and the
-    timeline, and records an opt-out for UNREACHABLE verdicts.
-    """
-    if verdict.retry and entry.attempts < max_attempts:
-        delay = backoff_delay(entry.attempts, base=NOTIFY_RETRY_BASE_S, cap=NOTIFY_RETRY_CAP_S, rng=rng)
-        return mark_deferred(entry, entry.key, claim_id, now + timedelta(seconds=delay), now,
-                             f"retry:{verdict.code}")
-    reason = f"{verdict.cls.value}:{verdict.code}" if not verdict.retry else f"retries_exhausted:{verdict.code}"
-    return mark_failed(entry, claim_id, now, reason)
 

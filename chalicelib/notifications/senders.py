@@ -62,11 +62,6 @@ class Notifier:
         response = self._call("ses", "send_email", **kwargs)
         return Sent(str(response.get("MessageId", "")))
 
-    def is_opted_out(self, phone: str) -> bool:
-        """SNS's own opted-out list (a recipient who replied STOP)."""
-        response = self._call("sns", "check_if_phone_number_is_opted_out", phoneNumber=phone)
-        return bool(response.get("isOptedOut"))
-
     def _call(self, service: str, operation: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 

@@ -1,28 +1,26 @@
 """The tracking page's form posts: CSRF tokens and parsing of the three forms (pure, stdlib only).
 
 A form post carries a `csrf` field minted by `csrf_token` for this tracking
-token: an HMAC of (tracking token, issue time) under the stage secret, valid for
-`max_age_s`. The route layer should also refuse requests the browser marks as
-cross-site (`is_cross_site`). Parsers return a small dataclass or a `FormError`
-whose `kind` is a `render_message` kind, so the route answers with a page in the
-recipient's language.
+token: `<issued>.<mac>`, the stage secret's HMAC of (tracking token, issue time)
+for the `csrf` purpose (`core.signing`), valid for `max_age_s`. The route layer
+should also refuse requests the browser marks as cross-site (`is_cross_site`).
+Parsers return a small dataclass or a `FormError` whose `kind` is a
+`render_message` kind, so the route answers with a page in the recipient's language.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from chalicelib.core.signing import Purpose, Signer, b64decode, b64encode, issued_recently
 from chalicelib.recipient.page import COMMENT_MAX, GATE_CODE_MAX, NOTE_MAX
 
 CSRF_FIELD = "csrf"
 CSRF_MAX_AGE_S = 24 * 3600
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_CSRF_MAC_BYTES = 18  # 24 base64url characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,29 +50,26 @@ class RatingForm:
 # --- CSRF ------------------------------------------------------------------------------
 
 
-def _mac(secret: str, page_token: str, issued: int) -> str:
-    digest = hmac.new(secret.encode(), f"csrf:{page_token}:{issued}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:18]).decode()
-
-
 def csrf_token(secret: str, page_token: str, now_s: int | None = None) -> str:
     """`<issued>.<mac>`, bound to one tracking token; put it in the page's forms."""
     issued = int(time.time()) if now_s is None else now_s
-    return f"{issued}.{_mac(secret, page_token, issued)}"
+    mac = Signer(secret, Purpose.CSRF).mac(f"{page_token}:{issued}", _CSRF_MAC_BYTES)
+    return f"{issued}.{b64encode(mac)}"
 
 
 def check_csrf(secret: str, page_token: str, value: str | None, now_s: int | None = None,
                max_age_s: int = CSRF_MAX_AGE_S) -> bool:
     if not value or len(value) > 64:
         return False
-    issued_text, _, mac = value.partition(".")
-    if not issued_text.isdigit():
+    issued_text, _, encoded_mac = value.partition(".")
+    mac = b64decode(encoded_mac)
+    if not (issued_text.isascii() and issued_text.isdigit()) or mac is None:
         return False
     issued = int(issued_text)
     now = int(time.time()) if now_s is None else now_s
-    if not now - max_age_s <= issued <= now + 60:
+    if not issued_recently(issued, now, max_age_s):
         return False
-    return hmac.compare_digest(mac, _mac(secret, page_token, issued))
+    return Signer(secret, Purpose.CSRF).verify(f"{page_token}:{issued}", mac, _CSRF_MAC_BYTES)
 
 
 def is_cross_site(headers: Mapping[str, str], expected_origin: str | None = None) -> bool:

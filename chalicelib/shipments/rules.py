@@ -19,7 +19,6 @@ MAX_BYTES = 10 * 1024 * 1024
 MIN_BYTES = 100  # smaller than any real photo or drawn signature: an empty or truncated upload
 UPLOAD_TTL_S = 300  # a phone asks right before it uploads
 READ_TTL_S = 300  # a merchant or recipient link to the image
-DEFAULT_FAR_FROM_STOP_M = 150.0
 
 _KEY = re.compile(r"^proof/(?P<merchant>[A-Za-z0-9_]+)/(?P<shipment>[A-Za-z0-9_]+)/"
                   r"(?P<kind>photo|signature)-(?P<nonce>[A-Za-z0-9_-]{22,})\.(?P<ext>jpg|png|webp)$")

@@ -62,11 +62,6 @@ def delivery_id_for(recorded_at: datetime, shipment_id: str, event_id: str) -> s
     return f"whd_{to_ms(recorded_at):013d}_{digest}"
 
 
-def delivery_ms(delivery_id: str) -> int | None:
-    match = DELIVERY_ID.match(delivery_id)
-    return int(match.group(1)) if match else None
-
-
 def due_shard(delivery_id: str) -> int:
     return int(hashlib.sha256(delivery_id.encode()).hexdigest()[:8], 16) % WEBHOOK_DUE_SHARDS
 

@@ -522,14 +522,6 @@ def test_unauthorized_asks_for_basic_credentials() -> None:
     assert fields(error) == ["Authorization"]
 
 
-def test_device_hint_from_headers_query_or_topic() -> None:
-    assert owntracks.device_hint({"X-Limit-U": "jane", "X-Limit-D": "phone"}) == owntracks.DeviceHint("jane", "phone")
-    assert owntracks.device_hint({"x-limit-u": "jane"}, {"d": "tablet"}) == owntracks.DeviceHint("jane", "tablet")
-    assert owntracks.device_hint({}, None, "owntracks/jane/iphone") == owntracks.DeviceHint("jane", "iphone")
-    assert owntracks.device_hint({"X-Limit-D": " "}, None, "owntracks/x") == owntracks.DeviceHint(None, None)
-    assert owntracks.device_hint(None) == owntracks.DeviceHint()
-
-
 def test_response_constants() -> None:
     assert (traccar.SUCCESS_STATUS, traccar.SUCCESS_BODY) == (200, "")
     assert (owntracks.RESPONSE_STATUS, json.loads(owntracks.RESPONSE_BODY)) == (200, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,36 +14,26 @@ from hypothesis import strategies as st
 from chalicelib.core.problems import ProblemsError
 from chalicelib.notifications.rules import (
     DEFAULT_QUIET_HOURS,
-    NOTIFY_MAX_ATTEMPTS,
-    NOTIFY_RETRY_CAP_S,
     RULES,
     Action,
     Channel,
     Contacts,
     DropReason,
     ErrorClass,
-    LedgerConflict,
-    LedgerEntry,
+    Guard,
     LedgerState,
     NotificationPolicy,
     NotifyEvent,
     NotifyKind,
     QuietHours,
-    after_provider_error,
     backoff_delay,
-    can_claim,
-    claim,
     classify_provider_error,
     decide,
     ledger_key,
-    mark_deferred,
-    mark_dropped,
-    mark_failed,
-    mark_sent,
+    ledger_steps,
     occurrence_for,
     offset_changes,
     recipient_zone,
-    released,
 )
 from chalicelib.shipments.lifecycle import ShipmentStatus
 
@@ -249,14 +240,15 @@ def test_released_deferral_is_fresh_and_decided_again():
     until = decide(ev, POLICY, BOTH, set(), night, BERLIN)[0].until
     assert until is not None
     # At release the event is 9 hours old but due at `until`: it goes.
-    again = decide(released(ev, until, S.DELIVERED), POLICY, BOTH, set(), until + timedelta(seconds=5), BERLIN)
+    released = replace(ev, due_at=until, status=S.DELIVERED)  # as dispatch builds a released event
+    again = decide(released, POLICY, BOTH, set(), until + timedelta(seconds=5), BERLIN)
     assert {d.action for d in again} == {Action.SEND}
     # An "out for delivery" held overnight is superseded once the parcel was delivered.
     ofd = event(K.OUT_FOR_DELIVERY, occurred=night, status=S.OUT_FOR_DELIVERY)
-    again = decide(released(ofd, until, S.DELIVERED), POLICY, BOTH, set(), until, BERLIN)
+    again = decide(replace(ofd, due_at=until, status=S.DELIVERED), POLICY, BOTH, set(), until, BERLIN)
     assert {d.reason for d in again} == {DropReason.SUPERSEDED}
     # A release worker that ran two days late does not send a stale message.
-    again = decide(released(ev, until, S.DELIVERED), POLICY, BOTH, set(), until + timedelta(days=2), BERLIN)
+    again = decide(released, POLICY, BOTH, set(), until + timedelta(days=2), BERLIN)
     assert {d.reason for d in again} == {DropReason.STALE}
 
 
@@ -460,62 +452,27 @@ def test_occurrence_per_delivery_date_except_delivered():
 KEY = ledger_key("shp_1", K.OUT_FOR_DELIVERY, Channel.SMS, "2025-06-03")
 
 
-def test_only_the_first_claim_wins():
-    first = claim(None, KEY, "worker-a", NOON)
-    assert first.state is LedgerState.CLAIMED and first.attempts == 1
-    assert first.lease_until == NOON + timedelta(minutes=5)
-    # A redelivered stream record, a Lambda retry or a concurrent worker finds the claim.
-    with pytest.raises(LedgerConflict):
-        claim(first, KEY, "worker-b", NOON + timedelta(seconds=1))
-    sent = mark_sent(first, "worker-a", NOON + timedelta(seconds=2), provider_id="msg-1")
-    assert sent.state is LedgerState.SENT and sent.provider_id == "msg-1"
-    for later in (NOON + timedelta(seconds=3), NOON + timedelta(days=3)):
-        assert not can_claim(sent, later)
-        with pytest.raises(LedgerConflict):
-            claim(sent, KEY, "worker-c", later)
-
-
-def test_only_the_claimant_completes():
-    entry = claim(None, KEY, "worker-a", NOON)
-    with pytest.raises(LedgerConflict):
-        mark_sent(entry, "worker-b", NOON)
-    with pytest.raises(LedgerConflict):
-        mark_failed(entry, "worker-b", NOON, "x")
-
-
-def test_expired_lease_is_taken_over():
-    entry = claim(None, KEY, "worker-a", NOON)
-    assert not can_claim(entry, NOON + timedelta(minutes=5))
-    taken = claim(entry, KEY, "worker-b", NOON + timedelta(minutes=5, seconds=1))
-    assert taken.claim_id == "worker-b" and taken.attempts == 2
-    with pytest.raises(LedgerConflict):
-        mark_sent(taken, "worker-a", NOON)  # the presumed-dead worker woke up: its completion is refused
-
-
-def test_deferred_is_claimable_only_when_due():
-    until = NOON + timedelta(hours=8)
-    deferred = mark_deferred(None, KEY, None, until, NOON, "quiet_hours", due_at=until)
-    assert deferred.state is LedgerState.DEFERRED and deferred.due_at == until
-    assert not can_claim(deferred, until - timedelta(seconds=1))
-    released_claim = claim(deferred, KEY, "worker-a", until)
-    assert released_claim.state is LedgerState.CLAIMED and released_claim.due_at == until
-
-
-def test_final_states():
-    entry = claim(None, KEY, "w", NOON)
-    failed = mark_failed(entry, "w", NOON, "permanent:InvalidParameter")
-    assert not can_claim(failed, NOON + timedelta(days=1))
-    replayed = claim(failed, KEY, "replay-1", NOON + timedelta(days=1), replay=True)
-    assert replayed.state is LedgerState.CLAIMED
-    dropped = mark_dropped(None, KEY, None, NOON, "quiet_hours")
-    assert dropped.state is LedgerState.DROPPED and not can_claim(dropped, NOON, replay=True)
-    with pytest.raises(LedgerConflict):
-        mark_sent(dropped, "w", NOON)
-
-
-def test_ledger_entry_round_trips_through_a_dict():
-    entry = mark_deferred(claim(None, KEY, "w", NOON), KEY, "w", NOON + timedelta(seconds=4), NOON, "retry:Throttling")
-    assert LedgerEntry.from_dict(entry.to_dict()) == entry
+def test_the_ledger_state_machine() -> None:
+    """The one table the DynamoDB ledger builds its conditions from (tests/integration/test_ledger.py runs
+    the same steps against the ledger itself)."""
+    L, G = LedgerState, Guard
+    assert ledger_steps(L.CLAIMED, claimant=False) == [(None, G.ALWAYS), (L.DEFERRED, G.DUE),
+                                                       (L.CLAIMED, G.LEASE_EXPIRED)]
+    assert (L.FAILED_PERMANENT, G.REPLAY) in ledger_steps(L.CLAIMED, claimant=False, replay=True)
+    for final in (L.SENT, L.FAILED_PERMANENT):
+        assert ledger_steps(final, claimant=True) == [(L.CLAIMED, G.CLAIMANT)]  # only the claimant completes
+        with pytest.raises(ValueError):
+            ledger_steps(final, claimant=False)
+    assert ledger_steps(L.DEFERRED, claimant=False) == [(None, G.ALWAYS), (L.DEFERRED, G.DUE)]
+    assert ledger_steps(L.DROPPED, claimant=False) == [(None, G.ALWAYS), (L.DEFERRED, G.DUE)]
+    # Nothing leaves SENT or DROPPED.
+    for to in LedgerState:
+        for claimant in (False, True):
+            try:
+                steps = ledger_steps(to, claimant=claimant, replay=True)
+            except ValueError:
+                continue
+            assert not {source for source, _ in steps} & {L.SENT, L.DROPPED}
 
 
 # --- provider errors and retries ------------------------------------------------------------------
@@ -555,34 +512,6 @@ def test_backoff_grows_then_caps():
     assert delays == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
     with pytest.raises(ValueError):
         backoff_delay(0, base=2, cap=300)
-
-
-def test_transient_errors_retry_until_the_attempts_run_out():
-    rng = random.Random(7)
-    now = NOON
-    entry = claim(None, KEY, "w", now)
-    throttled = classify_provider_error("Throttling", 400)
-    waits = []
-    while True:
-        entry = after_provider_error(entry, "w", throttled, now, rng=rng)
-        if entry.state is LedgerState.FAILED_PERMANENT:
-            break
-        assert entry.state is LedgerState.DEFERRED and entry.reason == "retry:Throttling"
-        assert entry.not_before is not None
-        waits.append((entry.not_before - now).total_seconds())
-        now = entry.not_before
-        entry = claim(entry, KEY, "w", now)
-    assert entry.attempts == NOTIFY_MAX_ATTEMPTS and entry.reason == "retries_exhausted:Throttling"
-    assert len(waits) == NOTIFY_MAX_ATTEMPTS - 1 and max(waits) <= NOTIFY_RETRY_CAP_S
-    assert waits == sorted(waits[:6]) + waits[6:]  # growing while below the cap
-
-
-def test_permanent_error_fails_at_once():
-    entry = claim(None, KEY, "w", NOON)
-    failed = after_provider_error(entry, "w", classify_provider_error("InvalidParameter", 400), NOON)
-    assert failed.state is LedgerState.FAILED_PERMANENT and failed.reason == "permanent:InvalidParameter"
-    gone = after_provider_error(claim(None, KEY, "w", NOON), "w", classify_provider_error("OptedOut"), NOON)
-    assert gone.reason == "unreachable:OptedOut"
 
 
 # --- the day-before reminder's clock -------------------------------------------------

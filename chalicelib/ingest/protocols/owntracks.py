@@ -17,9 +17,8 @@ What the apps send (owntracks.org/booklet, tech/http and tech/json):
   `cmd`, `configuration`, `encrypted`...) are accepted and ignored (`Ignored`);
   encrypted payloads cannot be read (turn encryption off in the app).
 * Credentials: HTTP **Basic** auth (`parse_basic_auth`). The app also sends `X-Limit-U`
-  (user) and `X-Limit-D` (device) headers, and the Recorder accepts `?u=&d=`; with
-  `topic` they are labels only (`device_hint`): the driver is whoever the Basic
-  credentials belong to, never whoever a header names.
+  (user) and `X-Limit-D` (device) headers, and the Recorder accepts `?u=&d=`; they are
+  ignored: the driver is whoever the Basic credentials belong to, never whoever a header names.
 
 What the route answers:
 
@@ -101,14 +100,6 @@ class Ignored:
 
 
 Message = Location | Transition | Ignored
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceHint:
-    """User and device labels the app sends besides its credentials (never used to authenticate)."""
-
-    user: str | None = None
-    device: str | None = None
 
 
 def parse_message(body: bytes | str | None, *, received_ms: int) -> Message:
@@ -237,24 +228,3 @@ def unauthorized() -> DomainError:
     reason = "HTTP Basic credentials of a driver are required"
     return DomainError(ErrorKind.UNAUTHENTICATED, "unauthorized", "Valid Basic credentials are required.",
                        [FieldProblem("Authorization", reason)], auth_scheme="Basic")
-
-
-def device_hint(headers: Mapping[str, str] | None, query: Mapping[str, str] | None = None,
-                topic: str | None = None) -> DeviceHint:
-    """User/device labels: `X-Limit-U`/`X-Limit-D` headers, else `?u=`/`?d=`, else the `topic` (owntracks/u/d)."""
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    params = query or {}
-    from_topic: list[str] = []
-    if topic:
-        segments = topic.split("/")
-        if len(segments) >= 3:
-            from_topic = segments[1:3]
-
-    def pick(header: str, param: str, position: int) -> str | None:
-        for value in (lowered.get(header), params.get(param),
-                      from_topic[position] if from_topic else None):
-            if isinstance(value, str) and value.strip():
-                return value.strip()[:MAX_LABEL_CHARS]
-        return None
-
-    return DeviceHint(pick("x-limit-u", "u", 0), pick("x-limit-d", "d", 1))
