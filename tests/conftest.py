@@ -36,3 +36,9 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real test data not present: {path} (a fresh clone has no ../shared/data)")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The schema fuzz run goes last: it fills the session's shared in-process table with thousands of items,
+    which would slow every later test's transactions (moto copies the table for each one)."""
+    items.sort(key=lambda item: item.get_closest_marker("fuzz") is not None)

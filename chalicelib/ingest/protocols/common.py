@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from chalicelib.core.errors import DomainError, ErrorKind, FieldProblem
+from chalicelib.core.types import EARLIEST, LATEST
 from chalicelib.ingest.models import parse_ping
 from chalicelib.ingest.rules import Fix, ItemResult
 
@@ -128,6 +129,19 @@ def parse_time_ms(value: object) -> int:
         except ValueError as exc:
             raise ValueError(f"not a valid date-time: {exc}") from None
     raise ValueError("expected epoch seconds or milliseconds, ISO 8601, or yyyy-MM-dd HH:mm:ss")
+
+
+_EARLIEST_MS = (EARLIEST - _EPOCH) // timedelta(milliseconds=1)
+_LATEST_MS = (LATEST - _EPOCH) // timedelta(milliseconds=1)
+
+
+def parse_event_time_ms(value: object) -> int:
+    """`parse_time_ms` for a time that is not a fix (an OwnTracks transition's `tst`, `wtst`): also within the
+    range every edge time must be in (1970 to 2099), as a fix's time is through the fix validator."""
+    ms = parse_time_ms(value)
+    if not _EARLIEST_MS <= ms < _LATEST_MS:
+        raise ValueError("outside 1970-01-01 to 2099-12-31")
+    return ms
 
 
 def _to_ms(moment: datetime) -> int:
