@@ -56,3 +56,9 @@ def dynamodb_local() -> Iterator[str]:
         pytest.skip(f"DynamoDB Local is not installed and cannot be: {exc}")
     with engine.DynamoDBLocal() as server:
         yield server.url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The schema fuzz run goes last: it fills the session's shared in-process table with thousands of items,
+    which would slow every later test's transactions (moto copies the table for each one)."""
+    items.sort(key=lambda item: item.get_closest_marker("fuzz") is not None)

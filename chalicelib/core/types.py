@@ -1,18 +1,106 @@
-"""Shared pydantic field types and the strict base model of every merchant request."""
+"""Shared pydantic field types and the strict base model of every merchant request.
+
+Times and days at the edge are strict and bounded: `Instant` is an RFC 3339 date-time string with an offset,
+`Day` an ISO 8601 `YYYY-MM-DD` string, both between 1970 and 2099 (`EARLIEST`, `LATEST`). Pydantic alone would
+read `0` or `0.5` as Unix times, and accepts year 1 or 9999, whose conversion to UTC or to epoch milliseconds
+later raises `OverflowError`. `FixTime` (a ping's fix time) also takes epoch seconds or milliseconds, as the
+README promises phones. What every JSON value must be (text, integer and float ranges) is decided once, before
+these types, by `chalicelib.core.json_input`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
+    WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$")
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RANGE = "between 1970-01-01T00:00:00Z and 2099-12-31T23:59:59Z"
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """Only an RFC 3339 string (with an offset) reaches pydantic's datetime parser: no epoch numbers."""
+    if isinstance(value, datetime):
+        return value  # built in code, not read from a request
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-21T16:00:00Z")
+    return value
+
+
+def _fix_time_input(value: Any) -> Any:
+    """A ping's fix time: an RFC 3339 string or epoch seconds / milliseconds as a JSON number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return _rfc3339_text(value)
+
+
+def _in_range(value: datetime) -> datetime:
+    try:  # aware comparisons subtract offsets as timedeltas: no OverflowError near year 1 or 9999
+        inside = EARLIEST <= value < LATEST
+    except (OverflowError, TypeError):
+        inside = False
+    if not inside:
+        raise ValueError(f"must be {_RANGE}")
+    return value
+
+
+def _iso_day_text(value: Any) -> Any:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+def _day_in_range(value: date) -> date:
+    if not EARLIEST.date() <= value < LATEST.date():
+        raise ValueError("must be between 1970-01-01 and 2099-12-31")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_range)]
+"""A moment sent by a client: RFC 3339 with an offset, 1970 to 2099."""
+
+
+FixTime = Annotated[AwareDatetime, BeforeValidator(_fix_time_input), AfterValidator(_in_range),
+                    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"},
+                                              {"type": "number", "minimum": 0,
+                                               "description": "epoch seconds, or milliseconds when above 2e10"}]})]
+"""A ping's fix time: RFC 3339 with an offset, or epoch seconds / milliseconds; 1970 to 2099."""
+
+
+Day = Annotated[date, BeforeValidator(_iso_day_text), AfterValidator(_day_in_range)]
+"""A calendar day sent by a client: YYYY-MM-DD, 1970 to 2099."""
+
+
+_DIGITS = re.compile(r"^[0-9]{1,15}$")
+
+
+def _digits(value: Any) -> Any:
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_digits)]
+"""A whole number in a query string: digits only (pydantic alone reads `1.0`, ` 5` and `+5` as integers)."""
 
 Latitude = Annotated[float, Strict(), Field(ge=-90, le=90, allow_inf_nan=False, description="WGS84 degrees")]
 
@@ -72,3 +160,15 @@ class Strict_(BaseModel):
 class Location(Strict_):
     lat: Latitude
     lng: Longitude
+
+
+BLAMED = "blamed_field"  # the pydantic error type of `blame`
+
+
+def blame(field_name: str, message: str) -> PydanticCustomError:
+    """A model validator's error that names the field at fault (relative to the model), not the whole model.
+
+    `chalicelib.http.routes.problems_from` appends `field_name` to the error's location, so a reversed window
+    is reported at `time_window.end`, not at `time_window`.
+    """
+    return PydanticCustomError(BLAMED, message, {"field": field_name})

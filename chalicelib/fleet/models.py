@@ -22,9 +22,11 @@ from chalicelib.core.types import (
     HexColour,
     HttpsUrl,
     LocaleTag,
+    QueryInt,
     ShortText,
     Strict_,
     TimeZoneName,
+    blame,
 )
 from chalicelib.geo.cells import MAX_NEARBY_RADIUS_M
 
@@ -77,7 +79,7 @@ class OfferedWindow(Strict_):
     @model_validator(mode="after")
     def _ordered(self) -> OfferedWindow:
         if self.end_time <= self.start_time:
-            raise ValueError("end_time must be after start_time")
+            raise blame("end_time", "end_time must be after start_time")
         return self
 
 
@@ -100,9 +102,9 @@ class RescheduleOptions(Strict_):
     @model_validator(mode="after")
     def _unique(self) -> RescheduleOptions:
         if len(set(self.weekdays)) != len(self.weekdays):
-            raise ValueError("weekdays must not repeat")
+            raise blame("weekdays", "weekdays must not repeat")
         if len({w.id for w in self.windows}) != len(self.windows):
-            raise ValueError("window ids must not repeat")
+            raise blame("windows", "window ids must not repeat")
         return self
 
 
@@ -214,7 +216,7 @@ class DeviceRegistration(BaseModel):
 
 class EventsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    limit: Annotated[int, Field(ge=1, le=500)] = 100
+    limit: Annotated[QueryInt, Field(ge=1, le=500)] = 100
 
 
 class NearbyQuery(BaseModel):
@@ -222,4 +224,4 @@ class NearbyQuery(BaseModel):
     lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
     lng: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
     radius_m: Annotated[float, Field(gt=0, le=MAX_NEARBY_RADIUS_M, allow_inf_nan=False)] = 1000
-    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    limit: Annotated[QueryInt, Field(ge=1, le=100)] = 20

@@ -6,8 +6,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalicelib.core.types import QueryInt
+
 
 class Paging(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    limit: Annotated[QueryInt, Field(ge=1, le=100)] = 50
     cursor: Annotated[str, Field(max_length=2000)] | None = None

@@ -12,7 +12,6 @@ This package imports no feature: how a caller is authenticated and how an error 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +21,10 @@ from urllib.parse import parse_qs
 from chalice.app import Blueprint, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from chalicelib.core import errors
+from chalicelib.core import errors, json_input
 from chalicelib.core.errors import DomainError, ErrorKind
 from chalicelib.core.observability import logger
+from chalicelib.core.types import BLAMED
 from chalicelib.http.errors import error_response, internal_error
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -32,6 +32,18 @@ MAX_FORM_BYTES = 16 * 1024
 Auth = Literal["merchant", "driver", "none"]
 WebErrors = Literal["html", "json"]
 _FORM_TYPE = re.compile(r"^\s*application/x-www-form-urlencoded\s*(;|$)", re.I)
+# application/json or any +json type, with at most a UTF-8 charset parameter.
+_JSON_TYPE = re.compile(r"^\s*application/(?:[\w.+-]+\+)?json\s*(?:;\s*charset\s*=\s*\"?utf-8\"?\s*)?;?\s*$", re.I)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A success status a route answers besides its main one (e.g. 200 for an idempotent replay)."""
+
+    status: int
+    description: str
+    headers: tuple[str, ...] = ()  # response headers it carries
 
 
 @dataclass
@@ -49,6 +61,28 @@ class RouteSpec:
     body_doc: type[BaseModel] | None = None
     extra_headers: tuple[str, ...] = ()
     optional_body: bool = False  # an empty body means the body model's defaults
+    also: tuple[Answer, ...] = ()
+    reads_body: bool = False  # body, body_doc or a raw body the view reads
+
+    def all_error_statuses(self) -> tuple[int, ...]:
+        """Every error status this route can answer: those the view declares and those the edge adds.
+
+        The edge answers 401 on authenticated routes; 400 (malformed JSON), 413, 415 and 422 on routes with a
+        body; 422 on routes with query parameters (400 too when one is a paging cursor); 404 on routes with a
+        path id; and 503 everywhere (every route reads storage, if only to authenticate).
+        """
+        found = set(self.error_statuses) | {503}
+        if self.auth != "none":
+            found.add(401)
+        if self.reads_body:
+            found |= {400, 413, 415, 422}
+        if self.query is not None:
+            found.add(422)
+            if "cursor" in self.query.model_fields:
+                found.add(400)
+        if "{" in self.path:
+            found.add(404)
+        return tuple(sorted(found))
 
 
 @dataclass
@@ -64,9 +98,9 @@ class Call:
 
     def idempotency_key(self) -> str | None:
         key = self.headers.get("idempotency-key")
-        if key is not None and not 1 <= len(key) <= 255:
-            raise errors.bad_request("Idempotency-Key must be 1 to 255 characters.", "Idempotency-Key",
-                                     "1 to 255 characters")
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise errors.bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters.",
+                                     "Idempotency-Key", "1 to 255 printable ASCII characters")
         return key
 
 
@@ -84,9 +118,13 @@ class WebCall:
 
 
 def problems_from(exc: ValidationError, prefix: str = "") -> list[errors.FieldProblem]:
+    """Pydantic's errors as field problems; a model validator's `blame` names the field it blames."""
     out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        parts = [str(p) for p in err["loc"]]
+        if err["type"] == BLAMED and (err.get("ctx") or {}).get("field"):
+            parts.append(str(err["ctx"]["field"]))
+        loc = ".".join(parts)
         name = f"{prefix}.{loc}" if prefix and loc else (loc or prefix or "body")
         out.append(errors.FieldProblem(name, err["msg"]))
     return out
@@ -97,15 +135,41 @@ def json_response(model: BaseModel, status: int = 200, extra_headers: dict[str, 
     return Response(body=model.model_dump_json(), status_code=status, headers=headers)
 
 
+def check_json_content_type(content_type: str | None) -> None:
+    """415 unless the body is declared JSON (`application/json` or `application/*+json`, UTF-8 at most)."""
+    if content_type is None or not _JSON_TYPE.match(content_type):
+        raise DomainError(ErrorKind.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                          "Send the body as application/json (UTF-8).",
+                          [errors.FieldProblem("Content-Type", "must be application/json")])
+
+
 def parse_json_body(raw: bytes | None) -> Any:
+    """A request body under the strict JSON rules of `chalicelib.core.json_input` (400 naming the rule)."""
     if raw is None or raw == b"":
         raise errors.bad_request("The request body is empty; a JSON object is required.", "body", "required")
     if len(raw) > MAX_BODY_BYTES:
         raise errors.payload_too_large(MAX_BODY_BYTES)
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.bad_request("The request body is not valid JSON.", "body", str(exc)[:200]) from None
+    return json_input.loads(raw)
+
+
+def parse_query(params: Any) -> dict[str, str]:
+    """Query parameters as {name: value}: a repeated name or text that is not plain Unicode is refused (422)."""
+    problems: list[errors.FieldProblem] = []
+    out: dict[str, str] = {}
+    getlist = getattr(params, "getlist", None)
+    for name in list(params or {}):
+        values = getlist(name) if callable(getlist) else [params[name]]
+        if (reason := json_input.text_problem(name)) is not None:
+            problems.append(errors.FieldProblem("query", f"a parameter name {reason}"))
+        elif len(values) != 1:
+            problems.append(errors.FieldProblem(name, "given more than once"))
+        elif (reason := json_input.text_problem(values[0])) is not None:
+            problems.append(errors.FieldProblem(name, reason))
+        else:
+            out[name] = values[0]
+    if problems:
+        raise errors.validation_failed(problems)
+    return out
 
 
 def parse_form(body: bytes | str | None) -> dict[str, str] | None:
@@ -186,15 +250,23 @@ class Routes:
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, errors_: tuple[int, ...] = (),
               body_doc: type[BaseModel] | None = None, extra_headers: tuple[str, ...] = (),
-              raw_body: bool = False, optional_body: bool = False
-              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+              raw_body: bool = False, optional_body: bool = False, screen_values: bool = True,
+              also: tuple[Answer, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a JSON API view `view(call: Call, **path_params)`.
+
+        A body (`body`, or `raw_body=True` for views that read it themselves) must be declared JSON (415), at
+        most 1 MB (413), and strict JSON (400: see `chalicelib.core.json_input`); its values are screened
+        (422 naming the field) unless `screen_values=False`, for a view that screens each item itself so that
+        one bad item is refused alone (the ping batch).
+        """
         spec = RouteSpec(path, method, summary, tag, auth, body, query, response, status, errors_,
-                         body_doc, extra_headers, optional_body)
+                         body_doc, extra_headers, optional_body, also,
+                         reads_body=body is not None or body_doc is not None or raw_body)
         SPECS.append(spec)
 
         def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
             def handler(**path_params: str) -> Response:
-                return self._handle(spec, view, raw_body, path_params)
+                return self._handle(spec, view, raw_body, screen_values, path_params)
 
             handler.__name__ = view.__name__
             self.blueprint.route(path, methods=[method], content_types=["*/*"])(handler)
@@ -202,28 +274,26 @@ class Routes:
 
         return decorator
 
-    def _handle(self, spec: RouteSpec, view: Callable[..., Any], wants_raw: bool,
+    def _handle(self, spec: RouteSpec, view: Callable[..., Any], wants_raw: bool, screen_values: bool,
                 path_params: dict[str, str]) -> Response:
         request = self.current_request()
         try:
             call = Call(headers={k.lower(): v for k, v in request.headers.items()})
             if spec.auth != "none":
                 call.merchant_id, call.driver_id = _authenticate(spec.auth, call.headers.get("authorization"))
-            if spec.optional_body and spec.body is not None and not (request.raw_body or b"").strip():
+            raw = request.raw_body or b""
+            if isinstance(raw, str):
+                raw = raw.encode()
+            if spec.optional_body and spec.body is not None and not raw.strip():
                 call.body = spec.body()  # every field of an optional body has a default
             elif spec.body is not None or wants_raw:
-                raw = request.raw_body or b""
-                if isinstance(raw, str):
-                    raw = raw.encode()
                 if len(raw) > MAX_BODY_BYTES:
                     raise errors.payload_too_large(MAX_BODY_BYTES)
-                content_type = call.headers.get("content-type", "application/json")
-                if not re.match(r"^\s*application/([\w.+-]+\+)?json\s*(;|$)", content_type, re.I):
-                    raise DomainError(ErrorKind.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
-                                      "Send the body as application/json.",
-                                      [errors.FieldProblem("Content-Type", "must be application/json")])
+                check_json_content_type(call.headers.get("content-type"))
                 call.raw_body = raw
                 data = parse_json_body(raw)
+                if screen_values:
+                    json_input.refuse_values(data)
                 if spec.body is not None:
                     try:
                         call.body = spec.body.model_validate(data)
@@ -233,7 +303,7 @@ class Routes:
                     call.body = data
             if spec.query is not None:
                 try:
-                    call.query = spec.query.model_validate(dict(request.query_params or {}))
+                    call.query = spec.query.model_validate(parse_query(request.query_params))
                 except ValidationError as exc:
                     raise errors.validation_failed(problems_from(exc)) from None
             result = view(call, **path_params)

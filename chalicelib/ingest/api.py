@@ -33,7 +33,7 @@ def _count(result: PingBatchResult) -> None:
 
 @routes.route("/v1/driver/pings", "POST", summary="Post 1 to 500 location fixes (idempotent per fix time)",
               tag="driver", auth="driver", response=PingBatchResult, body_doc=PingBatch, raw_body=True,
-              errors_=(400, 401, 413, 415, 422, 503))
+              screen_values=False, errors_=(400, 401, 413, 415, 422, 503))
 def post_pings(call: Call) -> PingBatchResult:
     from chalicelib.ingest import service
 

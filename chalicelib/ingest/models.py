@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -13,8 +12,9 @@ from pydantic import (
     ValidationError,
 )
 
+from chalicelib.core.json_input import value_problems
 from chalicelib.core.times import to_ms
-from chalicelib.core.types import Latitude, Longitude
+from chalicelib.core.types import FixTime, Latitude, Longitude
 from chalicelib.ingest.rules import Fix, ItemResult
 
 
@@ -25,7 +25,7 @@ class PingIn(BaseModel):
 
     lat: Latitude
     lng: Longitude
-    fix_time: AwareDatetime = Field(description="When the fix was taken: RFC 3339 with offset, or epoch s/ms")
+    fix_time: FixTime = Field(description="When the fix was taken: RFC 3339 with offset, or epoch s/ms")
     accuracy: Annotated[float, Strict(), Field(ge=0, le=100_000, allow_inf_nan=False)] | None = Field(
         default=None, description="Horizontal accuracy radius, metres"
     )
@@ -44,7 +44,14 @@ class PingIn(BaseModel):
 
 
 def parse_ping(index: int, raw: object) -> Fix | ItemResult:
-    """Validate one item of a batch; a bad item becomes a per-item rejection naming the field."""
+    """Validate one item of a batch; a bad item becomes a per-item rejection naming the field.
+
+    The item's values are screened first (`chalicelib.core.json_input`: text, integer and float ranges DynamoDB
+    can store), here rather than for the whole body, so that one bad item is refused alone.
+    """
+    screened = value_problems(raw)
+    if screened:
+        return ItemResult(index, "rejected", None, screened[0].field, screened[0].reason)
     try:
         ping = PingIn.model_validate(raw)
     except ValidationError as exc:

@@ -32,6 +32,9 @@ def replace_notification_settings(repo: Repository, merchant_id: str, body: Any)
 
     if not isinstance(body, dict) or set(body) - {"policy", "templates"}:
         raise errors.validation_failed([errors.FieldProblem("body", "an object with policy and/or templates")])
+    odd = [name for name in ("policy", "templates") if not isinstance(body.get(name), dict | None)]
+    if odd:
+        raise errors.validation_failed([errors.FieldProblem(name, "must be an object") for name in odd])
     try:
         policy = NotificationPolicy.from_dict(body.get("policy") or {}, "policy")
         templates = TemplateSet.from_dict(body.get("templates") or {}, "templates")

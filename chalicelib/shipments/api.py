@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
-from chalicelib.http.routes import Call, Routes, json_response
+from chalicelib.http.routes import Answer, Call, Routes, json_response
 from chalicelib.shipments.models import (
     DriverStatusResult,
     DriverStatusUpdate,
@@ -34,7 +34,9 @@ routes = Routes(blueprint)
 
 @routes.route("/v1/shipments", "POST", summary="Create a shipment (idempotent with Idempotency-Key)",
               tag="shipments", body=ShipmentCreate, response=ShipmentOut, status=201,
-              errors_=(400, 401, 413, 415, 422), extra_headers=("Idempotency-Key",))
+              errors_=(400, 401, 413, 415, 422), extra_headers=("Idempotency-Key",),
+              also=(Answer(200, "A replay: the shipment an earlier request with the same Idempotency-Key created",
+                           ("Location", "Idempotent-Replayed")),))
 def create_shipment(call: Call) -> Response:
     from chalicelib.shipments import service
 

@@ -6,14 +6,25 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     Field,
     Strict,
     model_validator,
 )
 
-from chalicelib.core.types import E164Phone, Email, FenceRadius, LocaleTag, Location, ShortText, Strict_, TimeZoneName
+from chalicelib.core.types import (
+    Day,
+    E164Phone,
+    Email,
+    FenceRadius,
+    Instant,
+    LocaleTag,
+    Location,
+    ShortText,
+    Strict_,
+    TimeZoneName,
+    blame,
+)
 from chalicelib.http.paging import Paging
 from chalicelib.shipments.failures import FAILURE_REASONS, FailureReason, failure_reason_label
 from chalicelib.shipments.lifecycle import ShipmentStatus
@@ -40,13 +51,13 @@ class Address(Strict_):
 
 
 class TimeWindow(Strict_):
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeWindow:
         if self.end <= self.start:
-            raise ValueError("end must be after start")
+            raise blame("end", "end must be after start")
         return self
 
 
@@ -55,7 +66,7 @@ class ShipmentCreate(Strict_):
     address: Address
     location: Location
     time_window: TimeWindow | None = None
-    delivery_date: date | None = Field(
+    delivery_date: Day | None = Field(
         default=None, description="Defaults to the date of time_window.start (UTC), else today (UTC)."
     )
     instructions: Annotated[str, Field(max_length=1000)] | None = None
@@ -155,7 +166,7 @@ class DriverStatusUpdate(Strict_):
     """A status change reported by the driver's phone, stamped with when it happened (it may arrive late)."""
 
     status: Literal["arrived", "delivered", "failed"]
-    occurred_at: AwareDatetime = Field(description="When it happened on the phone; may be up to 7 days old")
+    occurred_at: Instant = Field(description="When it happened on the phone; may be up to 7 days old")
     reason: FailureReason | None = Field(default=None, description="Required when status is failed: "
                                          + REASON_CODES)
     note: Annotated[str, Field(max_length=500)] | None = None
@@ -169,9 +180,11 @@ class DriverStatusUpdate(Strict_):
     @model_validator(mode="after")
     def _reason_iff_failed(self) -> DriverStatusUpdate:
         if (self.status == "failed") != (self.reason is not None):
-            raise ValueError("reason is required when status is failed, and only then")
-        if self.status != "delivered" and (self.proof_keys or self.recipient_name or self.contactless):
-            raise ValueError("proof_keys, recipient_name and contactless belong to a delivered update only")
+            raise blame("reason", "reason is required when status is failed, and only then")
+        if self.status != "delivered":
+            for name in ("proof_keys", "recipient_name", "contactless"):
+                if getattr(self, name):
+                    raise blame(name, "proof_keys, recipient_name and contactless belong to a delivered update only")
         return self
 
 
@@ -208,14 +221,14 @@ class DriverStatusResult(BaseModel):
 
 class RouteCreate(Strict_):
     driver_id: str
-    day: date
-    planned_start: AwareDatetime
+    day: Day
+    planned_start: Instant
     shipment_ids: Annotated[list[str], Field(min_length=1, max_length=300)]
 
     @model_validator(mode="after")
     def _unique(self) -> RouteCreate:
         if len(set(self.shipment_ids)) != len(self.shipment_ids):
-            raise ValueError("shipment_ids must not repeat")
+            raise blame("shipment_ids", "shipment_ids must not repeat")
         return self
 
 
@@ -237,5 +250,5 @@ class RouteOut(BaseModel):
 
 class ShipmentQuery(Paging):
     status: ShipmentStatus | None = None
-    date_from: date | None = None
-    date_to: date | None = None
+    date_from: Day | None = Field(default=None, description="YYYY-MM-DD")
+    date_to: Day | None = Field(default=None, description="YYYY-MM-DD")

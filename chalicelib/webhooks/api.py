@@ -13,7 +13,7 @@ from chalice.app import Blueprint, Rate, Response
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.observability import flushes_metrics
-from chalicelib.http.routes import Call, Routes, json_response
+from chalicelib.http.routes import Answer, Call, Routes, json_response
 from chalicelib.storage import get_repository
 from chalicelib.webhooks.models import (
     WebhookDeliveryDetail,
@@ -41,7 +41,8 @@ def get_webhook(call: Call) -> WebhookEndpointOut:
 
 @routes.route("/v1/webhook", "PUT", summary="Create (201, with the signing secret once) or replace the webhook "
               "endpoint",
-              tag="webhooks", body=WebhookEndpointIn, response=WebhookEndpointOut, errors_=(400, 401, 413, 415, 422))
+              tag="webhooks", body=WebhookEndpointIn, response=WebhookEndpointOut, errors_=(400, 401, 413, 415, 422),
+              also=(Answer(201, "Created: the answer carries the signing secret, once"),))
 def put_webhook(call: Call) -> Response:
     from chalicelib.webhooks import service
 

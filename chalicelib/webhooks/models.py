@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,7 +13,7 @@ from pydantic import (
     field_validator,
 )
 
-from chalicelib.core.types import Email, Strict_
+from chalicelib.core.types import Email, Instant, QueryInt, Strict_
 
 # The timeline event types a webhook can carry (the `type` of /v1/shipments/{id}/timeline events).
 WebhookEventType = Literal[
@@ -108,10 +107,10 @@ def _after_from(value: datetime | None, info: ValidationInfo) -> datetime | None
 
 class WebhookDeliveryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_: AwareDatetime | None = Field(default=None, alias="from", description="Created at or after (RFC 3339)")
-    to: AwareDatetime | None = Field(default=None, description="Created at or before (RFC 3339)")
+    from_: Instant | None = Field(default=None, alias="from", description="Created at or after (RFC 3339)")
+    to: Instant | None = Field(default=None, description="Created at or before (RFC 3339)")
     state: WebhookDeliveryState | None = None
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    limit: Annotated[QueryInt, Field(ge=1, le=100)] = 50
     cursor: Annotated[str, Field(max_length=2000)] | None = None
 
     _to_after_from = field_validator("to")(_after_from)
@@ -121,8 +120,8 @@ class WebhookReplayRange(Strict_):
     """Send again every delivery created in [from, to] (at most 7 days and 1000 deliveries)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_: AwareDatetime = Field(alias="from")
-    to: AwareDatetime
+    from_: Instant = Field(alias="from", description="RFC 3339")
+    to: Instant = Field(description="RFC 3339; at most 7 days after from")
 
     @field_validator("to")
     @classmethod

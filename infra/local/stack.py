@@ -365,9 +365,10 @@ class LocalStack:
             # The venv's moto_server, by path: an older system one may come first on PATH.
             moto = self._spawn("moto", [str(bin_dir / "moto_server"), "-H", HOST, "-p", str(self.moto_port)], env)
             # chalice does not talk to AWS until a request arrives, so it starts while moto warms up.
-            chalice = self._spawn("chalice", [str(bin_dir / "chalice"), "local", "--no-autoreload", "--stage",
-                                              self.stage, "--host", HOST, "--port", str(self.port)], env,
-                                  redact=True)
+            # `chalice local`, passing every HTTP method to the app (TRACE answers its JSON 405, not a 501 page).
+            chalice = self._spawn("chalice", [str(bin_dir / "python"), "-m", "infra.local.api_server", "local",
+                                              "--no-autoreload", "--stage", self.stage, "--host", HOST,
+                                              "--port", str(self.port)], env, redact=True)
             deadline = time.monotonic() + self.startup_timeout
             self._wait_until(moto, f"{self.moto_url}/moto-api/", deadline, any_status=True)
             self._wait_until(dynamodb, self.dynamodb_url, deadline, any_status=True)

@@ -81,3 +81,20 @@ def test_another_merchant_gets_404_for_every_demo_resource(stack: LocalStack, de
     # Nothing the other merchant tried changed the demo merchant's data.
     mine = api(demo, "GET", f"/v1/shipments/{sid}")
     assert mine.status == 200 and mine.body["status"] == "out_for_delivery" and mine.body["route_id"] == rid
+
+
+def test_unknown_methods_answer_the_json_405_over_http(demo: dict[str, Any]) -> None:
+    """`chalice local` alone answered TRACE with a 501 HTML page; the stack hands every method to the app."""
+    import http.client
+    import json
+
+    parts = urllib.parse.urlsplit(demo["base_url"])
+    for method in ("TRACE", "PROPFIND"):
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        connection.request(method, "/v1/shipments", headers={"Authorization": f"Bearer {demo['merchant_api_key']}"})
+        answer = connection.getresponse()
+        body = answer.read()
+        connection.close()
+        assert (answer.status, answer.getheader("Content-Type")) == (405, "application/json"), (method, body)
+        assert json.loads(body)["error"]["code"] == "method_not_allowed"
+        assert set(answer.getheader("Allow", "").replace(" ", "").split(",")) == {"GET", "POST"}

@@ -156,7 +156,7 @@ def test_merchant_settings_validate_branding_expiry_visibility_and_reschedule_of
         ({"time_zone": "Mars/Olympus_Mons"}, "time_zone"),
         ({"locale": "english"}, "locale"),
         ({"reschedule_options": {"windows": [{"id": "am", "start_time": "12:00", "end_time": "09:00"}]}},
-         "reschedule_options.windows.0"),
+         "reschedule_options.windows.0.end_time"),
         ({"reschedule_options": {"windows": [{"id": "am", "start_time": "9:00", "end_time": "12:00"}]}},
          "reschedule_options.windows.0.start_time"),
         ({"reschedule_options": {"weekdays": [8]}}, "reschedule_options.weekdays.0"),

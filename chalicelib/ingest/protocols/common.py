@@ -18,6 +18,7 @@ from datetime import datetime
 
 from chalicelib.core.errors import DomainError, ErrorKind, FieldProblem
 from chalicelib.core.times import from_ms, to_ms
+from chalicelib.core.types import EARLIEST, LATEST
 from chalicelib.ingest.models import parse_ping
 from chalicelib.ingest.rules import Fix, ItemResult
 
@@ -128,6 +129,19 @@ def parse_time_ms(value: object) -> int:
         except ValueError as exc:
             raise ValueError(f"not a valid date-time: {exc}") from None
     raise ValueError("expected epoch seconds or milliseconds, ISO 8601, or yyyy-MM-dd HH:mm:ss")
+
+
+_EARLIEST_MS = to_ms(EARLIEST)
+_LATEST_MS = to_ms(LATEST)
+
+
+def parse_event_time_ms(value: object) -> int:
+    """`parse_time_ms` for a time that is not a fix (an OwnTracks transition's `tst`, `wtst`): also within the
+    range every edge time must be in (1970 to 2099), as a fix's time is through the fix validator."""
+    ms = parse_time_ms(value)
+    if not _EARLIEST_MS <= ms < _LATEST_MS:
+        raise ValueError("outside 1970-01-01 to 2099-12-31")
+    return ms
 
 
 def rfc3339(ms: int) -> str:

@@ -46,12 +46,12 @@ validator), through `_common.NativeItem.check`; see `TraccarRequest`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+from chalicelib.core import json_input
 from chalicelib.core.errors import DomainError, ErrorKind, FieldProblem
 from chalicelib.ingest.protocols.common import (
     KNOT_MPS,
@@ -167,6 +167,8 @@ def _device_id(raw: object, field_name: str) -> str:
         raise bad_request(field_name, f"at most {MAX_DEVICE_ID_CHARS} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise bad_request(field_name, "must not contain control characters")
+    if (reason := json_input.text_problem(text)) is not None:
+        raise bad_request(field_name, reason)
     return text
 
 
@@ -239,12 +241,11 @@ def _decode_query(params: Mapping[str, list[str]], now_ms: int) -> TraccarReques
 
 
 def _decode_json(data: bytes, params: Mapping[str, list[str]]) -> TraccarRequest:
-    try:
-        root = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request("body", f"not valid JSON ({exc})") from None
+    root = json_input.loads(data)  # 400 for a BOM, duplicate keys, NaN, deep nesting, not JSON
     if not isinstance(root, dict):
         raise bad_request("body", "expected a JSON object with location and device_id")
+    # Text outside the fixes is refused whole (422); a fix's own text drops that fix alone (below).
+    json_input.refuse_values({k: v for k, v in root.items() if k != "location"}, numbers=False)
     raw_id: object = root.get("device_id")
     id_field = "device_id"
     if raw_id is None or raw_id == "":
@@ -269,6 +270,10 @@ def _decode_json(data: bytes, params: Mapping[str, list[str]]) -> TraccarRequest
     for index, (where, entry) in enumerate(entries):
         if not isinstance(entry, dict):
             request.dropped.append(ItemResult(index, "rejected", None, where, "expected an object"))
+            continue
+        text = json_input.value_problems(entry, where, numbers=False)
+        if text:
+            request.dropped.append(ItemResult(index, "rejected", None, text[0].field, text[0].reason))
             continue
         request.attributes = {k: v for k, v in entry.items() if k not in ("coords", "timestamp", "battery", "_")}
         item = _json_item(where, entry)

@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from chalicelib.core import json_input
 from chalicelib.core.errors import DomainError, ErrorKind, FieldProblem
 from chalicelib.ingest.protocols.common import (
     KMH_MPS,
@@ -50,7 +50,7 @@ from chalicelib.ingest.protocols.common import (
     as_bytes,
     bad_request,
     number,
-    parse_time_ms,
+    parse_event_time_ms,
     refusal,
     scaled,
 )
@@ -103,17 +103,16 @@ Message = Location | Transition | Ignored
 
 
 def parse_message(body: bytes | str | None, *, received_ms: int) -> Message:
-    """Decode one HTTP-mode POST body. Raises `DomainError` 400 (naming the field) or 413.
+    """Decode one HTTP-mode POST body. Raises `DomainError` 400 (naming the field), 413, or 422 for text that is
+    not plain Unicode (a lone surrogate, a control character: `chalicelib.core.json_input`).
 
     `received_ms` is the receive time, used when a location or transition has no `tst`.
     """
     data = as_bytes(body)
     if not data.strip():
         return Ignored(None, "empty body")
-    try:
-        root = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request("body", f"not valid JSON ({exc})") from None
+    root = json_input.loads(data)  # 400 for a BOM, duplicate keys, NaN, deep nesting, not JSON
+    json_input.refuse_values(root, numbers=False)  # numbers are judged by the fix validator, as in every fix
     if not isinstance(root, dict):
         raise bad_request("body", "expected a JSON object")
     kind = root.get("_type")
@@ -169,7 +168,7 @@ def _transition(root: Mapping[str, object], received_ms: int) -> Transition:
     if root.get("lat") is None and root.get("lon") is None:
         raw_tst = root.get("tst")
         try:
-            occurred_ms = received_ms if raw_tst is None or raw_tst == "" else parse_time_ms(raw_tst)
+            occurred_ms = received_ms if raw_tst is None or raw_tst == "" else parse_event_time_ms(raw_tst)
         except ValueError as exc:
             raise bad_request("tst", str(exc)) from None
     else:
@@ -182,7 +181,7 @@ def _transition(root: Mapping[str, object], received_ms: int) -> Transition:
     waypoint_ms = None
     if root.get("wtst") is not None:
         try:
-            waypoint_ms = parse_time_ms(root.get("wtst"))
+            waypoint_ms = parse_event_time_ms(root.get("wtst"))
         except ValueError as exc:
             raise bad_request("wtst", str(exc)) from None
     return Transition("enter" if event == "enter" else "leave", occurred_ms,

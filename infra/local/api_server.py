@@ -1,0 +1,49 @@
+"""`chalice local` that hands every HTTP method to the app, as API Gateway hands it to Lambda.
+
+`python -m infra.local.api_server local --port 8000 ...` takes the same arguments as `chalice local`.
+
+Chalice's local request handler is Python's `http.server`, which knows only the methods it has a `do_<METHOD>`
+for (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS): any other (TRACE, CONNECT, PROPFIND, ...) was answered by
+`http.server` itself with a 501 HTML page the app never saw. With `accept_every_method`, such a request goes
+through chalice's local gateway to the app like any other, so a known path answers the app's JSON 405 in the
+one error shape (with `Allow`), and an unknown path the gateway's 403, as deployed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+_METHOD_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def accept_every_method(handler_cls: Any = None) -> Any:
+    """Make chalice's local request handler pass any method token (RFC 9110) to the app; returns the class."""
+    if handler_cls is None:
+        from chalice.local import ChaliceRequestHandler
+
+        handler_cls = ChaliceRequestHandler
+    if getattr(handler_cls, "_doorstep_every_method", False):
+        return handler_cls
+
+    def __getattr__(self: Any, name: str) -> Any:  # http.server looks up do_<METHOD>
+        method = name[3:]
+        if name.startswith("do_") and method and set(method) <= _METHOD_TOKEN:
+            return self._generic_handle
+        raise AttributeError(name)
+
+    handler_cls.__getattr__ = __getattr__
+    handler_cls._doorstep_every_method = True
+    return handler_cls
+
+
+def main(argv: list[str] | None = None) -> int:
+    from chalice.cli import main as chalice_main
+
+    accept_every_method()
+    sys.argv = ["chalice", *(sys.argv[1:] if argv is None else argv)]
+    return int(chalice_main() or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
