@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,15 +125,24 @@ def app_environment(endpoint_url: str, base_url: str) -> dict[str, str]:
 
 
 def create_table(endpoint_url: str) -> None:
+    """The project's table (infra/resources.json) unless it exists; TTL if the engine has it (point-in-time
+    recovery, which DynamoDB Local does not implement, is left out: nothing here needs it)."""
     import boto3
+    from botocore.exceptions import ClientError
 
-    from infra.local.resources import create_table as create
+    from infra.local.resources import load_table_definition, table_create_params
 
     client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     name = stage_environment()["DOORSTEP_TABLE_NAME"]
-    if name not in client.list_tables().get("TableNames", []):
-        create(client, name)
+    if name in client.list_tables().get("TableNames", []):
+        return
+    client.create_table(**table_create_params(name))
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ttl = load_table_definition().get("TimeToLiveSpecification")
+    if ttl:
+        with suppress(ClientError):
+            client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
 
 
 def create_merchant(endpoint_url: str, name: str) -> dict[str, str]:

@@ -160,8 +160,9 @@ def send_create(stack: Stack, ledger: Ledger, key: str, ref: str) -> Answer:
 
 
 def check(stack: Stack, merchant_id: str, ledger: Ledger) -> dict[str, int]:
-    """0 acknowledged writes missing; one shipment per idempotency key. Returns the counts."""
-    acknowledged = missing = 0
+    """Counts: acknowledged writes, those missing from the table, and idempotency keys that answered or stored
+    more than one shipment. A 500 is never acceptable."""
+    acknowledged = missing = doubled = 0
     for driver_id, fixes in ledger.pings.items():
         stored = stored_fix_times(stack, driver_id)
         acknowledged += len(fixes)
@@ -170,19 +171,21 @@ def check(stack: Stack, merchant_id: str, ledger: Ledger) -> dict[str, int]:
     by_ref = Counter(shipments.values())
     for ref, ids in ledger.shipments.items():
         acknowledged += 1
-        assert len(ids) == 1, f"{ref} answered with several shipments: {ids}"
         missing += 0 if ids <= set(shipments) else 1
-        assert by_ref[ref] == 1, f"{ref} stored {by_ref[ref]} times"
+        doubled += 1 if len(ids) > 1 or by_ref[ref] > 1 else 0
     assert ledger.statuses[500] == 0, ledger.statuses
-    return {"acknowledged": acknowledged, "missing": missing}
+    return {"acknowledged": acknowledged, "missing": missing, "doubled_keys": doubled}
 
 
-def moto_may_lose(stack: Stack, counts: dict[str, int]) -> None:
-    if counts["missing"] and stack.endpoint.engine == "moto":
-        pytest.xfail(f"{counts['missing']} of {counts['acknowledged']} acknowledged writes lost by moto: it restores "
-                     "a table snapshot on every cancelled transaction, discarding concurrent writes (issue 12). "
-                     "Run the suite against DynamoDB Local (DOORSTEP_FAULT_DYNAMODB_URL or the local stack's jar).")
-    assert counts["missing"] == 0, counts
+def assert_nothing_lost(stack: Stack, counts: dict[str, int]) -> None:
+    """0 acknowledged writes missing, one shipment per key; on moto an expected failure, named as such."""
+    if (counts["missing"] or counts["doubled_keys"]) and stack.endpoint.engine == "moto":
+        pytest.xfail(f"moto lost {counts['missing']} of {counts['acknowledged']} acknowledged writes and stored "
+                     f"{counts['doubled_keys']} idempotency keys twice: its transactions are neither isolated from "
+                     "concurrent requests nor safe for them (a cancelled one restores a table snapshot, discarding "
+                     "concurrent writes; issue 12). Run the suite against DynamoDB Local "
+                     "(DOORSTEP_FAULT_DYNAMODB_URL, or its jar: see tests/faults/emulator.py).")
+    assert counts["missing"] == 0 and counts["doubled_keys"] == 0, counts
 
 
 def test_a_storage_pause_answers_503_in_time_and_loses_no_acknowledged_write(stack: Stack,
@@ -228,7 +231,7 @@ def test_a_storage_pause_answers_503_in_time_and_loses_no_acknowledged_write(sta
     print("storage pause:", MEASURED["pause"])
     assert ledger.statuses[503] >= 1, ledger.statuses
     assert probe.seconds < API_TIME_LIMIT_S and max(ledger.unavailable_s) < API_TIME_LIMIT_S, MEASURED["pause"]
-    moto_may_lose(stack, counts)
+    assert_nothing_lost(stack, counts)
 
 
 def test_slow_commits_answer_what_the_first_attempt_did(stack: Stack, clean_proxy: FaultProxy) -> None:
@@ -290,7 +293,7 @@ def test_cancelled_transactions_answer_503_and_are_stored_once_when_retried(stac
         assert answer.status == 201, answer
     assert ledger.statuses[503] == 6, ledger.statuses
     counts = check(stack, merchant["merchant_id"], ledger)
-    assert counts == {"acknowledged": 4, "missing": 0}
+    assert counts == {"acknowledged": 4, "missing": 0, "doubled_keys": 0}
 
 
 def test_concurrent_idempotent_replays_store_one_copy_and_lose_nothing(stack: Stack, clean_proxy: FaultProxy) -> None:
@@ -323,4 +326,23 @@ def test_concurrent_idempotent_replays_store_one_copy_and_lose_nothing(stack: St
     MEASURED["replays"] = {"engine": stack.endpoint.engine, "answers": dict(ledger.statuses), **counts}
     print("concurrent replays:", MEASURED["replays"])
     assert len(ledger.shipments) == rounds
-    moto_may_lose(stack, counts)
+    assert_nothing_lost(stack, counts)
+
+
+def test_the_engine_answers_a_retried_transaction_by_its_token(stack: Stack) -> None:
+    """What the slow-commit answers rest on, asked of the engine directly: the same TransactWriteItems sent again
+    with the same ClientRequestToken succeeds although its condition no longer holds (DynamoDB and DynamoDB
+    Local; moto ignores tokens, where the repository's read-back answers instead)."""
+    if stack.endpoint.engine == "moto":
+        pytest.skip("moto ignores ClientRequestToken; the read-back path is tested in tests/integration")
+    from chalicelib.storage.repository import transaction_token
+
+    client = stack.storage()
+    key = f"FAULTSUITE#{now_ms()}"
+    items = [{"Put": {"TableName": TABLE, "Item": {"PK": {"S": key}, "SK": {"S": "X"}},
+                      "ConditionExpression": "attribute_not_exists(PK)"}}]
+    token = transaction_token(items)
+    client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+    client.transact_write_items(TransactItems=items, ClientRequestToken=token)  # the retry: success, not cancelled
+    with pytest.raises(client.exceptions.TransactionCanceledException):
+        client.transact_write_items(TransactItems=items)  # without the token its condition fails
