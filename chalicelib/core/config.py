@@ -48,9 +48,12 @@ class Settings(BaseSettings):
     ping_retention_days: int = Field(default=30, ge=1, le=3650)
     max_ping_accuracy_m: float = Field(default=500.0, gt=0)
     max_speed_mps: float = Field(default=70.0, gt=0)
-    # Explicit timeouts well under API Gateway's 29 s integration limit.
-    ddb_connect_timeout_s: float = Field(default=2.0, gt=0, le=10)
-    ddb_read_timeout_s: float = Field(default=5.0, gt=0, le=20)
+    # DynamoDB timeouts and attempts (first try included; botocore's standard retry mode). Together they bound
+    # how long a request waits on a paused or unreachable storage before it answers 503: about
+    # attempts x read timeout (3 x 3 s), well under API Gateway's 29 s and the functions' 25 s.
+    ddb_connect_timeout_s: float = Field(default=1.0, gt=0, le=10)
+    ddb_read_timeout_s: float = Field(default=3.0, gt=0, le=20)
+    ddb_max_attempts: int = Field(default=3, ge=1, le=5)
     # Map tiles of the tracking page: a Leaflet URL template ({z}/{x}/{y}, `{s}.` allowed). None: no tiles,
     # the map still shows the driver and the destination. Its origin joins the page's CSP img-src.
     tile_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s\"'<>\\`]+$")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
-from chalicelib.core.errors import DomainError
+from chalicelib.core.errors import DomainError, ErrorKind
 from chalicelib.driver_app.models import DriverAppLink, DriverAppLinkCreate, DriverRouteView
 from chalicelib.http.routes import Call, Routes, WebCall, html_response, json_response
 from chalicelib.storage import get_repository
@@ -69,7 +69,9 @@ def driver_page(call: WebCall, token: str) -> Response:
     s = get_settings()
     try:
         context = service.resolve_page(get_repository(), s, token, datetime.now(UTC))
-    except DomainError:
+    except DomainError as exc:
+        if exc.kind is not ErrorKind.NOT_FOUND:  # e.g. storage unavailable: 503, not "link not valid"
+            raise
         html = render_driver_not_found(negotiate(None, call.accept_language), static_base=static_base())
         return html_response(html, 404, driver_not_found_headers())
     shell = DriverShell(token=token, driver_id=context.driver.driver_id,

@@ -13,6 +13,7 @@ from chalicelib.fleet.models import (
     DriverToken,
     DriverWithToken,
     EventsQuery,
+    GeneratedDeviceId,
     MerchantSettings,
     NearbyDrivers,
     NearbyQuery,
@@ -100,9 +101,19 @@ def driver_zone_events(call: Call, driver_id: str) -> ZoneEvents:
     return zones.driver_zone_events(get_repository(), call.merchant_id, driver_id, call.query.limit)
 
 
-@routes.route("/v1/drivers/{driver_id}/device-id", "PUT", summary="Register a tracker app's device id for a "
-              "driver (OsmAnd / Traccar Client)", tag="drivers", body=DeviceRegistration, status=204,
-              errors_=(400, 401, 404, 409, 415, 422))
+@routes.route("/v1/drivers/{driver_id}/device-id", "POST", summary="Generate a device id for a tracker app "
+              "(OsmAnd / Traccar Client) of this driver; answered once", tag="drivers", response=GeneratedDeviceId,
+              status=201, errors_=(401, 404, 503))
+def generate_device_id(call: Call, driver_id: str) -> Response:
+    from chalicelib.fleet import service
+
+    generated = service.generate_device(get_repository(), call.merchant_id, driver_id)
+    return json_response(generated, 201, {"Cache-Control": "no-store"})
+
+
+@routes.route("/v1/drivers/{driver_id}/device-id", "PUT", summary="Register a tracker app's device id of your "
+              "choice for a driver (at least 96 bits random)", tag="drivers", body=DeviceRegistration, status=204,
+              errors_=(400, 401, 404, 409, 415, 422, 503))
 def register_device(call: Call, driver_id: str) -> Response:
     from chalicelib.fleet import service
 

@@ -211,7 +211,15 @@ class NearbyDrivers(BaseModel):
 
 class DeviceRegistration(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    device_id: Annotated[str, Field(min_length=4, max_length=256, pattern=r"^[\x21-\x7e]+$")]
+    device_id: Annotated[str, Field(min_length=4, max_length=256, pattern=r"^[\x21-\x7e]+$",
+                                    description="At least 96 bits random (16+ random letters and digits); "
+                                                "POST /v1/drivers/{id}/device-id generates one.")]
+
+
+class GeneratedDeviceId(BaseModel):
+    driver_id: str
+    device_id: str = Field(description="Type it into the tracker app (OsmAnd / Traccar Client) as its device "
+                                       "identifier, exactly; it is shown only this once (stored as a hash).")
 
 
 class EventsQuery(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +14,7 @@ from cachetools import TTLCache
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
 from chalicelib.core.cursors import cursor_in, cursor_out
+from chalicelib.core.errors import DomainError, ErrorKind
 from chalicelib.core.security import (
     hash_secret,
     new_id,
@@ -24,10 +27,18 @@ from chalicelib.fleet.models import (
     DriverPage,
     DriverToken,
     DriverWithToken,
+    GeneratedDeviceId,
     MerchantSettings,
     NearbyDriver,
     NearbyDrivers,
     Position,
+)
+from chalicelib.fleet.rules import (
+    DEVICE_ID_REASON,
+    TRACKER_FAILURES,
+    FailureLimit,
+    device_id_problem,
+    generate_device_id,
 )
 from chalicelib.geo import cells as geo
 from chalicelib.storage.repository import Repository, now_utc
@@ -220,11 +231,45 @@ def replace_merchant_settings(repo: Repository, merchant_id: str, body: Merchant
 
 def driver_for_device(repo: Repository, device_id: str) -> tuple[str, str] | None:
     """The driver a tracker app's device id stands for: the driver's own token, or a device id the merchant
-    registered for that driver. Both are credentials, stored only as hashes."""
-    if not device_id or len(device_id) > 256:
+    registered for that driver. Both are credentials, stored only as hashes. An id that is not unguessable
+    (registered before ids had to carry 96 bits) stands for nobody: it is refused without a lookup."""
+    if not device_id or len(device_id) > 256 or device_id_problem(device_id) is not None:
         return None
     digest = hash_secret(device_id)
     return repo.driver_for_token(digest) or repo.driver_for_device(digest)
+
+
+# Sources over the limit in this warm container -> the end of their window: their further failures answer 429
+# without another write. Only a shortcut: the counter item in the table is what holds across containers.
+_BLOCKED: dict[str, int] = {}
+_BLOCKED_MAX = 4096
+
+
+def tracker_failed(repo: Repository, settings: Settings, source_ip: str | None, now_s: int,
+                   failure: DomainError, limit: FailureLimit = TRACKER_FAILURES) -> DomainError:
+    """Count a failed tracker attempt (unknown device id, wrong credentials) for its source address; the error
+    to answer: `failure` itself while the source is under the limit, 429 with Retry-After once it is over.
+
+    The count is a counter item per (source, fixed window) in the table (an ADD with a TTL, conditional on the
+    limit): Lambda runs many containers at once, so a per-container count would allow the limit once per
+    container. The source address is stored only as a keyed hash. Successful attempts are never counted or
+    slowed, so one misconfigured phone behind a shared (carrier NAT) address does not block the others.
+    """
+    start, end = limit.window(now_s)
+    source = hmac.new(settings.token_secret.encode(), f"tracker-source:{source_ip or '-'}".encode(),
+                      hashlib.sha256).hexdigest()[:32]
+    blocked_until = _BLOCKED.get(source)
+    if blocked_until is None or blocked_until <= now_s:
+        if repo.count_failure(f"RATELIMIT#tracker#{source}", f"WINDOW#{start}", limit.failures, end + 3600):
+            return failure
+        if len(_BLOCKED) >= _BLOCKED_MAX:
+            for key in [k for k, until in _BLOCKED.items() if until <= now_s] or list(_BLOCKED):
+                del _BLOCKED[key]
+        _BLOCKED[source] = end
+    return DomainError(ErrorKind.RATE_LIMITED, "too_many_failures",
+                       "Too many failed tracker attempts from this address; check the app's device id and retry "
+                       "later.", [errors.FieldProblem("id", "too many unknown device ids from this address")],
+                       retry_after_s=max(1, end - now_s))
 
 
 def driver_for_credentials(repo: Repository, driver_id: str, token: str) -> tuple[str, str] | None:
@@ -234,9 +279,36 @@ def driver_for_credentials(repo: Repository, driver_id: str, token: str) -> tupl
 
 
 def register_device(repo: Repository, merchant_id: str, driver_id: str, device_id: str) -> None:
+    """Let a tracker app with this device id post the driver's positions.
+
+    An id that is not unguessable is refused (422 naming `device_id`). So is an id another merchant holds, with
+    the very same answer: nobody learns whether an id exists in another tenant. An id another of the merchant's
+    own drivers holds is a 409 (the merchant's own data).
+    """
+    problem = device_id_problem(device_id)
+    if problem is not None:
+        raise _unusable_device_id(problem)
     require_driver(repo, merchant_id, driver_id)
-    if not repo.register_device(merchant_id, driver_id, hash_secret(device_id)):
-        raise errors.conflict("This device id belongs to another driver.", "device_id", "already registered")
+    holder = repo.register_device(merchant_id, driver_id, hash_secret(device_id))
+    if holder is None:
+        return
+    if holder[0] == merchant_id:
+        raise errors.conflict("This device id belongs to another of your drivers.", "device_id",
+                              "registered for another driver")
+    raise _unusable_device_id(DEVICE_ID_REASON)  # another tenant's id: the same answer as an unusable one
+
+
+def generate_device(repo: Repository, merchant_id: str, driver_id: str) -> GeneratedDeviceId:
+    """A new random device id (100 bits) registered for the driver; answered once, stored only as a hash."""
+    require_driver(repo, merchant_id, driver_id)
+    device_id = generate_device_id()
+    if repo.register_device(merchant_id, driver_id, hash_secret(device_id)) is not None:
+        raise errors.service_unavailable("Please retry the request.")  # a 100-bit collision: not in practice
+    return GeneratedDeviceId(driver_id=driver_id, device_id=device_id)
+
+
+def _unusable_device_id(reason: str) -> DomainError:
+    return errors.validation_failed([errors.FieldProblem("device_id", reason)])
 
 
 def record_driver_transition(repo: Repository, merchant_id: str, driver_id: str, event: str, region: str | None,

@@ -25,6 +25,12 @@ MAX_PINGS_PER_BATCH = 500
 _TRACKER_TYPES = ["application/x-www-form-urlencoded", "application/json", "text/plain", "application/octet-stream"]
 
 
+def _source_ip() -> str | None:
+    """The caller's address as API Gateway saw it (never a client-supplied header)."""
+    identity = (routes.current_request().context or {}).get("identity") or {}
+    return identity.get("sourceIp")
+
+
 def _count(result: PingBatchResult) -> None:
     metrics.add_metric(name="PingsAccepted", unit=MetricUnit.Count, value=result.accepted)
     metrics.add_metric(name="PingsRejected", unit=MetricUnit.Count, value=result.rejected)
@@ -51,7 +57,9 @@ def post_pings(call: Call) -> PingBatchResult:
 
 @blueprint.route("/osmand", methods=["GET", "POST"], content_types=_TRACKER_TYPES)
 def osmand_tracker() -> Response:
-    """OsmAnd / Traccar Client: `id` is the driver's token or a device id the merchant registered."""
+    """OsmAnd / Traccar Client: `id` is the driver's token or a device id the merchant registered (both secrets:
+    nothing here logs the query string). Unknown ids answer 400 (the app shows the failure) and count against
+    the source's failure limit (429 beyond it)."""
     from chalicelib.fleet import service as fleet
     from chalicelib.ingest import service
     from chalicelib.ingest.protocols import osmand
@@ -63,7 +71,8 @@ def osmand_tracker() -> Response:
                                       request.headers.get("content-type"), request.raw_body, now_ms=now)
         found = fleet.driver_for_device(get_repository(), parsed.device_id)
         if found is None:
-            raise osmand.unknown_device(parsed)
+            raise fleet.tracker_failed(get_repository(), get_settings(), _source_ip(), now // 1000,
+                                       osmand.unknown_device(parsed))
         if parsed.pings:
             _count(service.ingest_pings(get_repository(), get_settings(), found[0], found[1], parsed.pings, now))
     except DomainError as exc:
@@ -83,9 +92,12 @@ def owntracks_tracker() -> Response:
     now = now_ms()
     try:
         credentials = owntracks.parse_basic_auth(request.headers.get("authorization"))
-        found = fleet.driver_for_credentials(get_repository(), *credentials) if credentials else None
-        if found is None:
+        if credentials is None:  # no credentials yet (an HTTP client may wait for the challenge): not a failure
             raise owntracks.unauthorized()
+        found = fleet.driver_for_credentials(get_repository(), *credentials)
+        if found is None:
+            raise fleet.tracker_failed(get_repository(), get_settings(), _source_ip(), now // 1000,
+                                       owntracks.unauthorized())
         message = owntracks.parse_message(request.raw_body, received_ms=now)
         if isinstance(message, owntracks.Location):
             _count(service.ingest_pings(get_repository(), get_settings(), found[0], found[1], [message.ping], now))

@@ -122,6 +122,11 @@ class Ledger:
             UpdateExpression="SET #s = :state, claim_id = :claim, lease_until = :lease, updated_at = :now, "
                              "attempts = if_not_exists(attempts, :zero) + :one REMOVE not_before, GSI1PK, GSI1SK",
             ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
+        if claimed is None:  # ours after all if this attempt committed and botocore retried it (fresh claim ids)
+            stored = self.client.get_item(TableName=self.table, Key=self._key(shipment_id, key),
+                                          ConsistentRead=True).get("Item") or {}
+            if stored.get("claim_id", {}).get("S") == claim_id and stored.get("state", {}).get("S") == L.CLAIMED.value:
+                claimed = stored
         return 0 if claimed is None else int(claimed["attempts"]["N"])
 
     def finish(self, shipment_id: str, key: str, claim_id: str, state: LedgerState, now: datetime, *,

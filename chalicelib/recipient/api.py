@@ -138,10 +138,12 @@ def form_post(call: WebCall, token: str, act: Callable[[Link, datetime, str], No
     except DomainError as exc:
         paths = page_paths(token)
         branding = service.branding(link)
-        kind = exc.code if exc.code in MESSAGE_KINDS else "invalid_input"
+        status = status_of(exc)
+        kind = exc.code if exc.code in MESSAGE_KINDS else "server_error" if status >= 500 else "invalid_input"
         html = render_message(kind, service.locale(link, call.accept_language), back_href=paths.page,
                               branding=branding, theme_href=paths.theme, static_base=paths.static)
-        headers = {**not_found_headers(), "Content-Security-Policy": content_security_policy(None, branding.logo_url)}
+        headers = {**not_found_headers(), "Content-Security-Policy": content_security_policy(None, branding.logo_url),
+                   **error_headers(exc)}  # e.g. Retry-After of a 503 while the storage is busy
         return html_response(html, status_of(exc), headers)
     return Response(body="", status_code=303, headers={"Location": tracking_page_url(s.public_base_url, token),
                                                        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})

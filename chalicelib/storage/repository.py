@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,16 +12,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.core.config import get_settings
-from chalicelib.core.errors import DomainError, ErrorKind
 from chalicelib.ingest.rules import LastFix, Ping
 from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.storage.faults import StorageUnavailable, guard
 from chalicelib.storage.tables import (
     MERCHANTS_GSI_PK,
     ROUTE_ETA_SK,
@@ -35,6 +37,7 @@ from chalicelib.storage.tables import (
     RouteEtaItem,
     RouteItem,
     ShipmentItem,
+    TableItem,
     TrackingTokenItem,
     ZoneCellItem,
     ZoneEventItem,
@@ -60,16 +63,7 @@ ItemT = TypeVar("ItemT", bound=Model)
 StatusChange = tuple[ShipmentItem, ShipmentStatus, list[Any], EventItem]
 
 
-class StorageUnavailable(DomainError):
-    """DynamoDB kept refusing after retries; nothing was reported as stored, so the caller may retry as is."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(ErrorKind.UNAVAILABLE, "service_unavailable",
-                         "Storage is busy; retry the same request, it is idempotent.", retry_after_s=1)
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.detail
+__all__ = ["ConditionFailed", "Repository", "StatusChange", "StorageUnavailable", "now_utc"]
 
 
 class ConditionFailed(RuntimeError):
@@ -81,7 +75,32 @@ def _connection() -> Connection:
     return Connection(
         region=s.aws_region, host=s.ddb_endpoint_url,
         connect_timeout_seconds=s.ddb_connect_timeout_s, read_timeout_seconds=s.ddb_read_timeout_s,
+        max_retry_attempts=s.ddb_max_attempts - 1,
     )
+
+
+def transaction_token(*operations: Any) -> str:
+    """The ClientRequestToken of a transaction: a digest of its items (keys, values, conditions).
+
+    botocore retries a TransactWriteItems whose answer was lost (a read timeout after the commit) with the same
+    parameters, and so the same token: DynamoDB recognises it for 10 minutes and answers success instead of
+    failing the retry's own conditions. Derived from the content rather than drawn at random or from the API
+    request id, so it is the same for every retry of one attempt, and two different transactions (every one
+    carries a fresh event or item id, or a new timestamp) never share one (which DynamoDB would refuse with
+    IdempotentParameterMismatch).
+    """
+    blob = json.dumps(operations, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:36]  # DynamoDB allows 1 to 36 characters
+
+
+class IdempotentTransactWrite(TransactWrite):
+    """pynamodb's TransactWrite with a ClientRequestToken derived from its items (`transaction_token`)."""
+
+    def _commit(self) -> Any:
+        if self._client_request_token is None:
+            self._client_request_token = transaction_token(self._condition_check_items, self._delete_items,
+                                                           self._put_items, self._update_items)
+        return super()._commit()
 
 
 def now_utc() -> datetime:
@@ -94,9 +113,14 @@ class Repository:
 
     @property
     def conn(self) -> Connection:
+        """The connection transactions go through (its client guarded like every model's)."""
         if self._conn is None:
             self._conn = _connection()
+        guard(self._conn.client)
         return self._conn
+
+    def _transaction(self) -> IdempotentTransactWrite:
+        return IdempotentTransactWrite(connection=self.conn)
 
     @property
     def client(self) -> Any:
@@ -107,12 +131,16 @@ class Repository:
 
     def create_merchant(self, merchant_id: str, name: str, key_hash: str, key_prefix: str) -> None:
         now = now_utc()
-        with TransactWrite(connection=self.conn) as tx:
-            tx.save(MerchantItem(merchant_pk(merchant_id), "MERCHANT", merchant_id=merchant_id, name=name,
-                                 created_at=now, GSI1PK=MERCHANTS_GSI_PK, GSI1SK=merchant_id),
-                    condition=MerchantItem.PK.does_not_exist())
-            tx.save(ApiKeyItem(f"APIKEY#{key_hash}", "APIKEY", merchant_id=merchant_id, key_prefix=key_prefix,
-                               created_at=now), condition=ApiKeyItem.PK.does_not_exist())
+        merchant = MerchantItem(merchant_pk(merchant_id), "MERCHANT", merchant_id=merchant_id, name=name,
+                                created_at=now, GSI1PK=MERCHANTS_GSI_PK, GSI1SK=merchant_id)
+        try:
+            with self._transaction() as tx:
+                tx.save(merchant, condition=MerchantItem.PK.does_not_exist())
+                tx.save(ApiKeyItem(f"APIKEY#{key_hash}", "APIKEY", merchant_id=merchant_id, key_prefix=key_prefix,
+                                   created_at=now), condition=ApiKeyItem.PK.does_not_exist())
+        except TransactWriteError:
+            if not _stored_as_written(merchant):
+                raise
 
     def merchant_for_key(self, key_hash: str) -> str | None:
         item = _get(ApiKeyItem, f"APIKEY#{key_hash}", "APIKEY")
@@ -169,10 +197,8 @@ class Repository:
         cells = [ZoneCellItem(zone_cell_pk(zone.merchant_id, str(cell)), f"ZONE#{zone.zone_id}",
                               merchant_id=zone.merchant_id, zone_id=zone.zone_id, name=zone.name, fence=zone.fence)
                  for cell in zone.cells]
-        with ZoneCellItem.batch_write() as batch:
-            for item in cells:
-                batch.save(item)
-        zone.save(condition=ZoneItem.PK.does_not_exist())
+        _batch_write(ZoneCellItem, save=cells)
+        _put_new(zone)
 
     def get_zone(self, merchant_id: str, zone_id: str) -> ZoneItem | None:
         return _get(ZoneItem, merchant_pk(merchant_id), f"ZONE#{zone_id}")
@@ -186,9 +212,8 @@ class Repository:
     def delete_zone(self, zone: ZoneItem) -> None:
         """The zone item first (it stops being listed and found by id), then its index items."""
         zone.delete()
-        with ZoneCellItem.batch_write() as batch:
-            for cell in zone.cells:
-                batch.delete(ZoneCellItem(zone_cell_pk(zone.merchant_id, str(cell)), f"ZONE#{zone.zone_id}"))
+        _batch_write(ZoneCellItem, delete=[ZoneCellItem(zone_cell_pk(zone.merchant_id, str(cell)),
+                                                        f"ZONE#{zone.zone_id}") for cell in zone.cells])
 
     def zones_in_cell(self, merchant_id: str, cell: str) -> list[ZoneCellItem]:
         return list(ZoneCellItem.query(zone_cell_pk(merchant_id, cell), ZoneCellItem.SK.startswith("ZONE#")))
@@ -256,11 +281,17 @@ class Repository:
     # --- drivers ---------------------------------------------------------------
 
     def create_driver(self, driver: DriverItem) -> None:
-        with TransactWrite(connection=self.conn) as tx:
-            tx.save(driver, condition=DriverItem.PK.does_not_exist())
-            tx.save(DriverTokenItem(f"DRIVERTOKEN#{driver.token_hash}", "DRIVERTOKEN",
-                                    merchant_id=driver.merchant_id, driver_id=driver.driver_id),
-                    condition=DriverTokenItem.PK.does_not_exist())
+        """The driver and its token item, at once. A retry of a committed attempt (its answer was lost) finds the
+        driver stored as written and succeeds, whichever way DynamoDB answered it."""
+        try:
+            with self._transaction() as tx:
+                tx.save(driver, condition=DriverItem.PK.does_not_exist())
+                tx.save(DriverTokenItem(f"DRIVERTOKEN#{driver.token_hash}", "DRIVERTOKEN",
+                                        merchant_id=driver.merchant_id, driver_id=driver.driver_id),
+                        condition=DriverTokenItem.PK.does_not_exist())
+        except TransactWriteError:
+            if not _stored_as_written(driver):
+                raise
 
     def driver_for_token(self, token_hash: str) -> tuple[str, str] | None:
         item = _get(DriverTokenItem, f"DRIVERTOKEN#{token_hash}", "DRIVERTOKEN")
@@ -270,11 +301,31 @@ class Repository:
         item = _get(DriverTokenItem, f"DEVICE#{device_hash}", "DEVICE")
         return (item.merchant_id, item.driver_id) if item else None
 
-    def register_device(self, merchant_id: str, driver_id: str, device_hash: str) -> bool:
-        """Map a tracker's device id to a driver; False if it already belongs to another driver."""
+    def register_device(self, merchant_id: str, driver_id: str, device_hash: str) -> tuple[str, str] | None:
+        """Map a tracker's device id to a driver. None when it is (now) this driver's, else the (merchant id,
+        driver id) holding it. Registering it again for the same driver is a no-op, so a retry is harmless."""
         item = DriverTokenItem(f"DEVICE#{device_hash}", "DEVICE", merchant_id=merchant_id, driver_id=driver_id)
-        return _save_if(item, DriverTokenItem.PK.does_not_exist() | (
-            (DriverTokenItem.merchant_id == merchant_id) & (DriverTokenItem.driver_id == driver_id)))
+        if _save_if(item, DriverTokenItem.PK.does_not_exist() | (
+                (DriverTokenItem.merchant_id == merchant_id) & (DriverTokenItem.driver_id == driver_id))):
+            return None
+        holder = _get(DriverTokenItem, item.PK, item.SK, consistent=True)
+        if holder is None:  # removed meanwhile: there is no such operation today, so treat it as taken
+            return ("", "")
+        return holder.merchant_id, holder.driver_id
+
+    def count_failure(self, pk: str, sk: str, limit: int, expires_at: int) -> bool:
+        """Count one failed attempt on a fixed-window counter item (ADD, with a TTL); False once `limit` failures
+        are counted: the item is then left alone, so a blocked source costs no more than a conditional write."""
+        try:
+            self.client.update_item(
+                TableName=get_settings().table_name, Key={"PK": {"S": pk}, "SK": {"S": sk}},
+                UpdateExpression="ADD failures :one SET expires_at = if_not_exists(expires_at, :ttl)",
+                ConditionExpression="attribute_not_exists(failures) OR failures < :limit",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":ttl": {"N": str(expires_at)},
+                                           ":limit": {"N": str(limit)}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def get_driver(self, merchant_id: str, driver_id: str) -> DriverItem | None:
         return _get(DriverItem, merchant_pk(merchant_id), f"DRIVER#{driver_id}")
@@ -286,14 +337,20 @@ class Repository:
         return _page(result, limit)
 
     def replace_driver_token(self, driver: DriverItem, new_hash: str) -> None:
+        """Swap the driver's token: conditional on the token read, so two rotations at once cannot both win
+        (ConditionFailed for the loser); the new token's item witnesses a commit whose answer was lost."""
         old_hash = driver.token_hash
-        with TransactWrite(connection=self.conn) as tx:
-            tx.update(driver, actions=[DriverItem.token_hash.set(new_hash)],
-                      condition=DriverItem.token_hash == old_hash)
-            tx.delete(DriverTokenItem(f"DRIVERTOKEN#{old_hash}", "DRIVERTOKEN"))
-            tx.save(DriverTokenItem(f"DRIVERTOKEN#{new_hash}", "DRIVERTOKEN",
-                                    merchant_id=driver.merchant_id, driver_id=driver.driver_id),
-                    condition=DriverTokenItem.PK.does_not_exist())
+        new_item = DriverTokenItem(f"DRIVERTOKEN#{new_hash}", "DRIVERTOKEN", merchant_id=driver.merchant_id,
+                                   driver_id=driver.driver_id)
+        try:
+            with self._transaction() as tx:
+                tx.update(driver, actions=[DriverItem.token_hash.set(new_hash)],
+                          condition=DriverItem.token_hash == old_hash)
+                tx.delete(DriverTokenItem(f"DRIVERTOKEN#{old_hash}", "DRIVERTOKEN"))
+                tx.save(new_item, condition=DriverTokenItem.PK.does_not_exist())
+        except TransactWriteError as exc:
+            if not _stored_as_written(new_item):
+                raise ConditionFailed(str(exc)) from exc
         driver.token_hash = new_hash
 
     def bump_app_link_version(self, driver: DriverItem, expected: int) -> bool:
@@ -306,7 +363,7 @@ class Repository:
             driver.update(actions=[DriverItem.app_link_version.set(expected + 1)],
                           condition=DriverItem.PK.exists() & held)
         except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
+            if _condition_failed(exc):
                 return False
             raise
         return True
@@ -320,7 +377,7 @@ class Repository:
         Returns False when the idempotency key was already used (nothing written).
         """
         try:
-            with TransactWrite(connection=self.conn) as tx:
+            with self._transaction() as tx:
                 if idempotency is not None:
                     tx.save(idempotency, condition=IdempotencyItem.PK.does_not_exist())
                 tx.save(shipment, condition=ShipmentItem.PK.does_not_exist())
@@ -328,6 +385,8 @@ class Repository:
                                           shipment_id=shipment.shipment_id, token_version=shipment.token_version))
                 tx.save(event)
         except TransactWriteError as exc:
+            if _stored_as_written(shipment):  # this very attempt committed; its answer was lost
+                return True
             reasons = exc.cancellation_reasons or []
             if idempotency is not None and reasons and reasons[0] is not None \
                     and reasons[0].code == "ConditionalCheckFailed":
@@ -383,7 +442,7 @@ class Repository:
         """
         old_version = int(shipment.token_version)
         try:
-            with TransactWrite(connection=self.conn) as tx:
+            with self._transaction() as tx:
                 tx.update(shipment, actions=[ShipmentItem.token_version.set(old_version + 1),
                                              ShipmentItem.updated_at.set(event.recorded_at)],
                           condition=ShipmentItem.token_version == old_version)
@@ -393,30 +452,35 @@ class Repository:
                         condition=TrackingTokenItem.PK.does_not_exist())
                 tx.save(event)
         except TransactWriteError as exc:
-            raise ConditionFailed(str(exc)) from exc
+            # The event (a fresh id) is stored only if this revocation committed: then it is ours, not a rival's.
+            if not _stored_as_written(event):
+                raise ConditionFailed(str(exc)) from exc
         shipment.token_version = old_version + 1
 
     def save_recipient_instructions(self, shipment: ShipmentItem, instructions: dict[str, Any],
                                     statuses: Iterable[str], event: EventItem) -> None:
         """Replace the recipient's instructions while the shipment is in one of `statuses`, with its event."""
         try:
-            with TransactWrite(connection=self.conn) as tx:
+            with self._transaction() as tx:
                 tx.update(shipment, actions=[ShipmentItem.recipient_instructions.set(instructions),
                                              ShipmentItem.updated_at.set(event.recorded_at)],
                           condition=ShipmentItem.status.is_in(*statuses))
                 tx.save(event)
         except TransactWriteError as exc:
-            raise ConditionFailed(str(exc)) from exc
+            if not _stored_as_written(event):
+                raise ConditionFailed(str(exc)) from exc
 
     def rate_once(self, shipment: ShipmentItem, rating: dict[str, Any], event: EventItem) -> bool:
         """Store the recipient's rating if the shipment is delivered and not rated yet; False otherwise."""
         try:
-            with TransactWrite(connection=self.conn) as tx:
+            with self._transaction() as tx:
                 tx.update(shipment, actions=[ShipmentItem.rating.set(rating)],
                           condition=ShipmentItem.rating.does_not_exist()
                           & (ShipmentItem.status == str(ShipmentStatus.DELIVERED)))
                 tx.save(event)
         except TransactWriteError as exc:
+            if _stored_as_written(event):
+                return True
             reasons = exc.cancellation_reasons or []
             if reasons and reasons[0] is not None and reasons[0].code == "ConditionalCheckFailed":
                 return False
@@ -434,7 +498,7 @@ class Repository:
         for start in range(0, len(changes), per_chunk):
             chunk = changes[start:start + per_chunk]
             try:
-                with TransactWrite(connection=self.conn) as tx:
+                with self._transaction() as tx:
                     if claim is not None:
                         tx.save(claim, condition=IdempotencyItem.PK.does_not_exist())
                     for shipment, new_status, extra_actions, event in chunk:
@@ -448,6 +512,8 @@ class Repository:
                         tx.update(shipment, actions=actions, condition=ShipmentItem.status == shipment.status)
                         tx.save(event)
             except TransactWriteError as exc:
+                if _stored_as_written(chunk[0][3]):  # the chunk's first event: this chunk committed
+                    continue
                 reasons = exc.cancellation_reasons or []
                 if claim is not None and reasons and reasons[0] is not None \
                         and reasons[0].code == "ConditionalCheckFailed":
@@ -461,7 +527,7 @@ class Repository:
     # --- routes ----------------------------------------------------------------
 
     def put_route(self, route: RouteItem) -> None:
-        route.save(condition=RouteItem.PK.does_not_exist())
+        _put_new(route)
 
     def delete_route(self, route: RouteItem) -> None:
         route.delete()
@@ -470,13 +536,19 @@ class Repository:
         return _get(RouteItem, merchant_pk(merchant_id), f"ROUTE#{route_id}")
 
     def set_route_status(self, route: RouteItem, status: str, expected: str, started_at: datetime | None) -> None:
+        """Move the route from `expected` to `status` (ConditionFailed if it is no longer `expected`). A retry
+        of a committed attempt finds the route as this call left it (same status and start time) and succeeds."""
         actions: list[Action] = [RouteItem.status.set(status)]
         if started_at is not None:
             actions.append(RouteItem.started_at.set(started_at))
         try:
             route.update(actions=actions, condition=RouteItem.status == expected)
         except UpdateError as exc:
-            raise ConditionFailed(str(exc)) from exc
+            if not _condition_failed(exc):
+                raise
+            now = _get(RouteItem, route.PK, route.SK, consistent=True)
+            if now is None or now.status != status or started_at is None or now.started_at != started_at:
+                raise ConditionFailed(str(exc)) from exc
 
     def routes_of_driver(self, merchant_id: str, driver_id: str, day: str) -> list[RouteItem]:
         return list(RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
@@ -509,7 +581,7 @@ class Repository:
                                      ShipmentItem.eta_high_ms.set(high_ms)],
                             condition=ShipmentItem.status.is_in("out_for_delivery", "approaching"))
         except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
+            if not _condition_failed(exc):
                 raise
 
     # --- the stream pipeline's route ETA item (docs/data-model.md #59, #60) ---------------------------
@@ -543,12 +615,14 @@ class Repository:
     def mark_delayed(self, shipment: ShipmentItem, event: EventItem) -> bool:
         """Flag the shipment delayed and write the event, once (False if it was already flagged)."""
         try:
-            with TransactWrite(connection=self.conn) as tx:
+            with self._transaction() as tx:
                 tx.update(shipment, actions=[ShipmentItem.delayed_at.set(event.recorded_at)],
                           condition=ShipmentItem.delayed_at.does_not_exist())
                 tx.save(event)
         except TransactWriteError:
-            return False
+            # Only a failed condition reaches here (storage faults raise StorageUnavailable, which the stream
+            # retries): already flagged, unless it is this attempt that committed.
+            return _stored_as_written(event)
         return True
 
     def put_event_once(self, event: EventItem) -> bool:
@@ -661,20 +735,72 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
 
 
+def _error_code(exc: PynamoDBException) -> str | None:
+    """The DynamoDB error code behind a pynamodb error, or None when its cause is not an error answer.
+
+    Not `exc.cause_response_code`: that assumes the cause carries a response dict, and a botocore timeout's
+    `response` is None (an AttributeError in an error path). Storage faults no longer reach here (the guarded
+    clients raise StorageUnavailable), but a cause without an answer must still read as "no code".
+    """
+    response = getattr(exc.cause, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = (response.get("Error") or {}).get("Code")
+    return str(code) if code else None
+
+
+def _condition_failed(exc: PynamoDBException) -> bool:
+    return _error_code(exc) == "ConditionalCheckFailedException"
+
+
 def _save_if(item: Model, condition: Condition) -> bool:
     """A conditional put; False when the condition did not hold (the exactly-once writes rely on this)."""
     try:
         item.save(condition=condition)
     except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
+        if _condition_failed(exc):
             return False
         raise
     return True
 
 
-def _get(model: type[ItemT], pk: str, sk: str) -> ItemT | None:
+def _put_new(item: TableItem) -> None:
+    """Put an item under a fresh key (a new random id) that must not exist yet.
+
+    A conditional failure can then only mean that this call's own earlier attempt committed (botocore retried
+    a put whose answer was lost): read back, the item is there, and that is success.
+    """
+    if not _save_if(item, type(item).PK.does_not_exist()) and not _stored_as_written(item):
+        raise ConditionFailed(f"{item.PK} {item.SK} exists")
+
+
+def _stored_as_written(item: TableItem) -> bool:
+    """Is this item, written under a fresh key (a new random id: an event, a driver, a shipment), stored?
+
+    Asked after a conditional failure: nobody else can know a fresh key, so a yes proves that an earlier
+    attempt of the very same call committed (its answer was lost and botocore retried), so the call succeeded.
+    Read with strong consistency; the key alone decides (the item may have moved on since it was written).
+    """
+    return _get(type(item), item.PK, item.SK, consistent=True) is not None
+
+
+def _batch_write(model: type[Model], save: Sequence[Model] = (), delete: Sequence[Model] = ()) -> None:
+    """pynamodb's batch writer; items DynamoDB still leaves unprocessed after its retries are a storage fault."""
     try:
-        return model.get(pk, sk)
+        with model.batch_write() as batch:
+            for item in save:
+                batch.save(item)
+            for item in delete:
+                batch.delete(item)
+    except PutError as exc:
+        if _error_code(exc) is None:  # "max_retry_attempts exceeded": throttled, nothing else
+            raise StorageUnavailable(f"batch write left items unprocessed: {exc}") from exc
+        raise
+
+
+def _get(model: type[ItemT], pk: str, sk: str, *, consistent: bool = False) -> ItemT | None:
+    try:
+        return model.get(pk, sk, consistent_read=consistent)
     except DoesNotExist:
         return None
 

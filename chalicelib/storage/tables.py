@@ -13,21 +13,31 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.connection import TableConnection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.core.config import get_settings
+from chalicelib.storage.faults import guard
 
 _settings = get_settings()
 
 
 class _Meta:
+    """Where and how every model talks to DynamoDB.
+
+    Retries: pynamodb gives botocore `retries={"mode": "standard", "total_max_attempts": max_retry_attempts + 1}`:
+    timeouts, 5xx and throttling are retried with jittered exponential backoff, within a retry quota, so a paused
+    storage answers 503 after about `DOORSTEP_DDB_MAX_ATTEMPTS` x `DOORSTEP_DDB_READ_TIMEOUT_S` (3 x 3 s), not
+    after 30 s. (Adaptive mode would add client-side rate limiting, which on Lambda only delays answers.)
+    """
+
     table_name = _settings.table_name
     region = _settings.aws_region
     host = _settings.ddb_endpoint_url
     connect_timeout_seconds = _settings.ddb_connect_timeout_s
     read_timeout_seconds = _settings.ddb_read_timeout_s
-    max_retry_attempts = 2
+    max_retry_attempts = _settings.ddb_max_attempts - 1
     max_pool_connections = 16
 
 
@@ -53,13 +63,20 @@ class GSI3(GlobalSecondaryIndex["Any"]):
     GSI3SK = UnicodeAttribute(range_key=True)
 
 
-class _Item(Model):
+class TableItem(Model):
     Meta = _Meta  # type: ignore[assignment]  # pynamodb reads these class attributes
     PK = UnicodeAttribute(hash_key=True)
     SK = UnicodeAttribute(range_key=True)
 
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        """pynamodb's connection of this model, its botocore client guarded (storage faults -> StorageUnavailable)."""
+        connection = super()._get_connection()
+        guard(connection.connection.client)
+        return connection
 
-class MerchantItem(_Item):
+
+class MerchantItem(TableItem):
     # Every merchant is in GSI1 under MERCHANTS: the scheduled reminder lists them without a scan.
     GSI1PK = UnicodeAttribute(null=True)
     GSI1SK = UnicodeAttribute(null=True)
@@ -70,13 +87,13 @@ class MerchantItem(_Item):
     notifications = UnicodeAttribute(null=True)  # JSON {"policy", "templates"} (domain.notify / domain.templates)
 
 
-class ApiKeyItem(_Item):
+class ApiKeyItem(TableItem):
     merchant_id = UnicodeAttribute()
     key_prefix = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
 
 
-class DriverItem(_Item):
+class DriverItem(TableItem):
     merchant_id = UnicodeAttribute()
     driver_id = UnicodeAttribute()
     name = UnicodeAttribute()
@@ -88,12 +105,12 @@ class DriverItem(_Item):
     app_link_version = NumberAttribute(null=True)
 
 
-class DriverTokenItem(_Item):
+class DriverTokenItem(TableItem):
     merchant_id = UnicodeAttribute()
     driver_id = UnicodeAttribute()
 
 
-class ShipmentItem(_Item):
+class ShipmentItem(TableItem):
     GSI1PK = UnicodeAttribute()
     GSI1SK = UnicodeAttribute()
     GSI2PK = UnicodeAttribute()
@@ -134,19 +151,19 @@ class ShipmentItem(_Item):
     updated_at = UTCDateTimeAttribute()
 
 
-class TrackingTokenItem(_Item):
+class TrackingTokenItem(TableItem):
     merchant_id = UnicodeAttribute()
     shipment_id = UnicodeAttribute()
     token_version = NumberAttribute(null=True)  # absent on links issued before revocation existed: version 1
 
 
-class IdempotencyItem(_Item):
+class IdempotencyItem(TableItem):
     request_hash = UnicodeAttribute()
     shipment_id = UnicodeAttribute()
     expires_at = TTLAttribute()
 
 
-class RouteItem(_Item):
+class RouteItem(TableItem):
     GSI1PK = UnicodeAttribute()
     GSI1SK = UnicodeAttribute()
     by_driver = GSI1()
@@ -162,7 +179,7 @@ class RouteItem(_Item):
     created_at = UTCDateTimeAttribute()
 
 
-class _FixAttributes(_Item):
+class _FixAttributes(TableItem):
     merchant_id = UnicodeAttribute()
     driver_id = UnicodeAttribute()
     fix_ms = NumberAttribute()
@@ -187,7 +204,7 @@ class PositionItem(_FixAttributes):
     by_cell = GSI3()
 
 
-class EventItem(_Item):
+class EventItem(TableItem):
     merchant_id = UnicodeAttribute()
     shipment_id = UnicodeAttribute()
     event_id = UnicodeAttribute()
@@ -200,14 +217,14 @@ class EventItem(_Item):
     data: MapAttribute[str, Any] = MapAttribute(null=True)
 
 
-class GeofenceStateItem(_Item):
+class GeofenceStateItem(TableItem):
     """A driver's geofence state (JSON of domain.geofence.DriverState), versioned for conditional saves."""
 
     state = UnicodeAttribute()
     version = NumberAttribute()
 
 
-class RouteEtaItem(_Item):
+class RouteEtaItem(TableItem):
     """The ETA windows of a route's remaining stops: ONE item per route (`ROUTE#<rid>` / `ETA`), replaced on
     each recompute by the stream pipeline and read by the tracking page, the driver app and the merchant API.
 
@@ -248,7 +265,7 @@ def decode_etas(base_ms: int, text: str) -> dict[int, tuple[int, int, int]]:
     return found
 
 
-class ZoneItem(_Item):
+class ZoneItem(TableItem):
     """A merchant's polygon zone; `cells` lists the res-7 cells it is indexed under (to delete them)."""
 
     merchant_id = UnicodeAttribute()
@@ -260,7 +277,7 @@ class ZoneItem(_Item):
     created_at = UTCDateTimeAttribute()
 
 
-class ZoneCellItem(_Item):
+class ZoneCellItem(TableItem):
     """One (res-7 cell, zone) pair of the zone index: a fix's cell finds its candidate zones with one Query."""
 
     merchant_id = UnicodeAttribute()
@@ -269,7 +286,7 @@ class ZoneCellItem(_Item):
     fence = UnicodeAttribute()
 
 
-class ZoneEventItem(_Item):
+class ZoneEventItem(TableItem):
     """A driver's enter/exit/dwell of a zone, keyed by time; the id is deterministic (written once)."""
 
     merchant_id = UnicodeAttribute()
@@ -284,7 +301,7 @@ class ZoneEventItem(_Item):
     expires_at = TTLAttribute()
 
 
-ALL_MODELS: tuple[type[_Item], ...] = (
+ALL_MODELS: tuple[type[TableItem], ...] = (
     MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
     IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
     RouteEtaItem, ZoneItem, ZoneCellItem, ZoneEventItem,

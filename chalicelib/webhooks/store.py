@@ -251,7 +251,9 @@ class WebhookStore:
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(PK)")
         except self.client.exceptions.ConditionalCheckFailedException:
-            return False
+            # Ours after all if this very attempt committed and botocore retried it (the answer was lost).
+            stored = self.get_endpoint(endpoint.merchant_id)
+            return stored is not None and stored.endpoint_id == endpoint.endpoint_id
         return True
 
     def update_endpoint(self, merchant_id: str, url: str, events: Sequence[str] | None, alert_email: str | None,
@@ -278,20 +280,26 @@ class WebhookStore:
 
     def set_secrets(self, merchant_id: str, secrets: Sequence[StoredSecret], expected: Sequence[StoredSecret],
                     now: datetime) -> Endpoint | None:
-        """Swap the secret list, if it is still the one read (two rotations at once: one wins)."""
+        """Swap the secret list, if it is still the one read (two rotations at once: one wins). A retried swap
+        that had committed finds the new list stored (the new secret is random) and counts as won."""
+        new = json.dumps([s.to_json() for s in secrets])
         item = self._update(self._endpoint_key(merchant_id), UpdateExpression="SET secrets = :new, updated_at = :now",
                             ConditionExpression="secrets = :old",
                             ExpressionAttributeValues={
-                                ":new": _s(json.dumps([s.to_json() for s in secrets])),
-                                ":old": _s(json.dumps([s.to_json() for s in expected])), ":now": _s(iso(now))})
+                                ":new": _s(new), ":old": _s(json.dumps([s.to_json() for s in expected])),
+                                ":now": _s(iso(now))})
+        if item is None:
+            stored = self.client.get_item(TableName=self.table, Key=self._endpoint_key(merchant_id),
+                                          ConsistentRead=True).get("Item")
+            item = stored if stored and _text(stored, "secrets") == new else None
         return _endpoint(item) if item else None
 
     def delete_endpoint(self, merchant_id: str) -> bool:
-        try:
-            self.client.delete_item(TableName=self.table, Key=self._endpoint_key(merchant_id),
-                                    ConditionExpression="attribute_exists(PK)")
-        except self.client.exceptions.ConditionalCheckFailedException:
+        """Delete the endpoint; False when there is none. Read first and then deleted unconditionally, so a
+        retried delete whose first attempt committed still answers True (deleting is idempotent)."""
+        if self.get_endpoint(merchant_id) is None:
             return False
+        self.client.delete_item(TableName=self.table, Key=self._endpoint_key(merchant_id))
         return True
 
     def record_success(self, merchant_id: str) -> None:
@@ -393,6 +401,10 @@ class WebhookStore:
                                        ":claim": _s(claim_id), ":lease": _s(lease_until),
                                        ":sk": _s(f"{lease_until}#{record.delivery_id}"), ":now": _s(iso(now)),
                                        ":pending": _s(D.PENDING.value)})
+        if item is None:  # ours after all if this attempt committed and botocore retried it (claim ids are fresh)
+            stored = self.client.get_item(TableName=self.table, ConsistentRead=True,
+                                          Key=self._delivery_key(record.merchant_id, record.delivery_id)).get("Item")
+            item = stored if stored and _text(stored, "claim_id") == claim_id else None
         return _delivery(item) if item else None
 
     def record_attempt(self, claimed: DeliveryRecord, outcome: WebhookDelivery, entry: AttemptEntry,

@@ -31,7 +31,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shlex
 import signal
 import socket
@@ -75,9 +74,6 @@ FAKE_AWS = {
 
 # Station codes of the ALMRRC data start with "D" + a metro code.
 STATION_CITIES = {"CH": "Chicago", "LA": "Los Angeles", "SE": "Seattle", "BO": "Boston", "AU": "Austin"}
-
-# Recipient tracking tokens and driver app links are bearer secrets; the chalice access log prints request paths.
-_TRACK_PATH = re.compile(r"(/track/|(?<!/v1)/driver/)[^\s\"'?]+")
 
 
 class StackError(RuntimeError):
@@ -227,10 +223,13 @@ class _Child:
 
 
 def _pump_redacted(source: IO[bytes], sink: IO[bytes]) -> None:
-    """Copy a child's output to its log, masking tracking tokens in request paths."""
+    """Copy a child's output to its log, masking the secrets in request targets (infra/local/redact.py:
+    tracking and driver app tokens, tracker query strings such as /osmand?id=..., any id=/token= parameter)."""
+    from infra.local.redact import redact_line
+
     with contextlib.suppress(ValueError, OSError):
         for line in iter(source.readline, b""):
-            sink.write(_TRACK_PATH.sub(r"\1<redacted>", line.decode("utf-8", "replace")).encode())
+            sink.write(redact_line(line.decode("utf-8", "replace")).encode())
             sink.flush()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,19 @@ def chalice_app(aws: None) -> Any:
     import app as app_module
 
     return app_module.app
+
+
+_TEST_NUMBERS = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def own_source_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test calls from its own address, so failed tracker attempts (limited per source) of one test
+    never count in another."""
+    from chalice.local import LambdaEventConverter
+
+    high, low = divmod(next(_TEST_NUMBERS), 250)
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", f"10.1.{high % 250}.{low + 1}")
 
 
 @pytest.fixture()

@@ -48,7 +48,7 @@ def on_dynamodb_local(dynamodb_local: str, chalice_app: Any) -> Iterator[str]:
         patch.setattr(tables._Meta, "host", dynamodb_local)
         # pynamodb caches one connection per model class: dropped here, rebuilt against DynamoDB Local on
         # first use, and the moto ones put back when the patch is undone.
-        for model in _models(tables._Item):
+        for model in _models(tables.TableItem):
             patch.setattr(model, "_connection", None)
         patch.setattr(storage, "_replacement", Repository())
         patch.setattr(pipeline_service, "_repo", None)  # the stream consumer's per-container caches
