@@ -23,6 +23,22 @@ def aws() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_moto_table(request: pytest.FixtureRequest, aws: None) -> None:
+    """Each module starts on an empty in-process table (and stream). Tests never share data, but a table
+    kept for the whole session grows to tens of thousands of items, and moto deep-copies the table for
+    every transaction: the suite slowed as it went and its memory grew past 14 GB. The modules under
+    on_dynamodb_local point the app at their own table; this one is then simply unused."""
+    from infra.local.resources import create_table
+
+    if "on_dynamodb_local" in request.module.__name__:
+        return
+    client = boto3.client("dynamodb", endpoint_url=None)
+    name = TEST_ENV["DOORSTEP_TABLE_NAME"]
+    client.delete_table(TableName=name)
+    create_table(client, name)
+
+
 @pytest.fixture(scope="session")
 def chalice_app(aws: None) -> Any:
     import app as app_module
