@@ -26,7 +26,9 @@ def aws() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def chalice_app(aws: None) -> Any:
     import app as app_module
+    from infra.local.api_server import answer_unknown_paths
 
+    answer_unknown_paths()  # as `make run` does: an unknown path is the JSON 404, as deployed
     return app_module.app
 
 
