@@ -27,6 +27,7 @@ from chalicelib.core.types import (
     Strict_,
     TimeZoneName,
     blame,
+    patch_model,
 )
 from chalicelib.geo.cells import MAX_NEARBY_RADIUS_M
 
@@ -111,7 +112,7 @@ class RescheduleOptions(Strict_):
 class MerchantSettings(Strict_):
     """How the pipeline treats this merchant's stops and what its tracking page shows and offers.
 
-    Every field has a default; PUT replaces them all.
+    Every field has a default; PUT replaces them all, PATCH changes only the fields it sends (`chalicelib.core.patch`).
     """
 
     stop_radius_m: FenceRadius = Field(default=75.0, description="Default arrival geofence radius of a stop")
@@ -132,6 +133,10 @@ class MerchantSettings(Strict_):
         default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
     time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
+
+
+# PATCH /v1/settings: every field optional; null restores a field's default (clears one whose default is null).
+MerchantSettingsPatch = patch_model(MerchantSettings, "MerchantSettingsPatch")
 
 
 class ZoneKind(StrEnum):

@@ -172,9 +172,9 @@ class Repository:
                                         ProjectionExpression="PK")
         return "Item" in response
 
-    def merchant_settings(self, merchant_id: str) -> str | None:
+    def merchant_settings(self, merchant_id: str, *, consistent: bool = False) -> str | None:
         """The merchant's settings JSON (None: never set, the defaults apply)."""
-        item = self.get_merchant(merchant_id)
+        item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT", consistent=consistent)
         return item.settings if item else None
 
     def put_notification_settings(self, merchant_id: str, settings_json: str) -> None:
@@ -184,6 +184,20 @@ class Repository:
     def put_merchant_settings(self, merchant_id: str, settings_json: str) -> None:
         MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
             actions=[MerchantItem.settings.set(settings_json)], condition=MerchantItem.PK.exists())
+
+    def swap_merchant_settings(self, merchant_id: str, expected_json: str | None, settings_json: str) -> bool:
+        """Write the settings only if they are still those read (`None`: never set): a PATCH merges into what it
+        read, so two concurrent PATCHes never drop each other's fields. False when they changed meanwhile."""
+        held = (MerchantItem.settings.does_not_exist() if expected_json is None
+                else MerchantItem.settings == expected_json)
+        try:
+            MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
+                actions=[MerchantItem.settings.set(settings_json)], condition=MerchantItem.PK.exists() & held)
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
 
     # --- zones -----------------------------------------------------------------
 
