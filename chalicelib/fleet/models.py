@@ -146,7 +146,11 @@ class ZoneKind(StrEnum):
 
 
 class GeoJsonPolygon(Strict_):
-    """A GeoJSON Polygon or MultiPolygon: positions are [lng, lat]; rings are closed or closed for you."""
+    """A GeoJSON Polygon or MultiPolygon (RFC 7946): positions are [lng, lat]; every ring is closed (its last
+    position repeats its first), has at least 3 distinct corners and some area, and neither crosses nor touches
+    itself or another ring of its polygon; holes lie inside their exterior. Rings the other way round are
+    reversed to the right-hand rule (exterior counterclockwise, holes clockwise): the zone answers the geometry
+    as stored. A refusal (422) names the ring or position, e.g. `geometry.coordinates.0`."""
 
     type: Literal["Polygon", "MultiPolygon"]
     coordinates: Annotated[list[object], Field(min_length=1, max_length=50)]
