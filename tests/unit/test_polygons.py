@@ -161,3 +161,52 @@ def test_a_scaled_copy_inside_is_a_valid_hole_and_outside_is_not(angles, radius,
     assert signed_area(out[0]) > 0 > signed_area(out[1])
     far = [[p[0] + 3 * radius, p[1]] for p in inner]
     assert problems(polygon(outer, far))[0][0] == "coordinates.1"
+
+
+def star(n: int) -> list[list[float]]:
+    """n corners alternating between two radii: long edges that overlap in longitude (the grid's hard case)."""
+    points = [[(0.01 if k % 2 else 0.004) * math.cos(2 * math.pi * k / n) - 122.3,
+               (0.01 if k % 2 else 0.004) * math.sin(2 * math.pi * k / n) + 47.6] for k in range(n)]
+    return [*points, points[0]]
+
+
+def test_a_dense_star_is_checked_in_bounded_time_and_one_swapped_corner_is_found():
+    ring = star(1998)
+    started = time.perf_counter()
+    normalise_polygon(polygon(ring))
+    assert time.perf_counter() - started < 5.0  # ~0.4 s measured; a pair-by-pair test takes minutes
+    corners = ring[:-1]
+    corners[1000], corners[1002] = corners[1002], corners[1000]  # two inner corners: edges 999-1000, 1002-1003 cross
+    bad = [*corners, corners[0]]
+    assert _brute_force_meets([(p[0], p[1]) for p in bad])
+    assert "crosses or touches itself" in problems(polygon(bad))[0][1]
+
+
+def _brute_force_meets(ring: list[tuple[float, float]]) -> bool:
+    from chalicelib.geo.polygons import _adjacent_overlap, _segments_meet
+
+    size = len(ring) - 1
+    for i in range(size):
+        if _adjacent_overlap(ring[i - 1] if i else ring[size - 1], ring[i], ring[i + 1]):
+            return True
+        for j in range(i + 2, size):
+            if i == 0 and j == size - 1:
+                continue
+            if _segments_meet(ring[i], ring[i + 1], ring[j], ring[j + 1]):
+                return True
+    return False
+
+
+grid_points = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=3, max_size=9)
+
+
+@given(grid_points)
+def test_the_grid_finds_a_crossing_exactly_when_every_pair_test_does(points):
+    """Small integer corners make touches, collinear overlaps and crossings on cell borders common."""
+    from chalicelib.geo.polygons import _first_crossing
+
+    ring = [(float(x), float(y)) for x, y in points]
+    ring = [p for i, p in enumerate(ring) if i == 0 or p != ring[i - 1]]
+    assume(len(ring) >= 3 and ring[0] != ring[-1])
+    ring.append(ring[0])
+    assert (_first_crossing([ring]) is not None) == _brute_force_meets(ring)
