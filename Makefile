@@ -25,7 +25,7 @@ help:
 	@echo "make eval       ETA evaluation on real GeoLife trips against the SPEED baseline"
 	@echo "make lint       ruff + mypy + import contracts (lint-imports)"
 	@echo "make package    write the deployable template to build/package (STAGE=dev|prod)"
-	@echo "make merchant NAME=...  create a merchant and print its API key once"
+	@echo "make merchant NAME=...  create a merchant (a tenant) in the running local stack, or the exported stage; print its API key once"
 
 venv: $(STAMP)
 
@@ -78,8 +78,10 @@ lint: $(STAMP)
 package: $(STAMP)
 	$(PY) -m infra.package --stage $(STAGE) --out build/package
 
+# Into the running `make run` stack (found through .local/demo.json), or, with a stage's environment exported
+# (DOORSTEP_TABLE_NAME, ...), into that stage's table.
 merchant: $(STAMP)
-	$(PY) -m chalicelib.cli create-merchant --name "$(NAME)"
+	$(PY) -m infra.local.merchant --name "$(NAME)"
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name.strip()
     if not 1 <= len(name) <= 200:
         parser.error("--name must be 1 to 200 characters")
+    from chalicelib.core.config import SettingsError, get_settings
+
+    try:
+        get_settings()
+    except SettingsError as exc:  # name the variables, not a traceback
+        print(f"{exc}. Export the stage's environment (see README, 'Configuration'); for the local stack of "
+              "`make run`, use `make merchant NAME=...`, which needs none.", file=sys.stderr)
+        return 2
     from chalicelib.fleet import service as fleet
     from chalicelib.storage.repository import Repository
 

@@ -2,9 +2,11 @@
 
     python -m infra.package --stage dev --out build/package
 
-Runs `chalice package` with infra/resources.json merged in, then cfn-lint on
-the produced sam.json. Exits non-zero if either step fails or cfn-lint reports
-an error; cfn-lint warnings are printed but do not fail the build.
+Runs `chalice package` with infra/resources.json merged in, adds what the merge
+cannot express (the PublicOrigin default, the unknown-path gateway response
+built from the app's own error shape), then cfn-lint on the produced sam.json.
+Exits non-zero if either step fails or cfn-lint reports an error; cfn-lint
+warnings are printed but do not fail the build.
 """
 
 from __future__ import annotations
@@ -62,7 +64,35 @@ def package(stage: str, out_dir: Path, project_dir: Path = PROJECT_DIR) -> Path:
     subprocess.run(cmd, check=True, env=_env())
     template = out_dir / TEMPLATE_NAME
     set_public_origin(template, stage_public_origin(project_dir, stage))
+    add_unknown_path_response(template)
     return template
+
+
+def unknown_path_gateway_response() -> dict[str, Any]:
+    """API Gateway's answer for a path (or method) no resource has: our JSON 404, not its 403.
+
+    API Gateway answers such a request with MISSING_AUTHENTICATION_TOKEN (403, "Missing Authentication Token")
+    before any Lambda runs. The body is the app's own `unknown_path_error()` rendered once here, so the deployed
+    404 and the local one (infra/local/api_server.py) are the same bytes.
+    """
+    from chalicelib.http.errors import unknown_path_error
+
+    body = json.dumps(unknown_path_error().body())
+    # The template is Velocity: `$` and `#` would be read as references or directives.
+    assert "$" not in body and "#" not in body, body
+    return {
+        "statusCode": "404",
+        "responseParameters": {"gatewayresponse.header.Content-Type": "'application/json'"},
+        "responseTemplates": {"application/json": body},
+    }
+
+
+def add_unknown_path_response(template: Path) -> None:
+    data: dict[str, Any] = json.loads(template.read_text(encoding="utf-8"))
+    body = data["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    body.setdefault("x-amazon-apigateway-gateway-responses", {})["MISSING_AUTHENTICATION_TOKEN"] = (
+        unknown_path_gateway_response())
+    template.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def stage_public_origin(project_dir: Path, stage: str) -> str | None:

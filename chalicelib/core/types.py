@@ -24,9 +24,13 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    ValidationError,
     WithJsonSchema,
+    create_model,
 )
 from pydantic_core import PydanticCustomError
+
+from chalicelib.core.errors import FieldProblem
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
@@ -172,3 +176,33 @@ def blame(field_name: str, message: str) -> PydanticCustomError:
     is reported at `time_window.end`, not at `time_window`.
     """
     return PydanticCustomError(BLAMED, message, {"field": field_name})
+
+
+def field_problems(exc: ValidationError, prefix: str = "") -> list[FieldProblem]:
+    """Pydantic's errors as field problems; a model validator's `blame` names the field it blames."""
+    out = []
+    for err in exc.errors():
+        parts = [str(p) for p in err["loc"]]
+        if err["type"] == BLAMED and (err.get("ctx") or {}).get("field"):
+            parts.append(str(err["ctx"]["field"]))
+        loc = ".".join(parts)
+        name = f"{prefix}.{loc}" if prefix and loc else (loc or prefix or "body")
+        out.append(FieldProblem(name, err["msg"]))
+    return out
+
+
+def patch_model(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """The body of a merge patch (`chalicelib.core.patch`) of `model`: every field optional and nullable, a
+    nested model patched the same way, unknown fields refused. It checks each sent value where it stands, so an
+    error names the field sent; the merged whole is validated by `model` itself (its rules across fields)."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = patch_model(annotation, f"{annotation.__name__}Patch")
+        elif info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[field_name] = (annotation | None, Field(default=None, description=info.description))
+    doc = f"Merge patch of {model.__name__}: fields sent change, nested objects merge, null restores the default."
+    patched: type[BaseModel] = create_model(name, __base__=Strict_, __doc__=doc, **fields)
+    return patched

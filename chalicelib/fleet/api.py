@@ -15,6 +15,7 @@ from chalicelib.fleet.models import (
     EventsQuery,
     GeneratedDeviceId,
     MerchantSettings,
+    MerchantSettingsPatch,
     NearbyDrivers,
     NearbyQuery,
     Position,
@@ -138,6 +139,16 @@ def put_merchant_settings(call: Call) -> MerchantSettings:
     from chalicelib.fleet import service
 
     return service.replace_merchant_settings(get_repository(), call.merchant_id, call.body)
+
+
+@routes.route("/v1/settings", "PATCH", summary="Change only the settings sent (JSON merge patch: nested objects "
+              "merge, lists replace, null restores a field's default)", tag="settings", body=MerchantSettingsPatch,
+              response=MerchantSettings, errors_=(400, 401, 409, 413, 415, 422))
+def patch_merchant_settings(call: Call) -> MerchantSettings:
+    from chalicelib.fleet import service
+
+    patch = call.body.model_dump(mode="json", exclude_unset=True)
+    return service.patch_merchant_settings(get_repository(), call.merchant_id, patch)
 
 
 # --- zones -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from chalicelib.core.types import (
     Strict_,
     TimeZoneName,
     blame,
+    patch_model,
 )
 from chalicelib.geo.cells import MAX_NEARBY_RADIUS_M
 
@@ -111,7 +112,7 @@ class RescheduleOptions(Strict_):
 class MerchantSettings(Strict_):
     """How the pipeline treats this merchant's stops and what its tracking page shows and offers.
 
-    Every field has a default; PUT replaces them all.
+    Every field has a default; PUT replaces them all, PATCH changes only the fields it sends (`chalicelib.core.patch`).
     """
 
     stop_radius_m: FenceRadius = Field(default=75.0, description="Default arrival geofence radius of a stop")
@@ -134,6 +135,10 @@ class MerchantSettings(Strict_):
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
 
 
+# PATCH /v1/settings: every field optional; null restores a field's default (clears one whose default is null).
+MerchantSettingsPatch = patch_model(MerchantSettings, "MerchantSettingsPatch")
+
+
 class ZoneKind(StrEnum):
     DEPOT = "depot"
     RESTRICTED = "restricted"
@@ -141,7 +146,11 @@ class ZoneKind(StrEnum):
 
 
 class GeoJsonPolygon(Strict_):
-    """A GeoJSON Polygon or MultiPolygon: positions are [lng, lat]; rings are closed or closed for you."""
+    """A GeoJSON Polygon or MultiPolygon (RFC 7946): positions are [lng, lat]; every ring is closed (its last
+    position repeats its first), has at least 3 distinct corners and some area, and neither crosses nor touches
+    itself or another ring of its polygon; holes lie inside their exterior. Rings the other way round are
+    reversed to the right-hand rule (exterior counterclockwise, holes clockwise): the zone answers the geometry
+    as stored. A refusal (422) names the ring or position, e.g. `geometry.coordinates.0`."""
 
     type: Literal["Polygon", "MultiPolygon"]
     coordinates: Annotated[list[object], Field(min_length=1, max_length=50)]

@@ -10,17 +10,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import TTLCache
+from pydantic import ValidationError
 
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
 from chalicelib.core.cursors import cursor_in, cursor_out
 from chalicelib.core.errors import DomainError, ErrorKind
+from chalicelib.core.patch import merge_patch
 from chalicelib.core.security import (
     hash_secret,
     new_id,
     new_secret,
 )
 from chalicelib.core.times import from_ms
+from chalicelib.core.types import field_problems
 from chalicelib.fleet.models import (
     DriverCreate,
     DriverOut,
@@ -227,6 +230,29 @@ def replace_merchant_settings(repo: Repository, merchant_id: str, body: Merchant
     """Replace all settings (omitted fields take their defaults); the stream pipeline sees them within a minute."""
     repo.put_merchant_settings(merchant_id, body.model_dump_json())
     return body
+
+
+SETTINGS_PATCH_ATTEMPTS = 5  # each lost race re-reads and merges again; five lost races in a row is a conflict
+
+
+def patch_merchant_settings(repo: Repository, merchant_id: str, patch: dict[str, Any]) -> MerchantSettings:
+    """Apply a JSON merge patch (`chalicelib.core.patch`) to the stored settings: only the fields sent change.
+
+    The merged settings are validated whole (422 naming the field) and written conditionally on the settings
+    read, so a concurrent change is never overwritten with a stale copy: a lost race merges again into what won.
+    """
+    for _ in range(SETTINGS_PATCH_ATTEMPTS):
+        stored = repo.merchant_settings(merchant_id, consistent=True)
+        current = parse_merchant_settings(stored)
+        try:
+            merged = MerchantSettings.model_validate(merge_patch(current.model_dump(mode="json"), patch))
+        except ValidationError as exc:
+            raise errors.validation_failed(field_problems(exc)) from None
+        new_json = merged.model_dump_json()
+        if new_json == stored or repo.swap_merchant_settings(merchant_id, stored, new_json):
+            return merged
+    raise errors.conflict("The settings kept changing while this PATCH was applied; send it again.",
+                          code="settings_changed")
 
 
 def driver_for_device(repo: Repository, device_id: str) -> tuple[str, str] | None:

@@ -23,6 +23,7 @@ from chalicelib.fleet.models import (
 )
 from chalicelib.fleet.service import require_driver
 from chalicelib.geo.geofence import COARSE_INDEX_RES, PolygonFence, fence_cells
+from chalicelib.geo.polygons import InvalidPolygon, normalise_polygon
 from chalicelib.storage.repository import Repository, now_utc
 from chalicelib.storage.tables import (
     ZoneItem,
@@ -47,6 +48,11 @@ def create_zone(repo: Repository, merchant_id: str, body: ZoneCreate) -> ZoneOut
     if _count_positions(geometry["coordinates"]) > MAX_ZONE_POSITIONS:
         raise errors.validation_failed([errors.FieldProblem("geometry.coordinates",
                                                             f"at most {MAX_ZONE_POSITIONS} positions")])
+    try:
+        geometry = normalise_polygon(geometry)  # closed, simple rings in RFC 7946 order (chalicelib/geo/polygons)
+    except InvalidPolygon as exc:
+        raise errors.validation_failed([errors.FieldProblem(f"geometry.{p.where}", p.reason)
+                                        for p in exc.problems]) from None
     zone_id = new_id("zon")
     try:
         fence = PolygonFence(zone_id, geometry, body.exit_buffer_m)

@@ -43,6 +43,20 @@ def error_response(exc: DomainError) -> Response:
     return Response(body=exc.body(), status_code=status_of(exc), headers=headers)
 
 
+# An unknown path (or a method API Gateway has no resource method for) never reaches a view: the local gateway
+# (infra/local/api_server.py) and the deployed gateway's MISSING_AUTHENTICATION_TOKEN response (infra/package.py)
+# both answer this, instead of API Gateway's 403 "Missing Authentication Token".
+UNKNOWN_PATH_MESSAGE = "No route matches this path and method."
+
+
+def unknown_path_error() -> DomainError:
+    return DomainError(ErrorKind.NOT_FOUND, "not_found", UNKNOWN_PATH_MESSAGE)
+
+
+def unknown_path_response() -> Response:
+    return error_response(unknown_path_error())
+
+
 def internal_error(code: str = "internal_error") -> DomainError:
     return DomainError(ErrorKind.INTERNAL, code, "An internal error occurred.")
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from chalicelib.core import errors, json_input
 from chalicelib.core.errors import DomainError, ErrorKind
 from chalicelib.core.observability import logger
-from chalicelib.core.types import BLAMED
+from chalicelib.core.types import field_problems
 from chalicelib.http.errors import error_response, internal_error
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -119,15 +119,7 @@ class WebCall:
 
 def problems_from(exc: ValidationError, prefix: str = "") -> list[errors.FieldProblem]:
     """Pydantic's errors as field problems; a model validator's `blame` names the field it blames."""
-    out = []
-    for err in exc.errors():
-        parts = [str(p) for p in err["loc"]]
-        if err["type"] == BLAMED and (err.get("ctx") or {}).get("field"):
-            parts.append(str(err["ctx"]["field"]))
-        loc = ".".join(parts)
-        name = f"{prefix}.{loc}" if prefix and loc else (loc or prefix or "body")
-        out.append(errors.FieldProblem(name, err["msg"]))
-    return out
+    return field_problems(exc, prefix)
 
 
 def json_response(model: BaseModel, status: int = 200, extra_headers: dict[str, str] | None = None) -> Response:

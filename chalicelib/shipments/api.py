@@ -34,7 +34,7 @@ routes = Routes(blueprint)
 
 @routes.route("/v1/shipments", "POST", summary="Create a shipment (idempotent with Idempotency-Key)",
               tag="shipments", body=ShipmentCreate, response=ShipmentOut, status=201,
-              errors_=(400, 401, 413, 415, 422), extra_headers=("Idempotency-Key",),
+              errors_=(400, 401, 409, 413, 415, 422), extra_headers=("Idempotency-Key",),
               also=(Answer(200, "A replay: the shipment an earlier request with the same Idempotency-Key created",
                            ("Location", "Idempotent-Replayed")),))
 def create_shipment(call: Call) -> Response:
@@ -49,14 +49,16 @@ def create_shipment(call: Call) -> Response:
     return json_response(shipment, 201 if created else 200, headers)
 
 
-@routes.route("/v1/shipments", "GET", summary="List shipments by status and date", tag="shipments",
+@routes.route("/v1/shipments", "GET", summary="List shipments by status and date, or find one by external_ref",
+              tag="shipments",
               query=ShipmentQuery, response=ShipmentPage, errors_=(400, 401, 422))
 def list_shipments(call: Call) -> ShipmentPage:
     from chalicelib.shipments import service
 
     q = call.query
     return service.list_shipments(get_repository(), get_settings(), call.merchant_id, status=q.status,
-                                  date_from=q.date_from, date_to=q.date_to, limit=q.limit, cursor=q.cursor)
+                                  date_from=q.date_from, date_to=q.date_to, limit=q.limit, cursor=q.cursor,
+                                  external_ref=q.external_ref)
 
 
 @routes.route("/v1/shipments/{shipment_id}", "GET", summary="Get a shipment", tag="shipments",

@@ -70,7 +70,10 @@ class ShipmentCreate(Strict_):
         default=None, description="Defaults to the date of time_window.start (UTC), else today (UTC)."
     )
     instructions: Annotated[str, Field(max_length=1000)] | None = None
-    external_ref: Annotated[str, Field(max_length=100)] | None = None
+    external_ref: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="The merchant's own reference (e.g. its order number): unique among the "
+                                  "merchant's shipments, cancelled ones included (409 names the holder); exact, "
+                                  "case-sensitive match; GET /v1/shipments?external_ref= finds it")
     geofence_radius_m: FenceRadius | None = Field(
         default=None, description="Arrival geofence radius for this stop; defaults to the merchant's stop_radius_m"
     )
@@ -249,6 +252,9 @@ class RouteOut(BaseModel):
 
 
 class ShipmentQuery(Paging):
+    external_ref: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="The shipment with this external_ref (a page of at most one item; the other "
+                                  "filters, if given, must match it too)")
     status: ShipmentStatus | None = None
     date_from: Day | None = Field(default=None, description="YYYY-MM-DD")
     date_to: Day | None = Field(default=None, description="YYYY-MM-DD")

@@ -38,7 +38,13 @@ from chalicelib.shipments.models import (
 )
 from chalicelib.shipments.proof import checked_proof, proof_summary
 from chalicelib.shipments.store import require_shipment, timeline_event
-from chalicelib.storage.repository import ConditionFailed, Repository, idempotency_expiry, now_utc
+from chalicelib.storage.repository import (
+    ConditionFailed,
+    ExternalRefTaken,
+    Repository,
+    idempotency_expiry,
+    now_utc,
+)
 from chalicelib.storage.tables import (
     EventItem,
     IdempotencyItem,
@@ -104,7 +110,12 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
                                expires_at=idempotency_expiry(now))
     token_hash = hash_secret(tracking_token(settings.token_secret, shipment_id, 1))
     event = timeline_event(merchant_id, shipment_id, "created", "merchant", now, now, None, str(status))
-    if repo.create_shipment(item, token_hash, event, idem):
+    try:
+        stored = repo.create_shipment(item, token_hash, event, idem)
+    except ExternalRefTaken as taken:
+        raise errors.conflict(f"Shipment {taken.shipment_id} already has this external_ref.", "external_ref",
+                              f"already used by shipment {taken.shipment_id}", code="external_ref_taken") from None
+    if stored:
         return _shipment_out(settings, item), True
     assert idempotency_key is not None
     previous = repo.get_idempotency(merchant_id, hash_secret(idempotency_key))
@@ -116,6 +127,17 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
                              [errors.FieldProblem("Idempotency-Key", "already used with a different body")])
     return get_shipment(repo, settings, merchant_id, previous.shipment_id), False
 
+
+
+def _by_external_ref(repo: Repository, settings: Settings, merchant_id: str, external_ref: str,
+                     status: ShipmentStatus | None, date_from: date | None, date_to: date | None) -> ShipmentPage:
+    """The listing's page shape with the one shipment holding the ref (if it also matches the other filters)."""
+    item = repo.shipment_by_external_ref(merchant_id, external_ref)
+    if item is None or (status is not None and item.status != status) \
+            or (date_from is not None and item.delivery_date < date_from.isoformat()) \
+            or (date_to is not None and item.delivery_date > date_to.isoformat()):
+        return ShipmentPage(items=[])
+    return ShipmentPage(items=[_shipment_out(settings, item)])
 
 
 _ETA_STATUSES = frozenset({ShipmentStatus.OUT_FOR_DELIVERY, ShipmentStatus.APPROACHING})
@@ -138,9 +160,12 @@ def _ms(value: int) -> datetime:
 
 
 def list_shipments(repo: Repository, settings: Settings, merchant_id: str, *, status: ShipmentStatus | None,
-                   date_from: date | None, date_to: date | None, limit: int, cursor: str | None) -> ShipmentPage:
+                   date_from: date | None, date_to: date | None, limit: int, cursor: str | None,
+                   external_ref: str | None = None) -> ShipmentPage:
     if date_from and date_to and date_to < date_from:
         raise errors.bad_request("date_to is before date_from.", "date_to", "must not be before date_from")
+    if external_ref is not None:
+        return _by_external_ref(repo, settings, merchant_id, external_ref, status, date_from, date_to)
     scope = f"shipments:{merchant_id}:{status}:{date_from}:{date_to}"
     items, last = repo.list_shipments(
         merchant_id, status=str(status) if status else None,

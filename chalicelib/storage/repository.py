@@ -23,12 +23,14 @@ from chalicelib.ingest.rules import LastFix, Ping
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.faults import StorageUnavailable, guard
 from chalicelib.storage.tables import (
+    EXTERNAL_REF_SK,
     MERCHANTS_GSI_PK,
     ROUTE_ETA_SK,
     ApiKeyItem,
     DriverItem,
     DriverTokenItem,
     EventItem,
+    ExternalRefItem,
     GeofenceStateItem,
     IdempotencyItem,
     MerchantItem,
@@ -46,6 +48,7 @@ from chalicelib.storage.tables import (
     date_gsi_pk,
     driver_pk,
     driver_routes_pk,
+    external_ref_pk,
     merchant_pk,
     ping_sk,
     route_eta_pk,
@@ -68,6 +71,14 @@ __all__ = ["ConditionFailed", "Repository", "StatusChange", "StorageUnavailable"
 
 class ConditionFailed(RuntimeError):
     """A conditional write lost: the item changed since it was read."""
+
+
+class ExternalRefTaken(RuntimeError):
+    """Another shipment of the merchant already holds this external_ref."""
+
+    def __init__(self, shipment_id: str) -> None:
+        super().__init__(f"external_ref held by {shipment_id}")
+        self.shipment_id = shipment_id
 
 
 def _connection() -> Connection:
@@ -172,9 +183,9 @@ class Repository:
                                         ProjectionExpression="PK")
         return "Item" in response
 
-    def merchant_settings(self, merchant_id: str) -> str | None:
+    def merchant_settings(self, merchant_id: str, *, consistent: bool = False) -> str | None:
         """The merchant's settings JSON (None: never set, the defaults apply)."""
-        item = self.get_merchant(merchant_id)
+        item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT", consistent=consistent)
         return item.settings if item else None
 
     def put_notification_settings(self, merchant_id: str, settings_json: str) -> None:
@@ -184,6 +195,20 @@ class Repository:
     def put_merchant_settings(self, merchant_id: str, settings_json: str) -> None:
         MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
             actions=[MerchantItem.settings.set(settings_json)], condition=MerchantItem.PK.exists())
+
+    def swap_merchant_settings(self, merchant_id: str, expected_json: str | None, settings_json: str) -> bool:
+        """Write the settings only if they are still those read (`None`: never set): a PATCH merges into what it
+        read, so two concurrent PATCHes never drop each other's fields. False when they changed meanwhile."""
+        held = (MerchantItem.settings.does_not_exist() if expected_json is None
+                else MerchantItem.settings == expected_json)
+        try:
+            MerchantItem(merchant_pk(merchant_id), "MERCHANT").update(
+                actions=[MerchantItem.settings.set(settings_json)], condition=MerchantItem.PK.exists() & held)
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
 
     # --- zones -----------------------------------------------------------------
 
@@ -372,15 +397,23 @@ class Repository:
 
     def create_shipment(self, shipment: ShipmentItem, token_hash: str, event: EventItem,
                         idempotency: IdempotencyItem | None) -> bool:
-        """Write a shipment, its tracking token and its first event at once.
+        """Write a shipment, its tracking token, its first event and the claim of its external_ref at once.
 
-        Returns False when the idempotency key was already used (nothing written).
+        Returns False when the idempotency key was already used (nothing written); raises `ExternalRefTaken`
+        when another shipment of the merchant holds the external_ref (nothing written).
         """
+        ref = None
+        if shipment.external_ref is not None:
+            ref = ExternalRefItem(external_ref_pk(shipment.merchant_id, shipment.external_ref), EXTERNAL_REF_SK,
+                                  merchant_id=shipment.merchant_id, shipment_id=shipment.shipment_id,
+                                  external_ref=shipment.external_ref, created_at=shipment.created_at)
         try:
             with self._transaction() as tx:
                 if idempotency is not None:
                     tx.save(idempotency, condition=IdempotencyItem.PK.does_not_exist())
                 tx.save(shipment, condition=ShipmentItem.PK.does_not_exist())
+                if ref is not None:
+                    tx.save(ref, condition=ExternalRefItem.PK.does_not_exist())
                 tx.save(TrackingTokenItem(tracking_pk(token_hash), "TRACK", merchant_id=shipment.merchant_id,
                                           shipment_id=shipment.shipment_id, token_version=shipment.token_version))
                 tx.save(event)
@@ -388,11 +421,25 @@ class Repository:
             if _stored_as_written(shipment):  # this very attempt committed; its answer was lost
                 return True
             reasons = exc.cancellation_reasons or []
-            if idempotency is not None and reasons and reasons[0] is not None \
-                    and reasons[0].code == "ConditionalCheckFailed":
+
+            def failed(index: int) -> bool:
+                reason = reasons[index] if len(reasons) > index else None
+                return reason is not None and reason.code == "ConditionalCheckFailed"
+
+            if idempotency is not None and failed(0):  # a replay answers what the first request did
                 return False
+            if ref is not None and failed(2 if idempotency is not None else 1):
+                holder = _get(ExternalRefItem, ref.PK, ref.SK, consistent=True)
+                raise ExternalRefTaken(holder.shipment_id if holder is not None else "") from None
             raise
         return True
+
+    def shipment_by_external_ref(self, merchant_id: str, external_ref: str) -> ShipmentItem | None:
+        """The shipment holding a merchant's external_ref: two GetItems (the claim, then the shipment)."""
+        ref = _get(ExternalRefItem, external_ref_pk(merchant_id, external_ref), EXTERNAL_REF_SK)
+        if ref is None or ref.merchant_id != merchant_id:
+            return None
+        return self.get_shipment(merchant_id, ref.shipment_id)
 
     def get_idempotency(self, merchant_id: str, key_hash: str) -> IdempotencyItem | None:
         return _get(IdempotencyItem, merchant_pk(merchant_id), f"IDEMPOTENCY#{key_hash}")

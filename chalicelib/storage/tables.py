@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -155,6 +156,15 @@ class TrackingTokenItem(TableItem):
     merchant_id = UnicodeAttribute()
     shipment_id = UnicodeAttribute()
     token_version = NumberAttribute(null=True)  # absent on links issued before revocation existed: version 1
+
+
+class ExternalRefItem(TableItem):
+    """A merchant's external_ref, claimed by one shipment in the transaction that creates it (never freed)."""
+
+    merchant_id = UnicodeAttribute()
+    shipment_id = UnicodeAttribute()
+    external_ref = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
 
 
 class IdempotencyItem(TableItem):
@@ -364,6 +374,15 @@ def status_gsi_pk(merchant_id: str, status: str) -> str:
 
 def date_gsi_pk(merchant_id: str, day: str) -> str:
     return f"MERCHANT#{merchant_id}#DATE#{day}"
+
+
+EXTERNAL_REF_SK = "EXTREF"
+
+
+def external_ref_pk(merchant_id: str, external_ref: str) -> str:
+    """Its own partition per (merchant, ref), apart from the busy merchant partition; hashed, so any text is a
+    key of fixed length."""
+    return f"EXTREF#{merchant_id}#{hashlib.sha256(external_ref.encode()).hexdigest()}"
 
 
 def tracking_pk(token_hash: str) -> str:

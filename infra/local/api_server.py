@@ -6,7 +6,12 @@ Chalice's local request handler is Python's `http.server`, which knows only the 
 for (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS): any other (TRACE, CONNECT, PROPFIND, ...) was answered by
 `http.server` itself with a 501 HTML page the app never saw. With `accept_every_method`, such a request goes
 through chalice's local gateway to the app like any other, so a known path answers the app's JSON 405 in the
-one error shape (with `Allow`), and an unknown path the gateway's 403, as deployed.
+one error shape (with `Allow`).
+
+With `answer_unknown_paths`, a path no route matches answers the JSON 404 of `chalicelib.http.errors` instead of
+chalice's imitation of API Gateway's 403 "Missing Authentication Token": the deployed API answers the same 404
+through its MISSING_AUTHENTICATION_TOKEN gateway response (infra/package.py). The test client
+(`chalice.test.Client`) builds the same `LocalGateway`, so the integration tests see it too.
 """
 
 from __future__ import annotations
@@ -37,10 +42,35 @@ def accept_every_method(handler_cls: Any = None) -> Any:
     return handler_cls
 
 
+def answer_unknown_paths(gateway_cls: Any = None) -> Any:
+    """Make chalice's `LocalGateway` answer a path no route matches with the JSON 404; returns the class."""
+    if gateway_cls is None:
+        from chalice.local import LocalGateway
+
+        gateway_cls = LocalGateway
+    if getattr(gateway_cls, "_doorstep_unknown_paths", False):
+        return gateway_cls
+    original = gateway_cls.handle_request
+
+    def handle_request(self: Any, method: str, path: str, headers: Any, body: Any) -> Any:
+        try:
+            self.event_converter._route_matcher.match_route(path)
+        except ValueError:  # what LocalGateway turns into its 403, with or without an Authorization header
+            from chalicelib.http.errors import unknown_path_response
+
+            return unknown_path_response().to_dict()
+        return original(self, method, path, headers, body)
+
+    gateway_cls.handle_request = handle_request
+    gateway_cls._doorstep_unknown_paths = True
+    return gateway_cls
+
+
 def main(argv: list[str] | None = None) -> int:
     from chalice.cli import main as chalice_main
 
     accept_every_method()
+    answer_unknown_paths()
     sys.argv = ["chalice", *(sys.argv[1:] if argv is None else argv)]
     return int(chalice_main() or 0)
 

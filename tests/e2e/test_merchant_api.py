@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,3 +100,39 @@ def test_unknown_methods_answer_the_json_405_over_http(demo: dict[str, Any]) -> 
         assert (answer.status, answer.getheader("Content-Type")) == (405, "application/json"), (method, body)
         assert json.loads(body)["error"]["code"] == "method_not_allowed"
         assert set(answer.getheader("Allow", "").replace(" ", "").split(",")) == {"GET", "POST"}
+
+
+def test_an_unknown_path_answers_the_json_404_over_http(demo: dict[str, Any]) -> None:
+    """Not chalice's imitation of API Gateway's 403 "Missing Authentication Token": the app's 404."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(demo["base_url"])
+    key = {"Authorization": f"Bearer {demo['merchant_api_key']}"}
+    for method, path, headers in (("GET", "/nope", {}), ("POST", "/v1/nope", {"Authorization": "Bearer x"}),
+                                  ("GET", "/v1/shipments/a/b", key)):
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        connection.request(method, path, headers=headers)
+        answer = connection.getresponse()
+        body = answer.read()
+        connection.close()
+        assert (answer.status, answer.getheader("Content-Type")) == (404, "application/json"), (path, body)
+        assert json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_make_merchant_adds_a_second_tenant_to_the_running_stack(demo: dict[str, Any], demo_path: Path) -> None:
+    """`make merchant NAME=...` with nothing exported: the new key works at once and sees none of the demo's data."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DOORSTEP_"))}
+    proc = subprocess.run([sys.executable, "-m", "infra.local.merchant", "--name", "Acme", "--json",
+                           "--demo", str(demo_path)], cwd=Path(__file__).resolve().parents[2], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    acme = json.loads(proc.stdout)
+    assert acme["merchant_id"] != demo["merchant_id"]
+    tenant = {**demo, "merchant_api_key": acme["api_key"]}
+    listing = api(tenant, "GET", "/v1/shipments")
+    assert listing.status == 200 and listing.body["items"] == []
+    assert api(tenant, "GET", f"/v1/shipments/{demo['shipment_ids'][0]}").status == 404

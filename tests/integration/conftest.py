@@ -42,7 +42,9 @@ def fresh_moto_table(request: pytest.FixtureRequest, aws: None) -> None:
 @pytest.fixture(scope="session")
 def chalice_app(aws: None) -> Any:
     import app as app_module
+    from infra.local.api_server import answer_unknown_paths
 
+    answer_unknown_paths()  # as `make run` does: an unknown path is the JSON 404, as deployed
     return app_module.app
 
 

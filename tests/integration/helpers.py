@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+_REFS = itertools.count(1)
+
 
 def shipment_body(n: int = 1, **overrides: Any) -> dict[str, Any]:
+    """A valid shipment; its external_ref is unique per call (a merchant's refs are unique)."""
     body: dict[str, Any] = {
         "recipient": {"name": f"Ada Lovelace {n}", "phone": "+14155550100", "email": "ada@example.com"},
         "address": {"line1": f"{n} Main St", "city": "Seattle", "postal_code": "98101", "country": "US"},
         "location": {"lat": 47.6 + n * 0.001, "lng": -122.3},
         "time_window": {"start": "2026-11-21T16:00:00Z", "end": "2026-11-21T18:00:00Z"},
         "instructions": "Gate code 1234",
-        "external_ref": f"order-{n}",
+        "external_ref": f"order-{n}-{next(_REFS)}",
     }
     body.update(overrides)
     return body

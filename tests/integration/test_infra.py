@@ -105,6 +105,17 @@ def test_gateway_errors_use_the_api_error_shape(packaged: dict[str, Any]) -> Non
 
 
 @pytest.mark.slow
+def test_an_unknown_path_is_the_json_404_on_api_gateway_too(packaged: dict[str, Any]) -> None:
+    from chalicelib.http.errors import unknown_path_response
+
+    body = packaged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    missing = body["x-amazon-apigateway-gateway-responses"]["MISSING_AUTHENTICATION_TOKEN"]
+    assert missing["statusCode"] == "404"
+    assert missing["responseParameters"] == {"gatewayresponse.header.Content-Type": "'application/json'"}
+    assert json.loads(missing["responseTemplates"]["application/json"]) == unknown_path_response().body
+
+
+@pytest.mark.slow
 def test_gateway_compresses_the_tracking_page_and_serves_no_text_as_binary(packaged: dict[str, Any]) -> None:
     api = packaged["Resources"]["RestAPI"]
     # Leaflet is ~145 KB raw, ~43 KB gzipped: API Gateway compresses answers of 1 KB and more.

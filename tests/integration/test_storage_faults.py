@@ -211,6 +211,7 @@ CASES = [
     # settings
     Case("get settings", "settings", lambda m: Req("GET", "/v1/settings")),
     Case("put settings", "settings", lambda m: Req("PUT", "/v1/settings", {})),
+    Case("patch settings", "settings", lambda m: Req("PATCH", "/v1/settings", {"branding": {"name": "Acme"}})),
     Case("get notification settings", "settings", lambda m: Req("GET", "/v1/notifications/settings")),
     Case("put notification settings", "settings", lambda m: Req("PUT", "/v1/notifications/settings",
                                                                 {"policy": {"quiet_hours": None}})),
@@ -280,7 +281,8 @@ ROUTE_OF = {
     "get webhook": "GET /v1/webhook", "delete webhook": "DELETE /v1/webhook",
     "rotate webhook secret": "POST /v1/webhook/secret", "resume webhook": "POST /v1/webhook/resume",
     "webhook deliveries": "GET /v1/webhook/deliveries", "get settings": "GET /v1/settings",
-    "put settings": "PUT /v1/settings", "get notification settings": "GET /v1/notifications/settings",
+    "put settings": "PUT /v1/settings", "patch settings": "PATCH /v1/settings",
+    "get notification settings": "GET /v1/notifications/settings",
     "put notification settings": "PUT /v1/notifications/settings", "create zone": "POST /v1/zones",
     "list zones": "GET /v1/zones", "get zone": "GET /v1/zones/{zone_id}", "delete zone": "DELETE /v1/zones/{zone_id}",
 }
@@ -380,7 +382,8 @@ MUTATING = [c for c in CASES if c.name in {
     "create driver", "rotate token", "generate device id", "register device id", "create shipment",
     "cancel shipment", "revoke tracking link", "create route", "start route", "post pings", "osmand", "owntracks",
     "tracking instructions form", "revoke app links", "driver status update", "put webhook", "delete webhook",
-    "rotate webhook secret", "resume webhook", "put settings", "put notification settings", "create zone",
+    "rotate webhook secret", "resume webhook", "put settings", "patch settings", "put notification settings",
+    "create zone",
     "delete zone"}]
 
 

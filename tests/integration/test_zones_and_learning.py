@@ -87,10 +87,14 @@ def test_zone_create_list_get_delete_and_tenant_isolation(merchant, other_mercha
 
 
 @pytest.mark.parametrize(("geometry", "field"), [
-    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]}, "geometry"),  # 2 distinct points
-    ({"type": "Polygon", "coordinates": [[[0, 95], [1, 1], [2, 0], [0, 95]]]}, "geometry"),  # latitude out of range
+    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]}, "geometry.coordinates.0"),  # 2 distinct points
+    ({"type": "Polygon", "coordinates": [[[0, 95], [1, 1], [2, 0], [0, 95]]]},
+     "geometry.coordinates.0.0"),  # latitude out of range
     ({"type": "Point", "coordinates": [0, 0]}, "geometry.type"),
-    ({"type": "Polygon", "coordinates": [[[-10, -10], [10, -10], [10, 10], [-10, 10]]]}, "geometry"),  # a country
+    ({"type": "Polygon", "coordinates": [[[-10, -10], [10, -10], [10, 10], [-10, 10]]]},
+     "geometry.coordinates.0"),  # not closed
+    ({"type": "Polygon", "coordinates": [[[-10, -10], [10, -10], [10, 10], [-10, 10], [-10, -10]]]},
+     "geometry"),  # a country
 ])
 def test_bad_zone_geometry_is_422_naming_the_field(merchant, geometry, field):
     r = merchant.call("POST", "/v1/zones", {"name": "bad", "geometry": geometry})
