@@ -262,6 +262,10 @@ class FakeRepository:
         found = self.positions.get(driver_id)
         return found[0] if found else None
 
+    def ingest_reads(self, driver_id: str, fix_times: Iterable[int]) -> tuple[LastFix | None, set[int]]:
+        # The real method makes one Query (the chunks in the batch's range and the position item).
+        return self.last_fix(driver_id), self.stored_fix_times(driver_id, fix_times)
+
     def stored_fix_times(self, driver_id: str, fix_times: Iterable[int]) -> set[int]:
         # The real method runs one Query over the batch's span and decodes the fix times it finds.
         return set(fix_times) & self.fix_times.get(driver_id, set())

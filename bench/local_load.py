@@ -70,7 +70,7 @@ def _stored_pings(stack: Any, driver_ids: list[str]) -> int:
         for page in client.get_paginator("query").paginate(
                 TableName=env["DOORSTEP_TABLE_NAME"], ProjectionExpression="f",
                 KeyConditionExpression="PK = :pk AND begins_with(SK, :fixes)",
-                ExpressionAttributeValues={":pk": {"S": f"DRIVER#{driver_id}"}, ":fixes": {"S": "FIXES#"}}):
+                ExpressionAttributeValues={":pk": {"S": f"DRIVER#{driver_id}"}, ":fixes": {"S": "POINTS#"}}):
             stored += sum(len(decode_fix_times(item["f"]["S"])) for item in page["Items"])
     return stored
 

@@ -71,7 +71,7 @@ from chalicelib.pipeline.store import (
     speed_counters,
 )
 from chalicelib.shipments.lifecycle import ShipmentStatus
-from chalicelib.storage.fix_chunks import FIXES_PREFIX, decode_fixes
+from chalicelib.storage.fix_chunks import CHUNK_PREFIX, decode_fixes
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import (
     ROUTE_ETA_RETENTION_DAYS,
@@ -170,7 +170,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     continue
                 image = record.dynamodb.new_image or {}
                 sk = str(image.get("SK", ""))
-                if sk.startswith(FIXES_PREFIX):  # one accepted request's fixes of a driver (fix_chunks)
+                if sk.startswith(CHUNK_PREFIX):  # one accepted request's fixes of a driver (fix_chunks)
                     driver_id = str(image["driver_id"])
                     group = drivers.setdefault(driver_id, DriverFixes(str(image["merchant_id"])))
                     group.fixes.extend(fixes_of_chunk(image))

@@ -2,14 +2,16 @@
 
 Pure (no AWS): the repository builds and reads the items, the stream pipeline decodes the chunks it receives.
 
-A chunk item is `PK = DRIVER#<did>`, `SK = FIXES#<last fix ms, 13 digits>#<digest of its fix times>` with the
+A chunk item is `PK = DRIVER#<did>`, `SK = POINTS#<last fix ms, 13 digits>#<digest of its fix times>` with the
 fixes in one string attribute `f`. Keyed by the LAST fix time so that "the chunks that may hold a fix in
-[t1, t2]" is one key range, `FIXES#<t1>` to `FIXES#<t2 + CHUNK_MAX_SPAN_MS>~`: a chunk overlapping the window
+[t1, t2]" is one key range, `POINTS#<t1>` to `POINTS#<t2 + CHUNK_MAX_SPAN_MS>~`: a chunk overlapping the window
 ends at or after t1 and, spanning at most `CHUNK_MAX_SPAN_MS`, ends before t2 plus that span. For a driver
 posting live, the batch's range holds no chunk at all, so the duplicate check reads nothing. The digest makes
 the key deterministic in the fix set: a retried request that still missed its first attempt's chunk (an
 eventually consistent read) overwrites the same item (a MODIFY, which the stream filter drops) instead of
-adding one.
+adding one. `POINTS#` sorts right before `POSITION` (the latest position item) and after every other sort key
+under `DRIVER#<did>` (`GEOFENCE`, the old `PING#` items), so for a live batch ONE Query from `POINTS#<first
+fix>` to `POSITION` reads both the chunks it may repeat and the position the screening needs.
 
 `f` is one record per fix in fix-time order, `;`-separated; a record is `,`-separated fields:
 `fix ms, lat, lng, accuracy, speed, heading, altitude, battery` (trailing absent fields left out, an absent
@@ -26,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
-FIXES_PREFIX = "FIXES#"
+CHUNK_PREFIX = "POINTS#"
 CHUNK_MAX_FIXES = 50  # bounds the item (~1.5 KB at 1 Hz, 2 write units) and a stream record's work
 CHUNK_MAX_SPAN_MS = 5 * 60 * 1000  # bounds how far past a window a reader must look (see the module doc)
 
@@ -41,12 +43,23 @@ FixRow = tuple[int, float, float, float | None, float | None, float | None, floa
 def chunk_sk(fix_times: Sequence[int]) -> str:
     """The sort key of the chunk holding exactly these fix times (sorted ascending)."""
     digest = hashlib.blake2b(",".join(map(str, fix_times)).encode(), digest_size=4).hexdigest()
-    return f"{FIXES_PREFIX}{fix_times[-1]:013d}#{digest}"
+    return f"{CHUNK_PREFIX}{fix_times[-1]:013d}#{digest}"
 
 
 def chunk_range(since_ms: int, until_ms: int) -> tuple[str, str]:
     """The sort-key range (inclusive) of every chunk that may hold a fix in [since_ms, until_ms]."""
-    return f"{FIXES_PREFIX}{max(since_ms, 0):013d}", f"{FIXES_PREFIX}{until_ms + CHUNK_MAX_SPAN_MS:013d}#~"
+    return f"{CHUNK_PREFIX}{max(since_ms, 0):013d}", f"{CHUNK_PREFIX}{until_ms + CHUNK_MAX_SPAN_MS:013d}#~"
+
+
+def clusters(fix_times: Sequence[int], gap_ms: int) -> list[tuple[int, int]]:
+    """(first, last) of each run of sorted fix times whose neighbours are at most `gap_ms` apart."""
+    out: list[tuple[int, int]] = []
+    for ms in fix_times:
+        if out and ms - out[-1][1] <= gap_ms:
+            out[-1] = (out[-1][0], ms)
+        else:
+            out.append((ms, ms))
+    return out
 
 
 def split_chunks(fix_times: Sequence[int]) -> list[slice]:

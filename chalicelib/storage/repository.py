@@ -27,9 +27,10 @@ from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.faults import StorageUnavailable, guard
 from chalicelib.storage.fix_chunks import (
     CHUNK_MAX_SPAN_MS,
-    FIXES_PREFIX,
+    CHUNK_PREFIX,
     chunk_range,
     chunk_sk,
+    clusters,
     decode_fix_times,
     decode_fixes,
     encode_fixes,
@@ -666,27 +667,68 @@ class Repository:
         """
         if self._hot is None:
             from botocore.config import Config
-            from botocore.session import get_session
 
             s = get_settings()
             config = Config(parameter_validation=False, user_agent=HOT_USER_AGENT,
                             connect_timeout=s.ddb_connect_timeout_s, read_timeout=s.ddb_read_timeout_s,
                             retries={"mode": "standard", "total_max_attempts": s.ddb_max_attempts})
-            self._hot = guard(get_session().create_client("dynamodb", region_name=s.aws_region,
-                                                          endpoint_url=s.ddb_endpoint_url, config=config))
+            # The botocore session of the driver-token model, which authenticated the request just before: its
+            # loader holds the DynamoDB service model already, so a cold container does not parse it again.
+            session = DriverTokenItem._get_connection().connection.session
+            self._hot = guard(session.create_client("dynamodb", region_name=s.aws_region,
+                                                    endpoint_url=s.ddb_endpoint_url, config=config))
         return self._hot
 
+    def ingest_reads(self, driver_id: str, fix_times: Iterable[int]) -> tuple[LastFix | None, set[int]]:
+        """What a ping batch needs to read: the driver's latest position, and which of its fix times are stored.
+
+        ONE Query, newest first, from `POSITION` down to `POINTS#<first fix>` (`fix_chunks`: nothing else sorts
+        between them), at most `INGEST_READ_LIMIT` items: the position, then every chunk ending at or after
+        the batch's first fix. That is usually nothing: a phone sends its fixes in order, so no chunk ends after
+        a new batch starts. Only a batch older than what was already stored (a backlog sent late, a retry)
+        can find more chunks than the page holds; then `stored_fix_times` reads the batch's own span as well.
+        """
+        wanted = set(fix_times)
+        if not wanted:
+            return self.last_fix(driver_id), set()
+        low, _ = chunk_range(min(wanted), max(wanted))
+        response = self.hot_client.query(
+            TableName=get_settings().table_name, ScanIndexForward=False, Limit=INGEST_READ_LIMIT,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":pk": {"S": driver_pk(driver_id)}, ":lo": {"S": low},
+                                       ":hi": {"S": POSITION_SK}},
+            ProjectionExpression="SK, f, fix_ms, lat, lng")
+        last: LastFix | None = None
+        found: set[int] = set()
+        for item in response.get("Items", []):
+            if item["SK"]["S"] == POSITION_SK:
+                last = LastFix(int(item["fix_ms"]["N"]), float(item["lat"]["N"]), float(item["lng"]["N"]))
+            elif "f" in item:
+                found.update(decode_fix_times(item["f"]["S"]))
+        if response.get("LastEvaluatedKey"):
+            found |= self.stored_fix_times(driver_id, wanted)
+        return last, found & wanted
+
     def stored_fix_times(self, driver_id: str, fix_times: Iterable[int]) -> set[int]:
-        """Which of these fix times are already stored for the driver: ONE Query of the chunks that may hold
-        one (`fix_chunks.chunk_range` over the batch's span; for a driver posting live it finds none), projecting
-        only the encoded fixes, whose times alone are decoded."""
+        """Which of these fix times are already stored for the driver: a Query of the chunks that may hold one
+        (`fix_chunks.chunk_range`), projecting only the encoded fixes, whose times alone are decoded.
+
+        One Query per run of fix times (gaps over `DEDUPE_GAP_MS` start a new run, at most `DEDUPE_QUERIES`
+        runs, else one Query over the whole span), so a batch mixing an old fix with new ones does not read
+        every chunk stored in between.
+        """
         wanted = set(fix_times)
         if not wanted:
             return set()
-        low, high = chunk_range(min(wanted), max(wanted))
+        ordered = sorted(wanted)
+        runs = clusters(ordered, DEDUPE_GAP_MS)
+        if len(runs) > DEDUPE_QUERIES:
+            runs = [(ordered[0], ordered[-1])]
         found: set[int] = set()
-        for item in self._query_chunks(driver_id, low, high, "f"):
-            found.update(decode_fix_times(item["f"]["S"]))
+        for first, last in runs:
+            low, high = chunk_range(first, last)
+            for item in self._query_chunks(driver_id, low, high, "f"):
+                found.update(decode_fix_times(item["f"]["S"]))
         return found & wanted
 
     def _query_chunks(self, driver_id: str, low: str, high: str, projection: str | None) -> Iterator[dict[str, Any]]:
@@ -745,7 +787,7 @@ class Repository:
     def last_fix(self, driver_id: str) -> LastFix | None:
         """The latest position's fix time and coordinates (one GetItem projecting only those)."""
         response = self.hot_client.get_item(TableName=get_settings().table_name,
-                                            Key={"PK": {"S": driver_pk(driver_id)}, "SK": {"S": "POSITION"}},
+                                            Key={"PK": {"S": driver_pk(driver_id)}, "SK": {"S": POSITION_SK}},
                                             ProjectionExpression="fix_ms, lat, lng")
         item = response.get("Item")
         if not item:
@@ -774,7 +816,7 @@ class Repository:
         for item in self._query_chunks(driver_id, low, high, None):
             if len(found) >= limit:
                 cutoff = sorted(found)[limit - 1] + CHUNK_MAX_SPAN_MS
-                if int(item["SK"]["S"][len(FIXES_PREFIX):len(FIXES_PREFIX) + 13]) > cutoff:
+                if int(item["SK"]["S"][len(CHUNK_PREFIX):len(CHUNK_PREFIX) + 13]) > cutoff:
                     break
             received_ms, expires_at = int(item["received_ms"]["N"]), int(item["expires_at"]["N"])
             merchant_id = item["merchant_id"]["S"]
@@ -794,6 +836,10 @@ class Repository:
 
 
 HOT_USER_AGENT = "doorstep-ingest"
+POSITION_SK = "POSITION"
+INGEST_READ_LIMIT = 16  # the position and 15 chunks: a page of ~6 KB at most (2 read units)
+DEDUPE_GAP_MS = 30 * 60 * 1000
+DEDUPE_QUERIES = 4
 
 
 @dataclass(slots=True)

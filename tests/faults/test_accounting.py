@@ -63,7 +63,7 @@ def stored_fix_times(stack: Stack, driver_id: str) -> set[int]:
     while True:
         kwargs: dict[str, Any] = {"TableName": TABLE, "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
                                   "ExpressionAttributeValues": {":pk": {"S": f"DRIVER#{driver_id}"},
-                                                                ":p": {"S": "FIXES#"}},
+                                                                ":p": {"S": "POINTS#"}},
                                   "ConsistentRead": True}
         if start:
             kwargs["ExclusiveStartKey"] = start

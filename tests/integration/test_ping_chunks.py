@@ -39,7 +39,7 @@ def chunk_records(run: StreamRunner, records: list[dict[str, Any]], driver_id: s
     while run.poll_once():
         pass
     return [r for r in records if r["dynamodb"]["Keys"]["PK"]["S"] == f"DRIVER#{driver_id}"
-            and r["dynamodb"]["Keys"]["SK"]["S"].startswith("FIXES#")]
+            and r["dynamodb"]["Keys"]["SK"]["S"].startswith("POINTS#")]
 
 
 def fix_times_of(records: list[dict[str, Any]]) -> list[int]:
@@ -51,7 +51,7 @@ def fix_times_of(records: list[dict[str, Any]]) -> list[int]:
 def stored_chunks(driver_id: str) -> list[dict[str, Any]]:
     return boto3.client("dynamodb").query(
         TableName=TABLE, KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",
-        ExpressionAttributeValues={":pk": {"S": f"DRIVER#{driver_id}"}, ":p": {"S": "FIXES#"}})["Items"]
+        ExpressionAttributeValues={":pk": {"S": f"DRIVER#{driver_id}"}, ":p": {"S": "POINTS#"}})["Items"]
 
 
 def fixes(start_ms: int, first: int, last: int) -> list[dict[str, Any]]:
@@ -157,12 +157,60 @@ def test_the_position_is_written_only_when_it_moves_forward(merchant: Any, monke
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counted)
     older = post_pings(merchant.client, driver["token"], fixes(t, 0, 10)).json_body
     assert older["accepted"] == 10
-    # besides authentication (the token item): one read of the position, one Query for duplicates, one write
-    # of the chunk, no position write
+    # besides authentication (the token item): ONE Query (the chunks in the batch's range, then the position
+    # item), one write of the chunk, and no position write (it could not move forward)
     del calls["GetItem:DRIVER"]
-    assert calls == Counter({"GetItem:POSITI": 1, "Query:": 1, "BatchWriteItem:": 1}), calls
+    assert calls == Counter({"Query:": 1, "BatchWriteItem:": 1}), calls
     calls.clear()
-    assert post_pings(merchant.client, driver["token"], fixes(t, 20, 21)).json_body["accepted"] == 1
-    assert calls["PutItem:POSITI"] == 1, calls
+    newer = post_pings(merchant.client, driver["token"], fixes(t, 20, 22) + fixes(t, 5, 6)).json_body
+    assert [i["status"] for i in newer["items"]] == ["accepted", "accepted", "duplicate"]
+    del calls["GetItem:DRIVER"]
+    assert calls == Counter({"Query:": 1, "BatchWriteItem:": 1, "PutItem:POSITI": 1}), calls
     position = merchant.call("GET", f"/v1/drivers/{driver['id']}/position").json_body
-    assert position["lat"] == fixes(t, 20, 21)[0]["lat"] and position["battery"] == 78.0
+    assert position["lat"] == fixes(t, 21, 22)[0]["lat"] and position["battery"] == 77.9
+    # a backlog older than what is stored: the first page (the position and up to 15 chunks, newest first)
+    # does not reach down to it, so a second Query reads the backlog's own span
+    for first in range(30, 30 + 16 * 2, 2):
+        post_pings(merchant.client, driver["token"], fixes(t, first, first + 2))
+    calls.clear()
+    backlog = [{"lat": 47.59, "lng": -122.3, "fix_time": iso(t - 3_600_000 + i * 1000)} for i in range(3)]
+    assert post_pings(merchant.client, driver["token"], backlog).json_body["accepted"] == 3
+    del calls["GetItem:DRIVER"]
+    assert calls == Counter({"Query:": 2, "BatchWriteItem:": 1}), calls
+    assert post_pings(merchant.client, driver["token"], backlog).json_body["duplicates"] == 3
+    # a retry of a batch stored a while ago, still within the first page: one Query finds it
+    calls.clear()
+    assert post_pings(merchant.client, driver["token"], fixes(t, 60, 62)).json_body["duplicates"] == 2
+    del calls["GetItem:DRIVER"]
+    assert calls == Counter({"Query:": 1}), calls
+
+
+def test_the_speed_check_uses_the_position_read_with_the_chunks(merchant: Any) -> None:
+    driver = make_driver(merchant)
+    t = now_ms() - 60_000
+    post_pings(merchant.client, driver["token"], [{"lat": 47.6, "lng": -122.3, "fix_time": iso(t)}])
+    jump = post_pings(merchant.client, driver["token"], [{"lat": 48.6, "lng": -122.3, "fix_time": iso(t + 5000)}])
+    assert jump.json_body["items"][0]["status"] == "rejected"  # 111 km in 5 s from the stored position
+
+
+def test_a_batch_mixing_old_and_new_fixes_reads_each_span(merchant: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.storage import get_repository
+
+    driver = make_driver(merchant)
+    t = now_ms() - 6 * 86_400_000
+    repo = get_repository()
+    old = [{"lat": 47.6, "lng": -122.3, "fix_time": iso(t + i * 1000)} for i in range(3)]
+    post_pings(merchant.client, driver["token"], old)
+    for k in range(16):  # more chunks than the first read's page, stored after the old ones
+        post_pings(merchant.client, driver["token"], fixes(now_ms() - 3_000_000 + k * 60_000, 0, 2))
+    queries: list[dict[str, Any]] = []
+    original = repo.hot_client.query
+    monkeypatch.setattr(repo.hot_client, "query", lambda **kw: (queries.append(kw), original(**kw))[1])
+    new = fixes(now_ms() - 60_000, 0, 3)
+    body = post_pings(merchant.client, driver["token"], old[1:] + new).json_body
+    assert [i["status"] for i in body["items"]] == ["duplicate"] * 2 + ["accepted"] * 3
+    spans = sorted((q["ExpressionAttributeValues"][":lo"]["S"][7:20], q["ExpressionAttributeValues"][":hi"]["S"][7:20])
+                   for q in queries if q["ExpressionAttributeValues"][":hi"]["S"] != "POSITION")
+    # after the first page, one Query per run of fixes (plus the chunk span), not one over the six days between
+    assert len(queries) == 3 and len(spans) == 2, queries
+    assert all(int(hi) - int(lo) < 3_600_000 for lo, hi in spans), spans

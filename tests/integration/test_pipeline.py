@@ -105,7 +105,7 @@ def test_replayed_stream_batch_creates_nothing_new(merchant, runner, chalice_app
     assert after == before and "arrived" in [e["type"] for e in after]
     # keep one real record as the sample event under events/
     chunk_records = [r for e in captured for r in e["Records"]
-                     if r["dynamodb"]["Keys"]["SK"]["S"].startswith("FIXES#")]
+                     if r["dynamodb"]["Keys"]["SK"]["S"].startswith("POINTS#")]
     assert chunk_records and all(r["eventName"] == "INSERT" for r in chunk_records)
     sample = EVENTS / "dynamodb_stream_fixes_insert.json"
     if not sample.exists():

@@ -97,7 +97,7 @@ class CallCounter:
 def pings_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The fix chunk inserts: one per accepted request and driver."""
     return [r for r in records if r["eventName"] == "INSERT"
-            and r["dynamodb"]["Keys"]["SK"]["S"].startswith("FIXES#")]
+            and r["dynamodb"]["Keys"]["SK"]["S"].startswith("POINTS#")]
 
 
 def fixes_in(records: list[dict[str, Any]]) -> int:

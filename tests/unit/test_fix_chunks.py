@@ -92,7 +92,7 @@ def test_the_key_range_finds_every_chunk_overlapping_a_window(times: list[int], 
 
 def test_the_key_is_deterministic_in_the_fix_set() -> None:
     assert chunk_sk([1, 2, 3]) == chunk_sk([1, 2, 3]) != chunk_sk([2, 3])
-    assert chunk_sk([1, 2, 3]).startswith("FIXES#0000000000003#")
+    assert chunk_sk([1, 2, 3]).startswith("POINTS#0000000000003#")
 
 
 def ping(fix_ms: int, driver: str = "drv_1", **extra: Any) -> Ping:
@@ -165,3 +165,11 @@ def test_the_flat_value_screen_refuses_what_the_walker_refuses(bad: Any) -> None
 def test_values_outside_any_field_range_still_round_trip() -> None:
     fixes: list[Any] = [(5, 1e300, -1e300, 1.5e8, 2.0**60, None, None, 1e-300)]
     assert decode_fixes(encode_fixes(fixes)) == fixes
+
+
+def test_runs_of_fix_times_split_at_large_gaps() -> None:
+    from chalicelib.storage.fix_chunks import clusters
+
+    assert clusters([], 10) == []
+    assert clusters([1, 5, 15, 40, 41], 10) == [(1, 15), (40, 41)]
+    assert clusters([7], 10) == [(7, 7)]

@@ -25,9 +25,9 @@ EVENT_SK = "EVENT#2026-01-01T10:00:00.000Z#e1"
 
 
 @pytest.mark.parametrize(("sample", "admitted"), [
-    (record("INSERT", "DRIVER#d1", "FIXES#1714000000000#0a1b2c3d"), True),  # one request's fix chunk
-    (record("MODIFY", "DRIVER#d1", "FIXES#1714000000000#0a1b2c3d"), False),  # a racing retry's overwrite
-    (record("REMOVE", "DRIVER#d1", "FIXES#1714000000000#0a1b2c3d"), False),  # TTL expiry
+    (record("INSERT", "DRIVER#d1", "POINTS#1714000000000#0a1b2c3d"), True),  # one request's fix chunk
+    (record("MODIFY", "DRIVER#d1", "POINTS#1714000000000#0a1b2c3d"), False),  # a racing retry's overwrite
+    (record("REMOVE", "DRIVER#d1", "POINTS#1714000000000#0a1b2c3d"), False),  # TTL expiry
     (record("INSERT", "DRIVER#d1", "PING#1714000000000"), True),  # the one-item-per-fix format, in flight
     (record("MODIFY", "DRIVER#d1", "PING#1714000000000"), False),
     (record("REMOVE", "DRIVER#d1", "PING#1714000000000"), False),  # TTL expiry
