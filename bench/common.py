@@ -224,7 +224,7 @@ def now_ms() -> int:
 class FakeRepository:
     """The Repository methods the ping route uses, kept in dicts instead of DynamoDB.
 
-    `put_pings` still builds every wire item with the real `ping_wire_item`, as the
+    `put_pings` still builds every wire item with the real `fix_chunk_items`, as the
     real method does before BatchWriteItem, so the CPU cost of the item building is
     measured; only the network calls are gone.
     """
@@ -233,11 +233,11 @@ class FakeRepository:
         from chalicelib.core.config import get_settings
         from chalicelib.core.security import hash_secret
         from chalicelib.ingest.rules import LastFix
-        from chalicelib.storage.repository import ping_wire_item
+        from chalicelib.storage.repository import fix_chunk_items
 
         self._get_settings = get_settings
         self._last_fix_type = LastFix
-        self._wire_item = ping_wire_item
+        self._wire_items = fix_chunk_items
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.fix_times: dict[str, set[int]] = {}
         self.positions: dict[str, tuple[LastFix, str]] = {}
@@ -262,14 +262,18 @@ class FakeRepository:
         found = self.positions.get(driver_id)
         return found[0] if found else None
 
+    def ingest_reads(self, driver_id: str, fix_times: Iterable[int]) -> tuple[LastFix | None, set[int]]:
+        # The real method makes one Query (the chunks in the batch's range and the position item).
+        return self.last_fix(driver_id), self.stored_fix_times(driver_id, fix_times)
+
     def stored_fix_times(self, driver_id: str, fix_times: Iterable[int]) -> set[int]:
-        # The real method also builds BatchGetItem keys (one small dict per ping); left out, a few % at most.
+        # The real method runs one Query over the batch's span and decodes the fix times it finds.
         return set(fix_times) & self.fix_times.get(driver_id, set())
 
     def put_pings(self, pings: Sequence[Ping]) -> None:
         ttl_s = self._get_settings().ping_retention_days * 86400
         # Same request shape as Repository.put_pings builds for BatchWriteItem.
-        requests = [{"PutRequest": {"Item": self._wire_item(p, ttl_s)}} for p in pings]
+        requests = [{"PutRequest": {"Item": item}} for item in self._wire_items(pings, ttl_s)]
         for request in requests:
             item = request["PutRequest"]["Item"]
             self.items[(item["PK"]["S"], item["SK"]["S"])] = item

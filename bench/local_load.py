@@ -59,16 +59,19 @@ def group_rss_mb(pgids: Iterable[int]) -> float:
 def _stored_pings(stack: Any, driver_ids: list[str]) -> int:
     import boto3
 
+    from chalicelib.storage.fix_chunks import decode_fix_times
+
     env = stack.app_env
     client = boto3.client("dynamodb", endpoint_url=stack.dynamodb_url, region_name=env["AWS_DEFAULT_REGION"],
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     stored = 0
     for driver_id in driver_ids:
+        # the fixes of the driver's chunk items (one per accepted request, storage/fix_chunks.py)
         for page in client.get_paginator("query").paginate(
-                TableName=env["DOORSTEP_TABLE_NAME"], Select="COUNT",
-                KeyConditionExpression="PK = :pk AND begins_with(SK, :ping)",
-                ExpressionAttributeValues={":pk": {"S": f"DRIVER#{driver_id}"}, ":ping": {"S": "PING#"}}):
-            stored += int(page["Count"])
+                TableName=env["DOORSTEP_TABLE_NAME"], ProjectionExpression="f",
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :fixes)",
+                ExpressionAttributeValues={":pk": {"S": f"DRIVER#{driver_id}"}, ":fixes": {"S": "POINTS#"}}):
+            stored += sum(len(decode_fix_times(item["f"]["S"])) for item in page["Items"])
     return stored
 
 

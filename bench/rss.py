@@ -75,8 +75,9 @@ def child() -> None:
     if response.get("statusCode") != 200 or not isinstance(answer, dict) or answer.get("accepted") != PINGS:
         raise SystemExit(f"expected 200 with {PINGS} accepted, got {response.get('statusCode')}: "
                          f"{str(answer)[:500]}")
-    if len(repo.items) != PINGS:
-        raise SystemExit(f"expected {PINGS} stored items, the fake holds {len(repo.items)}")
+    stored = sum(item["f"]["S"].count(";") + 1 for item in repo.items.values())  # fixes in the chunk items
+    if stored != PINGS:
+        raise SystemExit(f"expected {PINGS} stored fixes, the fake's chunks hold {stored}")
     print(MARKER + json.dumps({"peak_mb": _peak_kib() / 1024}), flush=True)
 
 

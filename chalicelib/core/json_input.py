@@ -137,6 +137,13 @@ def value_problems(data: Any, prefix: str = "", *, numbers: bool = True) -> list
 
     `numbers=False` screens text only (for the tracker protocols, whose numbers are judged fix by fix).
     """
+    if type(data) is dict and _flat_and_clean(data, numbers):
+        return []  # the common case of a ping: proven clean without building a path per value
+    return walk_values(data, prefix, numbers=numbers)
+
+
+def walk_values(data: Any, prefix: str = "", *, numbers: bool = True) -> list[FieldProblem]:
+    """`value_problems` without its fast path: every node visited, every problem named."""
     problems: list[FieldProblem] = []
     stack: list[tuple[Any, str]] = [(data, prefix)]
     while stack and len(problems) < MAX_PROBLEMS:
@@ -164,6 +171,31 @@ def value_problems(data: Any, prefix: str = "", *, numbers: bool = True) -> list
         if reason is not None:
             problems.append(FieldProblem(path or "body", reason))
     return problems
+
+
+def _flat_and_clean(data: dict[Any, Any], numbers: bool) -> bool:
+    """True when `data` is an object of scalars that breaks no value rule (then it has no problem to name).
+
+    False means "not proven": nested values or anything suspicious go through the full walker, which names
+    the fields, so the answer for a bad value is exactly the walker's.
+    """
+    search = _BAD_CHAR.search
+    for key, value in data.items():
+        if type(key) is not str or search(key) is not None:
+            return False
+        kind = type(value)
+        if kind is float:
+            if numbers and not (value == 0.0 or DYNAMO_MIN_MAGNITUDE <= abs(value) <= DYNAMO_MAX_MAGNITUDE):
+                return False  # NaN fails every comparison, so it lands here too
+        elif kind is str:
+            if search(value) is not None:
+                return False
+        elif kind is int:
+            if numbers and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                return False
+        elif value is not None and kind is not bool:
+            return False  # a list, an object, or a subclass: the walker decides
+    return True
 
 
 def _printable(path: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -14,7 +16,7 @@ from pydantic import (
 
 from chalicelib.core.json_input import value_problems
 from chalicelib.core.times import to_ms
-from chalicelib.core.types import FixTime, Latitude, Longitude
+from chalicelib.core.types import EARLIEST, LATEST, FixTime, Latitude, Longitude
 from chalicelib.ingest.rules import Fix, ItemResult
 
 
@@ -52,6 +54,9 @@ def parse_ping(index: int, raw: object) -> Fix | ItemResult:
     screened = value_problems(raw)
     if screened:
         return ItemResult(index, "rejected", None, screened[0].field, screened[0].reason)
+    fast = fast_fix(raw)
+    if fast is not None:
+        return fast
     try:
         ping = PingIn.model_validate(raw)
     except ValidationError as exc:
@@ -60,6 +65,49 @@ def parse_ping(index: int, raw: object) -> Fix | ItemResult:
         return ItemResult(index, "rejected", None, where, first["msg"])
     return Fix(ping.lat, ping.lng, to_ms(ping.fix_time), ping.accuracy, ping.speed,
                ping.heading, ping.altitude, ping.battery)
+
+
+# A fix time as phones send it: UTC with "Z" and at most microseconds. Other forms go through pydantic.
+_PLAIN_UTC = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z")
+_OPTIONAL_RANGES = (("accuracy", 0.0, 100_000.0), ("speed", 0.0, 150.0), ("heading", 0.0, 360.0),
+                    ("altitude", -1000.0, 20_000.0), ("battery", 0.0, 100.0))
+_EARLIEST_MS = to_ms(EARLIEST)
+_LATEST_MS = to_ms(LATEST)
+
+
+def fast_fix(raw: object) -> Fix | None:
+    """The Fix of an item that is plainly valid (floats in range, an RFC 3339 UTC fix time), else None.
+
+    `PingIn.model_validate` costs more than the rest of a ping's screening; this path accepts only what
+    `PingIn` accepts with the same value (a property test checks it on random items), and hands everything
+    else (ints, epoch times, offsets, anything out of range) to pydantic, which decides and words the errors.
+    """
+    if type(raw) is not dict:
+        return None
+    lat, lng, fix_time = raw.get("lat"), raw.get("lng"), raw.get("fix_time")
+    if type(lat) is not float or type(lng) is not float or type(fix_time) is not str:
+        return None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
+        return None  # NaN too
+    matched = _PLAIN_UTC.fullmatch(fix_time)
+    if matched is None:
+        return None
+    year, month, day, hour, minute, second, fraction = matched.groups()
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                          int(fraction.ljust(6, "0")) if fraction else 0, tzinfo=UTC)
+    except ValueError:
+        return None
+    fix_ms = to_ms(moment)
+    if not _EARLIEST_MS <= fix_ms < _LATEST_MS:
+        return None
+    optional: list[float | None] = []
+    for name, low, high in _OPTIONAL_RANGES:
+        value = raw.get(name)
+        if value is not None and (type(value) is not float or not low <= value <= high):
+            return None
+        optional.append(value)
+    return Fix(lat, lng, fix_ms, *optional)
 
 
 class PingBatch(BaseModel):

@@ -1,8 +1,9 @@
 """The DynamoDB stream consumer: a batch's pings, grouped per driver, become geofence events, lifecycle
 transitions and one ETA item per route.
 
-One handler for Lambda and the local stream runner. A batch is cut into its PING inserts, grouped by
-driver, and its timeline EVENT inserts. Each driver's fixes are processed together, in fix-time order:
+One handler for Lambda and the local stream runner. A batch is cut into its fix chunk inserts (one per
+accepted request and driver, `storage/fix_chunks.py`; PING inserts of the one-item-per-fix format too),
+grouped by driver, and its timeline EVENT inserts. Each driver's fixes are processed together, in fix-time order:
 one read of the driver's state item, the route's stops from the warm container (or one BatchGetItem),
 one conditional (versioned) write of the state, at most one write of the route's ETA item, and the
 transitions the fixes cause. The state item caches the active route's id and its stops' statuses, so a
@@ -70,6 +71,7 @@ from chalicelib.pipeline.store import (
     speed_counters,
 )
 from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.storage.fix_chunks import CHUNK_PREFIX, decode_fixes
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import (
     ROUTE_ETA_RETENTION_DAYS,
@@ -168,7 +170,12 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     continue
                 image = record.dynamodb.new_image or {}
                 sk = str(image.get("SK", ""))
-                if sk.startswith("PING#"):
+                if sk.startswith(CHUNK_PREFIX):  # one accepted request's fixes of a driver (fix_chunks)
+                    driver_id = str(image["driver_id"])
+                    group = drivers.setdefault(driver_id, DriverFixes(str(image["merchant_id"])))
+                    group.fixes.extend(fixes_of_chunk(image))
+                    group.sequence_numbers.append(sequence)
+                elif sk.startswith("PING#"):  # one fix per item, as stored before chunks (records in flight)
                     driver_id = str(image["driver_id"])
                     group = drivers.setdefault(driver_id, DriverFixes(str(image["merchant_id"])))
                     group.fixes.append(fix_of(image))
@@ -200,6 +207,11 @@ def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
     if image.get("to_status") in (S.DELIVERED, S.FAILED):
         apply_stop_completed(r, image)
     notify(r, image)  # the recipient's messages: notifications owns them
+
+
+def fixes_of_chunk(image: dict[str, Any]) -> list[GeoFix]:
+    driver_id = str(image["driver_id"])
+    return [GeoFix(driver_id, row[0], row[1], row[2], row[3]) for row in decode_fixes(str(image["f"]))]
 
 
 def fix_of(image: dict[str, Any]) -> GeoFix:

@@ -1,7 +1,8 @@
 """Storage faults, translated in one place.
 
 Every DynamoDB client the storage layer hands out (each pynamodb model's, the repository's transaction
-connection, and so the low-level client the feature stores use) is `guard`ed: two botocore event handlers look
+connection, and so the low-level client the feature stores use, and the ping ingest path's `hot_client`) is
+`guard`ed: two botocore event handlers look
 at the final outcome of each call, after botocore's own bounded retries (standard mode; `tables.py` sets the
 attempts), and raise `StorageUnavailable` (a `DomainError`, which the HTTP edge answers as 503 with
 `Retry-After` and the JSON error shape) for what is transient:

@@ -8,9 +8,11 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
@@ -19,9 +21,21 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.core.config import get_settings
+from chalicelib.geo.cells import fine_cell
 from chalicelib.ingest.rules import LastFix, Ping
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.storage.faults import StorageUnavailable, guard
+from chalicelib.storage.fix_chunks import (
+    CHUNK_MAX_SPAN_MS,
+    CHUNK_PREFIX,
+    chunk_range,
+    chunk_sk,
+    clusters,
+    decode_fix_times,
+    decode_fixes,
+    encode_fixes,
+    split_chunks,
+)
 from chalicelib.storage.tables import (
     EXTERNAL_REF_SK,
     MERCHANTS_GSI_PK,
@@ -66,7 +80,7 @@ ItemT = TypeVar("ItemT", bound=Model)
 StatusChange = tuple[ShipmentItem, ShipmentStatus, list[Any], EventItem]
 
 
-__all__ = ["ConditionFailed", "Repository", "StatusChange", "StorageUnavailable", "now_utc"]
+__all__ = ["ConditionFailed", "Repository", "StatusChange", "StorageUnavailable", "StoredFix", "now_utc"]
 
 
 class ConditionFailed(RuntimeError):
@@ -121,6 +135,7 @@ def now_utc() -> datetime:
 class Repository:
     def __init__(self) -> None:
         self._conn: Connection | None = None
+        self._hot: Any = None
 
     @property
     def conn(self) -> Connection:
@@ -682,60 +697,149 @@ class Repository:
         return list(EventItem.query(shipment_pk(shipment_id), EventItem.SK.startswith("EVENT#"), limit=limit))
 
     # --- pings and positions ---------------------------------------------------
+    #
+    # The ingest hot path speaks DynamoDB's wire format through its own client (`hot_client`): hand-built
+    # items, one request per step, no pynamodb model per ping.
+
+    @property
+    def hot_client(self) -> Any:
+        """The botocore client of the ping ingest path, created once per repository.
+
+        Same endpoint, region, timeouts and bounded standard-mode retries as pynamodb's, guarded the same way
+        (storage faults -> StorageUnavailable). Two settings differ, both about CPU: `parameter_validation` off
+        (pynamodb's own clients run without it too; every request on this client is built by the methods
+        below, tested against moto and DynamoDB Local, and DynamoDB still validates what it receives), and a
+        fixed User-Agent, because botocore otherwise rebuilds the string from a dozen components twice per
+        request (about 0.3 ms each time, more than the rest of a small request).
+        """
+        if self._hot is None:
+            from botocore.config import Config
+
+            s = get_settings()
+            config = Config(parameter_validation=False, user_agent=HOT_USER_AGENT,
+                            connect_timeout=s.ddb_connect_timeout_s, read_timeout=s.ddb_read_timeout_s,
+                            retries={"mode": "standard", "total_max_attempts": s.ddb_max_attempts})
+            # The botocore session of the driver-token model, which authenticated the request just before: its
+            # loader holds the DynamoDB service model already, so a cold container does not parse it again.
+            session = DriverTokenItem._get_connection().connection.session
+            self._hot = guard(session.create_client("dynamodb", region_name=s.aws_region,
+                                                    endpoint_url=s.ddb_endpoint_url, config=config))
+        return self._hot
+
+    def ingest_reads(self, driver_id: str, fix_times: Iterable[int]) -> tuple[LastFix | None, set[int]]:
+        """What a ping batch needs to read: the driver's latest position, and which of its fix times are stored.
+
+        ONE Query, newest first, from `POSITION` down to `POINTS#<first fix>` (`fix_chunks`: nothing else sorts
+        between them), at most `INGEST_READ_LIMIT` items: the position, then every chunk ending at or after
+        the batch's first fix. That is usually nothing: a phone sends its fixes in order, so no chunk ends after
+        a new batch starts. Only a batch older than what was already stored (a backlog sent late, a retry)
+        can find more chunks than the page holds; then `stored_fix_times` reads the batch's own span as well.
+        """
+        wanted = set(fix_times)
+        if not wanted:
+            return self.last_fix(driver_id), set()
+        low, _ = chunk_range(min(wanted), max(wanted))
+        response = self.hot_client.query(
+            TableName=get_settings().table_name, ScanIndexForward=False, Limit=INGEST_READ_LIMIT,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":pk": {"S": driver_pk(driver_id)}, ":lo": {"S": low},
+                                       ":hi": {"S": POSITION_SK}},
+            ProjectionExpression="SK, f, fix_ms, lat, lng")
+        last: LastFix | None = None
+        found: set[int] = set()
+        for item in response.get("Items", []):
+            if item["SK"]["S"] == POSITION_SK:
+                last = LastFix(int(item["fix_ms"]["N"]), float(item["lat"]["N"]), float(item["lng"]["N"]))
+            elif "f" in item:
+                found.update(decode_fix_times(item["f"]["S"]))
+        if response.get("LastEvaluatedKey"):
+            found |= self.stored_fix_times(driver_id, wanted)
+        return last, found & wanted
 
     def stored_fix_times(self, driver_id: str, fix_times: Iterable[int]) -> set[int]:
-        """Which of these fix times are already stored for the driver (BatchGetItem, keys only)."""
-        pk = driver_pk(driver_id)
-        wanted = sorted(set(fix_times))
+        """Which of these fix times are already stored for the driver: a Query of the chunks that may hold one
+        (`fix_chunks.chunk_range`), projecting only the encoded fixes, whose times alone are decoded.
+
+        One Query per run of fix times (gaps over `DEDUPE_GAP_MS` start a new run, at most `DEDUPE_QUERIES`
+        runs, else one Query over the whole span), so a batch mixing an old fix with new ones does not read
+        every chunk stored in between.
+        """
+        wanted = set(fix_times)
+        if not wanted:
+            return set()
+        ordered = sorted(wanted)
+        runs = clusters(ordered, DEDUPE_GAP_MS)
+        if len(runs) > DEDUPE_QUERIES:
+            runs = [(ordered[0], ordered[-1])]
         found: set[int] = set()
-        table = get_settings().table_name
-        for start in range(0, len(wanted), 100):
-            keys = [{"PK": {"S": pk}, "SK": {"S": ping_sk(ms)}} for ms in wanted[start:start + 100]]
-            request: dict[str, Any] = {table: {"Keys": keys, "ProjectionExpression": "SK"}}
-            for attempt in range(8):
-                response = self.client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(table, []):
-                    found.add(int(item["SK"]["S"][5:]))
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                _backoff(attempt)
-            else:
-                raise StorageUnavailable("could not read ping keys")
-        return found
+        for first, last in runs:
+            low, high = chunk_range(first, last)
+            for item in self._query_chunks(driver_id, low, high, "f"):
+                found.update(decode_fix_times(item["f"]["S"]))
+        return found & wanted
+
+    def _query_chunks(self, driver_id: str, low: str, high: str, projection: str | None) -> Iterator[dict[str, Any]]:
+        request: dict[str, Any] = {
+            "TableName": get_settings().table_name,
+            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {":pk": {"S": driver_pk(driver_id)}, ":lo": {"S": low}, ":hi": {"S": high}},
+        }
+        if projection:
+            request["ProjectionExpression"] = projection
+        while True:
+            response = self.hot_client.query(**request)
+            yield from response.get("Items", [])
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            request["ExclusiveStartKey"] = last
 
     def put_pings(self, pings: Sequence[Ping]) -> None:
-        """BatchWriteItem in chunks of 25, retrying unprocessed items with jittered backoff.
+        """Store accepted pings as fix chunks (`fix_chunks`): one item per driver and chunk of at most 50 fixes,
+        BatchWriteItem of up to 25 chunks, retrying unprocessed items with jittered backoff.
 
         Raises StorageUnavailable if DynamoDB still refuses after the retries, so
         the caller answers 503 and the phone retries the (idempotent) batch.
         """
         table = get_settings().table_name
         ttl_s = get_settings().ping_retention_days * 86400
-        items = [{"PutRequest": {"Item": ping_wire_item(p, ttl_s)}} for p in pings]
+        items = [{"PutRequest": {"Item": item}} for item in fix_chunk_items(pings, ttl_s)]
         for start in range(0, len(items), 25):
             pending: list[dict[str, Any]] = items[start:start + 25]
             for attempt in range(8):
-                response = self.client.batch_write_item(RequestItems={table: pending})
+                response = self.hot_client.batch_write_item(RequestItems={table: pending})
                 pending = response.get("UnprocessedItems", {}).get(table, [])
                 if not pending:
                     break
                 _backoff(attempt)
             else:
-                raise StorageUnavailable(f"{len(pending)} pings left unprocessed")
+                raise StorageUnavailable(f"{len(pending)} fix chunks left unprocessed")
 
     def advance_position(self, ping: Ping, coarse: str) -> bool:
-        """Set the latest position if this fix is newer than the stored one."""
-        item = PositionItem(driver_pk(ping.driver_id), "POSITION", GSI3PK=cell_gsi_pk(ping.merchant_id, coarse),
-                            GSI3SK=f"DRIVER#{ping.driver_id}", **_fix_fields(ping))
-        return _save_if(item, PositionItem.fix_ms.does_not_exist() | (PositionItem.fix_ms < ping.fix_ms))
+        """Set the latest position if this fix is newer than the stored one (a conditional put)."""
+        item = position_wire_item(ping, coarse)
+        try:
+            self.hot_client.put_item(TableName=get_settings().table_name, Item=item,
+                                     ConditionExpression="attribute_not_exists(fix_ms) OR fix_ms < :new",
+                                     ExpressionAttributeValues={":new": item["fix_ms"]})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def get_position(self, driver_id: str) -> PositionItem | None:
         return _get(PositionItem, driver_pk(driver_id), "POSITION")
 
     def last_fix(self, driver_id: str) -> LastFix | None:
-        item = self.get_position(driver_id)
-        return LastFix(int(item.fix_ms), float(item.lat), float(item.lng)) if item else None
+        """The latest position's fix time and coordinates (one GetItem projecting only those)."""
+        response = self.hot_client.get_item(TableName=get_settings().table_name,
+                                            Key={"PK": {"S": driver_pk(driver_id)}, "SK": {"S": POSITION_SK}},
+                                            ProjectionExpression="fix_ms, lat, lng")
+        item = response.get("Item")
+        if not item:
+            return None
+        return LastFix(int(item["fix_ms"]["N"]), float(item["lat"]["N"]), float(item["lng"]["N"]))
 
     def positions_in_cells(self, merchant_id: str, cells: Sequence[str]) -> list[PositionItem]:
         def one(cell: str) -> list[PositionItem]:
@@ -744,38 +848,119 @@ class Repository:
         with ThreadPoolExecutor(max_workers=8) as pool:
             return [item for items in pool.map(one, cells) for item in items]
 
-    def ping_history(self, driver_id: str, since_ms: int, until_ms: int, limit: int) -> list[PingItem]:
-        return list(PingItem.query(driver_pk(driver_id), PingItem.SK.between(ping_sk(since_ms), ping_sk(until_ms)),
-                                   limit=limit))
+    def ping_history(self, driver_id: str, since_ms: int, until_ms: int, limit: int) -> list[StoredFix]:
+        """A driver's fixes in [since_ms, until_ms], fix time ascending, at most `limit`, one per fix time.
+
+        Reads the chunks that may overlap the window (one key range, pages read only until the first `limit`
+        fixes are certain: a later chunk ends more than CHUNK_MAX_SPAN_MS after the limit-th fix), and the
+        PING# items written before chunks existed (until they expire, `ping_retention_days` after the
+        change). Two chunks may share a fix (two overlapping requests racing past the duplicate check): the
+        first read wins, as the pipeline keeps one fix per time.
+        """
+        pk = driver_pk(driver_id)
+        found: dict[int, StoredFix] = {}
+        low, high = chunk_range(since_ms, until_ms)
+        for item in self._query_chunks(driver_id, low, high, None):
+            if len(found) >= limit:
+                cutoff = sorted(found)[limit - 1] + CHUNK_MAX_SPAN_MS
+                if int(item["SK"]["S"][len(CHUNK_PREFIX):len(CHUNK_PREFIX) + 13]) > cutoff:
+                    break
+            received_ms, expires_at = int(item["received_ms"]["N"]), int(item["expires_at"]["N"])
+            merchant_id = item["merchant_id"]["S"]
+            for row in decode_fixes(item["f"]["S"]):
+                if since_ms <= row[0] <= until_ms and row[0] not in found:
+                    found[row[0]] = StoredFix(driver_id, merchant_id, row[0], row[1], row[2],
+                                              fine_cell(row[1], row[2]), received_ms, expires_at, *row[3:])
+        for legacy in PingItem.query(pk, PingItem.SK.between(ping_sk(since_ms), ping_sk(until_ms)), limit=limit):
+            fix_ms = int(legacy.fix_ms)
+            if fix_ms not in found:
+                found[fix_ms] = StoredFix(
+                    driver_id, legacy.merchant_id, fix_ms, float(legacy.lat), float(legacy.lng), legacy.cell,
+                    int(legacy.received_ms), int(legacy.expires_at.timestamp()),
+                    *(None if v is None else float(v) for v in (legacy.accuracy, legacy.speed, legacy.heading,
+                                                               legacy.altitude, legacy.battery)))
+        return [found[ms] for ms in sorted(found)[:limit]]
 
 
-def ping_wire_item(p: Ping, ttl_s: int) -> dict[str, Any]:
-    """A ping as a DynamoDB wire-format item, built directly: this is the ingest hot path."""
+HOT_USER_AGENT = "doorstep-ingest"
+POSITION_SK = "POSITION"
+INGEST_READ_LIMIT = 16  # the position and 15 chunks: a page of ~6 KB at most (2 read units)
+DEDUPE_GAP_MS = 30 * 60 * 1000
+DEDUPE_QUERIES = 4
+
+
+@dataclass(slots=True)
+class StoredFix:
+    """A fix as the history reader returns it (from a chunk, or a legacy PING# item)."""
+
+    driver_id: str
+    merchant_id: str
+    fix_ms: int
+    lat: float
+    lng: float
+    cell: str
+    received_ms: int
+    expires_at: int  # epoch seconds (TTL)
+    accuracy: float | None = None
+    speed: float | None = None
+    heading: float | None = None
+    altitude: float | None = None
+    battery: float | None = None
+
+
+def fix_chunk_items(pings: Sequence[Ping], ttl_s: int) -> list[dict[str, Any]]:
+    """The wire items of accepted pings: per driver, fix time ascending, cut by `fix_chunks.split_chunks`.
+
+    Built directly in DynamoDB's wire format: this is the ingest hot path. `received_ms` is the request's (one
+    value per request; the first ping's is kept if a caller mixed several).
+    """
+    by_driver: dict[str, list[Ping]] = {}
+    for p in pings:
+        by_driver.setdefault(p.driver_id, []).append(p)
+    items = []
+    for driver_id, mine in by_driver.items():
+        mine.sort(key=_fix_ms_of)
+        times = [p.fix_ms for p in mine]
+        for part in split_chunks(times):
+            chunk = mine[part]
+            first = chunk[0]
+            items.append({
+                "PK": {"S": "DRIVER#" + driver_id},
+                "SK": {"S": chunk_sk(times[part])},
+                "merchant_id": {"S": first.merchant_id},
+                "driver_id": {"S": driver_id},
+                "received_ms": {"N": str(first.received_ms)},
+                "expires_at": {"N": str(chunk[-1].fix_ms // 1000 + ttl_s)},
+                "f": {"S": encode_fixes([(p.fix_ms, p.lat, p.lng, p.accuracy, p.speed, p.heading, p.altitude,
+                                          p.battery) for p in chunk])},
+            })
+    return items
+
+
+def _fix_ms_of(p: Ping) -> int:
+    return p.fix_ms
+
+
+def position_wire_item(p: Ping, coarse: str) -> dict[str, Any]:
+    """The latest position as a wire item (the attributes of `PositionItem`, absent optionals left out)."""
     item: dict[str, Any] = {
         "PK": {"S": "DRIVER#" + p.driver_id},
-        "SK": {"S": ping_sk(p.fix_ms)},
+        "SK": {"S": "POSITION"},
+        "GSI3PK": {"S": cell_gsi_pk(p.merchant_id, coarse)},
+        "GSI3SK": {"S": "DRIVER#" + p.driver_id},
         "merchant_id": {"S": p.merchant_id},
         "driver_id": {"S": p.driver_id},
         "fix_ms": {"N": str(p.fix_ms)},
-        "lat": {"N": repr(p.lat)},
-        "lng": {"N": repr(p.lng)},
+        "lat": {"N": repr(float(p.lat))},
+        "lng": {"N": repr(float(p.lng))},
         "cell": {"S": p.cell},
         "received_ms": {"N": str(p.received_ms)},
-        "expires_at": {"N": str(p.fix_ms // 1000 + ttl_s)},
     }
     for name in ("accuracy", "speed", "heading", "altitude", "battery"):
         value = getattr(p, name)
         if value is not None:
             item[name] = {"N": repr(float(value))}
     return item
-
-
-def _fix_fields(p: Ping) -> dict[str, Any]:
-    return {
-        "merchant_id": p.merchant_id, "driver_id": p.driver_id, "fix_ms": p.fix_ms, "lat": p.lat, "lng": p.lng,
-        "cell": p.cell, "received_ms": p.received_ms, "accuracy": p.accuracy, "speed": p.speed,
-        "heading": p.heading, "altitude": p.altitude, "battery": p.battery,
-    }
 
 
 def _number(value: float) -> str:

@@ -135,6 +135,7 @@ def storage_clients() -> list[Any]:
 
     clients = [model._get_connection().connection.client for model in ALL_MODELS]
     clients.append(get_repository().conn.client)
+    clients.append(get_repository().hot_client)  # the ping ingest path's own client
     return list({id(c): c for c in clients}.values())
 
 

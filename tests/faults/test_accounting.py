@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.storage.fix_chunks import decode_fix_times
 from tests.faults.conftest import Answer, Stack, call
 from tests.faults.emulator import stage_environment
 from tests.faults.proxy import FaultProxy, Rule
@@ -62,12 +63,13 @@ def stored_fix_times(stack: Stack, driver_id: str) -> set[int]:
     while True:
         kwargs: dict[str, Any] = {"TableName": TABLE, "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
                                   "ExpressionAttributeValues": {":pk": {"S": f"DRIVER#{driver_id}"},
-                                                                ":p": {"S": "PING#"}},
+                                                                ":p": {"S": "POINTS#"}},
                                   "ConsistentRead": True}
         if start:
             kwargs["ExclusiveStartKey"] = start
         page = client.query(**kwargs)
-        found |= {int(item["SK"]["S"][5:]) for item in page.get("Items", [])}
+        for item in page.get("Items", []):  # one chunk per accepted request (storage/fix_chunks.py)
+            found.update(decode_fix_times(item["f"]["S"]))
         start = page.get("LastEvaluatedKey")
         if not start:
             return found

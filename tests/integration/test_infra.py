@@ -219,7 +219,10 @@ def _filter_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
 @pytest.mark.parametrize(
     ("event_name", "sk", "to_status", "delivered"),
     [
-        ("INSERT", "PING#1714000000000", None, True),
+        ("INSERT", "POINTS#1714000000000#0a1b2c3d", None, True),  # one accepted request's fixes
+        ("MODIFY", "POINTS#1714000000000#0a1b2c3d", None, False),  # a racing retry overwrote the same chunk
+        ("REMOVE", "POINTS#1714000000000#0a1b2c3d", None, False),  # TTL expiry
+        ("INSERT", "PING#1714000000000", None, True),  # the one-item-per-fix format still in the stream
         ("MODIFY", "PING#1714000000000", None, False),
         ("MODIFY", "POSITION", None, False),  # ingest's latest position: the pipeline reads pings, not this
         ("INSERT", "SHIPMENT#s1", None, False),

@@ -104,20 +104,26 @@ def test_replayed_stream_batch_creates_nothing_new(merchant, runner, chalice_app
     after = merchant.call("GET", f"/v1/shipments/{target['id']}/timeline").json_body["items"]
     assert after == before and "arrived" in [e["type"] for e in after]
     # keep one real record as the sample event under events/
-    ping_records = [r for e in captured for r in e["Records"] if r["dynamodb"]["Keys"]["SK"]["S"].startswith("PING#")]
-    sample = EVENTS / "dynamodb_stream_ping_insert.json"
+    chunk_records = [r for e in captured for r in e["Records"]
+                     if r["dynamodb"]["Keys"]["SK"]["S"].startswith("POINTS#")]
+    assert chunk_records and all(r["eventName"] == "INSERT" for r in chunk_records)
+    sample = EVENTS / "dynamodb_stream_fixes_insert.json"
     if not sample.exists():
-        sample.write_text(json.dumps({"Records": ping_records[:1]}, indent=2) + "\n")
+        sample.write_text(json.dumps({"Records": chunk_records[:1]}, indent=2) + "\n")
 
 
-def test_a_bad_record_fails_alone(chalice_app):
+@pytest.mark.parametrize(("name", "spoil"), [
+    ("dynamodb_stream_fixes_insert.json", ("f", {"S": "1795209143023,not a number"})),
+    ("dynamodb_stream_ping_insert.json", ("lat", {"S": "not a number"})),  # the one-item-per-fix format
+])
+def test_a_bad_record_fails_alone(chalice_app, name, spoil):
     from chalicelib.pipeline.api import stream_pipeline
 
-    sample = json.loads((EVENTS / "dynamodb_stream_ping_insert.json").read_text())
+    sample = json.loads((EVENTS / name).read_text())
     good = sample["Records"][0]
     bad = json.loads(json.dumps(good))
     bad["dynamodb"]["SequenceNumber"] = "999"
-    bad["dynamodb"]["NewImage"]["lat"] = {"S": "not a number"}
+    bad["dynamodb"]["NewImage"][spoil[0]] = spoil[1]
     result = stream_pipeline({"Records": [good, bad]}, None)
     assert result == {"batchItemFailures": [{"itemIdentifier": "999"}]}
 

@@ -95,8 +95,13 @@ class CallCounter:
 
 
 def pings_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fix chunk inserts: one per accepted request and driver."""
     return [r for r in records if r["eventName"] == "INSERT"
-            and r["dynamodb"]["Keys"]["SK"]["S"].startswith("PING#")]
+            and r["dynamodb"]["Keys"]["SK"]["S"].startswith("POINTS#")]
+
+
+def fixes_in(records: list[dict[str, Any]]) -> int:
+    return sum(len(r["dynamodb"]["NewImage"]["f"]["S"].split(";")) for r in records)
 
 
 def test_a_batch_reads_and_writes_each_drivers_state_once(merchant: Any, capture: Any,
@@ -112,7 +117,7 @@ def test_a_batch_reads_and_writes_each_drivers_state_once(merchant: Any, capture
             assert post_pings(merchant.client, driver["token"], fixes[chunk:chunk + 10]).json_body["accepted"] == 10
     drain(run)
     batch = pings_of(records)
-    assert len(batch) == 40
+    assert len(batch) == 4 and fixes_in(batch) == 40  # one chunk per request
     counter = CallCounter(monkeypatch)
     assert stream_pipeline({"Records": batch}, None) == {"batchItemFailures": []}
     assert counter.state_reads == 2 and counter.state_writes == 2, counter.calls
@@ -135,7 +140,7 @@ def test_a_100_record_batch_on_a_200_stop_route_stays_bounded(merchant: Any, cap
         post_pings(merchant.client, driver["token"], fixes[chunk:chunk + 10])
     drain(run)
     batch = pings_of(records)
-    assert len(batch) == 100
+    assert len(batch) == 10 and fixes_in(batch) == 100
     counter = CallCounter(monkeypatch)
     started = time.perf_counter()
     assert stream_pipeline({"Records": batch}, None) == {"batchItemFailures": []}

@@ -721,6 +721,7 @@ def test_the_transport_connects_to_the_checked_address_and_follows_no_redirect(s
     ("MODIFY", "EVENT#2026-01-01T00:00:00.000Z#evt_1", False),
     ("REMOVE", "EVENT#2026-01-01T00:00:00.000Z#evt_1", False),
     ("INSERT", "PING#1714000000000", False),
+    ("INSERT", "POINTS#1714000000000#0a1b2c3d", False),
     ("INSERT", "DELIVERY#whd_1", False),  # the sender's own log items
     ("MODIFY", "ENDPOINT", False),
 ])

@@ -25,7 +25,10 @@ EVENT_SK = "EVENT#2026-01-01T10:00:00.000Z#e1"
 
 
 @pytest.mark.parametrize(("sample", "admitted"), [
-    (record("INSERT", "DRIVER#d1", "PING#1714000000000"), True),
+    (record("INSERT", "DRIVER#d1", "POINTS#1714000000000#0a1b2c3d"), True),  # one request's fix chunk
+    (record("MODIFY", "DRIVER#d1", "POINTS#1714000000000#0a1b2c3d"), False),  # a racing retry's overwrite
+    (record("REMOVE", "DRIVER#d1", "POINTS#1714000000000#0a1b2c3d"), False),  # TTL expiry
+    (record("INSERT", "DRIVER#d1", "PING#1714000000000"), True),  # the one-item-per-fix format, in flight
     (record("MODIFY", "DRIVER#d1", "PING#1714000000000"), False),
     (record("REMOVE", "DRIVER#d1", "PING#1714000000000"), False),  # TTL expiry
     (record("MODIFY", "DRIVER#d1", "POSITION"), False),
@@ -56,8 +59,9 @@ def test_the_pipeline_filter_admits_only_what_it_acts_on(sample: dict[str, Any],
     assert admits(PIPELINE, sample) is admitted
 
 
-def test_the_stored_sample_ping_record_is_admitted() -> None:
-    sample = json.loads((EVENTS / "dynamodb_stream_ping_insert.json").read_text())["Records"][0]
+@pytest.mark.parametrize("name", ["dynamodb_stream_fixes_insert.json", "dynamodb_stream_ping_insert.json"])
+def test_the_stored_sample_ping_records_are_admitted(name: str) -> None:
+    sample = json.loads((EVENTS / name).read_text())["Records"][0]
     assert admits(PIPELINE, sample)
 
 
