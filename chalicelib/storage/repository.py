@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -150,12 +150,12 @@ class Repository:
         return _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
 
     def merchant_ids(self) -> Iterator[str]:
-        """Every merchant's id, from the sparse merchants index (a Query, paged; never a scan)."""
+        """Every merchant's id, from the sparse merchants index (a Query, paged; never a scan): its sort key."""
         for item in self.client.get_paginator("query").paginate(
                 TableName=get_settings().table_name, IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
-                ExpressionAttributeValues={":pk": {"S": MERCHANTS_GSI_PK}}, ProjectionExpression="merchant_id"):
+                ExpressionAttributeValues={":pk": {"S": MERCHANTS_GSI_PK}}, ProjectionExpression="GSI1SK"):
             for row in item.get("Items", []):
-                yield row["merchant_id"]["S"]
+                yield row["GSI1SK"]["S"]
 
     def mark_once(self, pk: str, sk: str, now: datetime) -> bool:
         """A marker item written once (False when it already exists): work done for a key is not redone."""
@@ -409,12 +409,14 @@ class Repository:
                        ) -> tuple[list[ShipmentItem], dict[str, Any] | None]:
         if status is not None:
             low, high = date_from or "0000-00-00", date_to or "9999-99-99"
-            result = ShipmentItem.by_status.query(
+            keys, last = _page(ShipmentItem.by_status.query(
                 status_gsi_pk(merchant_id, status), ShipmentItem.GSI1SK.between(f"{low}#", f"{high}#~"),
-                limit=limit, last_evaluated_key=start)
-        elif date_from is not None and date_from == date_to:
-            result = ShipmentItem.by_date.query(date_gsi_pk(merchant_id, date_from), limit=limit,
-                                                last_evaluated_key=start)
+                limit=limit, last_evaluated_key=start, attributes_to_get=_KEYS), limit)
+            return self._listed(merchant_id, keys, lambda item: item.status == status), last
+        if date_from is not None and date_from == date_to:
+            keys, last = _page(ShipmentItem.by_date.query(date_gsi_pk(merchant_id, date_from), limit=limit,
+                                                          last_evaluated_key=start, attributes_to_get=_KEYS), limit)
+            return self._listed(merchant_id, keys, lambda item: item.delivery_date == date_from), last
         else:
             condition: Condition = ShipmentItem.SK.startswith("SHIPMENT#")
             filt = None
@@ -427,10 +429,22 @@ class Repository:
                                         limit=limit, last_evaluated_key=start)
         return _page(result, limit)
 
-    def shipments_of_day(self, merchant_id: str, day: str, status: str) -> Iterator[ShipmentItem]:
-        """A merchant's shipments of one delivery date in one status (GSI2, every page)."""
-        yield from ShipmentItem.by_date.query(date_gsi_pk(merchant_id, day),
-                                              ShipmentItem.GSI2SK.startswith(f"{status}#"))
+    def _listed(self, merchant_id: str, keys: list[ShipmentItem], still: Callable[[ShipmentItem], bool]
+                ) -> list[ShipmentItem]:
+        """The shipments of a page of index keys (GSI1/GSI2 project only keys for shipments), in index order.
+
+        One BatchGetItem per page: the index is eventually consistent, the items are not, so a shipment that
+        has left the listing since (another status or date, or deleted) is left out rather than shown stale.
+        """
+        found = self.get_shipments(merchant_id, [key.SK.removeprefix("SHIPMENT#") for key in keys])
+        items = (found.get(key.SK.removeprefix("SHIPMENT#")) for key in keys)
+        return [item for item in items if item is not None and still(item)]
+
+    def shipment_ids_of_day(self, merchant_id: str, day: str, status: str) -> Iterator[str]:
+        """Ids of a merchant's shipments of one delivery date in one status (GSI2 keys, every page)."""
+        for key in ShipmentItem.by_date.query(date_gsi_pk(merchant_id, day),
+                                              ShipmentItem.GSI2SK.startswith(f"{status}#"), attributes_to_get=_KEYS):
+            yield key.SK.removeprefix("SHIPMENT#")
 
     def tracking_target(self, token_hash: str) -> TrackingTokenItem | None:
         return _get(TrackingTokenItem, tracking_pk(token_hash), "TRACK")
@@ -691,11 +705,20 @@ class Repository:
         return LastFix(int(item.fix_ms), float(item.lat), float(item.lng)) if item else None
 
     def positions_in_cells(self, merchant_id: str, cells: Sequence[str]) -> list[PositionItem]:
-        def one(cell: str) -> list[PositionItem]:
-            return list(PositionItem.by_cell.query(cell_gsi_pk(merchant_id, cell)))
+        """The latest positions of the merchant's drivers indexed under these coarse cells.
+
+        GSI3 projects keys only (a position write then touches it only when the driver changes cell), so the
+        cells' Queries give driver ids and one BatchGetItem reads their positions, fresher than the index.
+        """
+        def one(cell: str) -> list[str]:
+            keys = PositionItem.by_cell.query(cell_gsi_pk(merchant_id, cell), attributes_to_get=["PK"])
+            return [key.PK for key in keys]
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            return [item for items in pool.map(one, cells) for item in items]
+            pks = sorted({pk for found in pool.map(one, cells) for pk in found})
+        # A driver's position may have moved to another merchant's cell key meanwhile: only this merchant's.
+        return [item for item in PositionItem.batch_get([(pk, "POSITION") for pk in pks])
+                if item.merchant_id == merchant_id]
 
     def ping_history(self, driver_id: str, since_ms: int, until_ms: int, limit: int) -> list[PingItem]:
         return list(PingItem.query(driver_pk(driver_id), PingItem.SK.between(ping_sk(since_ms), ping_sk(until_ms)),
@@ -803,6 +826,9 @@ def _get(model: type[ItemT], pk: str, sk: str, *, consistent: bool = False) -> I
         return model.get(pk, sk, consistent_read=consistent)
     except DoesNotExist:
         return None
+
+
+_KEYS = ["PK", "SK"]  # a keys-only read of an index: the items come from the table
 
 
 def _page(result: Any, limit: int) -> tuple[list[Any], dict[str, Any] | None]:

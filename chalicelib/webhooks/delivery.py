@@ -40,7 +40,15 @@ from chalicelib.webhooks.rules import (
     should_pause,
     signed_headers,
 )
-from chalicelib.webhooks.store import AttemptEntry, DeliveryRecord, Endpoint, WebhookStore, delivery_id_for, parse_time
+from chalicelib.webhooks.store import (
+    AttemptEntry,
+    DeliveryRecord,
+    DueDelivery,
+    Endpoint,
+    WebhookStore,
+    delivery_id_for,
+    parse_time,
+)
 from chalicelib.webhooks.transport import Answer, Transport
 
 D = DeliveryState
@@ -214,7 +222,7 @@ class Deliverer:
         started = time.monotonic()
         now = self.now()
         report = RetryReport()
-        due: list[DeliveryRecord] = []
+        due: list[DueDelivery] = []
         for shard in range(WEBHOOK_DUE_SHARDS):
             due += self.store.due(shard, now, RETRY_SHARD_LIMIT)
         due.sort(key=lambda d: (d.next_attempt_at or now, d.delivery_id))
