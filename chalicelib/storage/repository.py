@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +21,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.core import errors
 from chalicelib.core.config import get_settings
 from chalicelib.ingest.rules import LastFix, Ping
 from chalicelib.shipments.lifecycle import ShipmentStatus
@@ -25,6 +29,7 @@ from chalicelib.storage.faults import StorageUnavailable, guard
 from chalicelib.storage.tables import (
     MERCHANTS_GSI_PK,
     ROUTE_ETA_SK,
+    SHIPMENT_INDEX_SHARDS,
     ApiKeyItem,
     DriverItem,
     DriverTokenItem,
@@ -43,7 +48,7 @@ from chalicelib.storage.tables import (
     ZoneEventItem,
     ZoneItem,
     cell_gsi_pk,
-    date_gsi_pk,
+    date_gsi_shard_pk,
     driver_pk,
     driver_routes_pk,
     merchant_pk,
@@ -51,6 +56,7 @@ from chalicelib.storage.tables import (
     route_eta_pk,
     shipment_pk,
     status_gsi_pk,
+    status_gsi_shard_pk,
     tracking_pk,
     zone_cell_pk,
 )
@@ -409,14 +415,16 @@ class Repository:
                        ) -> tuple[list[ShipmentItem], dict[str, Any] | None]:
         if status is not None:
             low, high = date_from or "0000-00-00", date_to or "9999-99-99"
-            keys, last = _page(ShipmentItem.by_status.query(
-                status_gsi_pk(merchant_id, status), ShipmentItem.GSI1SK.between(f"{low}#", f"{high}#~"),
-                limit=limit, last_evaluated_key=start, attributes_to_get=_KEYS), limit)
+            keys, last = _merged_page(lambda shard, position: ShipmentItem.by_status.query(
+                status_gsi_shard_pk(merchant_id, status, shard), ShipmentItem.GSI1SK.between(f"{low}#", f"{high}#~"),
+                limit=limit, last_evaluated_key=position, attributes_to_get=_INDEX_KEYS["GSI1"]), "GSI1", limit, start)
             return self._listed(merchant_id, keys, lambda item: item.status == status), last
         if date_from is not None and date_from == date_to:
-            keys, last = _page(ShipmentItem.by_date.query(date_gsi_pk(merchant_id, date_from), limit=limit,
-                                                          last_evaluated_key=start, attributes_to_get=_KEYS), limit)
-            return self._listed(merchant_id, keys, lambda item: item.delivery_date == date_from), last
+            day = date_from
+            keys, last = _merged_page(lambda shard, position: ShipmentItem.by_date.query(
+                date_gsi_shard_pk(merchant_id, day, shard), limit=limit, last_evaluated_key=position,
+                attributes_to_get=_INDEX_KEYS["GSI2"]), "GSI2", limit, start)
+            return self._listed(merchant_id, keys, lambda item: item.delivery_date == day), last
         else:
             condition: Condition = ShipmentItem.SK.startswith("SHIPMENT#")
             filt = None
@@ -441,10 +449,12 @@ class Repository:
         return [item for item in items if item is not None and still(item)]
 
     def shipment_ids_of_day(self, merchant_id: str, day: str, status: str) -> Iterator[str]:
-        """Ids of a merchant's shipments of one delivery date in one status (GSI2 keys, every page)."""
-        for key in ShipmentItem.by_date.query(date_gsi_pk(merchant_id, day),
-                                              ShipmentItem.GSI2SK.startswith(f"{status}#"), attributes_to_get=_KEYS):
-            yield key.SK.removeprefix("SHIPMENT#")
+        """Ids of a merchant's shipments of one delivery date in one status (GSI2 keys of every shard, every page)."""
+        for shard in range(SHIPMENT_INDEX_SHARDS):
+            for key in ShipmentItem.by_date.query(date_gsi_shard_pk(merchant_id, day, shard),
+                                                  ShipmentItem.GSI2SK.startswith(f"{status}#"),
+                                                  attributes_to_get=_KEYS):
+                yield key.SK.removeprefix("SHIPMENT#")
 
     def tracking_target(self, token_hash: str) -> TrackingTokenItem | None:
         return _get(TrackingTokenItem, tracking_pk(token_hash), "TRACK")
@@ -518,7 +528,8 @@ class Repository:
                     for shipment, new_status, extra_actions, event in chunk:
                         actions = [
                             ShipmentItem.status.set(str(new_status)),
-                            ShipmentItem.GSI1PK.set(status_gsi_pk(shipment.merchant_id, new_status)),
+                            ShipmentItem.GSI1PK.set(
+                                status_gsi_pk(shipment.merchant_id, new_status, shipment.shipment_id)),
                             ShipmentItem.GSI2SK.set(f"{new_status}#{shipment.shipment_id}"),
                             ShipmentItem.updated_at.set(event.recorded_at),
                             *extra_actions,
@@ -829,6 +840,52 @@ def _get(model: type[ItemT], pk: str, sk: str, *, consistent: bool = False) -> I
 
 
 _KEYS = ["PK", "SK"]  # a keys-only read of an index: the items come from the table
+_INDEX_KEYS = {index: [*_KEYS, f"{index}PK", f"{index}SK"] for index in ("GSI1", "GSI2")}  # ...and a position
+_SHARD_END = "end"
+
+
+def _merged_page(query: Callable[[int, dict[str, Any] | None], Any], index: str, limit: int,
+                 start: dict[str, Any] | None) -> tuple[list[Any], dict[str, Any] | None]:
+    """One page of a listing over the sharded shipment index keys: every shard queried from its own position
+    (in parallel, at most `limit` keys each), merged by sort key, the first `limit` kept.
+
+    The position (`start`, and the one returned for the next page) is `{"shards": [...]}`, one entry per
+    shard: None (not started), the index key of the last item listed from it (its ExclusiveStartKey), or
+    "end" once all of it has been listed. None is returned when every shard has ended.
+    """
+    positions: list[Any] = [None] * SHIPMENT_INDEX_SHARDS
+    if start is not None:
+        shards = start.get("shards")
+        if not isinstance(shards, list) or len(shards) != SHIPMENT_INDEX_SHARDS:
+            raise errors.bad_request("The cursor is not valid for this listing.", "cursor",
+                                     "issued before the listing changed; start again without it")
+        positions = shards
+
+    def one(shard: int) -> tuple[list[Any], bool]:
+        if positions[shard] == _SHARD_END:
+            return [], False
+        result = query(shard, positions[shard])
+        items = list(result)
+        return items, result.last_evaluated_key is not None
+
+    with ThreadPoolExecutor(max_workers=SHIPMENT_INDEX_SHARDS) as pool:
+        found = list(pool.map(one, range(SHIPMENT_INDEX_SHARDS)))
+    sort_key = f"{index}SK"
+    merged = heapq.merge(*[[(getattr(item, sort_key), shard, item) for item in items]
+                           for shard, (items, _) in enumerate(found)])
+    page = list(itertools.islice(merged, limit))
+    taken = Counter(shard for _, shard, _ in page)
+    last_taken = {shard: item for _, shard, item in page}  # the page is in order: the last one wins
+    following: list[Any] = []
+    for shard, (items, more) in enumerate(found):
+        if positions[shard] == _SHARD_END or (taken[shard] == len(items) and not more):
+            following.append(_SHARD_END)
+        elif shard in last_taken:
+            item = last_taken[shard]
+            following.append({name: {"S": getattr(item, name)} for name in _INDEX_KEYS[index]})
+        else:
+            following.append(positions[shard])
+    return [item for _, _, item in page], (None if all(p == _SHARD_END for p in following) else {"shards": following})
 
 
 def _page(result: Any, limit: int) -> tuple[list[Any], dict[str, Any] | None]:

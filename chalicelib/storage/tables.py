@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -380,12 +381,33 @@ def ping_sk(fix_ms: int) -> str:
     return f"PING#{fix_ms:013d}"
 
 
-def status_gsi_pk(merchant_id: str, status: str) -> str:
-    return f"MERCHANT#{merchant_id}#STATUS#{status}"
+# A merchant's shipments of one status (GSI1) or one delivery date (GSI2) are spread over this many key
+# values, the shard a hash of the shipment id: a 100k-shipment morning import or a busy day's transitions
+# write SHIPMENT_INDEX_SHARDS x 1,000 units/s before one key value throttles. Readers query every shard and
+# merge by sort key (repository.list_shipments; docs/data-model.md, "Sharded shipment index keys").
+SHIPMENT_INDEX_SHARDS = 4
 
 
-def date_gsi_pk(merchant_id: str, day: str) -> str:
-    return f"MERCHANT#{merchant_id}#DATE#{day}"
+def shipment_index_shard(shipment_id: str) -> int:
+    return int(hashlib.sha256(shipment_id.encode()).hexdigest()[:8], 16) % SHIPMENT_INDEX_SHARDS
+
+
+def status_gsi_pk(merchant_id: str, status: str, shipment_id: str) -> str:
+    """The shipment's GSI1 key value for its status (its shard's)."""
+    return status_gsi_shard_pk(merchant_id, status, shipment_index_shard(shipment_id))
+
+
+def status_gsi_shard_pk(merchant_id: str, status: str, shard: int) -> str:
+    return f"MERCHANT#{merchant_id}#STATUS#{status}#{shard}"
+
+
+def date_gsi_pk(merchant_id: str, day: str, shipment_id: str) -> str:
+    """The shipment's GSI2 key value for its delivery date (its shard's)."""
+    return date_gsi_shard_pk(merchant_id, day, shipment_index_shard(shipment_id))
+
+
+def date_gsi_shard_pk(merchant_id: str, day: str, shard: int) -> str:
+    return f"MERCHANT#{merchant_id}#DATE#{day}#{shard}"
 
 
 def tracking_pk(token_hash: str) -> str:
