@@ -445,8 +445,8 @@ def seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,
     with ShipmentItem.batch_write() as batch:
         for i, ((lat, lng), sid) in enumerate(zip(points, ids, strict=True)):
             batch.save(ShipmentItem(
-                merchant_pk(merchant_id), f"SHIPMENT#{sid}", GSI1PK=status_gsi_pk(merchant_id, status),
-                GSI1SK=f"{day}#{sid}", GSI2PK=date_gsi_pk(merchant_id, day), GSI2SK=f"{status}#{sid}",
+                merchant_pk(merchant_id), f"SHIPMENT#{sid}", GSI1PK=status_gsi_pk(merchant_id, status, sid),
+                GSI1SK=f"{day}#{sid}", GSI2PK=date_gsi_pk(merchant_id, day, sid), GSI2SK=f"{status}#{sid}",
                 merchant_id=merchant_id, shipment_id=sid, status=status,
                 recipient={"name": f"R {i}", "phone": "+14155550100"},
                 address={"line1": f"{i} Main St", "city": "Seattle", "postal_code": "98101", "country": "US"},

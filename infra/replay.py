@@ -3,6 +3,12 @@
     python -m infra.replay stream --local [--function stream_pipeline] [--file .local/stream-dead-letter.jsonl]
     python -m infra.replay stream --queue-url URL --function-name NAME   # deployed: SQS on-failure queue
     python -m infra.replay notifications --shipment shp_...             # failed_permanent ledger items
+    python -m infra.replay dead-letters --local [--function stream_pipeline] [--day 2026-11-21] [--keep]
+    python -m infra.replay dead-letters --bucket B --function stream_pipeline --function-name NAME  # deployed
+
+`dead-letters` replays the record bodies the stream functions keep in S3 when they report records as failed
+(`dead-letters/<function>/<day>/`, chalicelib/storage/dead_letters.py): unlike the queue's positions, they
+outlive the stream's 24 h retention. An object is deleted once its records went through (unless --keep).
 
 A deployed stream's on-failure message holds the failed batch's shard and sequence-number range, not the
 records: they are read again from the stream (within its 24 h retention) and sent to the function as
@@ -96,6 +102,37 @@ def replay_queue(sqs: Any, streams: Any, queue_url: str, invoke: Handler, region
     return done, failing
 
 
+def replay_dead_letters(s3: Any, bucket: str, function: str, invoke: Handler, day: str | None = None,
+                        keep: bool = False) -> tuple[int, int]:
+    """Send each dead-letter object's records of `function` (of one day) through `invoke`, one object per
+    call, as Lambda would; delete an object whose records all went through (unless `keep`).
+
+    Returns (objects replayed, objects still failing). Safe to run twice: the consumers ignore what they
+    have already applied (a driver's fixes at or before its last processed fix, a delivery or a notification
+    already claimed).
+    """
+    from chalicelib.storage.dead_letters import PREFIX
+
+    prefix = f"{PREFIX}/{function}/" + (f"{day}/" if day else "")
+    keys = [str(item["Key"]) for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])]
+    done = failing = 0
+    for key in keys:
+        records = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["records"]
+        try:
+            failed = _failed_ids(invoke({"Records": records}, None))
+        except Exception as exc:  # a crash is reported and the object kept
+            print(f"  {key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed = ["*"]
+        if failed:
+            failing += 1  # a failing replay wrote the same records to the same key again: it stays
+            continue
+        if not keep:
+            s3.delete_object(Bucket=bucket, Key=key)
+        done += 1
+    return done, failing
+
+
 def lambda_invoker(client: Any, function_name: str) -> Handler:
     def invoke(event: dict[str, Any], _context: Any) -> Any:
         response = client.invoke(FunctionName=function_name, Payload=json.dumps(event, default=str).encode())
@@ -156,6 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     stream.add_argument("--function", default="stream_pipeline", help="the app function to run (local)")
     stream.add_argument("--file", type=Path, default=None, help="dead-letter file (default: the function's)")
     stream.add_argument("--function-name", help="the deployed Lambda to invoke (with --queue-url)")
+    letters = commands.add_parser("dead-letters", help="replay the record bodies kept in S3 by the stream functions")
+    source = letters.add_mutually_exclusive_group(required=True)
+    source.add_argument("--local", action="store_true", help="the local stack's bucket, run in process")
+    source.add_argument("--bucket", help="the deployed app bucket (ProofBucket)")
+    letters.add_argument("--function", choices=("stream_pipeline", "webhook_sender"), action="append",
+                         help="whose dead letters (repeatable; default: both)")
+    letters.add_argument("--function-name", action="append", default=[],
+                         help="with --bucket: the deployed Lambda of each --function, in the same order")
+    letters.add_argument("--day", help="only this day's objects (yyyy-mm-dd)")
+    letters.add_argument("--keep", action="store_true", help="keep the objects after a successful replay")
+    letters.add_argument("--demo", type=Path, default=PROJECT_DIR / ".local" / "demo.json",
+                         help="with --local: the running stack's demo.json")
     notes = commands.add_parser("notifications", help="re-send a shipment's permanently failed notifications")
     notes.add_argument("--shipment", required=True)
     stream.add_argument("--demo", type=Path, default=PROJECT_DIR / ".local" / "demo.json",
@@ -167,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = args.demo if args.command == "notifications" else (args.demo if args.local else None)
     if demo is not None:
         _use_local_stack(demo)
+    if args.command == "dead-letters":
+        return _dead_letters_command(parser, args)
 
     if args.command == "notifications":
         for line in replay_notifications(args.shipment):
@@ -194,6 +245,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  lambda_invoker(session.client("lambda"), args.function_name), region)
     print(f"{done} batch(es) replayed, {failing} still failing (left on the queue)")
     return 1 if failing else 0
+
+
+def _dead_letters_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import boto3
+
+    functions = args.function or ["stream_pipeline", "webhook_sender"]
+    if args.local:
+        import app as app_module
+        from chalicelib.core.config import get_settings
+        from chalicelib.storage.blobs import BlobStore
+        from infra.local.functions import handler_of
+
+        s3, bucket = BlobStore().client, get_settings().bucket_name
+        invokers = [handler_of(app_module.app, f) for f in functions]
+    else:
+        if len(args.function_name) != len(functions):
+            parser.error("--bucket needs one --function-name per --function (default functions: 2)")
+        session = boto3.session.Session()
+        s3, bucket = session.client("s3"), args.bucket
+        invokers = [lambda_invoker(session.client("lambda"), name) for name in args.function_name]
+    still = 0
+    for function, invoke in zip(functions, invokers, strict=True):
+        done, failing = replay_dead_letters(s3, bucket, function, invoke, day=args.day, keep=args.keep)
+        print(f"{function}: {done} dead-letter object(s) replayed, {failing} still failing (kept)")
+        still += failing
+    return 1 if still else 0
 
 
 if __name__ == "__main__":

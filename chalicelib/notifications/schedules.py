@@ -69,8 +69,8 @@ def send_day_before_reminders(r: Repository, now: datetime | None = None) -> Run
             continue
         retries_before = report.retry_later
         for status in sorted(reminder_statuses()):
-            for shipment in r.shipments_of_day(merchant_id, day.isoformat(), status.value):
-                _notify(r, {"type": "day_before", "merchant_id": merchant_id, "shipment_id": shipment.shipment_id,
+            for shipment_id in r.shipment_ids_of_day(merchant_id, day.isoformat(), status.value):
+                _notify(r, {"type": "day_before", "merchant_id": merchant_id, "shipment_id": shipment_id,
                             "occurred_at": now.isoformat()}, report, now)
         if report.retry_later == retries_before:  # a transient failure leaves the day open for the next run
             r.mark_once(merchant_pk(merchant_id), reminders_sk(day.isoformat()), now)

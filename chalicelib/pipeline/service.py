@@ -71,6 +71,7 @@ from chalicelib.pipeline.store import (
     speed_counters,
 )
 from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.storage.dead_letters import keep_failed
 from chalicelib.storage.fix_chunks import CHUNK_PREFIX, decode_fixes
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import (
@@ -200,6 +201,8 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 failed.append(sequence)
     finally:
         _batch.flush(repo())
+    if failed:  # their bodies outlive the stream's 24 h (storage/dead_letters.py); nothing on the happy path
+        keep_failed("stream_pipeline", event, failed)
     return {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
 
 

@@ -283,7 +283,8 @@ def reschedule(repo: Repository, link: Link, option_id: str, now: datetime) -> N
     start, end = slot.start.astimezone(UTC), slot.end.astimezone(UTC)
     actions: list[Any] = [
         ShipmentItem.delivery_date.set(day), ShipmentItem.window_start.set(start), ShipmentItem.window_end.set(end),
-        ShipmentItem.GSI1SK.set(f"{day}#{s.shipment_id}"), ShipmentItem.GSI2PK.set(date_gsi_pk(s.merchant_id, day)),
+        ShipmentItem.GSI1SK.set(f"{day}#{s.shipment_id}"),
+        ShipmentItem.GSI2PK.set(date_gsi_pk(s.merchant_id, day, s.shipment_id)),
         ShipmentItem.eta_ms.remove(), ShipmentItem.eta_low_ms.remove(), ShipmentItem.eta_high_ms.remove(),
         ShipmentItem.delayed_at.remove(),
     ]

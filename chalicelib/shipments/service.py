@@ -93,8 +93,8 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
     status = S.CREATED
     item = ShipmentItem(
         merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}",
-        GSI1PK=status_gsi_pk(merchant_id, status), GSI1SK=f"{day.isoformat()}#{shipment_id}",
-        GSI2PK=date_gsi_pk(merchant_id, day.isoformat()), GSI2SK=f"{status}#{shipment_id}",
+        GSI1PK=status_gsi_pk(merchant_id, status, shipment_id), GSI1SK=f"{day.isoformat()}#{shipment_id}",
+        GSI2PK=date_gsi_pk(merchant_id, day.isoformat(), shipment_id), GSI2SK=f"{status}#{shipment_id}",
         merchant_id=merchant_id, shipment_id=shipment_id, status=str(status),
         recipient=body.recipient.model_dump(exclude_none=True), address=body.address.model_dump(exclude_none=True),
         lat=body.location.lat, lng=body.location.lng,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,6 +23,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.core import errors
 from chalicelib.core.config import get_settings
 from chalicelib.geo.cells import fine_cell
 from chalicelib.ingest.rules import LastFix, Ping
@@ -40,6 +44,7 @@ from chalicelib.storage.tables import (
     EXTERNAL_REF_SK,
     MERCHANTS_GSI_PK,
     ROUTE_ETA_SK,
+    SHIPMENT_INDEX_SHARDS,
     ApiKeyItem,
     DriverItem,
     DriverTokenItem,
@@ -59,7 +64,7 @@ from chalicelib.storage.tables import (
     ZoneEventItem,
     ZoneItem,
     cell_gsi_pk,
-    date_gsi_pk,
+    date_gsi_shard_pk,
     driver_pk,
     driver_routes_pk,
     external_ref_pk,
@@ -68,6 +73,7 @@ from chalicelib.storage.tables import (
     route_eta_pk,
     shipment_pk,
     status_gsi_pk,
+    status_gsi_shard_pk,
     tracking_pk,
     zone_cell_pk,
 )
@@ -176,12 +182,12 @@ class Repository:
         return _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT")
 
     def merchant_ids(self) -> Iterator[str]:
-        """Every merchant's id, from the sparse merchants index (a Query, paged; never a scan)."""
+        """Every merchant's id, from the sparse merchants index (a Query, paged; never a scan): its sort key."""
         for item in self.client.get_paginator("query").paginate(
                 TableName=get_settings().table_name, IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
-                ExpressionAttributeValues={":pk": {"S": MERCHANTS_GSI_PK}}, ProjectionExpression="merchant_id"):
+                ExpressionAttributeValues={":pk": {"S": MERCHANTS_GSI_PK}}, ProjectionExpression="GSI1SK"):
             for row in item.get("Items", []):
-                yield row["merchant_id"]["S"]
+                yield row["GSI1SK"]["S"]
 
     def mark_once(self, pk: str, sk: str, now: datetime) -> bool:
         """A marker item written once (False when it already exists): work done for a key is not redone."""
@@ -471,12 +477,16 @@ class Repository:
                        ) -> tuple[list[ShipmentItem], dict[str, Any] | None]:
         if status is not None:
             low, high = date_from or "0000-00-00", date_to or "9999-99-99"
-            result = ShipmentItem.by_status.query(
-                status_gsi_pk(merchant_id, status), ShipmentItem.GSI1SK.between(f"{low}#", f"{high}#~"),
-                limit=limit, last_evaluated_key=start)
-        elif date_from is not None and date_from == date_to:
-            result = ShipmentItem.by_date.query(date_gsi_pk(merchant_id, date_from), limit=limit,
-                                                last_evaluated_key=start)
+            keys, last = _merged_page(lambda shard, position: ShipmentItem.by_status.query(
+                status_gsi_shard_pk(merchant_id, status, shard), ShipmentItem.GSI1SK.between(f"{low}#", f"{high}#~"),
+                limit=limit, last_evaluated_key=position, attributes_to_get=_INDEX_KEYS["GSI1"]), "GSI1", limit, start)
+            return self._listed(merchant_id, keys, lambda item: item.status == status), last
+        if date_from is not None and date_from == date_to:
+            day = date_from
+            keys, last = _merged_page(lambda shard, position: ShipmentItem.by_date.query(
+                date_gsi_shard_pk(merchant_id, day, shard), limit=limit, last_evaluated_key=position,
+                attributes_to_get=_INDEX_KEYS["GSI2"]), "GSI2", limit, start)
+            return self._listed(merchant_id, keys, lambda item: item.delivery_date == day), last
         else:
             condition: Condition = ShipmentItem.SK.startswith("SHIPMENT#")
             filt = None
@@ -489,10 +499,24 @@ class Repository:
                                         limit=limit, last_evaluated_key=start)
         return _page(result, limit)
 
-    def shipments_of_day(self, merchant_id: str, day: str, status: str) -> Iterator[ShipmentItem]:
-        """A merchant's shipments of one delivery date in one status (GSI2, every page)."""
-        yield from ShipmentItem.by_date.query(date_gsi_pk(merchant_id, day),
-                                              ShipmentItem.GSI2SK.startswith(f"{status}#"))
+    def _listed(self, merchant_id: str, keys: list[ShipmentItem], still: Callable[[ShipmentItem], bool]
+                ) -> list[ShipmentItem]:
+        """The shipments of a page of index keys (GSI1/GSI2 project only keys for shipments), in index order.
+
+        One BatchGetItem per page: the index is eventually consistent, the items are not, so a shipment that
+        has left the listing since (another status or date, or deleted) is left out rather than shown stale.
+        """
+        found = self.get_shipments(merchant_id, [key.SK.removeprefix("SHIPMENT#") for key in keys])
+        items = (found.get(key.SK.removeprefix("SHIPMENT#")) for key in keys)
+        return [item for item in items if item is not None and still(item)]
+
+    def shipment_ids_of_day(self, merchant_id: str, day: str, status: str) -> Iterator[str]:
+        """Ids of a merchant's shipments of one delivery date in one status (GSI2 keys of every shard, every page)."""
+        for shard in range(SHIPMENT_INDEX_SHARDS):
+            for key in ShipmentItem.by_date.query(date_gsi_shard_pk(merchant_id, day, shard),
+                                                  ShipmentItem.GSI2SK.startswith(f"{status}#"),
+                                                  attributes_to_get=_KEYS):
+                yield key.SK.removeprefix("SHIPMENT#")
 
     def tracking_target(self, token_hash: str) -> TrackingTokenItem | None:
         return _get(TrackingTokenItem, tracking_pk(token_hash), "TRACK")
@@ -566,7 +590,8 @@ class Repository:
                     for shipment, new_status, extra_actions, event in chunk:
                         actions = [
                             ShipmentItem.status.set(str(new_status)),
-                            ShipmentItem.GSI1PK.set(status_gsi_pk(shipment.merchant_id, new_status)),
+                            ShipmentItem.GSI1PK.set(
+                                status_gsi_pk(shipment.merchant_id, new_status, shipment.shipment_id)),
                             ShipmentItem.GSI2SK.set(f"{new_status}#{shipment.shipment_id}"),
                             ShipmentItem.updated_at.set(event.recorded_at),
                             *extra_actions,
@@ -842,11 +867,20 @@ class Repository:
         return LastFix(int(item["fix_ms"]["N"]), float(item["lat"]["N"]), float(item["lng"]["N"]))
 
     def positions_in_cells(self, merchant_id: str, cells: Sequence[str]) -> list[PositionItem]:
-        def one(cell: str) -> list[PositionItem]:
-            return list(PositionItem.by_cell.query(cell_gsi_pk(merchant_id, cell)))
+        """The latest positions of the merchant's drivers indexed under these coarse cells.
+
+        GSI3 projects keys only (a position write then touches it only when the driver changes cell), so the
+        cells' Queries give driver ids and one BatchGetItem reads their positions, fresher than the index.
+        """
+        def one(cell: str) -> list[str]:
+            keys = PositionItem.by_cell.query(cell_gsi_pk(merchant_id, cell), attributes_to_get=["PK"])
+            return [key.PK for key in keys]
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            return [item for items in pool.map(one, cells) for item in items]
+            pks = sorted({pk for found in pool.map(one, cells) for pk in found})
+        # A driver's position may have moved to another merchant's cell key meanwhile: only this merchant's.
+        return [item for item in PositionItem.batch_get([(pk, "POSITION") for pk in pks])
+                if item.merchant_id == merchant_id]
 
     def ping_history(self, driver_id: str, since_ms: int, until_ms: int, limit: int) -> list[StoredFix]:
         """A driver's fixes in [since_ms, until_ms], fix time ascending, at most `limit`, one per fix time.
@@ -1035,6 +1069,55 @@ def _get(model: type[ItemT], pk: str, sk: str, *, consistent: bool = False) -> I
         return model.get(pk, sk, consistent_read=consistent)
     except DoesNotExist:
         return None
+
+
+_KEYS = ["PK", "SK"]  # a keys-only read of an index: the items come from the table
+_INDEX_KEYS = {index: [*_KEYS, f"{index}PK", f"{index}SK"] for index in ("GSI1", "GSI2")}  # ...and a position
+_SHARD_END = "end"
+
+
+def _merged_page(query: Callable[[int, dict[str, Any] | None], Any], index: str, limit: int,
+                 start: dict[str, Any] | None) -> tuple[list[Any], dict[str, Any] | None]:
+    """One page of a listing over the sharded shipment index keys: every shard queried from its own position
+    (in parallel, at most `limit` keys each), merged by sort key, the first `limit` kept.
+
+    The position (`start`, and the one returned for the next page) is `{"shards": [...]}`, one entry per
+    shard: None (not started), the index key of the last item listed from it (its ExclusiveStartKey), or
+    "end" once all of it has been listed. None is returned when every shard has ended.
+    """
+    positions: list[Any] = [None] * SHIPMENT_INDEX_SHARDS
+    if start is not None:
+        shards = start.get("shards")
+        if not isinstance(shards, list) or len(shards) != SHIPMENT_INDEX_SHARDS:
+            raise errors.bad_request("The cursor is not valid for this listing.", "cursor",
+                                     "issued before the listing changed; start again without it")
+        positions = shards
+
+    def one(shard: int) -> tuple[list[Any], bool]:
+        if positions[shard] == _SHARD_END:
+            return [], False
+        result = query(shard, positions[shard])
+        items = list(result)
+        return items, result.last_evaluated_key is not None
+
+    with ThreadPoolExecutor(max_workers=SHIPMENT_INDEX_SHARDS) as pool:
+        found = list(pool.map(one, range(SHIPMENT_INDEX_SHARDS)))
+    sort_key = f"{index}SK"
+    merged = heapq.merge(*[[(getattr(item, sort_key), shard, item) for item in items]
+                           for shard, (items, _) in enumerate(found)])
+    page = list(itertools.islice(merged, limit))
+    taken = Counter(shard for _, shard, _ in page)
+    last_taken = {shard: item for _, shard, item in page}  # the page is in order: the last one wins
+    following: list[Any] = []
+    for shard, (items, more) in enumerate(found):
+        if positions[shard] == _SHARD_END or (taken[shard] == len(items) and not more):
+            following.append(_SHARD_END)
+        elif shard in last_taken:
+            item = last_taken[shard]
+            following.append({name: {"S": getattr(item, name)} for name in _INDEX_KEYS[index]})
+        else:
+            following.append(positions[shard])
+    return [item for _, _, item in page], (None if all(p == _SHARD_END for p in following) else {"shards": following})
 
 
 def _page(result: Any, limit: int) -> tuple[list[Any], dict[str, Any] | None]:

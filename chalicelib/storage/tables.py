@@ -15,7 +15,7 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
 )
 from pynamodb.connection import TableConnection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, Projection
 from pynamodb.models import Model
 
 from chalicelib.core.config import get_settings
@@ -42,24 +42,46 @@ class _Meta:
     max_pool_connections = 16
 
 
-def _index_meta(name: str) -> type:
-    return type("Meta", (), {"index_name": name, "projection": AllProjection()})
+# What each index carries besides the table's and its own keys (docs/data-model.md, "Table and indexes"):
+# only what its readers use, so a write that changes nothing projected costs the index nothing. The same
+# lists are in infra/resources.json (a test checks they agree). GSI1 is shared: an attribute named here is
+# projected for every item type under GSI1 that has it (shipments carry their small merchant_id, status,
+# created_at, route_id and driver_id along, all of which change with their status, i.e. their key, anyway).
+GSI1_INCLUDE: tuple[str, ...] = (
+    # routes (#13, #53, #60): everything the driver app and the pipeline read of a route
+    "merchant_id", "route_id", "driver_id", "day", "planned_start", "stops", "status", "started_at", "created_at",
+    # deferred notifications (#58): the event to decide again and when it is due
+    "not_before", "due_event",
+    # webhook deliveries due (#43): what a claim needs (the claim answers the whole item)
+    "delivery_id", "endpoint_id", "attempts", "next_attempt_at",
+)
+
+
+def _index_meta(name: str, projection: Projection) -> type:
+    return type("Meta", (), {"index_name": name, "projection": projection})
 
 
 class GSI1(GlobalSecondaryIndex["Any"]):
-    Meta = _index_meta("GSI1")
+    """Shipments by status (keys only for them: listings read the items), routes by driver and day, merchants,
+    deferred notifications, webhook deliveries due or held."""
+
+    Meta = _index_meta("GSI1", IncludeProjection(list(GSI1_INCLUDE)))
     GSI1PK = UnicodeAttribute(hash_key=True)
     GSI1SK = UnicodeAttribute(range_key=True)
 
 
 class GSI2(GlobalSecondaryIndex["Any"]):
-    Meta = _index_meta("GSI2")
+    """Shipments by delivery date: keys only (listings read the items; reminders need only the id)."""
+
+    Meta = _index_meta("GSI2", KeysOnlyProjection())
     GSI2PK = UnicodeAttribute(hash_key=True)
     GSI2SK = UnicodeAttribute(range_key=True)
 
 
 class GSI3(GlobalSecondaryIndex["Any"]):
-    Meta = _index_meta("GSI3")
+    """Latest positions by coarse cell: keys only, so a position write touches it only when the cell changes."""
+
+    Meta = _index_meta("GSI3", KeysOnlyProjection())
     GSI3PK = UnicodeAttribute(hash_key=True)
     GSI3SK = UnicodeAttribute(range_key=True)
 
@@ -368,12 +390,33 @@ def ping_sk(fix_ms: int) -> str:
     return f"PING#{fix_ms:013d}"
 
 
-def status_gsi_pk(merchant_id: str, status: str) -> str:
-    return f"MERCHANT#{merchant_id}#STATUS#{status}"
+# A merchant's shipments of one status (GSI1) or one delivery date (GSI2) are spread over this many key
+# values, the shard a hash of the shipment id: a 100k-shipment morning import or a busy day's transitions
+# write SHIPMENT_INDEX_SHARDS x 1,000 units/s before one key value throttles. Readers query every shard and
+# merge by sort key (repository.list_shipments; docs/data-model.md, "Sharded shipment index keys").
+SHIPMENT_INDEX_SHARDS = 4
 
 
-def date_gsi_pk(merchant_id: str, day: str) -> str:
-    return f"MERCHANT#{merchant_id}#DATE#{day}"
+def shipment_index_shard(shipment_id: str) -> int:
+    return int(hashlib.sha256(shipment_id.encode()).hexdigest()[:8], 16) % SHIPMENT_INDEX_SHARDS
+
+
+def status_gsi_pk(merchant_id: str, status: str, shipment_id: str) -> str:
+    """The shipment's GSI1 key value for its status (its shard's)."""
+    return status_gsi_shard_pk(merchant_id, status, shipment_index_shard(shipment_id))
+
+
+def status_gsi_shard_pk(merchant_id: str, status: str, shard: int) -> str:
+    return f"MERCHANT#{merchant_id}#STATUS#{status}#{shard}"
+
+
+def date_gsi_pk(merchant_id: str, day: str, shipment_id: str) -> str:
+    """The shipment's GSI2 key value for its delivery date (its shard's)."""
+    return date_gsi_shard_pk(merchant_id, day, shipment_index_shard(shipment_id))
+
+
+def date_gsi_shard_pk(merchant_id: str, day: str, shard: int) -> str:
+    return f"MERCHANT#{merchant_id}#DATE#{day}#{shard}"
 
 
 EXTERNAL_REF_SK = "EXTREF"

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.security import new_id
+from chalicelib.storage.dead_letters import keep_failed
 from chalicelib.storage.tables import WEBHOOK_DUE_SHARDS
 from chalicelib.webhooks.rules import (
     PAUSE_AFTER_FAILURES,
@@ -40,7 +41,15 @@ from chalicelib.webhooks.rules import (
     should_pause,
     signed_headers,
 )
-from chalicelib.webhooks.store import AttemptEntry, DeliveryRecord, Endpoint, WebhookStore, delivery_id_for, parse_time
+from chalicelib.webhooks.store import (
+    AttemptEntry,
+    DeliveryRecord,
+    DueDelivery,
+    Endpoint,
+    WebhookStore,
+    delivery_id_for,
+    parse_time,
+)
 from chalicelib.webhooks.transport import Answer, Transport
 
 D = DeliveryState
@@ -160,6 +169,8 @@ class Deliverer:
         for (sequence, _), result in zip(jobs, self.run_jobs([job for _, job in jobs]), strict=True):
             if isinstance(result, Exception):
                 failures.append(sequence)
+        if failures:  # their bodies outlive the stream's 24 h (storage/dead_letters.py)
+            keep_failed("webhook_sender", event, failures)
         return {"batchItemFailures": [{"itemIdentifier": s} for s in failures]}
 
     def prepare(self, record: dict[str, Any]) -> Job | None:
@@ -214,7 +225,7 @@ class Deliverer:
         started = time.monotonic()
         now = self.now()
         report = RetryReport()
-        due: list[DeliveryRecord] = []
+        due: list[DueDelivery] = []
         for shard in range(WEBHOOK_DUE_SHARDS):
             due += self.store.due(shard, now, RETRY_SHARD_LIMIT)
         due.sort(key=lambda d: (d.next_attempt_at or now, d.delivery_id))

@@ -152,6 +152,18 @@ class DeliveryRecord:
                                self.delivered_at)
 
 
+@dataclass(frozen=True)
+class DueDelivery:
+    """A due delivery as the GSI1 due list projects it: what a claim, a hold or a give-up needs. The claim
+    answers the whole item (body, log), so the due list does not carry them (docs/data-model.md, #43)."""
+
+    merchant_id: str
+    delivery_id: str
+    endpoint_id: str
+    attempts: int
+    next_attempt_at: datetime | None
+
+
 # --- wire helpers -------------------------------------------------------------------------
 
 
@@ -386,7 +398,8 @@ class WebhookStore:
 
     # --- deliveries: attempts -----------------------------------------------------------------
 
-    def claim(self, record: DeliveryRecord, claim_id: str, now: datetime, lease: timedelta) -> DeliveryRecord | None:
+    def claim(self, record: DeliveryRecord | DueDelivery, claim_id: str, now: datetime, lease: timedelta
+              ) -> DeliveryRecord | None:
         """Take the next attempt of a due delivery: pending, not yet attempted by anyone else (the attempt
         count is the one read) and due. Its due time moves to the end of the lease, so a crashed sender's
         attempt is retried after the lease and a concurrent run never finds it due meanwhile."""
@@ -441,7 +454,7 @@ class WebhookStore:
                             ConditionExpression="claim_id = :claim", ExpressionAttributeNames={"#s": "state"},
                             ExpressionAttributeValues=values) is not None
 
-    def hold(self, record: DeliveryRecord, now: datetime) -> bool:
+    def hold(self, record: DeliveryRecord | DueDelivery, now: datetime) -> bool:
         """Park a due delivery because its endpoint is paused (same conditions as a claim)."""
         return self._update(
             self._delivery_key(record.merchant_id, record.delivery_id),
@@ -453,7 +466,7 @@ class WebhookStore:
                                        ":id": _s(record.delivery_id), ":seen": _n(record.attempts),
                                        ":now": _s(iso(now))}) is not None
 
-    def give_up(self, record: DeliveryRecord, reason: str, now: datetime) -> bool:
+    def give_up(self, record: DeliveryRecord | DueDelivery, reason: str, now: datetime) -> bool:
         """Fail a due delivery without an attempt (its endpoint was deleted)."""
         return self._update(
             self._delivery_key(record.merchant_id, record.delivery_id),
@@ -494,13 +507,17 @@ class WebhookStore:
 
     # --- deliveries: lists ---------------------------------------------------------------------
 
-    def due(self, shard: int, now: datetime, limit: int) -> list[DeliveryRecord]:
+    def due(self, shard: int, now: datetime, limit: int) -> list[DueDelivery]:
         """Deliveries of one shard whose next attempt is due (GSI1, eventually consistent: claims re-check)."""
         response = self.client.query(TableName=self.table, IndexName="GSI1", Limit=limit,
                                      KeyConditionExpression="GSI1PK = :pk AND GSI1SK <= :until",
                                      ExpressionAttributeValues={":pk": _s(webhook_due_gsi_pk(shard)),
-                                                                ":until": _s(f"{iso(now)}#~")})
-        return [_delivery(item) for item in response.get("Items", [])]
+                                                                ":until": _s(f"{iso(now)}#~")},
+                                     ProjectionExpression="merchant_id, delivery_id, endpoint_id, attempts, "
+                                                          "next_attempt_at")
+        return [DueDelivery(str(_text(item, "merchant_id")), str(_text(item, "delivery_id")),
+                            str(_text(item, "endpoint_id")), _int(item, "attempts") or 0,
+                            _time(item, "next_attempt_at")) for item in response.get("Items", [])]
 
     def held_ids(self, merchant_id: str, limit: int) -> tuple[list[str], bool]:
         """Up to `limit` held delivery ids, oldest first, and whether more are held."""
