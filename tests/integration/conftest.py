@@ -13,9 +13,13 @@ from moto import mock_aws
 from tests.conftest import TEST_ENV
 
 
+_SESSION_MOTO: list[bool] = []  # set while the session's in-process moto runs
+
+
 @pytest.fixture(scope="session")
 def aws() -> Iterator[None]:
     with mock_aws():
+        _SESSION_MOTO.append(True)
         from infra.local.resources import create_bucket, create_table
 
         create_table(boto3.client("dynamodb"), TEST_ENV["DOORSTEP_TABLE_NAME"])
@@ -24,15 +28,15 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fresh_moto_table(request: pytest.FixtureRequest, aws: None) -> None:
+def fresh_moto_table(request: pytest.FixtureRequest) -> None:
     """Each module starts on an empty in-process table (and stream). Tests never share data, but a table
     kept for the whole session grows to tens of thousands of items, and moto deep-copies the table for
     every transaction: the suite slowed as it went and its memory grew past 14 GB. The modules under
     on_dynamodb_local point the app at their own table; this one is then simply unused."""
     from infra.local.resources import create_table
 
-    if "on_dynamodb_local" in request.module.__name__:
-        return
+    if not _SESSION_MOTO or "on_dynamodb_local" in request.module.__name__:
+        return  # the first module's table is new anyway; modules with their own `aws` are left alone
     client = boto3.client("dynamodb", endpoint_url=None)
     name = TEST_ENV["DOORSTEP_TABLE_NAME"]
     client.delete_table(TableName=name)
