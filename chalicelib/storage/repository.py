@@ -49,6 +49,7 @@ from chalicelib.storage.tables import (
     merchant_pk,
     ping_sk,
     route_eta_pk,
+    share_client,
     shipment_pk,
     status_gsi_pk,
     tracking_pk,
@@ -72,11 +73,12 @@ class ConditionFailed(RuntimeError):
 
 def _connection() -> Connection:
     s = get_settings()
-    return Connection(
+    # The models' settings (tables._Meta), so transactions share their botocore client.
+    return share_client(Connection(
         region=s.aws_region, host=s.ddb_endpoint_url,
         connect_timeout_seconds=s.ddb_connect_timeout_s, read_timeout_seconds=s.ddb_read_timeout_s,
-        max_retry_attempts=s.ddb_max_attempts - 1,
-    )
+        max_retry_attempts=s.ddb_max_attempts - 1, max_pool_connections=TableItem.Meta.max_pool_connections,
+    ))
 
 
 def transaction_token(*operations: Any) -> str:
