@@ -16,8 +16,11 @@ item only moves forward in fix time.
 from __future__ import annotations
 
 import json
+import math
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,11 +29,12 @@ import h3
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from cachetools import TTLCache
 
+from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.times import to_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
-from chalicelib.geo.cells import haversine_m
+from chalicelib.geo.cells import EARTH_RADIUS_M, haversine_m
 from chalicelib.geo.eta import (
     DEFAULT_PARAMS,
     HOUR_MS,
@@ -178,13 +182,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
             except Exception:
                 logger.exception("unreadable stream record", extra={"sequence_number": sequence})
                 failed.append(sequence)
-        for driver_id, group in drivers.items():
-            try:
-                apply_driver_fixes(repo(), group.merchant_id, driver_id, group.fixes, _batch)
-            except Exception:
-                logger.exception("driver's fixes failed", extra={"driver_id": driver_id,
-                                                                   "records": len(group.fixes)})
-                failed.extend(group.sequence_numbers)
+        failed.extend(_apply_drivers(repo(), drivers))
         for sequence, image in lifecycle:
             try:
                 handle_lifecycle(repo(), image)
@@ -194,6 +192,37 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     finally:
         _batch.flush(repo())
     return {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
+
+
+def _apply_drivers(r: Repository, drivers: dict[str, DriverFixes]) -> list[str]:
+    """Each driver's fixes; returns the sequence numbers of the drivers that failed. A batch's drivers are
+    independent (their own state item, route and events), so they run side by side (settings'
+    `pipeline_driver_workers`): the function then waits on DynamoDB once per round trip of the batch, not once
+    per round trip of every driver. Statistics are gathered per driver and absorbed here, in this thread."""
+
+    def one(item: tuple[str, DriverFixes]) -> tuple[BatchStatistics, list[str]]:
+        driver_id, group = item
+        stats = BatchStatistics()
+        try:
+            apply_driver_fixes(r, group.merchant_id, driver_id, group.fixes, stats)
+        except Exception:
+            logger.exception("driver's fixes failed", extra={"driver_id": driver_id, "records": len(group.fixes)})
+            return stats, group.sequence_numbers
+        return stats, []
+
+    workers = min(get_settings().pipeline_driver_workers, len(drivers))
+    if workers <= 1:
+        results = [one(item) for item in drivers.items()]
+    else:
+        for merchant_id in {g.merchant_id for g in drivers.values()}:
+            merchant_context(r, merchant_id)  # warm the merchant caches once, not from every worker
+        with ThreadPoolExecutor(workers, thread_name_prefix="driver") as pool:
+            results = list(pool.map(one, drivers.items()))
+    failed: list[str] = []
+    for stats, sequences in results:
+        _batch.absorb(stats)
+        failed.extend(sequences)
+    return failed
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
@@ -230,13 +259,16 @@ class MerchantContext:
 
 
 _service_times: TTLCache[str, float] = TTLCache(maxsize=1024, ttl=MERCHANT_CACHE_S)
+_service_times_lock = threading.Lock()  # a TTLCache is not thread-safe, and a batch's drivers run side by side
 
 
 def merchant_context(r: Repository, merchant_id: str) -> MerchantContext:
-    service_s = _service_times.get(merchant_id)
+    with _service_times_lock:
+        service_s = _service_times.get(merchant_id)
     if service_s is None:
         service_s = load_service_time_s(r, merchant_id, DEFAULT_PARAMS.default_service_s)
-        _service_times[merchant_id] = service_s
+        with _service_times_lock:
+            _service_times[merchant_id] = service_s
     return MerchantContext(cached_merchant_profile(r, merchant_id), service_s)
 
 
@@ -263,6 +295,9 @@ class RouteStops:
 
 
 _route_cache: dict[str, RouteStops] = {}
+# What build_route_stops reads of a shipment: a 100-stop route's read parses these, not whole shipments.
+ROUTE_STOP_ATTRIBUTES = ("shipment_id", "lat", "lng", "window_start", "window_end", "geofence_radius_m", "status",
+                         "delayed_at")
 
 
 def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh: bool = False) -> RouteStops:
@@ -270,7 +305,7 @@ def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh:
     if not fresh and cached is not None and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
         return cached
     ids = [str(s) for s in route.stops]
-    shipments = r.get_shipments(route.merchant_id, ids)
+    shipments = r.get_shipments(route.merchant_id, ids, attributes=ROUTE_STOP_ATTRIBUTES)
     result = build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m)
     _route_cache[route.route_id] = result
     return result
@@ -520,10 +555,16 @@ def _approach_by_distance(progress: DriverProgress, stops: RouteStops, fix: GeoF
     """Mark stops the driver is within the merchant's metres of as approaching (once: no way back)."""
     if radius_m <= 0:
         return
+    # The great-circle distance is at least the latitude difference's arc: a cheap, exact first test for
+    # the hundred stops a route may hold, every fix.
+    max_dlat = math.degrees(radius_m / EARTH_RADIUS_M)
     for index, shipment_id in enumerate(stops.ids):
+        where = stops.where.get(shipment_id)
+        if where is None or abs(where[0] - fix.lat) > max_dlat:
+            continue
         if progress.status(index) != S.OUT_FOR_DELIVERY or progress.fences.inside(shipment_id):
             continue
-        lat, lng = stops.where[shipment_id]
+        lat, lng = where
         if haversine_m(fix.lat, fix.lng, lat, lng) <= radius_m:
             _approaching(progress, index, shipment_id, fix, effects)
 

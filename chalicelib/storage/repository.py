@@ -402,9 +402,12 @@ class Repository:
     def get_shipment(self, merchant_id: str, shipment_id: str) -> ShipmentItem | None:
         return _get(ShipmentItem, merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}")
 
-    def get_shipments(self, merchant_id: str, shipment_ids: Sequence[str]) -> dict[str, ShipmentItem]:
+    def get_shipments(self, merchant_id: str, shipment_ids: Sequence[str],
+                      attributes: Sequence[str] | None = None) -> dict[str, ShipmentItem]:
+        """By id (BatchGetItem); `attributes`: only these are read (the items are then not to be saved)."""
         keys = [(merchant_pk(merchant_id), f"SHIPMENT#{sid}") for sid in shipment_ids]
-        return {item.shipment_id: item for item in ShipmentItem.batch_get(keys)}
+        return {item.shipment_id: item for item in ShipmentItem.batch_get(
+            keys, attributes_to_get=list(attributes) if attributes is not None else None)}
 
     def list_shipments(self, merchant_id: str, *, status: str | None, date_from: str | None,
                        date_to: str | None, limit: int, start: dict[str, Any] | None
