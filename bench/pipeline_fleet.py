@@ -128,10 +128,15 @@ def runner_main(state_dir: Path) -> None:
                           handler_of(app_module.app, "stream_pipeline"), state_dir / "checkpoint.json",
                           state_dir / "dead-letter.jsonl", config)
     profile = None
+    phases: dict[str, float] = {}
     if os.environ.get("BENCH_FLEET_PROFILE"):  # where the stream function's time goes, on DynamoDB Local
         import cProfile
 
-        profile = cProfile.Profile()
+        from chalicelib.pipeline import service
+
+        for name in ("_apply_drivers", "handle_lifecycle", "handle_stream_event"):
+            setattr(service, name, _timed(getattr(service, name), name, phases))
+        profile = cProfile.Profile()  # this thread's calls: the lifecycle records; drivers run in workers
         profile.enable()
 
     def stop(*_: Any) -> None:
@@ -150,6 +155,19 @@ def runner_main(state_dir: Path) -> None:
         if profile is not None:
             profile.disable()
             profile.dump_stats(os.environ["BENCH_FLEET_PROFILE"])
+            Path(os.environ["BENCH_FLEET_PROFILE"] + ".phases.json").write_text(json.dumps(phases))
+
+
+def _timed(function: Any, name: str, totals: dict[str, float]) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - started
+            totals[name + "_calls"] = totals.get(name + "_calls", 0) + 1
+
+    return timed
 
 
 class RunnerChild:
@@ -162,6 +180,8 @@ class RunnerChild:
         self.routes: dict[str, Any] | None = None
         self.lock = threading.Lock()
         self.tail: list[str] = []
+        if os.environ.get("DOORSTEP_PIPELINE_DRIVER_WORKERS"):  # e.g. 1, to profile the drivers in one thread
+            env = {**env, "DOORSTEP_PIPELINE_DRIVER_WORKERS": os.environ["DOORSTEP_PIPELINE_DRIVER_WORKERS"]}
         self.process = subprocess.Popen([venv_python(), "-m", "bench.pipeline_fleet", "--runner", str(state_dir)],
                                         cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
