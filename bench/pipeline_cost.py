@@ -326,7 +326,7 @@ def child(drivers: int, stops: int, requests_per_driver: int) -> dict[str, Any]:
         raise SystemExit("run through bench.pipeline_cost.run(), which starts DynamoDB Local for the child")
     # A batch's drivers one after the other: the meter's sizing reads are then subtracted exactly from the
     # function's wall time. Side by side (the deployed setting) only shortens what Lambda bills.
-    os.environ["DOORSTEP_PIPELINE_DRIVER_WORKERS"] = "1"
+    os.environ["DOORSTEP_PIPELINE_WORKERS"] = "1"
     table = os.environ["DOORSTEP_TABLE_NAME"]
     with mock_aws():  # S3, SNS and SES; DynamoDB's endpoint is DynamoDB Local, which moto passes through
         from infra.local.resources import create_bucket, create_table

@@ -24,7 +24,7 @@ TEST_ENV = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
     # In-process moto is not thread-safe (a transaction deep-copies the table while another thread writes):
     # the pipeline runs a batch's drivers one after the other here; on_dynamodb_local/ runs them side by side.
-    "DOORSTEP_PIPELINE_DRIVER_WORKERS": "1",
+    "DOORSTEP_PIPELINE_WORKERS": "1",
 }
 os.environ.update(TEST_ENV)
 os.environ.pop("AWS_ENDPOINT_URL", None)

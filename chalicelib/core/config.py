@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     email_sender: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
     # How many of a stream batch's drivers the pipeline runs side by side (their DynamoDB round trips overlap).
     # 1 where the storage is not thread-safe: in-process moto, whose transactions copy the table unlocked.
-    pipeline_driver_workers: int = Field(default=8, ge=1, le=32)
+    pipeline_workers: int = Field(default=8, ge=1, le=32)
     # Lets merchant webhooks go to http:// and loopback/private addresses (a local test receiver).
     # Refused on dev and prod, where webhooks go to public https endpoints only.
     webhook_allow_local: bool = False

@@ -183,12 +183,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 logger.exception("unreadable stream record", extra={"sequence_number": sequence})
                 failed.append(sequence)
         failed.extend(_apply_drivers(repo(), drivers))
-        for sequence, image in lifecycle:
-            try:
-                handle_lifecycle(repo(), image)
-            except Exception:
-                logger.exception("lifecycle record failed", extra={"sequence_number": sequence})
-                failed.append(sequence)
+        failed.extend(_handle_lifecycles(repo(), lifecycle))
     finally:
         _batch.flush(repo())
     return {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
@@ -197,7 +192,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def _apply_drivers(r: Repository, drivers: dict[str, DriverFixes]) -> list[str]:
     """Each driver's fixes; returns the sequence numbers of the drivers that failed. A batch's drivers are
     independent (their own state item, route and events), so they run side by side (settings'
-    `pipeline_driver_workers`): the function then waits on DynamoDB once per round trip of the batch, not once
+    `pipeline_workers`): the function then waits on DynamoDB once per round trip of the batch, not once
     per round trip of every driver. Statistics are gathered per driver and absorbed here, in this thread."""
 
     def one(item: tuple[str, DriverFixes]) -> tuple[BatchStatistics, list[str]]:
@@ -210,7 +205,7 @@ def _apply_drivers(r: Repository, drivers: dict[str, DriverFixes]) -> list[str]:
             return stats, group.sequence_numbers
         return stats, []
 
-    workers = min(get_settings().pipeline_driver_workers, len(drivers))
+    workers = min(get_settings().pipeline_workers, len(drivers))
     if workers <= 1:
         results = [one(item) for item in drivers.items()]
     else:
@@ -223,6 +218,33 @@ def _apply_drivers(r: Repository, drivers: dict[str, DriverFixes]) -> list[str]:
         _batch.absorb(stats)
         failed.extend(sequences)
     return failed
+
+
+def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The batch's lifecycle records; returns the sequence numbers that failed. One shipment's records run in
+    stream order (its messages go out in the order things happened); shipments run side by side, as drivers do:
+    each record is a few round trips (the ledger's claim, the send, the ledger's "sent")."""
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for sequence, image in lifecycle:
+        groups.setdefault(str(image.get("shipment_id", "")), []).append((sequence, image))
+
+    def one(group: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        failed: list[str] = []
+        for sequence, image in group:
+            try:
+                handle_lifecycle(r, image)
+            except Exception:
+                logger.exception("lifecycle record failed", extra={"sequence_number": sequence})
+                failed.append(sequence)
+        return failed
+
+    workers = min(get_settings().pipeline_workers, len(groups))
+    if workers <= 1:
+        results = [one(group) for group in groups.values()]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="lifecycle") as pool:
+            results = list(pool.map(one, groups.values()))
+    return [sequence for failed in results for sequence in failed]
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
