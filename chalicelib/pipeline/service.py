@@ -317,6 +317,9 @@ class RouteStops:
 
 
 _route_cache: dict[str, RouteStops] = {}
+# What a batch reads of the driver's active route: not its stop list (a hundred ids, parsed every batch), which
+# route_stops reads once per route and container.
+ACTIVE_ROUTE_ATTRIBUTES = ("PK", "SK", "route_id", "merchant_id", "driver_id", "day")
 # What build_route_stops reads of a shipment: a 100-stop route's read parses these, not whole shipments.
 ROUTE_STOP_ATTRIBUTES = ("shipment_id", "lat", "lng", "window_start", "window_end", "geofence_radius_m", "status",
                          "delayed_at")
@@ -326,7 +329,9 @@ def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh:
     cached = _route_cache.get(route.route_id)
     if not fresh and cached is not None and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
         return cached
-    ids = [str(s) for s in route.stops]
+    if route.stops is None:  # read without its stop list (ACTIVE_ROUTE_ATTRIBUTES): read it whole, this once
+        route = r.get_route(route.merchant_id, route.route_id) or route
+    ids = [str(s) for s in route.stops or []]
     shipments = r.get_shipments(route.merchant_id, ids, attributes=ROUTE_STOP_ATTRIBUTES)
     result = build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m)
     _route_cache[route.route_id] = result
@@ -643,7 +648,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
             return []  # a redelivered batch: everything in it was processed already
         latest = max(f.fix_ms for f in fixes)
         day = datetime.fromtimestamp(latest / 1000, UTC).date().isoformat()
-        route = r.active_route(merchant_id, driver_id, day)
+        route = r.active_route(merchant_id, driver_id, day, attributes=ACTIVE_ROUTE_ATTRIBUTES)
         stops = _stops_for(r, route, progress, context) if route is not None else None
         if route is None:
             progress.route_id, progress.statuses, progress.delayed = None, "", set()

@@ -559,12 +559,15 @@ class Repository:
         return list(RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
                                               RouteItem.GSI1SK.startswith(f"{day}#")))
 
-    def active_route(self, merchant_id: str, driver_id: str, day: str) -> RouteItem | None:
-        """The driver's active route around `day` (a route may start the evening before in UTC)."""
+    def active_route(self, merchant_id: str, driver_id: str, day: str,
+                     attributes: Sequence[str] | None = None) -> RouteItem | None:
+        """The driver's active route around `day` (a route may start the evening before in UTC). `attributes`:
+        only these are read (with status, started_at and created_at, which choose the route)."""
         low = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
         high = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        wanted = None if attributes is None else sorted({*attributes, "status", "started_at", "created_at"})
         routes = RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
-                                           RouteItem.GSI1SK.between(f"{low}#", f"{high}#~"))
+                                           RouteItem.GSI1SK.between(f"{low}#", f"{high}#~"), attributes_to_get=wanted)
         active = [r for r in routes if r.status == "active"]
         return max(active, key=lambda r: r.started_at or r.created_at, default=None)
 
