@@ -139,6 +139,21 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+@contextmanager
+def cold_start_env() -> Iterator[dict[str, str]]:
+    """subprocess_env() for the cold-start children, with the bytecode a deployed package ships (infra/package.py
+    adds .pyc files to the zip): the unrecorded warm-up run writes it into a temporary folder
+    (PYTHONPYCACHEPREFIX, removed afterwards, so nothing is left in the tree), whatever PYTHONDONTWRITEBYTECODE
+    this environment sets; both sides of a ratio read theirs from there."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="doorstep-bench-pyc-") as prefix:
+        env = subprocess_env()
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = prefix
+        yield env
+
+
 def apply_env() -> None:
     """Install the app's settings in this process, for good (child processes that import the app)."""
     for name in _DROP_ENV:

@@ -1,8 +1,9 @@
-"""What the stream pipeline costs per ping, counted on the real code against in-process moto.
+"""What the stream pipeline costs per ping, counted on the real code against DynamoDB Local.
 
-A child process (isolated: its botocore clients are all created after the counting hook is installed)
-builds a fleet through the real API (chalice's test client, the real Repository, moto's DynamoDB in
-process), drives it along its routes posting pings 10 per request, reads the table's stream with the
+A child process (isolated: its botocore clients are all created after the counting hook is installed) against
+its own fresh DynamoDB Local (started by the parent on a free port of 127.0.0.1 and stopped after; S3, SNS and
+SES stay on in-process moto) builds a fleet through the real API (chalice's test client, the real Repository),
+drives it along its routes posting pings 10 per request, reads the table's stream with the
 local runner, keeps the records the deployed FilterCriteria admit (infra/stream_filters.py) and hands them
 to the real `stream_pipeline` function in batches of up to 100. Every DynamoDB call is counted through
 botocore's `before-call` event, by phase (ingest = the POSTs, pipeline = inside the stream function), with
@@ -14,9 +15,9 @@ the items returned.
 Figures:
 - pipeline_ddb_calls_per_ping: DynamoDB calls in the stream function / pings, 20 drivers on 100-stop routes
 - pipeline_wru_per_ping: write units in the stream function / pings (same run)
-- cost_usd_per_million_pings: API Gateway REST + Lambda (requests and GB-s from measured durations) for the
-  ingest POSTs and the stream function, DynamoDB read/write units of both phases; stream reads by a Lambda
-  trigger are free. R = 10 pings per request.
+- cost_usd_per_million_pings: API Gateway REST + Lambda (requests and GB-s from measured wall durations: the
+  function's CPU and its waits on a real engine over loopback) for the ingest POSTs and the stream function,
+  DynamoDB read/write units of both phases; stream reads by a Lambda trigger are free. R = 10 pings per request.
 - max_key_wru_per_s_1000_drivers: the busiest partition key value's write units per second, modelled from
   the written units per key in a 50-stop run scaled to 1,000 drivers x 1 ping / 5 s (a key written for one
   driver scales with that driver's pings, a key written for several with the fleet's).
@@ -70,9 +71,12 @@ def run() -> list[Result]:
                       extra={"rru_per_ping": round(big["phases"]["pipeline"]["rru"] / pings, 3)}))
     cost, parts = _cost(big, pings_per_request=10)
     log("price table: " + json.dumps(PRICES))
+    ms_per_ping = {f"{phase}_{kind}": round(big["phases"][phase][key] / pings * 1000, 3)
+                   for phase in ("ingest", "pipeline") for kind, key in (("wall", "seconds"), ("cpu", "cpu_seconds"))}
     out.append(Result("cost_usd_per_million_pings", round(cost, 3), "USD/1M pings", 2.0, baseline=68.0,
                       extra={"pings_per_request": 10, "parts_usd": parts, "prices": PRICES,
-                             "lambda_memory_mb": int(LAMBDA_MEMORY_GB * 1024)}))
+                             "lambda_memory_mb": int(LAMBDA_MEMORY_GB * 1024), "lambda_ms_per_ping": ms_per_ping,
+                             "engine": "DynamoDB Local over loopback (priced: wall time)"}))
     small = _child(drivers=20, stops=50, requests_per_driver=10)
     rate, key = _busiest_key(small)
     out.append(Result("max_key_wru_per_s_1000_drivers", round(rate, 1), "WRU/s", 300.0, baseline=3900.0,
@@ -117,17 +121,24 @@ def _busiest_key(data: dict[str, Any]) -> tuple[float, str]:
 
 
 def _child(**params: int) -> dict[str, Any]:
+    """One scenario in a fresh process against a fresh DynamoDB Local (a free port of 127.0.0.1, stopped after)."""
+    from infra.local.dynamodb_local import DynamoDBLocal
+
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PROJECT_ROOT)
-    proc = subprocess.run([venv_python(), "-m", "bench.pipeline_cost", json.dumps(params)], cwd=PROJECT_ROOT,
-                          env=env, capture_output=True, text=True, timeout=1800, check=False)
+    with DynamoDBLocal() as engine:
+        # chalicelib reads the first; plain boto3 clients (the stream runner's, the meter's) follow the others.
+        env.update({name: engine.url for name in ("DOORSTEP_DYNAMODB_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
+                                                  "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")})
+        proc = subprocess.run([venv_python(), "-m", "bench.pipeline_cost", json.dumps(params)], cwd=PROJECT_ROOT,
+                              env=env, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"pipeline_cost child failed: {proc.stderr[-2000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARK)]
     return json.loads(lines[-1][len(_MARK):])  # type: ignore[no-any-return]
 
 
-# --- the child: a fleet on in-process moto ------------------------------------------------------------------
+# --- the child: a fleet on DynamoDB Local (S3, SNS, SES on in-process moto) -----------------------------------
 
 
 def _item_size(attrs: dict[str, Any]) -> int:
@@ -166,9 +177,11 @@ class Meter:
         self.local = threading.local()
         self.lock = threading.Lock()
         self.phases: dict[str, dict[str, Any]] = defaultdict(
-            lambda: {"calls": 0, "wru": 0.0, "rru": 0.0, "seconds": 0.0, "by_op": Counter()})
+            lambda: {"calls": 0, "wru": 0.0, "rru": 0.0, "seconds": 0.0, "cpu_seconds": 0.0, "by_op": Counter()})
         self.keys: dict[str, dict[str, Any]] = defaultdict(lambda: {"wru": 0.0, "drivers": set()})
-        self.overhead = 0.0  # CPU seconds spent in these hooks (sizing items): not the function's
+        # Time spent in these hooks (sizing items: GetItems over loopback), not the function's: wall and CPU.
+        self.overhead = 0.0
+        self.overhead_cpu = 0.0
 
     def install(self, client: Any) -> None:
         client.meta.events.register("before-parameter-build.dynamodb", self.before)
@@ -180,20 +193,22 @@ class Meter:
     def before(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         if self.phase is None or getattr(self.local, "busy", False):
             return
-        started = time.process_time()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             self._before(model, params)
         finally:
-            self.overhead += time.process_time() - started
+            self.overhead += time.perf_counter() - started
+            self.overhead_cpu += time.process_time() - cpu
 
     def after(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
         if self.phase is None or getattr(self.local, "busy", False):
             return
-        started = time.process_time()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             self._after(model, parsed)
         finally:
-            self.overhead += time.process_time() - started
+            self.overhead += time.perf_counter() - started
+            self.overhead_cpu += time.process_time() - cpu
 
     def _before(self, model: Any, params: dict[str, Any]) -> None:
         op = model.name
@@ -307,8 +322,13 @@ def child(drivers: int, stops: int, requests_per_driver: int) -> dict[str, Any]:
 
     from tests.conftest import TEST_ENV  # noqa: F401  (the test environment: moto-safe settings)
 
+    if not os.environ.get("DOORSTEP_DYNAMODB_ENDPOINT_URL"):
+        raise SystemExit("run through bench.pipeline_cost.run(), which starts DynamoDB Local for the child")
+    # A batch's drivers one after the other: the meter's sizing reads are then subtracted exactly from the
+    # function's wall time. Side by side (the deployed setting) only shortens what Lambda bills.
+    os.environ["DOORSTEP_PIPELINE_WORKERS"] = "1"
     table = os.environ["DOORSTEP_TABLE_NAME"]
-    with mock_aws():
+    with mock_aws():  # S3, SNS and SES; DynamoDB's endpoint is DynamoDB Local, which moto passes through
         from infra.local.resources import create_bucket, create_table
 
         peek = boto3.client("dynamodb")
@@ -351,11 +371,11 @@ def _drive(meter: Meter, table: str, drivers: int, stops: int, requests_per_driv
         counts["admitted"] += len(records)
         counts["batches"] += 1
         meter.phase = "pipeline"
-        started, overhead = time.process_time(), meter.overhead
+        mark = _mark(meter)
         try:
             return stream_pipeline({"Records": records}, context)
         finally:
-            meter.phases["pipeline"]["seconds"] += time.process_time() - started - (meter.overhead - overhead)
+            _account_time(meter, "pipeline", mark)
             meter.phase = None
 
     original_apply = pipeline_service.apply_driver_fixes
@@ -368,9 +388,10 @@ def _drive(meter: Meter, table: str, drivers: int, stops: int, requests_per_driv
             meter.driver = "*"
 
     pipeline_service.apply_driver_fixes = apply_driver_fixes  # type: ignore[assignment]
+    # TRIM_HORIZON: the engine is fresh, and DynamoDB Local opens new shards as it goes (LATEST would skip
+    # what a new shard got before the runner saw it); the setup's records are drained before anything counts.
     runner = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), table, handler,
-                          tmp / "cp.json", tmp / "dlq.jsonl", RunnerConfig(starting_position="LATEST",
-                                                                           poll_interval_s=0))
+                          tmp / "cp.json", tmp / "dlq.jsonl", RunnerConfig(poll_interval_s=0))
     with Client(app_module.app) as client:
         merchant_id, key = fleet.create_merchant(get_repository(), "Bench Fleet")
         auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -405,10 +426,10 @@ def _drive(meter: Meter, table: str, drivers: int, stops: int, requests_per_driv
             for driver, _, _ in fleet_plan:
                 chunk = traces[driver["id"]][r * 10:(r + 1) * 10]
                 meter.phase, meter.driver = "ingest", driver["id"]
-                started, overhead = time.process_time(), meter.overhead
+                mark = _mark(meter)
                 body = call("POST", "/v1/driver/pings", {"pings": chunk},
                             {"Authorization": f"Bearer {driver['token']}", "Content-Type": "application/json"})
-                meter.phases["ingest"]["seconds"] += time.process_time() - started - (meter.overhead - overhead)
+                _account_time(meter, "ingest", mark)
                 meter.phase, meter.driver = None, "*"
                 pings_by_driver[driver["id"]] = pings_by_driver.get(driver["id"], 0) + body["accepted"]
             while runner.poll_once():
@@ -421,6 +442,19 @@ def _drive(meter: Meter, table: str, drivers: int, stops: int, requests_per_driv
         "phases": {name: {**stats, "by_op": dict(stats["by_op"])} for name, stats in meter.phases.items()},
         "keys": {k: {"wru": v["wru"], "drivers": sorted(v["drivers"])} for k, v in meter.keys.items()},
     }
+
+
+def _mark(meter: Meter) -> tuple[float, float, float, float]:
+    return time.perf_counter(), time.process_time(), meter.overhead, meter.overhead_cpu
+
+
+def _account_time(meter: Meter, phase: str, mark: tuple[float, float, float, float]) -> None:
+    """Wall time (what Lambda bills: the function's CPU and its waits on DynamoDB Local over loopback) and CPU
+    time of the phase since `mark`, each less the meter's own."""
+    wall, cpu, overhead, overhead_cpu = mark
+    stats = meter.phases[phase]
+    stats["seconds"] += time.perf_counter() - wall - (meter.overhead - overhead)
+    stats["cpu_seconds"] += time.process_time() - cpu - (meter.overhead_cpu - overhead_cpu)
 
 
 def seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,

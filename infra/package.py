@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +62,9 @@ def package(stage: str, out_dir: Path, project_dir: Path = PROJECT_DIR) -> Path:
         str(out_dir),
     ]
     subprocess.run(cmd, check=True, env=_env())
+    bundle = out_dir / "deployment.zip"
+    if bundle.exists():
+        add_bytecode(bundle)
     template = out_dir / TEMPLATE_NAME
     set_public_origin(template, stage_public_origin(project_dir, stage))
     add_unknown_path_response(template)
@@ -93,6 +96,46 @@ def add_unknown_path_response(template: Path) -> None:
     body.setdefault("x-amazon-apigateway-gateway-responses", {})["MISSING_AUTHENTICATION_TOKEN"] = (
         unknown_path_gateway_response())
     template.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def add_bytecode(bundle: Path) -> int:
+    """Add compiled bytecode for every module in the deployment zip; returns how many were added.
+
+    Lambda's /var/task is read-only, so without it Python compiles the app's modules (and the dependencies',
+    which wheels ship as source) from scratch on every cold start. Unchecked-hash .pyc files are used whatever
+    the files' times after unzipping; the tag is this interpreter's, which `chalice package` also uses for the
+    function's runtime.
+    """
+    import py_compile
+    import tempfile
+    import zipfile
+
+    tag = sys.implementation.cache_tag
+    with zipfile.ZipFile(bundle) as archive:
+        names = set(archive.namelist())
+        sources = [n for n in names if n.endswith(".py")]
+        with tempfile.TemporaryDirectory() as scratch:
+            compiled: list[tuple[str, Path]] = []
+            for name in sources:
+                target = PurePosixPath(name)
+                pyc = str(target.parent / "__pycache__" / f"{target.stem}.{tag}.pyc")
+                if pyc in names:
+                    continue
+                source = Path(scratch, "src", name)
+                source.parent.mkdir(parents=True, exist_ok=True)
+                source.write_bytes(archive.read(name))
+                out = Path(scratch, "pyc", pyc)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    py_compile.compile(str(source), cfile=str(out), dfile=f"/var/task/{name}", doraise=True,
+                                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+                except py_compile.PyCompileError:
+                    continue  # not Python 3 (a template or a vendored Python 2 file): it is never imported
+                compiled.append((pyc, out))
+            with zipfile.ZipFile(bundle, "a", compression=zipfile.ZIP_DEFLATED) as appended:
+                for pyc, out in compiled:
+                    appended.write(out, pyc)
+    return len(compiled)
 
 
 def stage_public_origin(project_dir: Path, stage: str) -> str | None:

@@ -22,6 +22,9 @@ TEST_ENV = {
     "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
     "POWERTOOLS_METRICS_DISABLED": "true",
     "POWERTOOLS_LOG_LEVEL": "INFO",
+    # In-process moto is not thread-safe (a transaction deep-copies the table while another thread writes):
+    # the pipeline runs a batch's drivers one after the other here; on_dynamodb_local/ runs them side by side.
+    "DOORSTEP_PIPELINE_WORKERS": "1",
 }
 os.environ.update(TEST_ENV)
 os.environ.pop("AWS_ENDPOINT_URL", None)

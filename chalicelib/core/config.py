@@ -1,43 +1,34 @@
 """Settings read from environment variables (`DOORSTEP_*`, plus the standard AWS ones), validated once per cold
-start with pydantic-settings."""
+start with pydantic.
+
+The variables are looked up here (`DOORSTEP_<FIELD>`, or the field's alias; names case-insensitive; an empty value
+counts as unset), the rules pydantic-settings applied: that package and what it imports (asyncio among them)
+cost a tenth of a cold start's first ping for a dozen plain values.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextvars import ContextVar
+import os
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "DOORSTEP_"
-# The environment `load_settings(environ)` reads instead of os.environ (tests, tools); None: os.environ.
-_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("doorstep_settings_environ", default=None)
 
 
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping instead of os.environ."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {k if self.case_sensitive else k.lower(): v for k, v in self._environ.items()
-                if not (self.env_ignore_empty and v == "")}
-
-
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Everything the app reads from its environment.
 
     Stage values live in `.chalice/config.json`; this model is the single place
     that turns them into typed, checked values.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore")
+    # By field name (what load_settings passes; errors then name the field, and env_name the variable).
+    model_config = ConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=False, loc_by_alias=False)
 
     stage: Literal["local", "dev", "prod", "test"]
     table_name: str = Field(min_length=3)
@@ -63,6 +54,9 @@ class Settings(BaseSettings):
     # The verified SES identity notification emails are sent from (the merchant's name is the display
     # name). None: email notifications are recorded as dropped, never attempted.
     email_sender: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+    # How many of a stream batch's drivers the pipeline runs side by side (their DynamoDB round trips overlap).
+    # 1 where the storage is not thread-safe: in-process moto, whose transactions copy the table unlocked.
+    pipeline_workers: int = Field(default=8, ge=1, le=32)
     # Lets merchant webhooks go to http:// and loopback/private addresses (a local test receiver).
     # Refused on dev and prod, where webhooks go to public https endpoints only.
     webhook_allow_local: bool = False
@@ -72,15 +66,6 @@ class Settings(BaseSettings):
     # DynamoDB Local beside moto. None: DynamoDB uses aws_endpoint_url like everything else.
     dynamodb_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+/?$")
     aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        environ = _ENVIRON.get()
-        return (init_settings, env_settings if environ is None else _MappingEnvSource(settings_cls, environ))
 
     @property
     def ddb_endpoint_url(self) -> str | None:
@@ -119,25 +104,40 @@ class SettingsError(RuntimeError):
 
 def env_name(field_name: str) -> str:
     """The environment variable a setting is read from."""
+    return " or ".join(_env_names(field_name))
+
+
+def _env_names(field_name: str) -> Iterator[str]:
     info: FieldInfo | None = Settings.model_fields.get(field_name)
     alias: Any = info.validation_alias if info is not None else None
     if isinstance(alias, str):
-        return alias
-    if isinstance(alias, AliasChoices):
-        return " or ".join(str(choice) for choice in alias.choices)
-    return f"{ENV_PREFIX}{field_name.upper()}"
+        yield alias
+    elif isinstance(alias, AliasChoices):
+        yield from (str(choice) for choice in alias.choices)
+    else:
+        yield f"{ENV_PREFIX}{field_name.upper()}"
+
+
+def settings_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings' raw values in `environ`, by field name: the first of a field's variables that is set and not
+    empty (names compared case-insensitively)."""
+    present = {name.lower(): value for name, value in environ.items() if value != ""}
+    values: dict[str, str] = {}
+    for field_name in Settings.model_fields:
+        for name in _env_names(field_name):
+            if name.lower() in present:
+                values[field_name] = present[name.lower()]
+                break
+    return values
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Validate the settings from `environ` (default: the process environment); errors name the variables."""
-    token = _ENVIRON.set(environ)
     try:
-        return Settings()  # type: ignore[call-arg]  # the values come from the environment sources
+        return Settings.model_validate(settings_values(os.environ if environ is None else environ))
     except ValidationError as exc:
         problems = "; ".join(f"{env_name(str(err['loc'][0]))}: {err['msg']}" for err in exc.errors())
         raise SettingsError(f"invalid environment: {problems}") from None
-    finally:
-        _ENVIRON.reset(token)
 
 
 @lru_cache(maxsize=1)

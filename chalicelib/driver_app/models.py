@@ -6,12 +6,11 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     Strict,
 )
 
-from chalicelib.core.types import Location, Strict_
+from chalicelib.core.types import Location, Model_, Strict_
 from chalicelib.driver_app.rules import DEFAULT_EXPIRES_HOURS, MAX_EXPIRES_HOURS
 from chalicelib.recipient.models import EtaWindow
 from chalicelib.shipments.lifecycle import ShipmentStatus
@@ -23,13 +22,13 @@ class DriverAppLinkCreate(Strict_):
         default=DEFAULT_EXPIRES_HOURS, description=f"How long the link works (1 to {MAX_EXPIRES_HOURS} hours)")
 
 
-class DriverAppLink(BaseModel):
+class DriverAppLink(Model_):
     driver_id: str
     url: str = Field(description="The driver's web app; send it to the driver's phone. Shown once, never stored")
     expires_at: datetime
 
 
-class StopInstructions(BaseModel):
+class StopInstructions(Model_):
     """What the recipient asked for on the tracking page."""
 
     gate_code: str | None = None
@@ -37,7 +36,7 @@ class StopInstructions(BaseModel):
     note: str | None = None
 
 
-class DriverStop(BaseModel):
+class DriverStop(Model_):
     sequence: int
     shipment_id: str
     status: ShipmentStatus
@@ -51,14 +50,14 @@ class DriverStop(BaseModel):
     recipient_instructions: StopInstructions | None = None
 
 
-class DriverRouteInfo(BaseModel):
+class DriverRouteInfo(Model_):
     id: str
     status: Literal["planned", "active", "completed"]
     planned_start: datetime
     started_at: datetime | None = None
 
 
-class DriverRouteView(BaseModel):
+class DriverRouteView(Model_):
     """The driver's route of today (in the merchant's time zone) with its stops in order."""
 
     day: date

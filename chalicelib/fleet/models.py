@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     Strict,
@@ -22,6 +21,7 @@ from chalicelib.core.types import (
     HexColour,
     HttpsUrl,
     LocaleTag,
+    Model_,
     QueryInt,
     ShortText,
     Strict_,
@@ -38,7 +38,7 @@ class DriverCreate(Strict_):
     external_ref: Annotated[str, Field(max_length=100)] | None = None
 
 
-class DriverOut(BaseModel):
+class DriverOut(Model_):
     id: str
     name: str
     phone: str | None = None
@@ -50,12 +50,12 @@ class DriverWithToken(DriverOut):
     token: str = Field(description="The driver's bearer token. Shown once; only its hash is stored.")
 
 
-class DriverToken(BaseModel):
+class DriverToken(Model_):
     driver_id: str
     token: str = Field(description="The new bearer token; the previous one stops working at once.")
 
 
-class DriverPage(BaseModel):
+class DriverPage(Model_):
     items: list[DriverOut]
     next_cursor: str | None = None
 
@@ -164,7 +164,7 @@ class ZoneCreate(Strict_):
         default=50.0, description="Hysteresis: leaving needs the driver this far outside the polygon")
 
 
-class ZoneOut(BaseModel):
+class ZoneOut(Model_):
     id: str
     name: str
     kind: ZoneKind
@@ -174,12 +174,12 @@ class ZoneOut(BaseModel):
     created_at: datetime
 
 
-class ZonePage(BaseModel):
+class ZonePage(Model_):
     items: list[ZoneOut]
     next_cursor: str | None = None
 
 
-class ZoneEvent(BaseModel):
+class ZoneEvent(Model_):
     id: str
     type: Literal["enter", "exit", "dwell"]
     zone_id: str
@@ -189,12 +189,12 @@ class ZoneEvent(BaseModel):
     lng: float
 
 
-class ZoneEvents(BaseModel):
+class ZoneEvents(Model_):
     driver_id: str
     items: list[ZoneEvent]
 
 
-class Position(BaseModel):
+class Position(Model_):
     driver_id: str
     lat: float
     lng: float
@@ -208,35 +208,35 @@ class Position(BaseModel):
     received_at: datetime
 
 
-class NearbyDriver(BaseModel):
+class NearbyDriver(Model_):
     driver_id: str
     distance_m: float
     position: Position
 
 
-class NearbyDrivers(BaseModel):
+class NearbyDrivers(Model_):
     items: list[NearbyDriver]
 
 
-class DeviceRegistration(BaseModel):
+class DeviceRegistration(Model_):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     device_id: Annotated[str, Field(min_length=4, max_length=256, pattern=r"^[\x21-\x7e]+$",
                                     description="At least 96 bits random (16+ random letters and digits); "
                                                 "POST /v1/drivers/{id}/device-id generates one.")]
 
 
-class GeneratedDeviceId(BaseModel):
+class GeneratedDeviceId(Model_):
     driver_id: str
     device_id: str = Field(description="Type it into the tracker app (OsmAnd / Traccar Client) as its device "
                                        "identifier, exactly; it is shown only this once (stored as a hash).")
 
 
-class EventsQuery(BaseModel):
+class EventsQuery(Model_):
     model_config = ConfigDict(extra="forbid")
     limit: Annotated[QueryInt, Field(ge=1, le=500)] = 100
 
 
-class NearbyQuery(BaseModel):
+class NearbyQuery(Model_):
     model_config = ConfigDict(extra="forbid")
     lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
     lng: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]

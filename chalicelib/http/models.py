@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import (
-    BaseModel,
-)
+from chalicelib.core.types import Model_
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Model_):
     field: str
     reason: str
 
 
-class ErrorInfo(BaseModel):
+class ErrorInfo(Model_):
     code: str
     message: str
     details: list[ErrorDetail]
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(Model_):
     error: ErrorInfo

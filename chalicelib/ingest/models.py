@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     Strict,
@@ -16,11 +15,11 @@ from pydantic import (
 
 from chalicelib.core.json_input import value_problems
 from chalicelib.core.times import to_ms
-from chalicelib.core.types import EARLIEST, LATEST, FixTime, Latitude, Longitude
+from chalicelib.core.types import EARLIEST, LATEST, FixTime, Latitude, Longitude, Model_
 from chalicelib.ingest.rules import Fix, ItemResult
 
 
-class PingIn(BaseModel):
+class PingIn(Model_):
     """One fix from a driver's phone. Unknown fields are ignored for forward compatibility."""
 
     model_config = ConfigDict(extra="ignore")
@@ -110,18 +109,18 @@ def fast_fix(raw: object) -> Fix | None:
     return Fix(lat, lng, fix_ms, *optional)
 
 
-class PingBatch(BaseModel):
+class PingBatch(Model_):
     pings: Annotated[list[PingIn], Field(min_length=1, max_length=500)]
 
 
-class PingItemResult(BaseModel):
+class PingItemResult(Model_):
     index: int
     status: Literal["accepted", "duplicate", "rejected"]
     field: str | None = None
     reason: str | None = None
 
 
-class PingBatchResult(BaseModel):
+class PingBatchResult(Model_):
     accepted: int
     duplicates: int
     rejected: int

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from chalicelib.core.types import Model_
 
 
-class NotificationSettingsDoc(BaseModel):
+class NotificationSettingsDoc(Model_):
     model_config = ConfigDict(extra="forbid")
     policy: dict[str, Any] = Field(default_factory=dict, description="channels per event kind, quiet hours, "
                                    "max_age_minutes; see the README's notification settings")

@@ -8,6 +8,7 @@ botocore's standard mode, so the ledger sees every attempt.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,9 @@ class Sent:
 class Notifier:
     def __init__(self) -> None:
         self._clients: dict[str, Any] = {}
+        # The stream pipeline sends from several threads; boto3's default session is not safe to create
+        # clients from concurrently (the clients themselves are).
+        self._lock = threading.Lock()
 
     def _client(self, service: str) -> Any:
         client = self._clients.get(service)
@@ -37,9 +41,13 @@ class Notifier:
             from botocore.config import Config
 
             s = get_settings()
-            client = self._clients[service] = boto3.client(
-                service, region_name=s.aws_region, endpoint_url=s.aws_endpoint_url,
-                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}))
+            with self._lock:
+                client = self._clients.get(service)
+                if client is None:
+                    client = self._clients[service] = boto3.client(
+                        service, region_name=s.aws_region, endpoint_url=s.aws_endpoint_url,
+                        config=Config(connect_timeout=2, read_timeout=5,
+                                      retries={"max_attempts": 2, "mode": "standard"}))
         return client
 
     def send_sms(self, phone: str, text: str, sender_id: str | None = None) -> Sent:

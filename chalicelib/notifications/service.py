@@ -7,6 +7,7 @@ pipeline that only geofences never imports them) and reads the merchant through 
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from chalicelib.notifications.senders import Notifier
 
 _parts: tuple[Ledger, Notifier] | None = None
+_parts_lock = threading.Lock()
 
 
 def notify(r: Repository, image: dict[str, Any], *, now: datetime | None = None,
@@ -45,9 +47,10 @@ def notify(r: Repository, image: dict[str, Any], *, now: datetime | None = None,
 def notify_parts(r: Repository) -> tuple[Ledger, Notifier]:
     """The notification ledger and senders, built once per container."""
     global _parts
-    if _parts is None:
-        from chalicelib.notifications.ledger import Ledger
-        from chalicelib.notifications.senders import Notifier
+    with _parts_lock:  # the pipeline notifies from several threads: one ledger and one notifier all the same
+        if _parts is None:
+            from chalicelib.notifications.ledger import Ledger
+            from chalicelib.notifications.senders import Notifier
 
-        _parts = (Ledger(r.client), Notifier())
-    return _parts
+            _parts = (Ledger(r.client), Notifier())
+        return _parts

@@ -17,8 +17,11 @@ item only moves forward in fix time.
 from __future__ import annotations
 
 import json
+import math
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,11 +30,12 @@ import h3
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from cachetools import TTLCache
 
+from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.times import to_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
-from chalicelib.geo.cells import haversine_m
+from chalicelib.geo.cells import EARTH_RADIUS_M, haversine_m
 from chalicelib.geo.eta import (
     DEFAULT_PARAMS,
     HOUR_MS,
@@ -186,24 +190,71 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
             except Exception:
                 logger.exception("unreadable stream record", extra={"sequence_number": sequence})
                 failed.append(sequence)
-        for driver_id, group in drivers.items():
-            try:
-                apply_driver_fixes(repo(), group.merchant_id, driver_id, group.fixes, _batch)
-            except Exception:
-                logger.exception("driver's fixes failed", extra={"driver_id": driver_id,
-                                                                   "records": len(group.fixes)})
-                failed.extend(group.sequence_numbers)
-        for sequence, image in lifecycle:
-            try:
-                handle_lifecycle(repo(), image)
-            except Exception:
-                logger.exception("lifecycle record failed", extra={"sequence_number": sequence})
-                failed.append(sequence)
+        failed.extend(_apply_drivers(repo(), drivers))
+        failed.extend(_handle_lifecycles(repo(), lifecycle))
     finally:
         _batch.flush(repo())
     if failed:  # their bodies outlive the stream's 24 h (storage/dead_letters.py); nothing on the happy path
         keep_failed("stream_pipeline", event, failed)
     return {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
+
+
+def _apply_drivers(r: Repository, drivers: dict[str, DriverFixes]) -> list[str]:
+    """Each driver's fixes; returns the sequence numbers of the drivers that failed. A batch's drivers are
+    independent (their own state item, route and events), so they run side by side (settings'
+    `pipeline_workers`): the function then waits on DynamoDB once per round trip of the batch, not once
+    per round trip of every driver. Statistics are gathered per driver and absorbed here, in this thread."""
+
+    def one(item: tuple[str, DriverFixes]) -> tuple[BatchStatistics, list[str]]:
+        driver_id, group = item
+        stats = BatchStatistics()
+        try:
+            apply_driver_fixes(r, group.merchant_id, driver_id, group.fixes, stats)
+        except Exception:
+            logger.exception("driver's fixes failed", extra={"driver_id": driver_id, "records": len(group.fixes)})
+            return stats, group.sequence_numbers
+        return stats, []
+
+    workers = min(get_settings().pipeline_workers, len(drivers))
+    if workers <= 1:
+        results = [one(item) for item in drivers.items()]
+    else:
+        for merchant_id in {g.merchant_id for g in drivers.values()}:
+            merchant_context(r, merchant_id)  # warm the merchant caches once, not from every worker
+        with ThreadPoolExecutor(workers, thread_name_prefix="driver") as pool:
+            results = list(pool.map(one, drivers.items()))
+    failed: list[str] = []
+    for stats, sequences in results:
+        _batch.absorb(stats)
+        failed.extend(sequences)
+    return failed
+
+
+def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The batch's lifecycle records; returns the sequence numbers that failed. One shipment's records run in
+    stream order (its messages go out in the order things happened); shipments run side by side, as drivers do:
+    each record is a few round trips (the ledger's claim, the send, the ledger's "sent")."""
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for sequence, image in lifecycle:
+        groups.setdefault(str(image.get("shipment_id", "")), []).append((sequence, image))
+
+    def one(group: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        failed: list[str] = []
+        for sequence, image in group:
+            try:
+                handle_lifecycle(r, image)
+            except Exception:
+                logger.exception("lifecycle record failed", extra={"sequence_number": sequence})
+                failed.append(sequence)
+        return failed
+
+    workers = min(get_settings().pipeline_workers, len(groups))
+    if workers <= 1:
+        results = [one(group) for group in groups.values()]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="lifecycle") as pool:
+            results = list(pool.map(one, groups.values()))
+    return [sequence for failed in results for sequence in failed]
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
@@ -245,13 +296,16 @@ class MerchantContext:
 
 
 _service_times: TTLCache[str, float] = TTLCache(maxsize=1024, ttl=MERCHANT_CACHE_S)
+_service_times_lock = threading.Lock()  # a TTLCache is not thread-safe, and a batch's drivers run side by side
 
 
 def merchant_context(r: Repository, merchant_id: str) -> MerchantContext:
-    service_s = _service_times.get(merchant_id)
+    with _service_times_lock:
+        service_s = _service_times.get(merchant_id)
     if service_s is None:
         service_s = load_service_time_s(r, merchant_id, DEFAULT_PARAMS.default_service_s)
-        _service_times[merchant_id] = service_s
+        with _service_times_lock:
+            _service_times[merchant_id] = service_s
     return MerchantContext(cached_merchant_profile(r, merchant_id), service_s)
 
 
@@ -278,14 +332,22 @@ class RouteStops:
 
 
 _route_cache: dict[str, RouteStops] = {}
+# What a batch reads of the driver's active route: not its stop list (a hundred ids, parsed every batch), which
+# route_stops reads once per route and container.
+ACTIVE_ROUTE_ATTRIBUTES = ("PK", "SK", "route_id", "merchant_id", "driver_id", "day")
+# What build_route_stops reads of a shipment: a 100-stop route's read parses these, not whole shipments.
+ROUTE_STOP_ATTRIBUTES = ("shipment_id", "lat", "lng", "window_start", "window_end", "geofence_radius_m", "status",
+                         "delayed_at")
 
 
 def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh: bool = False) -> RouteStops:
     cached = _route_cache.get(route.route_id)
     if not fresh and cached is not None and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
         return cached
-    ids = [str(s) for s in route.stops]
-    shipments = r.get_shipments(route.merchant_id, ids)
+    if route.stops is None:  # read without its stop list (ACTIVE_ROUTE_ATTRIBUTES): read it whole, this once
+        route = r.get_route(route.merchant_id, route.route_id) or route
+    ids = [str(s) for s in route.stops or []]
+    shipments = r.get_shipments(route.merchant_id, ids, attributes=ROUTE_STOP_ATTRIBUTES)
     result = build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m)
     _route_cache[route.route_id] = result
     return result
@@ -535,10 +597,16 @@ def _approach_by_distance(progress: DriverProgress, stops: RouteStops, fix: GeoF
     """Mark stops the driver is within the merchant's metres of as approaching (once: no way back)."""
     if radius_m <= 0:
         return
+    # The great-circle distance is at least the latitude difference's arc: a cheap, exact first test for
+    # the hundred stops a route may hold, every fix.
+    max_dlat = math.degrees(radius_m / EARTH_RADIUS_M)
     for index, shipment_id in enumerate(stops.ids):
+        where = stops.where.get(shipment_id)
+        if where is None or abs(where[0] - fix.lat) > max_dlat:
+            continue
         if progress.status(index) != S.OUT_FOR_DELIVERY or progress.fences.inside(shipment_id):
             continue
-        lat, lng = stops.where[shipment_id]
+        lat, lng = where
         if haversine_m(fix.lat, fix.lng, lat, lng) <= radius_m:
             _approaching(progress, index, shipment_id, fix, effects)
 
@@ -595,7 +663,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
             return []  # a redelivered batch: everything in it was processed already
         latest = max(f.fix_ms for f in fixes)
         day = datetime.fromtimestamp(latest / 1000, UTC).date().isoformat()
-        route = r.active_route(merchant_id, driver_id, day)
+        route = r.active_route(merchant_id, driver_id, day, attributes=ACTIVE_ROUTE_ATTRIBUTES)
         stops = _stops_for(r, route, progress, context) if route is not None else None
         if route is None:
             progress.route_id, progress.statuses, progress.delayed = None, "", set()

@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from pydantic import (
-    BaseModel,
     Field,
 )
 
-from chalicelib.core.types import Location
+from chalicelib.core.types import Location, Model_
 from chalicelib.shipments.lifecycle import ShipmentStatus
 from chalicelib.shipments.models import TimeWindow
 
 
-class TrackingShipment(BaseModel):
+class TrackingShipment(Model_):
     """What a recipient may see: no phone, email, street address or surname."""
 
     recipient_first_name: str
@@ -24,26 +23,26 @@ class TrackingShipment(BaseModel):
     location: Location
 
 
-class DriverMarker(BaseModel):
+class DriverMarker(Model_):
     lat: float
     lng: float
     fix_time: datetime
     accuracy: float | None = None
 
 
-class TrackingEvent(BaseModel):
+class TrackingEvent(Model_):
     type: str
     status: ShipmentStatus | None = None
     occurred_at: datetime
 
 
-class EtaWindow(BaseModel):
+class EtaWindow(Model_):
     expected: datetime
     earliest: datetime
     latest: datetime
 
 
-class TrackingView(BaseModel):
+class TrackingView(Model_):
     status: ShipmentStatus
     eta: EtaWindow | None = Field(default=None, description="Present while the shipment is on its way")
     shipment: TrackingShipment

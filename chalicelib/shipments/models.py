@@ -6,7 +6,6 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     Strict,
     model_validator,
@@ -20,6 +19,7 @@ from chalicelib.core.types import (
     Instant,
     LocaleTag,
     Location,
+    Model_,
     ShortText,
     Strict_,
     TimeZoneName,
@@ -79,7 +79,7 @@ class ShipmentCreate(Strict_):
     )
 
 
-class RecipientInstructions(BaseModel):
+class RecipientInstructions(Model_):
     """What the recipient told the driver on the tracking page (never shown on the page again)."""
 
     gate_code: str | None = None
@@ -88,13 +88,13 @@ class RecipientInstructions(BaseModel):
     updated_at: datetime
 
 
-class DeliveryRating(BaseModel):
+class DeliveryRating(Model_):
     score: int = Field(ge=1, le=5)
     comment: str | None = None
     rated_at: datetime
 
 
-class ProofSummary(BaseModel):
+class ProofSummary(Model_):
     keys: list[str]
     recipient_name: str | None = None
     contactless: bool = False
@@ -102,14 +102,14 @@ class ProofSummary(BaseModel):
     far_from_stop: bool = Field(default=False, description="distance_m is over the merchant's far_from_stop_m")
 
 
-class ShipmentEta(BaseModel):
+class ShipmentEta(Model_):
     earliest: datetime
     expected: datetime
     latest: datetime
     computed_at: datetime = Field(description="The driver's fix time the estimate was computed from")
 
 
-class ShipmentOut(BaseModel):
+class ShipmentOut(Model_):
     id: str
     status: ShipmentStatus
     recipient: Recipient
@@ -138,17 +138,17 @@ class ShipmentOut(BaseModel):
     updated_at: datetime
 
 
-class TrackingLink(BaseModel):
+class TrackingLink(Model_):
     shipment_id: str
     tracking_url: str = Field(description="The new link; the previous one answers 404 from now on")
 
 
-class ShipmentPage(BaseModel):
+class ShipmentPage(Model_):
     items: list[ShipmentOut]
     next_cursor: str | None = None
 
 
-class TimelineEvent(BaseModel):
+class TimelineEvent(Model_):
     id: str
     type: str
     from_status: ShipmentStatus | None = None
@@ -160,7 +160,7 @@ class TimelineEvent(BaseModel):
     reason_text: str | None = Field(default=None, description="The reason in English, as the driver chose it")
 
 
-class Timeline(BaseModel):
+class Timeline(Model_):
     shipment_id: str
     items: list[TimelineEvent]
 
@@ -197,7 +197,7 @@ class ProofUploadRequest(Strict_):
     size_bytes: Annotated[int, Strict(), Field(ge=100, le=10 * 1024 * 1024, description="at most 10 MB")]
 
 
-class ProofUpload(BaseModel):
+class ProofUpload(Model_):
     key: str = Field(description="Attach it to the delivered update's proof_keys once uploaded")
     url: str = Field(description="POST the file here as multipart/form-data: the fields first, then `file`")
     fields: dict[str, str]
@@ -205,7 +205,7 @@ class ProofUpload(BaseModel):
     max_bytes: int
 
 
-class ProofImage(BaseModel):
+class ProofImage(Model_):
     kind: Literal["photo", "signature"]
     url: str = Field(description="A short-lived presigned GET URL")
     expires_in_s: int
@@ -216,7 +216,7 @@ class ProofView(ProofSummary):
     images: list[ProofImage]
 
 
-class DriverStatusResult(BaseModel):
+class DriverStatusResult(Model_):
     shipment_id: str
     status: ShipmentStatus
     replayed: bool = False
@@ -235,12 +235,12 @@ class RouteCreate(Strict_):
         return self
 
 
-class RouteStop(BaseModel):
+class RouteStop(Model_):
     sequence: int
     shipment_id: str
 
 
-class RouteOut(BaseModel):
+class RouteOut(Model_):
     id: str
     driver_id: str
     day: date

@@ -71,6 +71,7 @@ from chalicelib.storage.tables import (
     merchant_pk,
     ping_sk,
     route_eta_pk,
+    share_client,
     shipment_pk,
     status_gsi_pk,
     status_gsi_shard_pk,
@@ -103,11 +104,12 @@ class ExternalRefTaken(RuntimeError):
 
 def _connection() -> Connection:
     s = get_settings()
-    return Connection(
+    # The models' settings (tables._Meta), so transactions share their botocore client.
+    return share_client(Connection(
         region=s.aws_region, host=s.ddb_endpoint_url,
         connect_timeout_seconds=s.ddb_connect_timeout_s, read_timeout_seconds=s.ddb_read_timeout_s,
-        max_retry_attempts=s.ddb_max_attempts - 1,
-    )
+        max_retry_attempts=s.ddb_max_attempts - 1, max_pool_connections=TableItem.Meta.max_pool_connections,
+    ))
 
 
 def transaction_token(*operations: Any) -> str:
@@ -468,9 +470,12 @@ class Repository:
     def get_shipment(self, merchant_id: str, shipment_id: str) -> ShipmentItem | None:
         return _get(ShipmentItem, merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}")
 
-    def get_shipments(self, merchant_id: str, shipment_ids: Sequence[str]) -> dict[str, ShipmentItem]:
+    def get_shipments(self, merchant_id: str, shipment_ids: Sequence[str],
+                      attributes: Sequence[str] | None = None) -> dict[str, ShipmentItem]:
+        """By id (BatchGetItem); `attributes`: only these are read (the items are then not to be saved)."""
         keys = [(merchant_pk(merchant_id), f"SHIPMENT#{sid}") for sid in shipment_ids]
-        return {item.shipment_id: item for item in ShipmentItem.batch_get(keys)}
+        return {item.shipment_id: item for item in ShipmentItem.batch_get(
+            keys, attributes_to_get=list(attributes) if attributes is not None else None)}
 
     def list_shipments(self, merchant_id: str, *, status: str | None, date_from: str | None,
                        date_to: str | None, limit: int, start: dict[str, Any] | None
@@ -641,12 +646,15 @@ class Repository:
         return list(RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
                                               RouteItem.GSI1SK.startswith(f"{day}#")))
 
-    def active_route(self, merchant_id: str, driver_id: str, day: str) -> RouteItem | None:
-        """The driver's active route around `day` (a route may start the evening before in UTC)."""
+    def active_route(self, merchant_id: str, driver_id: str, day: str,
+                     attributes: Sequence[str] | None = None) -> RouteItem | None:
+        """The driver's active route around `day` (a route may start the evening before in UTC). `attributes`:
+        only these are read (with status, started_at and created_at, which choose the route)."""
         low = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
         high = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        wanted = None if attributes is None else sorted({*attributes, "status", "started_at", "created_at"})
         routes = RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),
-                                           RouteItem.GSI1SK.between(f"{low}#", f"{high}#~"))
+                                           RouteItem.GSI1SK.between(f"{low}#", f"{high}#~"), attributes_to_get=wanted)
         active = [r for r in routes if r.status == "active"]
         return max(active, key=lambda r: r.started_at or r.created_at, default=None)
 

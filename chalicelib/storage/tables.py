@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.connection import TableConnection
+from pynamodb.connection import Connection, TableConnection
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, Projection
 from pynamodb.models import Model
 
@@ -86,6 +87,30 @@ class GSI3(GlobalSecondaryIndex["Any"]):
     GSI3SK = UnicodeAttribute(range_key=True)
 
 
+# One botocore DynamoDB client per process (and configuration), shared by every model and the repository.
+# pynamodb gives each model class its own Connection, botocore session and client, and every new session parses
+# the DynamoDB service model again: three models on a driver's first ping cost ~0.3 s each on a cold start.
+# botocore clients are thread-safe once created.
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def share_client(connection: Connection) -> Connection:
+    """Give `connection` the process's client for its settings (made through the first connection that asks)."""
+    if connection._client is None:
+        key = (connection.region, connection.host, connection._connect_timeout_seconds,
+               connection._read_timeout_seconds, connection._max_retry_attempts_exception,
+               repr(connection._retry_configuration), connection._max_pool_connections,
+               repr(connection._extra_headers))
+        with _CLIENTS_LOCK:
+            shared = _CLIENTS.get(key)
+            if shared is None:
+                _CLIENTS[key] = connection.client
+            else:
+                connection._client = shared
+    return connection
+
+
 class TableItem(Model):
     Meta = _Meta  # type: ignore[assignment]  # pynamodb reads these class attributes
     PK = UnicodeAttribute(hash_key=True)
@@ -93,9 +118,9 @@ class TableItem(Model):
 
     @classmethod
     def _get_connection(cls) -> TableConnection:
-        """pynamodb's connection of this model, its botocore client guarded (storage faults -> StorageUnavailable)."""
+        """pynamodb's connection of this model on the shared client, guarded (storage faults -> StorageUnavailable)."""
         connection = super()._get_connection()
-        guard(connection.connection.client)
+        guard(share_client(connection.connection).client)
         return connection
 
 

@@ -6,14 +6,13 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
 )
 
-from chalicelib.core.types import Email, Instant, QueryInt, Strict_
+from chalicelib.core.types import Email, Instant, Model_, QueryInt, Strict_
 
 # The timeline event types a webhook can carry (the `type` of /v1/shipments/{id}/timeline events).
 WebhookEventType = Literal[
@@ -40,7 +39,7 @@ class WebhookEndpointIn(Strict_):
         default=None, description="Who is emailed when the endpoint is paused; default: branding.support_email")
 
 
-class WebhookEndpointOut(BaseModel):
+class WebhookEndpointOut(Model_):
     id: str
     url: str
     events: list[str] | None = Field(description="null: every event type")
@@ -59,20 +58,20 @@ class WebhookEndpointOut(BaseModel):
     updated_at: datetime
 
 
-class WebhookResumeResult(BaseModel):
+class WebhookResumeResult(Model_):
     endpoint: WebhookEndpointOut
     requeued: int = Field(description="Held deliveries queued to be sent within a minute")
     more_held: bool = Field(description="More deliveries are still held: call resume again")
 
 
-class WebhookAttempt(BaseModel):
+class WebhookAttempt(Model_):
     at: datetime
     status_code: int | None = Field(description="null: no HTTP answer (timeout, refused, address not allowed)")
     latency_ms: int
     error: str | None = None
 
 
-class WebhookDeliveryOut(BaseModel):
+class WebhookDeliveryOut(Model_):
     id: str
     event_id: str = Field(description="Sent as Doorstep-Event-Id; the same on every retry and replay")
     event_type: str
@@ -93,7 +92,7 @@ class WebhookDeliveryDetail(WebhookDeliveryOut):
     payload: dict[str, Any] = Field(description="The JSON body every attempt sends")
 
 
-class WebhookDeliveryPage(BaseModel):
+class WebhookDeliveryPage(Model_):
     items: list[WebhookDeliveryOut]
     next_cursor: str | None = None
 
@@ -105,7 +104,7 @@ def _after_from(value: datetime | None, info: ValidationInfo) -> datetime | None
     return value
 
 
-class WebhookDeliveryQuery(BaseModel):
+class WebhookDeliveryQuery(Model_):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     from_: Instant | None = Field(default=None, alias="from", description="Created at or after (RFC 3339)")
     to: Instant | None = Field(default=None, description="Created at or before (RFC 3339)")
@@ -132,5 +131,5 @@ class WebhookReplayRange(Strict_):
         return value
 
 
-class WebhookReplayResult(BaseModel):
+class WebhookReplayResult(Model_):
     replayed: int = Field(description="Deliveries queued to be sent again within a minute")

@@ -66,11 +66,23 @@ def answer_unknown_paths(gateway_cls: Any = None) -> Any:
     return gateway_cls
 
 
+def deeper_listen_queue(server_cls: Any = None, size: int = 128) -> Any:
+    """socketserver listens with a backlog of 5: a fleet's phones connecting at once (20 drivers, a benchmark)
+    overflow it and are reset. API Gateway queues them; so does the local API with a deeper backlog."""
+    if server_cls is None:
+        from chalice.local import ThreadedHTTPServer
+
+        server_cls = ThreadedHTTPServer
+    server_cls.request_queue_size = max(size, getattr(server_cls, "request_queue_size", 5))
+    return server_cls
+
+
 def main(argv: list[str] | None = None) -> int:
     from chalice.cli import main as chalice_main
 
     accept_every_method()
     answer_unknown_paths()
+    deeper_listen_queue()
     sys.argv = ["chalice", *(sys.argv[1:] if argv is None else argv)]
     return int(chalice_main() or 0)
 

@@ -249,8 +249,10 @@ class LocalStack:
 
     def __init__(self, port: int = 8000, moto_port: int = 5001, *, dynamodb_port: int = 0,
                  project_dir: Path = PROJECT_DIR, log_dir: Path | None = None, stage: str = STAGE,
-                 startup_timeout: float = 30.0, tile_url: str | None = None) -> None:
+                 startup_timeout: float = 30.0, tile_url: str | None = None, stream_runner: bool = True) -> None:
         self.project_dir = project_dir
+        # False: the caller runs the stream functions itself (a benchmark that watches the runner's progress).
+        self.stream_runner = stream_runner
         self.tile_url = tile_url
         self.log_dir = log_dir if log_dir is not None else project_dir / ".local" / "logs"
         self.stage = stage
@@ -373,7 +375,8 @@ class LocalStack:
             self._wait_until(dynamodb, self.dynamodb_url, deadline, any_status=True)
             self._create_resources()
             # The stream runner feeds the app's stream function, as Lambda's event source mapping would.
-            self._spawn("streams", [str(bin_dir / "python"), "-m", "infra.local.streams"], env)
+            if self.stream_runner:
+                self._spawn("streams", [str(bin_dir / "python"), "-m", "infra.local.streams"], env)
             # EventBridge's part: the app's scheduled functions (deferred messages, reminders).
             self._spawn("scheduler", [str(bin_dir / "python"), "-m", "infra.local.scheduler"], env)
             # The demo merchant's webhook endpoint: verifies each POST's signature and records it.

@@ -12,7 +12,6 @@ from moto import mock_aws
 
 from tests.conftest import TEST_ENV
 
-
 _SESSION_MOTO: list[bool] = []  # set while the session's in-process moto runs
 
 

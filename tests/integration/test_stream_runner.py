@@ -89,3 +89,41 @@ def test_a_record_that_keeps_failing_goes_to_the_dead_letter_file(table, tmp_pat
     parked = [json.loads(line) for line in (tmp_path / "dlq.jsonl").read_text().splitlines()]
     assert [p["record"]["dynamodb"]["NewImage"]["n"]["N"] for p in parked] == ["1"]
     assert calls == [2, 2, 2, 1]  # first try + 2 retries, then the rest of the batch
+
+
+def test_the_batching_window_fills_batches_only_while_there_is_a_backlog(table, tmp_path):
+    """MaximumBatchingWindowInSeconds: records read in one poll wait for more within the window; a poll that
+    finds the shard caught up delivers what is pending at once; a full batch goes at once; the checkpoint
+    never passes a record still pending."""
+    batches: list[list[int]] = []
+
+    def keep(event, ctx):
+        batches.append([int(r["dynamodb"]["NewImage"]["n"]["N"]) for r in event["Records"]])
+
+    config = RunnerConfig(batch_size=4, batching_window_s=60, poll_interval_s=0)
+    run = StreamRunner(table, boto3.client("dynamodbstreams"), TABLE["name"], keep, tmp_path / "cp.json",
+                       tmp_path / "dlq.jsonl", config)
+    for n in range(1, 4):
+        put(table, n)
+    assert run.poll_once() == 3
+    assert batches == []  # 3 < 4 and the window is open: waiting for more
+    assert run.checkpoints == {}  # nothing delivered, nothing passed
+    for n in range(4, 7):
+        put(table, n)
+    assert run.poll_once() == 3
+    assert batches == [[1, 2, 3, 4]]  # full: delivered at once; 5 and 6 still wait
+    assert run.poll_once() == 0  # the shard is caught up: what waits goes now
+    assert batches == [[1, 2, 3, 4], [5, 6]]
+    restarted = StreamRunner(table, boto3.client("dynamodbstreams"), TABLE["name"], keep, tmp_path / "cp.json",
+                             tmp_path / "dlq.jsonl", config)
+    assert restarted.poll_once() == 0  # the checkpoint is past everything delivered
+
+
+def test_raw_records_are_what_lambda_delivers(table, tmp_path):
+    """The runner takes GetRecords' records from the wire: binaries stay base64 text, as in Lambda's event."""
+    seen: list[dict] = []
+    table.put_item(TableName=TABLE["name"], Item={"PK": {"S": "K#b"}, "SK": {"S": "X"}, "blob": {"B": b"\x00\x01"}})
+    run = runner(table, lambda event, ctx: seen.extend(event["Records"]), tmp_path)
+    assert run.poll_once() == 1
+    assert seen[0]["dynamodb"]["NewImage"]["blob"] == {"B": "AAE="}
+    assert isinstance(seen[0]["dynamodb"]["ApproximateCreationDateTime"], int)

@@ -44,6 +44,7 @@ def on_dynamodb_local(dynamodb_local: str, chalice_app: Any) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         for name in ENDPOINT_VARIABLES:
             patch.setenv(name, dynamodb_local)
+        patch.setenv("DOORSTEP_PIPELINE_WORKERS", "8")  # DynamoDB Local is thread-safe, as DynamoDB
         get_settings.cache_clear()
         patch.setattr(tables._Meta, "host", dynamodb_local)
         # pynamodb caches one connection per model class: dropped here, rebuilt against DynamoDB Local on
