@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 
 CHUNK_PREFIX = "POINTS#"
 CHUNK_MAX_FIXES = 50  # bounds the item (~1.5 KB at 1 Hz, 2 write units) and a stream record's work
+_LAST_KEY_MS = 10**13 - 1  # the largest fix time a 13-digit key holds (the year 2286)
 CHUNK_MAX_SPAN_MS = 5 * 60 * 1000  # bounds how far past a window a reader must look (see the module doc)
 
 # lat, lng, accuracy, speed, heading, altitude, battery
@@ -48,7 +49,9 @@ def chunk_sk(fix_times: Sequence[int]) -> str:
 
 def chunk_range(since_ms: int, until_ms: int) -> tuple[str, str]:
     """The sort-key range (inclusive) of every chunk that may hold a fix in [since_ms, until_ms]."""
-    return f"{CHUNK_PREFIX}{max(since_ms, 0):013d}", f"{CHUNK_PREFIX}{until_ms + CHUNK_MAX_SPAN_MS:013d}#~"
+    # Clamped to 13 digits: a 14-digit bound would sort before every 13-digit key and miss the window.
+    high = min(until_ms + CHUNK_MAX_SPAN_MS, _LAST_KEY_MS)
+    return f"{CHUNK_PREFIX}{max(since_ms, 0):013d}", f"{CHUNK_PREFIX}{high:013d}#~"
 
 
 def clusters(fix_times: Sequence[int], gap_ms: int) -> list[tuple[int, int]]:

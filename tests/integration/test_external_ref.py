@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from urllib.parse import quote
 
@@ -105,11 +106,16 @@ def test_concurrent_creates_with_one_ref_store_exactly_one(merchant):
         barrier.wait(5)
         answers.append(merchant.call("POST", "/v1/shipments", shipment_body(n, external_ref="race-1")).status_code)
 
+    # chalice's test client swaps os.environ to the stage's variables for each call and back after it;
+    # calls from threads interleave those swaps and can leave the dev stage's values behind for later tests.
+    saved = dict(os.environ)
     threads = [threading.Thread(target=create, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
+    os.environ.clear()
+    os.environ.update(saved)
     assert answers.count(201) == 1 and len(answers) == 4
     assert set(answers) <= {201, 409, 503}  # a transaction conflict under a race is a retryable 503
     listed = merchant.call("GET", "/v1/shipments?limit=100").json_body["items"]
