@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -32,14 +33,17 @@ def fresh_moto_table(request: pytest.FixtureRequest) -> None:
     kept for the whole session grows to tens of thousands of items, and moto deep-copies the table for
     every transaction: the suite slowed as it went and its memory grew past 14 GB. The modules under
     on_dynamodb_local point the app at their own table; this one is then simply unused."""
-    from infra.local.resources import create_table
+    from infra.local.resources import create_bucket, create_table
 
     if not _SESSION_MOTO or "on_dynamodb_local" in request.module.__name__:
         return  # the first module's table is new anyway; modules with their own `aws` are left alone
-    client = boto3.client("dynamodb", endpoint_url=None)
+    client = boto3.client("dynamodb")
     name = TEST_ENV["DOORSTEP_TABLE_NAME"]
-    client.delete_table(TableName=name)
+    # Gone already if a module's own mock_aws (test_infra) reset moto's backends when it started.
+    with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+        client.delete_table(TableName=name)
     create_table(client, name)
+    create_bucket(boto3.client("s3"), TEST_ENV["DOORSTEP_BUCKET_NAME"])  # reset with the table, if it was
 
 
 @pytest.fixture(scope="session")
