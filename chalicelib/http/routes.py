@@ -28,6 +28,7 @@ from chalicelib.core.types import field_problems
 from chalicelib.http.errors import error_response, internal_error
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_PATH_ID_BYTES = 200  # every id the API issues is far shorter; a DynamoDB sort key allows 1,024 bytes
 MAX_FORM_BYTES = 16 * 1024
 Auth = Literal["merchant", "driver", "none"]
 WebErrors = Literal["html", "json"]
@@ -298,6 +299,11 @@ class Routes:
                     call.query = spec.query.model_validate(parse_query(request.query_params))
                 except ValidationError as exc:
                     raise errors.validation_failed(problems_from(exc)) from None
+            if any(name.endswith("_id") and len(value.encode()) > MAX_PATH_ID_BYTES
+                   for name, value in path_params.items()):
+                # No id is this long; DynamoDB would refuse the key (a 500) rather than find nothing. (Tokens
+                # are checked by their views, which answer every bad token alike.)
+                raise errors.not_found("resource")
             result = view(call, **path_params)
         except DomainError as exc:
             return error_response(exc)

@@ -134,3 +134,12 @@ def test_unknown_tracking_tokens_get_the_same_404(client):
         assert_error(r, 404, "not_found")
         bodies.add(r.body)
     assert len(bodies) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/drivers/{}", "/v1/drivers/{}/position", "/v1/shipments/{}", "/v1/zones/{}"])
+def test_an_id_longer_than_any_key_is_not_found_never_a_500(merchant, path):
+    """DynamoDB refuses a key over 1,024 bytes (ValidationException); such an id cannot exist, so 404."""
+    for long_id in ("x" * 1100, "é" * 300):
+        r = merchant.call("GET", path.format(long_id))
+        assert r.status_code == 404, (path, r.status_code, r.body[:200])
+        assert json.loads(r.body)["error"]["code"] == "not_found"
