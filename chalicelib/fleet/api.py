@@ -31,11 +31,11 @@ routes = Routes(blueprint, models="chalicelib.fleet.models")
 
 def authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
     """(merchant id, driver id) of the caller: a merchant API key, or a driver's token or app link."""
-    from chalicelib.fleet import service
+    from chalicelib.fleet import auth
 
     if kind == "driver":
-        return service.authenticate_driver(get_repository(), authorization, get_settings())
-    return service.authenticate_merchant(get_repository(), authorization), ""
+        return auth.authenticate_driver(get_repository(), authorization, get_settings())
+    return auth.authenticate_merchant(get_repository(), authorization), ""
 
 
 # --- drivers -------------------------------------------------------------------------
