@@ -7,23 +7,26 @@ same 404 page. The page's script uses the link token as its bearer credential fo
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import DomainError, ErrorKind
-from chalicelib.driver_app.models import DriverAppLink, DriverAppLinkCreate, DriverRouteView
 from chalicelib.http.routes import Call, Routes, WebCall, html_response, json_response
 from chalicelib.storage import get_repository
 from chalicelib.web.api import static_base
 
+if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(models=...)`)
+    pass
+
 blueprint = Blueprint(__name__)
-routes = Routes(blueprint)
+routes = Routes(blueprint, models="chalicelib.driver_app.models")
 
 
 @routes.route("/v1/drivers/{driver_id}/app-link", "POST", summary="A signed, expiring link to the driver web app "
-              "(body optional: expires_in_hours, 1 to 72, default 16)", tag="drivers", body=DriverAppLinkCreate,
-              optional_body=True, response=DriverAppLink, status=201, errors_=(400, 401, 404, 413, 415, 422))
+              "(body optional: expires_in_hours, 1 to 72, default 16)", tag="drivers", body="DriverAppLinkCreate",
+              optional_body=True, response="DriverAppLink", status=201, errors_=(400, 401, 404, 413, 415, 422))
 def create_driver_app_link(call: Call, driver_id: str) -> Response:
     from chalicelib.driver_app import service
 
@@ -44,7 +47,7 @@ def revoke_driver_app_links(call: Call, driver_id: str) -> Response:
 
 @routes.route("/v1/driver/route", "GET", summary="The driver's route of today (the merchant's time zone): stops "
               "in order with address, window, ETA, instructions, and which is next", tag="driver", auth="driver",
-              response=DriverRouteView, errors_=(401,))
+              response="DriverRouteView", errors_=(401,))
 def driver_route(call: Call) -> Response:
     from chalicelib.driver_app import service
 

@@ -2,57 +2,54 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
-from chalicelib.fleet.models import (
-    DeviceRegistration,
-    DriverCreate,
-    DriverOut,
-    DriverPage,
-    DriverToken,
-    DriverWithToken,
-    EventsQuery,
-    GeneratedDeviceId,
-    MerchantSettings,
-    MerchantSettingsPatch,
-    NearbyDrivers,
-    NearbyQuery,
-    Position,
-    ZoneCreate,
-    ZoneEvents,
-    ZoneOut,
-    ZonePage,
-)
 from chalicelib.http.paging import Paging
 from chalicelib.http.routes import Auth, Call, Routes, json_response
 from chalicelib.storage import get_repository
 
+if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(models=...)`)
+    from chalicelib.fleet.models import (
+        DriverOut,
+        DriverPage,
+        DriverToken,
+        DriverWithToken,
+        MerchantSettings,
+        NearbyDrivers,
+        Position,
+        ZoneEvents,
+        ZoneOut,
+        ZonePage,
+    )
+
 blueprint = Blueprint(__name__)
-routes = Routes(blueprint)
+routes = Routes(blueprint, models="chalicelib.fleet.models")
 
 
 def authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
     """(merchant id, driver id) of the caller: a merchant API key, or a driver's token or app link."""
-    from chalicelib.fleet import service
+    from chalicelib.fleet import auth
 
     if kind == "driver":
-        return service.authenticate_driver(get_repository(), authorization, get_settings())
-    return service.authenticate_merchant(get_repository(), authorization), ""
+        return auth.authenticate_driver(get_repository(), authorization, get_settings())
+    return auth.authenticate_merchant(get_repository(), authorization), ""
 
 
 # --- drivers -------------------------------------------------------------------------
 
 
 @routes.route("/v1/drivers", "POST", summary="Create a driver (returns its token once)", tag="drivers",
-              body=DriverCreate, response=DriverWithToken, status=201, errors_=(400, 401, 413, 415, 422))
+              body="DriverCreate", response="DriverWithToken", status=201, errors_=(400, 401, 413, 415, 422))
 def create_driver(call: Call) -> DriverWithToken:
     from chalicelib.fleet import service
 
     return service.create_driver(get_repository(), call.merchant_id, call.body)
 
 
-@routes.route("/v1/drivers", "GET", summary="List drivers", tag="drivers", query=Paging, response=DriverPage,
+@routes.route("/v1/drivers", "GET", summary="List drivers", tag="drivers", query=Paging, response="DriverPage",
               errors_=(400, 401, 422))
 def list_drivers(call: Call) -> DriverPage:
     from chalicelib.fleet import service
@@ -62,7 +59,7 @@ def list_drivers(call: Call) -> DriverPage:
 
 
 @routes.route("/v1/drivers/nearby", "GET", summary="Drivers within radius_m of a point, nearest first",
-              tag="drivers", query=NearbyQuery, response=NearbyDrivers, errors_=(401, 422))
+              tag="drivers", query="NearbyQuery", response="NearbyDrivers", errors_=(401, 422))
 def nearby_drivers(call: Call) -> NearbyDrivers:
     from chalicelib.fleet import service
 
@@ -70,7 +67,7 @@ def nearby_drivers(call: Call) -> NearbyDrivers:
     return service.nearby_drivers(get_repository(), call.merchant_id, q.lat, q.lng, q.radius_m, q.limit)
 
 
-@routes.route("/v1/drivers/{driver_id}", "GET", summary="Get a driver", tag="drivers", response=DriverOut,
+@routes.route("/v1/drivers/{driver_id}", "GET", summary="Get a driver", tag="drivers", response="DriverOut",
               errors_=(401, 404))
 def get_driver(call: Call, driver_id: str) -> DriverOut:
     from chalicelib.fleet import service
@@ -79,7 +76,7 @@ def get_driver(call: Call, driver_id: str) -> DriverOut:
 
 
 @routes.route("/v1/drivers/{driver_id}/token", "POST", summary="Rotate a driver's token", tag="drivers",
-              response=DriverToken, errors_=(401, 404))
+              response="DriverToken", errors_=(401, 404))
 def rotate_driver_token(call: Call, driver_id: str) -> DriverToken:
     from chalicelib.fleet import service
 
@@ -87,7 +84,7 @@ def rotate_driver_token(call: Call, driver_id: str) -> DriverToken:
 
 
 @routes.route("/v1/drivers/{driver_id}/position", "GET", summary="A driver's latest position", tag="drivers",
-              response=Position, errors_=(401, 404))
+              response="Position", errors_=(401, 404))
 def driver_position(call: Call, driver_id: str) -> Position:
     from chalicelib.fleet import service
 
@@ -95,7 +92,7 @@ def driver_position(call: Call, driver_id: str) -> Position:
 
 
 @routes.route("/v1/drivers/{driver_id}/zone-events", "GET", summary="A driver's zone enter/exit/dwell events, "
-              "newest first", tag="drivers", query=EventsQuery, response=ZoneEvents, errors_=(401, 404, 422))
+              "newest first", tag="drivers", query="EventsQuery", response="ZoneEvents", errors_=(401, 404, 422))
 def driver_zone_events(call: Call, driver_id: str) -> ZoneEvents:
     from chalicelib.fleet import zones
 
@@ -103,7 +100,7 @@ def driver_zone_events(call: Call, driver_id: str) -> ZoneEvents:
 
 
 @routes.route("/v1/drivers/{driver_id}/device-id", "POST", summary="Generate a device id for a tracker app "
-              "(OsmAnd / Traccar Client) of this driver; answered once", tag="drivers", response=GeneratedDeviceId,
+              "(OsmAnd / Traccar Client) of this driver; answered once", tag="drivers", response="GeneratedDeviceId",
               status=201, errors_=(401, 404, 503))
 def generate_device_id(call: Call, driver_id: str) -> Response:
     from chalicelib.fleet import service
@@ -113,7 +110,7 @@ def generate_device_id(call: Call, driver_id: str) -> Response:
 
 
 @routes.route("/v1/drivers/{driver_id}/device-id", "PUT", summary="Register a tracker app's device id of your "
-              "choice for a driver (at least 96 bits random)", tag="drivers", body=DeviceRegistration, status=204,
+              "choice for a driver (at least 96 bits random)", tag="drivers", body="DeviceRegistration", status=204,
               errors_=(400, 401, 404, 409, 415, 422, 503))
 def register_device(call: Call, driver_id: str) -> Response:
     from chalicelib.fleet import service
@@ -126,7 +123,7 @@ def register_device(call: Call, driver_id: str) -> Response:
 
 
 @routes.route("/v1/settings", "GET", summary="The merchant's geofence, approach and tracking page settings",
-              tag="settings", response=MerchantSettings, errors_=(401,))
+              tag="settings", response="MerchantSettings", errors_=(401,))
 def get_merchant_settings(call: Call) -> MerchantSettings:
     from chalicelib.fleet import service
 
@@ -134,7 +131,7 @@ def get_merchant_settings(call: Call) -> MerchantSettings:
 
 
 @routes.route("/v1/settings", "PUT", summary="Replace the merchant's settings (omitted fields take defaults)",
-              tag="settings", body=MerchantSettings, response=MerchantSettings, errors_=(400, 401, 413, 415, 422))
+              tag="settings", body="MerchantSettings", response="MerchantSettings", errors_=(400, 401, 413, 415, 422))
 def put_merchant_settings(call: Call) -> MerchantSettings:
     from chalicelib.fleet import service
 
@@ -142,8 +139,8 @@ def put_merchant_settings(call: Call) -> MerchantSettings:
 
 
 @routes.route("/v1/settings", "PATCH", summary="Change only the settings sent (JSON merge patch: nested objects "
-              "merge, lists replace, null restores a field's default)", tag="settings", body=MerchantSettingsPatch,
-              response=MerchantSettings, errors_=(400, 401, 409, 413, 415, 422))
+              "merge, lists replace, null restores a field's default)", tag="settings", body="MerchantSettingsPatch",
+              response="MerchantSettings", errors_=(400, 401, 409, 413, 415, 422))
 def patch_merchant_settings(call: Call) -> MerchantSettings:
     from chalicelib.fleet import service
 
@@ -155,7 +152,7 @@ def patch_merchant_settings(call: Call) -> MerchantSettings:
 
 
 @routes.route("/v1/zones", "POST", summary="Create a polygon zone (depot, restricted area) from GeoJSON",
-              tag="zones", body=ZoneCreate, response=ZoneOut, status=201, errors_=(400, 401, 413, 415, 422))
+              tag="zones", body="ZoneCreate", response="ZoneOut", status=201, errors_=(400, 401, 413, 415, 422))
 def create_zone(call: Call) -> Response:
     from chalicelib.fleet import zones
 
@@ -163,7 +160,7 @@ def create_zone(call: Call) -> Response:
     return json_response(zone, 201, {"Location": f"/v1/zones/{zone.id}"})
 
 
-@routes.route("/v1/zones", "GET", summary="List zones", tag="zones", query=Paging, response=ZonePage,
+@routes.route("/v1/zones", "GET", summary="List zones", tag="zones", query=Paging, response="ZonePage",
               errors_=(400, 401, 422))
 def list_zones(call: Call) -> ZonePage:
     from chalicelib.fleet import zones
@@ -171,7 +168,7 @@ def list_zones(call: Call) -> ZonePage:
     return zones.list_zones(get_repository(), get_settings(), call.merchant_id, call.query.limit, call.query.cursor)
 
 
-@routes.route("/v1/zones/{zone_id}", "GET", summary="Get a zone", tag="zones", response=ZoneOut, errors_=(401, 404))
+@routes.route("/v1/zones/{zone_id}", "GET", summary="Get a zone", tag="zones", response="ZoneOut", errors_=(401, 404))
 def get_zone(call: Call, zone_id: str) -> ZoneOut:
     from chalicelib.fleet import zones
 

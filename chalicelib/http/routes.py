@@ -12,6 +12,7 @@ This package imports no feature: how a caller is authenticated and how an error 
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ class Answer:
     headers: tuple[str, ...] = ()  # response headers it carries
 
 
+ModelRef = type[BaseModel] | str
+"""A route's model: the class, or its name in the module its `Routes` was given (`models=`), imported on first
+use, so a cold start builds the model classes of the routes it answers, not of every blueprint."""
+
+
 @dataclass
 class RouteSpec:
     path: str
@@ -54,16 +60,41 @@ class RouteSpec:
     summary: str
     tag: str
     auth: Auth
-    body: type[BaseModel] | None
-    query: type[BaseModel] | None
-    response: type[BaseModel] | None
+    body_ref: ModelRef | None
+    query_ref: ModelRef | None
+    response_ref: ModelRef | None
     status: int
     error_statuses: tuple[int, ...]
-    body_doc: type[BaseModel] | None = None
+    body_doc_ref: ModelRef | None = None
     extra_headers: tuple[str, ...] = ()
     optional_body: bool = False  # an empty body means the body model's defaults
     also: tuple[Answer, ...] = ()
     reads_body: bool = False  # body, body_doc or a raw body the view reads
+    models: str | None = None  # the module model names are looked up in
+
+    def _model(self, ref: ModelRef | None) -> type[BaseModel] | None:
+        if ref is None or not isinstance(ref, str):
+            return ref
+        if self.models is None:
+            raise RuntimeError(f"{self.method} {self.path} names model {ref!r} but its Routes has no models module")
+        model: type[BaseModel] = getattr(importlib.import_module(self.models), ref)
+        return model
+
+    @property
+    def body(self) -> type[BaseModel] | None:
+        return self._model(self.body_ref)
+
+    @property
+    def query(self) -> type[BaseModel] | None:
+        return self._model(self.query_ref)
+
+    @property
+    def response(self) -> type[BaseModel] | None:
+        return self._model(self.response_ref)
+
+    @property
+    def body_doc(self) -> type[BaseModel] | None:
+        return self._model(self.body_doc_ref)
 
     def all_error_statuses(self) -> tuple[int, ...]:
         """Every error status this route can answer: those the view declares and those the edge adds.
@@ -231,8 +262,9 @@ def _authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
 class Routes:
     """A feature's routes on its Blueprint: JSON API views (`route`) and page views (`web`)."""
 
-    def __init__(self, blueprint: Blueprint) -> None:
+    def __init__(self, blueprint: Blueprint, models: str | None = None) -> None:
         self.blueprint = blueprint
+        self.models = models  # the module whose classes `route` may name as strings (`ModelRef`)
 
     def current_request(self) -> Request:
         request = self.blueprint.current_request
@@ -240,9 +272,9 @@ class Routes:
         return request
 
     def route(self, path: str, method: str, *, summary: str, tag: str, auth: Auth = "merchant",
-              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-              response: type[BaseModel] | None = None, status: int = 200, errors_: tuple[int, ...] = (),
-              body_doc: type[BaseModel] | None = None, extra_headers: tuple[str, ...] = (),
+              body: ModelRef | None = None, query: ModelRef | None = None,
+              response: ModelRef | None = None, status: int = 200, errors_: tuple[int, ...] = (),
+              body_doc: ModelRef | None = None, extra_headers: tuple[str, ...] = (),
               raw_body: bool = False, optional_body: bool = False, screen_values: bool = True,
               also: tuple[Answer, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a JSON API view `view(call: Call, **path_params)`.
@@ -254,7 +286,7 @@ class Routes:
         """
         spec = RouteSpec(path, method, summary, tag, auth, body, query, response, status, errors_,
                          body_doc, extra_headers, optional_body, also,
-                         reads_body=body is not None or body_doc is not None or raw_body)
+                         reads_body=body is not None or body_doc is not None or raw_body, models=self.models)
         SPECS.append(spec)
 
         def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -277,9 +309,10 @@ class Routes:
             raw = request.raw_body or b""
             if isinstance(raw, str):
                 raw = raw.encode()
-            if spec.optional_body and spec.body is not None and not raw.strip():
-                call.body = spec.body()  # every field of an optional body has a default
-            elif spec.body is not None or wants_raw:
+            body_model = spec.body
+            if spec.optional_body and body_model is not None and not raw.strip():
+                call.body = body_model()  # every field of an optional body has a default
+            elif body_model is not None or wants_raw:
                 if len(raw) > MAX_BODY_BYTES:
                     raise errors.payload_too_large(MAX_BODY_BYTES)
                 check_json_content_type(call.headers.get("content-type"))
@@ -287,16 +320,17 @@ class Routes:
                 data = parse_json_body(raw)
                 if screen_values:
                     json_input.refuse_values(data)
-                if spec.body is not None:
+                if body_model is not None:
                     try:
-                        call.body = spec.body.model_validate(data)
+                        call.body = body_model.model_validate(data)
                     except ValidationError as exc:
                         raise errors.validation_failed(problems_from(exc)) from None
                 else:
                     call.body = data
-            if spec.query is not None:
+            query_model = spec.query
+            if query_model is not None:
                 try:
-                    call.query = spec.query.model_validate(parse_query(request.query_params))
+                    call.query = query_model.model_validate(parse_query(request.query_params))
                 except ValidationError as exc:
                     raise errors.validation_failed(problems_from(exc)) from None
             if any(name.endswith("_id") and len(value.encode()) > MAX_PATH_ID_BYTES

@@ -19,7 +19,6 @@ from chalicelib.core.errors import DomainError, ErrorKind
 from chalicelib.core.links import tracking_page_url
 from chalicelib.http.errors import error_headers, status_of
 from chalicelib.http.routes import Call, Routes, WebCall, html_response, json_response
-from chalicelib.recipient.models import TrackingView
 from chalicelib.storage import get_repository
 from chalicelib.web.api import static_base
 
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from chalicelib.recipient.service import Link
 
 blueprint = Blueprint(__name__)
-routes = Routes(blueprint)
+routes = Routes(blueprint, models="chalicelib.recipient.models")
 
 FORM_ERROR_KINDS = {"form_expired": ErrorKind.FORBIDDEN, "invalid_input": ErrorKind.INVALID,
                     "not_available": ErrorKind.CONFLICT}
@@ -69,7 +68,7 @@ def page_paths(token: str) -> PagePaths:
 
 
 @routes.route("/v1/track/{token}", "GET", summary="Recipient tracking view (JSON)", tag="tracking", auth="none",
-              response=TrackingView, errors_=(404,))
+              response="TrackingView", errors_=(404,))
 def track_json(call: Call, token: str) -> Response:
     from chalicelib.recipient import service
 

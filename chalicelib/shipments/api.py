@@ -3,37 +3,34 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
 from chalicelib.http.routes import Answer, Call, Routes, json_response
-from chalicelib.shipments.models import (
-    DriverStatusResult,
-    DriverStatusUpdate,
-    ProofUpload,
-    ProofUploadRequest,
-    ProofView,
-    RouteCreate,
-    RouteOut,
-    ShipmentCreate,
-    ShipmentOut,
-    ShipmentPage,
-    ShipmentQuery,
-    Timeline,
-    TrackingLink,
-)
 from chalicelib.storage import get_repository
 
+if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(models=...)`)
+    from chalicelib.shipments.models import (
+        DriverStatusResult,
+        ProofView,
+        RouteOut,
+        ShipmentOut,
+        ShipmentPage,
+        Timeline,
+        TrackingLink,
+    )
+
 blueprint = Blueprint(__name__)
-routes = Routes(blueprint)
+routes = Routes(blueprint, models="chalicelib.shipments.models")
 
 
 # --- shipments -----------------------------------------------------------------------
 
 
 @routes.route("/v1/shipments", "POST", summary="Create a shipment (idempotent with Idempotency-Key)",
-              tag="shipments", body=ShipmentCreate, response=ShipmentOut, status=201,
+              tag="shipments", body="ShipmentCreate", response="ShipmentOut", status=201,
               errors_=(400, 401, 409, 413, 415, 422), extra_headers=("Idempotency-Key",),
               also=(Answer(200, "A replay: the shipment an earlier request with the same Idempotency-Key created",
                            ("Location", "Idempotent-Replayed")),))
@@ -51,7 +48,7 @@ def create_shipment(call: Call) -> Response:
 
 @routes.route("/v1/shipments", "GET", summary="List shipments by status and date, or find one by external_ref",
               tag="shipments",
-              query=ShipmentQuery, response=ShipmentPage, errors_=(400, 401, 422))
+              query="ShipmentQuery", response="ShipmentPage", errors_=(400, 401, 422))
 def list_shipments(call: Call) -> ShipmentPage:
     from chalicelib.shipments import service
 
@@ -62,7 +59,7 @@ def list_shipments(call: Call) -> ShipmentPage:
 
 
 @routes.route("/v1/shipments/{shipment_id}", "GET", summary="Get a shipment", tag="shipments",
-              response=ShipmentOut, errors_=(401, 404))
+              response="ShipmentOut", errors_=(401, 404))
 def get_shipment(call: Call, shipment_id: str) -> ShipmentOut:
     from chalicelib.shipments import service
 
@@ -70,7 +67,7 @@ def get_shipment(call: Call, shipment_id: str) -> ShipmentOut:
 
 
 @routes.route("/v1/shipments/{shipment_id}/cancel", "POST", summary="Cancel a shipment", tag="shipments",
-              response=ShipmentOut, errors_=(401, 404, 409))
+              response="ShipmentOut", errors_=(401, 404, 409))
 def cancel_shipment(call: Call, shipment_id: str) -> ShipmentOut:
     from chalicelib.shipments import service
 
@@ -78,7 +75,7 @@ def cancel_shipment(call: Call, shipment_id: str) -> ShipmentOut:
 
 
 @routes.route("/v1/shipments/{shipment_id}/timeline", "GET", summary="A shipment's event timeline",
-              tag="shipments", response=Timeline, errors_=(401, 404))
+              tag="shipments", response="Timeline", errors_=(401, 404))
 def shipment_timeline(call: Call, shipment_id: str) -> Timeline:
     from chalicelib.shipments import service
 
@@ -87,7 +84,7 @@ def shipment_timeline(call: Call, shipment_id: str) -> Timeline:
 
 @routes.route("/v1/shipments/{shipment_id}/tracking-link/revoke", "POST",
               summary="Revoke the tracking link and issue a new one (the old link answers 404)", tag="shipments",
-              response=TrackingLink, errors_=(401, 404, 409))
+              response="TrackingLink", errors_=(401, 404, 409))
 def revoke_tracking_link(call: Call, shipment_id: str) -> TrackingLink:
     from chalicelib.shipments import service
 
@@ -95,7 +92,7 @@ def revoke_tracking_link(call: Call, shipment_id: str) -> TrackingLink:
 
 
 @routes.route("/v1/shipments/{shipment_id}/proof", "GET", summary="Proof of delivery, with short-lived image "
-              "links", tag="shipments", response=ProofView, errors_=(401, 404))
+              "links", tag="shipments", response="ProofView", errors_=(401, 404))
 def shipment_proof(call: Call, shipment_id: str) -> ProofView:
     from chalicelib.shipments import proof
 
@@ -106,14 +103,14 @@ def shipment_proof(call: Call, shipment_id: str) -> ProofView:
 
 
 @routes.route("/v1/routes", "POST", summary="Create a route: a driver's ordered stops for a day", tag="routes",
-              body=RouteCreate, response=RouteOut, status=201, errors_=(400, 401, 404, 409, 413, 415, 422))
+              body="RouteCreate", response="RouteOut", status=201, errors_=(400, 401, 404, 409, 413, 415, 422))
 def create_route(call: Call) -> RouteOut:
     from chalicelib.shipments import routes as route_service
 
     return route_service.create_route(get_repository(), call.merchant_id, call.body)
 
 
-@routes.route("/v1/routes/{route_id}", "GET", summary="Get a route", tag="routes", response=RouteOut,
+@routes.route("/v1/routes/{route_id}", "GET", summary="Get a route", tag="routes", response="RouteOut",
               errors_=(401, 404))
 def get_route(call: Call, route_id: str) -> RouteOut:
     from chalicelib.shipments import routes as route_service
@@ -122,7 +119,7 @@ def get_route(call: Call, route_id: str) -> RouteOut:
 
 
 @routes.route("/v1/routes/{route_id}/start", "POST", summary="Start a route: its shipments go out for delivery",
-              tag="routes", response=RouteOut, errors_=(401, 404, 409))
+              tag="routes", response="RouteOut", errors_=(401, 404, 409))
 def start_route(call: Call, route_id: str) -> RouteOut:
     from chalicelib.shipments import routes as route_service
 
@@ -134,7 +131,7 @@ def start_route(call: Call, route_id: str) -> RouteOut:
 
 @routes.route("/v1/driver/shipments/{shipment_id}/status", "POST",
               summary="Report arrived / delivered / failed, stamped with when it happened", tag="driver",
-              auth="driver", body=DriverStatusUpdate, response=DriverStatusResult,
+              auth="driver", body="DriverStatusUpdate", response="DriverStatusResult",
               errors_=(400, 401, 404, 409, 413, 415, 422), extra_headers=("Idempotency-Key",))
 def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
     from chalicelib.shipments import service
@@ -146,7 +143,7 @@ def driver_status(call: Call, shipment_id: str) -> DriverStatusResult:
 
 @routes.route("/v1/driver/shipments/{shipment_id}/proof-uploads", "POST", summary="A presigned upload for a proof "
               "of delivery photo or signature (JPEG, PNG or WebP, at most 10 MB, valid 5 minutes)", tag="driver",
-              auth="driver", body=ProofUploadRequest, response=ProofUpload, status=201,
+              auth="driver", body="ProofUploadRequest", response="ProofUpload", status=201,
               errors_=(400, 401, 404, 409, 413, 415, 422))
 def proof_upload(call: Call, shipment_id: str) -> Response:
     from chalicelib.shipments import proof

@@ -40,6 +40,7 @@ from chalicelib.storage.fix_chunks import (
     encode_fixes,
     split_chunks,
 )
+from chalicelib.storage.session import create_client
 from chalicelib.storage.tables import (
     EXTERNAL_REF_SK,
     MERCHANTS_GSI_PK,
@@ -342,8 +343,17 @@ class Repository:
                 raise
 
     def driver_for_token(self, token_hash: str) -> tuple[str, str] | None:
-        item = _get(DriverTokenItem, f"DRIVERTOKEN#{token_hash}", "DRIVERTOKEN")
-        return (item.merchant_id, item.driver_id) if item else None
+        """(merchant id, driver id) of a driver token's hash, or None.
+
+        Read through `hot_client`, as the ping it authenticates is stored: a cold container answers its first
+        ping without creating pynamodb's client (the same eventually consistent GetItem, guarded the same way).
+        """
+        response = self.hot_client.get_item(
+            TableName=get_settings().table_name,
+            Key={"PK": {"S": f"DRIVERTOKEN#{token_hash}"}, "SK": {"S": "DRIVERTOKEN"}},
+            ProjectionExpression="merchant_id, driver_id")
+        item = response.get("Item")
+        return (item["merchant_id"]["S"], item["driver_id"]["S"]) if item else None
 
     def driver_for_device(self, device_hash: str) -> tuple[str, str] | None:
         item = _get(DriverTokenItem, f"DEVICE#{device_hash}", "DEVICE")
@@ -752,11 +762,10 @@ class Repository:
             config = Config(parameter_validation=False, user_agent=HOT_USER_AGENT,
                             connect_timeout=s.ddb_connect_timeout_s, read_timeout=s.ddb_read_timeout_s,
                             retries={"mode": "standard", "total_max_attempts": s.ddb_max_attempts})
-            # The botocore session of the driver-token model, which authenticated the request just before: its
-            # loader holds the DynamoDB service model already, so a cold container does not parse it again.
-            session = DriverTokenItem._get_connection().connection.session
-            self._hot = guard(session.create_client("dynamodb", region_name=s.aws_region,
-                                                    endpoint_url=s.ddb_endpoint_url, config=config))
+            # The process's one botocore session (`storage.session`), which pynamodb's client shares: the
+            # DynamoDB service model is parsed once, whichever client a cold container makes first.
+            self._hot = guard(create_client(region_name=s.aws_region, endpoint_url=s.ddb_endpoint_url,
+                                            config=config))
         return self._hot
 
     def ingest_reads(self, driver_id: str, fix_times: Iterable[int]) -> tuple[LastFix | None, set[int]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ from pynamodb.models import Model
 
 from chalicelib.core.config import get_settings
 from chalicelib.storage.faults import guard
+from chalicelib.storage.session import LOCK, botocore_session
 
 _settings = get_settings()
 
@@ -90,9 +90,8 @@ class GSI3(GlobalSecondaryIndex["Any"]):
 # One botocore DynamoDB client per process (and configuration), shared by every model and the repository.
 # pynamodb gives each model class its own Connection, botocore session and client, and every new session parses
 # the DynamoDB service model again: three models on a driver's first ping cost ~0.3 s each on a cold start.
-# botocore clients are thread-safe once created.
+# botocore clients are thread-safe once created; they are made from the shared session (`storage.session`).
 _CLIENTS: dict[tuple[Any, ...], Any] = {}
-_CLIENTS_LOCK = threading.Lock()
 
 
 def share_client(connection: Connection) -> Connection:
@@ -102,9 +101,12 @@ def share_client(connection: Connection) -> Connection:
                connection._read_timeout_seconds, connection._max_retry_attempts_exception,
                repr(connection._retry_configuration), connection._max_pool_connections,
                repr(connection._extra_headers))
-        with _CLIENTS_LOCK:
+        with LOCK:
             shared = _CLIENTS.get(key)
             if shared is None:
+                # pynamodb's own session would parse the service model again; the ping path's client may
+                # have loaded it into the shared one already.
+                connection._local.session = botocore_session()
                 _CLIENTS[key] = connection.client
             else:
                 connection._client = shared

@@ -7,7 +7,7 @@ the pipeline.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Rate, Response
 
@@ -15,24 +15,23 @@ from chalicelib.core.config import get_settings
 from chalicelib.core.observability import flushes_metrics
 from chalicelib.http.routes import Answer, Call, Routes, json_response
 from chalicelib.storage import get_repository
-from chalicelib.webhooks.models import (
-    WebhookDeliveryDetail,
-    WebhookDeliveryOut,
-    WebhookDeliveryPage,
-    WebhookDeliveryQuery,
-    WebhookEndpointIn,
-    WebhookEndpointOut,
-    WebhookReplayRange,
-    WebhookReplayResult,
-    WebhookResumeResult,
-)
+
+if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(models=...)`)
+    from chalicelib.webhooks.models import (
+        WebhookDeliveryDetail,
+        WebhookDeliveryOut,
+        WebhookDeliveryPage,
+        WebhookEndpointOut,
+        WebhookReplayResult,
+        WebhookResumeResult,
+    )
 
 blueprint = Blueprint(__name__)
-routes = Routes(blueprint)
+routes = Routes(blueprint, models="chalicelib.webhooks.models")
 
 
 @routes.route("/v1/webhook", "GET", summary="The webhook endpoint (the secret is never shown again, only its prefix)",
-              tag="webhooks", response=WebhookEndpointOut, errors_=(401, 404))
+              tag="webhooks", response="WebhookEndpointOut", errors_=(401, 404))
 def get_webhook(call: Call) -> WebhookEndpointOut:
     from chalicelib.webhooks import service
 
@@ -40,8 +39,8 @@ def get_webhook(call: Call) -> WebhookEndpointOut:
 
 
 @routes.route("/v1/webhook", "PUT", summary="Create (201, with the signing secret once) or replace the webhook "
-              "endpoint",
-              tag="webhooks", body=WebhookEndpointIn, response=WebhookEndpointOut, errors_=(400, 401, 413, 415, 422),
+              "endpoint", tag="webhooks", body="WebhookEndpointIn", response="WebhookEndpointOut",
+              errors_=(400, 401, 413, 415, 422),
               also=(Answer(201, "Created: the answer carries the signing secret, once"),))
 def put_webhook(call: Call) -> Response:
     from chalicelib.webhooks import service
@@ -60,7 +59,7 @@ def delete_webhook(call: Call) -> Response:
 
 
 @routes.route("/v1/webhook/secret", "POST", summary="Rotate the signing secret (the old one also signs for 24 h)",
-              tag="webhooks", response=WebhookEndpointOut, errors_=(401, 404, 409))
+              tag="webhooks", response="WebhookEndpointOut", errors_=(401, 404, 409))
 def rotate_webhook_secret(call: Call) -> WebhookEndpointOut:
     from chalicelib.webhooks import service
 
@@ -68,7 +67,7 @@ def rotate_webhook_secret(call: Call) -> WebhookEndpointOut:
 
 
 @routes.route("/v1/webhook/resume", "POST", summary="Un-pause the endpoint and send its held deliveries",
-              tag="webhooks", response=WebhookResumeResult, errors_=(401, 404))
+              tag="webhooks", response="WebhookResumeResult", errors_=(401, 404))
 def resume_webhook(call: Call) -> WebhookResumeResult:
     from chalicelib.webhooks import service
 
@@ -76,7 +75,7 @@ def resume_webhook(call: Call) -> WebhookResumeResult:
 
 
 @routes.route("/v1/webhook/deliveries", "GET", summary="The delivery log, newest first", tag="webhooks",
-              query=WebhookDeliveryQuery, response=WebhookDeliveryPage, errors_=(400, 401, 422))
+              query="WebhookDeliveryQuery", response="WebhookDeliveryPage", errors_=(400, 401, 422))
 def list_webhook_deliveries(call: Call) -> WebhookDeliveryPage:
     from chalicelib.webhooks import service
 
@@ -85,7 +84,7 @@ def list_webhook_deliveries(call: Call) -> WebhookDeliveryPage:
 
 
 @routes.route("/v1/webhook/deliveries/{delivery_id}", "GET", summary="One delivery with its attempts and payload",
-              tag="webhooks", response=WebhookDeliveryDetail, errors_=(401, 404))
+              tag="webhooks", response="WebhookDeliveryDetail", errors_=(401, 404))
 def get_webhook_delivery(call: Call, delivery_id: str) -> WebhookDeliveryDetail:
     from chalicelib.webhooks import service
 
@@ -93,7 +92,7 @@ def get_webhook_delivery(call: Call, delivery_id: str) -> WebhookDeliveryDetail:
 
 
 @routes.route("/v1/webhook/deliveries/{delivery_id}/replay", "POST", summary="Send a delivery again (same event id, "
-              "fresh signature) within a minute", tag="webhooks", response=WebhookDeliveryOut, status=202,
+              "fresh signature) within a minute", tag="webhooks", response="WebhookDeliveryOut", status=202,
               errors_=(401, 404, 409))
 def replay_webhook_delivery(call: Call, delivery_id: str) -> WebhookDeliveryOut:
     from chalicelib.webhooks import service
@@ -102,7 +101,7 @@ def replay_webhook_delivery(call: Call, delivery_id: str) -> WebhookDeliveryOut:
 
 
 @routes.route("/v1/webhook/replay", "POST", summary="Send again every delivery created in a time range (at most 7 days "
-              "and 1000 deliveries)", tag="webhooks", body=WebhookReplayRange, response=WebhookReplayResult,
+              "and 1000 deliveries)", tag="webhooks", body="WebhookReplayRange", response="WebhookReplayResult",
               status=202, errors_=(400, 401, 409, 413, 415, 422))
 def replay_webhook_range(call: Call) -> WebhookReplayResult:
     from chalicelib.webhooks import service
