@@ -129,6 +129,9 @@ class MerchantSettings(Strict_):
         default=1, description="The tracking page shows the driver while at most this many stops minus one come "
                                "first (1: only when the recipient's stop is next; 0: never)")
     reschedule_options: RescheduleOptions = Field(default_factory=RescheduleOptions)
+    max_delivery_attempts: Annotated[int, Strict(), Field(ge=1, le=10)] = Field(
+        default=3, description="Failed attempts after which the shipment is returned to the depot instead of "
+                               "offered for rescheduling")
     far_from_stop_m: Annotated[float, Strict(), Field(ge=10, le=5000, allow_inf_nan=False)] = Field(
         default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
     time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")

@@ -74,6 +74,30 @@ def cancel_shipment(call: Call, shipment_id: str) -> ShipmentOut:
     return service.cancel_shipment(get_repository(), get_settings(), call.merchant_id, shipment_id)
 
 
+@routes.route("/v1/shipments/{shipment_id}/reschedule", "POST",
+              summary="Move a shipment to a new delivery day (created, assigned, failed or rescheduled): it leaves "
+                      "its route and is planned again", tag="shipments", body="ShipmentReschedule",
+              response="ShipmentOut", errors_=(400, 401, 404, 409, 413, 415, 422))
+def reschedule_shipment(call: Call, shipment_id: str) -> ShipmentOut:
+    from chalicelib.shipments import redelivery, service
+
+    repo = get_repository()
+    redelivery.merchant_reschedule(repo, call.merchant_id, shipment_id, call.body, datetime.now(UTC))
+    return service.get_shipment(repo, get_settings(), call.merchant_id, shipment_id)
+
+
+@routes.route("/v1/shipments/{shipment_id}/redirect", "POST",
+              summary="After a failed attempt: leave it in a safe place or with a neighbour next time (the shipment "
+                      "is rescheduled)", tag="shipments", body="ShipmentRedirect", response="ShipmentOut",
+              errors_=(400, 401, 404, 409, 413, 415, 422))
+def redirect_shipment(call: Call, shipment_id: str) -> ShipmentOut:
+    from chalicelib.shipments import redelivery, service
+
+    repo = get_repository()
+    redelivery.merchant_redirect(repo, call.merchant_id, shipment_id, call.body, datetime.now(UTC))
+    return service.get_shipment(repo, get_settings(), call.merchant_id, shipment_id)
+
+
 @routes.route("/v1/shipments/{shipment_id}/timeline", "GET", summary="A shipment's event timeline",
               tag="shipments", response="Timeline", errors_=(401, 404))
 def shipment_timeline(call: Call, shipment_id: str) -> Timeline:

@@ -102,6 +102,67 @@ class ProofSummary(Model_):
     far_from_stop: bool = Field(default=False, description="distance_m is over the merchant's far_from_stop_m")
 
 
+class LastFailure(Model_):
+    reason: FailureReason = Field(description="The driver's reason code: " + REASON_CODES)
+    reason_text: str = Field(description="The reason in words (English), from the one reason table")
+    note: str | None = Field(default=None, description="The driver's note")
+    at: datetime = Field(description="When the attempt failed (the phone's time)")
+
+
+class Redirect(Model_):
+    kind: Literal["safe_place", "neighbour"]
+    note: str | None = None
+    neighbour_name: str | None = None
+    source: Literal["merchant", "recipient"]
+    at: datetime
+
+
+class Depot(Model_):
+    zone_id: str
+    name: str
+    location: Location | None = Field(default=None, description="The centre of the depot zone")
+
+
+class ReturnLeg(Model_):
+    """The way back once the attempt limit is reached: from the stop to the depot (when the merchant has a depot
+    zone; else `depot` is null and the merchant decides)."""
+
+    origin: Location = Field(description="The stop the parcel could not be delivered to")
+    depot: Depot | None = None
+    driver_id: str | None = None
+    route_id: str | None = None
+    started_at: datetime
+
+
+class ShipmentReschedule(Strict_):
+    """A new delivery day (and optionally a window) for a created, assigned, failed or rescheduled shipment; it
+    leaves its route and is planned again for the new day."""
+
+    delivery_date: Day = Field(description="YYYY-MM-DD, after today in the recipient's time zone")
+    time_window: TimeWindow | None = Field(default=None, description="Within delivery_date, if given")
+
+
+class ShipmentRedirect(Strict_):
+    """Where to leave the parcel on the next attempt after a failed one: in a safe place (note says where) or
+    with a neighbour (neighbour_name says who). The shipment becomes rescheduled for `delivery_date`."""
+
+    kind: Literal["safe_place", "neighbour"]
+    note: Annotated[str, Field(min_length=1, max_length=300)] | None = Field(
+        default=None, description="Where the safe place is, or the neighbour's door (required for safe_place)")
+    neighbour_name: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
+        default=None, description="Required for neighbour")
+    delivery_date: Day | None = Field(default=None, description="Defaults to the next delivery day offered to "
+                                                                "recipients")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ShipmentRedirect:
+        if self.kind == "safe_place" and not self.note:
+            raise blame("note", "note is required for a safe place: say where")
+        if self.kind == "neighbour" and not self.neighbour_name:
+            raise blame("neighbour_name", "neighbour_name is required for a neighbour")
+        return self
+
+
 class ShipmentEta(Model_):
     earliest: datetime
     expected: datetime
@@ -130,6 +191,10 @@ class ShipmentOut(Model_):
     eta: ShipmentEta | None = Field(
         default=None, description="Arrival window while out for delivery or approaching (GET of one shipment only; "
                                   "from the route's ETA item)")
+    attempts: int = Field(default=0, description="Failed delivery attempts so far")
+    last_failure: LastFailure | None = Field(default=None, description="The last failed attempt")
+    redirect: Redirect | None = Field(default=None, description="Where to leave it next time, after a failure")
+    return_leg: ReturnLeg | None = Field(default=None, description="Once returned: the way back to the depot")
     tracking_url: str
     final_at: datetime | None = Field(
         default=None, description="When it was delivered, failed, returned or cancelled; the tracking link expires "
@@ -158,6 +223,10 @@ class TimelineEvent(Model_):
     source: Literal["merchant", "driver", "system", "recipient"]
     reason: FailureReason | None = Field(default=None, description="Why a failed attempt failed: " + REASON_CODES)
     reason_text: str | None = Field(default=None, description="The reason in English, as the driver chose it")
+    note: str | None = Field(default=None, description="The driver's note of a failed attempt, or a redirect's")
+    data: dict[str, object] | None = Field(
+        default=None, description="Details of rescheduled (delivery_date, window), redirected and returned (attempts, "
+                                  "return_leg) events")
 
 
 class Timeline(Model_):

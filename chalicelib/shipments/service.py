@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from chalicelib.core import errors
@@ -18,15 +19,20 @@ from chalicelib.core.security import (
 from chalicelib.core.times import to_ms
 from chalicelib.core.types import Location
 from chalicelib.ingest.rules import MAX_AGE_MS, MAX_FUTURE_MS
+from chalicelib.shipments.attempts import after_failed_attempt
 from chalicelib.shipments.failures import failure_reason, failure_reason_label
 from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionError, check_transition
 from chalicelib.shipments.models import (
     Address,
     DeliveryRating,
+    Depot,
     DriverStatusResult,
     DriverStatusUpdate,
+    LastFailure,
     Recipient,
     RecipientInstructions,
+    Redirect,
+    ReturnLeg,
     ShipmentCreate,
     ShipmentEta,
     ShipmentOut,
@@ -78,10 +84,42 @@ def _shipment_out(settings: Settings, item: ShipmentItem) -> ShipmentOut:
         external_ref=item.external_ref, route_id=item.route_id,
         stop_index=int(item.stop_index) if item.stop_index is not None else None, driver_id=item.driver_id,
         geofence_radius_m=float(item.geofence_radius_m) if item.geofence_radius_m is not None else None,
+        attempts=int(item.attempts or 0), last_failure=_last_failure(item), redirect=_redirect(item),
+        return_leg=_return_leg(item),
         tracking_url=tracking_url(settings, item.shipment_id, int(item.token_version)),
         final_at=item.final_at, created_at=item.created_at, updated_at=item.updated_at,
     )
 
+
+def _last_failure(item: ShipmentItem) -> LastFailure | None:
+    failure = as_dict(item.last_failure) if item.last_failure is not None else None
+    if not failure:
+        return None
+    reason = failure_reason(failure.get("reason"))
+    return LastFailure(reason=reason, reason_text=failure_reason_label(reason, "en"), note=failure.get("note"),
+                       at=datetime.fromisoformat(str(failure["at"])))
+
+
+def _redirect(item: ShipmentItem) -> Redirect | None:
+    given = as_dict(item.redirect) if item.redirect is not None else None
+    if not given:
+        return None
+    return Redirect(kind=given["kind"], note=given.get("note"), neighbour_name=given.get("neighbour_name"),
+                    source=given["source"], at=datetime.fromisoformat(str(given["at"])))
+
+
+def _return_leg(item: ShipmentItem) -> ReturnLeg | None:
+    leg = as_dict(item.return_leg) if item.return_leg is not None else None
+    if not leg:
+        return None
+    depot = None
+    if leg.get("depot_zone_id"):
+        where = Location(lat=float(leg["depot_lat"]), lng=float(leg["depot_lng"])) \
+            if leg.get("depot_lat") is not None else None
+        depot = Depot(zone_id=str(leg["depot_zone_id"]), name=str(leg.get("depot_name") or ""), location=where)
+    return ReturnLeg(origin=Location(lat=float(leg["from_lat"]), lng=float(leg["from_lng"])), depot=depot,
+                     driver_id=leg.get("driver_id"), route_id=leg.get("route_id"),
+                     started_at=datetime.fromisoformat(str(leg["started_at"])))
 
 
 def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body: ShipmentCreate,
@@ -211,13 +249,27 @@ def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
     return Timeline(shipment_id=shipment_id, items=[_timeline_event(e) for e in repo.timeline(shipment_id)])
 
 
+def _plain(value: Any) -> Any:
+    """Stored numbers come back as Decimal: JSON numbers again."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+_TIMELINE_DATA = {"rescheduled": ("delivery_date", "window_start", "window_end", "redirect"),
+                  "returned": ("attempts", "return_leg")}
+
+
 def _timeline_event(e: EventItem) -> TimelineEvent:
-    reason = None
-    if e.type == "failed":
-        reason = failure_reason((as_dict(e.data) if e.data is not None else {}).get("reason"))
+    data = as_dict(e.data) if e.data is not None else {}
+    reason = failure_reason(data.get("reason")) if e.type == "failed" else None
+    shown = {k: _plain(data[k]) for k in _TIMELINE_DATA.get(e.type, ()) if k in data}
     return TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
                          occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source,  # type: ignore[arg-type]
-                         reason=reason, reason_text=failure_reason_label(reason, "en") if reason else None)
+                         reason=reason, reason_text=failure_reason_label(reason, "en") if reason else None,
+                         note=data.get("note") if e.type == "failed" else None, data=shown or None)
 
 
 def revoke_tracking_link(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> TrackingLink:
@@ -262,6 +314,7 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
                                 shipment_id=shipment_id, expires_at=idempotency_expiry(now))
     wanted = ShipmentStatus(body.status)
     _transition(shipment, wanted)
+    occurred = body.occurred_at.astimezone(UTC)
     data = {k: v for k, v in {"reason": body.reason and str(body.reason), "note": body.note,
                               "lat": body.location and body.location.lat,
                               "lng": body.location and body.location.lng}.items() if v is not None}
@@ -270,13 +323,17 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
         data["far_from_stop"] = evidence["far_from_stop"]
         if evidence["distance_m"] is not None:
             data["distance_m"] = evidence["distance_m"]
-    event = timeline_event(merchant_id, shipment_id, str(wanted), "driver", body.occurred_at.astimezone(UTC), now,
-                   shipment.status, str(wanted), data or None)
-    extra = closing_actions(shipment, wanted, body.occurred_at.astimezone(UTC))
+    event = timeline_event(merchant_id, shipment_id, str(wanted), "driver", occurred, now,
+                           shipment.status, str(wanted), data or None)
+    extra = closing_actions(shipment, wanted, occurred)
     if evidence is not None:
         extra.append(ShipmentItem.proof.set(evidence))
+    written, also = wanted, list[EventItem]()
+    if wanted == S.FAILED:
+        written, more, also = _failed_attempt(repo, shipment, body, occurred, now)
+        extra += more
     try:
-        claimed = repo.change_statuses([(shipment, wanted, extra, event)], claim=claim)
+        claimed = repo.change_statuses([(shipment, written, extra, event)], claim=claim, also=also)
     except ConditionFailed:
         raise errors.conflict("The shipment changed meanwhile; read it and retry.") from None
     if not claimed and claim is not None:
@@ -284,7 +341,32 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
         if previous is None:
             raise errors.service_unavailable("Please retry the request.")
         return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
-    return DriverStatusResult(shipment_id=shipment_id, status=wanted)
+    return DriverStatusResult(shipment_id=shipment_id, status=written)
+
+
+def _failed_attempt(repo: Repository, shipment: ShipmentItem, body: DriverStatusUpdate, occurred: datetime,
+                    now: datetime) -> tuple[ShipmentStatus, list[Any], list[EventItem]]:
+    """Count the attempt; at the merchant's limit the parcel goes back: `returned` (with the `returned` event and
+    a return-to-depot leg) is written in the same transaction as the `failed` event."""
+    from chalicelib.fleet.service import merchant_settings
+    from chalicelib.shipments.redelivery import depot_of, returned_event
+
+    limit = merchant_settings(repo, shipment.merchant_id).max_delivery_attempts
+    outcome = after_failed_attempt(int(shipment.attempts or 0), limit)
+    failure: dict[str, Any] = {"reason": str(failure_reason(body.reason)), "at": occurred.isoformat()}
+    if body.note:
+        failure["note"] = body.note
+    actions: list[Any] = [ShipmentItem.attempts.set(outcome.attempts), ShipmentItem.last_failure.set(failure)]
+    if not outcome.returned:
+        return S.FAILED, actions, []
+    leg: dict[str, Any] = {"from_lat": float(shipment.lat), "from_lng": float(shipment.lng),
+                           "started_at": now.isoformat(), **depot_of(repo, shipment.merchant_id)}
+    if shipment.driver_id:
+        leg["driver_id"] = shipment.driver_id
+    if shipment.route_id:
+        leg["route_id"] = shipment.route_id
+    actions.append(ShipmentItem.return_leg.set(leg))
+    return S.RETURNED, actions, [returned_event(shipment, occurred, now, outcome.attempts, leg)]
 
 
 def _replayed(repo: Repository, merchant_id: str, shipment_id: str, previous: IdempotencyItem,

@@ -588,8 +588,11 @@ class Repository:
             raise
         return True
 
-    def change_statuses(self, changes: Sequence[StatusChange], claim: IdempotencyItem | None = None) -> bool:
+    def change_statuses(self, changes: Sequence[StatusChange], claim: IdempotencyItem | None = None,
+                        also: Sequence[EventItem] = ()) -> bool:
         """Move shipments to new statuses, each conditional on its current status, with a timeline event each.
+
+        `also`: more timeline events written with the first chunk (a failed attempt that also returns the parcel).
 
         Chunks stay within the transaction limit; each chunk is all-or-nothing.
         With `claim` (a single change only), the idempotency record is written in
@@ -602,6 +605,8 @@ class Repository:
                 with self._transaction() as tx:
                     if claim is not None:
                         tx.save(claim, condition=IdempotencyItem.PK.does_not_exist())
+                    for extra_event in also if start == 0 else ():
+                        tx.save(extra_event)
                     for shipment, new_status, extra_actions, event in chunk:
                         actions = [
                             ShipmentItem.status.set(str(new_status)),

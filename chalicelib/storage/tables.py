@@ -197,6 +197,14 @@ class ShipmentItem(TableItem):
     # {score 1-5, comment?, rated_at (ISO)}; written once (conditional on its absence).
     rating: MapAttribute[str, Any] = MapAttribute(null=True)
     proof: MapAttribute[str, Any] = MapAttribute(null=True)  # keys, recipient_name, contactless, distance
+    # Failed delivery attempts so far, and the last one's {reason, note?, at (ISO)} (shipments.attempts).
+    attempts = NumberAttribute(null=True)
+    last_failure: MapAttribute[str, Any] = MapAttribute(null=True)
+    # After a failure: {kind safe_place|neighbour, note?, neighbour_name?, source, at (ISO)}.
+    redirect: MapAttribute[str, Any] = MapAttribute(null=True)
+    # Once returned: {depot_zone_id?, depot_name?, depot_lat?, depot_lng?, from_lat, from_lng, driver_id?,
+    # route_id?, started_at (ISO)}.
+    return_leg: MapAttribute[str, Any] = MapAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
 
