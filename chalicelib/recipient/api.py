@@ -181,6 +181,21 @@ def post_reschedule(call: WebCall, token: str) -> Response:
     return form_post(call, token, act)
 
 
+@routes.web("/track/{token}/redirect", "POST", form=True)
+def post_redirect(call: WebCall, token: str) -> Response:
+    from chalicelib.recipient import service
+    from chalicelib.recipient.forms import FormError, parse_redirect
+
+    def act(link: Link, now: datetime, secret: str) -> None:
+        form = parse_redirect(call.form, service.offered_ids(link, now), secret=secret, page_token=token)
+        if isinstance(form, FormError):
+            raise form_error(form.kind)
+        service.redirect(get_repository(), link, kind=form.kind, note=form.note, neighbour_name=form.neighbour_name,
+                         option_id=form.option_id, now=now)
+
+    return form_post(call, token, act)
+
+
 @routes.web("/track/{token}/rating", "POST", form=True)
 def post_rating(call: WebCall, token: str) -> Response:
     from chalicelib.recipient import service

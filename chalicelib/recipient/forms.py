@@ -1,4 +1,4 @@
-"""The tracking page's form posts: CSRF tokens and parsing of the three forms (pure, stdlib only).
+"""The tracking page's form posts: CSRF tokens and parsing of the four forms (pure, stdlib only).
 
 A form post carries a `csrf` field minted by `csrf_token` for this tracking
 token: `<issued>.<mac>`, the stage secret's HMAC of (tracking token, issue time)
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chalicelib.core.signing import Purpose, Signer, b64decode, b64encode, issued_recently
-from chalicelib.recipient.page import COMMENT_MAX, GATE_CODE_MAX, NOTE_MAX
+from chalicelib.recipient.page import COMMENT_MAX, GATE_CODE_MAX, NEIGHBOUR_NAME_MAX, NOTE_MAX, REDIRECT_NOTE_MAX
 
 CSRF_FIELD = "csrf"
 CSRF_MAX_AGE_S = 24 * 3600
@@ -38,6 +38,14 @@ class InstructionsForm:
 
 @dataclass(frozen=True, slots=True)
 class RescheduleForm:
+    option_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectForm:
+    kind: str  # "safe_place" | "neighbour"
+    note: str | None
+    neighbour_name: str | None
     option_id: str
 
 
@@ -140,6 +148,35 @@ def parse_reschedule(fields: Mapping[str, str], offered_ids: set[str] | frozense
     if option not in offered_ids:
         return FormError("not_available", "option")
     return RescheduleForm(option)
+
+
+def parse_redirect(fields: Mapping[str, str], offered_ids: set[str] | frozenset[str], *, secret: str,
+                   page_token: str, now_s: int | None = None) -> RedirectForm | FormError:
+    """Safe place (with a note saying where) or neighbour (with a name), and one of `offered_ids`."""
+    error = _checked(fields, secret, page_token, now_s)
+    if error:
+        return error
+    kind = fields.get("kind")
+    if kind not in ("safe_place", "neighbour"):
+        return FormError("invalid_input", "kind")
+    try:
+        note = clean_text(fields.get("note"), REDIRECT_NOTE_MAX, multiline=True)
+    except ValueError:
+        return FormError("invalid_input", "note")
+    try:
+        name = clean_text(fields.get("neighbour_name"), NEIGHBOUR_NAME_MAX)
+    except ValueError:
+        return FormError("invalid_input", "neighbour_name")
+    if kind == "safe_place" and note is None:
+        return FormError("invalid_input", "note")
+    if kind == "neighbour" and name is None:
+        return FormError("invalid_input", "neighbour_name")
+    option = fields.get("option")
+    if not option:
+        return FormError("invalid_input", "option")
+    if option not in offered_ids:
+        return FormError("not_available", "option")
+    return RedirectForm(kind, note, name if kind == "neighbour" else None, option)
 
 
 def parse_rating(fields: Mapping[str, str], *, secret: str, page_token: str,

@@ -49,6 +49,8 @@ FINAL_STATUSES = frozenset({"delivered", "returned", "cancelled"})
 
 GATE_CODE_MAX = 32
 NOTE_MAX = 500
+NEIGHBOUR_NAME_MAX = 80
+REDIRECT_NOTE_MAX = 300
 COMMENT_MAX = 500
 
 MESSAGE_KINDS = frozenset({"instructions_saved", "rescheduled", "rated", "already_rated", "form_expired",
@@ -104,6 +106,12 @@ class TrackingPage:
     instructions_saved: bool = False
     can_reschedule: bool = False
     reschedule_options: Sequence[RescheduleOption] = ()
+    # After a failed attempt: the reason code (`FailureReason`), attempts so far and the merchant's limit; a
+    # redirect is offered with the reschedule options.
+    failure_reason: str | None = None
+    attempts: int = 0
+    max_attempts: int | None = None
+    can_redirect: bool = False
     can_rate: bool = False
     rating: int | None = None
     proof_photo_url: str | None = None
@@ -512,6 +520,45 @@ def _reschedule_form(t: Translator, page: TrackingPage, tz: tzinfo, csrf_token: 
     )
 
 
+def _redirect_form(t: Translator, page: TrackingPage, tz: tzinfo, csrf_token: str, action_base: str) -> str:
+    """Safe place or neighbour, a note, and the next delivery time (every control reachable by keyboard)."""
+    options = "".join(f'<option value="{_e(o.id)}">{_e(o.label or window_text(t, o.start, o.end, tz))}</option>'
+                      for o in page.reschedule_options)
+    kinds = "".join(
+        f'<div class="field field--check"><input id="redirect-{kind}" name="kind" type="radio" value="{kind}"'
+        f'{" required" if kind == "safe_place" else ""}><label for="redirect-{kind}">'
+        f'{_e(t(f"redirect.{kind}"))}</label></div>' for kind in ("safe_place", "neighbour"))
+    return (
+        '<section class="card" aria-labelledby="redirect-h">'
+        f'<h2 id="redirect-h">{_e(t("redirect.heading"))}</h2><p>{_e(t("redirect.intro"))}</p>'
+        f'<form method="post" action="{_e(action_base)}/redirect">{_csrf_field(csrf_token)}'
+        f'<fieldset><legend>{_e(t("redirect.legend"))}</legend>{kinds}</fieldset>'
+        f'<div class="field"><label for="redirect-note">{_e(t("redirect.note"))}</label>'
+        f'<textarea id="redirect-note" name="note" rows="2" maxlength="{REDIRECT_NOTE_MAX}"></textarea></div>'
+        f'<div class="field"><label for="redirect-neighbour">{_e(t("redirect.neighbour_name"))}</label>'
+        f'<input id="redirect-neighbour" name="neighbour_name" type="text" maxlength="{NEIGHBOUR_NAME_MAX}" '
+        'autocomplete="off"></div>'
+        f'<div class="field"><label for="redirect-when">{_e(t("redirect.when"))}</label>'
+        f'<select id="redirect-when" name="option" required>{options}</select></div>'
+        f'<button type="submit">{_e(t("redirect.submit"))}</button></form></section>'
+    )
+
+
+def _failure_facts(t: Translator, page: TrackingPage) -> list[str]:
+    """Why the last attempt failed, in words, and how many attempts there were (never a raw code)."""
+    if page.failure_reason is None or page.status not in ("failed", "returned"):
+        return []
+    reason = failure_reason_text(page.failure_reason, t.locale)
+    if page.status == "returned":
+        return [f'<li>{_e(t("returned.after", attempts=page.attempts, reason=reason))}</li>']
+    facts = [f'<li>{_e(t("failed.reason", reason=reason))}</li>']
+    if page.max_attempts is not None and page.attempts:
+        facts.append(f'<li>{_e(t("failed.attempts", attempts=page.attempts, max=page.max_attempts))}</li>')
+    if page.can_reschedule:
+        facts.append(f'<li>{_e(t("failed.intro"))}</li>')
+    return facts
+
+
 def _rating_section(t: Translator, page: TrackingPage, csrf_token: str, action_base: str) -> str:
     head = f'<section class="card" aria-labelledby="rating-h"><h2 id="rating-h">{_e(t("rating.heading"))}</h2>'
     if page.rating is not None and 1 <= page.rating <= 5:
@@ -608,7 +655,7 @@ def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: st
     stops = payload["stops_before_text"]
     out.append(f'<p class="stops" data-field="stops_before_text"{_hidden(stops is None)}>{_e(stops or "")}</p>')
     out.append("</div>")
-    facts = []
+    facts = _failure_facts(t, page)
     if page.promised_start is not None and page.promised_end is not None:
         promised = window_text(t, page.promised_start, page.promised_end, tz)
         facts.append(f'<li>{_e(t("page.promised", window=promised))}</li>')
@@ -625,6 +672,8 @@ def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: st
         out.append(_rating_section(t, page, csrf_token, action_base))
     if page.can_reschedule and page.reschedule_options:
         out.append(_reschedule_form(t, page, tz, csrf_token, action_base))
+        if page.can_redirect:
+            out.append(_redirect_form(t, page, tz, csrf_token, action_base))
     if page.can_give_instructions and page.status not in FINAL_STATUSES:
         out.append(_instructions_form(t, page, csrf_token, action_base))
     if page.timeline:

@@ -8,8 +8,10 @@
   `driver_visible_stops` (1: only when next; 0: never).
 * "N stops before yours" counts the route's earlier stops that are still to be
   served (live), in the route's planned order.
-* Recipients reschedule only before the parcel is out for delivery, to one of
-  the windows the merchant offers on the coming delivery days.
+* Recipients reschedule only before the parcel is out for delivery, or after a
+  failed attempt (the attempt limit turns the last one into `returned`), to one
+  of the windows the merchant offers on the coming delivery days; after a failed
+  attempt they may also redirect it (safe place or neighbour).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ S = ShipmentStatus
 
 # The live statuses: the driver, the ETA window and "N stops before yours" make sense only then.
 LIVE = DRIVER_VISIBLE
-# Recipients may move the delivery only before it is out for delivery.
-RESCHEDULABLE = frozenset({S.CREATED, S.ASSIGNED, S.RESCHEDULED})
+# Recipients may move the delivery before it is out for delivery, and after a failed attempt.
+RESCHEDULABLE = frozenset({S.CREATED, S.ASSIGNED, S.RESCHEDULED, S.FAILED})
+# ...and redirect it (safe place, neighbour) after a failed attempt.
+REDIRECTABLE = frozenset({S.FAILED})
 # Instructions are useful until the parcel is delivered, returned or cancelled.
 INSTRUCTABLE = frozenset(set(ShipmentStatus) - FINAL)
 # Timeline entries a recipient sees (the rest, such as geofence dwell or link revocation, is for the merchant).

@@ -26,6 +26,7 @@ from chalicelib.recipient.rules import (
     INSTRUCTABLE,
     LIVE,
     RECIPIENT_EVENTS,
+    REDIRECTABLE,
     RESCHEDULABLE,
     Slot,
     WindowOffer,
@@ -35,10 +36,12 @@ from chalicelib.recipient.rules import (
     reschedule_slots,
     stops_before,
 )
-from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionError, check_transition
+from chalicelib.shipments.failures import failure_reason
+from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus
 from chalicelib.shipments.models import TimeWindow
+from chalicelib.shipments.redelivery import NotReschedulable, move, redirect_record
 from chalicelib.storage.repository import ConditionFailed, Repository
-from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, date_gsi_pk, event_item
+from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, event_item
 from chalicelib.web.branding import Branding
 from chalicelib.web.i18n import negotiate
 
@@ -189,9 +192,16 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         timeline=tuple(_page_event(e) for e in events),
         can_give_instructions=status in INSTRUCTABLE, instructions_saved=s.recipient_instructions is not None,
         can_reschedule=bool(slots), reschedule_options=tuple(RescheduleOption(x.id, x.start, x.end) for x in slots),
+        can_redirect=bool(slots) and status in REDIRECTABLE, failure_reason=_failure_code(s),
+        attempts=int(s.attempts or 0), max_attempts=link.settings.max_delivery_attempts,
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
         proof_photo_url=_proof_photo_url(s) if status == S.DELIVERED else None, delivered_at=delivered_at,
     )
+
+
+def _failure_code(s: ShipmentItem) -> str | None:
+    failure = as_dict(s.last_failure) if s.last_failure is not None else {}
+    return str(failure_reason(failure.get("reason"))) if failure else None
 
 
 def tracking_view(repo: Repository, link: Link) -> TrackingView:
@@ -268,34 +278,35 @@ def offered_ids(link: Link, now: datetime) -> frozenset[str]:
     return frozenset(slot.id for slot in offered_slots(link, now))
 
 
-def reschedule(repo: Repository, link: Link, option_id: str, now: datetime) -> None:
-    """Move the delivery to an offered day and window: status rescheduled, the date indexes follow, and a
-    shipment planned on a route leaves it (the merchant plans it again for the new day)."""
+def _slot(link: Link, option_id: str, now: datetime) -> Slot:
     slot = next((x for x in offered_slots(link, now) if x.id == option_id), None)
     if slot is None:
         raise _not_available("This delivery time is not offered (any more).")
-    s = link.shipment
+    return slot
+
+
+def reschedule(repo: Repository, link: Link, option_id: str, now: datetime) -> None:
+    """Move the delivery to an offered day and window: status rescheduled, the date indexes follow, and a
+    shipment planned on a route leaves it (the merchant plans it again for the new day)."""
+    slot = _slot(link, option_id, now)
     try:
-        check_transition(link.status, S.RESCHEDULED)
-    except TransitionError:
-        raise _not_available(f"The shipment is {link.status}; it cannot be rescheduled.") from None
-    day = slot.day.isoformat()
-    start, end = slot.start.astimezone(UTC), slot.end.astimezone(UTC)
-    actions: list[Any] = [
-        ShipmentItem.delivery_date.set(day), ShipmentItem.window_start.set(start), ShipmentItem.window_end.set(end),
-        ShipmentItem.GSI1SK.set(f"{day}#{s.shipment_id}"),
-        ShipmentItem.GSI2PK.set(date_gsi_pk(s.merchant_id, day, s.shipment_id)),
-        ShipmentItem.eta_ms.remove(), ShipmentItem.eta_low_ms.remove(), ShipmentItem.eta_high_ms.remove(),
-        ShipmentItem.delayed_at.remove(),
-    ]
-    if s.route_id:
-        actions += [ShipmentItem.route_id.remove(), ShipmentItem.stop_index.remove(), ShipmentItem.driver_id.remove()]
-    event = _event(link, "rescheduled", now, s.status, str(S.RESCHEDULED),
-                   {"delivery_date": day, "window_start": start.isoformat(), "window_end": end.isoformat()})
+        move(repo, link.shipment, day=slot.day, start=slot.start, end=slot.end, source="recipient", now=now)
+    except NotReschedulable:
+        raise _not_available(f"The shipment is {link.status}; it cannot be rescheduled now.") from None
+
+
+def redirect(repo: Repository, link: Link, *, kind: str, note: str | None, neighbour_name: str | None,
+             option_id: str, now: datetime) -> None:
+    """After a failed attempt: try again at an offered time and leave it in a safe place or with a neighbour."""
+    if link.status not in REDIRECTABLE:
+        raise _not_available(f"The shipment is {link.status}; it cannot be redirected.")
+    slot = _slot(link, option_id, now)
+    record = redirect_record(kind, note, neighbour_name, "recipient", now)
     try:
-        repo.change_statuses([(s, S.RESCHEDULED, actions, event)])
-    except ConditionFailed:
-        raise _not_available("The shipment changed meanwhile; it cannot be rescheduled now.") from None
+        move(repo, link.shipment, day=slot.day, start=slot.start, end=slot.end, source="recipient", now=now,
+             redirect=record)
+    except NotReschedulable:
+        raise _not_available(f"The shipment is {link.status}; it cannot be redirected now.") from None
 
 
 def rate(repo: Repository, link: Link, *, score: int, comment: str | None, now: datetime) -> None:
