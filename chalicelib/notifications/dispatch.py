@@ -68,6 +68,8 @@ EVENT_KINDS: dict[str, NotifyKind] = {
     "failed": NotifyKind.FAILED,
     "delayed": NotifyKind.DELAYED,
     "rescheduled": NotifyKind.RESCHEDULED,
+    "returned": NotifyKind.RETURNED,
+    "cancelled": NotifyKind.CANCELLED,
 }
 # What a deferred message keeps of its event, to be decided again when it comes due.
 _KEPT = ("type", "merchant_id", "shipment_id", "occurred_at", "data")
@@ -232,7 +234,12 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     else:  # no ETA yet and no promised window: the day is still worth saying
         window = format_day(date.fromisoformat(shipment.delivery_date), locale)
     data = image.get("data") or {}
-    reason = failure_reason_text(data.get("reason"), locale) if image.get("type") == "failed" else None
+    reason = None
+    if image.get("type") == "failed":
+        reason = failure_reason_text(data.get("reason"), locale)
+    elif image.get("type") == "returned":  # the reason of the attempt that reached the limit
+        last = as_dict(shipment.last_failure) if shipment.last_failure is not None else {}
+        reason = failure_reason_text(last.get("reason"), locale)
     return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
                           reason=reason, delivery_date=shipment.delivery_date)

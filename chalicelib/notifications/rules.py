@@ -21,6 +21,8 @@ Event kinds and their rules (`RULES`):
 | failed            | sms, email       | 12 h    | defer          | failed                         |
 | delayed           | sms, email       | 30 min  | drop           | assigned, out_for_delivery, approaching |
 | rescheduled       | sms, email       | 24 h    | defer          | rescheduled, created, assigned |
+| returned          | sms, email       | 24 h    | defer          | returned                       |
+| cancelled         | sms, email       | 24 h    | defer          | cancelled                      |
 
 *Max age* is measured from the event's `due_at` (when it was meant to go: the
 time it happened, or the end of the quiet period it waited through), so a
@@ -60,6 +62,8 @@ class NotifyKind(StrEnum):
     FAILED = "failed"
     DELAYED = "delayed"
     RESCHEDULED = "rescheduled"
+    RETURNED = "returned"
+    CANCELLED = "cancelled"
 
 
 class Channel(StrEnum):
@@ -90,6 +94,8 @@ RULES: Mapping[NotifyKind, KindRule] = {
     K.DELAYED: KindRule(timedelta(minutes=30), "drop", frozenset({S.ASSIGNED, S.OUT_FOR_DELIVERY, S.APPROACHING}),
                         BOTH),
     K.RESCHEDULED: KindRule(timedelta(hours=24), "defer", frozenset({S.RESCHEDULED, S.CREATED, S.ASSIGNED}), BOTH),
+    K.RETURNED: KindRule(timedelta(hours=24), "defer", frozenset({S.RETURNED}), BOTH),
+    K.CANCELLED: KindRule(timedelta(hours=24), "defer", frozenset({S.CANCELLED}), BOTH),
 }
 
 # Bounds of a merchant's own max-age override.

@@ -82,6 +82,8 @@ KIND_PLACEHOLDERS: Mapping[NotifyKind, frozenset[str]] = {
     K.FAILED: COMMON_PLACEHOLDERS | {"reason", "reschedule_url"},
     K.DELAYED: COMMON_PLACEHOLDERS | {"eta_window"},
     K.RESCHEDULED: COMMON_PLACEHOLDERS | {"delivery_date", "eta_window"},
+    K.RETURNED: COMMON_PLACEHOLDERS | {"reason"},
+    K.CANCELLED: COMMON_PLACEHOLDERS,
 }
 
 
@@ -608,6 +610,18 @@ _DEFAULT_TEXTS: Mapping[tuple[NotifyKind, str], tuple[str, str, str]] = {
         "Your {merchant_name} delivery has a new date",
         "Hi {first_name},\n\nyour delivery from {merchant_name} is now planned for {delivery_date}, {eta_window}."
         "\n\nDetails and tracking:\n{tracking_url}"),
+    (K.RETURNED, "en"): (
+        "{merchant_name}: we could not deliver your parcel ({reason}) and are returning it to the sender. "
+        "Please contact {merchant_name} for help. {tracking_url}",
+        "Your {merchant_name} parcel is going back to the sender",
+        "Hi {first_name},\n\nwe tried to deliver your parcel from {merchant_name} several times without success "
+        "(last time: {reason}), so it is going back to the sender.\n\nPlease contact {merchant_name} about a new "
+        "delivery or a refund. Details:\n{tracking_url}"),
+    (K.CANCELLED, "en"): (
+        "{merchant_name}: your delivery has been cancelled. Please contact {merchant_name} for help. {tracking_url}",
+        "Your {merchant_name} delivery has been cancelled",
+        "Hi {first_name},\n\nyour delivery from {merchant_name} has been cancelled, so no driver will come.\n\n"
+        "If you did not expect this, please contact {merchant_name}. Details:\n{tracking_url}"),
     (K.DAY_BEFORE, "de"): (
         "{merchant_name}: Ihre Lieferung kommt morgen, {delivery_date}, {eta_window}. Verfolgen: {tracking_url}",
         "Ihre Lieferung von {merchant_name} kommt morgen",
@@ -644,6 +658,18 @@ _DEFAULT_TEXTS: Mapping[tuple[NotifyKind, str], tuple[str, str, str]] = {
         "Neuer Liefertermin für Ihr Paket von {merchant_name}",
         "Hallo {first_name},\n\nIhre Lieferung von {merchant_name} ist jetzt für {delivery_date}, {eta_window} "
         "geplant.\n\nDetails und Sendungsverfolgung:\n{tracking_url}"),
+    (K.RETURNED, "de"): (
+        "{merchant_name}: Wir konnten Ihr Paket nicht zustellen ({reason}); es geht an den Absender zurück. "
+        "Bitte wenden Sie sich an {merchant_name}. {tracking_url}",
+        "Ihr Paket von {merchant_name} geht an den Absender zurück",
+        "Hallo {first_name},\n\nwir haben mehrmals versucht, Ihr Paket von {merchant_name} zuzustellen (zuletzt: "
+        "{reason}). Es geht nun an den Absender zurück.\n\nBitte wenden Sie sich wegen einer neuen Lieferung oder "
+        "einer Erstattung an {merchant_name}. Details:\n{tracking_url}"),
+    (K.CANCELLED, "de"): (
+        "{merchant_name}: Ihre Lieferung wurde storniert. Bitte wenden Sie sich an {merchant_name}. {tracking_url}",
+        "Ihre Lieferung von {merchant_name} wurde storniert",
+        "Hallo {first_name},\n\nIhre Lieferung von {merchant_name} wurde storniert; es kommt kein Fahrer.\n\n"
+        "Falls Sie das nicht erwartet haben, wenden Sie sich bitte an {merchant_name}. Details:\n{tracking_url}"),
 }
 
 
@@ -748,10 +774,12 @@ def render_email(kind: NotifyKind, template: MessageTemplate, values: Mapping[st
         '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="background:#f4f4f5">'
         '<tr><td align="center" style="padding:24px 12px">'
         '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="max-width:600px;'
-        'background:#ffffff;border-radius:8px;font-family:Arial,Helvetica,sans-serif">'
+        'table-layout:fixed;background:#ffffff;border-radius:8px;font-family:Arial,Helvetica,sans-serif">'
         f'<tr><td style="background:{color};color:{on_color};padding:16px 24px;border-radius:8px 8px 0 0">'
         f"{header}</td></tr>"
-        f'<tr><td style="padding:24px;color:#18181b;font-size:16px;line-height:1.5">{body}</td></tr>'
+        # Long links (the reschedule URL) would widen the card past a phone's screen: let them break anywhere.
+        f'<tr><td style="padding:24px;color:#18181b;font-size:16px;line-height:1.5;overflow-wrap:anywhere;'
+        f'word-break:break-word">{body}</td></tr>'
         f"{button}"
         f'<tr><td style="padding:16px 24px;border-top:1px solid #e4e4e7;color:#52525b;font-size:12px;'
         f'line-height:1.5">{"<br>".join(footer)}</td></tr>'
