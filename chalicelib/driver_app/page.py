@@ -70,7 +70,7 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
     out = _head(t, t("driver.page.title", merchant=shell.merchant_name), static_base, with_script=True,
                 brand_colour=shell.brand_colour)
     out.append("<body>")
-    out.append('<header class="bar">'
+    out.append('<header id="bar" class="bar" data-gps="unknown">'
                f'<p class="bar-title">{_e(shell.merchant_name)}</p>'
                '<p id="sync" class="sync" role="status" aria-live="polite" data-state="starting" data-queue="0">'
                f'<span class="sync-dot" aria-hidden="true"></span><span id="sync-text">{_e(t("driver.sync.online"))}'
@@ -79,6 +79,7 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
                f'data-driver="{_e(shell.driver_id)}" data-ping-seconds="{PING_SECONDS}" '
                f'data-ping-batch="{PING_BATCH}" data-locale="{_e(t.locale)}" data-messages="{_e(messages)}">')
     out.append(f'<noscript><p class="card">{_e(t("driver.page.noscript"))}</p></noscript>')
+    out.append('<p id="gps-alert" class="gps-alert" role="alert" hidden></p>')  # first: location off
     if shell.driver_first_name:
         out.append(f'<p class="greeting">{_e(t("driver.page.greeting", name=shell.driver_first_name))}</p>')
     out.append('<div id="alerts" class="alerts"></div>')

@@ -525,8 +525,8 @@ def _redirect_form(t: Translator, page: TrackingPage, tz: tzinfo, csrf_token: st
     options = "".join(f'<option value="{_e(o.id)}">{_e(o.label or window_text(t, o.start, o.end, tz))}</option>'
                       for o in page.reschedule_options)
     kinds = "".join(
-        f'<div class="field field--check"><input id="redirect-{kind}" name="kind" type="radio" value="{kind}"'
-        f'{" required" if kind == "safe_place" else ""}><label for="redirect-{kind}">'
+        f'<div class="field field--check"><input id="redirect-kind-{kind}" name="kind" type="radio" value="{kind}"'
+        f'{" required" if kind == "safe_place" else ""}><label for="redirect-kind-{kind}">'
         f'{_e(t(f"redirect.{kind}"))}</label></div>' for kind in ("safe_place", "neighbour"))
     return (
         '<section class="card" aria-labelledby="redirect-h">'

@@ -65,7 +65,8 @@ def test_the_redirect_form_needs_a_place_or_a_name_and_an_offered_time() -> None
     assert ok == RedirectForm("neighbour", None, "Grace", "2026-12-05_morning")
     cases = [
         (_fields(kind="safe_place", option="2026-12-05_morning"), FormError("invalid_input", "note")),
-        (_fields(kind="neighbour", note="x", option="2026-12-05_morning"), FormError("invalid_input", "neighbour_name")),
+        (_fields(kind="neighbour", note="x", option="2026-12-05_morning"),
+         FormError("invalid_input", "neighbour_name")),
         (_fields(kind="roof", note="x", option="2026-12-05_morning"), FormError("invalid_input", "kind")),
         (_fields(kind="safe_place", note="x" * 301, option="2026-12-05_morning"), FormError("invalid_input", "note")),
         (_fields(kind="safe_place", note="porch"), FormError("invalid_input", "option")),

@@ -12,6 +12,7 @@ from chalicelib.recipient.rules import (
     INSTRUCTABLE,
     LIVE,
     RECIPIENT_EVENTS,
+    REDIRECTABLE,
     RESCHEDULABLE,
     WindowOffer,
     driver_visible,
@@ -64,7 +65,9 @@ def test_driver_visible_only_while_live_and_near(status: ShipmentStatus, ahead: 
 
 
 def test_recipient_action_sets_follow_the_lifecycle() -> None:
-    assert {S.CREATED, S.ASSIGNED, S.RESCHEDULED} == RESCHEDULABLE
+    # before it is out for delivery, and after a failed attempt (the failed-delivery loop)
+    assert {S.CREATED, S.ASSIGNED, S.RESCHEDULED, S.FAILED} == RESCHEDULABLE
+    assert {S.FAILED} == REDIRECTABLE and REDIRECTABLE <= RESCHEDULABLE
     for status in RESCHEDULABLE:
         check_transition(status, S.RESCHEDULED)  # every reschedulable status may become rescheduled
         assert status not in LIVE  # never once out for delivery

@@ -479,11 +479,22 @@
     lastFix = fix;
     fixes.push(fix);
     $("gps-text").textContent = t("driver.gps.ok", { accuracy: Math.round(c.accuracy || 0) });
+    gpsOff(null);
     if (fixes.length >= PING_BATCH) { flushFixes(); } else { renderSync(); }
   }
 
+  // Location off (denied or missing): a red header and a banner at the top; cleared by the next fix.
+  function gpsOff(messageKey) {
+    var alert = $("gps-alert");
+    $("bar").setAttribute("data-gps", messageKey ? "off" : "on");
+    alert.textContent = messageKey ? t(messageKey) : "";
+    alert.hidden = !messageKey;
+  }
+
   function onPositionError(error) {
-    $("gps-text").textContent = t(error && error.code === 1 ? "driver.gps.denied" : "driver.gps.waiting");
+    var denied = error && error.code === 1;
+    $("gps-text").textContent = t(denied ? "driver.gps.denied" : "driver.gps.waiting");
+    if (denied) { gpsOff("driver.gps.denied"); }
   }
 
   // Into the queue (it is sent from there): before any action, so positions keep their order with it.
@@ -689,6 +700,7 @@
       { enableHighAccuracy: true, maximumAge: 5000, timeout: 60000 });
   } else {
     $("gps-text").textContent = t("driver.gps.unavailable");
+    gpsOff("driver.gps.unavailable");
   }
 
   render();
