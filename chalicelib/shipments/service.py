@@ -143,8 +143,9 @@ def _by_external_ref(repo: Repository, settings: Settings, merchant_id: str, ext
 _ETA_STATUSES = frozenset({ShipmentStatus.OUT_FOR_DELIVERY, ShipmentStatus.APPROACHING})
 
 
-def get_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
-    item = require_shipment(repo, merchant_id, shipment_id)
+def get_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str, *,
+                 consistent: bool = False) -> ShipmentOut:
+    item = require_shipment(repo, merchant_id, shipment_id, consistent=consistent)
     out = _shipment_out(settings, item)
     if item.status in _ETA_STATUSES and item.route_id:
         eta = repo.route_eta(item.route_id)
@@ -215,9 +216,13 @@ def _timeline_event(e: EventItem) -> TimelineEvent:
     reason = None
     if e.type == "failed":
         reason = failure_reason((as_dict(e.data) if e.data is not None else {}).get("reason"))
+    fields = None
+    if e.type == "updated":
+        fields = [str(f) for f in (as_dict(e.data) if e.data is not None else {}).get("fields") or []]
     return TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
                          occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source,  # type: ignore[arg-type]
-                         reason=reason, reason_text=failure_reason_label(reason, "en") if reason else None)
+                         reason=reason, reason_text=failure_reason_label(reason, "en") if reason else None,
+                         fields=fields)
 
 
 def revoke_tracking_link(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> TrackingLink:
