@@ -7,6 +7,7 @@ import json
 import os
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -15,7 +16,18 @@ from infra.local.streams import RunnerConfig, StreamRunner
 from tests.conftest import TEST_ENV
 from tests.integration.helpers import iso, make_driver, make_shipment, make_started_route, now_ms, post_pings
 from tests.integration.test_errors import assert_error
+from tests.integration.test_notifications import _image, _sms_to, dispatch, midday_zone  # noqa: F401  (a fixture)
 from tests.integration.test_pipeline import STOP, drive_park_leave, offset
+from tests.integration.test_webhooks import (  # noqa: F401  (fixtures)
+    clock,
+    create_endpoint,
+    delete_endpoints_afterwards,
+    deliverer,
+    fake,
+    hook_url,
+    stream,
+)
+from tests.integration.test_webhooks import drain as drain_webhooks
 
 # The window of helpers.shipment_body is on 2026-11-21 (UTC); the merchant is in UTC unless a test says otherwise.
 NEW_WINDOW = {"start": "2026-11-21T19:00:00Z", "end": "2026-11-21T21:00:00Z"}
@@ -336,9 +348,37 @@ def test_a_stop_change_tells_the_drivers_pipeline_state_and_others_do_not(mercha
 
 
 def test_a_window_change_shows_in_the_driver_app_and_on_the_tracking_page(merchant):
-    driver, ships, _ = make_started_route(merchant, 1)
+    from tests.integration.test_driver_app import as_driver, today_route
+
+    driver, ships, _ = today_route(merchant, 1)
     assert _patch(merchant, ships[0]["id"], {"time_window": NEW_WINDOW}).status_code == 200
-    track = merchant.client.http.get(ships[0]["tracking_url"].split("://", 1)[1].split("/", 1)[1]
-                                     .join(["/", ""]).replace("/track/", "/v1/track/", 1))
+    stops = as_driver(merchant, driver["token"], "GET", "/v1/driver/route").json_body["stops"]
+    assert stops[0]["time_window"] == NEW_WINDOW
+    track = merchant.client.http.get(urlsplit(ships[0]["tracking_url"]).path.replace("/track/", "/v1/track/", 1))
     assert track.status_code == 200, track.body
     assert "2026-11-21T19:00:00" in track.body.decode()
+
+
+def test_a_contact_change_is_used_by_the_next_notification(merchant, dispatch):  # noqa: F811
+    """Notifications read the shipment when they send: the next message goes to the new number only."""
+    old_phone, new_phone = "+14155550161", "+14155550162"
+    _, ships, _ = make_started_route(merchant, 1)
+    assert _patch(merchant, ships[0]["id"], {"recipient": {"phone": old_phone, "time_zone": midday_zone()}}
+                  ).status_code == 200
+    assert _patch(merchant, ships[0]["id"], {"recipient": {"phone": new_phone}}).status_code == 200
+    outcomes = {o.channel: o.result for o in dispatch(_image(merchant, ships[0], "out_for_delivery"))}
+    assert outcomes["sms"] == "sent"
+    assert len(_sms_to(new_phone)) == 1 and _sms_to(old_phone) == []
+
+
+def test_a_change_is_a_webhook_event_naming_the_fields(merchant, deliverer, fake, stream):  # noqa: F811
+    create_endpoint(merchant, events=["updated"])
+    ship = make_shipment(merchant, 1)
+    assert _patch(merchant, ship["id"], {"recipient": {"email": "new@example.com"}, "instructions": None}
+                  ).status_code == 200
+    drain_webhooks(stream)
+    posts = [json.loads(p.body) for p in fake.to(hook_url(merchant))]
+    assert [p["type"] for p in posts] == ["updated"]
+    assert posts[0]["data"]["details"] == {"fields": ["instructions", "recipient.email"]}
+    assert posts[0]["data"]["shipment_id"] == ship["id"] and posts[0]["data"]["source"] == "merchant"
+    assert "new@example.com" not in json.dumps(posts)
