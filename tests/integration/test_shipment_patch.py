@@ -382,3 +382,14 @@ def test_a_change_is_a_webhook_event_naming_the_fields(merchant, deliverer, fake
     assert posts[0]["data"]["details"] == {"fields": ["instructions", "recipient.email"]}
     assert posts[0]["data"]["shipment_id"] == ship["id"] and posts[0]["data"]["source"] == "merchant"
     assert "new@example.com" not in json.dumps(posts)
+
+
+def test_openapi_documents_the_patch_with_every_field_optional(client):
+    document = client.http.get("/openapi.json").json_body
+    operation = document["paths"]["/v1/shipments/{shipment_id}"]["patch"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    schema = document["components"]["schemas"][ref]
+    assert not schema.get("required")
+    assert set(schema["properties"]) == {"recipient", "address", "location", "time_window", "instructions",
+                                         "geofence_radius_m"}
+    assert {"200", "404", "409", "422"} <= set(operation["responses"])
