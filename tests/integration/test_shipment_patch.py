@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -320,13 +321,17 @@ def test_a_new_location_moves_the_geofence_for_the_next_ping(merchant, runner):
     r = _patch(merchant, target["id"], {"location": {"lat": STOP[0], "lng": STOP[1]},
                                         "address": {"line1": "400 Broad St"}})
     assert r.status_code == 200, r.body
-    _post_all(merchant, driver["token"], drive_park_leave(now_ms() - 3_600_000))
+    route_start = now_ms() - 3_600_000
+    _post_all(merchant, driver["token"], drive_park_leave(route_start))
     _drain(runner)
     kinds = [e["type"] for e in _timeline(merchant, target["id"])]
     assert "arrived" in kinds and "dwell" in kinds, kinds
     shown = _get(merchant, target["id"])
     assert shown["status"] == "arrived" and shown["location"] == {"lat": STOP[0], "lng": STOP[1]}
-    assert _get(merchant, other["id"])["status"] == "out_for_delivery"
+    following = _get(merchant, other["id"])
+    assert following["status"] == "out_for_delivery"
+    computed = datetime.fromisoformat(following["eta"]["computed_at"]).timestamp() * 1000
+    assert computed >= route_start  # the ETAs were recomputed from the fixes after the change
     assert not runner.dead_letter_file.exists()
 
 
