@@ -93,7 +93,7 @@ from chalicelib.storage.tables import (
 )
 
 S = ShipmentStatus
-ROUTE_CACHE_S = 600.0  # a route's stops and fences (its stop list never changes once created)
+ROUTE_CACHE_S = 600.0  # a route's stops and fences (a stop's change bumps the driver's stops_version: reloaded)
 STATUS_REFRESH_S = 300.0  # the cached stop statuses are re-read at least this often (changes made elsewhere)
 MERCHANT_CACHE_S = 60.0  # settings and the learned service time
 ZONE_CACHE_S = 30.0  # a new or deleted zone takes effect within this
@@ -326,6 +326,7 @@ class RouteStops:
     statuses: str
     delayed: frozenset[int]
     loaded_at: float
+    stops_version: int = 0  # the driver's GeofenceStateItem.stops_version this was read at
 
     def position(self, shipment_id: str) -> int:
         return self.ids.index(shipment_id)
@@ -340,15 +341,18 @@ ROUTE_STOP_ATTRIBUTES = ("shipment_id", "lat", "lng", "window_start", "window_en
                          "delayed_at")
 
 
-def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh: bool = False) -> RouteStops:
+def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh: bool = False,
+                stops_version: int = 0) -> RouteStops:
     cached = _route_cache.get(route.route_id)
-    if not fresh and cached is not None and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
+    if not fresh and cached is not None and cached.stops_version == stops_version \
+            and time.monotonic() - cached.loaded_at < ROUTE_CACHE_S:
         return cached
     if route.stops is None:  # read without its stop list (ACTIVE_ROUTE_ATTRIBUTES): read it whole, this once
         route = r.get_route(route.merchant_id, route.route_id) or route
     ids = [str(s) for s in route.stops or []]
     shipments = r.get_shipments(route.merchant_id, ids, attributes=ROUTE_STOP_ATTRIBUTES)
-    result = build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m)
+    result = replace(build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m),
+                     stops_version=stops_version)
     _route_cache[route.route_id] = result
     return result
 
@@ -430,6 +434,7 @@ class DriverProgress:
     statuses: str = ""
     delayed: set[int] = field(default_factory=set)
     statuses_at: float = 0.0  # wall-clock epoch seconds the statuses were read from the shipments
+    stops_version: int = 0  # the GeofenceStateItem.stops_version the route's stops were last read at
 
     def status(self, index: int) -> ShipmentStatus | None:
         code = self.statuses[index] if 0 <= index < len(self.statuses) else MISSING
@@ -455,7 +460,7 @@ def progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
     route = data.get("route") or {}
     return DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
                           eta.get("lat", 0.0), eta.get("lng", 0.0), route.get("id"), route.get("st", ""),
-                          set(route.get("dl", [])), float(route.get("at", 0.0)))
+                          set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)))
 
 
 def progress_to_json(progress: DriverProgress) -> str:
@@ -468,7 +473,7 @@ def progress_to_json(progress: DriverProgress) -> str:
     }
     if progress.route_id is not None:
         data["route"] = {"id": progress.route_id, "st": progress.statuses, "dl": sorted(progress.delayed),
-                         "at": round(progress.statuses_at, 3)}
+                         "at": round(progress.statuses_at, 3), "sv": progress.stops_version}
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -656,7 +661,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
     conditional state write. A lost race (another batch saved the state meanwhile) re-reads and re-runs."""
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw, version = r.geofence_state(driver_id)
+        raw, version, stops_version = r.geofence_state_and_stops(driver_id)
         progress = progress_from_json(driver_id, raw)
         before = progress_to_json(progress)
         if not news_in_order(fixes, progress.fences.last_fix_ms):
@@ -664,7 +669,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
         latest = max(f.fix_ms for f in fixes)
         day = datetime.fromtimestamp(latest / 1000, UTC).date().isoformat()
         route = r.active_route(merchant_id, driver_id, day, attributes=ACTIVE_ROUTE_ATTRIBUTES)
-        stops = _stops_for(r, route, progress, context) if route is not None else None
+        stops = _stops_for(r, route, progress, context, stops_version) if route is not None else None
         if route is None:
             progress.route_id, progress.statuses, progress.delayed = None, "", set()
         effects = advance(progress, fixes, stops, context, _ports(r, merchant_id, route))
@@ -672,7 +677,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
         after = progress_to_json(progress)
         try:
             if after != before:
-                r.save_geofence_state(driver_id, after, version)
+                r.save_geofence_state(driver_id, after, version, stops_version)
         except ConditionFailed:
             continue
         if batch is not None:
@@ -683,12 +688,19 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
     raise ConditionFailed(f"driver {driver_id}: state kept changing")
 
 
-def _stops_for(r: Repository, route: RouteItem, progress: DriverProgress, context: MerchantContext) -> RouteStops:
-    """The route's stops; the driver's status cache is (re)seeded when the route is new to it or stale."""
-    stale = progress.route_id != route.route_id or time.time() - progress.statuses_at >= STATUS_REFRESH_S
-    stops = route_stops(r, route, context.settings.stop_radius_m, fresh=stale)
+def _stops_for(r: Repository, route: RouteItem, progress: DriverProgress, context: MerchantContext,
+               stops_version: int) -> RouteStops:
+    """The route's stops; the driver's status cache is (re)seeded when the route is new to it or stale. A stop
+    changed since they were read (a new location, fence or window: `stops_version` moved) reloads them, and
+    the ETAs are recomputed at the next fix rather than when the throttle next allows."""
+    changed = progress.stops_version != stops_version
+    stale = changed or progress.route_id != route.route_id or time.time() - progress.statuses_at >= STATUS_REFRESH_S
+    stops = route_stops(r, route, context.settings.stop_radius_m, fresh=stale, stops_version=stops_version)
     if stale:
         progress.adopt(stops)
+    if changed:
+        progress.stops_version = stops_version
+        progress.eta_at_ms = None
     return stops
 
 
@@ -756,9 +768,9 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
     driver_id = shipment.driver_id
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw_state, version = r.geofence_state(driver_id)
+        raw_state, version, stops_version = r.geofence_state_and_stops(driver_id)
         progress = progress_from_json(driver_id, raw_state)
-        stops = _stops_for(r, route, progress, context)
+        stops = _stops_for(r, route, progress, context, stops_version)
         if shipment_id in stops.ids:
             progress.set_status(stops.position(shipment_id), S(shipment.status))
         motion = progress.motion
@@ -771,7 +783,7 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
             recompute(progress, stops, here, context, _ports(r, merchant_id, route), effects)
             _apply_effects(r, merchant_id, route, stops, progress, effects)
         try:
-            r.save_geofence_state(driver_id, progress_to_json(progress), version)
+            r.save_geofence_state(driver_id, progress_to_json(progress), version, stops_version)
             return
         except ConditionFailed:
             continue  # a batch of pings saved the state meanwhile: read it again

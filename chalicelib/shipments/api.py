@@ -66,6 +66,17 @@ def get_shipment(call: Call, shipment_id: str) -> ShipmentOut:
     return service.get_shipment(get_repository(), get_settings(), call.merchant_id, shipment_id)
 
 
+@routes.route("/v1/shipments/{shipment_id}", "PATCH", summary="Change a shipment's recipient contact, address, "
+              "location, time window, instructions or fence radius (JSON merge patch: nested objects merge, "
+              "null clears an optional field)", tag="shipments", body="ShipmentPatch", response="ShipmentOut",
+              errors_=(400, 401, 404, 409, 413, 415, 422))
+def patch_shipment(call: Call, shipment_id: str) -> ShipmentOut:
+    from chalicelib.shipments import edit
+
+    patch = call.body.model_dump(mode="json", exclude_unset=True)
+    return edit.patch_shipment(get_repository(), get_settings(), call.merchant_id, shipment_id, patch)
+
+
 @routes.route("/v1/shipments/{shipment_id}/cancel", "POST", summary="Cancel a shipment", tag="shipments",
               response="ShipmentOut", errors_=(401, 404, 409))
 def cancel_shipment(call: Call, shipment_id: str) -> ShipmentOut:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -24,10 +24,12 @@ from chalicelib.core.types import (
     Strict_,
     TimeZoneName,
     blame,
+    patch_model,
 )
 from chalicelib.http.paging import Paging
 from chalicelib.shipments.failures import FAILURE_REASONS, FailureReason, failure_reason_label
 from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.shipments.patching import READ_ONLY
 
 REASON_CODES = ", ".join(f"{r.value} ({failure_reason_label(r, 'en')})" for r in FAILURE_REASONS)
 
@@ -77,6 +79,37 @@ class ShipmentCreate(Strict_):
     geofence_radius_m: FenceRadius | None = Field(
         default=None, description="Arrival geofence radius for this stop; defaults to the merchant's stop_radius_m"
     )
+
+
+class ShipmentEditable(Strict_):
+    """The part of a shipment a merchant may change (PATCH), validated whole after the merge."""
+
+    recipient: Recipient
+    address: Address
+    location: Location
+    time_window: TimeWindow | None = None
+    instructions: Annotated[str, Field(max_length=1000)] | None = None
+    geofence_radius_m: FenceRadius | None = Field(
+        default=None, description="Arrival geofence radius for this stop; null: the merchant's stop_radius_m")
+
+
+# Built from ShipmentEditable: nested objects merge member by member, `time_window` is sent whole.
+_ShipmentPatchFields: Any = patch_model(ShipmentEditable, "ShipmentPatchFields")
+
+
+class ShipmentPatch(_ShipmentPatchFields):  # type: ignore[misc]  # a class built by patch_model
+    """JSON merge patch (RFC 7396) of a shipment: fields left out are unchanged, nested objects (`recipient`,
+    `address`, `location`) merge, `time_window` is replaced whole, null clears an optional field (a required
+    one answers 422 naming it). `external_ref` and `delivery_date` cannot be changed (422 naming them)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, reason in READ_ONLY.items():
+                if name in data:
+                    raise blame(name, reason)
+        return data
 
 
 class RecipientInstructions(Model_):
@@ -227,6 +260,8 @@ class TimelineEvent(Model_):
     data: dict[str, object] | None = Field(
         default=None, description="Details of rescheduled (delivery_date, window), redirected and returned (attempts, "
                                   "return_leg) events")
+    fields: list[str] | None = Field(default=None, description="`updated` events: the fields a PATCH changed "
+                                                               "(names only, e.g. recipient.phone)")
 
 
 class Timeline(Model_):

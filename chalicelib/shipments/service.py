@@ -181,8 +181,9 @@ def _by_external_ref(repo: Repository, settings: Settings, merchant_id: str, ext
 _ETA_STATUSES = frozenset({ShipmentStatus.OUT_FOR_DELIVERY, ShipmentStatus.APPROACHING})
 
 
-def get_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> ShipmentOut:
-    item = require_shipment(repo, merchant_id, shipment_id)
+def get_shipment(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str, *,
+                 consistent: bool = False) -> ShipmentOut:
+    item = require_shipment(repo, merchant_id, shipment_id, consistent=consistent)
     out = _shipment_out(settings, item)
     if item.status in _ETA_STATUSES and item.route_id:
         eta = repo.route_eta(item.route_id)
@@ -266,10 +267,11 @@ def _timeline_event(e: EventItem) -> TimelineEvent:
     data = as_dict(e.data) if e.data is not None else {}
     reason = failure_reason(data.get("reason")) if e.type == "failed" else None
     shown = {k: _plain(data[k]) for k in _TIMELINE_DATA.get(e.type, ()) if k in data}
+    fields = [str(f) for f in data.get("fields") or []] if e.type == "updated" else None
     return TimelineEvent(id=e.event_id, type=e.type, from_status=_status(e.from_status), to_status=_status(e.to_status),
                          occurred_at=e.occurred_at, recorded_at=e.recorded_at, source=e.source,  # type: ignore[arg-type]
                          reason=reason, reason_text=failure_reason_label(reason, "en") if reason else None,
-                         note=data.get("note") if e.type == "failed" else None, data=shown or None)
+                         note=data.get("note") if e.type == "failed" else None, data=shown or None, fields=fields)
 
 
 def revoke_tracking_link(repo: Repository, settings: Settings, merchant_id: str, shipment_id: str) -> TrackingLink:

@@ -11,9 +11,10 @@ from chalicelib.storage.repository import Repository
 from chalicelib.storage.tables import EventItem, RouteItem, ShipmentItem, event_item
 
 
-def require_shipment(repo: Repository, merchant_id: str, shipment_id: str) -> ShipmentItem:
+def require_shipment(repo: Repository, merchant_id: str, shipment_id: str, *,
+                     consistent: bool = False) -> ShipmentItem:
     """The merchant's shipment, or not found (another merchant's id is not found too)."""
-    item = repo.get_shipment(merchant_id, shipment_id)
+    item = repo.get_shipment(merchant_id, shipment_id, consistent=consistent)
     if item is None:
         raise errors.not_found("Shipment")
     return item

@@ -477,8 +477,8 @@ class Repository:
     def get_idempotency(self, merchant_id: str, key_hash: str) -> IdempotencyItem | None:
         return _get(IdempotencyItem, merchant_pk(merchant_id), f"IDEMPOTENCY#{key_hash}")
 
-    def get_shipment(self, merchant_id: str, shipment_id: str) -> ShipmentItem | None:
-        return _get(ShipmentItem, merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}")
+    def get_shipment(self, merchant_id: str, shipment_id: str, *, consistent: bool = False) -> ShipmentItem | None:
+        return _get(ShipmentItem, merchant_pk(merchant_id), f"SHIPMENT#{shipment_id}", consistent=consistent)
 
     def get_shipments(self, merchant_id: str, shipment_ids: Sequence[str],
                       attributes: Sequence[str] | None = None) -> dict[str, ShipmentItem]:
@@ -628,6 +628,25 @@ class Repository:
                 raise ConditionFailed(str(exc)) from exc
         return True
 
+    def update_shipment(self, shipment: ShipmentItem, actions: list[Any], event: EventItem,
+                        stops_changed_for: str | None = None) -> None:
+        """A merchant's edit: the actions, conditional on the status and `updated_at` read (every write of a
+        shipment moves `updated_at`, so a change made meanwhile fails the condition: no lost update), with its
+        timeline event, in one transaction. `stops_changed_for`: the driver whose route's cached stops must be
+        reloaded by the pipeline (GeofenceStateItem.stops_version). ConditionFailed when it changed meanwhile."""
+        try:
+            with self._transaction() as tx:
+                tx.update(shipment, actions=actions, condition=(ShipmentItem.status == shipment.status)
+                          & (ShipmentItem.updated_at == shipment.updated_at))
+                tx.save(event)
+                if stops_changed_for is not None:
+                    tx.update(GeofenceStateItem(driver_pk(stops_changed_for), "GEOFENCE"),
+                              actions=[GeofenceStateItem.version.add(1), GeofenceStateItem.stops_version.add(1)])
+        except TransactWriteError as exc:
+            if _stored_as_written(event):  # an earlier attempt of this very call committed
+                return
+            raise ConditionFailed(str(exc)) from exc
+
     def get_driver_idempotency(self, driver_id: str, key_hash: str) -> IdempotencyItem | None:
         return _get(IdempotencyItem, driver_pk(driver_id), f"IDEMPOTENCY#{key_hash}")
 
@@ -674,11 +693,21 @@ class Repository:
         return max(active, key=lambda r: r.started_at or r.created_at, default=None)
 
     def geofence_state(self, driver_id: str) -> tuple[str | None, int]:
-        item = _get(GeofenceStateItem, driver_pk(driver_id), "GEOFENCE")
-        return (item.state, int(item.version)) if item else (None, 0)
+        state, version, _ = self.geofence_state_and_stops(driver_id)
+        return state, version
 
-    def save_geofence_state(self, driver_id: str, state_json: str, expected_version: int) -> None:
-        item = GeofenceStateItem(driver_pk(driver_id), "GEOFENCE", state=state_json, version=expected_version + 1)
+    def geofence_state_and_stops(self, driver_id: str) -> tuple[str | None, int, int]:
+        """The driver's state JSON, its version and its stops_version (0: none of these stored yet)."""
+        item = _get(GeofenceStateItem, driver_pk(driver_id), "GEOFENCE")
+        if item is None:
+            return None, 0, 0
+        return item.state, int(item.version), int(item.stops_version or 0)
+
+    def save_geofence_state(self, driver_id: str, state_json: str, expected_version: int,
+                            stops_version: int = 0) -> None:
+        """Replace the state if its version is still the one read; `stops_version` as read is carried on."""
+        item = GeofenceStateItem(driver_pk(driver_id), "GEOFENCE", state=state_json, version=expected_version + 1,
+                                 stops_version=stops_version or None)
         condition = (GeofenceStateItem.version == expected_version) if expected_version else \
             GeofenceStateItem.PK.does_not_exist()
         if not _save_if(item, condition):

@@ -285,10 +285,16 @@ class EventItem(TableItem):
 
 
 class GeofenceStateItem(TableItem):
-    """A driver's geofence state (JSON of domain.geofence.DriverState), versioned for conditional saves."""
+    """A driver's geofence state (JSON of domain.geofence.DriverState), versioned for conditional saves.
 
-    state = UnicodeAttribute()
+    `stops_version` counts changes to stops of the driver's route that the pipeline caches (a shipment's
+    location, fence radius or window, by PATCH): a change adds one to it and to `version`, so the pipeline's
+    next save (conditional on `version`) re-reads, sees it and reloads the stops. Every save carries it on.
+    `state` is absent while only a change was recorded (the driver has sent no fix yet)."""
+
+    state = UnicodeAttribute(null=True)
     version = NumberAttribute()
+    stops_version = NumberAttribute(null=True)
 
 
 class RouteEtaItem(TableItem):
