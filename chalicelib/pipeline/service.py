@@ -260,6 +260,8 @@ def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
     if image.get("to_status") in (S.DELIVERED, S.FAILED):
         apply_stop_completed(r, image)
+    if image.get("to_status") in ROUTE_STOP_DONE:
+        complete_route_if_done(r, str(image["merchant_id"]), str(image["shipment_id"]))
     notify(r, image)  # the recipient's messages: notifications owns them
 
 
@@ -656,9 +658,11 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
     conditional state write. A lost race (another batch saved the state meanwhile) re-reads and re-runs."""
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw, version = r.geofence_state(driver_id)
+        raw, version, route_edited = r.geofence_state_flagged(driver_id)
         progress = progress_from_json(driver_id, raw)
-        before = progress_to_json(progress)
+        if route_edited:  # the merchant edited the route: its stops and statuses are read again
+            progress.statuses_at = 0.0
+        before = "" if route_edited else progress_to_json(progress)  # saved even if unchanged: clears the flag
         if not news_in_order(fixes, progress.fences.last_fix_ms):
             return []  # a redelivered batch: everything in it was processed already
         latest = max(f.fix_ms for f in fixes)
@@ -756,8 +760,10 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
     driver_id = shipment.driver_id
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw_state, version = r.geofence_state(driver_id)
+        raw_state, version, route_edited = r.geofence_state_flagged(driver_id)
         progress = progress_from_json(driver_id, raw_state)
+        if route_edited:
+            progress.statuses_at = 0.0
         stops = _stops_for(r, route, progress, context)
         if shipment_id in stops.ids:
             progress.set_status(stops.position(shipment_id), S(shipment.status))
