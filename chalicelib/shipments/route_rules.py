@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-
 # A stop is done for its route once it reaches one of these: the route completes when every stop it still holds is.
 ROUTE_STOP_DONE = frozenset({"delivered", "failed", "returned", "cancelled"})
 # Stops that leave an edited route go back to `created` (to be planned again) unless they are done.
