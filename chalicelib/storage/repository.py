@@ -742,10 +742,13 @@ class Repository:
                 self._shipment_writes(tx, first)
         except TransactWriteError as exc:
             reasons = exc.cancellation_reasons or []
-            failed = [i for i, r in enumerate(reasons) if r is not None and r.code == "ConditionalCheckFailed"]
-            if any(i < len(routes) for i in failed):
+            failed = {i for i, r in enumerate(reasons) if r is not None and r.code == "ConditionalCheckFailed"}
+            # pynamodb sends a transaction's deletes, then its puts, then its updates (each in call order).
+            claim_at = len(release)
+            routes_at = claim_at + (1 if claim else 0) + sum(1 for _, _, event in first if event is not None)
+            if failed & set(range(routes_at, routes_at + len(routes))):
                 raise RouteVersionConflict(str(exc)) from exc
-            if claim is not None and len(routes) in failed:
+            if claim is not None and claim_at in failed:
                 held = self.active_route_claim(claim[0], claim[1])
                 raise ActiveRouteTaken(held.route_id if held else None) from exc
             raise ConditionFailed(str(exc)) from exc
