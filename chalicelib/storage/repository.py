@@ -691,15 +691,17 @@ class Repository:
         (GSI2, keys only, then one BatchGetItem), or all (the merchant partition's ROUTE# items); `status`
         filters within the chosen Query."""
         filt = RouteItem.status == status if status is not None else None
-        if driver_id is not None:
-            key = RouteItem.GSI1SK.startswith(f"{day}#") if day is not None else None
-            return _page(RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id), key,
-                                                   filter_condition=filt, limit=limit, last_evaluated_key=start),
-                         limit)
-        if day is not None:
-            by_status = RouteItem.GSI2SK.startswith(f"{status}#") if status is not None else None
-            keys, last = _page(RouteItem.by_day.query(route_day_gsi_pk(merchant_id, day), by_status, limit=limit,
-                                                      last_evaluated_key=start), limit)
+        if driver_id is not None or day is not None:
+            if driver_id is not None:  # GSI1 lacks what only this listing shows (version, completed_at)
+                key = RouteItem.GSI1SK.startswith(f"{day}#") if day is not None else None
+                keys, last = _page(RouteItem.by_driver.query(
+                    driver_routes_pk(merchant_id, driver_id), key, filter_condition=filt, limit=limit,
+                    last_evaluated_key=start, attributes_to_get=_INDEX_KEYS["GSI1"]), limit)
+            else:
+                assert day is not None
+                by_status = RouteItem.GSI2SK.startswith(f"{status}#") if status is not None else None
+                keys, last = _page(RouteItem.by_day.query(route_day_gsi_pk(merchant_id, day), by_status, limit=limit,
+                                                          last_evaluated_key=start), limit)
             found = {r.SK: r for r in RouteItem.batch_get([(k.PK, k.SK) for k in keys])} if keys else {}
             items = [found[k.SK] for k in keys if k.SK in found]
             return [r for r in items if status is None or r.status == status], last
