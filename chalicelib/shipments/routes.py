@@ -134,8 +134,8 @@ def start_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
     shipments = repo.get_shipments(merchant_id, [str(s) for s in route.stops])
     writes: list[ShipmentWrite] = [
         (s, status_actions(s, S.OUT_FOR_DELIVERY, now),
-         timeline_event(merchant_id, s.shipment_id, "out_for_delivery", "merchant", now, now, s.status,
-                        S.OUT_FOR_DELIVERY))
+         [timeline_event(merchant_id, s.shipment_id, "out_for_delivery", "merchant", now, now, s.status,
+                         S.OUT_FOR_DELIVERY)])
         for s in shipments.values() if s.status == S.ASSIGNED and s.route_id == route_id
     ]
     actions = [RouteItem.status.set("active"), RouteItem.started_at.set(now), RouteItem.version.set(version + 1),
@@ -190,16 +190,19 @@ def _on_route_status(route: RouteItem) -> S:
 
 def _joining(merchant_id: str, route: RouteItem, shipment: ShipmentItem, index: int, kind: str, now: datetime,
              data: dict[str, Any]) -> ShipmentWrite:
-    """A shipment joins `route` at `index`: assigned (planned route) or out for delivery (active route)."""
+    """A shipment joins `route` at `index`: assigned (planned route) or out for delivery (active route). Its
+    timeline gets the status event the recipient's messages follow (as when a route is made or started) and the
+    route event (`kind`) the merchant's webhook follows."""
     wanted = _on_route_status(route)
     status = S(shipment.status)
     actions = [ShipmentItem.route_id.set(route.route_id), ShipmentItem.stop_index.set(index),
                ShipmentItem.driver_id.set(route.driver_id), ShipmentItem.updated_at.set(now)]
+    events = [timeline_event(merchant_id, shipment.shipment_id, kind, "merchant", now, now, None, None, data)]
     if status != wanted:
         actions = [*status_actions(shipment, wanted, now), *actions[:3]]
-    return (shipment, actions,
-            timeline_event(merchant_id, shipment.shipment_id, kind, "merchant", now, now, str(status),
-                           str(wanted), data))
+        events.insert(0, timeline_event(merchant_id, shipment.shipment_id, str(wanted), "merchant", now, now,
+                                        str(status), str(wanted), {"route_id": route.route_id}))
+    return shipment, actions, events
 
 
 def _leaving(merchant_id: str, route: RouteItem, shipment: ShipmentItem, now: datetime,
@@ -208,11 +211,12 @@ def _leaving(merchant_id: str, route: RouteItem, shipment: ShipmentItem, now: da
     if shipment.status in STOP_RELEASABLE:
         actions = [*status_actions(shipment, S.CREATED, now), ShipmentItem.route_id.remove(),
                    ShipmentItem.stop_index.remove(), ShipmentItem.driver_id.remove()]
-        return (shipment, actions, timeline_event(merchant_id, shipment.shipment_id, "route_changed", "merchant",
-                                                  now, now, shipment.status, S.CREATED, data))
+        return (shipment, actions, [timeline_event(merchant_id, shipment.shipment_id, "route_changed", "merchant",
+                                                   now, now, shipment.status, S.CREATED, data)])
     return (shipment, [ShipmentItem.route_id.remove(), ShipmentItem.stop_index.remove(),
                        ShipmentItem.updated_at.set(now)],
-            timeline_event(merchant_id, shipment.shipment_id, "route_changed", "merchant", now, now, None, None, data))
+            [timeline_event(merchant_id, shipment.shipment_id, "route_changed", "merchant", now, now, None, None,
+                            data)])
 
 
 def _check_assignable(shipments: dict[str, ShipmentItem], ids: list[str], field: str,
@@ -223,7 +227,7 @@ def _check_assignable(shipments: dict[str, ShipmentItem], ids: list[str], field:
         where = f"{field}[{positions[sid]}]"
         if found is None:
             problems.append(errors.FieldProblem(where, "shipment not found"))
-        elif S.ASSIGNED not in ALLOWED[ShipmentStatus(found.status)] or found.route_id:
+        elif S.ASSIGNED not in ALLOWED[ShipmentStatus(found.status)]:
             problems.append(errors.FieldProblem(where, f"shipment is {found.status}, not created or rescheduled"))
     if problems:
         kind = ErrorKind.CONFLICT if all(p.reason != "shipment not found" for p in problems) else ErrorKind.NOT_FOUND
@@ -252,8 +256,8 @@ def edit_route(repo: Repository, merchant_id: str, route_id: str, body: RoutePat
             writes.append(_joining(merchant_id, route, shipment, index, "route_changed", now, data))
         elif shipment.route_id == route_id:
             writes.append((shipment, [ShipmentItem.stop_index.set(index), ShipmentItem.updated_at.set(now)],
-                           timeline_event(merchant_id, sid, "route_changed", "merchant", now, now, None, None,
-                                          {**data, "sequence": index})))
+                           [timeline_event(merchant_id, sid, "route_changed", "merchant", now, now, None, None,
+                                           {**data, "sequence": index})]))
     for sid in plan.removed:
         found = shipments.get(sid)
         if found is not None and found.route_id == route_id:
@@ -288,7 +292,7 @@ def reassign_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
     shipments = repo.get_shipments(merchant_id, [str(s) for s in route.stops])
     writes: list[ShipmentWrite] = [
         (s, [ShipmentItem.driver_id.set(body.driver_id), ShipmentItem.updated_at.set(now)],
-         timeline_event(merchant_id, s.shipment_id, "reassigned", "merchant", now, now, None, None, data))
+         [timeline_event(merchant_id, s.shipment_id, "reassigned", "merchant", now, now, None, None, data)])
         for s in shipments.values() if s.route_id == route_id
     ]
     actions = [RouteItem.driver_id.set(body.driver_id), RouteItem.version.set(version + 1),
@@ -334,7 +338,7 @@ def move_stop(repo: Repository, merchant_id: str, route_id: str, shipment_id: st
     for index, sid in enumerate(remaining):
         other = others.get(sid)
         if other is not None and other.route_id == route_id and int(other.stop_index or 0) != index:
-            writes.append((other, [ShipmentItem.stop_index.set(index), ShipmentItem.updated_at.set(now)], None))
+            writes.append((other, [ShipmentItem.stop_index.set(index), ShipmentItem.updated_at.set(now)], []))
     sv, tv = int(source.version or 0), int(target.version or 0)
     _commit(repo, [RouteWrite(source, [RouteItem.stops.set(_ids(remaining)), RouteItem.version.set(sv + 1)], sv),
                    RouteWrite(target, [RouteItem.stops.set(_ids(taken)), RouteItem.version.set(tv + 1)], tv)], writes)

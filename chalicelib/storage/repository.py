@@ -122,9 +122,23 @@ class RouteWrite:
     statuses: tuple[str, ...] = ("planned", "active")
 
 
-# A shipment's part of a route edit: (shipment as read, update actions, its timeline event or None); the update is
+# A shipment's part of a route edit: (shipment as read, update actions, its timeline events); the update is
 # conditional on the status that was read.
-ShipmentWrite = tuple[ShipmentItem, list[Any], EventItem | None]
+ShipmentWrite = tuple[ShipmentItem, list[Any], list[EventItem]]
+
+
+def _write_chunks(writes: Sequence[ShipmentWrite], first_room: int) -> list[list[ShipmentWrite]]:
+    """The writes cut into transactions of at most TRANSACTION_LIMIT items (the first has `first_room`)."""
+    chunks: list[list[ShipmentWrite]] = [[]]
+    room = first_room
+    for write in writes:
+        size = 1 + len(write[2])
+        if size > room:
+            chunks.append([])
+            room = TRANSACTION_LIMIT
+        chunks[-1].append(write)
+        room -= size
+    return chunks
 
 
 def status_actions(shipment: ShipmentItem, new_status: str, at: datetime) -> list[Any]:
@@ -723,8 +737,8 @@ class Repository:
         further transactions (each all-or-nothing), after the routes' own.
         """
         head = len(routes) + (1 if claim else 0) + len(release)
-        room = (TRANSACTION_LIMIT - head) // 2
-        first, rest = list(shipments[:room]), list(shipments[room:])
+        chunks = _write_chunks(shipments, TRANSACTION_LIMIT - head)
+        first, rest = chunks[0], chunks[1:]
         try:
             with self._transaction() as tx:
                 for write in routes:
@@ -747,25 +761,27 @@ class Repository:
             failed = {i for i, r in enumerate(reasons) if r is not None and r.code == "ConditionalCheckFailed"}
             # pynamodb sends a transaction's deletes, then its puts, then its updates (each in call order).
             claim_at = len(release)
-            routes_at = claim_at + (1 if claim else 0) + sum(1 for _, _, event in first if event is not None)
+            routes_at = claim_at + (1 if claim else 0) + sum(len(events) for _, _, events in first)
             if failed & set(range(routes_at, routes_at + len(routes))):
                 raise RouteVersionConflict(str(exc)) from exc
             if claim is not None and claim_at in failed:
                 held = self.active_route_claim(claim[0], claim[1])
                 raise ActiveRouteTaken(held.route_id if held else None) from exc
             raise ConditionFailed(str(exc)) from exc
-        for start in range(0, len(rest), TRANSACTION_LIMIT // 2):
+        for chunk in rest:
             try:
                 with self._transaction() as tx:
-                    self._shipment_writes(tx, rest[start:start + TRANSACTION_LIMIT // 2])
+                    self._shipment_writes(tx, chunk)
             except TransactWriteError as exc:
+                if chunk[0][2] and _stored_as_written(chunk[0][2][0]):  # this chunk committed (a lost answer)
+                    continue
                 raise ConditionFailed(str(exc)) from exc
 
     @staticmethod
     def _shipment_writes(tx: TransactWrite, writes: Sequence[ShipmentWrite]) -> None:
-        for shipment, actions, event in writes:
+        for shipment, actions, events in writes:
             tx.update(shipment, actions=actions, condition=ShipmentItem.status == shipment.status)
-            if event is not None:
+            for event in events:
                 tx.save(event)
 
     def complete_route(self, route: RouteItem, now: datetime) -> bool:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.integration.conftest import Merchant
-from tests.integration.helpers import iso, make_driver, make_shipment, now_ms
+from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.test_pipeline import STOP, drain, drive_park_leave, offset, runner  # noqa: F401  (fixture)
 
 Json = dict[str, Any]
 
@@ -232,3 +233,41 @@ def test_route_event_types_are_in_the_webhook_catalogue() -> None:
     from chalicelib.webhooks.models import WebhookEventType
 
     assert {"route_changed", "reassigned", "route_completed"} <= set(get_args(WebhookEventType))
+
+
+# --- the stream pipeline follows an edit ----------------------------------------------------------
+
+
+def test_a_stop_added_to_an_active_route_is_tracked_at_the_next_pings(merchant: Merchant, runner: Any) -> None:
+    """The pipeline caches a route's stops for minutes; an edit makes it read them again at the next batch."""
+    driver = make_driver(merchant)
+    far = make_shipment(merchant, 1, location={"lat": STOP[0] + 0.05, "lng": STOP[1]})
+    route = start(merchant, route_of(merchant, driver, [far])).json_body
+    t0 = now_ms() - 3_700_000
+    early = [{"lat": offset(*STOP, -3000, 0)[0], "lng": STOP[1], "fix_time": iso(t0 + i * 10_000), "accuracy": 8,
+              "speed": 10} for i in range(3)]
+    assert post_pings(merchant.client, driver["token"], early).json_body["rejected"] == 0
+    drain(runner)  # the driver's state now caches the route's one stop
+    target = make_shipment(merchant, 2, location={"lat": STOP[0], "lng": STOP[1]})
+    r = merchant.call("PATCH", f"/v1/routes/{route['id']}",
+                      {"version": route["version"], "shipment_ids": [target["id"], far["id"]]})
+    assert r.status_code == 200, r.body
+    fixes = drive_park_leave(t0 + 100_000)
+    for begin in range(0, len(fixes), 10):
+        assert post_pings(merchant.client, driver["token"], fixes[begin:begin + 10]).json_body["rejected"] == 0
+    drain(runner)
+    kinds = timeline_types(merchant, target["id"])
+    assert "arrived" in kinds, kinds
+    assert status_of(merchant, far["id"]) == "out_for_delivery"
+
+
+def test_long_edits_are_cut_into_transactions_within_the_limit() -> None:
+    from chalicelib.storage.repository import TRANSACTION_LIMIT, _write_chunks
+    from chalicelib.storage.tables import ShipmentItem
+
+    shipment = ShipmentItem("PK", "SK")
+    writes: list[Any] = [(shipment, [], [object()] * (i % 3)) for i in range(300)]
+    chunks = _write_chunks(writes, TRANSACTION_LIMIT - 3)
+    assert [w for chunk in chunks for w in chunk] == writes
+    sizes = [sum(1 + len(w[2]) for w in chunk) for chunk in chunks]
+    assert sizes[0] <= TRANSACTION_LIMIT - 3 and max(sizes) <= TRANSACTION_LIMIT
