@@ -238,7 +238,8 @@ def test_route_event_types_are_in_the_webhook_catalogue() -> None:
 # --- the stream pipeline follows an edit ----------------------------------------------------------
 
 
-def test_a_stop_added_to_an_active_route_is_tracked_at_the_next_pings(merchant: Merchant, runner: Any) -> None:
+def test_a_stop_added_to_an_active_route_is_tracked_at_the_next_pings(
+        merchant: Merchant, runner: Any) -> None:  # noqa: F811  (runner: test_pipeline's fixture, imported)
     """The pipeline caches a route's stops for minutes; an edit makes it read them again at the next batch."""
     driver = make_driver(merchant)
     far = make_shipment(merchant, 1, location={"lat": STOP[0] + 0.05, "lng": STOP[1]})
