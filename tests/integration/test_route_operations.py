@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import Merchant
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
 from tests.integration.test_pipeline import STOP, drain, drive_park_leave, offset, runner  # noqa: F401  (fixture)
@@ -272,3 +274,46 @@ def test_long_edits_are_cut_into_transactions_within_the_limit() -> None:
     assert [w for chunk in chunks for w in chunk] == writes
     sizes = [sum(1 + len(w[2]) for w in chunk) for chunk in chunks]
     assert sizes[0] <= TRANSACTION_LIMIT - 3 and max(sizes) <= TRANSACTION_LIMIT
+
+
+def test_concurrent_starts_and_edits_have_one_winner(merchant: Merchant) -> None:
+    """Two starts of two routes of one driver at once, and two edits of one version at once: the conditional
+    writes let exactly one of each through (the others are 409s), whatever the interleaving."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.core.config import get_settings
+    from chalicelib.core.errors import DomainError
+
+    if not get_settings().ddb_endpoint_url:
+        # moto's transactions copy the table unlocked (threads break it); the real engine runs this test in
+        # tests/integration/on_dynamodb_local/test_route_operations.py.
+        pytest.skip("needs transactions that are atomic across threads: runs on DynamoDB Local")
+    from chalicelib.shipments import routes as route_service
+    from chalicelib.shipments.models import RoutePatch
+    from chalicelib.storage.repository import Repository
+
+    driver = make_driver(merchant)
+    planned = [route_of(merchant, driver, [make_shipment(merchant, n)]) for n in (1, 2, 3)]
+
+    def outcome(action: Any) -> str:
+        try:
+            action()
+        except DomainError as exc:
+            return exc.code
+        return "ok"
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda r: outcome(lambda: route_service.start_route(Repository(), merchant.id,
+                                                                                    r["id"])), planned))
+    assert sorted(results) == ["conflict", "conflict", "ok"], results
+    winner = planned[results.index("ok")]
+    extra = [make_shipment(merchant, n) for n in (4, 5)]
+    edits = [RoutePatch(version=1, shipment_ids=[winner["stops"][0]["shipment_id"], s["id"]]) for s in extra]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda body: outcome(lambda: route_service.edit_route(Repository(), merchant.id,
+                                                                                      winner["id"], body)), edits))
+    assert sorted(results) == ["conflict", "ok"], results
+    stops = merchant.call("GET", f"/v1/routes/{winner['id']}").json_body["stops"]
+    assert len(stops) == 2
+    loser = extra[results.index("conflict")]
+    assert status_of(merchant, loser["id"]) == "created"  # the losing edit left nothing behind
