@@ -267,6 +267,7 @@ def edit_route(repo: Repository, merchant_id: str, route_id: str, body: RoutePat
             writes)
     _after_edit(repo, route, now)
     route.stops, route.version = _ids(new), version + 1
+    _complete_if_done(repo, route)  # only done stops left (the others were removed): the route is over
     return _route_out(route)
 
 
@@ -344,6 +345,8 @@ def move_stop(repo: Repository, merchant_id: str, route_id: str, shipment_id: st
                    RouteWrite(target, [RouteItem.stops.set(_ids(taken)), RouteItem.version.set(tv + 1)], tv)], writes)
     _after_edit(repo, source, now)
     _after_edit(repo, target, now)
+    source.stops, source.version = _ids(remaining), sv + 1
+    _complete_if_done(repo, source)  # the moved stop was its last one still to do
     target.stops, target.version = _ids(taken), tv + 1
     return _route_out(target)
 
@@ -391,8 +394,14 @@ def complete_route_if_done(repo: Repository, merchant_id: str, shipment_id: str)
     if shipment is None or not shipment.route_id or shipment.status not in ROUTE_STOP_DONE:
         return False
     route = repo.get_route(merchant_id, shipment.route_id)
-    if route is None or route.status not in ("active", "completed"):
+    return route is not None and _complete_if_done(repo, route)
+
+
+def _complete_if_done(repo: Repository, route: RouteItem) -> bool:
+    """Complete an active route whose every remaining stop is done (and announce it, again if need be)."""
+    if route.status not in ("active", "completed"):
         return False
+    merchant_id = route.merchant_id
     ids = [str(s) for s in route.stops]
     stops = repo.get_shipments(merchant_id, ids, attributes=("shipment_id", "status", "route_id"))
     on_route = [s for s in stops.values() if s.route_id == route.route_id]
@@ -407,7 +416,6 @@ def complete_route_if_done(repo: Repository, merchant_id: str, shipment_id: str)
         _announce_completed(repo, route, [s.shipment_id for s in on_route], route.completed_at or now_utc(),
                             "system")
     return completed_now
-
 
 __all__ = ["EventItem", "complete_route", "complete_route_if_done", "create_route", "edit_route", "get_route",
            "list_routes", "move_stop", "reassign_route", "start_route"]

@@ -317,3 +317,16 @@ def test_concurrent_starts_and_edits_have_one_winner(merchant: Merchant) -> None
     assert len(stops) == 2
     loser = extra[results.index("conflict")]
     assert status_of(merchant, loser["id"]) == "created"  # the losing edit left nothing behind
+
+
+def test_removing_the_last_stop_still_to_do_completes_the_route(merchant: Merchant) -> None:
+    driver = make_driver(merchant)
+    s1, s2 = make_shipment(merchant, 1), make_shipment(merchant, 2)
+    route = start(merchant, route_of(merchant, driver, [s1, s2])).json_body
+    fail_stop(merchant, driver, s1["id"])
+    r = merchant.call("PATCH", f"/v1/routes/{route['id']}", {"version": route["version"], "shipment_ids": [s1["id"]]})
+    assert r.status_code == 200, r.body
+    got = merchant.call("GET", f"/v1/routes/{route['id']}").json_body
+    assert got["status"] == "completed"
+    assert status_of(merchant, s2["id"]) == "created" and status_of(merchant, s1["id"]) == "failed"
+    assert "route_completed" in timeline_types(merchant, s1["id"])
