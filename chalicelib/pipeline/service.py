@@ -75,6 +75,7 @@ from chalicelib.pipeline.store import (
     speed_counters,
 )
 from chalicelib.shipments.lifecycle import ShipmentStatus
+from chalicelib.shipments.route_rules import ROUTE_STOP_DONE
 from chalicelib.storage.dead_letters import keep_failed
 from chalicelib.storage.fix_chunks import CHUNK_PREFIX, decode_fixes
 from chalicelib.storage.repository import ConditionFailed, Repository
@@ -260,6 +261,10 @@ def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
     if image.get("to_status") in (S.DELIVERED, S.FAILED):
         apply_stop_completed(r, image)
+    if image.get("to_status") in ROUTE_STOP_DONE:  # the route's last stop? then the route completes
+        from chalicelib.shipments.routes import complete_route_if_done
+
+        complete_route_if_done(r, str(image["merchant_id"]), str(image["shipment_id"]))
     notify(r, image)  # the recipient's messages: notifications owns them
 
 

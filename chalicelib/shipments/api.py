@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(mode
         DriverStatusResult,
         ProofView,
         RouteOut,
+        RoutePage,
         ShipmentOut,
         ShipmentPage,
         Timeline,
@@ -143,6 +144,50 @@ def create_route(call: Call) -> RouteOut:
     from chalicelib.shipments import routes as route_service
 
     return route_service.create_route(get_repository(), call.merchant_id, call.body)
+
+
+@routes.route("/v1/routes", "GET", summary="List routes by date, driver and status", tag="routes",
+              query="RouteQuery", response="RoutePage", errors_=(400, 401, 422))
+def list_routes(call: Call) -> RoutePage:
+    from chalicelib.shipments import routes as route_service
+
+    q = call.query
+    return route_service.list_routes(get_repository(), get_settings(), call.merchant_id, day=q.date,
+                                     driver_id=q.driver_id, status=q.status, limit=q.limit, cursor=q.cursor)
+
+
+@routes.route("/v1/routes/{route_id}", "PATCH", summary="Add, remove and reorder the stops of a planned or active "
+              "route (conditional on its version)", tag="routes", body="RoutePatch", response="RouteOut",
+              errors_=(400, 401, 404, 409, 413, 415, 422))
+def edit_route(call: Call, route_id: str) -> RouteOut:
+    from chalicelib.shipments import routes as route_service
+
+    return route_service.edit_route(get_repository(), call.merchant_id, route_id, call.body)
+
+
+@routes.route("/v1/routes/{route_id}/reassign", "POST", summary="Give a planned or active route to another driver",
+              tag="routes", body="RouteReassign", response="RouteOut", errors_=(400, 401, 404, 409, 413, 415, 422))
+def reassign_route(call: Call, route_id: str) -> RouteOut:
+    from chalicelib.shipments import routes as route_service
+
+    return route_service.reassign_route(get_repository(), call.merchant_id, route_id, call.body)
+
+
+@routes.route("/v1/routes/{route_id}/stops/{shipment_id}/move", "POST", summary="Move one stop to the end of "
+              "another planned or active route", tag="routes", body="StopMove", response="RouteOut",
+              errors_=(400, 401, 404, 409, 413, 415, 422))
+def move_stop(call: Call, route_id: str, shipment_id: str) -> RouteOut:
+    from chalicelib.shipments import routes as route_service
+
+    return route_service.move_stop(get_repository(), call.merchant_id, route_id, shipment_id, call.body)
+
+
+@routes.route("/v1/routes/{route_id}/complete", "POST", summary="End an active route: stops still to do go back "
+              "to created", tag="routes", response="RouteOut", errors_=(401, 404, 409))
+def complete_route(call: Call, route_id: str) -> RouteOut:
+    from chalicelib.shipments import routes as route_service
+
+    return route_service.complete_route(get_repository(), call.merchant_id, route_id)
 
 
 @routes.route("/v1/routes/{route_id}", "GET", summary="Get a route", tag="routes", response="RouteOut",

@@ -352,7 +352,47 @@ class RouteOut(Model_):
     status: Literal["planned", "active", "completed"]
     stops: list[RouteStop]
     started_at: datetime | None = None
+    completed_at: datetime | None = None
     created_at: datetime
+    version: int = Field(description="Send it back with PATCH: an edit made since answers 409")
+
+
+RouteStatus = Literal["planned", "active", "completed"]
+
+
+class RouteQuery(Paging):
+    date: Day | None = Field(default=None, description="YYYY-MM-DD: the routes of this day")
+    driver_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    status: RouteStatus | None = None
+
+
+class RoutePage(Model_):
+    items: list[RouteOut]
+    next_cursor: str | None = None
+
+
+class RoutePatch(Strict_):
+    """The route's stops in their new order: ids not listed leave it, new ids join it."""
+
+    version: Annotated[int, Field(ge=0)] = Field(description="The version the change is based on (from GET)")
+    shipment_ids: Annotated[list[str], Field(min_length=1, max_length=300)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> RoutePatch:
+        if len(set(self.shipment_ids)) != len(self.shipment_ids):
+            raise blame("shipment_ids", "shipment_ids must not repeat")
+        return self
+
+
+class RouteReassign(Strict_):
+    driver_id: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="If given, the version the change is based on (409 if the route changed since)")
+
+
+class StopMove(Strict_):
+    route_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        description="The planned or active route that takes the stop (its last stop)")
 
 
 class ShipmentQuery(Paging):

@@ -42,10 +42,12 @@ from chalicelib.storage.fix_chunks import (
 )
 from chalicelib.storage.session import create_client
 from chalicelib.storage.tables import (
+    ACTIVE_ROUTE_SK,
     EXTERNAL_REF_SK,
     MERCHANTS_GSI_PK,
     ROUTE_ETA_SK,
     SHIPMENT_INDEX_SHARDS,
+    ActiveRouteItem,
     ApiKeyItem,
     DriverItem,
     DriverTokenItem,
@@ -64,6 +66,7 @@ from chalicelib.storage.tables import (
     ZoneCellItem,
     ZoneEventItem,
     ZoneItem,
+    active_route_pk,
     cell_gsi_pk,
     date_gsi_shard_pk,
     driver_pk,
@@ -71,6 +74,7 @@ from chalicelib.storage.tables import (
     external_ref_pk,
     merchant_pk,
     ping_sk,
+    route_day_gsi_pk,
     route_eta_pk,
     share_client,
     shipment_pk,
@@ -88,11 +92,61 @@ ItemT = TypeVar("ItemT", bound=Model)
 StatusChange = tuple[ShipmentItem, ShipmentStatus, list[Any], EventItem]
 
 
-__all__ = ["ConditionFailed", "Repository", "StatusChange", "StorageUnavailable", "StoredFix", "now_utc"]
+__all__ = ["ActiveRouteTaken", "ConditionFailed", "Repository", "RouteVersionConflict", "RouteWrite", "ShipmentWrite",
+           "StatusChange", "StorageUnavailable", "StoredFix", "now_utc", "status_actions"]
 
 
 class ConditionFailed(RuntimeError):
     """A conditional write lost: the item changed since it was read."""
+
+
+class RouteVersionConflict(RuntimeError):
+    """The route changed (another edit, a start, a completion) since the version the caller read."""
+
+
+class ActiveRouteTaken(RuntimeError):
+    """The driver already has another active route (its id, or None if it ended meanwhile)."""
+
+    def __init__(self, route_id: str | None) -> None:
+        super().__init__(f"driver's active route is {route_id}")
+        self.route_id = route_id
+
+
+@dataclass
+class RouteWrite:
+    """One route's part of an edit: `actions` applied if it still has `expected_version` and one of `statuses`."""
+
+    route: RouteItem
+    actions: list[Any]
+    expected_version: int
+    statuses: tuple[str, ...] = ("planned", "active")
+
+
+# A shipment's part of a route edit: (shipment as read, update actions, its timeline events); the update is
+# conditional on the status that was read.
+ShipmentWrite = tuple[ShipmentItem, list[Any], list[EventItem]]
+
+
+def _write_chunks(writes: Sequence[ShipmentWrite], first_room: int) -> list[list[ShipmentWrite]]:
+    """The writes cut into transactions of at most TRANSACTION_LIMIT items (the first has `first_room`)."""
+    chunks: list[list[ShipmentWrite]] = [[]]
+    room = first_room
+    for write in writes:
+        size = 1 + len(write[2])
+        if size > room:
+            chunks.append([])
+            room = TRANSACTION_LIMIT
+        chunks[-1].append(write)
+        room -= size
+    return chunks
+
+
+def status_actions(shipment: ShipmentItem, new_status: str, at: datetime) -> list[Any]:
+    """The updates that move a shipment to `new_status` (its status index keys follow)."""
+    return [ShipmentItem.status.set(str(new_status)),
+            ShipmentItem.GSI1PK.set(status_gsi_pk(shipment.merchant_id, new_status, shipment.shipment_id)),
+            ShipmentItem.GSI2SK.set(f"{new_status}#{shipment.shipment_id}"),
+            ShipmentItem.updated_at.set(at)]
 
 
 class ExternalRefTaken(RuntimeError):
@@ -608,14 +662,7 @@ class Repository:
                     for extra_event in also if start == 0 else ():
                         tx.save(extra_event)
                     for shipment, new_status, extra_actions, event in chunk:
-                        actions = [
-                            ShipmentItem.status.set(str(new_status)),
-                            ShipmentItem.GSI1PK.set(
-                                status_gsi_pk(shipment.merchant_id, new_status, shipment.shipment_id)),
-                            ShipmentItem.GSI2SK.set(f"{new_status}#{shipment.shipment_id}"),
-                            ShipmentItem.updated_at.set(event.recorded_at),
-                            *extra_actions,
-                        ]
+                        actions = [*status_actions(shipment, new_status, event.recorded_at), *extra_actions]
                         tx.update(shipment, actions=actions, condition=ShipmentItem.status == shipment.status)
                         tx.save(event)
             except TransactWriteError as exc:
@@ -675,6 +722,122 @@ class Repository:
             now = _get(RouteItem, route.PK, route.SK, consistent=True)
             if now is None or now.status != status or started_at is None or now.started_at != started_at:
                 raise ConditionFailed(str(exc)) from exc
+
+    def list_routes(self, merchant_id: str, *, day: str | None, driver_id: str | None, status: str | None,
+                    limit: int, start: dict[str, Any] | None) -> tuple[list[RouteItem], dict[str, Any] | None]:
+        """A page of the merchant's routes (docs/data-model.md #72-#74): by driver (GSI1, whole items), by day
+        (GSI2, keys only, then one BatchGetItem), or all (the merchant partition's ROUTE# items); `status`
+        filters within the chosen Query."""
+        filt = RouteItem.status == status if status is not None else None
+        if driver_id is not None or day is not None:
+            if driver_id is not None:  # GSI1 lacks what only this listing shows (version, completed_at)
+                key = RouteItem.GSI1SK.startswith(f"{day}#") if day is not None else None
+                keys, last = _page(RouteItem.by_driver.query(
+                    driver_routes_pk(merchant_id, driver_id), key, filter_condition=filt, limit=limit,
+                    last_evaluated_key=start, attributes_to_get=_INDEX_KEYS["GSI1"]), limit)
+            else:
+                assert day is not None
+                by_status = RouteItem.GSI2SK.startswith(f"{status}#") if status is not None else None
+                keys, last = _page(RouteItem.by_day.query(route_day_gsi_pk(merchant_id, day), by_status, limit=limit,
+                                                          last_evaluated_key=start), limit)
+            found = {r.SK: r for r in RouteItem.batch_get([(k.PK, k.SK) for k in keys])} if keys else {}
+            items = [found[k.SK] for k in keys if k.SK in found]
+            return [r for r in items if status is None or r.status == status], last
+        return _page(RouteItem.query(merchant_pk(merchant_id), RouteItem.SK.startswith("ROUTE#"),
+                                     filter_condition=filt, limit=limit, last_evaluated_key=start), limit)
+
+    def active_route_claim(self, merchant_id: str, driver_id: str) -> ActiveRouteItem | None:
+        return _get(ActiveRouteItem, active_route_pk(merchant_id, driver_id), ACTIVE_ROUTE_SK, consistent=True)
+
+    def commit_route_edit(self, routes: Sequence[RouteWrite], shipments: Sequence[ShipmentWrite], *,
+                          claim: tuple[str, str, str] | None = None,
+                          release: Sequence[tuple[str, str, str]] = ()) -> None:
+        """Apply an edit of one or two routes and their shipments in one transaction.
+
+        `claim` (merchant, driver, route) takes the driver's active-route item unless another route holds it;
+        `release` (merchant, driver, route) deletes such items if they are still that route's. Raises
+        RouteVersionConflict when a route moved on, ActiveRouteTaken when the driver has another active route,
+        ConditionFailed when a shipment changed meanwhile. Shipments beyond one transaction's room follow in
+        further transactions (each all-or-nothing), after the routes' own.
+        """
+        head = len(routes) + (1 if claim else 0) + len(release)
+        chunks = _write_chunks(shipments, TRANSACTION_LIMIT - head)
+        first, rest = chunks[0], chunks[1:]
+        try:
+            with self._transaction() as tx:
+                for write in routes:
+                    version = RouteItem.version == write.expected_version
+                    if write.expected_version == 0:
+                        version = RouteItem.version.does_not_exist() | version
+                    tx.update(write.route, actions=write.actions,
+                              condition=version & RouteItem.status.is_in(*write.statuses))
+                if claim is not None:
+                    merchant_id, driver_id, route_id = claim
+                    tx.save(ActiveRouteItem(active_route_pk(merchant_id, driver_id), ACTIVE_ROUTE_SK,
+                                            merchant_id=merchant_id, driver_id=driver_id, route_id=route_id),
+                            condition=ActiveRouteItem.PK.does_not_exist() | (ActiveRouteItem.route_id == route_id))
+                for merchant_id, driver_id, route_id in release:
+                    tx.delete(ActiveRouteItem(active_route_pk(merchant_id, driver_id), ACTIVE_ROUTE_SK),
+                              condition=ActiveRouteItem.PK.does_not_exist() | (ActiveRouteItem.route_id == route_id))
+                self._shipment_writes(tx, first)
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons or []
+            failed = {i for i, r in enumerate(reasons) if r is not None and r.code == "ConditionalCheckFailed"}
+            # pynamodb sends a transaction's deletes, then its puts, then its updates (each in call order).
+            claim_at = len(release)
+            routes_at = claim_at + (1 if claim else 0) + sum(len(events) for _, _, events in first)
+            if failed & set(range(routes_at, routes_at + len(routes))):
+                raise RouteVersionConflict(str(exc)) from exc
+            if claim is not None and claim_at in failed:
+                held = self.active_route_claim(claim[0], claim[1])
+                raise ActiveRouteTaken(held.route_id if held else None) from exc
+            raise ConditionFailed(str(exc)) from exc
+        for chunk in rest:
+            try:
+                with self._transaction() as tx:
+                    self._shipment_writes(tx, chunk)
+            except TransactWriteError as exc:
+                if chunk[0][2] and _stored_as_written(chunk[0][2][0]):  # this chunk committed (a lost answer)
+                    continue
+                raise ConditionFailed(str(exc)) from exc
+
+    @staticmethod
+    def _shipment_writes(tx: TransactWrite, writes: Sequence[ShipmentWrite]) -> None:
+        for shipment, actions, events in writes:
+            tx.update(shipment, actions=actions, condition=ShipmentItem.status == shipment.status)
+            for event in events:
+                tx.save(event)
+
+    def complete_route(self, route: RouteItem, now: datetime) -> bool:
+        """Mark an active route completed and release its driver's active-route item, once: False when the route
+        is no longer active (completed already: a redelivered stream record, or the merchant ended it)."""
+        version = int(route.version or 0)
+        try:
+            self.commit_route_edit([RouteWrite(route, [RouteItem.status.set("completed"),
+                                                       RouteItem.completed_at.set(now),
+                                                       RouteItem.GSI2SK.set(f"completed#{route.route_id}"),
+                                                       RouteItem.version.set(version + 1)],
+                                               version, ("active",))], [],
+                                   release=[(route.merchant_id, route.driver_id, route.route_id)])
+        except RouteVersionConflict:
+            return False
+        route.status, route.completed_at, route.version = "completed", now, version + 1
+        return True
+
+    def flag_route_edited(self, driver_id: str, now: datetime) -> None:
+        """Tell the stream pipeline that the driver's route changed (its cached stops are stale); a driver
+        without a geofence state yet has nothing cached."""
+        try:
+            GeofenceStateItem(driver_pk(driver_id), "GEOFENCE").update(
+                actions=[GeofenceStateItem.version.add(1), GeofenceStateItem.stops_version.add(1)],
+                condition=GeofenceStateItem.PK.exists())
+        except UpdateError as exc:
+            if not _condition_failed(exc):
+                raise
+
+    def delete_route_eta(self, route_id: str) -> None:
+        """Forget a route's ETA windows (aligned with its old stop order) until the next fix recomputes them."""
+        RouteEtaItem(route_eta_pk(route_id), ROUTE_ETA_SK).delete()
 
     def routes_of_driver(self, merchant_id: str, driver_id: str, day: str) -> list[RouteItem]:
         return list(RouteItem.by_driver.query(driver_routes_pk(merchant_id, driver_id),

@@ -234,6 +234,10 @@ class RouteItem(TableItem):
     GSI1PK = UnicodeAttribute()
     GSI1SK = UnicodeAttribute()
     by_driver = GSI1()
+    # The merchant's routes of a day (#72): absent on routes made before route listings existed.
+    GSI2PK = UnicodeAttribute(null=True)
+    GSI2SK = UnicodeAttribute(null=True)
+    by_day = GSI2()
 
     merchant_id = UnicodeAttribute()
     route_id = UnicodeAttribute()
@@ -244,6 +248,17 @@ class RouteItem(TableItem):
     status = UnicodeAttribute()
     started_at = UTCDateTimeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    # Bumped by every edit (stops, driver, status): PATCH is conditional on the version the merchant read.
+    version = NumberAttribute(null=True)  # absent: 0
+    completed_at = UTCDateTimeAttribute(null=True)
+
+
+class ActiveRouteItem(TableItem):
+    """A driver's one active route (#75): claimed conditionally when a route starts, released when it ends."""
+
+    merchant_id = UnicodeAttribute()
+    driver_id = UnicodeAttribute()
+    route_id = UnicodeAttribute()
 
 
 class _FixAttributes(TableItem):
@@ -376,7 +391,7 @@ class ZoneEventItem(TableItem):
 
 ALL_MODELS: tuple[type[TableItem], ...] = (
     MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
-    IdempotencyItem, RouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
+    IdempotencyItem, RouteItem, ActiveRouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
     RouteEtaItem, ZoneItem, ZoneCellItem, ZoneEventItem,
 )
 
@@ -475,6 +490,18 @@ def tracking_pk(token_hash: str) -> str:
 
 def driver_routes_pk(merchant_id: str, driver_id: str) -> str:
     return f"MERCHANT#{merchant_id}#DRIVER#{driver_id}#ROUTES"
+
+
+def route_day_gsi_pk(merchant_id: str, day: str) -> str:
+    """GSI2 partition of a merchant's routes of one day (keys only, like the shipments' GSI2 entries)."""
+    return f"MERCHANT#{merchant_id}#ROUTEDAY#{day}"
+
+
+def active_route_pk(merchant_id: str, driver_id: str) -> str:
+    return f"ACTIVEROUTE#{merchant_id}#{driver_id}"
+
+
+ACTIVE_ROUTE_SK = "ACTIVEROUTE"
 
 
 def cell_gsi_pk(merchant_id: str, cell: str) -> str:

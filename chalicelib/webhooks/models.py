@@ -18,7 +18,8 @@ from chalicelib.core.types import Email, Instant, Model_, QueryInt, Strict_
 WebhookEventType = Literal[
     "created", "assigned", "unassigned", "out_for_delivery", "approaching", "arrived", "dwell", "departed",
     "delayed", "delivered", "failed", "returned", "cancelled", "rescheduled", "instructions_updated", "rated",
-    "tracking_link_revoked", "notification_failed", "updated",
+    "tracking_link_revoked", "notification_failed", "updated", "route_changed", "reassigned",
+    "route_completed",
 ]
 
 

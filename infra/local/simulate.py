@@ -146,12 +146,27 @@ def plan_park_stops(demo: dict[str, Any], waypoints: Sequence[tuple[str, float, 
         if created.status != 201:
             raise SimulationError(f"could not create the park-stop shipment: HTTP {created.status}")
         shipments.append(created.body)
+    # A driver has one active route at a time: the park stops join the demo driver's active route (the driver
+    # app keeps showing the day's stops), or make a new started route when there is none.
+    active = http_json("GET", f"{base_url}/v1/routes?driver_id={demo['driver_id']}&status=active", token=key)
+    current = active.body.get("items", []) if active.status == 200 else []
+    if current:
+        route = current[0]
+        edited = http_json("PATCH", f"{base_url}/v1/routes/{route['id']}", {
+            "version": route["version"],
+            "shipment_ids": [s["shipment_id"] for s in route["stops"]] + [s["id"] for s in shipments]}, token=key)
+        if edited.status != 200:
+            raise SimulationError(f"could not add the park stops to route {route['id']}: HTTP {edited.status} "
+                                  f"{edited.body}")
+        return shipments
     route = http_json("POST", f"{base_url}/v1/routes", {
         "driver_id": demo["driver_id"], "day": first_fix.date().isoformat(),
         "planned_start": first_fix.isoformat(), "shipment_ids": [s["id"] for s in shipments]}, token=key)
     if route.status != 201:
         raise SimulationError(f"could not create the park-stop route: HTTP {route.status} {route.body}")
-    http_json("POST", f"{base_url}/v1/routes/{route.body['id']}/start", token=key)
+    started = http_json("POST", f"{base_url}/v1/routes/{route.body['id']}/start", token=key)
+    if started.status != 200:
+        raise SimulationError(f"could not start the park-stop route: HTTP {started.status} {started.body}")
     return shipments
 
 
