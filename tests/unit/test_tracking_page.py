@@ -641,6 +641,6 @@ def test_after_the_driver_departs_the_page_no_longer_says_at_your_address() -> N
     assert left["status_label"] == "Your driver has left your address"
     assert "at your address now" not in left["status_detail"]
     html = render(make_page(status="arrived", driver_departed=True))
-    detail = html.split('data-field="status_detail"', 1)[1].split("</p>", 1)[0]
+    detail = html.split('data-field="status_detail"', 1)[1].split("</p>", 1)[0].rsplit(">", 1)[1]
     assert "The result of the delivery attempt will show here shortly." in detail
     assert "Your driver is at your address now." not in detail
