@@ -31,9 +31,13 @@ class DriverMarker(Model_):
 
 
 class TrackingEvent(Model_):
+    """In the one timeline order (docs/eta.md, "One clock"): created first, then by when it happened."""
+
     type: str
     status: ShipmentStatus | None = None
-    occurred_at: datetime
+    occurred_at: datetime = Field(description="When it happened, never before the shipment's creation nor its "
+                                              "delivery attempt's start")
+    recorded_at: datetime | None = Field(default=None, description="When Doorstep recorded it")
 
 
 class EtaWindow(Model_):

@@ -39,6 +39,7 @@ from chalicelib.recipient.rules import (
 )
 from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus, TransitionError, check_transition
 from chalicelib.shipments.models import TimeWindow
+from chalicelib.shipments.timeline_order import ordered_timeline
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, date_gsi_pk, event_item
 from chalicelib.web.branding import Branding
@@ -177,13 +178,14 @@ def _driver_departed(link: Link, timeline: Sequence[EventItem]) -> bool:
     return "departed" in last and ("arrived" not in last or last["departed"] >= last["arrived"])
 
 
-def _events(timeline: Sequence[EventItem]) -> list[EventItem]:
-    return [e for e in timeline if e.type in RECIPIENT_EVENTS]
+def _events(timeline: Sequence[EventItem]) -> list[tuple[EventItem, datetime]]:
+    """What the recipient sees, in the one timeline order, each at its effective time (timeline_order.py)."""
+    return [(e, at) for e, at in ordered_timeline(timeline) if e.type in RECIPIENT_EVENTS]
 
 
-def _page_event(e: EventItem) -> PageEvent:
+def _page_event(e: EventItem, at: datetime) -> PageEvent:
     reason = (as_dict(e.data) if e.data is not None else {}).get("reason") if e.type == "failed" else None
-    return PageEvent(e.type, e.occurred_at, reason=str(reason) if reason else None)
+    return PageEvent(e.type, at, reason=str(reason) if reason else None)
 
 
 def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: str | None) -> TrackingPage:
@@ -197,7 +199,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
     slots = offered_slots(link, now)
     delivered_at = None
     if status == S.DELIVERED:
-        delivered_at = next((e.occurred_at for e in reversed(events) if e.type == "delivered"), s.final_at)
+        delivered_at = next((at for e, at in reversed(events) if e.type == "delivered"), s.final_at)
     rating = as_dict(s.rating) or None
     return TrackingPage(
         token=link.token, status=str(status), time_zone=link.time_zone, locale=locale(link, accept_language),
@@ -210,7 +212,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         stops_before=live.stops_before, driver_first_name=live.driver_first_name,
         driver_position=(float(live.position.lat), float(live.position.lng)) if live.position else None,
         destination=(float(s.lat), float(s.lng)),
-        timeline=tuple(_page_event(e) for e in events),
+        timeline=tuple(_page_event(e, at) for e, at in events),
         can_give_instructions=status in INSTRUCTABLE, instructions_saved=s.recipient_instructions is not None,
         can_reschedule=bool(slots), reschedule_options=tuple(RescheduleOption(x.id, x.start, x.end) for x in slots),
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
@@ -243,7 +245,8 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
         stops_before=live.stops_before,
         driver=marker,
         timeline=[TrackingEvent(type=e.type, status=ShipmentStatus(e.to_status) if e.to_status else None,
-                                occurred_at=e.occurred_at) for e in _events(repo.timeline(s.shipment_id))],
+                                occurred_at=at, recorded_at=e.recorded_at)
+                  for e, at in _events(repo.timeline(s.shipment_id))],
     )
 
 

@@ -428,8 +428,8 @@ def test_map_tiles_and_attribution() -> None:
 def test_no_personal_data_beyond_first_name_and_city() -> None:
     page = make_page()
     payload = status_payload(page)
-    assert set(payload) == {"status", "status_label", "status_detail", "eta", "stops_before", "stops_before_text", "driver",
-                            "destination", "timeline", "version"}
+    assert set(payload) == {"status", "status_label", "status_detail", "eta", "stops_before", "stops_before_text",
+                            "driver", "destination", "timeline", "version"}
     assert set(payload["driver"]) == {"lat", "lng", "first_name"}
     assert TOKEN not in json.dumps(payload)
 
@@ -631,7 +631,7 @@ def test_an_estimate_past_the_local_day_says_later_today_without_times() -> None
 
 
 def test_the_promised_window_names_its_zone() -> None:
-    assert "Tue 3 Jun, 12:10–16:10 CEST" in render(make_page())
+    assert "Tue 3 Jun, 12:10\u201316:10 CEST" in render(make_page())
 
 
 def test_after_the_driver_departs_the_page_no_longer_says_at_your_address() -> None:
