@@ -8,7 +8,9 @@ wrong clocks, so `occurred_at` alone can put "Delivered 16:41" above "Order rece
 1. `created` is always first.
 2. Each event is placed at its *effective time*: its `occurred_at`, but never before the shipment's creation, and
    an attempt's event (approaching, arrived, dwell, departed, delayed, delivered, failed) never before the start
-   of its attempt: the latest `out_for_delivery` recorded no later than it was.
+   of its attempt (the latest `out_for_delivery` recorded no later than it was), nor before an event of an
+   earlier step of the same attempt that was recorded before it (a result typed on a phone whose clock is
+   behind still reads after the arrival).
 3. Events order by effective time; at equal times by their place in the delivery's lifecycle (assigned before out
    for delivery before approaching before arrived before dwell before departed before the attempt's result);
    then by `recorded_at`, then by id. The order is total, so any arrival order of the events reads the same.
@@ -57,15 +59,26 @@ def ordered_timeline(events: Iterable[E]) -> list[tuple[E, datetime]]:
     starts = sorted((_aware(e.recorded_at), _effective(_aware(e.occurred_at), floor)) for e in items
                     if e.type == "out_for_delivery")
     placed: list[tuple[tuple[int, datetime, int, datetime, str], E, datetime]] = []
-    for e in items:
+    # Within an attempt, an event is never before one of an earlier lifecycle step recorded before it (a result
+    # from a phone whose clock is behind still reads after the arrival): taken in recording order.
+    seen: dict[datetime | None, list[tuple[int, datetime]]] = {}
+    for e in sorted(items, key=lambda e: (_aware(e.recorded_at), _rank(e.type), e.event_id)):
         at = _effective(_aware(e.occurred_at), floor)
+        rank = _rank(e.type)
         if e.type in ATTEMPT_KINDS:
-            at = _effective(at, _attempt_start(starts, _aware(e.recorded_at)))
-        key = (0 if e.type == "created" else 1, at, LIFECYCLE_RANK.get(e.type, OTHER_RANK), _aware(e.recorded_at),
-               e.event_id)
+            start = _attempt_start(starts, _aware(e.recorded_at))
+            at = _effective(at, start)
+            before = seen.setdefault(start, [])
+            at = max([at, *(t for r, t in before if r < rank)])
+            before.append((rank, at))
+        key = (0 if e.type == "created" else 1, at, rank, _aware(e.recorded_at), e.event_id)
         placed.append((key, e, at))
     placed.sort(key=lambda p: p[0])
     return [(e, at) for _, e, at in placed]
+
+
+def _rank(kind: str) -> int:
+    return LIFECYCLE_RANK.get(kind, OTHER_RANK)
 
 
 def _effective(moment: datetime, floor: datetime | None) -> datetime:
