@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,7 @@ from chalicelib.fleet.service import MerchantProfile
 from chalicelib.geo.eta import PromisedWindow, SpeedTable
 from chalicelib.geo.geofence import FenceIndex, GeoFix, stop_fence
 from chalicelib.pipeline.service import (
+    DriverProgress,
     MerchantContext,
     Ports,
     RouteStops,
@@ -60,7 +62,7 @@ def drive(points: list[tuple[float, float]], start_ms: int = T0, step_ms: int = 
     return [GeoFix(DRIVER, start_ms + i * step_ms, lat, lng, 8.0) for i, (lat, lng) in enumerate(points)]
 
 
-def fresh(stops: RouteStops):  # type: ignore[no-untyped-def]
+def fresh(stops: RouteStops) -> DriverProgress:
     progress = progress_from_json(DRIVER, None)
     progress.adopt(stops)
     return progress
@@ -211,7 +213,7 @@ def timelines(draw: st.DrawFn) -> list[Ev]:
 
 
 @given(timelines(), st.randoms(use_true_random=False))
-def test_any_timeline_any_order_created_first_never_before_it(events: list[Ev], rnd) -> None:  # type: ignore[no-untyped-def]
+def test_any_timeline_any_order_created_first_never_before_it(events: list[Ev], rnd: random.Random) -> None:
     shuffled = list(events)
     rnd.shuffle(shuffled)
     ordered = ordered_timeline(shuffled)
