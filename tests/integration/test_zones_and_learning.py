@@ -151,8 +151,17 @@ def _approach_after_s(merchant, runner, settings: dict) -> float | None:  # noqa
     return (datetime.fromisoformat(approach[0]).timestamp() * 1000 - start) / 1000
 
 
-def test_approaching_follows_the_merchants_minutes_or_metres(client, runner):  # noqa: F811
+def test_approaching_follows_the_merchants_minutes_or_metres(client, runner, monkeypatch):  # noqa: F811
+    from dataclasses import replace
+
+    from chalicelib.pipeline import service as pipeline
     from tests.integration.conftest import new_merchant
+
+    # The drive's fixes are an hour old, older than the shipment: events are then dated at the stop's floor
+    # (docs/eta.md, "One clock"). This test measures when the thresholds fire along the drive, so it reads
+    # the fix times themselves: no floor here.
+    unfloored = pipeline.build_route_stops
+    monkeypatch.setattr(pipeline, "build_route_stops", lambda *a, **k: replace(unfloored(*a, **k), floor_ms={}))
 
     by_metres = _approach_after_s(new_merchant(client), runner, {"approach_minutes": 0, "approach_metres": 500})
     by_minutes = _approach_after_s(new_merchant(client), runner, {"approach_minutes": 3, "approach_metres": 0})
