@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ import pytest
 from infra.local.streams import RunnerConfig, StreamRunner
 from tests.conftest import TEST_ENV
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.test_notifications import dispatch  # noqa: F401  (the notifications' dispatch fixture)
 
 CHICAGO = ZoneInfo("America/Chicago")
 STOP = (41.8781, -87.6298)
@@ -143,3 +145,42 @@ def test_fixes_from_before_the_route_start_arrive_and_nothing_reads_before_creat
     assert status["status_detail"] != "Your driver is at your address now."
     assert status["status_label"] == "Your driver has left your address"
     assert json.dumps(status).count("at your address now") == 0
+
+
+# --- the notification texts ------------------------------------------------------------------------------
+
+
+def _route_eta(route_id: str, merchant_id: str, at_ms: int, window: tuple[int, int, int]) -> None:
+    from chalicelib.storage import get_repository
+    from chalicelib.storage.tables import ROUTE_ETA_SK, RouteEtaItem, encode_etas, route_eta_pk
+
+    base = at_ms - at_ms % 1000
+    get_repository().put_route_eta(RouteEtaItem(
+        route_eta_pk(route_id), ROUTE_ETA_SK, merchant_id=merchant_id, route_id=route_id, at_ms=at_ms, base_ms=base,
+        etas=encode_etas(base, {0: window}, 1), expires_at=datetime.now(CHICAGO) + timedelta(days=1)))
+
+
+@pytest.mark.parametrize(("ahead_h", "later_today"), [(1, False), (13, True)])
+def test_the_sms_window_is_bounded_same_day_and_labelled(merchant: Any, dispatch: Any,  # noqa: F811
+                                                         ahead_h: int, later_today: bool) -> None:
+    from tests.integration.test_notifications import _image, _sms_to
+
+    phone = "+14155550177"
+    driver = make_driver(merchant)
+    shipment = make_shipment(merchant, 1, recipient={"name": "Ada", "phone": phone})
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": shipment["delivery_date"],
+                                                 "planned_start": iso(now_ms()),
+                                                 "shipment_ids": [shipment["id"]]}).json_body
+    merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    at = now_ms()
+    expected = at + ahead_h * 3_600_000
+    _route_eta(route["id"], merchant.id, at, (at, expected, at + 90 * 3_600_000))  # the engine's days-wide span
+    dispatch(_image(merchant, shipment, "out_for_delivery"))
+    text = _sms_to(phone)[-1]  # (moto keeps every test's messages: this one is the newest)
+    if later_today:  # local noon + 13 h is past midnight (the look's zone is where it is about noon now)
+        assert "later today (running late)" in text, text
+        return
+    found = re.search(r"between (\d\d):(\d\d) and (\d\d):(\d\d) (\S+)", text)
+    assert found, text
+    start, end = int(found[1]) * 60 + int(found[2]), int(found[3]) * 60 + int(found[4])
+    assert 0 < end - start <= 120 and found[5].strip(".,")  # one day, at most 2 h, a zone label
