@@ -10,7 +10,8 @@ of kilometres from the route it spans days. A recipient, a driver or a text mess
   arrival), never more than 2 h; a wider one is shrunk around the expected arrival, keeping its skew.
 * It is same-day in the recipient's zone: "today" is the local day the estimate was computed on. An estimate
   whose expected arrival is past that day's end shows "Delayed: later today" wording and no times; one whose
-  edges spill over the day's midnight is clipped to the day.
+  edges spill over the day's midnight is clipped to the day. Read on another day, it is stale (the promise);
+  read after its whole window has passed (a silent phone), it says "later today" too.
 * Every window carries its zone's abbreviation ("CST", "CET"; "UTC" for UTC), so times are never bare.
 """
 
@@ -73,16 +74,24 @@ def local_day_bounds(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
 
 
 def shown_window(estimate: tuple[int, int, int] | None, computed_at_ms: int | None,
-                 promised: tuple[datetime | None, datetime | None], zone: tzinfo) -> ShownWindow | None:
-    """The window for one stop (see the module's rules); None when there is neither an estimate nor a promise."""
+                 promised: tuple[datetime | None, datetime | None], zone: tzinfo,
+                 now_ms: int | None = None) -> ShownWindow | None:
+    """The window for one stop (see the module's rules); None when there is neither an estimate nor a promise.
+
+    With `now_ms`, an estimate computed on another local day than today's is stale (the promise is shown), and
+    one whose whole window is already past says "later today": the driver has not come yet, and a window in
+    the past would read as a broken promise with no news.
+    """
     if estimate is not None and computed_at_ms is not None:
         low, expected, high = bounded_estimate(*estimate, computed_at_ms)
         computed = from_ms(computed_at_ms)
-        start, end = local_day_bounds(computed.astimezone(zone).date(), zone)
+        day = computed.astimezone(zone).date()
+        start, end = local_day_bounds(day, zone)
         start_ms, end_ms = to_ms(start), to_ms(end)
-        if expected >= end_ms:
+        stale = now_ms is not None and from_ms(now_ms).astimezone(zone).date() != day
+        if not stale and (expected >= end_ms or (now_ms is not None and high < now_ms)):
             return ShownWindow("later_today", None, None, None, zone_label(computed, zone))
-        if expected >= start_ms:  # (an estimate for a day already over is stale: the promise is shown)
+        if expected >= start_ms and not stale:  # (an estimate for a day already over: the promise is shown)
             low, high = max(low, start_ms), min(high, max(expected, end_ms - 60_000))  # 23:59, not 00:00
             return ShownWindow("estimate", from_ms(low), from_ms(expected), from_ms(high),
                                zone_label(from_ms(expected), zone))

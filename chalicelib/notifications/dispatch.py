@@ -22,6 +22,7 @@ from chalicelib.core.config import Settings
 from chalicelib.core.links import tracking_url
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.security import new_id
+from chalicelib.core.times import now_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.geo.day_window import shown_window, zone_label
 from chalicelib.notifications.contacts import contact_key
@@ -237,7 +238,7 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     window = None
     # The route's ETA item (the pipeline's one item per route), shown by the one rule (geo/day_window.py):
     # bounded, same local day or "later today", with the zone's abbreviation; else the promised window.
-    shown = shown_window(eta[:3], eta[3], (shipment.window_start, shipment.window_end), tz) \
+    shown = shown_window(eta[:3], eta[3], (shipment.window_start, shipment.window_end), tz, now_ms()) \
         if eta is not None else None
     if shown is not None and shown.kind == "later_today":
         window = format_later_today(locale)

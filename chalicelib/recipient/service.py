@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.core import errors
 from chalicelib.core.security import hash_secret, looks_like_tracking_token, new_id
-from chalicelib.core.times import from_ms
+from chalicelib.core.times import from_ms, to_ms
 from chalicelib.core.types import Location
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import parse_merchant_settings
@@ -148,7 +148,7 @@ def _live(repo: Repository, link: Link) -> _Live:
     return _Live(ahead, (first_name(driver.name) or None) if driver is not None else None, position)
 
 
-def _eta(repo: Repository, link: Link) -> ShownWindow | None:
+def _eta(repo: Repository, link: Link, now: datetime) -> ShownWindow | None:
     """The stop's estimate as people are shown it (geo/day_window.py: bounded, same local day or "later today",
     zone-labelled), from its route's ETA item (the pipeline writes one item per route); None when there is no
     estimate (before the route starts, or a driver too far away): the page then shows the promised window."""
@@ -159,7 +159,7 @@ def _eta(repo: Repository, link: Link) -> ShownWindow | None:
     window = item.window(int(s.stop_index)) if item is not None else None
     if item is None or window is None:
         return None
-    shown = shown_window(window, int(item.at_ms), (None, None), _zone(link.time_zone))
+    shown = shown_window(window, int(item.at_ms), (None, None), _zone(link.time_zone), to_ms(now))
     return shown if shown is not None and shown.kind != "promised" else None
 
 
@@ -193,7 +193,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
     s = link.shipment
     status = link.status
     live = _live(repo, link)
-    eta = _eta(repo, link)
+    eta = _eta(repo, link, now)
     timeline = repo.timeline(s.shipment_id)
     events = _events(timeline)
     slots = offered_slots(link, now)
@@ -224,7 +224,7 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
     """The same recipient-safe facts as JSON (GET /v1/track/{token})."""
     s = link.shipment
     live = _live(repo, link)
-    eta = _eta(repo, link)
+    eta = _eta(repo, link, datetime.now(UTC))
     marker = None
     if live.position is not None:
         p = live.position

@@ -110,3 +110,21 @@ def test_bounded_estimate_keeps_the_expected_inside_and_the_width_capped(at: int
     low, mid, high = bounded_estimate(expected - early, expected, expected + late, at)
     assert low <= mid == expected <= high
     assert high - low <= max_width_s(ahead / 1000) * 1000 + 2
+
+
+def test_read_on_another_day_the_estimate_is_stale_and_the_promise_shows() -> None:
+    at = to_ms(datetime(2026, 12, 8, 12, 0, tzinfo=CHICAGO))
+    start = datetime(2026, 12, 9, 15, 0, tzinfo=UTC)
+    tomorrow = to_ms(datetime(2026, 12, 9, 9, 0, tzinfo=CHICAGO))
+    shown = shown_window((at, at + HOUR, at + 2 * HOUR), at, (start, start + timedelta(hours=2)), CHICAGO, tomorrow)
+    assert shown is not None and shown.kind == "promised"
+    late_night = shown_window((at, at + 14 * HOUR, at + 15 * HOUR), at, (None, None), CHICAGO, tomorrow)
+    assert late_night is None  # not "later today" on the next day either
+
+
+def test_a_window_already_past_says_later_today() -> None:
+    at = to_ms(datetime(2026, 12, 8, 12, 0, tzinfo=CHICAGO))
+    window = (at + 10 * MIN, at + 20 * MIN, at + 30 * MIN)
+    assert shown_window(window, at, (None, None), CHICAGO, at + 25 * MIN).kind == "estimate"  # type: ignore[union-attr]
+    lapsed = shown_window(window, at, (None, None), CHICAGO, at + 45 * MIN)
+    assert lapsed is not None and lapsed.kind == "later_today" and lapsed.earliest is None
