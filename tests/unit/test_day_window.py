@@ -128,3 +128,18 @@ def test_a_window_already_past_says_later_today() -> None:
     assert shown_window(window, at, (None, None), CHICAGO, at + 25 * MIN).kind == "estimate"  # type: ignore[union-attr]
     lapsed = shown_window(window, at, (None, None), CHICAGO, at + 45 * MIN)
     assert lapsed is not None and lapsed.kind == "later_today" and lapsed.earliest is None
+
+
+@given(st.integers(to_ms(datetime(2024, 1, 1, tzinfo=UTC)), to_ms(datetime(2030, 1, 1, tzinfo=UTC))),
+       st.integers(0, 30 * HOUR), st.integers(-2 * HOUR, 30 * HOUR), st.integers(0, 10 * HOUR),
+       st.sampled_from(ZONES))
+def test_read_later_an_estimate_is_today_s_or_nothing_computed(at: int, read_after: int, ahead: int, spread: int,
+                                                               zone: ZoneInfo) -> None:
+    now = at + read_after
+    expected = at + ahead
+    shown = shown_window((expected - spread, expected, expected + spread), at, (None, None), zone, now)
+    today = datetime.fromtimestamp(now / 1000, UTC).astimezone(zone).date()
+    if shown is not None and shown.kind == "estimate":
+        assert shown.earliest is not None and shown.latest is not None
+        assert shown.earliest.astimezone(zone).date() == shown.latest.astimezone(zone).date() == today
+        assert to_ms(shown.latest) >= now  # never a window already past
