@@ -69,8 +69,9 @@ def chicago_route(merchant: Any, stops: int = 2) -> tuple[dict[str, Any], list[d
     route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": today.isoformat(),
                                                  "planned_start": iso(now_ms()),
                                                  "shipment_ids": [s["id"] for s in ships]}).json_body
-    assert merchant.call("POST", f"/v1/routes/{route['id']}/start").status_code == 200
-    return driver, ships, route
+    started = merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    assert started.status_code == 200
+    return driver, ships, started.json_body
 
 
 def ping(lat: float, lng: float, ms: int) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def test_a_stop_on_an_active_route_shows_a_same_day_labelled_window(merchant: An
 
 def test_fixes_from_before_the_route_start_arrive_and_nothing_reads_before_creation(
         merchant: Any, runner: StreamRunner) -> None:
-    driver, ships, _ = chicago_route(merchant, stops=2)
+    driver, ships, route = chicago_route(merchant, stops=2)
     target = ships[0]
     there = (target["location"]["lat"], target["location"]["lng"])
     start = now_ms() - 3_600_000  # the phone's fixes are an hour old: before the shipment existed
@@ -134,6 +135,10 @@ def test_fixes_from_before_the_route_start_arrive_and_nothing_reads_before_creat
     created = datetime.fromisoformat(items[0]["occurred_at"])
     assert all(datetime.fromisoformat(e["occurred_at"]) >= created for e in items), items
     assert all("recorded_at" in e for e in items)
+    route_start = datetime.fromisoformat(route["started_at"])
+    route_start = route_start.replace(microsecond=route_start.microsecond // 1000 * 1000)  # events keep ms
+    assert all(datetime.fromisoformat(e["occurred_at"]) >= route_start for e in items if e["source"] == "system"), (
+        route_start, [(e["type"], e["source"], e["occurred_at"]) for e in items])
 
     view = merchant.client.http.get(f"/v1/track/{token_of(target)}").json_body
     assert view["timeline"][0]["type"] == "created"
