@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.core import errors
 from chalicelib.core.config import Settings
-from chalicelib.core.times import from_ms
+from chalicelib.core.times import to_ms
 from chalicelib.core.types import Location
 from chalicelib.driver_app.models import (
     DriverAppLink,
@@ -32,6 +32,7 @@ from chalicelib.driver_app.rules import (
     verify_link,
 )
 from chalicelib.fleet.service import merchant_settings, parse_merchant_settings, require_driver
+from chalicelib.geo.day_window import shown_window
 from chalicelib.recipient.models import EtaWindow
 from chalicelib.recipient.rules import first_name
 from chalicelib.shipments.lifecycle import ShipmentStatus
@@ -121,12 +122,16 @@ def resolve_page(repo: Repository, settings: Settings, token: str, now: datetime
 
 
 
-def _stop(sequence: int, item: ShipmentItem, is_next: bool, etas: RouteEtaItem | None) -> DriverStop:
+def _stop(sequence: int, item: ShipmentItem, is_next: bool, etas: RouteEtaItem | None, zone: ZoneInfo,
+          now_ms: int) -> DriverStop:
     status = ShipmentStatus(item.status)
     eta = None
     found = etas.window(sequence) if etas is not None and status in _ETA_STATUSES else None
-    if found is not None:
-        eta = EtaWindow(earliest=from_ms(found[0]), expected=from_ms(found[1]), latest=from_ms(found[2]))
+    # The same rule as the recipient's page (geo/day_window.py): bounded, same local day or "later today".
+    shown = shown_window(found, int(etas.at_ms), (None, None), zone, now_ms) if etas is not None and found else None
+    if shown is not None and shown.kind != "promised":
+        eta = EtaWindow(earliest=shown.earliest, expected=shown.expected, latest=shown.latest,
+                        later_today=shown.kind == "later_today", time_zone=zone.key, zone_label=shown.zone_label)
     window = None
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)
@@ -161,8 +166,8 @@ def driver_route(repo: Repository, merchant_id: str, driver_id: str, now: dateti
     on_route = [found[sid] for sid in order if sid in found and found[sid].route_id == route.route_id]
     upcoming = next_stop([s.shipment_id for s in on_route], {s.shipment_id: s.status for s in on_route})
     etas = repo.route_eta(route.route_id) if on_route else None  # one item per route holds every stop's ETA
-    stops = [_stop(int(s.stop_index) if s.stop_index is not None else i, s, s.shipment_id == upcoming, etas)
-             for i, s in enumerate(on_route)]
+    stops = [_stop(int(s.stop_index) if s.stop_index is not None else i, s, s.shipment_id == upcoming, etas,
+                   ZoneInfo(tz_name), to_ms(now)) for i, s in enumerate(on_route)]
     info = DriverRouteInfo(id=route.route_id, status=route.status,  # type: ignore[arg-type]
                            planned_start=route.planned_start, started_at=route.started_at)
     return DriverRouteView(day=day, time_zone=tz_name, driver_id=driver_id, route=info, next_shipment_id=upcoming,

@@ -122,6 +122,9 @@ class MerchantSettings(Strict_):
         default=5.0, description="'approaching' fires when the stop's ETA is this close (0: never by time)")
     approach_metres: Annotated[float, Strict(), Field(ge=0, le=10_000, allow_inf_nan=False)] = Field(
         default=500.0, description="...or when the driver is this close in a straight line (0: never by distance)")
+    approach_next_stops: Annotated[int, Strict(), Field(ge=1, le=50)] = Field(
+        default=1, description="'approaching' is announced only for the next this many stops still to be served, "
+                               "in route (ETA) order: never for a stop the driver merely passes on the way")
     branding: BrandingSettings = Field(default_factory=BrandingSettings)
     link_expiry_days: Annotated[int, Strict(), Field(ge=1, le=90)] = Field(
         default=7, description="Tracking links answer 404 this many days after delivered/failed/returned/cancelled")

@@ -22,8 +22,9 @@ from chalicelib.core.config import Settings
 from chalicelib.core.links import tracking_url
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.security import new_id
-from chalicelib.core.times import from_ms
+from chalicelib.core.times import now_ms
 from chalicelib.fleet.models import MerchantSettings
+from chalicelib.geo.day_window import shown_window, zone_label
 from chalicelib.notifications.contacts import contact_key
 from chalicelib.notifications.ledger import Ledger
 from chalicelib.notifications.rules import (
@@ -50,6 +51,7 @@ from chalicelib.notifications.templates import (
     RenderedSms,
     TemplateSet,
     format_day,
+    format_later_today,
     format_window,
     message_values,
     render,
@@ -142,7 +144,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
     decisions = decide(event, policy or NotificationPolicy(), contacts, opted_out, now, zone)
     occurrence = occurrence_for(kind, date.fromisoformat(shipment.delivery_date))
     outcomes: list[Outcome] = []
-    etas: list[tuple[int, int, int] | None] = []
+    etas: list[tuple[int, int, int, int] | None] = []
     retry = False
     for decision in decisions:
         if channel_only is not None and decision.channel.value != channel_only:
@@ -172,7 +174,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
             outcomes.append(Outcome(channel, "skipped"))  # sent, dropped or being sent by another worker
             continue
         if not etas:  # read once, and only when a message is rendered
-            etas.append(repo.shipment_eta(shipment))
+            etas.append(_shipment_eta(repo, shipment))
         eta = etas[0]
         message = render(kind, channel, recipient.get("locale") or look.locale,
                          _values(settings, shipment, look, zone, image, eta), look.branding,
@@ -219,18 +221,34 @@ def _send(notifier: Notifier, look: MerchantLook, address: str, message: Rendere
                                reply_to=look.branding.support_email).provider_id
 
 
+def _shipment_eta(repo: Repository, shipment: ShipmentItem) -> tuple[int, int, int, int] | None:
+    """(low, expected, high, computed at) epoch ms of the shipment's stop, from its route's ETA item."""
+    if not shipment.route_id or shipment.stop_index is None:
+        return None
+    item = repo.route_eta(shipment.route_id)
+    window = item.window(int(shipment.stop_index)) if item is not None else None
+    return (*window, int(item.at_ms)) if item is not None and window is not None else None
+
+
 def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
-            image: dict[str, Any], eta: tuple[int, int, int] | None) -> dict[str, str]:
+            image: dict[str, Any], eta: tuple[int, int, int, int] | None) -> dict[str, str]:
     from zoneinfo import ZoneInfo
 
     url = tracking_url(settings, shipment.shipment_id, int(shipment.token_version))
     tz = ZoneInfo(zone)
     locale = as_dict(shipment.recipient).get("locale") or look.locale
     window = None
-    if eta is not None:  # the route's ETA item (the pipeline's one item per route)
-        window = format_window(from_ms(eta[0]), from_ms(eta[2]), tz, locale)
+    # The route's ETA item (the pipeline's one item per route), shown by the one rule (geo/day_window.py):
+    # bounded, same local day or "later today", with the zone's abbreviation; else the promised window.
+    shown = shown_window(eta[:3], eta[3], (shipment.window_start, shipment.window_end), tz, now_ms()) \
+        if eta is not None else None
+    if shown is not None and shown.kind == "later_today":
+        window = format_later_today(locale)
+    elif shown is not None:
+        window = f"{format_window(shown.earliest, shown.latest, tz, locale)} {shown.zone_label}"
     elif shipment.window_start is not None and shipment.window_end is not None:
-        window = format_window(shipment.window_start, shipment.window_end, tz, locale)
+        window = f"{format_window(shipment.window_start, shipment.window_end, tz, locale)} " \
+                 f"{zone_label(shipment.window_start, tz)}"
     else:  # no ETA yet and no promised window: the day is still worth saying
         window = format_day(date.fromisoformat(shipment.delivery_date), locale)
     data = image.get("data") or {}

@@ -348,6 +348,7 @@ _WINDOW = {
     "de": ("zwischen {start} und {end} Uhr", "gegen {start} Uhr", "im Laufe des Tages"),
 }
 LANGUAGES = ("en", "de")
+_LATER_TODAY = {"en": "later today (running late)", "de": "später heute (mit Verspätung)"}
 
 
 def language_of(locale: str | None) -> str:
@@ -375,6 +376,11 @@ def format_window(start: datetime | None, end: datetime | None, zone: tzinfo, lo
     a = format_clock(start, zone)
     b = format_clock(end, zone) if end is not None else a
     return single.replace("{start}", a) if a == b else both.replace("{start}", a).replace("{end}", b)
+
+
+def format_later_today(locale: str | None) -> str:
+    """The ETA wording once the estimate left the local day (geo/day_window.py): never a multi-day span."""
+    return _LATER_TODAY[language_of(locale)]
 
 
 # --- SMS length -----------------------------------------------------------------

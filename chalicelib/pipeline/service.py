@@ -36,6 +36,7 @@ from chalicelib.core.times import to_ms
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import EARTH_RADIUS_M, haversine_m
+from chalicelib.geo.day_window import MAX_ESTIMATE_DISTANCE_M
 from chalicelib.geo.eta import (
     DEFAULT_PARAMS,
     HOUR_MS,
@@ -332,9 +333,16 @@ class RouteStops:
     delayed: frozenset[int]
     loaded_at: float
     stops_version: int = 0  # the driver's GeofenceStateItem.stops_version this was read at
+    # Per stop, the earliest instant an event of this attempt may be dated: the later of the shipment's creation
+    # and the route's start (fixes timed before it, posted after, are clamped to it; docs/eta.md, "One clock").
+    floor_ms: dict[str, int] = field(default_factory=dict)
 
     def position(self, shipment_id: str) -> int:
         return self.ids.index(shipment_id)
+
+    def dated(self, shipment_id: str, fix_ms: int) -> int:
+        """The fix's time, never before the stop's floor."""
+        return max(fix_ms, self.floor_ms.get(shipment_id, fix_ms))
 
 
 _route_cache: dict[str, RouteStops] = {}
@@ -343,7 +351,7 @@ _route_cache: dict[str, RouteStops] = {}
 ACTIVE_ROUTE_ATTRIBUTES = ("PK", "SK", "route_id", "merchant_id", "driver_id", "day")
 # What build_route_stops reads of a shipment: a 100-stop route's read parses these, not whole shipments.
 ROUTE_STOP_ATTRIBUTES = ("shipment_id", "lat", "lng", "window_start", "window_end", "geofence_radius_m", "status",
-                         "delayed_at")
+                         "delayed_at", "created_at")
 
 
 def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh: bool = False,
@@ -356,15 +364,18 @@ def route_stops(r: Repository, route: RouteItem, default_radius_m: float, fresh:
         route = r.get_route(route.merchant_id, route.route_id) or route
     ids = [str(s) for s in route.stops or []]
     shipments = r.get_shipments(route.merchant_id, ids, attributes=ROUTE_STOP_ATTRIBUTES)
-    result = replace(build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m),
+    result = replace(build_route_stops(route.route_id, route.merchant_id, ids, shipments, default_radius_m,
+                                      to_ms(route.started_at) if route.started_at is not None else None),
                      stops_version=stops_version)
     _route_cache[route.route_id] = result
     return result
 
 
 def build_route_stops(route_id: str, merchant_id: str, ids: list[str], shipments: dict[str, ShipmentItem],
-                      default_radius_m: float) -> RouteStops:
+                      default_radius_m: float, started_ms: int | None = None) -> RouteStops:
     present = [shipments[sid] for sid in ids if sid in shipments]
+    floors = {s.shipment_id: max(to_ms(s.created_at) if s.created_at is not None else 0, started_ms or 0)
+              for s in present}
     return RouteStops(
         route_id, merchant_id, ids,
         where={s.shipment_id: (float(s.lat), float(s.lng)) for s in present},
@@ -376,7 +387,7 @@ def build_route_stops(route_id: str, merchant_id: str, ids: list[str], shipments
                          for sid in ids),
         delayed=frozenset(i for i, sid in enumerate(ids) if sid in shipments
                           and shipments[sid].delayed_at is not None),
-        loaded_at=time.monotonic())
+        loaded_at=time.monotonic(), floor_ms={sid: ms for sid, ms in floors.items() if ms > 0})
 
 
 @dataclass
@@ -560,6 +571,8 @@ def _advance_one(progress: DriverProgress, fix: GeoFix, stops: RouteStops | None
         elif stops is not None and event.fence_id in stops.where:
             stop_events = True
             _stop_event(progress, stops, event, state, effects)
+    if stops is not None:
+        stop_events = _arrived_while_inside(progress, stops, new_state, fix, effects) or stop_events
     progress.fences = new_state
     accuracy = fix.accuracy
     # A fix too vague for the geofences (Wi-Fi or cell positioning) must not move anything else either:
@@ -573,13 +586,19 @@ def _advance_one(progress: DriverProgress, fix: GeoFix, stops: RouteStops | None
             and (accuracy or 0.0) <= SPEED_MAX_ACCURACY_M:
         effects.stats.speeds.observe(GeoFix(fix.driver_id, motion.last_ms, motion.last_lat, motion.last_lng), fix)
     if stops is not None:
-        _approach_by_distance(progress, stops, fix, context.settings.approach_metres, effects)
+        _approach_by_distance(progress, stops, fix, context.settings.approach_metres,
+                              context.settings.approach_next_stops, effects)
     motion.update(fix)
     if any(e.kind == "exit" and not e.fence_id.startswith(ZONE_PREFIX) for e in events):
         motion.start_leg(fix.fix_ms, fix.lat, fix.lng)
     moved = haversine_m(progress.eta_lat, progress.eta_lng, fix.lat, fix.lng) if progress.eta_at_ms else 0.0
     if stops is not None and (stop_events or should_recompute(progress.eta_at_ms, fix.fix_ms, moved)):
         recompute(progress, stops, fix, context, ports, effects)
+
+
+# A stay at a stop is part of its delivery attempt only once the stop has arrived in it: a dwell or an exit
+# while the stop was not yet on the way (the driver inside the fence before the route started) is not told.
+_ATTEMPTED = frozenset({S.ARRIVED, S.DELIVERED, S.FAILED})
 
 
 def _stop_event(progress: DriverProgress, stops: RouteStops, event: GeofenceEvent, before: DriverState,
@@ -590,11 +609,13 @@ def _stop_event(progress: DriverProgress, stops: RouteStops, event: GeofenceEven
         if status in _ON_THE_WAY:
             assert status is not None
             effects.transitions.append(Transition(event.fence_id, status, S.ARRIVED, "arrived", event.event_id,
-                                                  event.fix_ms))
+                                                  stops.dated(event.fence_id, event.fix_ms)))
             progress.set_status(index, S.ARRIVED)
         return
+    if status not in _ATTEMPTED:
+        return
     kind = "departed" if event.kind == "exit" else "dwell"
-    effects.timeline.append((event.fence_id, kind, event.event_id, event.fix_ms))
+    effects.timeline.append((event.fence_id, kind, event.event_id, stops.dated(event.fence_id, event.fix_ms)))
     stay = before.fences.get(event.fence_id)
     if kind == "departed" and stay is not None:
         log_dwell = service_dwell_log((event.fix_ms - stay.since_ms) / 1000)
@@ -602,11 +623,46 @@ def _stop_event(progress: DriverProgress, stops: RouteStops, event: GeofenceEven
             effects.stats.counters.append(service_time_counter(stops.merchant_id, log_dwell))
 
 
+def _arrived_while_inside(progress: DriverProgress, stops: RouteStops, inside: DriverState, fix: GeoFix,
+                          effects: Effects) -> bool:
+    """A stop on the way whose fence the driver is already inside arrives now: the enter happened before the
+    stop was on the way (pings timed before the route started, or the route started at the door), so no
+    enter event will come. Dated at this fix, never before the stop's floor."""
+    arrived = False
+    for shipment_id, stay in inside.fences.items():
+        if shipment_id not in stops.where:
+            continue
+        index = stops.position(shipment_id)
+        status = progress.status(index)
+        if status in _ON_THE_WAY:
+            assert status is not None
+            effects.transitions.append(Transition(shipment_id, status, S.ARRIVED, "arrived",
+                                                  f"inside-{shipment_id}-{stay.since_ms}",
+                                                  stops.dated(shipment_id, fix.fix_ms)))
+            progress.set_status(index, S.ARRIVED)
+            arrived = True
+    return arrived
+
+
+def next_stops(progress: DriverProgress, stops: RouteStops, count: int) -> frozenset[int]:
+    """The indexes of the first `count` stops still on the way, in route order, which is ETA order (arrivals
+    are cumulative along the route): the only stops 'approaching' may be announced for."""
+    out: list[int] = []
+    for index in range(len(stops.ids)):
+        if len(out) >= count:
+            break
+        if progress.status(index) in _ON_THE_WAY:
+            out.append(index)
+    return frozenset(out)
+
+
 def _approach_by_distance(progress: DriverProgress, stops: RouteStops, fix: GeoFix, radius_m: float,
-                          effects: Effects) -> None:
-    """Mark stops the driver is within the merchant's metres of as approaching (once: no way back)."""
+                          next_count: int, effects: Effects) -> None:
+    """Mark the next stops (the merchant's `approach_next_stops`) the driver is within the merchant's metres of
+    as approaching (once: no way back). A later stop the driver merely passes on the way is not approached."""
     if radius_m <= 0:
         return
+    upcoming = next_stops(progress, stops, next_count)
     # The great-circle distance is at least the latitude difference's arc: a cheap, exact first test for
     # the hundred stops a route may hold, every fix.
     max_dlat = math.degrees(radius_m / EARTH_RADIUS_M)
@@ -614,16 +670,18 @@ def _approach_by_distance(progress: DriverProgress, stops: RouteStops, fix: GeoF
         where = stops.where.get(shipment_id)
         if where is None or abs(where[0] - fix.lat) > max_dlat:
             continue
-        if progress.status(index) != S.OUT_FOR_DELIVERY or progress.fences.inside(shipment_id):
+        if progress.status(index) != S.OUT_FOR_DELIVERY or progress.fences.inside(shipment_id) \
+                or index not in upcoming:
             continue
         lat, lng = where
         if haversine_m(fix.lat, fix.lng, lat, lng) <= radius_m:
-            _approaching(progress, index, shipment_id, fix, effects)
+            _approaching(progress, stops, index, shipment_id, fix, effects)
 
 
-def _approaching(progress: DriverProgress, index: int, shipment_id: str, fix: GeoFix, effects: Effects) -> None:
+def _approaching(progress: DriverProgress, stops: RouteStops, index: int, shipment_id: str, fix: GeoFix,
+                 effects: Effects) -> None:
     effects.transitions.append(Transition(shipment_id, S.OUT_FOR_DELIVERY, S.APPROACHING, "approaching",
-                                          f"approach-{shipment_id}", fix.fix_ms))
+                                          f"approach-{shipment_id}", stops.dated(shipment_id, fix.fix_ms)))
     progress.set_status(index, S.APPROACHING)
 
 
@@ -636,6 +694,12 @@ def recompute(progress: DriverProgress, stops: RouteStops, fix: GeoFix, context:
     if not remaining:
         effects.eta = (fix.fix_ms, [])
         return []
+    first_lat, first_lng = stops.where[remaining[0][1]]
+    if haversine_m(fix.lat, fix.lng, first_lat, first_lng) >= MAX_ESTIMATE_DISTANCE_M:
+        # Not on this route's map yet (a phone elsewhere, a stale or wrong position): no estimate, so every
+        # reader shows the promised window (geo/day_window.py), and no 'delayed' or 'approaching' from it.
+        effects.eta = (fix.fix_ms, [])
+        return []
     route_stops_ = [Stop(sid, *stops.where[sid]) for _, sid in remaining]
     table = ports.speed_table(route_stops_, fix)
     start_ms, motion = fix.fix_ms, progress.motion
@@ -646,13 +710,14 @@ def recompute(progress: DriverProgress, stops: RouteStops, fix: GeoFix, context:
         motion = replace(motion, leg_start_ms=None)
     etas = estimate_route((fix.lat, fix.lng), start_ms, route_stops_, table, motion, context.eta_params())
     approach_ms = context.settings.approach_minutes * 60_000
+    upcoming = next_stops(progress, stops, context.settings.approach_next_stops)
     for (index, sid), eta in zip(remaining, etas, strict=True):
         if delay_event_due(eta, stops.promised[sid], index in progress.delayed):
             progress.delayed.add(index)
-            effects.delayed.append((sid, fix.fix_ms))
+            effects.delayed.append((sid, stops.dated(sid, fix.fix_ms)))
         if approach_ms > 0 and progress.status(index) == S.OUT_FOR_DELIVERY \
-                and eta.eta_ms - fix.fix_ms <= approach_ms and not progress.fences.inside(sid):
-            _approaching(progress, index, sid, fix, effects)
+                and eta.eta_ms - fix.fix_ms <= approach_ms and not progress.fences.inside(sid) and index in upcoming:
+            _approaching(progress, stops, index, sid, fix, effects)
     effects.eta = (fix.fix_ms, etas)
     return etas
 

@@ -31,15 +31,26 @@ class DriverMarker(Model_):
 
 
 class TrackingEvent(Model_):
+    """In the one timeline order (docs/eta.md, "One clock"): created first, then by when it happened."""
+
     type: str
     status: ShipmentStatus | None = None
-    occurred_at: datetime
+    occurred_at: datetime = Field(description="When it happened, never before the shipment's creation nor its "
+                                              "delivery attempt's start")
+    recorded_at: datetime | None = Field(default=None, description="When Doorstep recorded it")
 
 
 class EtaWindow(Model_):
-    expected: datetime
-    earliest: datetime
-    latest: datetime
+    """An estimate as people are shown it (docs/eta.md, "The window people see"): at most 2 h wide and within
+    one local day; when the expected arrival left the day, `later_today` is true and the times are null."""
+
+    expected: datetime | None
+    earliest: datetime | None
+    latest: datetime | None
+    later_today: bool = Field(default=False, description="The estimate left the local day: say 'later today', "
+                                                         "show no times")
+    time_zone: str | None = Field(default=None, description="IANA zone the window is meant to be read in")
+    zone_label: str | None = Field(default=None, description="The zone's abbreviation at the window, e.g. CST")
 
 
 class TrackingView(Model_):

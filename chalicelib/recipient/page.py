@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chalicelib.geo.day_window import zone_label
 from chalicelib.shipments.failures import failure_reason_text
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, FIRST_LOAD_ASSETS, asset_url, gzip_size, static_asset
 from chalicelib.web.branding import Branding, ink, text_on
@@ -116,6 +117,10 @@ class TrackingPage:
     rating: int | None = None
     proof_photo_url: str | None = None
     delivered_at: datetime | None = None
+    # The estimate left the local day (geo/day_window.py): "Delayed: later today" instead of times.
+    eta_later_today: bool = False
+    # Arrived, then the driver left the stop's fence without a delivery result yet: not "at your address".
+    driver_departed: bool = False
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -201,7 +206,9 @@ def _coords(pos: tuple[float, float] | None) -> tuple[float, float] | None:
     return round(lat, 6), round(lng, 6)
 
 
-def _status_key(t: Translator, status: str) -> str:
+def _status_key(t: Translator, status: str, driver_departed: bool = False) -> str:
+    if status == "arrived" and driver_departed:
+        return "departed"
     return status if t.has(f"status.{status}") else "unknown"
 
 
@@ -225,23 +232,29 @@ def _stops_text(t: Translator, stops: int | None) -> str | None:
 
 
 def eta_text(t: Translator, low: datetime, high: datetime, tz: tzinfo) -> str:
-    """"Between 14:10 and 14:30" in `tz`: the start rounded down, the end rounded up to the minute."""
+    """"Between 14:10 and 14:30 CEST" in `tz`: the start rounded down, the end rounded up to the minute, the
+    zone's abbreviation after it (times are never bare). The service bounds the window to one local day
+    (geo/day_window.py); the two-day wording is only this renderer's fallback."""
     if high < low:
         low, high = high, low
     start, end = _floor_minute(_local(low, tz)), _ceil_minute(_local(high, tz))
+    label = zone_label(start, tz)
     if start == end:
-        return t("eta.around", time=t.format_time(start))
+        return f'{t("eta.around", time=t.format_time(start))} {label}'
     if start.date() != end.date():
-        return t("eta.between_days", start=t.format_datetime(start), end=t.format_datetime(end))
-    return t("eta.between", start=t.format_time(start), end=t.format_time(end))
+        return f'{t("eta.between_days", start=t.format_datetime(start), end=t.format_datetime(end))} {label}'
+    return f'{t("eta.between", start=t.format_time(start), end=t.format_time(end))} {label}'
 
 
 def window_text(t: Translator, start: datetime, end: datetime, tz: tzinfo) -> str:
     """"Tue 4 Jun, 09:00-12:00" (en dash) in `tz` (both ends with a date when they fall on different days)."""
     a, b = _local(start, tz), _local(end, tz)
     if a.date() == b.date():
-        return t("window.day_range", date=t.format_date(a), start=t.format_time(a), end=t.format_time(b))
-    return t("window.range", start=t.format_datetime(a), end=t.format_datetime(b))
+        text = t("window.day_range", date=t.format_date(a), start=t.format_time(a), end=t.format_time(b))
+    else:
+        text = t("window.range", start=t.format_datetime(a), end=t.format_datetime(b))
+    return f"{text} {zone_label(a, tz)}"
+
 
 
 # --- colours and the theme stylesheet ----------------------------------------------------------
@@ -275,14 +288,17 @@ def _theme_version(branding: Branding) -> str:
 def status_payload(page: TrackingPage) -> dict[str, Any]:
     """The live part of the page as JSON, with localized texts; `version` changes whenever anything else does.
 
-    Shape: status, status_label, eta {low, high, text} | null, stops_before, stops_before_text,
+    Shape: status, status_label, status_detail, eta {low, high, text} | null (low and high null when the text
+    says "later today"), stops_before, stops_before_text,
     driver {lat, lng, first_name} | null, destination {lat, lng} | null,
     timeline [{kind, label, at_text}], version.
     """
     t = Translator(page.locale)
     tz = _zone(page.time_zone)
-    eta: dict[str, str] | None = None
-    if page.eta_low is not None and page.eta_high is not None:
+    eta: dict[str, str | None] | None = None
+    if page.eta_later_today:
+        eta = {"low": None, "high": None, "text": t("eta.later_today")}
+    elif page.eta_low is not None and page.eta_high is not None:
         eta = {
             "low": _local(page.eta_low, tz).isoformat(timespec="seconds"),
             "high": _local(page.eta_high, tz).isoformat(timespec="seconds"),
@@ -293,7 +309,8 @@ def status_payload(page: TrackingPage) -> dict[str, Any]:
     stops = page.stops_before if page.stops_before is not None and page.stops_before >= 0 else None
     payload: dict[str, Any] = {
         "status": page.status,
-        "status_label": t(f"status.{_status_key(t, page.status)}"),
+        "status_label": t(f"status.{_status_key(t, page.status, page.driver_departed)}"),
+        "status_detail": t(f"status_detail.{_status_key(t, page.status, page.driver_departed)}"),
         "eta": eta,
         "stops_before": stops,
         "stops_before_text": _stops_text(t, stops),
@@ -624,7 +641,7 @@ def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: st
     tiles = _tile_template(tile_url)
     live = page.status in LIVE_STATUSES
     with_map = live and (payload["driver"] is not None or payload["destination"] is not None)
-    status_key = _status_key(t, page.status)
+    status_key = _status_key(t, page.status, page.driver_departed)
     if theme_href:
         theme_href = f"{theme_href}{'&' if '?' in theme_href else '?'}v={_theme_version(branding)}"
 

@@ -9,17 +9,19 @@ HTML stay in app.py. Errors are `errors.DomainError`s whose code is a `chaliceli
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.core import errors
 from chalicelib.core.security import hash_secret, looks_like_tracking_token, new_id
-from chalicelib.core.times import from_ms
+from chalicelib.core.times import from_ms, to_ms
 from chalicelib.core.types import Location
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import parse_merchant_settings
+from chalicelib.geo.day_window import ShownWindow, shown_window
 from chalicelib.recipient.models import DriverMarker, EtaWindow, TrackingEvent, TrackingShipment, TrackingView
 from chalicelib.recipient.page import PageEvent, RescheduleOption, TrackingPage
 from chalicelib.recipient.rules import (
@@ -40,6 +42,7 @@ from chalicelib.shipments.failures import failure_reason
 from chalicelib.shipments.lifecycle import CLOSED, ShipmentStatus
 from chalicelib.shipments.models import TimeWindow
 from chalicelib.shipments.redelivery import NotReschedulable, move, redirect_record
+from chalicelib.shipments.timeline_order import ordered_timeline
 from chalicelib.storage.repository import ConditionFailed, Repository
 from chalicelib.storage.tables import EventItem, PositionItem, ShipmentItem, as_dict, event_item
 from chalicelib.web.branding import Branding
@@ -148,24 +151,44 @@ def _live(repo: Repository, link: Link) -> _Live:
     return _Live(ahead, (first_name(driver.name) or None) if driver is not None else None, position)
 
 
-def _eta(repo: Repository, link: Link) -> tuple[datetime, datetime, datetime] | None:
-    """The stop's window from its route's ETA item (the pipeline writes one item per route)."""
-    if link.status not in _ETA_STATUSES:
+def _eta(repo: Repository, link: Link, now: datetime) -> ShownWindow | None:
+    """The stop's estimate as people are shown it (geo/day_window.py: bounded, same local day or "later today",
+    zone-labelled), from its route's ETA item (the pipeline writes one item per route); None when there is no
+    estimate (before the route starts, or a driver too far away): the page then shows the promised window."""
+    s = link.shipment
+    if link.status not in _ETA_STATUSES or not s.route_id or s.stop_index is None:
         return None
-    window = repo.shipment_eta(link.shipment)
-    if window is None:
+    item = repo.route_eta(s.route_id)
+    window = item.window(int(s.stop_index)) if item is not None else None
+    if item is None or window is None:
         return None
-    low, expected, high = window
-    return from_ms(low), from_ms(expected), from_ms(high)
+    shown = shown_window(window, int(item.at_ms), (None, None), _zone(link.time_zone), to_ms(now))
+    return shown if shown is not None and shown.kind != "promised" else None
 
 
-def _events(repo: Repository, link: Link) -> list[EventItem]:
-    return [e for e in repo.timeline(link.shipment.shipment_id) if e.type in RECIPIENT_EVENTS]
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
 
 
-def _page_event(e: EventItem) -> PageEvent:
+def _driver_departed(link: Link, timeline: Sequence[EventItem]) -> bool:
+    """Arrived, then the stop's fence was left (a `departed` after the last `arrived`) with no result yet."""
+    if link.status != S.ARRIVED:
+        return False
+    last = {e.type: e.occurred_at for e in timeline if e.type in ("arrived", "departed")}
+    return "departed" in last and ("arrived" not in last or last["departed"] >= last["arrived"])
+
+
+def _events(timeline: Sequence[EventItem]) -> list[tuple[EventItem, datetime]]:
+    """What the recipient sees, in the one timeline order, each at its effective time (timeline_order.py)."""
+    return [(e, at) for e, at in ordered_timeline(timeline) if e.type in RECIPIENT_EVENTS]
+
+
+def _page_event(e: EventItem, at: datetime) -> PageEvent:
     reason = (as_dict(e.data) if e.data is not None else {}).get("reason") if e.type == "failed" else None
-    return PageEvent(e.type, e.occurred_at, reason=str(reason) if reason else None)
+    return PageEvent(e.type, at, reason=str(reason) if reason else None)
 
 
 def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: str | None) -> TrackingPage:
@@ -173,23 +196,26 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
     s = link.shipment
     status = link.status
     live = _live(repo, link)
-    eta = _eta(repo, link)
-    events = _events(repo, link)
+    eta = _eta(repo, link, now)
+    timeline = repo.timeline(s.shipment_id)
+    events = _events(timeline)
     slots = offered_slots(link, now)
     delivered_at = None
     if status == S.DELIVERED:
-        delivered_at = next((e.occurred_at for e in reversed(events) if e.type == "delivered"), s.final_at)
+        delivered_at = next((at for e, at in reversed(events) if e.type == "delivered"), s.final_at)
     rating = as_dict(s.rating) or None
     return TrackingPage(
         token=link.token, status=str(status), time_zone=link.time_zone, locale=locale(link, accept_language),
         first_name=first_name(link.recipient.get("name")) or None,
         city=str(as_dict(s.address).get("city") or "") or None,
-        eta_low=eta[0] if eta else None, eta_high=eta[2] if eta else None,
+        eta_low=eta.earliest if eta else None, eta_high=eta.latest if eta else None,
+        eta_later_today=eta is not None and eta.kind == "later_today",
+        driver_departed=_driver_departed(link, timeline),
         promised_start=s.window_start, promised_end=s.window_end,
         stops_before=live.stops_before, driver_first_name=live.driver_first_name,
         driver_position=(float(live.position.lat), float(live.position.lng)) if live.position else None,
         destination=(float(s.lat), float(s.lng)),
-        timeline=tuple(_page_event(e) for e in events),
+        timeline=tuple(_page_event(e, at) for e, at in events),
         can_give_instructions=status in INSTRUCTABLE, instructions_saved=s.recipient_instructions is not None,
         can_reschedule=bool(slots), reschedule_options=tuple(RescheduleOption(x.id, x.start, x.end) for x in slots),
         can_redirect=bool(slots) and status in REDIRECTABLE, failure_reason=_failure_code(s),
@@ -208,7 +234,7 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
     """The same recipient-safe facts as JSON (GET /v1/track/{token})."""
     s = link.shipment
     live = _live(repo, link)
-    eta = _eta(repo, link)
+    eta = _eta(repo, link, datetime.now(UTC))
     marker = None
     if live.position is not None:
         p = live.position
@@ -218,7 +244,8 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
         if s.window_start is not None and s.window_end is not None else None
     return TrackingView(
         status=link.status,
-        eta=EtaWindow(earliest=eta[0], expected=eta[1], latest=eta[2]) if eta else None,
+        eta=EtaWindow(earliest=eta.earliest, expected=eta.expected, latest=eta.latest, later_today=eta.kind ==
+                      "later_today", time_zone=link.time_zone, zone_label=eta.zone_label) if eta else None,
         shipment=TrackingShipment(
             recipient_first_name=first_name(link.recipient.get("name")),
             city=str(as_dict(s.address).get("city", "")),
@@ -228,7 +255,8 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
         stops_before=live.stops_before,
         driver=marker,
         timeline=[TrackingEvent(type=e.type, status=ShipmentStatus(e.to_status) if e.to_status else None,
-                                occurred_at=e.occurred_at) for e in _events(repo, link)],
+                                occurred_at=at, recorded_at=e.recorded_at)
+                  for e, at in _events(repo.timeline(s.shipment_id))],
     )
 
 

@@ -44,6 +44,7 @@ from chalicelib.shipments.models import (
 )
 from chalicelib.shipments.proof import checked_proof, proof_summary
 from chalicelib.shipments.store import require_shipment, timeline_event
+from chalicelib.shipments.timeline_order import ordered_timeline
 from chalicelib.storage.repository import (
     ConditionFailed,
     ExternalRefTaken,
@@ -247,7 +248,9 @@ def cancel_shipment(repo: Repository, settings: Settings, merchant_id: str, ship
 
 def timeline(repo: Repository, merchant_id: str, shipment_id: str) -> Timeline:
     require_shipment(repo, merchant_id, shipment_id)
-    return Timeline(shipment_id=shipment_id, items=[_timeline_event(e) for e in repo.timeline(shipment_id)])
+    # Ordered by the one timeline rule (shipments/timeline_order.py): created first, then effective time.
+    return Timeline(shipment_id=shipment_id,
+                    items=[_timeline_event(e) for e, _ in ordered_timeline(repo.timeline(shipment_id))])
 
 
 def _plain(value: Any) -> Any:

@@ -25,11 +25,12 @@ def test_late_updates_land_in_order_of_occurrence(merchant):
                                                 "location": {"lat": 47.6, "lng": -122.3}}, "d1")
     assert r.status_code == 200
     timeline = merchant.call("GET", f"/v1/shipments/{sid}/timeline").json_body["items"]
-    # the timeline is ordered by when things happened
-    assert [e["occurred_at"] for e in timeline] == sorted(e["occurred_at"] for e in timeline)
+    # the one timeline order (docs/eta.md, "One clock"): created first, then by when things happened, never
+    # before the shipment's creation or the attempt's start; the phone's own times are kept as it sent them
     kinds = [e["type"] for e in timeline]
-    # the phone's events sit at the time they happened (an hour ago), before the route start recorded now
-    assert kinds.index("arrived") < kinds.index("delivered")
+    assert kinds[0] == "created"
+    assert kinds.index("out_for_delivery") < kinds.index("arrived") < kinds.index("delivered")
+    assert timeline[kinds.index("arrived")]["occurred_at"] < timeline[0]["occurred_at"]  # as the phone said
     assert timeline[kinds.index("arrived")]["source"] == "driver"
     assert timeline[kinds.index("arrived")]["occurred_at"] < timeline[kinds.index("arrived")]["recorded_at"]
 

@@ -261,10 +261,10 @@ def test_page_headers() -> None:
 
 
 @pytest.mark.parametrize(("zone", "expected"), [
-    ("Europe/Berlin", "Between 14:10 and 14:30"),
-    ("America/New_York", "Between 08:10 and 08:30"),
-    ("Asia/Kolkata", "Between 17:40 and 18:00"),
-    ("Not/AZone", "Between 12:10 and 12:30"),  # unknown zone: UTC
+    ("Europe/Berlin", "Between 14:10 and 14:30 CEST"),
+    ("America/New_York", "Between 08:10 and 08:30 EDT"),
+    ("Asia/Kolkata", "Between 17:40 and 18:00 IST"),
+    ("Not/AZone", "Between 12:10 and 12:30 UTC"),  # unknown zone: UTC
 ])
 def test_eta_window_in_the_recipients_time_zone(zone: str, expected: str) -> None:
     page = make_page(time_zone=zone)
@@ -274,13 +274,13 @@ def test_eta_window_in_the_recipients_time_zone(zone: str, expected: str) -> Non
 
 def test_eta_window_rounds_outwards_and_collapses() -> None:
     page = make_page(eta_low=T0 + timedelta(seconds=59), eta_high=T0 + timedelta(minutes=19, seconds=1))
-    assert status_payload(page)["eta"]["text"] == "Between 14:10 and 14:30"
-    assert status_payload(make_page(eta_high=T0))["eta"]["text"] == "Around 14:10"
+    assert status_payload(page)["eta"]["text"] == "Between 14:10 and 14:30 CEST"
+    assert status_payload(make_page(eta_high=T0))["eta"]["text"] == "Around 14:10 CEST"
     late = datetime(2025, 6, 3, 21, 50, tzinfo=UTC)  # 23:50 Berlin, window ends after midnight
     text = status_payload(make_page(eta_low=late, eta_high=late + timedelta(minutes=30)))["eta"]["text"]
-    assert text == "Between Tue 3 Jun, 23:50 and Wed 4 Jun, 00:20"
+    assert text == "Between Tue 3 Jun, 23:50 and Wed 4 Jun, 00:20 CEST"  # the renderer's fallback only
     naive = status_payload(make_page(eta_low=T0.replace(tzinfo=None), eta_high=T0.replace(tzinfo=None)))
-    assert naive["eta"]["text"] == "Around 14:10"  # naive is UTC
+    assert naive["eta"]["text"] == "Around 14:10 CEST"  # naive is UTC
 
 
 def test_german_page() -> None:
@@ -428,8 +428,8 @@ def test_map_tiles_and_attribution() -> None:
 def test_no_personal_data_beyond_first_name_and_city() -> None:
     page = make_page()
     payload = status_payload(page)
-    assert set(payload) == {"status", "status_label", "eta", "stops_before", "stops_before_text", "driver",
-                            "destination", "timeline", "version"}
+    assert set(payload) == {"status", "status_label", "status_detail", "eta", "stops_before", "stops_before_text",
+                            "driver", "destination", "timeline", "version"}
     assert set(payload["driver"]) == {"lat", "lng", "first_name"}
     assert TOKEN not in json.dumps(payload)
 
@@ -441,7 +441,7 @@ def test_status_payload_shape_and_version() -> None:
     payload = status_payload(make_page())
     assert payload["status"] == "out_for_delivery" and payload["status_label"] == "Out for delivery"
     assert payload["eta"] == {"low": "2025-06-03T14:10:00+02:00", "high": "2025-06-03T14:30:00+02:00",
-                              "text": "Between 14:10 and 14:30"}
+                              "text": "Between 14:10 and 14:30 CEST"}
     assert payload["stops_before"] == 3 and payload["stops_before_text"] == "3 stops before yours"
     assert payload["driver"] == {"lat": 52.52, "lng": 13.405, "first_name": "Max"}
     assert payload["destination"] == {"lat": 52.53, "lng": 13.41}
@@ -622,3 +622,25 @@ def test_cross_site_detection() -> None:
     assert is_cross_site({"origin": "https://evil.example"}, "https://track.example.com")
     assert not is_cross_site({"origin": "https://track.example.com"}, "https://track.example.com/")
     assert not is_cross_site({})
+
+
+def test_an_estimate_past_the_local_day_says_later_today_without_times() -> None:
+    payload = status_payload(make_page(eta_low=None, eta_high=None, eta_later_today=True))
+    assert payload["eta"] == {"low": None, "high": None, "text": "Delayed: later today"}
+    assert "Delayed: later today" in render(make_page(eta_low=None, eta_high=None, eta_later_today=True))
+
+
+def test_the_promised_window_names_its_zone() -> None:
+    assert "Tue 3 Jun, 12:10\u201316:10 CEST" in render(make_page())
+
+
+def test_after_the_driver_departs_the_page_no_longer_says_at_your_address() -> None:
+    there = status_payload(make_page(status="arrived"))
+    assert there["status_detail"] == "Your driver is at your address now."
+    left = status_payload(make_page(status="arrived", driver_departed=True))
+    assert left["status_label"] == "Your driver has left your address"
+    assert "at your address now" not in left["status_detail"]
+    html = render(make_page(status="arrived", driver_departed=True))
+    detail = html.split('data-field="status_detail"', 1)[1].split("</p>", 1)[0].rsplit(">", 1)[1]
+    assert "The result of the delivery attempt will show here shortly." in detail
+    assert "Your driver is at your address now." not in detail

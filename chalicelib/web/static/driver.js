@@ -405,7 +405,12 @@
     li.appendChild(badge);
     facts.appendChild(li);
     if (stop.time_window) { facts.appendChild(el("li", "", t("driver.stop.window", { window: span(stop.time_window.start, stop.time_window.end) }))); }
-    if (stop.eta) { facts.appendChild(el("li", "", t("driver.stop.eta", { window: span(stop.eta.earliest, stop.eta.latest) }))); }
+    if (stop.eta) {
+      // Bounded and same-day on the server (geo/day_window.py); labelled with its zone, or "later today".
+      var etaWindow = stop.eta.later_today ? t("driver.stop.eta_later_today")
+        : span(stop.eta.earliest, stop.eta.latest) + (stop.eta.zone_label ? " " + stop.eta.zone_label : "");
+      facts.appendChild(el("li", "", t("driver.stop.eta", { window: etaWindow })));
+    }
     body.appendChild(facts);
     var notes = el("ul", "notes"), given = stop.recipient_instructions;
     if (given && given.gate_code) { notes.appendChild(el("li", "", t("driver.stop.gate_code", { code: given.gate_code }))); }

@@ -132,7 +132,7 @@
     version = data.version;
     status = data.status;
     setText(field("status_label"), data.status_label || "");
-    if (details[status]) { setText(detailEl, details[status]); }
+    if (data.status_detail || details[status]) { setText(detailEl, data.status_detail || details[status]); }
     show(field("eta"), !!data.eta);
     setText(field("eta_text"), data.eta ? data.eta.text : "");
     show(field("stops_before_text"), data.stops_before_text != null);
