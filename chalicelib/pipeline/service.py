@@ -332,10 +332,10 @@ class RouteStops:
     statuses: str
     delayed: frozenset[int]
     loaded_at: float
-    stops_version: int = 0  # the driver's GeofenceStateItem.stops_version this was read at
     # Per stop, the earliest instant an event of this attempt may be dated: the later of the shipment's creation
     # and the route's start (fixes timed before it, posted after, are clamped to it; docs/eta.md, "One clock").
     floor_ms: dict[str, int] = field(default_factory=dict)
+    stops_version: int = 0  # the driver's GeofenceStateItem.stops_version this was read at
 
     def position(self, shipment_id: str) -> int:
         return self.ids.index(shipment_id)

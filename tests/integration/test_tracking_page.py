@@ -212,9 +212,9 @@ def test_unknown_malformed_expired_and_revoked_links_get_the_same_404_after_the_
     reads: list[str] = []
     real_get = repository._get
 
-    def counting_get(model: Any, pk: str, sk: str) -> Any:
+    def counting_get(model: Any, pk: str, sk: str, **options: Any) -> Any:
         reads.append(model.__name__)
-        return real_get(model, pk, sk)
+        return real_get(model, pk, sk, **options)
 
     monkeypatch.setattr(repository, "_get", counting_get)
     seen: dict[str, tuple[int, str, list[str]]] = {}
