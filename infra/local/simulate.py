@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import struct
 import sys
 import time
 import urllib.error
+import urllib.request
+import uuid
 import xml.etree.ElementTree as ET
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,107 +32,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra.local.demo_plan import BUILTIN_TRACE as BUILTIN_TRACE  # re-exported: where the trace lives
+from infra.local.demo_plan import TraceFix as TraceFix
+from infra.local.demo_plan import default_trace as _default_trace
+from infra.local.demo_plan import parse_gpx as parse_gpx
+from infra.local.demo_plan import parse_waypoints
 from infra.local.stack import (
     DEFAULT_DEMO_PATH,
     DEMO_KEYS,
-    PROJECT_DIR,
     HttpResult,
     default_data_dir,
     http_json,
     tracking_json_url,
 )
 
-BUILTIN_TRACE = PROJECT_DIR / "events" / "demo_trace.gpx"
-REAL_TRACE = ("traces", "ridealong", "test1.gpx")
 MAX_BATCH = 500  # the API's limit per request
 RETRIES = 3
 
 
 class SimulationError(RuntimeError):
     """Something the user must fix (no demo.json, stack down, token refused); the message says what."""
-
-
-@dataclass(frozen=True)
-class TraceFix:
-    time: datetime
-    lat: float
-    lng: float
-    speed: float | None = None
-    accuracy: float | None = None
-    heading: float | None = None
-    altitude: float | None = None
-
-
-# --- GPX ----------------------------------------------------------------------------------
-
-
-def _local_name(tag: str) -> str:
-    # "{http://www.topografix.com/GPX/1/1}trkpt" -> "trkpt": GPX 1.0/1.1 and every extension
-    # vendor (Garmin gpxtpx, trails.io, ...) use their own namespaces for the same ideas.
-    return tag.rsplit("}", 1)[-1]
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        value = float((text or "").strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _timestamp(text: str | None) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat((text or "").strip())
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # GPX times are UTC
-
-
-def parse_gpx(path: Path) -> list[TraceFix]:
-    """Track points with a time, in time order: lat/lon, ele, and speed/hacc/course from extensions."""
-    root = ET.parse(path).getroot()
-    fixes: list[TraceFix] = []
-    for point in root.iter():
-        if _local_name(point.tag) != "trkpt":
-            continue
-        lat, lng = _number(point.get("lat")), _number(point.get("lon"))
-        when = altitude = None
-        for child in point:
-            name = _local_name(child.tag)
-            if name == "time":
-                when = _timestamp(child.text)
-            elif name == "ele":
-                altitude = _number(child.text)
-        found: dict[str, float | None] = {}
-        for element in point.iter():
-            name = _local_name(element.tag)
-            if name in {"speed", "hacc", "course"}:
-                found[name] = _number(element.text)
-        if when is None or lat is None or lng is None:
-            continue
-        speed, accuracy, heading = found.get("speed"), found.get("hacc"), found.get("course")
-        fixes.append(TraceFix(
-            time=when, lat=lat, lng=lng,
-            speed=speed if speed is not None and speed >= 0 else None,  # -1 means "unknown"
-            accuracy=accuracy if accuracy is not None and accuracy >= 0 else None,
-            heading=heading if heading is not None and 0 <= heading <= 360 else None,
-            altitude=altitude,
-        ))
-    fixes.sort(key=lambda f: f.time)  # stable: equal times keep file order (the API dedupes them)
-    return fixes
-
-
-def parse_waypoints(path: Path) -> list[tuple[str, float, float]]:
-    """GPX waypoints (name, lat, lng): in the ride-along traces these are where the truck parked at a stop."""
-    points = []
-    for element in ET.parse(path).getroot().iter():
-        if _local_name(element.tag) != "wpt":
-            continue
-        lat, lng = _number(element.get("lat")), _number(element.get("lon"))
-        name = next((c.text or "" for c in element if _local_name(c.tag) == "name"), "")
-        if lat is not None and lng is not None:
-            points.append((name.strip() or "stop", lat, lng))
-    return points
 
 
 def plan_park_stops(demo: dict[str, Any], waypoints: Sequence[tuple[str, float, float]], base_url: str,
@@ -198,6 +121,128 @@ def deliver_visited(demo: dict[str, Any], base_url: str, shipment_ids: Sequence[
     return delivered
 
 
+# --- the demo route's day (`make run`'s route lies along the default trace) ------------------
+
+
+def demo_photo(width: int = 96, height: int = 64) -> bytes:
+    """A small real PNG (a parcel on a doorstep), made here so the demo needs no image file: the API
+    accepts as proof only an upload whose bytes are the image type it announced."""
+    rows = []
+    for y in range(height):
+        row = bytearray([0])  # filter: none
+        for x in range(width):
+            parcel = 30 <= x < 66 and 18 <= y < 50
+            tape = parcel and 45 <= x < 51
+            step = y >= 50
+            row += bytes((200, 170, 120) if tape else (150, 105, 60) if parcel else
+                         (120, 120, 125) if step else (225, 228, 232))
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+
+
+def _multipart(fields: dict[str, str], file: bytes, content_type: str) -> tuple[bytes, str]:
+    boundary = f"doorstep-demo-{uuid.uuid4().hex}"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="proof.png"\r\n'
+                 f"Content-Type: {content_type}\r\n\r\n".encode() + file + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def upload_photo(demo: dict[str, Any], base_url: str, shipment_id: str) -> str:
+    """Upload the demo photo through the driver's presigned POST, as the driver app does; its proof key."""
+    photo = demo_photo()
+    upload = http_json("POST", f"{base_url}/v1/driver/shipments/{shipment_id}/proof-uploads",
+                       {"kind": "photo", "content_type": "image/png", "size_bytes": len(photo)},
+                       token=demo["driver_token"])
+    if upload.status != 201:
+        raise SimulationError(f"the proof upload was refused: HTTP {upload.status} {json.dumps(upload.body)[:300]}")
+    body, content_type = _multipart(upload.body["fields"], photo, "image/png")
+    request = urllib.request.Request(upload.body["url"], data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the local emulator, never a proxy
+    with opener.open(request, timeout=30) as answer:
+        answer.read()
+    return str(upload.body["key"])
+
+
+@dataclass
+class DemoDay:
+    """What `make simulate` left on the demo route's stops the trace reached, by shipment id."""
+
+    delivered: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    arrived: list[str] = field(default_factory=list)
+    not_reached: list[str] = field(default_factory=list)
+
+
+def finish_demo_visits(demo: dict[str, Any], base_url: str, timeout_s: float = 60.0) -> DemoDay:
+    """Do at the trace's stops what the driver's phone would: the first delivered with a photo, the second
+    failed (nobody home), the others delivered, the last left as arrived (the trace ends there, the driver
+    is at that door now). Each at the time the pipeline saw the driver leave it (else arrive)."""
+    visited = list(demo["shipment_ids"][: int(demo.get("visited_stops") or 0)])
+    places = {s["shipment_id"]: s for s in demo.get("stops", [])}
+    day = DemoDay()
+    if not visited:
+        return day
+    settled_timelines(demo, base_url, visited, timeout_s=timeout_s)
+    for position, shipment_id in enumerate(visited):
+        timeline = http_json("GET", f"{base_url}/v1/shipments/{shipment_id}/timeline", token=demo["merchant_api_key"])
+        events = timeline.body.get("items", []) if timeline.status == 200 else []
+        arrival = next((e for e in events if e["type"] == "arrived"), None)
+        if arrival is None:
+            day.not_reached.append(shipment_id)
+            continue
+        if position == len(visited) - 1:
+            day.arrived.append(shipment_id)
+            continue
+        leaving = next((e for e in events if e["type"] == "departed"), arrival)
+        place = places.get(shipment_id)
+        update: dict[str, Any] = {"occurred_at": leaving["occurred_at"]}
+        if place is not None:
+            update["location"] = {"lat": place["lat"], "lng": place["lng"]}
+        if position == 1 and len(visited) >= 3:
+            update.update(status="failed", reason="not_home", note="Rang twice, no answer; no safe place")
+            outcome = day.failed
+        else:
+            update.update(status="delivered", proof_keys=[upload_photo(demo, base_url, shipment_id)],
+                          recipient_name="Left at the front door", contactless=True)
+            outcome = day.delivered
+        result = http_json("POST", f"{base_url}/v1/driver/shipments/{shipment_id}/status", update,
+                           token=demo["driver_token"], headers={"Idempotency-Key": f"simulate-{shipment_id}"})
+        if result.status != 200:
+            raise SimulationError(f"the {update['status']} update of {shipment_id} was refused: HTTP {result.status} "
+                                  f"{json.dumps(result.body)[:300]}")
+        outcome.append(shipment_id)
+    return day
+
+
+def describe_demo_day(demo: dict[str, Any], day: DemoDay) -> None:
+    """What each tracking link of the demo route shows now, in the words its page uses."""
+    links = dict(zip(demo["shipment_ids"], demo["tracking_urls"], strict=True))
+    done = {*day.delivered, *day.failed, *day.arrived, *day.not_reached}
+    print("The demo route's tracking pages now show:")
+    for shipment_id in day.delivered:
+        print(f"  delivered, with the photo    {links[shipment_id]}")
+    for shipment_id in day.failed:
+        print(f"  not delivered (nobody home), can be rescheduled   {links[shipment_id]}")
+    for shipment_id in day.arrived:
+        print(f"  the driver is at the door    {links[shipment_id]}")
+    upcoming = [sid for sid in demo["shipment_ids"] if sid not in done]
+    if upcoming:
+        print(f"  on the way: the live driver and today's window   {links[upcoming[0]]}"
+              f"   (and {len(upcoming) - 1} more stops later today)")
+    for shipment_id in day.not_reached:
+        print(f"  note: the pipeline saw no arrival at {shipment_id} yet (see .local/logs/streams.log)")
+
+
 def ping_json(fix: TraceFix, fix_time: datetime) -> dict[str, Any]:
     ping: dict[str, Any] = {"lat": fix.lat, "lng": fix.lng,
                             "fix_time": fix_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -225,8 +270,7 @@ def load_demo(path: Path) -> dict[str, Any]:
 
 
 def default_trace() -> Path:
-    real = default_data_dir().joinpath(*REAL_TRACE)
-    return real if real.is_file() else BUILTIN_TRACE
+    return _default_trace(default_data_dir())
 
 
 def _distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -339,7 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         demo = load_demo(args.demo)
-        trace = args.trace or default_trace()
+        seeded = Path(demo["trace"]) if demo.get("trace") else None
+        # By default the trace the demo route was planned along (its stops lie on it), else the default one.
+        trace = args.trace or (seeded if seeded is not None and seeded.is_file() else default_trace())
         if not trace.is_file():
             raise SimulationError(f"trace {trace} not found")
         try:
@@ -351,22 +397,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration = (fixes[-1].time - fixes[0].time).total_seconds()
         print(f"Playing {trace.name}: {len(fixes)} fixes over {duration / 60:.1f} min at {args.speed:g}x "
               f"(about {duration / args.speed:.0f} s), {args.batch} per request, as driver {demo['driver_id']}")
+        # The demo route's own trace drives that route; any other trace gets a shipment at each of its
+        # parking waypoints (a new route of the driver), as the demo route's stops are not on it.
+        on_demo_route = seeded is not None and seeded.resolve() == trace.resolve()
         stops = demo.get("stops") or []
-        if stops:
+        if stops and not on_demo_route:
             gap = _distance_km(fixes[-1].lat, fixes[-1].lng, float(stops[0]["lat"]), float(stops[0]["lng"]))
             if gap > 50:
                 print(f"note: the trace ends {gap:,.0f} km from the demo stops (trace and route come from different "
                       "cities); the positions are real, the map will just show them far apart")
         base_url = (args.base_url or demo["base_url"]).rstrip("/")
-        waypoints = [] if args.no_park_stops else parse_waypoints(trace)
+        waypoints = [] if args.no_park_stops or on_demo_route else parse_waypoints(trace)
         park = plan_park_stops(demo, waypoints, base_url, datetime.now(UTC) - (fixes[-1].time - fixes[0].time)) \
             if waypoints else []
         if park:
             print(f"Put a shipment at each of the {len(park)} parking waypoint(s); tracking: {park[0]['tracking_url']}")
+        watched = park[-1]["tracking_url"] if park else (demo["tracking_urls"][0] if on_demo_route else None)
         started = time.monotonic()
         try:
             tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url,
-                         watch=tracking_json_url(park[-1]["tracking_url"]) if park else None)
+                         watch=tracking_json_url(watched) if watched else None)
         except KeyboardInterrupt:
             print("\ninterrupted")
             return 130
@@ -382,7 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Final position: {p['lat']:.6f}, {p['lng']:.6f} (fix {p['fix_time']}{accuracy})")
         else:
             print(f"Final position: not available (HTTP {position.status})")
-        print(f"Track it: {demo['tracking_urls'][0]} (in a browser)")
+        if on_demo_route and not args.no_park_stops:
+            describe_demo_day(demo, finish_demo_visits(demo, base_url))
+        else:
+            print(f"Track it: {demo['tracking_urls'][0]} (in a browser)")
         if park:
             print(f"ETA window on the last park stop's tracking JSON during the drive: {tally.eta_windows_seen} "
                   f"of {tally.requests} polls")

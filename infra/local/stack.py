@@ -43,11 +43,23 @@ import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from datetime import time as dtime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+from infra.local.demo_plan import (
+    PASS_BY_GAP_M,
+    STATION_ZONES,
+    area_of,
+    default_trace,
+    distance_m,
+    parse_gpx,
+    planned_start,
+    promised_window,
+    stops_along_trace,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOCAL_DIR = PROJECT_DIR / ".local"
@@ -558,15 +570,21 @@ class DemoStop:
     stop_id: str
     lat: float
     lng: float
-    window: tuple[datetime, datetime] | None
+    kind: str = "onward"  # "stay" / "pass-by": on the trace `make simulate` plays; "onward": after its end
 
 
 @dataclass(frozen=True)
 class DemoRoute:
     source: str
     city: str
-    planned_start: datetime
+    time_zone: str
     stops: list[DemoStop]
+    trace: Path | None = None  # the trace its first stops lie along (None: an ALMRRC route chosen by --route)
+
+    @property
+    def visited(self) -> int:
+        """How many of the first stops the trace reaches."""
+        return sum(1 for s in self.stops if s.kind != "onward")
 
 
 def _is_text(value: Any) -> bool:
@@ -574,60 +592,97 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def load_real_route(data_dir: Path, stops: int, today: date, choice: str | None = None) -> DemoRoute | None:
-    """An ALMRRC route (the first, or the first whose id or station code is `choice`), stops in the
-    order actually driven, dates moved to `today`."""
+def _almrrc(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     folder = data_dir / "routes" / "almrrc2021"
-    files = [folder / n for n in ("new_route_data.json", "new_actual_sequences.json", "new_package_data.json")]
+    files = [folder / n for n in ("new_route_data.json", "new_actual_sequences.json")]
     if not all(f.is_file() for f in files):
         return None
     # json accepts the NaN literals these files contain.
-    routes, sequences, packages = (json.loads(f.read_text(encoding="utf-8")) for f in files)
-    matches = [rid for rid, r in routes.items() if choice in (None, rid, r.get("station_code"))]
-    if not matches:
-        raise SeedError(f"no route {choice!r} in {files[0]} (give a route id or a station code such as DSE4)")
-    route_id = matches[0]
-    route = routes[route_id]
-    shift = today - date.fromisoformat(route["date_YYYY_MM_DD"])
+    routes, sequences = (json.loads(f.read_text(encoding="utf-8")) for f in files)
+    return routes, sequences
+
+
+def _driven_order(routes: Mapping[str, Any], sequences: Mapping[str, Any], route_id: str) -> list[str]:
     order: dict[str, int] = sequences.get(route_id, {}).get("actual", {})
-    stop_ids = sorted(route["stops"], key=lambda s: order.get(s, math.inf))
-    picked: list[DemoStop] = []
-    for stop_id in stop_ids:
-        stop = route["stops"][stop_id]
-        if stop.get("type") == "Station":
-            continue
-        window = None
-        for package in packages.get(route_id, {}).get(stop_id, {}).values():
-            tw = package.get("time_window") or {}
-            if _is_text(tw.get("start_time_utc")) and _is_text(tw.get("end_time_utc")):
-                start = datetime.fromisoformat(tw["start_time_utc"]).replace(tzinfo=UTC) + shift
-                end = datetime.fromisoformat(tw["end_time_utc"]).replace(tzinfo=UTC) + shift
-                if end > start:
-                    window = (start, end)
-                    break
-        picked.append(DemoStop(stop_id, float(stop["lat"]), float(stop["lng"]), window))
-        if len(picked) == stops:
-            break
-    station = str(route.get("station_code") or "")
-    departure = dtime.fromisoformat(route["departure_time_utc"])
+    stops = routes[route_id]["stops"]
+    return [s for s in sorted(stops, key=lambda s: order.get(s, math.inf)) if stops[s].get("type") != "Station"]
+
+
+def load_real_route(data_dir: Path, stops: int, choice: str) -> DemoRoute | None:
+    """The ALMRRC route whose id or station code is `choice` (`make run` with --route): its first stops in the
+    order actually driven, in its metro's time zone. None without the data."""
+    loaded = _almrrc(data_dir)
+    if loaded is None:
+        return None
+    routes, sequences = loaded
+    matches = [rid for rid, r in routes.items() if choice in (rid, r.get("station_code"))]
+    if not matches:
+        raise SeedError(f"no route {choice!r} in {data_dir / 'routes' / 'almrrc2021'} "
+                        "(give a route id or a station code such as DSE4)")
+    route_id = matches[0]
+    station = str(routes[route_id].get("station_code") or "")
+    picked = [DemoStop(sid, float(routes[route_id]["stops"][sid]["lat"]), float(routes[route_id]["stops"][sid]["lng"]))
+              for sid in _driven_order(routes, sequences, route_id)[:stops]]
     return DemoRoute(source=f"almrrc2021 {route_id} (station {station})",
                      city=STATION_CITIES.get(station[1:3], "Demo City"),
-                     planned_start=datetime.combine(today, departure, tzinfo=UTC), stops=picked)
+                     time_zone=STATION_ZONES.get(station[1:3], "UTC"), stops=picked)
 
 
-def load_builtin_route(path: Path, stops: int, today: date) -> DemoRoute:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+ONWARD_MAX_KM = 5.0  # a real route's stops this close to the trace's end continue the demo's day
 
-    def at(clock: str) -> datetime:
-        return datetime.combine(today, dtime.fromisoformat(clock), tzinfo=UTC)
 
-    picked = []
-    for stop in data["stops"][:stops]:
-        window = stop.get("time_window_utc")
-        picked.append(DemoStop(str(stop["id"]), float(stop["lat"]), float(stop["lng"]),
-                               (at(window[0]), at(window[1])) if window else None))
-    return DemoRoute(source=f"built-in {path.name}", city=str(data.get("city") or "Demo City"),
-                     planned_start=at(data["departure_time_utc"]), stops=picked)
+def _onward_stops(data_dir: Path, builtin_route: Path, after: DemoStop, avoid: Sequence[DemoStop],
+                  count: int) -> tuple[list[DemoStop], str]:
+    """`count` stops for the rest of the day after the trace's last stop: the real ALMRRC route passing
+    nearest to it (from its nearest stop on, in the order driven) when one is within ONWARD_MAX_KM, then
+    the bundled invented ones (events/demo_route.json) as needed. Never within a geofence's reach of
+    `avoid` (the stops on the trace)."""
+    def clear(lat: float, lng: float) -> bool:
+        return all(distance_m(lat, lng, s.lat, s.lng) >= PASS_BY_GAP_M for s in avoid)
+
+    picked: list[DemoStop] = []
+    sources = []
+    loaded = _almrrc(data_dir) if count else None
+    if loaded is not None:
+        routes, sequences = loaded
+        best: tuple[float, str, int] | None = None
+        for route_id in routes:
+            ordered = _driven_order(routes, sequences, route_id)
+            for position, sid in enumerate(ordered):
+                stop = routes[route_id]["stops"][sid]
+                gap = distance_m(after.lat, after.lng, float(stop["lat"]), float(stop["lng"]))
+                if gap <= ONWARD_MAX_KM * 1000 and (best is None or gap < best[0]):
+                    best = (gap, route_id, position)
+        if best is not None:
+            _, route_id, position = best
+            for sid in _driven_order(routes, sequences, route_id)[position:]:
+                stop = routes[route_id]["stops"][sid]
+                if len(picked) < count and clear(float(stop["lat"]), float(stop["lng"])):
+                    picked.append(DemoStop(sid, float(stop["lat"]), float(stop["lng"])))
+            station = routes[route_id].get("station_code")
+            sources.append(f"almrrc2021 {route_id} (station {station})")
+    if len(picked) < count:
+        data: dict[str, Any] = json.loads(builtin_route.read_text(encoding="utf-8"))
+        for stop in data["onward_stops"]:
+            if len(picked) < count and clear(float(stop["lat"]), float(stop["lng"])):
+                picked.append(DemoStop(str(stop["id"]), float(stop["lat"]), float(stop["lng"])))
+        sources.append(f"built-in {builtin_route.name}")
+    return picked, " + ".join(sources)
+
+
+def trace_route(data_dir: Path, builtin_route: Path, stops: int, trace: Path) -> DemoRoute:
+    """The demo route along `trace`: the places its driver reaches first (stays, and pass-by points when it
+    has fewer than three), then stops for the rest of the day; in the trace's city and time zone."""
+    fixes = parse_gpx(trace)
+    if not fixes:
+        raise SeedError(f"{trace} has no track points with a time")
+    on_trace = stops_along_trace(fixes)[:stops]
+    visited = [DemoStop(f"T{n}", s.lat, s.lng, s.kind) for n, s in enumerate(on_trace, start=1)]
+    onward, onward_source = (_onward_stops(data_dir, builtin_route, visited[-1], visited, stops - len(visited))
+                             if visited else ([], ""))
+    city, zone = area_of(fixes[0].lat, fixes[0].lng) or ("Demo City", "UTC")
+    source = f"{len(visited)} stops along {trace.name}" + (f", then {onward_source}" if onward else "")
+    return DemoRoute(source=source, city=city, time_zone=zone, stops=visited + onward, trace=trace)
 
 
 def _iso(moment: datetime) -> str:
@@ -658,8 +713,16 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
               demo_path: Path | None = DEFAULT_DEMO_PATH, stops: int = 10, isolated: bool = False,
               builtin_route: Path = BUILTIN_ROUTE, route_choice: str | None = None,
               extra: Mapping[str, Any] | None = None, webhook_receiver_url: str | None = None,
-              webhook_secret_file: Path | None = None) -> dict[str, Any]:
+              webhook_secret_file: Path | None = None, trace: Path | None = None,
+              now: datetime | None = None) -> dict[str, Any]:
     """Create a demo merchant, driver, shipments and a started route; write demo.json.
+
+    The route lies along the trace `make simulate` plays (`trace`, default: the real ride-along trace of
+    `data_dir` when present, else the bundled one; infra/local/demo_plan.py says how): its first stops are
+    where that trace's driver stays, the rest continue the day after the trace's end. The merchant is in
+    the trace's time zone; the route is planned to start before the trace's drive on today's local date,
+    and every stop is promised a window on that date. `route_choice` (an ALMRRC route id or station code)
+    seeds that real route instead, in its metro's time zone, with nothing on a trace.
 
     `env` is the app environment against the stack's moto (LocalStack.app_env). The merchant is
     created in process (see create_merchant); everything else goes through the HTTP API, as a
@@ -667,12 +730,27 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     the merchant's webhook endpoint points there, before anything happens, so the receiver gets every
     event; its signing secret goes to `webhook_secret_file` (0600), where the receiver reads it.
     """
-    today = datetime.now(UTC).date()
-    route = load_real_route(data_dir if data_dir is not None else default_data_dir(), stops, today, route_choice)
-    if route is None or not route.stops:
-        route = load_builtin_route(builtin_route, stops, today)
+    data_dir = data_dir if data_dir is not None else default_data_dir()
+    route: DemoRoute | None = None
+    if route_choice is not None:
+        route = load_real_route(data_dir, stops, route_choice)
+        if route is None:
+            raise SeedError(f"--route {route_choice} needs the real routes in {data_dir / 'routes' / 'almrrc2021'}")
+    else:
+        route = trace_route(data_dir, builtin_route, stops, trace or default_trace(data_dir))
+    zone = ZoneInfo(route.time_zone)
+    moment = now or datetime.now(UTC)
+    trace_length = timedelta(0)
+    if route.trace is not None:
+        fixes = parse_gpx(route.trace)
+        trace_length = fixes[-1].time - fixes[0].time
+    start = planned_start(moment, trace_length, zone)
+    today = start.date()  # the local date: planned_start is in `zone`
     merchant_id, api_key = create_merchant(env, "Doorstep Demo Merchant", isolated=isolated)
 
+    # The recipients' time zone: tracking pages, messages and the driver app's "today" read it.
+    _expect(http_json("PATCH", f"{base_url}/v1/settings", {"time_zone": route.time_zone}, token=api_key),
+            "merchant settings (time zone)", 200)
     # The demo shows its messages at any hour (`make outbox`): quiet hours off for this merchant only.
     # `make simulate` replays a trace at N x real time with its fix times up to the trace's length in the
     # past, so an "approaching" would be stale by the default 10 minutes; this merchant allows an hour.
@@ -694,22 +772,24 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     run = uuid.uuid4().hex[:12]  # keys unique per seeding, so seeding twice never replays old shipments
     shipments: list[dict[str, Any]] = []
     for number, stop in enumerate(route.stops, start=1):
+        opens, closes = promised_window(start, number - 1, zone)
         body: dict[str, Any] = {
-            "recipient": {"name": f"Demo Recipient {number}", "phone": f"+1555555{number:04d}"},
+            "recipient": {"name": f"Demo Recipient {number}", "phone": f"+1555555{number:04d}",
+                          "email": f"demo-recipient-{number}@example.com"},
             "address": {"line1": f"Demo stop {stop.stop_id}", "city": route.city, "country": "US"},
             "location": {"lat": stop.lat, "lng": stop.lng},
             "delivery_date": today.isoformat(),
-            "external_ref": f"demo-{stop.stop_id}",
+            "time_window": {"start": _iso(opens), "end": _iso(closes)},
+            # Unique per seeding: external refs are unique per merchant, and a test may seed twice.
+            "external_ref": f"demo-{run}-{stop.stop_id}",
         }
-        if stop.window is not None:
-            body["time_window"] = {"start": _iso(stop.window[0]), "end": _iso(stop.window[1])}
         result = http_json("POST", f"{base_url}/v1/shipments", body, token=api_key,
                            headers={"Idempotency-Key": f"demo-{run}-{number}"})
         shipments.append(_expect(result, f"create shipment {number}", 201, 200))
     shipment_ids = [s["id"] for s in shipments]
     created = _expect(http_json("POST", f"{base_url}/v1/routes",
                                 {"driver_id": driver["id"], "day": today.isoformat(),
-                                 "planned_start": _iso(route.planned_start), "shipment_ids": shipment_ids},
+                                 "planned_start": _iso(start), "shipment_ids": shipment_ids},
                                 token=api_key), "create route", 201)
     _expect(http_json("POST", f"{base_url}/v1/routes/{created['id']}/start", token=api_key), "start route", 200)
     app_link = _expect(http_json("POST", f"{base_url}/v1/drivers/{driver['id']}/app-link", {}, token=api_key),
@@ -729,8 +809,14 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "moto_url": env.get("AWS_ENDPOINT_URL"),
         "dynamodb_url": env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL"),
         "route_source": route.source,
-        "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng} for sid, s in zip(shipment_ids, route.stops,
-                                                                                      strict=True)],
+        "city": route.city,
+        "time_zone": route.time_zone,
+        "day": today.isoformat(),
+        # The trace `make simulate` plays over this route, and how many of the first stops it reaches.
+        "trace": str(route.trace) if route.trace is not None else None,
+        "visited_stops": route.visited,
+        "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng, "kind": s.kind}
+                  for sid, s in zip(shipment_ids, route.stops, strict=True)],
         "created_at": _iso(datetime.now(UTC)),
         "webhook_url": webhook_url,
         "webhook_receiver_url": webhook_receiver_url,
