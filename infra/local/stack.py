@@ -50,7 +50,6 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from infra.local.demo_plan import (
-    PASS_BY_GAP_M,
     STATION_ZONES,
     area_of,
     default_trace,
@@ -629,38 +628,45 @@ def load_real_route(data_dir: Path, stops: int, choice: str) -> DemoRoute | None
 
 
 ONWARD_MAX_KM = 5.0  # a real route's stops this close to the trace's end continue the demo's day
+# Onward stops keep farther from the trace's stops than the merchant's default approach distance (500 m), so the
+# simulated drive announces none of them.
+ONWARD_MIN_GAP_M = 600.0
 
 
 def _onward_stops(data_dir: Path, builtin_route: Path, after: DemoStop, avoid: Sequence[DemoStop],
                   count: int) -> tuple[list[DemoStop], str]:
-    """`count` stops for the rest of the day after the trace's last stop: the real ALMRRC route passing
-    nearest to it (from its nearest stop on, in the order driven) when one is within ONWARD_MAX_KM, then
-    the bundled invented ones (events/demo_route.json) as needed. Never within a geofence's reach of
-    `avoid` (the stops on the trace)."""
+    """`count` stops for the rest of the day after the trace's last stop: those of the real ALMRRC route
+    passing nearest to it (within ONWARD_MAX_KM), chained nearest-first from the trace's end, then the
+    bundled invented ones (events/demo_route.json) as needed; none within ONWARD_MIN_GAP_M of `avoid`
+    (the stops on the trace)."""
     def clear(lat: float, lng: float) -> bool:
-        return all(distance_m(lat, lng, s.lat, s.lng) >= PASS_BY_GAP_M for s in avoid)
+        return all(distance_m(lat, lng, s.lat, s.lng) >= ONWARD_MIN_GAP_M for s in avoid)
 
-    picked: list[DemoStop] = []
+    candidates: list[DemoStop] = []
     sources = []
     loaded = _almrrc(data_dir) if count else None
     if loaded is not None:
         routes, sequences = loaded
-        best: tuple[float, str, int] | None = None
-        for route_id in routes:
-            ordered = _driven_order(routes, sequences, route_id)
-            for position, sid in enumerate(ordered):
-                stop = routes[route_id]["stops"][sid]
-                gap = distance_m(after.lat, after.lng, float(stop["lat"]), float(stop["lng"]))
+        best: tuple[float, str] | None = None
+        for route_id, route in routes.items():
+            for sid in _driven_order(routes, sequences, route_id):
+                gap = distance_m(after.lat, after.lng, float(route["stops"][sid]["lat"]),
+                                 float(route["stops"][sid]["lng"]))
                 if gap <= ONWARD_MAX_KM * 1000 and (best is None or gap < best[0]):
-                    best = (gap, route_id, position)
+                    best = (gap, route_id)
         if best is not None:
-            _, route_id, position = best
-            for sid in _driven_order(routes, sequences, route_id)[position:]:
-                stop = routes[route_id]["stops"][sid]
-                if len(picked) < count and clear(float(stop["lat"]), float(stop["lng"])):
-                    picked.append(DemoStop(sid, float(stop["lat"]), float(stop["lng"])))
-            station = routes[route_id].get("station_code")
-            sources.append(f"almrrc2021 {route_id} (station {station})")
+            route_id = best[1]
+            stops_of = routes[route_id]["stops"]
+            candidates = [DemoStop(sid, float(stops_of[sid]["lat"]), float(stops_of[sid]["lng"]))
+                          for sid in _driven_order(routes, sequences, route_id)]
+            sources.append(f"almrrc2021 {route_id} (station {routes[route_id].get('station_code')})")
+    picked: list[DemoStop] = []
+    here = after
+    pool = [c for c in candidates if clear(c.lat, c.lng)]
+    while pool and len(picked) < count:  # a plausible drive: always the nearest stop not yet served
+        here = min(pool, key=lambda c: distance_m(here.lat, here.lng, c.lat, c.lng))
+        pool.remove(here)
+        picked.append(here)
     if len(picked) < count:
         data: dict[str, Any] = json.loads(builtin_route.read_text(encoding="utf-8"))
         for stop in data["onward_stops"]:
