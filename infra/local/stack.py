@@ -713,6 +713,7 @@ def _expect(result: HttpResult, what: str, *statuses: int) -> Any:
 
 
 DEMO_APPROACH_MAX_AGE_MIN = 60  # longer than the bundled ride-along traces
+DEMO_DRIVER_VISIBLE_STOPS = 3
 
 
 def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = None,
@@ -754,9 +755,12 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     today = start.date()  # the local date: planned_start is in `zone`
     merchant_id, api_key = create_merchant(env, "Doorstep Demo Merchant", isolated=isolated)
 
-    # The recipients' time zone: tracking pages, messages and the driver app's "today" read it.
-    _expect(http_json("PATCH", f"{base_url}/v1/settings", {"time_zone": route.time_zone}, token=api_key),
-            "merchant settings (time zone)", 200)
+    # The recipients' time zone: tracking pages, messages and the driver app's "today" read it. The live driver
+    # is shown up to DEMO_DRIVER_VISIBLE_STOPS stops ahead (default: only to the next stop), so that after
+    # `make simulate`, with the driver still at the last stop it reached, the next one sees the van coming.
+    _expect(http_json("PATCH", f"{base_url}/v1/settings",
+                      {"time_zone": route.time_zone, "driver_visible_stops": DEMO_DRIVER_VISIBLE_STOPS},
+                      token=api_key), "merchant settings (time zone)", 200)
     # The demo shows its messages at any hour (`make outbox`): quiet hours off for this merchant only.
     # `make simulate` replays a trace at N x real time with its fix times up to the trace's length in the
     # past, so an "approaching" would be stale by the default 10 minutes; this merchant allows an hour.
