@@ -28,7 +28,7 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -322,20 +322,41 @@ def _bar(done: int, total: int, tally: Tally, elapsed: float, width: int = 30) -
             f"accepted {tally.accepted}  duplicate {tally.duplicates}  rejected {tally.rejected}  {elapsed:5.1f} s")
 
 
+def playback_offset(fixes: Sequence[TraceFix], now: datetime, not_before: datetime | None) -> timedelta:
+    """How far the trace's times move: its last fix lands at `now` (so the whole drive is in the recent past and
+    plays at any speed), unless that puts its first fix at or before `not_before` (the driver's latest fix:
+    the pipeline ignores fixes older than what it has processed); then the first fix lands just after it,
+    and the fixes later than now are posted as real time reaches them (see `play`)."""
+    offset = now - fixes[-1].time
+    if not_before is not None and fixes[0].time + offset <= not_before:
+        offset = not_before + timedelta(seconds=1) - fixes[0].time
+    return offset
+
+
+FUTURE_SLACK = timedelta(seconds=60)  # the API refuses fixes over 2 minutes ahead of its clock
+
+
 def play(demo: dict[str, Any], fixes: Sequence[TraceFix], *, speed: float, batch: int,
-         base_url: str | None = None, out: Any = sys.stdout, watch: str | None = None) -> Tally:
-    """Post `fixes` in batches at `speed` x real time; returns the tally of per-item outcomes."""
+         base_url: str | None = None, out: Any = sys.stdout, watch: str | None = None,
+         not_before: datetime | None = None) -> Tally:
+    """Post `fixes` in batches at `speed` x real time; returns the tally of per-item outcomes. A fix is never
+    posted before real time is within FUTURE_SLACK of its (moved) time: a phone does not report the future."""
     url = f"{(base_url or demo['base_url']).rstrip('/')}/v1/driver/pings"
     started_wall = datetime.now(UTC)
-    offset = started_wall - fixes[-1].time
+    offset = playback_offset(fixes, started_wall, not_before)
     first = fixes[0].time
+    if fixes[-1].time + offset > started_wall + FUTURE_SLACK:
+        wait = (fixes[-1].time + offset - started_wall - FUTURE_SLACK).total_seconds()
+        out.write(f"The driver's latest fix is recent ({not_before:%H:%M:%S} UTC): the drive starts after it, so "
+                  f"its end plays in real time (about {wait / 60:.0f} more minutes).\n")
     batches = [list(fixes[i:i + batch]) for i in range(0, len(fixes), batch)]
     tally = Tally()
     start = time.monotonic()
     for chunk in batches:
         # A phone sends a batch once its last fix is taken: schedule against the start, so HTTP
         # latency does not accumulate into drift.
-        due = start + (chunk[-1].time - first).total_seconds() / speed
+        due = max(start + (chunk[-1].time - first).total_seconds() / speed,
+                  start + (chunk[-1].time + offset - FUTURE_SLACK - started_wall).total_seconds())
         pause = due - time.monotonic()
         if pause > 0:
             time.sleep(pause)
@@ -413,9 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if park:
             print(f"Put a shipment at each of the {len(park)} parking waypoint(s); tracking: {park[0]['tracking_url']}")
         watched = park[-1]["tracking_url"] if park else (demo["tracking_urls"][0] if on_demo_route else None)
+        latest = http_json("GET", f"{base_url}/v1/drivers/{demo['driver_id']}/position",
+                           token=demo["merchant_api_key"])
+        not_before = datetime.fromisoformat(latest.body["fix_time"]) if latest.status == 200 else None
         started = time.monotonic()
         try:
-            tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url,
+            tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url, not_before=not_before,
                          watch=tracking_json_url(watched) if watched else None)
         except KeyboardInterrupt:
             print("\ninterrupted")

@@ -747,10 +747,11 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         route = trace_route(data_dir, builtin_route, stops, trace or default_trace(data_dir))
     zone = ZoneInfo(route.time_zone)
     moment = now or datetime.now(UTC)
-    trace_length = timedelta(0)
+    trace_length, trace_start = timedelta(0), None
     if route.trace is not None:
         fixes = parse_gpx(route.trace)
         trace_length = fixes[-1].time - fixes[0].time
+        trace_start = {"lat": fixes[0].lat, "lng": fixes[0].lng}  # where the simulated driver sets off
     start = planned_start(moment, trace_length, zone)
     today = start.date()  # the local date: planned_start is in `zone`
     merchant_id, api_key = create_merchant(env, "Doorstep Demo Merchant", isolated=isolated)
@@ -825,6 +826,7 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         # The trace `make simulate` plays over this route, and how many of the first stops it reaches.
         "trace": str(route.trace) if route.trace is not None else None,
         "visited_stops": route.visited,
+        "trace_start": trace_start,
         "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng, "kind": s.kind}
                   for sid, s in zip(shipment_ids, route.stops, strict=True)],
         "created_at": _iso(datetime.now(UTC)),
@@ -886,8 +888,27 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+def _tracking_lines(demo: Mapping[str, Any], shown: int = 5) -> list[str]:
+    """The first tracking links, each with what `make simulate` will make of it (the README says the same)."""
+    visited = int(demo.get("visited_stops") or 0)
+    roles = {0: "delivered, with a photo", 1: "nobody home: failed, can be rescheduled"} if visited >= 3 else \
+        {0: "delivered, with a photo"}
+    if visited:
+        roles[visited - 1] = "the driver arrives and stays: at the door"
+        roles[visited] = "next: the live driver and today's window"
+    lines = []
+    for index, url in enumerate(demo["tracking_urls"][:shown]):
+        role = roles.get(index, "delivered, with a photo" if index < visited else "later today")
+        label = "  Track        " if index == 0 else "               "
+        lines.append(f"{label}stop {index + 1}: {url}" + (f"   (after make simulate: {role})" if visited else ""))
+    if len(demo["tracking_urls"]) > shown:
+        lines.append(f"               ... {len(demo['tracking_urls']) - shown} more in tracking_urls of demo.json")
+    return lines
+
+
 def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str:
-    first = demo["stops"][0] if demo.get("stops") else {"lat": 0.0, "lng": 0.0}
+    # Where the demo's driver sets off (the trace's start, outside every stop), else the first stop.
+    first = demo.get("trace_start") or (demo["stops"][0] if demo.get("stops") else {"lat": 0.0, "lng": 0.0})
     ping = json.dumps({"pings": [{"lat": first["lat"], "lng": first["lng"], "fix_time": "__NOW__"}]})
     ping = shlex.quote(ping).replace("__NOW__", "'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'")
     logs = ", ".join(_relative(p) for p in stack.log_paths.values())
@@ -899,8 +920,8 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         f"  AWS (moto)   {stack.moto_url}   (S3, SNS, SES, KMS)",
         f"  Demo data    {_relative(demo_path)}: merchant key, driver token, {len(demo['shipment_ids'])} shipments "
         f"out for delivery on route {demo['route_id']}",
-        f"               stops from {demo.get('route_source', '?')}",
-        f"  Track one    {demo['tracking_urls'][0]}   (open it in a browser)",
+        f"               stops: {demo.get('route_source', '?')}; merchant time zone {demo.get('time_zone', 'UTC')}",
+        *_tracking_lines(demo),
         f"               JSON: curl -s {tracking_json_url(demo['tracking_urls'][0])}",
         f"  Driver app   {demo.get('driver_app_url', '-')}   (the demo driver's web app, valid 16 h)",
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "

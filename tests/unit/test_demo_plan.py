@@ -28,7 +28,7 @@ from infra.local.demo_plan import (
     promised_window,
     stops_along_trace,
 )
-from infra.local.simulate import demo_photo
+from infra.local.simulate import demo_photo, playback_offset
 from tests.conftest import shared_path
 
 SEATTLE = ZoneInfo("America/Los_Angeles")
@@ -133,3 +133,17 @@ def test_the_demo_photo_is_a_real_png_the_api_accepts() -> None:
     photo = demo_photo()
     assert sniff_image(photo[:16]) == "image/png"
     assert len(photo) >= MIN_BYTES
+
+
+def test_the_drive_ends_now_unless_the_driver_has_a_later_fix() -> None:
+    fixes = parse_gpx(BUILTIN_TRACE)
+    length = fixes[-1].time - fixes[0].time
+    now = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)
+    assert fixes[-1].time + playback_offset(fixes, now, None) == now
+    assert fixes[-1].time + playback_offset(fixes, now, now - timedelta(hours=1)) == now
+    # A ping posted by hand 2 minutes ago: the drive starts just after it, and ends in the future
+    # (play() posts those fixes as real time reaches them).
+    recent = now - timedelta(minutes=2)
+    offset = playback_offset(fixes, now, recent)
+    assert fixes[0].time + offset == recent + timedelta(seconds=1)
+    assert fixes[-1].time + offset == recent + timedelta(seconds=1) + length
