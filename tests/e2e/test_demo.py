@@ -117,3 +117,22 @@ def test_a_chosen_real_route_is_seeded_in_its_metro_s_zone(stack: LocalStack, tm
     assert api(seeded, "GET", "/v1/settings").body["time_zone"] == "America/Chicago"
     shipment = api(seeded, "GET", f"/v1/shipments/{seeded['shipment_ids'][0]}").body
     assert shipment["address"]["city"] == "Chicago"
+
+
+def test_make_run_prints_the_tracking_links_with_what_simulate_makes_of_them(stack: LocalStack,
+                                                                             demo: dict[str, Any],
+                                                                             demo_path: Path) -> None:
+    from infra.local.stack import _summary
+
+    printed = _summary(demo, stack, demo_path)
+    links = demo["tracking_urls"]
+    visited = demo["visited_stops"]
+    assert f"stop 1: {links[0]}   (after make simulate: delivered, with a photo)" in printed
+    assert f"stop 2: {links[1]}   (after make simulate: nobody home: failed, can be rescheduled)" in printed
+    assert f"stop {visited}: {links[visited - 1]}   (after make simulate: the driver arrives and stays" in printed
+    assert f"stop {visited + 1}: {links[visited]}   (after make simulate: next: the live driver" in printed
+    assert demo["driver_app_url"] in printed and "America/Los_Angeles" in printed
+    assert "not_home" not in printed
+    # The sample ping is where the demo drive sets off, in the route's city.
+    start = parse_gpx(Path(demo["trace"]))[0]
+    assert f'"lat": {start.lat}, "lng": {start.lng}' in printed
