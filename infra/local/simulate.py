@@ -322,6 +322,21 @@ def _bar(done: int, total: int, tally: Tally, elapsed: float, width: int = 30) -
             f"accepted {tally.accepted}  duplicate {tally.duplicates}  rejected {tally.rejected}  {elapsed:5.1f} s")
 
 
+def drive_not_before(demo: dict[str, Any], base_url: str, after_route_start: bool) -> datetime | None:
+    """The moment the played drive must start after: the driver's latest fix (the pipeline ignores older
+    ones) and, with `after_route_start`, the demo route's start (a drive before it would put the route's
+    events before its shipments were even ordered)."""
+    bounds = []
+    latest = http_json("GET", f"{base_url}/v1/drivers/{demo['driver_id']}/position", token=demo["merchant_api_key"])
+    if latest.status == 200:
+        bounds.append(datetime.fromisoformat(latest.body["fix_time"]))
+    if after_route_start:
+        route = http_json("GET", f"{base_url}/v1/routes/{demo['route_id']}", token=demo["merchant_api_key"])
+        if route.status == 200 and route.body.get("started_at"):
+            bounds.append(datetime.fromisoformat(route.body["started_at"]))
+    return max(bounds, default=None)
+
+
 def playback_offset(fixes: Sequence[TraceFix], now: datetime, not_before: datetime | None) -> timedelta:
     """How far the trace's times move: its last fix lands at `now` (so the whole drive is in the recent past and
     plays at any speed), unless that puts its first fix at or before `not_before` (the driver's latest fix:
@@ -347,8 +362,9 @@ def play(demo: dict[str, Any], fixes: Sequence[TraceFix], *, speed: float, batch
     first = fixes[0].time
     if fixes[-1].time + offset > started_wall + FUTURE_SLACK:
         wait = (fixes[-1].time + offset - started_wall - FUTURE_SLACK).total_seconds()
-        out.write(f"The driver's latest fix is recent ({not_before:%H:%M:%S} UTC): the drive starts after it, so "
-                  f"its end plays in real time (about {wait / 60:.0f} more minutes).\n")
+        out.write(f"The drive starts after {not_before:%H:%M:%S} UTC (the route's start or the driver's latest fix), "
+                  f"so its rest plays in real time: about {wait / 60:.0f} more minutes. Watch the tracking pages "
+                  "meanwhile (or pass --backdate for a quick run).\n")
     batches = [list(fixes[i:i + batch]) for i in range(0, len(fixes), batch)]
     tally = Tally()
     start = time.monotonic()
@@ -394,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10, help="fixes per request (default 10, max 500)")
     parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="demo.json written by `make run`")
     parser.add_argument("--base-url", default=None, help="API base URL (default: base_url from demo.json)")
+    parser.add_argument("--backdate", action="store_true",
+                        help="end the drive now even when it then begins before the demo route started (quick at any "
+                             "time, but the route's events precede its orders on the timelines)")
     parser.add_argument("--no-park-stops", action="store_true",
                         help="do not put a shipment at each GPX waypoint (parking) before playing")
     args = parser.parse_args(argv)
@@ -434,9 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if park:
             print(f"Put a shipment at each of the {len(park)} parking waypoint(s); tracking: {park[0]['tracking_url']}")
         watched = park[-1]["tracking_url"] if park else (demo["tracking_urls"][0] if on_demo_route else None)
-        latest = http_json("GET", f"{base_url}/v1/drivers/{demo['driver_id']}/position",
-                           token=demo["merchant_api_key"])
-        not_before = datetime.fromisoformat(latest.body["fix_time"]) if latest.status == 200 else None
+        not_before = drive_not_before(demo, base_url, on_demo_route and not args.backdate)
         started = time.monotonic()
         try:
             tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url, not_before=not_before,

@@ -94,14 +94,22 @@ SEATTLE = ZoneInfo("America/Los_Angeles")
 WEEKDAYS = re.compile(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\b")
 
 
-@pytest.fixture(scope="module")
-def demo_day(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+@pytest.fixture(scope="module", params=["ridealong", "builtin"])
+def demo_day(request: pytest.FixtureRequest, stack: LocalStack,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     """A demo seeded as `make run` does (its own merchant and driver), then `make simulate` with its defaults
-    (only faster): the default trace over the demo route."""
+    (only faster, and backdated): the default trace over the demo route. "ridealong": with ../shared/data (the real trace and
+    routes); "builtin": as on a fresh clone without it."""
     folder = tmp_path_factory.mktemp("demo-day")
-    seeded = seed_demo(stack.base_url, stack.app_env, demo_path=folder / "demo.json", isolated=True)
+    if request.param == "ridealong":
+        shared_path("traces", "ridealong", "test1.gpx")
+    data_dir = None if request.param == "ridealong" else folder / "no-shared-data"
+    seeded = seed_demo(stack.base_url, stack.app_env, demo_path=folder / "demo.json", isolated=True,
+                       data_dir=data_dir, extra={"variant": request.param})
+    # --backdate: the drive ends now although the route started a moment ago (the default would play most of it
+    # in real time, minutes; tests/unit/test_demo_plan.py checks that pacing).
     proc = run_module("infra.local.simulate", "--demo", folder / "demo.json", "--speed", "2000", "--batch", "50",
-                      timeout=180)
+                      "--backdate", timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return seeded, proc.stdout
 
@@ -182,7 +190,7 @@ def test_the_demo_pages_in_chromium_show_the_states_in_words(demo_day: tuple[dic
             for state, shipment_id in pages.items():
                 assert page.goto(links[shipment_id], wait_until="load").status == 200
                 page.wait_for_timeout(500)
-                page.screenshot(path=str(SCREENSHOTS / f"demo-{state}.png"), full_page=True)
+                page.screenshot(path=str(SCREENSHOTS / f"demo-{demo['variant']}-{state}.png"), full_page=True)
                 texts[state] = page.inner_text("body")
                 if state == "delivered":
                     assert page.locator("img.proof-photo").count() == 1  # the driver's photo, on the page
@@ -192,7 +200,7 @@ def test_the_demo_pages_in_chromium_show_the_states_in_words(demo_day: tuple[dic
                     assert len(set(WEEKDAYS.findall(shown))) <= 1, (state, shown)  # never "Tue ... to Sat ..."
             assert page.goto(demo["driver_app_url"], wait_until="load").status == 200
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(SCREENSHOTS / "demo-driver-app.png"), full_page=True)
+            page.screenshot(path=str(SCREENSHOTS / f"demo-{demo['variant']}-driver-app.png"), full_page=True)
             texts["driver-app"] = page.inner_text("body")
         finally:
             browser.close()

@@ -147,3 +147,58 @@ def test_the_drive_ends_now_unless_the_driver_has_a_later_fix() -> None:
     offset = playback_offset(fixes, now, recent)
     assert fixes[0].time + offset == recent + timedelta(seconds=1)
     assert fixes[-1].time + offset == recent + timedelta(seconds=1) + length
+
+
+class _FakeClock:
+    """time.monotonic / time.sleep / datetime.now for play(): sleeping advances the wall clock."""
+
+    def __init__(self, wall: datetime) -> None:
+        self.wall, self.elapsed = wall, 0.0
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def sleep(self, seconds: float) -> None:
+        self.elapsed += seconds
+
+    def now(self) -> datetime:
+        return self.wall + timedelta(seconds=self.elapsed)
+
+
+def test_a_drive_after_the_route_start_is_posted_as_real_time_reaches_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from infra.local import simulate
+    from infra.local.stack import HttpResult
+
+    fixes = parse_gpx(BUILTIN_TRACE)
+    length = fixes[-1].time - fixes[0].time
+    wall = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)
+    clock = _FakeClock(wall)
+    posted: list[tuple[datetime, list[datetime]]] = []
+
+    class FakeDatetime(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> FakeDatetime:  # type: ignore[override]
+            return clock.now()  # type: ignore[return-value]
+
+    def fake_post(url: str, token: str, pings: list[dict[str, object]]) -> HttpResult:
+        posted.append((clock.now(), [datetime.fromisoformat(str(p["fix_time"])) for p in pings]))
+        return HttpResult(200, {}, {"accepted": len(pings), "duplicates": 0, "rejected": 0, "items": []})
+
+    monkeypatch.setattr(simulate, "time", clock)
+    monkeypatch.setattr(simulate, "datetime", FakeDatetime)
+    monkeypatch.setattr(simulate, "_post", fake_post)
+    route_start = wall - timedelta(minutes=3)  # `make simulate` three minutes after `make run`
+    out = io.StringIO()
+    tally = simulate.play({"base_url": "http://x", "driver_token": "t"}, fixes, speed=1000.0, batch=25,
+                          out=out, not_before=route_start)
+    assert tally.accepted == len(fixes)
+    sent = [moment for _, moments in posted for moment in moments]
+    assert min(sent) > route_start  # nothing before the route started
+    assert max(sent) == route_start + timedelta(seconds=1) + length
+    for at, moments in posted:  # a phone never reports the future (beyond the API's slack)
+        assert max(moments) <= at + simulate.FUTURE_SLACK
+    assert "plays in real time" in out.getvalue()
+    # It took about the part of the drive that was still ahead, not the whole trace at 1000x.
+    assert clock.elapsed >= (length - timedelta(minutes=3) - simulate.FUTURE_SLACK).total_seconds() - 1
