@@ -98,8 +98,8 @@ WEEKDAYS = re.compile(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\b")
 def demo_day(request: pytest.FixtureRequest, stack: LocalStack,
              tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     """A demo seeded as `make run` does (its own merchant and driver), then `make simulate` with its defaults
-    (only faster, and backdated): the default trace over the demo route. "ridealong": with ../shared/data (the real trace and
-    routes); "builtin": as on a fresh clone without it."""
+    (only faster, and backdated): the default trace over the demo route. "ridealong": with ../shared/data (the
+    real trace and routes); "builtin": as on a fresh clone without it."""
     folder = tmp_path_factory.mktemp("demo-day")
     if request.param == "ridealong":
         shared_path("traces", "ridealong", "test1.gpx")
