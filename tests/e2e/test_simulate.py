@@ -209,3 +209,17 @@ def test_the_demo_pages_in_chromium_show_the_states_in_words(demo_day: tuple[dic
     assert "Delivered" in texts["delivered"]
     assert "Delivery attempt failed" in texts["failed"]
     assert "Demo stop" in texts["driver-app"]  # the day's stops are still listed
+
+
+def test_another_trace_drives_its_parkings_with_a_new_driver_and_the_demo_route_stays(
+        stack: LocalStack, tmp_path: Path) -> None:
+    trace = shared_path("traces", "ridealong", "nighttime_drive.gpx")  # Oakland, five parkings
+    seeded = seed_demo(stack.base_url, stack.app_env, demo_path=tmp_path / "demo.json", isolated=True)
+    proc = run_module("infra.local.simulate", "--demo", tmp_path / "demo.json", "--trace", trace,
+                      "--speed", "2000", "--batch", "50", "--backdate", timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on a route of a new driver" in proc.stdout and "Marked delivered" in proc.stdout
+    # The demo driver's day is untouched: its route, every stop still out for delivery.
+    mine = http_json("GET", f"{seeded['base_url']}/v1/driver/route", token=seeded["driver_token"]).body
+    assert mine["route"]["id"] == seeded["route_id"] and mine["route"]["status"] == "active"
+    assert {s["status"] for s in mine["stops"]} == {"out_for_delivery"}
