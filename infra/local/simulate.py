@@ -233,22 +233,21 @@ def finish_demo_visits(demo: dict[str, Any], base_url: str, timeout_s: float = 6
 
 
 def describe_demo_day(demo: dict[str, Any], day: DemoDay) -> None:
-    """What each tracking link of the demo route shows now, in the words its page uses."""
-    links = dict(zip(demo["shipment_ids"], demo["tracking_urls"], strict=True))
-    done = {*day.delivered, *day.failed, *day.arrived, *day.not_reached}
-    print("The demo route's tracking pages now show:")
-    for shipment_id in day.delivered:
-        print(f"  delivered, with the photo    {links[shipment_id]}")
-    for shipment_id in day.failed:
-        print(f"  not delivered (nobody home), can be rescheduled   {links[shipment_id]}")
-    for shipment_id in day.arrived:
-        print(f"  the driver is at the door    {links[shipment_id]}")
-    upcoming = [sid for sid in demo["shipment_ids"] if sid not in done]
+    """What each tracking link of the demo route shows now, in route order, in the words its page uses."""
+    shown = {**{sid: "delivered, with the photo" for sid in day.delivered},
+             **{sid: "not delivered (nobody home), can be rescheduled" for sid in day.failed},
+             **{sid: "the driver is at the door" for sid in day.arrived},
+             **{sid: "not reached yet (see .local/logs/streams.log)" for sid in day.not_reached}}
+    upcoming = [sid for sid in demo["shipment_ids"] if sid not in shown]
     if upcoming:
-        print(f"  on the way: the live driver and today's window   {links[upcoming[0]]}"
-              f"   (and {len(upcoming) - 1} more stops later today)")
-    for shipment_id in day.not_reached:
-        print(f"  note: the pipeline saw no arrival at {shipment_id} yet (see .local/logs/streams.log)")
+        shown[upcoming[0]] = "on the way: the live driver and today's window"
+    print("The demo route's tracking pages now show:")
+    for number, (shipment_id, url) in enumerate(zip(demo["shipment_ids"], demo["tracking_urls"], strict=True), 1):
+        if shipment_id in shown:
+            print(f"  stop {number}: {shown[shipment_id]}   {url}")
+    if len(upcoming) > 1:
+        print(f"  stops {len(demo['shipment_ids']) - len(upcoming) + 2}-{len(demo['shipment_ids'])}: "
+              "later today, in their promised windows (tracking_urls of demo.json)")
 
 
 def ping_json(fix: TraceFix, fix_time: datetime) -> dict[str, Any]:

@@ -152,10 +152,11 @@ def test_after_simulate_the_pages_show_delivered_failed_arrived_and_a_live_drive
               if e["type"] == "failed"]
     assert len(failed) == 1
     # simulate says which link shows what, in words.
-    assert f"delivered, with the photo    {links[visited[0]]}" in out
-    assert f"not delivered (nobody home), can be rescheduled   {links[visited[1]]}" in out
-    assert f"the driver is at the door    {links[visited[-1]]}" in out
-    assert links[onward[0]] in out and "not_home" not in out
+    assert f"stop 1: delivered, with the photo   {links[visited[0]]}" in out
+    assert f"stop 2: not delivered (nobody home), can be rescheduled   {links[visited[1]]}" in out
+    assert f"stop {len(visited)}: the driver is at the door   {links[visited[-1]]}" in out
+    assert f"stop {len(visited) + 1}: on the way: the live driver and today's window   {links[onward[0]]}" in out
+    assert "not_home" not in out
 
 
 def test_the_driver_app_keeps_the_day_s_route_after_simulate(demo_day: tuple[dict[str, Any], str]) -> None:
