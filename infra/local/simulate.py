@@ -1,15 +1,18 @@
-"""Play a GPS trace through the driver ping API of the local stack (`make simulate`).
+"""Drive the demo route along its GPS trace through the driver ping API of the local stack (`make simulate`).
 
-Reads .local/demo.json (written by `make run`), loads a GPX trace (the real
-ride-along trace from ../shared/data when present, else the synthetic
-events/demo_trace.gpx) and posts its fixes as the demo driver, in batches, at
-N times real speed.
+Reads .local/demo.json (written by `make run`), loads the GPX trace the demo route was planned along (the
+real ride-along trace from ../shared/data when present, else the synthetic events/demo_trace.gpx) and posts
+its fixes as the demo driver, in batches, at N times real speed. Then it does at the stops the trace reached
+what the driver's app would: the first delivered with a photo, the second failed (nobody home), the others
+delivered, the last left "arrived" (the trace ends there). Another trace (--trace) is not along the demo
+route: a new driver drives a shipment at each of its parking waypoints instead.
 
-Fix times: the API refuses fixes more than 2 minutes in the future or more
-than 7 days old, so the trace keeps its real durations and is shifted so its
-LAST fix lands at the moment the simulation starts. Every fix is therefore in
-the recent past when it is posted, whatever the playback speed, and the
-batches arrive in the order a phone would send them.
+Fix times: the API refuses fixes more than 2 minutes in the future or more than 7 days old, so the trace
+keeps its real durations and is shifted so its LAST fix lands at the moment the simulation starts: every
+fix is then in the recent past when it is posted, whatever the playback speed. But the drive never starts
+before the route did, nor before the driver's latest fix (the pipeline ignores older ones): then its first
+fix lands just after that moment, and the fixes later than now are posted as real time reaches them
+(--backdate lifts the route's bound). Batches arrive in the order a phone would send them.
 """
 
 from __future__ import annotations
@@ -412,8 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.simulate",
                                      description="Play a GPX trace through the driver ping API of `make run`.")
     parser.add_argument("--trace", type=Path, default=None,
-                        help="GPX file (default: ../shared/data/traces/ridealong/test1.gpx, "
-                             "else events/demo_trace.gpx)")
+                        help="GPX file (default: the trace the demo route was planned along, named in demo.json: "
+                             "../shared/data/traces/ridealong/test1.gpx, else events/demo_trace.gpx)")
     parser.add_argument("--speed", type=float, default=20.0, help="playback speed, x real time (default 20)")
     parser.add_argument("--batch", type=int, default=10, help="fixes per request (default 10, max 500)")
     parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="demo.json written by `make run`")

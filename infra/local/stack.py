@@ -955,7 +955,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="map tile URL template for the tracking page, e.g. "
                              "'https://tile.openstreetmap.org/{z}/{x}/{y}.png' (default: none, markers only)")
     parser.add_argument("--route", default=None,
-                        help="real route to use: a route id or a station code such as DSE4 (default: the first)")
+                        help="seed a real ALMRRC route (a route id or a station code such as DCH4) in its metro's "
+                             "time zone (default: a route along the trace `make simulate` plays)")
     args = parser.parse_args(argv)
     for name in ("port", "moto_port", "dynamodb_port"):
         if not 0 <= getattr(args, name) <= 65535:
