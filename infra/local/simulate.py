@@ -1,15 +1,18 @@
-"""Play a GPS trace through the driver ping API of the local stack (`make simulate`).
+"""Drive the demo route along its GPS trace through the driver ping API of the local stack (`make simulate`).
 
-Reads .local/demo.json (written by `make run`), loads a GPX trace (the real
-ride-along trace from ../shared/data when present, else the synthetic
-events/demo_trace.gpx) and posts its fixes as the demo driver, in batches, at
-N times real speed.
+Reads .local/demo.json (written by `make run`), loads the GPX trace the demo route was planned along (the
+real ride-along trace from ../shared/data when present, else the synthetic events/demo_trace.gpx) and posts
+its fixes as the demo driver, in batches, at N times real speed. Then it does at the stops the trace reached
+what the driver's app would: the first delivered with a photo, the second failed (nobody home), the others
+delivered, the last left "arrived" (the trace ends there). Another trace (--trace) is not along the demo
+route: a new driver drives a shipment at each of its parking waypoints instead.
 
-Fix times: the API refuses fixes more than 2 minutes in the future or more
-than 7 days old, so the trace keeps its real durations and is shifted so its
-LAST fix lands at the moment the simulation starts. Every fix is therefore in
-the recent past when it is posted, whatever the playback speed, and the
-batches arrive in the order a phone would send them.
+Fix times: the API refuses fixes more than 2 minutes in the future or more than 7 days old, so the trace
+keeps its real durations and is shifted so its LAST fix lands at the moment the simulation starts: every
+fix is then in the recent past when it is posted, whatever the playback speed. But the drive never starts
+before the route did, nor before the driver's latest fix (the pipeline ignores older ones): then its first
+fix lands just after that moment, and the fixes later than now are posted as real time reaches them
+(--backdate lifts the route's bound). Batches arrive in the order a phone would send them.
 """
 
 from __future__ import annotations
@@ -17,29 +20,35 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import struct
 import sys
 import time
 import urllib.error
+import urllib.request
+import uuid
 import xml.etree.ElementTree as ET
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from infra.local.demo_plan import BUILTIN_TRACE as BUILTIN_TRACE  # re-exported: where the trace lives
+from infra.local.demo_plan import TraceFix as TraceFix
+from infra.local.demo_plan import default_trace as _default_trace
+from infra.local.demo_plan import parse_gpx as parse_gpx
+from infra.local.demo_plan import parse_waypoints
 from infra.local.stack import (
     DEFAULT_DEMO_PATH,
     DEMO_KEYS,
-    PROJECT_DIR,
     HttpResult,
     default_data_dir,
     http_json,
     tracking_json_url,
 )
 
-BUILTIN_TRACE = PROJECT_DIR / "events" / "demo_trace.gpx"
-REAL_TRACE = ("traces", "ridealong", "test1.gpx")
 MAX_BATCH = 500  # the API's limit per request
 RETRIES = 3
 
@@ -48,126 +57,36 @@ class SimulationError(RuntimeError):
     """Something the user must fix (no demo.json, stack down, token refused); the message says what."""
 
 
-@dataclass(frozen=True)
-class TraceFix:
-    time: datetime
-    lat: float
-    lng: float
-    speed: float | None = None
-    accuracy: float | None = None
-    heading: float | None = None
-    altitude: float | None = None
-
-
-# --- GPX ----------------------------------------------------------------------------------
-
-
-def _local_name(tag: str) -> str:
-    # "{http://www.topografix.com/GPX/1/1}trkpt" -> "trkpt": GPX 1.0/1.1 and every extension
-    # vendor (Garmin gpxtpx, trails.io, ...) use their own namespaces for the same ideas.
-    return tag.rsplit("}", 1)[-1]
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        value = float((text or "").strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _timestamp(text: str | None) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat((text or "").strip())
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # GPX times are UTC
-
-
-def parse_gpx(path: Path) -> list[TraceFix]:
-    """Track points with a time, in time order: lat/lon, ele, and speed/hacc/course from extensions."""
-    root = ET.parse(path).getroot()
-    fixes: list[TraceFix] = []
-    for point in root.iter():
-        if _local_name(point.tag) != "trkpt":
-            continue
-        lat, lng = _number(point.get("lat")), _number(point.get("lon"))
-        when = altitude = None
-        for child in point:
-            name = _local_name(child.tag)
-            if name == "time":
-                when = _timestamp(child.text)
-            elif name == "ele":
-                altitude = _number(child.text)
-        found: dict[str, float | None] = {}
-        for element in point.iter():
-            name = _local_name(element.tag)
-            if name in {"speed", "hacc", "course"}:
-                found[name] = _number(element.text)
-        if when is None or lat is None or lng is None:
-            continue
-        speed, accuracy, heading = found.get("speed"), found.get("hacc"), found.get("course")
-        fixes.append(TraceFix(
-            time=when, lat=lat, lng=lng,
-            speed=speed if speed is not None and speed >= 0 else None,  # -1 means "unknown"
-            accuracy=accuracy if accuracy is not None and accuracy >= 0 else None,
-            heading=heading if heading is not None and 0 <= heading <= 360 else None,
-            altitude=altitude,
-        ))
-    fixes.sort(key=lambda f: f.time)  # stable: equal times keep file order (the API dedupes them)
-    return fixes
-
-
-def parse_waypoints(path: Path) -> list[tuple[str, float, float]]:
-    """GPX waypoints (name, lat, lng): in the ride-along traces these are where the truck parked at a stop."""
-    points = []
-    for element in ET.parse(path).getroot().iter():
-        if _local_name(element.tag) != "wpt":
-            continue
-        lat, lng = _number(element.get("lat")), _number(element.get("lon"))
-        name = next((c.text or "" for c in element if _local_name(c.tag) == "name"), "")
-        if lat is not None and lng is not None:
-            points.append((name.strip() or "stop", lat, lng))
-    return points
-
-
 def plan_park_stops(demo: dict[str, Any], waypoints: Sequence[tuple[str, float, float]], base_url: str,
-                    first_fix: datetime) -> list[dict[str, Any]]:
-    """A shipment at each parking waypoint, on a new started route of the demo driver, so the replay
-    exercises the pipeline: approaching, arrived and departed at each stop."""
+                    first_fix: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A shipment at each parking waypoint, on a started route of a new driver ("Trace Driver"), so the replay
+    exercises the pipeline (approaching, arrived and departed at each stop) while the demo driver keeps the
+    demo route (one active route per driver; the driver app keeps showing it). Returns the demo with that
+    driver in place of the demo driver, and the shipments."""
     key = demo["merchant_api_key"]
+    driver = http_json("POST", f"{base_url}/v1/drivers", {"name": "Trace Driver"}, token=key)
+    if driver.status != 201:
+        raise SimulationError(f"could not create the trace's driver: HTTP {driver.status} {driver.body}")
     shipments = []
     for number, (_name, lat, lng) in enumerate(waypoints, start=1):
         created = http_json("POST", f"{base_url}/v1/shipments", {
             "recipient": {"name": f"Park Stop {number}", "phone": f"+1206555{number:04d}",
                           "email": f"park-stop-{number}@example.com"},
-            "address": {"line1": f"Parking waypoint {number}", "city": "Seattle", "country": "US"},
+            "address": {"line1": f"Parking waypoint {number}", "city": demo.get("city") or "Seattle", "country": "US"},
             "location": {"lat": lat, "lng": lng}}, token=key)
         if created.status != 201:
             raise SimulationError(f"could not create the park-stop shipment: HTTP {created.status}")
         shipments.append(created.body)
-    # A driver has one active route at a time: the park stops join the demo driver's active route (the driver
-    # app keeps showing the day's stops), or make a new started route when there is none.
-    active = http_json("GET", f"{base_url}/v1/routes?driver_id={demo['driver_id']}&status=active", token=key)
-    current = active.body.get("items", []) if active.status == 200 else []
-    if current:
-        route = current[0]
-        edited = http_json("PATCH", f"{base_url}/v1/routes/{route['id']}", {
-            "version": route["version"],
-            "shipment_ids": [s["shipment_id"] for s in route["stops"]] + [s["id"] for s in shipments]}, token=key)
-        if edited.status != 200:
-            raise SimulationError(f"could not add the park stops to route {route['id']}: HTTP {edited.status} "
-                                  f"{edited.body}")
-        return shipments
     route = http_json("POST", f"{base_url}/v1/routes", {
-        "driver_id": demo["driver_id"], "day": first_fix.date().isoformat(),
+        "driver_id": driver.body["id"], "day": first_fix.date().isoformat(),
         "planned_start": first_fix.isoformat(), "shipment_ids": [s["id"] for s in shipments]}, token=key)
     if route.status != 201:
         raise SimulationError(f"could not create the park-stop route: HTTP {route.status} {route.body}")
     started = http_json("POST", f"{base_url}/v1/routes/{route.body['id']}/start", token=key)
     if started.status != 200:
         raise SimulationError(f"could not start the park-stop route: HTTP {started.status} {started.body}")
-    return shipments
+    return {**demo, "driver_id": driver.body["id"], "driver_token": driver.body["token"],
+            "route_id": route.body["id"]}, shipments
 
 
 def settled_timelines(demo: dict[str, Any], base_url: str, shipment_ids: Sequence[str],
@@ -213,6 +132,127 @@ def deliver_visited(demo: dict[str, Any], base_url: str, shipment_ids: Sequence[
     return delivered
 
 
+# --- the demo route's day (`make run`'s route lies along the default trace) ------------------
+
+
+def demo_photo(width: int = 96, height: int = 64) -> bytes:
+    """A small real PNG (a parcel on a doorstep), made here so the demo needs no image file: the API
+    accepts as proof only an upload whose bytes are the image type it announced."""
+    rows = []
+    for y in range(height):
+        row = bytearray([0])  # filter: none
+        for x in range(width):
+            parcel = 30 <= x < 66 and 18 <= y < 50
+            tape = parcel and 45 <= x < 51
+            step = y >= 50
+            row += bytes((200, 170, 120) if tape else (150, 105, 60) if parcel else
+                         (120, 120, 125) if step else (225, 228, 232))
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+
+
+def _multipart(fields: dict[str, str], file: bytes, content_type: str) -> tuple[bytes, str]:
+    boundary = f"doorstep-demo-{uuid.uuid4().hex}"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="proof.png"\r\n'
+                 f"Content-Type: {content_type}\r\n\r\n".encode() + file + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def upload_photo(demo: dict[str, Any], base_url: str, shipment_id: str) -> str:
+    """Upload the demo photo through the driver's presigned POST, as the driver app does; its proof key."""
+    photo = demo_photo()
+    upload = http_json("POST", f"{base_url}/v1/driver/shipments/{shipment_id}/proof-uploads",
+                       {"kind": "photo", "content_type": "image/png", "size_bytes": len(photo)},
+                       token=demo["driver_token"])
+    if upload.status != 201:
+        raise SimulationError(f"the proof upload was refused: HTTP {upload.status} {json.dumps(upload.body)[:300]}")
+    body, content_type = _multipart(upload.body["fields"], photo, "image/png")
+    request = urllib.request.Request(upload.body["url"], data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the local emulator, never a proxy
+    with opener.open(request, timeout=30) as answer:
+        answer.read()
+    return str(upload.body["key"])
+
+
+@dataclass
+class DemoDay:
+    """What `make simulate` left on the demo route's stops the trace reached, by shipment id."""
+
+    delivered: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    arrived: list[str] = field(default_factory=list)
+    not_reached: list[str] = field(default_factory=list)
+
+
+def finish_demo_visits(demo: dict[str, Any], base_url: str, timeout_s: float = 60.0) -> DemoDay:
+    """Do at the trace's stops what the driver's phone would: the first delivered with a photo, the second
+    failed (nobody home), the others delivered, the last left as arrived (the trace ends there, the driver
+    is at that door now). Each at the time the pipeline saw the driver leave it (else arrive)."""
+    visited = list(demo["shipment_ids"][: int(demo.get("visited_stops") or 0)])
+    places = {s["shipment_id"]: s for s in demo.get("stops", [])}
+    day = DemoDay()
+    if not visited:
+        return day
+    settled_timelines(demo, base_url, visited, timeout_s=timeout_s)
+    for position, shipment_id in enumerate(visited):
+        timeline = http_json("GET", f"{base_url}/v1/shipments/{shipment_id}/timeline", token=demo["merchant_api_key"])
+        events = timeline.body.get("items", []) if timeline.status == 200 else []
+        arrival = next((e for e in events if e["type"] == "arrived"), None)
+        if arrival is None:
+            day.not_reached.append(shipment_id)
+            continue
+        if position == len(visited) - 1:
+            day.arrived.append(shipment_id)
+            continue
+        leaving = next((e for e in events if e["type"] == "departed"), arrival)
+        place = places.get(shipment_id)
+        update: dict[str, Any] = {"occurred_at": leaving["occurred_at"]}
+        if place is not None:
+            update["location"] = {"lat": place["lat"], "lng": place["lng"]}
+        if position == 1 and len(visited) >= 3:
+            update.update(status="failed", reason="not_home", note="Rang twice, no answer; no safe place")
+            outcome = day.failed
+        else:
+            update.update(status="delivered", proof_keys=[upload_photo(demo, base_url, shipment_id)],
+                          recipient_name="Left at the front door", contactless=True)
+            outcome = day.delivered
+        result = http_json("POST", f"{base_url}/v1/driver/shipments/{shipment_id}/status", update,
+                           token=demo["driver_token"], headers={"Idempotency-Key": f"simulate-{shipment_id}"})
+        if result.status != 200:
+            raise SimulationError(f"the {update['status']} update of {shipment_id} was refused: HTTP {result.status} "
+                                  f"{json.dumps(result.body)[:300]}")
+        outcome.append(shipment_id)
+    return day
+
+
+def describe_demo_day(demo: dict[str, Any], day: DemoDay) -> None:
+    """What each tracking link of the demo route shows now, in route order, in the words its page uses."""
+    shown = {**{sid: "delivered, with the photo" for sid in day.delivered},
+             **{sid: "not delivered (nobody home), can be rescheduled" for sid in day.failed},
+             **{sid: "the driver is at the door" for sid in day.arrived},
+             **{sid: "not reached yet (see .local/logs/streams.log)" for sid in day.not_reached}}
+    upcoming = [sid for sid in demo["shipment_ids"] if sid not in shown]
+    if upcoming:
+        shown[upcoming[0]] = "on the way: the live driver and today's window"
+    print("The demo route's tracking pages now show:")
+    for number, (shipment_id, url) in enumerate(zip(demo["shipment_ids"], demo["tracking_urls"], strict=True), 1):
+        if shipment_id in shown:
+            print(f"  stop {number}: {shown[shipment_id]}   {url}")
+    if len(upcoming) > 1:
+        print(f"  stops {len(demo['shipment_ids']) - len(upcoming) + 2}-{len(demo['shipment_ids'])}: "
+              "later today, in their promised windows (tracking_urls of demo.json)")
+
+
 def ping_json(fix: TraceFix, fix_time: datetime) -> dict[str, Any]:
     ping: dict[str, Any] = {"lat": fix.lat, "lng": fix.lng,
                             "fix_time": fix_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -240,8 +280,7 @@ def load_demo(path: Path) -> dict[str, Any]:
 
 
 def default_trace() -> Path:
-    real = default_data_dir().joinpath(*REAL_TRACE)
-    return real if real.is_file() else BUILTIN_TRACE
+    return _default_trace(default_data_dir())
 
 
 def _distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -293,20 +332,58 @@ def _bar(done: int, total: int, tally: Tally, elapsed: float, width: int = 30) -
             f"accepted {tally.accepted}  duplicate {tally.duplicates}  rejected {tally.rejected}  {elapsed:5.1f} s")
 
 
+def drive_not_before(demo: dict[str, Any], base_url: str, after_route_start: bool) -> datetime | None:
+    """The moment the played drive must start after: the driver's latest fix (the pipeline ignores older
+    ones) and, with `after_route_start`, the start of the route it drives (a drive before it would put the route's
+    events before its shipments were even ordered)."""
+    bounds = []
+    latest = http_json("GET", f"{base_url}/v1/drivers/{demo['driver_id']}/position", token=demo["merchant_api_key"])
+    if latest.status == 200:
+        bounds.append(datetime.fromisoformat(latest.body["fix_time"]))
+    if after_route_start:
+        route = http_json("GET", f"{base_url}/v1/routes/{demo['route_id']}", token=demo["merchant_api_key"])
+        # (a demo.json naming another driver than the route's, as tests write, bounds nothing)
+        if route.status == 200 and route.body.get("started_at") and route.body.get("driver_id") == demo["driver_id"]:
+            bounds.append(datetime.fromisoformat(route.body["started_at"]))
+    return max(bounds, default=None)
+
+
+def playback_offset(fixes: Sequence[TraceFix], now: datetime, not_before: datetime | None) -> timedelta:
+    """How far the trace's times move: its last fix lands at `now` (so the whole drive is in the recent past and
+    plays at any speed), unless that puts its first fix at or before `not_before` (the driver's latest fix:
+    the pipeline ignores fixes older than what it has processed); then the first fix lands just after it,
+    and the fixes later than now are posted as real time reaches them (see `play`)."""
+    offset = now - fixes[-1].time
+    if not_before is not None and fixes[0].time + offset <= not_before:
+        offset = not_before + timedelta(seconds=1) - fixes[0].time
+    return offset
+
+
+FUTURE_SLACK = timedelta(seconds=60)  # the API refuses fixes over 2 minutes ahead of its clock
+
+
 def play(demo: dict[str, Any], fixes: Sequence[TraceFix], *, speed: float, batch: int,
-         base_url: str | None = None, out: Any = sys.stdout, watch: str | None = None) -> Tally:
-    """Post `fixes` in batches at `speed` x real time; returns the tally of per-item outcomes."""
+         base_url: str | None = None, out: Any = sys.stdout, watch: str | None = None,
+         not_before: datetime | None = None) -> Tally:
+    """Post `fixes` in batches at `speed` x real time; returns the tally of per-item outcomes. A fix is never
+    posted before real time is within FUTURE_SLACK of its (moved) time: a phone does not report the future."""
     url = f"{(base_url or demo['base_url']).rstrip('/')}/v1/driver/pings"
     started_wall = datetime.now(UTC)
-    offset = started_wall - fixes[-1].time
+    offset = playback_offset(fixes, started_wall, not_before)
     first = fixes[0].time
+    if fixes[-1].time + offset > started_wall + FUTURE_SLACK:
+        wait = (fixes[-1].time + offset - started_wall - FUTURE_SLACK).total_seconds()
+        out.write(f"The drive starts after {not_before:%H:%M:%S} UTC (the route's start or the driver's latest fix), "
+                  f"so its rest plays in real time: about {wait / 60:.0f} more minutes. Watch the tracking pages "
+                  "meanwhile (or pass --backdate for a quick run).\n")
     batches = [list(fixes[i:i + batch]) for i in range(0, len(fixes), batch)]
     tally = Tally()
     start = time.monotonic()
     for chunk in batches:
         # A phone sends a batch once its last fix is taken: schedule against the start, so HTTP
         # latency does not accumulate into drift.
-        due = start + (chunk[-1].time - first).total_seconds() / speed
+        due = max(start + (chunk[-1].time - first).total_seconds() / speed,
+                  start + (chunk[-1].time + offset - FUTURE_SLACK - started_wall).total_seconds())
         pause = due - time.monotonic()
         if pause > 0:
             time.sleep(pause)
@@ -338,12 +415,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.simulate",
                                      description="Play a GPX trace through the driver ping API of `make run`.")
     parser.add_argument("--trace", type=Path, default=None,
-                        help="GPX file (default: ../shared/data/traces/ridealong/test1.gpx, "
-                             "else events/demo_trace.gpx)")
+                        help="GPX file (default: the trace the demo route was planned along, named in demo.json: "
+                             "../shared/data/traces/ridealong/test1.gpx, else events/demo_trace.gpx)")
     parser.add_argument("--speed", type=float, default=20.0, help="playback speed, x real time (default 20)")
     parser.add_argument("--batch", type=int, default=10, help="fixes per request (default 10, max 500)")
     parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO_PATH, help="demo.json written by `make run`")
     parser.add_argument("--base-url", default=None, help="API base URL (default: base_url from demo.json)")
+    parser.add_argument("--backdate", action="store_true",
+                        help="end the drive now even when it then begins before the demo route started (quick at any "
+                             "time, but the route's events precede its orders on the timelines)")
     parser.add_argument("--no-park-stops", action="store_true",
                         help="do not put a shipment at each GPX waypoint (parking) before playing")
     args = parser.parse_args(argv)
@@ -354,7 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         demo = load_demo(args.demo)
-        trace = args.trace or default_trace()
+        seeded = Path(demo["trace"]) if demo.get("trace") else None
+        # By default the trace the demo route was planned along (its stops lie on it), else the default one.
+        trace = args.trace or (seeded if seeded is not None and seeded.is_file() else default_trace())
         if not trace.is_file():
             raise SimulationError(f"trace {trace} not found")
         try:
@@ -366,22 +448,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration = (fixes[-1].time - fixes[0].time).total_seconds()
         print(f"Playing {trace.name}: {len(fixes)} fixes over {duration / 60:.1f} min at {args.speed:g}x "
               f"(about {duration / args.speed:.0f} s), {args.batch} per request, as driver {demo['driver_id']}")
+        # The demo route's own trace drives that route; any other trace gets a shipment at each of its
+        # parking waypoints (a new route of the driver), as the demo route's stops are not on it.
+        on_demo_route = seeded is not None and seeded.resolve() == trace.resolve()
         stops = demo.get("stops") or []
-        if stops:
+        if stops and not on_demo_route:
             gap = _distance_km(fixes[-1].lat, fixes[-1].lng, float(stops[0]["lat"]), float(stops[0]["lng"]))
             if gap > 50:
                 print(f"note: the trace ends {gap:,.0f} km from the demo stops (trace and route come from different "
                       "cities); the positions are real, the map will just show them far apart")
         base_url = (args.base_url or demo["base_url"]).rstrip("/")
-        waypoints = [] if args.no_park_stops else parse_waypoints(trace)
-        park = plan_park_stops(demo, waypoints, base_url, datetime.now(UTC) - (fixes[-1].time - fixes[0].time)) \
-            if waypoints else []
-        if park:
-            print(f"Put a shipment at each of the {len(park)} parking waypoint(s); tracking: {park[0]['tracking_url']}")
+        waypoints = [] if args.no_park_stops or on_demo_route else parse_waypoints(trace)
+        park: list[dict[str, Any]] = []
+        if waypoints:
+            demo, park = plan_park_stops(demo, waypoints, base_url,
+                                         datetime.now(UTC) - (fixes[-1].time - fixes[0].time))
+            print(f"Put a shipment at each of the {len(park)} parking waypoint(s), on a route of a new driver "
+                  f"{demo['driver_id']} (the demo driver keeps the demo route); tracking: {park[0]['tracking_url']}")
+        watched = park[-1]["tracking_url"] if park else (demo["tracking_urls"][0] if on_demo_route else None)
+        # Both the demo route and a park-stop route started before this drive is posted.
+        not_before = drive_not_before(demo, base_url, (on_demo_route or bool(park)) and not args.backdate)
         started = time.monotonic()
         try:
-            tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url,
-                         watch=tracking_json_url(park[-1]["tracking_url"]) if park else None)
+            tally = play(demo, fixes, speed=args.speed, batch=args.batch, base_url=args.base_url, not_before=not_before,
+                         watch=tracking_json_url(watched) if watched else None)
         except KeyboardInterrupt:
             print("\ninterrupted")
             return 130
@@ -397,7 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Final position: {p['lat']:.6f}, {p['lng']:.6f} (fix {p['fix_time']}{accuracy})")
         else:
             print(f"Final position: not available (HTTP {position.status})")
-        print(f"Track it: {demo['tracking_urls'][0]} (in a browser)")
+        if on_demo_route and not args.no_park_stops:
+            describe_demo_day(demo, finish_demo_visits(demo, base_url))
+        else:
+            print(f"Track it: {demo['tracking_urls'][0]} (in a browser)")
         if park:
             print(f"ETA window on the last park stop's tracking JSON during the drive: {tally.eta_windows_seen} "
                   f"of {tally.requests} polls")

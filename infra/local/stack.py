@@ -43,11 +43,22 @@ import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from datetime import time as dtime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+from infra.local.demo_plan import (
+    STATION_ZONES,
+    area_of,
+    default_trace,
+    distance_m,
+    parse_gpx,
+    planned_start,
+    promised_window,
+    stops_along_trace,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOCAL_DIR = PROJECT_DIR / ".local"
@@ -558,15 +569,21 @@ class DemoStop:
     stop_id: str
     lat: float
     lng: float
-    window: tuple[datetime, datetime] | None
+    kind: str = "onward"  # "stay" / "pass-by": on the trace `make simulate` plays; "onward": after its end
 
 
 @dataclass(frozen=True)
 class DemoRoute:
     source: str
     city: str
-    planned_start: datetime
+    time_zone: str
     stops: list[DemoStop]
+    trace: Path | None = None  # the trace its first stops lie along (None: an ALMRRC route chosen by --route)
+
+    @property
+    def visited(self) -> int:
+        """How many of the first stops the trace reaches."""
+        return sum(1 for s in self.stops if s.kind != "onward")
 
 
 def _is_text(value: Any) -> bool:
@@ -574,60 +591,104 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def load_real_route(data_dir: Path, stops: int, today: date, choice: str | None = None) -> DemoRoute | None:
-    """An ALMRRC route (the first, or the first whose id or station code is `choice`), stops in the
-    order actually driven, dates moved to `today`."""
+def _almrrc(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     folder = data_dir / "routes" / "almrrc2021"
-    files = [folder / n for n in ("new_route_data.json", "new_actual_sequences.json", "new_package_data.json")]
+    files = [folder / n for n in ("new_route_data.json", "new_actual_sequences.json")]
     if not all(f.is_file() for f in files):
         return None
     # json accepts the NaN literals these files contain.
-    routes, sequences, packages = (json.loads(f.read_text(encoding="utf-8")) for f in files)
-    matches = [rid for rid, r in routes.items() if choice in (None, rid, r.get("station_code"))]
-    if not matches:
-        raise SeedError(f"no route {choice!r} in {files[0]} (give a route id or a station code such as DSE4)")
-    route_id = matches[0]
-    route = routes[route_id]
-    shift = today - date.fromisoformat(route["date_YYYY_MM_DD"])
+    routes, sequences = (json.loads(f.read_text(encoding="utf-8")) for f in files)
+    return routes, sequences
+
+
+def _driven_order(routes: Mapping[str, Any], sequences: Mapping[str, Any], route_id: str) -> list[str]:
     order: dict[str, int] = sequences.get(route_id, {}).get("actual", {})
-    stop_ids = sorted(route["stops"], key=lambda s: order.get(s, math.inf))
-    picked: list[DemoStop] = []
-    for stop_id in stop_ids:
-        stop = route["stops"][stop_id]
-        if stop.get("type") == "Station":
-            continue
-        window = None
-        for package in packages.get(route_id, {}).get(stop_id, {}).values():
-            tw = package.get("time_window") or {}
-            if _is_text(tw.get("start_time_utc")) and _is_text(tw.get("end_time_utc")):
-                start = datetime.fromisoformat(tw["start_time_utc"]).replace(tzinfo=UTC) + shift
-                end = datetime.fromisoformat(tw["end_time_utc"]).replace(tzinfo=UTC) + shift
-                if end > start:
-                    window = (start, end)
-                    break
-        picked.append(DemoStop(stop_id, float(stop["lat"]), float(stop["lng"]), window))
-        if len(picked) == stops:
-            break
-    station = str(route.get("station_code") or "")
-    departure = dtime.fromisoformat(route["departure_time_utc"])
+    stops = routes[route_id]["stops"]
+    return [s for s in sorted(stops, key=lambda s: order.get(s, math.inf)) if stops[s].get("type") != "Station"]
+
+
+def load_real_route(data_dir: Path, stops: int, choice: str) -> DemoRoute | None:
+    """The ALMRRC route whose id or station code is `choice` (`make run` with --route): its first stops in the
+    order actually driven, in its metro's time zone. None without the data."""
+    loaded = _almrrc(data_dir)
+    if loaded is None:
+        return None
+    routes, sequences = loaded
+    matches = [rid for rid, r in routes.items() if choice in (rid, r.get("station_code"))]
+    if not matches:
+        raise SeedError(f"no route {choice!r} in {data_dir / 'routes' / 'almrrc2021'} "
+                        "(give a route id or a station code such as DSE4)")
+    route_id = matches[0]
+    station = str(routes[route_id].get("station_code") or "")
+    picked = [DemoStop(sid, float(routes[route_id]["stops"][sid]["lat"]), float(routes[route_id]["stops"][sid]["lng"]))
+              for sid in _driven_order(routes, sequences, route_id)[:stops]]
     return DemoRoute(source=f"almrrc2021 {route_id} (station {station})",
                      city=STATION_CITIES.get(station[1:3], "Demo City"),
-                     planned_start=datetime.combine(today, departure, tzinfo=UTC), stops=picked)
+                     time_zone=STATION_ZONES.get(station[1:3], "UTC"), stops=picked)
 
 
-def load_builtin_route(path: Path, stops: int, today: date) -> DemoRoute:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+ONWARD_MAX_KM = 5.0  # a real route's stops this close to the trace's end continue the demo's day
+# Onward stops keep farther from the trace's stops than the merchant's default approach distance (500 m), so the
+# simulated drive announces none of them.
+ONWARD_MIN_GAP_M = 600.0
 
-    def at(clock: str) -> datetime:
-        return datetime.combine(today, dtime.fromisoformat(clock), tzinfo=UTC)
 
-    picked = []
-    for stop in data["stops"][:stops]:
-        window = stop.get("time_window_utc")
-        picked.append(DemoStop(str(stop["id"]), float(stop["lat"]), float(stop["lng"]),
-                               (at(window[0]), at(window[1])) if window else None))
-    return DemoRoute(source=f"built-in {path.name}", city=str(data.get("city") or "Demo City"),
-                     planned_start=at(data["departure_time_utc"]), stops=picked)
+def _onward_stops(data_dir: Path, builtin_route: Path, after: DemoStop, avoid: Sequence[DemoStop],
+                  count: int) -> tuple[list[DemoStop], str]:
+    """`count` stops for the rest of the day after the trace's last stop: those of the real ALMRRC route
+    passing nearest to it (within ONWARD_MAX_KM), chained nearest-first from the trace's end, then the
+    bundled invented ones (events/demo_route.json) as needed; none within ONWARD_MIN_GAP_M of `avoid`
+    (the stops on the trace)."""
+    def clear(lat: float, lng: float) -> bool:
+        return all(distance_m(lat, lng, s.lat, s.lng) >= ONWARD_MIN_GAP_M for s in avoid)
+
+    candidates: list[DemoStop] = []
+    sources = []
+    loaded = _almrrc(data_dir) if count else None
+    if loaded is not None:
+        routes, sequences = loaded
+        best: tuple[float, str] | None = None
+        for route_id, route in routes.items():
+            for sid in _driven_order(routes, sequences, route_id):
+                gap = distance_m(after.lat, after.lng, float(route["stops"][sid]["lat"]),
+                                 float(route["stops"][sid]["lng"]))
+                if gap <= ONWARD_MAX_KM * 1000 and (best is None or gap < best[0]):
+                    best = (gap, route_id)
+        if best is not None:
+            route_id = best[1]
+            stops_of = routes[route_id]["stops"]
+            candidates = [DemoStop(sid, float(stops_of[sid]["lat"]), float(stops_of[sid]["lng"]))
+                          for sid in _driven_order(routes, sequences, route_id)]
+            sources.append(f"almrrc2021 {route_id} (station {routes[route_id].get('station_code')})")
+    picked: list[DemoStop] = []
+    here = after
+    pool = [c for c in candidates if clear(c.lat, c.lng)]
+    while pool and len(picked) < count:  # a plausible drive: always the nearest stop not yet served
+        here = min(pool, key=lambda c: distance_m(here.lat, here.lng, c.lat, c.lng))
+        pool.remove(here)
+        picked.append(here)
+    if len(picked) < count:
+        data: dict[str, Any] = json.loads(builtin_route.read_text(encoding="utf-8"))
+        for stop in data["onward_stops"]:
+            if len(picked) < count and clear(float(stop["lat"]), float(stop["lng"])):
+                picked.append(DemoStop(str(stop["id"]), float(stop["lat"]), float(stop["lng"])))
+        sources.append(f"built-in {builtin_route.name}")
+    return picked, " + ".join(sources)
+
+
+def trace_route(data_dir: Path, builtin_route: Path, stops: int, trace: Path) -> DemoRoute:
+    """The demo route along `trace`: the places its driver reaches first (stays, and pass-by points when it
+    has fewer than three), then stops for the rest of the day; in the trace's city and time zone."""
+    fixes = parse_gpx(trace)
+    if not fixes:
+        raise SeedError(f"{trace} has no track points with a time")
+    on_trace = stops_along_trace(fixes)[:stops]
+    visited = [DemoStop(f"T{n}", s.lat, s.lng, s.kind) for n, s in enumerate(on_trace, start=1)]
+    onward, onward_source = (_onward_stops(data_dir, builtin_route, visited[-1], visited, stops - len(visited))
+                             if visited else ([], ""))
+    city, zone = area_of(fixes[0].lat, fixes[0].lng) or ("Demo City", "UTC")
+    source = f"{len(visited)} stops along {trace.name}" + (f", then {onward_source}" if onward else "")
+    return DemoRoute(source=source, city=city, time_zone=zone, stops=visited + onward, trace=trace)
 
 
 def _iso(moment: datetime) -> str:
@@ -652,14 +713,23 @@ def _expect(result: HttpResult, what: str, *statuses: int) -> Any:
 
 
 DEMO_APPROACH_MAX_AGE_MIN = 60  # longer than the bundled ride-along traces
+DEMO_DRIVER_VISIBLE_STOPS = 3
 
 
 def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = None,
               demo_path: Path | None = DEFAULT_DEMO_PATH, stops: int = 10, isolated: bool = False,
               builtin_route: Path = BUILTIN_ROUTE, route_choice: str | None = None,
               extra: Mapping[str, Any] | None = None, webhook_receiver_url: str | None = None,
-              webhook_secret_file: Path | None = None) -> dict[str, Any]:
+              webhook_secret_file: Path | None = None, trace: Path | None = None,
+              now: datetime | None = None) -> dict[str, Any]:
     """Create a demo merchant, driver, shipments and a started route; write demo.json.
+
+    The route lies along the trace `make simulate` plays (`trace`, default: the real ride-along trace of
+    `data_dir` when present, else the bundled one; infra/local/demo_plan.py says how): its first stops are
+    where that trace's driver stays, the rest continue the day after the trace's end. The merchant is in
+    the trace's time zone; the route is planned to start before the trace's drive on today's local date,
+    and every stop is promised a window on that date. `route_choice` (an ALMRRC route id or station code)
+    seeds that real route instead, in its metro's time zone, with nothing on a trace.
 
     `env` is the app environment against the stack's moto (LocalStack.app_env). The merchant is
     created in process (see create_merchant); everything else goes through the HTTP API, as a
@@ -667,12 +737,31 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     the merchant's webhook endpoint points there, before anything happens, so the receiver gets every
     event; its signing secret goes to `webhook_secret_file` (0600), where the receiver reads it.
     """
-    today = datetime.now(UTC).date()
-    route = load_real_route(data_dir if data_dir is not None else default_data_dir(), stops, today, route_choice)
-    if route is None or not route.stops:
-        route = load_builtin_route(builtin_route, stops, today)
+    data_dir = data_dir if data_dir is not None else default_data_dir()
+    route: DemoRoute | None = None
+    if route_choice is not None:
+        route = load_real_route(data_dir, stops, route_choice)
+        if route is None:
+            raise SeedError(f"--route {route_choice} needs the real routes in {data_dir / 'routes' / 'almrrc2021'}")
+    else:
+        route = trace_route(data_dir, builtin_route, stops, trace or default_trace(data_dir))
+    zone = ZoneInfo(route.time_zone)
+    moment = now or datetime.now(UTC)
+    trace_length, trace_start = timedelta(0), None
+    if route.trace is not None:
+        fixes = parse_gpx(route.trace)
+        trace_length = fixes[-1].time - fixes[0].time
+        trace_start = {"lat": fixes[0].lat, "lng": fixes[0].lng}  # where the simulated driver sets off
+    start = planned_start(moment, trace_length, zone)
+    today = start.date()  # the local date: planned_start is in `zone`
     merchant_id, api_key = create_merchant(env, "Doorstep Demo Merchant", isolated=isolated)
 
+    # The recipients' time zone: tracking pages, messages and the driver app's "today" read it. The live driver
+    # is shown up to DEMO_DRIVER_VISIBLE_STOPS stops ahead (default: only to the next stop), so that after
+    # `make simulate`, with the driver still at the last stop it reached, the next one sees the van coming.
+    _expect(http_json("PATCH", f"{base_url}/v1/settings",
+                      {"time_zone": route.time_zone, "driver_visible_stops": DEMO_DRIVER_VISIBLE_STOPS},
+                      token=api_key), "merchant settings (time zone)", 200)
     # The demo shows its messages at any hour (`make outbox`): quiet hours off for this merchant only.
     # `make simulate` replays a trace at N x real time with its fix times up to the trace's length in the
     # past, so an "approaching" would be stale by the default 10 minutes; this merchant allows an hour.
@@ -694,22 +783,24 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     run = uuid.uuid4().hex[:12]  # keys unique per seeding, so seeding twice never replays old shipments
     shipments: list[dict[str, Any]] = []
     for number, stop in enumerate(route.stops, start=1):
+        opens, closes = promised_window(start, number - 1, zone)
         body: dict[str, Any] = {
-            "recipient": {"name": f"Demo Recipient {number}", "phone": f"+1555555{number:04d}"},
+            "recipient": {"name": f"Demo Recipient {number}", "phone": f"+1555555{number:04d}",
+                          "email": f"demo-recipient-{number}@example.com"},
             "address": {"line1": f"Demo stop {stop.stop_id}", "city": route.city, "country": "US"},
             "location": {"lat": stop.lat, "lng": stop.lng},
             "delivery_date": today.isoformat(),
-            "external_ref": f"demo-{stop.stop_id}",
+            "time_window": {"start": _iso(opens), "end": _iso(closes)},
+            # Unique per seeding: external refs are unique per merchant, and a test may seed twice.
+            "external_ref": f"demo-{run}-{stop.stop_id}",
         }
-        if stop.window is not None:
-            body["time_window"] = {"start": _iso(stop.window[0]), "end": _iso(stop.window[1])}
         result = http_json("POST", f"{base_url}/v1/shipments", body, token=api_key,
                            headers={"Idempotency-Key": f"demo-{run}-{number}"})
         shipments.append(_expect(result, f"create shipment {number}", 201, 200))
     shipment_ids = [s["id"] for s in shipments]
     created = _expect(http_json("POST", f"{base_url}/v1/routes",
                                 {"driver_id": driver["id"], "day": today.isoformat(),
-                                 "planned_start": _iso(route.planned_start), "shipment_ids": shipment_ids},
+                                 "planned_start": _iso(start), "shipment_ids": shipment_ids},
                                 token=api_key), "create route", 201)
     _expect(http_json("POST", f"{base_url}/v1/routes/{created['id']}/start", token=api_key), "start route", 200)
     app_link = _expect(http_json("POST", f"{base_url}/v1/drivers/{driver['id']}/app-link", {}, token=api_key),
@@ -729,8 +820,15 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "moto_url": env.get("AWS_ENDPOINT_URL"),
         "dynamodb_url": env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL"),
         "route_source": route.source,
-        "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng} for sid, s in zip(shipment_ids, route.stops,
-                                                                                      strict=True)],
+        "city": route.city,
+        "time_zone": route.time_zone,
+        "day": today.isoformat(),
+        # The trace `make simulate` plays over this route, and how many of the first stops it reaches.
+        "trace": str(route.trace) if route.trace is not None else None,
+        "visited_stops": route.visited,
+        "trace_start": trace_start,
+        "stops": [{"shipment_id": sid, "lat": s.lat, "lng": s.lng, "kind": s.kind}
+                  for sid, s in zip(shipment_ids, route.stops, strict=True)],
         "created_at": _iso(datetime.now(UTC)),
         "webhook_url": webhook_url,
         "webhook_receiver_url": webhook_receiver_url,
@@ -790,8 +888,27 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+def _tracking_lines(demo: Mapping[str, Any], shown: int = 5) -> list[str]:
+    """The first tracking links, each with what `make simulate` will make of it (the README says the same)."""
+    visited = int(demo.get("visited_stops") or 0)
+    roles = {0: "delivered, with a photo", 1: "nobody home: failed, can be rescheduled"} if visited >= 3 else \
+        {0: "delivered, with a photo"}
+    if visited:
+        roles[visited - 1] = "the driver arrives and stays: at the door"
+        roles[visited] = "next: the live driver and today's window"
+    lines = []
+    for index, url in enumerate(demo["tracking_urls"][:shown]):
+        role = roles.get(index, "delivered, with a photo" if index < visited else "later today")
+        label = "  Track        " if index == 0 else "               "
+        lines.append(f"{label}stop {index + 1}: {url}" + (f"   (after make simulate: {role})" if visited else ""))
+    if len(demo["tracking_urls"]) > shown:
+        lines.append(f"               ... {len(demo['tracking_urls']) - shown} more in tracking_urls of demo.json")
+    return lines
+
+
 def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str:
-    first = demo["stops"][0] if demo.get("stops") else {"lat": 0.0, "lng": 0.0}
+    # Where the demo's driver sets off (the trace's start, outside every stop), else the first stop.
+    first = demo.get("trace_start") or (demo["stops"][0] if demo.get("stops") else {"lat": 0.0, "lng": 0.0})
     ping = json.dumps({"pings": [{"lat": first["lat"], "lng": first["lng"], "fix_time": "__NOW__"}]})
     ping = shlex.quote(ping).replace("__NOW__", "'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'")
     logs = ", ".join(_relative(p) for p in stack.log_paths.values())
@@ -803,8 +920,8 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         f"  AWS (moto)   {stack.moto_url}   (S3, SNS, SES, KMS)",
         f"  Demo data    {_relative(demo_path)}: merchant key, driver token, {len(demo['shipment_ids'])} shipments "
         f"out for delivery on route {demo['route_id']}",
-        f"               stops from {demo.get('route_source', '?')}",
-        f"  Track one    {demo['tracking_urls'][0]}   (open it in a browser)",
+        f"               stops: {demo.get('route_source', '?')}; merchant time zone {demo.get('time_zone', 'UTC')}",
+        *_tracking_lines(demo),
         f"               JSON: curl -s {tracking_json_url(demo['tracking_urls'][0])}",
         f"  Driver app   {demo.get('driver_app_url', '-')}   (the demo driver's web app, valid 16 h)",
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
@@ -838,7 +955,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="map tile URL template for the tracking page, e.g. "
                              "'https://tile.openstreetmap.org/{z}/{x}/{y}.png' (default: none, markers only)")
     parser.add_argument("--route", default=None,
-                        help="real route to use: a route id or a station code such as DSE4 (default: the first)")
+                        help="seed a real ALMRRC route (a route id or a station code such as DCH4) in its metro's "
+                             "time zone (default: a route along the trace `make simulate` plays)")
     args = parser.parse_args(argv)
     for name in ("port", "moto_port", "dynamodb_port"):
         if not 0 <= getattr(args, name) <= 65535:

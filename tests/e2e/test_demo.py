@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import json
 import stat
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from infra.local.stack import BUILTIN_ROUTE, DEMO_KEYS, LocalStack, http_json, seed_demo, tracking_json_url
+from infra.local.demo_plan import BUILTIN_TRACE, default_trace, parse_gpx, stops_along_trace
+from infra.local.stack import (
+    BUILTIN_ROUTE,
+    DEMO_KEYS,
+    LocalStack,
+    default_data_dir,
+    http_json,
+    seed_demo,
+    tracking_json_url,
+)
 from tests.conftest import shared_path
 from tests.e2e.conftest import api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SEATTLE = ZoneInfo("America/Los_Angeles")  # the zone of the traces `make simulate` plays
 
 
 def test_demo_json_has_every_key_and_each_tracking_link_answers(stack: LocalStack, demo: dict[str, Any],
@@ -40,9 +52,9 @@ def test_demo_route_is_active_and_owns_the_shipments_in_order(demo: dict[str, An
     route = api(demo, "GET", f"/v1/routes/{demo['route_id']}")
     assert route.status == 200, route.body
     assert route.body["status"] == "active"
-    # Seeded for "today" (UTC); compared loosely so a run across midnight cannot flake.
+    # Seeded for "today" in the merchant's zone (Seattle's); compared loosely so a run across midnight cannot flake.
     day = date.fromisoformat(route.body["day"])
-    assert abs((datetime.now(UTC).date() - day).days) <= 1
+    assert abs((datetime.now(SEATTLE).date() - day).days) <= 1
     assert [s["shipment_id"] for s in route.body["stops"]] == demo["shipment_ids"]
     first = api(demo, "GET", f"/v1/shipments/{demo['shipment_ids'][0]}")
     assert first.body["driver_id"] == demo["driver_id"]
@@ -50,27 +62,77 @@ def test_demo_route_is_active_and_owns_the_shipments_in_order(demo: dict[str, An
     assert first.body["recipient"]["name"] == "Demo Recipient 1"
 
 
-def test_demo_uses_the_first_real_route_in_driven_order(demo: dict[str, Any]) -> None:
-    folder = shared_path("routes", "almrrc2021")
-    routes = json.loads((folder / "new_route_data.json").read_text(encoding="utf-8"))
-    route_id = next(iter(routes))
-    order = json.loads((folder / "new_actual_sequences.json").read_text(encoding="utf-8"))[route_id]["actual"]
-    stops = routes[route_id]["stops"]
-    expected = [s for s in sorted(stops, key=order.__getitem__) if stops[s]["type"] != "Station"][:10]
-    assert route_id in demo["route_source"]
-    assert [(s["lat"], s["lng"]) for s in demo["stops"]] == [(stops[s]["lat"], stops[s]["lng"]) for s in expected]
+def test_demo_stops_lie_along_the_trace_simulate_plays_in_its_city_and_zone(demo: dict[str, Any]) -> None:
+    trace = default_trace(default_data_dir())
+    assert demo["trace"] == str(trace)  # what `make simulate` plays by default
+    expected = stops_along_trace(parse_gpx(trace))
+    visited = demo["stops"][: demo["visited_stops"]]
+    assert len(visited) == len(expected) >= 3
+    assert [(s["lat"], s["lng"]) for s in visited] == [(s.lat, s.lng) for s in expected]
+    assert all(s["kind"] == "onward" for s in demo["stops"][demo["visited_stops"]:])
+    settings = api(demo, "GET", "/v1/settings")
+    assert settings.body["time_zone"] == demo["time_zone"] == "America/Los_Angeles"
+    for shipment_id in demo["shipment_ids"]:
+        shipment = api(demo, "GET", f"/v1/shipments/{shipment_id}").body
+        assert shipment["address"]["city"] == "Seattle"
+
+
+def test_every_promised_window_and_the_planned_start_are_on_the_route_s_local_day(demo: dict[str, Any]) -> None:
     route = api(demo, "GET", f"/v1/routes/{demo['route_id']}").body
-    departure = routes[route_id]["departure_time_utc"]
-    assert route["planned_start"].startswith(f"{route['day']}T{departure}")  # the data's departure, on the demo day
+    day = date.fromisoformat(route["day"])
+    start = datetime.fromisoformat(route["planned_start"])
+    trace = parse_gpx(Path(demo["trace"]))
+    created = datetime.fromisoformat(demo["created_at"])
+    # Before the simulated drive (which ends when `make simulate` runs, later than the seeding).
+    assert start <= created - (trace[-1].time - trace[0].time)
+    assert start.astimezone(SEATTLE).date() == day
+    for shipment_id in demo["shipment_ids"]:
+        window = api(demo, "GET", f"/v1/shipments/{shipment_id}").body["time_window"]
+        opens, closes = (datetime.fromisoformat(window[k]).astimezone(SEATTLE) for k in ("start", "end"))
+        assert opens.date() == closes.date() == day and timedelta(hours=1) <= closes - opens <= timedelta(hours=2)
 
 
 def test_builtin_route_is_used_when_the_shared_data_is_absent(stack: LocalStack, tmp_path: Path) -> None:
     seeded = seed_demo(stack.base_url, stack.app_env, data_dir=tmp_path / "no-shared-data",
                        demo_path=tmp_path / "demo.json", isolated=True)
+    assert seeded["trace"] == str(BUILTIN_TRACE)
+    assert seeded["visited_stops"] == 5  # the bundled trace's five parkings
     builtin = json.loads(BUILTIN_ROUTE.read_text(encoding="utf-8"))
-    assert seeded["route_source"].startswith("built-in")
-    assert len(seeded["shipment_ids"]) == len(builtin["stops"]) == 5
+    onward = {(s["lat"], s["lng"]) for s in builtin["onward_stops"]}
+    assert len(seeded["shipment_ids"]) == 10
+    assert all((s["lat"], s["lng"]) in onward for s in seeded["stops"][5:])
+    assert seeded["route_source"] == "5 stops along demo_trace.gpx, then built-in demo_route.json"
     shipment = api(seeded, "GET", f"/v1/shipments/{seeded['shipment_ids'][1]}").body
     assert shipment["address"]["city"] == "Seattle"
-    assert shipment["time_window"] is not None  # S2 has a window in the built-in route
+    assert shipment["time_window"] is not None
     assert shipment["status"] == "out_for_delivery"
+    assert api(seeded, "GET", "/v1/settings").body["time_zone"] == "America/Los_Angeles"
+
+
+def test_a_chosen_real_route_is_seeded_in_its_metro_s_zone(stack: LocalStack, tmp_path: Path) -> None:
+    shared_path("routes", "almrrc2021", "new_route_data.json")
+    seeded = seed_demo(stack.base_url, stack.app_env, demo_path=tmp_path / "demo.json", isolated=True,
+                       route_choice="DCH4", stops=3)
+    assert "(station DCH4)" in seeded["route_source"] and seeded["trace"] is None
+    assert api(seeded, "GET", "/v1/settings").body["time_zone"] == "America/Chicago"
+    shipment = api(seeded, "GET", f"/v1/shipments/{seeded['shipment_ids'][0]}").body
+    assert shipment["address"]["city"] == "Chicago"
+
+
+def test_make_run_prints_the_tracking_links_with_what_simulate_makes_of_them(stack: LocalStack,
+                                                                             demo: dict[str, Any],
+                                                                             demo_path: Path) -> None:
+    from infra.local.stack import _summary
+
+    printed = _summary(demo, stack, demo_path)
+    links = demo["tracking_urls"]
+    visited = demo["visited_stops"]
+    assert f"stop 1: {links[0]}   (after make simulate: delivered, with a photo)" in printed
+    assert f"stop 2: {links[1]}   (after make simulate: nobody home: failed, can be rescheduled)" in printed
+    assert f"stop {visited}: {links[visited - 1]}   (after make simulate: the driver arrives and stays" in printed
+    assert f"stop {visited + 1}: {links[visited]}   (after make simulate: next: the live driver" in printed
+    assert demo["driver_app_url"] in printed and "America/Los_Angeles" in printed
+    assert "not_home" not in printed
+    # The sample ping is where the demo drive sets off, in the route's city.
+    start = parse_gpx(Path(demo["trace"]))[0]
+    assert f'"lat": {start.lat}, "lng": {start.lng}' in printed

@@ -7,11 +7,12 @@ import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from infra.local.simulate import BUILTIN_TRACE, parse_gpx
-from infra.local.stack import LocalStack, http_json
+from infra.local.stack import LocalStack, http_json, seed_demo, tracking_json_url
 from tests.conftest import shared_path
 from tests.e2e.conftest import api, iso, new_driver, run_module, write_demo
 
@@ -85,3 +86,141 @@ def test_simulate_against_a_stopped_stack_says_so(demo: dict[str, Any], tmp_path
     proc = run_module("infra.local.simulate", "--demo", stale, "--trace", BUILTIN_TRACE, "--speed", "5000")
     assert proc.returncode == 1
     assert "is `make run` still running?" in proc.stderr
+
+
+# --- `make run` then `make simulate`: the demo's day, as a newcomer sees it ------------------------------
+
+SEATTLE = ZoneInfo("America/Los_Angeles")
+WEEKDAYS = re.compile(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\b")
+
+
+@pytest.fixture(scope="module", params=["ridealong", "builtin"])
+def demo_day(request: pytest.FixtureRequest, stack: LocalStack,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    """A demo seeded as `make run` does (its own merchant and driver), then `make simulate` with its defaults
+    (only faster, and backdated): the default trace over the demo route. "ridealong": with ../shared/data (the
+    real trace and routes); "builtin": as on a fresh clone without it."""
+    folder = tmp_path_factory.mktemp("demo-day")
+    if request.param == "ridealong":
+        shared_path("traces", "ridealong", "test1.gpx")
+    data_dir = None if request.param == "ridealong" else folder / "no-shared-data"
+    seeded = seed_demo(stack.base_url, stack.app_env, demo_path=folder / "demo.json", isolated=True,
+                       data_dir=data_dir, extra={"variant": request.param})
+    # --backdate: the drive ends now although the route started a moment ago (the default would play most of it
+    # in real time, minutes; tests/unit/test_demo_plan.py checks that pacing).
+    proc = run_module("infra.local.simulate", "--demo", folder / "demo.json", "--speed", "2000", "--batch", "50",
+                      "--backdate", timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return seeded, proc.stdout
+
+
+def _view(url: str) -> dict[str, Any]:
+    result = http_json("GET", tracking_json_url(url))
+    assert result.status == 200, result.body
+    view: dict[str, Any] = result.body
+    return view
+
+
+def _same_local_day(window: dict[str, Any], low: str, high: str) -> bool:
+    opens, closes = (datetime.fromisoformat(window[k]).astimezone(SEATTLE) for k in (low, high))
+    return opens.date() == closes.date() and opens <= closes
+
+
+def test_after_simulate_the_pages_show_delivered_failed_arrived_and_a_live_driver_on_the_way(
+        demo_day: tuple[dict[str, Any], str]) -> None:
+    demo, out = demo_day
+    links = dict(zip(demo["shipment_ids"], demo["tracking_urls"], strict=True))
+    visited, onward = demo["shipment_ids"][: demo["visited_stops"]], demo["shipment_ids"][demo["visited_stops"]:]
+    views = {sid: _view(url) for sid, url in links.items()}
+    statuses = [views[sid]["status"] for sid in visited]
+    assert statuses == ["delivered", "failed", *["delivered"] * (len(visited) - 3), "arrived"], statuses
+    assert views[visited[-1]]["driver"] is not None  # the trace ends at that door
+    coming = views[onward[0]]
+    assert coming["status"] in ("out_for_delivery", "approaching")
+    assert coming["driver"] is not None and coming["eta"] is not None  # the live driver and a window
+    for sid in onward:
+        assert views[sid]["status"] in ("out_for_delivery", "approaching"), views[sid]
+    for sid, view in views.items():  # no state of the demo shows a window over two days
+        assert _same_local_day(view["shipment"]["time_window"], "start", "end"), (sid, view)
+        if view["eta"] is not None:
+            assert _same_local_day(view["eta"], "earliest", "latest"), (sid, view["eta"])
+            assert view["eta"]["earliest"][:10] >= demo["day"]
+    # The first stop's delivery carries the photo; the failed one says why, in the merchant's API.
+    proof = api(demo, "GET", f"/v1/shipments/{visited[0]}/proof").body
+    assert [i["kind"] for i in proof["images"]] == ["photo"]
+    failed = [e for e in api(demo, "GET", f"/v1/shipments/{visited[1]}/timeline").body["items"]
+              if e["type"] == "failed"]
+    assert len(failed) == 1
+    # simulate says which link shows what, in words.
+    assert f"stop 1: delivered, with the photo   {links[visited[0]]}" in out
+    assert f"stop 2: not delivered (nobody home), can be rescheduled   {links[visited[1]]}" in out
+    assert f"stop {len(visited)}: the driver is at the door   {links[visited[-1]]}" in out
+    assert f"stop {len(visited) + 1}: on the way: the live driver and today's window   {links[onward[0]]}" in out
+    assert "not_home" not in out
+
+
+def test_the_driver_app_keeps_the_day_s_route_after_simulate(demo_day: tuple[dict[str, Any], str]) -> None:
+    demo, _ = demo_day
+    result = http_json("GET", f"{demo['base_url']}/v1/driver/route", token=demo["driver_token"])
+    assert result.status == 200, result.body
+    assert result.body["route"]["id"] == demo["route_id"]
+    assert [s["shipment_id"] for s in result.body["stops"]] == demo["shipment_ids"]
+    assert result.body["time_zone"] == "America/Los_Angeles"
+    assert result.body["next_shipment_id"] in demo["shipment_ids"][demo["visited_stops"] - 1:]
+
+
+def test_the_demo_pages_in_chromium_show_the_states_in_words(demo_day: tuple[dict[str, Any], str]) -> None:
+    from tests.e2e.browser import CHROMIUM, LAUNCH_ARGS, SCREENSHOTS, require_browser
+
+    require_browser()
+    from playwright import sync_api
+
+    demo, _ = demo_day
+    visited, onward = demo["shipment_ids"][: demo["visited_stops"]], demo["shipment_ids"][demo["visited_stops"]:]
+    links = dict(zip(demo["shipment_ids"], demo["tracking_urls"], strict=True))
+    pages = {"delivered": visited[0], "failed": visited[1], "arrived": visited[-1], "on-the-way": onward[0],
+             "later-today": onward[-1]}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            texts = {}
+            for state, shipment_id in pages.items():
+                assert page.goto(links[shipment_id], wait_until="load").status == 200
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(SCREENSHOTS / f"demo-{demo['variant']}-{state}.png"), full_page=True)
+                texts[state] = page.inner_text("body")
+                if state == "delivered":
+                    assert page.locator("img.proof-photo").count() == 1  # the driver's photo, on the page
+                eta = page.locator("[data-field=eta_text]")
+                if eta.count() and eta.first.is_visible():
+                    shown = eta.first.inner_text()
+                    assert len(set(WEEKDAYS.findall(shown))) <= 1, (state, shown)  # never "Tue ... to Sat ..."
+            assert page.goto(demo["driver_app_url"], wait_until="load").status == 200
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(SCREENSHOTS / f"demo-{demo['variant']}-driver-app.png"), full_page=True)
+            texts["driver-app"] = page.inner_text("body")
+        finally:
+            browser.close()
+    for state, text in texts.items():
+        assert "not_home" not in text and "out_for_delivery" not in text, (state, text[:500])
+    assert "Delivered" in texts["delivered"]
+    assert "Delivery attempt failed" in texts["failed"]
+    assert "Demo stop" in texts["driver-app"]  # the day's stops are still listed
+
+
+def test_another_trace_drives_its_parkings_with_a_new_driver_and_the_demo_route_stays(
+        stack: LocalStack, tmp_path: Path) -> None:
+    trace = shared_path("traces", "ridealong", "nighttime_drive.gpx")  # Oakland, five parkings
+    seeded = seed_demo(stack.base_url, stack.app_env, demo_path=tmp_path / "demo.json", isolated=True)
+    proc = run_module("infra.local.simulate", "--demo", tmp_path / "demo.json", "--trace", trace,
+                      "--speed", "2000", "--batch", "50", "--backdate", timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on a route of a new driver" in proc.stdout and "Marked delivered" in proc.stdout
+    # The demo driver's day is untouched: its route, every stop still out for delivery.
+    mine = http_json("GET", f"{seeded['base_url']}/v1/driver/route", token=seeded["driver_token"]).body
+    assert mine["route"]["id"] == seeded["route_id"] and mine["route"]["status"] == "active"
+    assert {s["status"] for s in mine["stops"]} == {"out_for_delivery"}
