@@ -59,6 +59,13 @@ def _enrich(merchant_id: str, shipment_id: str) -> None:
                                 "distance_m": 12.5}),
         ShipmentItem.final_at.set(now),
         ShipmentItem.geofence_radius_m.set(80),
+        ShipmentItem.attempts.set(1),
+        ShipmentItem.last_failure.set({"reason": "not_home", "note": "dog barking", "at": now.isoformat()}),
+        ShipmentItem.redirect.set({"kind": "neighbour", "note": "No. 5", "neighbour_name": "Bo", "source": "recipient",
+                                   "at": now.isoformat()}),
+        ShipmentItem.return_leg.set({"depot_zone_id": "zon_1", "depot_name": "Depot", "depot_lat": 47.6,
+                                     "depot_lng": -122.3, "from_lat": 47.61, "from_lng": -122.33, "driver_id": "drv_1",
+                                     "route_id": "rte_1", "started_at": now.isoformat()}),
     ])
 
 

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -82,6 +83,32 @@ def _planned_route(m: Merchant) -> str:
                                       "shipment_ids": [s["id"] for s in ships]})
     assert r.status_code == 201, r.body
     return str(r.json_body["id"])
+
+
+def _failed_shipment(m: Merchant) -> str:
+    """A shipment whose one delivery attempt failed (reschedulable and redirectable)."""
+    driver, ships, _ = make_started_route(m, 1)
+    r = m.client.http.post(f"/v1/driver/shipments/{ships[0]['id']}/status", headers=_driver_auth(driver),
+                           body=json.dumps({"status": "failed", "reason": "not_home",
+                                            "occurred_at": iso(now_ms() - 1000)}))
+    assert r.status_code == 200, r.body
+    return str(ships[0]["id"])
+
+
+def _route_edit(m: Merchant) -> Req:
+    route = m.call("GET", f"/v1/routes/{_planned_route(m)}").json_body
+    ids = [s["shipment_id"] for s in route["stops"]]
+    return Req("PATCH", f"/v1/routes/{route['id']}", {"version": route["version"], "shipment_ids": ids[::-1]})
+
+
+def _stop_move(m: Merchant) -> Req:
+    source, target = _planned_route(m), _planned_route(m)
+    stop = m.call("GET", f"/v1/routes/{source}").json_body["stops"][0]["shipment_id"]
+    return Req("POST", f"/v1/routes/{source}/stops/{stop}/move", {"route_id": target})
+
+
+def _later_day() -> str:
+    return (datetime.now(UTC).date() + timedelta(days=3)).isoformat()
 
 
 def _with_position(m: Merchant) -> Json:
@@ -157,12 +184,25 @@ CASES = [
          lambda m: Req("POST", f"/v1/shipments/{make_shipment(m)['id']}/tracking-link/revoke")),
     Case("timeline", "shipments", lambda m: Req("GET", f"/v1/shipments/{make_shipment(m)['id']}/timeline")),
     Case("proof", "shipments", lambda m: Req("GET", f"/v1/shipments/{make_shipment(m)['id']}/proof")),
+    Case("patch shipment", "shipments", lambda m: Req("PATCH", f"/v1/shipments/{make_shipment(m)['id']}",
+                                                      {"instructions": "Ring twice"})),
+    Case("reschedule shipment", "shipments", lambda m: Req("POST", f"/v1/shipments/{_failed_shipment(m)}/reschedule",
+                                                           {"delivery_date": _later_day()})),
+    Case("redirect shipment", "shipments", lambda m: Req("POST", f"/v1/shipments/{_failed_shipment(m)}/redirect",
+                                                         {"kind": "safe_place", "note": "Porch"})),
     # routes
     Case("create route", "routes", lambda m: (lambda d, s: Req("POST", "/v1/routes", {
         "driver_id": d["id"], "day": "2026-11-21", "planned_start": "2026-11-21T15:00:00Z",
         "shipment_ids": [s["id"]]}))(make_driver(m), make_shipment(m))),
     Case("get route", "routes", lambda m: Req("GET", f"/v1/routes/{_planned_route(m)}")),
     Case("start route", "routes", lambda m: Req("POST", f"/v1/routes/{_planned_route(m)}/start")),
+    Case("list routes", "routes", lambda m: (_planned_route(m), Req("GET", "/v1/routes"))[1]),
+    Case("edit route", "routes", _route_edit),
+    Case("reassign route", "routes", lambda m: (lambda rid, d: Req("POST", f"/v1/routes/{rid}/reassign",
+                                                                    {"driver_id": d["id"]}))(_planned_route(m),
+                                                                                            make_driver(m))),
+    Case("move stop", "routes", _stop_move),
+    Case("complete route", "routes", lambda m: Req("POST", f"/v1/routes/{make_started_route(m, 1)[2]['id']}/complete")),
     # pings
     Case("post pings", "pings", lambda m: Req("POST", "/v1/driver/pings", {"pings": [
         {"lat": 47.61, "lng": -122.33, "fix_time": iso(now_ms() - 3000)}]}, _driver_auth(make_driver(m)),
@@ -269,7 +309,12 @@ ROUTE_OF = {
     "revoke tracking link": "POST /v1/shipments/{shipment_id}/tracking-link/revoke",
     "timeline": "GET /v1/shipments/{shipment_id}/timeline", "proof": "GET /v1/shipments/{shipment_id}/proof",
     "create route": "POST /v1/routes", "get route": "GET /v1/routes/{route_id}",
-    "start route": "POST /v1/routes/{route_id}/start", "post pings": "POST /v1/driver/pings",
+    "start route": "POST /v1/routes/{route_id}/start", "list routes": "GET /v1/routes",
+    "edit route": "PATCH /v1/routes/{route_id}", "reassign route": "POST /v1/routes/{route_id}/reassign",
+    "move stop": "POST /v1/routes/{route_id}/stops/{shipment_id}/move",
+    "complete route": "POST /v1/routes/{route_id}/complete", "patch shipment": "PATCH /v1/shipments/{shipment_id}",
+    "reschedule shipment": "POST /v1/shipments/{shipment_id}/reschedule",
+    "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "post pings": "POST /v1/driver/pings",
     "osmand": "GET /osmand", "osmand unknown id": "GET /osmand", "owntracks": "POST /owntracks",
     "tracking JSON": "GET /v1/track/{token}", "tracking status JSON": "GET /track/{token}/status",
     "tracking page": "GET /track/{token}", "tracking theme": "GET /track/{token}/theme.css",
@@ -287,9 +332,10 @@ ROUTE_OF = {
     "list zones": "GET /v1/zones", "get zone": "GET /v1/zones/{zone_id}", "delete zone": "DELETE /v1/zones/{zone_id}",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
-# (the two other tracking forms go through the form handling and a transaction like the instructions; the
+# (the other tracking forms go through the form handling and a transaction like the instructions; the
 # webhook delivery reads and replays through the same store as the deliveries list; POST /osmand as GET).
 NOT_CASES = {"GET /openapi.json", "GET /health", "GET /static/{name}", "POST /track/{token}/reschedule",
+             "POST /track/{token}/redirect",
              "POST /track/{token}/rating", "GET /v1/webhook/deliveries/{delivery_id}",
              "POST /v1/webhook/deliveries/{delivery_id}/replay", "POST /v1/webhook/replay", "POST /osmand"}
 
