@@ -472,7 +472,9 @@ def seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,
         status_gsi_pk,
     )
 
-    now = datetime.now(UTC)
+    # Ordered and started a minute before the drive's first fix, as on a real day: the pipeline dates no event
+    # before a shipment's creation or its route's start, so a route started after its fixes would clamp them.
+    now = datetime.fromtimestamp(day_ms / 1000 - 60, UTC)
     route_id = new_id("rte")
     status = "out_for_delivery"
     ids = [new_id("shp") for _ in points]
