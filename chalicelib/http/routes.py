@@ -232,7 +232,9 @@ def html_response(body: str, status: int, headers: dict[str, str]) -> Response:
     return Response(body=body, status_code=status, headers=sent)
 
 
-Authenticator = Callable[[Auth, str | None], tuple[str, str]]
+# (route kind, the request's lower-case headers, its method) -> (merchant id, driver id): the Bearer key or token,
+# or for merchant routes the console's session cookie (with its CSRF header on unsafe methods).
+Authenticator = Callable[[Auth, dict[str, str], str], tuple[str, str]]
 ErrorPage = Callable[[DomainError, str | None], Response]
 
 
@@ -253,10 +255,10 @@ def configure(*, authenticate: Authenticator, error_page: ErrorPage) -> None:
     HOOKS.error_page = error_page
 
 
-def _authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
+def _authenticate(kind: Auth, headers: dict[str, str], method: str) -> tuple[str, str]:
     if HOOKS.authenticate is None:
         raise RuntimeError("chalicelib.http.routes.configure() was not called")
-    return HOOKS.authenticate(kind, authorization)
+    return HOOKS.authenticate(kind, headers, method)
 
 
 class Routes:
@@ -305,7 +307,7 @@ class Routes:
         try:
             call = Call(headers={k.lower(): v for k, v in request.headers.items()})
             if spec.auth != "none":
-                call.merchant_id, call.driver_id = _authenticate(spec.auth, call.headers.get("authorization"))
+                call.merchant_id, call.driver_id = _authenticate(spec.auth, call.headers, spec.method)
             raw = request.raw_body or b""
             if isinstance(raw, str):
                 raw = raw.encode()
