@@ -1,0 +1,213 @@
+"""The dispatch console in a real headless Chromium against the local stack (moto server + chalice local).
+
+A dispatcher signs in with the merchant key, sees the console (fleet, routes, exceptions), searches a shipment
+by its external ref and by the recipient's phone and opens its detail, acknowledges an exception with the
+keyboard only (when the exception queue exists), and signs out; a forged cookie and a signed-out cookie are
+refused, and the API key is never in a URL, localStorage or sessionStorage. Screenshots go to
+test-artifacts/screenshots/console-*.png. Chromium is the system's (/usr/bin/chromium).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from infra.local.stack import LocalStack, create_merchant, http_json
+from tests.e2e.browser import SCREENSHOTS, require_browser, wait_for
+from tests.e2e.conftest import iso
+
+require_browser()
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+COOKIE = "doorstep_console"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(port=0, moto_port=0, log_dir=tmp_path_factory.mktemp("console-stack") / "logs") as running:
+        yield running
+
+
+@dataclass
+class Shop:
+    base_url: str
+    key: str
+
+    def call(self, method: str, path: str, body: Any = None, *, expect: int | None = None) -> Any:
+        result = http_json(method, f"{self.base_url}{path}", body, token=self.key)
+        assert result.ok() if expect is None else result.status == expect, (method, path, result.status, result.body)
+        return result.body
+
+    def has(self, path: str) -> bool:
+        return http_json("GET", f"{self.base_url}{path}", token=self.key).status != 404
+
+
+@pytest.fixture(scope="module")
+def shop(stack: LocalStack) -> Shop:
+    _, key = create_merchant(stack.app_env, "Console Shop", isolated=True)
+    return Shop(stack.base_url, key)
+
+
+@pytest.fixture(scope="module")
+def shipment(shop: Shop) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return shop.call("POST", "/v1/shipments", {  # type: ignore[no-any-return]
+        "recipient": {"name": "Quinn Recipient", "phone": "+15555550177", "email": "quinn@example.com"},
+        "address": {"line1": "1 Pike Street", "city": "Seattle", "postal_code": "98101", "country": "US"},
+        "location": {"lat": 47.6097, "lng": -122.3422},
+        "time_window": {"start": iso(now), "end": iso(now + timedelta(hours=2))},
+        "external_ref": "console-order-1"})
+
+
+@dataclass
+class Tab:
+    page: Any
+    problems: list[str] = field(default_factory=list)
+
+    def shot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.wait_for_timeout(300)
+        self.page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
+
+
+@pytest.fixture()
+def context(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def open_tab(context: Any) -> Tab:
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    tab = Tab(page)
+    page.on("pageerror", lambda e: tab.problems.append(f"page error: {e}"))
+    page.on("console", lambda m: tab.problems.append(f"console: {m.text}")
+            if m.type == "error" and "404" not in m.text else None)
+    return tab
+
+
+def sign_in(context: Any, stack: LocalStack, key: str) -> Tab:
+    tab = open_tab(context)
+    tab.page.goto(f"{stack.base_url}/console")
+    tab.page.wait_for_selector("#api_key")
+    tab.shot("sign-in")
+    tab.page.fill("#api_key", key)
+    tab.page.click("button[type=submit]")
+    tab.page.wait_for_selector("#fleet-h")
+    tab.page.wait_for_function("() => document.getElementById('sync').textContent.length > 0")
+    return tab
+
+
+def key_is_nowhere_in_the_browser(tab: Tab, key: str) -> None:
+    stored = tab.page.evaluate("""() => JSON.stringify([Object.entries(localStorage),
+                                                         Object.entries(sessionStorage)])""")
+    assert key not in stored and stored == "[[],[]]"
+    assert key not in tab.page.url
+    history = tab.page.evaluate("() => document.referrer + ' ' + location.href")
+    assert key not in history
+    assert key not in tab.page.content()
+
+
+def test_sign_in_search_to_detail_and_sign_out(context: Any, stack: LocalStack, shop: Shop,
+                                               shipment: dict[str, Any]) -> None:
+    urls: list[str] = []
+    context.on("request", lambda r: urls.append(r.url))
+    tab = sign_in(context, stack, shop.key)
+    cookies = {c["name"]: c for c in context.cookies()}
+    assert cookies[COOKIE]["httpOnly"] and cookies[COOKIE]["secure"] and cookies[COOKIE]["sameSite"] == "Strict"
+    assert tab.page.evaluate("() => document.cookie") == ""  # HttpOnly: no script reads the session
+    tab.shot("signed-in")
+
+    tab.page.fill("#q", "console-order-1")
+    tab.page.keyboard.press("Enter")
+    tab.page.wait_for_selector("#detail:not([hidden])")
+    assert "console-order-1" in tab.page.inner_text("#detail-h")
+    assert "Quinn Recipient" in tab.page.inner_text("#detail-facts")
+    wait_for(lambda: "created" in tab.page.inner_text("#detail-timeline"), 10, "the timeline")
+    tab.shot("detail")
+    tab.page.keyboard.press("Escape")
+    tab.page.fill("#q", "+1 555 555 0177")
+    tab.page.click("#search button[type=submit]")
+    tab.page.wait_for_selector(f'#results [data-shipment="{shipment["id"]}"]')
+
+    key_is_nowhere_in_the_browser(tab, shop.key)
+    assert not [u for u in urls if shop.key in u]
+
+    session = cookies[COOKIE]["value"]
+    tab.page.click("#sign-out")
+    tab.page.wait_for_selector("#api_key")
+    assert "signed out" in tab.page.inner_text("main").lower()
+    assert COOKIE not in {c["name"] for c in context.cookies()}
+    tab.shot("signed-out")
+    # The cookie a thief copied before sign-out no longer works.
+    after = http_json("GET", f"{stack.base_url}/v1/drivers", headers={"Cookie": f"{COOKIE}={session}"})
+    assert after.status == 401
+    assert not tab.problems, tab.problems
+
+
+def test_a_forged_cookie_is_refused(context: Any, stack: LocalStack, shop: Shop) -> None:
+    tab = sign_in(context, stack, shop.key)
+    good = next(c for c in context.cookies() if c["name"] == COOKIE)
+    payload, _, mac = good["value"].partition(".")
+    forged = {**good, "value": f"{payload}.{'A' * len(mac)}"}
+    context.clear_cookies()
+    context.add_cookies([forged])
+    status = tab.page.evaluate("() => fetch('/v1/drivers', {credentials: 'same-origin'}).then(r => r.status)")
+    assert status == 401
+    tab.page.goto(f"{stack.base_url}/console")
+    tab.page.wait_for_selector("#api_key")
+    tab.shot("forged-cookie")
+
+
+def test_the_fleet_map_shows_drivers_by_state(context: Any, stack: LocalStack, shop: Shop) -> None:
+    if not shop.has("/v1/fleet"):
+        pytest.skip("GET /v1/fleet is not in this build yet (the presence slice of issue 15)")
+    driver = shop.call("POST", "/v1/drivers", {"name": "Mo Mover"})
+    token = driver["token"]
+    now = datetime.now(UTC)
+    http_json("POST", f"{stack.base_url}/v1/driver/pings", {"pings": [
+        {"lat": 47.61 + i * 0.001, "lng": -122.34, "fix_time": iso(now - timedelta(seconds=10 - i)), "speed": 8}
+        for i in range(5)]}, token=token)
+    tab = sign_in(context, stack, shop.key)
+    tab.page.wait_for_selector(f'#drivers [data-driver="{driver["id"]}"]', timeout=15_000)
+    tab.page.wait_for_selector("path.driver", timeout=15_000)
+    tab.shot("fleet")
+
+
+def test_acknowledge_an_exception_by_keyboard(context: Any, stack: LocalStack, shop: Shop) -> None:
+    if not shop.has("/v1/exceptions?state=open"):
+        pytest.skip("GET /v1/exceptions is not in this build yet (the exceptions slice of issue 15)")
+    # A failed attempt opens an exception (issue 15: every exception type is raised by a scenario).
+    driver = shop.call("POST", "/v1/drivers", {"name": "Fay Failer"})
+    now = datetime.now(UTC)
+    ship = shop.call("POST", "/v1/shipments", {
+        "recipient": {"name": "Nobody Home"}, "location": {"lat": 47.6, "lng": -122.3},
+        "address": {"line1": "2 Pike Street", "city": "Seattle", "postal_code": "98101", "country": "US"},
+        "time_window": {"start": iso(now), "end": iso(now + timedelta(hours=2))}})
+    route = shop.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": now.date().isoformat(),
+                                             "planned_start": iso(now - timedelta(minutes=5)),
+                                             "shipment_ids": [ship["id"]]})
+    shop.call("POST", f"/v1/routes/{route['id']}/start")
+    http_json("POST", f"{stack.base_url}/v1/driver/shipments/{ship['id']}/status",
+              {"status": "failed", "occurred_at": iso(now), "reason": "not_home"}, token=driver["token"])
+    tab = sign_in(context, stack, shop.key)
+    tab.page.wait_for_selector("#exceptions [data-action=acknowledge]", timeout=30_000)
+    # Keyboard only: the skip link leads to the queue, Tab reaches the first button, Enter presses it.
+    tab.page.keyboard.press("Tab")
+    tab.page.keyboard.press("Enter")
+    tab.page.keyboard.press("Tab")
+    assert tab.page.evaluate("() => document.activeElement.dataset.action") == "acknowledge"
+    exception_id = tab.page.evaluate("() => document.activeElement.dataset.actionFor")
+    tab.page.keyboard.press("Enter")
+    tab.page.wait_for_selector(f'#exceptions [data-exception="{exception_id}"][data-state="acknowledged"]')
+    tab.shot("acknowledged")
+    listed = shop.call("GET", "/v1/exceptions?state=acknowledged")
+    assert exception_id in [x["id"] for x in listed["items"]]
