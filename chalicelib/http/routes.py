@@ -99,13 +99,16 @@ class RouteSpec:
     def all_error_statuses(self) -> tuple[int, ...]:
         """Every error status this route can answer: those the view declares and those the edge adds.
 
-        The edge answers 401 on authenticated routes; 400 (malformed JSON), 413, 415 and 422 on routes with a
+        The edge answers 401 on authenticated routes (403 on unsafe merchant ones: the console cookie's CSRF
+        check); 400 (malformed JSON), 413, 415 and 422 on routes with a
         body; 422 on routes with query parameters (400 too when one is a paging cursor); 404 on routes with a
         path id; and 503 everywhere (every route reads storage, if only to authenticate).
         """
         found = set(self.error_statuses) | {503}
         if self.auth != "none":
             found.add(401)
+        if self.auth == "merchant" and self.method not in ("GET", "HEAD", "OPTIONS"):
+            found.add(403)  # the console's session cookie without its X-CSRF-Token
         if self.reads_body:
             found |= {400, 413, 415, 422}
         if self.query is not None:
