@@ -131,7 +131,7 @@ def test_sign_in_search_to_detail_and_sign_out(context: Any, stack: LocalStack, 
     tab.page.wait_for_selector("#detail:not([hidden])")
     assert "console-order-1" in tab.page.inner_text("#detail-h")
     assert "Quinn Recipient" in tab.page.inner_text("#detail-facts")
-    wait_for(lambda: "created" in tab.page.inner_text("#detail-timeline"), 10, "the timeline")
+    wait_for(lambda: "created" in tab.page.inner_text("#detail-timeline").lower(), 10, "the timeline")
     tab.shot("detail")
     tab.page.keyboard.press("Escape")
     tab.page.fill("#q", "+1 555 555 0177")
@@ -151,6 +151,25 @@ def test_sign_in_search_to_detail_and_sign_out(context: Any, stack: LocalStack, 
     after = http_json("GET", f"{stack.base_url}/v1/drivers", headers={"Cookie": f"{COOKIE}={session}"})
     assert after.status == 401
     assert not tab.problems, tab.problems
+
+
+def test_a_phone_in_german(browser: Any, stack: LocalStack, shop: Shop, shipment: dict[str, Any]) -> None:
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="de-DE", is_mobile=True,
+                                has_touch=True)
+    try:
+        tab = open_tab(phone)
+        tab.page.goto(f"{stack.base_url}/console")
+        assert "Anmeldung" in tab.page.inner_text("h1")
+        tab.page.fill("#api_key", shop.key)
+        tab.page.keyboard.press("Enter")
+        tab.page.wait_for_selector("#fleet-h")
+        assert tab.page.inner_text("#queue-h").startswith("Ausnahmen")
+        # One column: nothing wider than the screen.
+        assert tab.page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        tab.shot("phone-de")
+        assert not tab.problems, tab.problems
+    finally:
+        phone.close()
 
 
 def test_a_forged_cookie_is_refused(context: Any, stack: LocalStack, shop: Shop) -> None:

@@ -249,3 +249,24 @@ def test_a_bad_search_is_422_naming_q(client: Any, merchant: Merchant, query: st
     r = merchant.call("GET", f"/v1/shipments/search?q={quote(query)}")
     assert r.status_code == 422
     assert r.json_body["error"]["details"][0]["field"] == "q"
+
+
+def test_a_cookie_request_costs_the_storage_what_a_key_request_does(client: Any, merchant: Merchant,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Authentication is on every request's hot path: the cookie's check is one GetItem, as the key's."""
+    from tests.faults.inject import Injector, injected
+
+    session = Session(client, merchant)
+    with injected(Injector(), monkeypatch) as calls:
+        calls.reset()
+        assert merchant.call("GET", "/v1/drivers").status_code == 200
+        by_key = list(calls.operations)
+        calls.reset()
+        assert session.call("GET", "/v1/drivers").status_code == 200
+        by_cookie = list(calls.operations)
+        calls.reset()
+        forged = client.http.get("/v1/drivers", headers={"Cookie": f"{rules.SESSION_COOKIE}=forged.cookie"})
+        assert forged.status_code == 401
+        assert calls.operations == []  # refused by its signature, before any read
+    assert len(by_cookie) == len(by_key)
+    assert by_cookie.count("GetItem") == by_key.count("GetItem") >= 1

@@ -20,6 +20,7 @@
       return params && params[name] !== undefined ? String(params[name]) : m;
     });
   }
+  function word(value) { return MESSAGES["console.word." + value] || String(value).replace(/_/g, " "); }
   function $(id) { return document.getElementById(id); }
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -178,7 +179,7 @@
       li.setAttribute("data-route", r.id);
       var driver = routeProgress[r.id];
       li.appendChild(el("strong", "item__name", driver ? driver.name : r.driver_id));
-      li.appendChild(el("span", "badge badge--" + r.status, r.status));
+      li.appendChild(el("span", "badge badge--" + r.status, word(r.status)));
       var progress = driver && driver.route ? driver.route : null;
       var total = r.stops.length;
       var done = progress ? progress.done : (r.status === "completed" ? total : 0);
@@ -209,7 +210,7 @@
       li.setAttribute("data-exception", x.id);
       li.setAttribute("data-state", x.state);
       li.appendChild(el("strong", "item__name", t("console.kind." + x.kind)));
-      li.appendChild(el("span", "badge badge--" + x.state, x.state));
+      li.appendChild(el("span", "badge badge--" + x.state, word(x.state)));
       li.appendChild(el("span", "item__facts", (x.summary || "") + " \u00b7 " + dateTime(x.opened_at)));
       var actions = el("span", "item__actions");
       if (x.state === "open") { actions.appendChild(actionButton(x, "acknowledge")); }
@@ -266,7 +267,7 @@
         button.setAttribute("data-shipment", s.id);
         button.addEventListener("click", function () { showDetail(s.id); });
         li.appendChild(button);
-        li.appendChild(el("span", "badge badge--" + s.status, s.status));
+        li.appendChild(el("span", "badge badge--" + s.status, word(s.status)));
         results.appendChild(li);
       });
       if (items.length === 1) { showDetail(items[0].id); }
@@ -285,7 +286,7 @@
       if (!s || r[0].status >= 400) { $("search-status").textContent = errorText(r[0]); return; }
       clear(facts); clear(timeline); clear(proof);
       $("detail-h").textContent = t("console.detail.title") + " " + (s.external_ref || s.id);
-      fact(facts, t("console.detail.status"), s.status);
+      fact(facts, t("console.detail.status"), word(s.status));
       fact(facts, t("console.detail.external_ref"), s.external_ref);
       fact(facts, t("console.detail.recipient"), [s.recipient.name, s.recipient.phone, s.recipient.email]
         .filter(Boolean).join(", "));
@@ -302,8 +303,8 @@
       fact(facts, t("console.detail.route"), s.route_id);
       var events = r[1].data && r[1].data.items ? r[1].data.items : [];
       events.forEach(function (e) {
-        var li = el("li", "", dateTime(e.occurred_at) + " \u2013 " + e.type +
-                    (e.to_status && e.to_status !== e.type ? " (" + e.to_status + ")" : ""));
+        var li = el("li", "", dateTime(e.occurred_at) + " \u2013 " + word(e.type) +
+                    (e.to_status && e.to_status !== e.type ? " (" + word(e.to_status) + ")" : ""));
         timeline.appendChild(li);
       });
       var images = r[2].status === 200 && r[2].data && r[2].data.images ? r[2].data.images : [];
