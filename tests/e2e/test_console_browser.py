@@ -230,3 +230,28 @@ def test_acknowledge_an_exception_by_keyboard(context: Any, stack: LocalStack, s
     tab.shot("acknowledged")
     listed = shop.call("GET", "/v1/exceptions?state=acknowledged")
     assert exception_id in [x["id"] for x in listed["items"]]
+
+
+def test_a_late_stop_reaches_the_queue_within_10_s_of_the_ping_that_makes_it_late(context: Any, stack: LocalStack,
+                                                                                 shop: Shop) -> None:
+    if not shop.has("/v1/exceptions?state=open"):
+        pytest.skip("GET /v1/exceptions is not in this build yet (the exceptions slice of issue 15)")
+    now = datetime.now(UTC)
+    end = now - timedelta(minutes=5)  # the promised window is already over: any ETA is beyond it
+    driver = shop.call("POST", "/v1/drivers", {"name": "Lee Late"})
+    ship = shop.call("POST", "/v1/shipments", {
+        "recipient": {"name": "Waiting Recipient"}, "location": {"lat": 47.64, "lng": -122.34},
+        "address": {"line1": "3 Pike Street", "city": "Seattle", "postal_code": "98101", "country": "US"},
+        "time_window": {"start": iso(end - timedelta(hours=1)), "end": iso(end)}})
+    route = shop.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": ship["delivery_date"],
+                                             "planned_start": iso(end - timedelta(hours=1)),
+                                             "shipment_ids": [ship["id"]]})
+    shop.call("POST", f"/v1/routes/{route['id']}/start")
+    tab = sign_in(context, stack, shop.key)
+    pinged = datetime.now(UTC)
+    http_json("POST", f"{stack.base_url}/v1/driver/pings", {"pings": [
+        {"lat": 47.60 + i * 0.0005, "lng": -122.34, "fix_time": iso(pinged - timedelta(seconds=9 - i)), "speed": 9}
+        for i in range(10)]}, token=driver["token"])
+    tab.page.wait_for_selector(f'#exceptions [data-kind=late][data-shipment="{ship["id"]}"]', timeout=10_000)
+    assert (datetime.now(UTC) - pinged).total_seconds() <= 10
+    tab.shot("late-stop")

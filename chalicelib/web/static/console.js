@@ -209,6 +209,8 @@
       var li = el("li", "item item--exception");
       li.setAttribute("data-exception", x.id);
       li.setAttribute("data-state", x.state);
+      li.setAttribute("data-kind", x.kind);
+      if (x.shipment_id) { li.setAttribute("data-shipment", x.shipment_id); }
       li.appendChild(el("strong", "item__name", t("console.kind." + x.kind)));
       li.appendChild(el("span", "badge badge--" + x.state, word(x.state)));
       li.appendChild(el("span", "item__facts", (x.summary || "") + " \u00b7 " + dateTime(x.opened_at)));
