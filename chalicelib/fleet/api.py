@@ -39,10 +39,13 @@ def authenticate(kind: Auth, headers: dict[str, str], method: str) -> tuple[str,
     if kind == "driver":
         return auth.authenticate_driver(get_repository(), authorization, get_settings())
     if authorization is None and "cookie" in headers:
-        from chalicelib.console import service as console
+        from chalicelib.console import rules as console_rules
 
-        return console.authenticate(get_repository(), get_settings().token_secret, headers, method,
-                                    datetime.now(UTC)), ""
+        if console_rules.session_cookie(headers) is not None:  # other cookies alone: as if none were sent
+            from chalicelib.console import service as console
+
+            return console.authenticate(get_repository(), get_settings().token_secret, headers, method,
+                                        datetime.now(UTC)), ""
     return auth.authenticate_merchant(get_repository(), authorization), ""
 
 

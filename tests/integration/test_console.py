@@ -270,3 +270,10 @@ def test_a_cookie_request_costs_the_storage_what_a_key_request_does(client: Any,
         assert calls.operations == []  # refused by its signature, before any read
     assert len(by_cookie) == len(by_key)
     assert by_cookie.count("GetItem") == by_key.count("GetItem") >= 1
+
+
+def test_other_cookies_alone_are_no_credential(client: Any, merchant: Merchant) -> None:
+    r = client.http.get("/v1/drivers", headers={"Cookie": "theme=dark; _ga=GA1.2.3"})
+    assert r.status_code == 401
+    assert r.json_body["error"]["message"] == "The Authorization header is missing."
+    assert merchant.call("GET", "/v1/drivers", Cookie="theme=dark").status_code == 200
