@@ -198,7 +198,7 @@
   }
 
   // --- exceptions ----------------------------------------------------------------------------
-  var queue = { open: [], acknowledged: [] };
+  var queue = { open: [], acknowledged: [], more: false };
   function renderQueue() {
     var list = $("exceptions");
     var focused = document.activeElement && document.activeElement.getAttribute("data-action-for");
@@ -227,7 +227,7 @@
       list.appendChild(li);
     });
     $("queue-empty").hidden = items.length > 0;
-    $("queue-count").textContent = items.length ? "(" + items.length + ")" : "";
+    $("queue-count").textContent = items.length ? "(" + items.length + (queue.more ? "+" : "") + ")" : "";
     if (focused) {  // keep the keyboard where it was across a refresh
       var again = list.querySelector('[data-action-for="' + focused + '"][data-action="' + focusedAction + '"]') ||
                   list.querySelector("button[data-action]");
@@ -341,12 +341,14 @@
   function pollExceptions() {
     if (queueMissing) { return Promise.resolve(); }
     return Promise.all([
-      api("GET", "/v1/exceptions?state=open&limit=100", undefined, "open"),
-      api("GET", "/v1/exceptions?state=acknowledged&limit=100", undefined, "acknowledged")
+      api("GET", "/v1/exceptions?state=open", undefined, "open"),
+      api("GET", "/v1/exceptions?state=acknowledged", undefined, "acknowledged")
     ]).then(function (r) {
       if (r[0].status === 404) { queueMissing = true; $("queue-missing").hidden = false; return; }
       var changed = false;
-      if (r[0].data && r[0].status === 200) { queue.open = r[0].data.items; changed = true; }
+      if (r[0].data && r[0].status === 200) {
+        queue.open = r[0].data.items; queue.more = Boolean(r[0].data.next_cursor); changed = true;
+      }
       if (r[1].data && r[1].status === 200) { queue.acknowledged = r[1].data.items; changed = true; }
       if (changed) { renderQueue(); }
     });
