@@ -255,3 +255,105 @@ def test_a_late_stop_reaches_the_queue_within_10_s_of_the_ping_that_makes_it_lat
     tab.page.wait_for_selector(f'#exceptions [data-kind=late][data-shipment="{ship["id"]}"]', timeout=10_000)
     assert (datetime.now(UTC) - pinged).total_seconds() <= 10
     tab.shot("late-stop")
+
+
+# --- the console against the issue-15 contracts of /v1/fleet and /v1/exceptions, stubbed in the browser -------
+# The presence and exceptions slices build those routes in parallel; until they are merged these tests answer
+# them from the contract (docs in the issue), so the console's rendering and its requests are checked now.
+
+
+def _driver(driver_id: str, name: str, state: str, lat: float, *, route: dict[str, Any] | None = None,
+            reason: str | None = None) -> dict[str, Any]:
+    on_duty = state != "off_duty"
+    return {"driver_id": driver_id, "name": name, "state": state, "on_duty": on_duty,
+            "last_seen_at": iso(datetime.now(UTC) - timedelta(minutes=2)), "battery": 64, "reason": reason,
+            "position": {"lat": lat, "lng": -122.33, "accuracy_m": 8, "fix_time": iso(datetime.now(UTC))},
+            "route": route}
+
+
+FLEET = {"as_of": iso(datetime.now(UTC)), "drivers": [
+    _driver("drv_moving", "Mia Moving", "moving", 47.61,
+            route={"id": "rte_1", "status": "active", "done": 3, "remaining": 7, "late": 1}),
+    _driver("drv_stopped", "Sam Stopped", "stopped", 47.62),
+    _driver("drv_offline", "Olli Offline", "offline", 47.63, reason="location_off"),
+    _driver("drv_off", "Otto Offduty", "off_duty", 47.64),
+]}
+
+
+def _exception(state: str) -> dict[str, Any]:
+    return {"id": "exc_1", "kind": "late", "state": state, "driver_id": "drv_moving", "shipment_id": None,
+            "route_id": "rte_1", "opened_at": iso(datetime.now(UTC) - timedelta(minutes=3)),
+            "acknowledged_at": iso(datetime.now(UTC)) if state != "open" else None,
+            "acknowledged_by": "console" if state != "open" else None, "resolved_at": None, "resolved_by": None,
+            "summary": "Stop 4 will miss its window", "details": {}}
+
+
+def _stub_contracts(page: Any, seen: list[tuple[str, str, str | None]]) -> None:
+    import json
+
+    state = {"exception": "open"}
+
+    def fleet(route: Any) -> None:
+        seen.append((route.request.method, route.request.url, None))
+        route.fulfill(status=200, content_type="application/json", headers={"ETag": '"f1"'}, body=json.dumps(FLEET))
+
+    def exceptions(route: Any) -> None:
+        request = route.request
+        seen.append((request.method, request.url, request.headers.get("x-csrf-token")))
+        if request.method == "POST":
+            state["exception"] = "acknowledged"
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(_exception("acknowledged")))
+            return
+        wanted = "acknowledged" if "state=acknowledged" in request.url else "open"
+        items = [_exception(state["exception"])] if state["exception"] == wanted else []
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({"items": items,
+                                                                                      "next_cursor": None}))
+
+    page.route("**/v1/fleet", fleet)
+    page.route("**/v1/exceptions**", exceptions)
+
+
+def test_the_fleet_map_colours_drivers_by_state_per_the_contract(context: Any, stack: LocalStack,
+                                                                 shop: Shop) -> None:
+    seen: list[tuple[str, str, str | None]] = []
+    page = context.new_page()
+    _stub_contracts(page, seen)
+    tab = Tab(page)
+    page.goto(f"{stack.base_url}/console")
+    page.fill("#api_key", shop.key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#drivers [data-driver="drv_offline"]')
+    listed = page.eval_on_selector_all("#drivers [data-driver]", "els => els.map(e => e.dataset.state)")
+    assert listed == ["moving", "stopped", "offline"]  # off duty drivers are not on the list or the map
+    for driver_state in ("moving", "stopped", "offline"):
+        page.wait_for_selector(f"path.driver--{driver_state}")
+    assert page.locator("path.driver--off_duty").count() == 0
+    offline = page.inner_text('#drivers [data-driver="drv_offline"]')
+    assert "Offline" in offline and "location off" in offline
+    assert "3 done, 7 to go" in page.inner_text('#drivers [data-driver="drv_moving"]')
+    tab.shot("fleet-contract")
+
+
+def test_acknowledge_by_keyboard_per_the_contract(context: Any, stack: LocalStack, shop: Shop) -> None:
+    seen: list[tuple[str, str, str | None]] = []
+    page = context.new_page()
+    _stub_contracts(page, seen)
+    tab = Tab(page)
+    page.goto(f"{stack.base_url}/console")
+    page.fill("#api_key", shop.key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#exceptions [data-exception="exc_1"][data-state="open"] [data-action=acknowledge]')
+    csrf = page.get_attribute("body", "data-csrf")
+    # Keyboard only: the skip link leads to the queue, Tab reaches its first button, Enter presses it.
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.dataset.action") == "acknowledge"
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#exceptions [data-exception="exc_1"][data-state="acknowledged"]')
+    posts = [(url, token) for method, url, token in seen if method == "POST"]
+    assert posts == [(f"{stack.base_url}/v1/exceptions/exc_1/acknowledge", csrf)]
+    # The focus stays in the queue for the next key press (on the remaining action).
+    assert page.evaluate("() => document.activeElement.dataset.action") == "resolve"
+    tab.shot("acknowledged-contract")

@@ -199,10 +199,13 @@
 
   // --- exceptions ----------------------------------------------------------------------------
   var queue = { open: [], acknowledged: [], more: false };
+  var pressed = null;  // the exception whose button the keyboard pressed: focus returns to it after the refresh
   function renderQueue() {
     var list = $("exceptions");
-    var focused = document.activeElement && document.activeElement.getAttribute("data-action-for");
-    var focusedAction = focused ? document.activeElement.getAttribute("data-action") : null;
+    var active = document.activeElement;
+    var focused = (active && active.getAttribute && active.getAttribute("data-action-for")) || pressed;
+    var focusedAction = active && active.getAttribute ? active.getAttribute("data-action") : null;
+    pressed = null;
     clear(list);
     var items = queue.open.concat(queue.acknowledged);
     items.forEach(function (x) {
@@ -228,9 +231,11 @@
     });
     $("queue-empty").hidden = items.length > 0;
     $("queue-count").textContent = items.length ? "(" + items.length + (queue.more ? "+" : "") + ")" : "";
-    if (focused) {  // keep the keyboard where it was across a refresh
-      var again = list.querySelector('[data-action-for="' + focused + '"][data-action="' + focusedAction + '"]') ||
-                  list.querySelector("button[data-action]");
+    if (focused) {  // keep the keyboard where it was across a refresh: same button, same item, else the queue
+      var id = window.CSS && window.CSS.escape ? window.CSS.escape(focused) : focused;
+      var again = (focusedAction && list.querySelector('[data-action-for="' + id + '"][data-action="' +
+                                                        focusedAction + '"]')) ||
+                  list.querySelector('[data-action-for="' + id + '"]') || list.querySelector("button[data-action]");
       if (again) { again.focus(); } else { $("queue").focus(); }
     }
   }
@@ -242,9 +247,12 @@
     button.setAttribute("aria-label", t("console.queue." + action) + ": " + t("console.kind." + x.kind) +
                         (x.summary ? " \u2013 " + x.summary : ""));
     button.addEventListener("click", function () {
+      pressed = x.id;
       button.disabled = true;
       api("POST", "/v1/exceptions/" + encodeURIComponent(x.id) + "/" + action, {}).then(function (result) {
-        if (result.status >= 400) { setSync(errorText(result)); button.disabled = false; return; }
+        if (result.status >= 400) {
+          setSync(errorText(result)); button.disabled = false; button.focus(); pressed = null; return;
+        }
         etags.open = etags.acknowledged = null;
         return pollExceptions();
       }).catch(function () { button.disabled = false; });
