@@ -76,7 +76,10 @@ def render_sign_in(locale: str | None = None, *, console_base: str, error: str |
     out.append('<main id="main" class="signin__card">')
     out.append(f'<h1>{_e(t("console.sign_in.title"))}</h1>')
     out.append(f'<p>{_e(t("console.sign_in.intro"))}</p>')
-    if error in SIGN_IN_ERRORS:
+    if error == "signed_out":  # news, not a problem
+        out.append('<p class="signin__notice" role="status" id="signin-error">'
+                   f'{_e(t("console.sign_in.signed_out"))}</p>')
+    elif error in SIGN_IN_ERRORS:
         out.append(f'<p class="signin__error" role="alert" id="signin-error">{_e(t(f"console.sign_in.{error}"))}</p>')
     described = ' aria-describedby="signin-error"' if error in SIGN_IN_ERRORS else ""
     out.append(f'<form method="post" action="{_e(console_base)}/session" class="signin__form">'

@@ -240,7 +240,8 @@
     }
   }
   function actionButton(x, action) {
-    var button = el("button", "btn btn--small", t("console.queue." + action));
+    var button = el("button", action === "resolve" ? "btn btn--small btn--quiet" : "btn btn--small",
+                    t("console.queue." + action));
     button.type = "button";
     button.setAttribute("data-action", action);
     button.setAttribute("data-action-for", x.id);
