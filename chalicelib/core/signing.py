@@ -1,6 +1,6 @@
 """The one signed-token helper: HMAC-SHA256 under the stage's token secret, one purpose per kind of token.
 
-Four kinds of token are signed with the stage secret (`DOORSTEP_TOKEN_SECRET`), each under its own
+Six kinds of token are signed with the stage secret (`DOORSTEP_TOKEN_SECRET`), each under its own
 `Purpose`, which is the first thing the MAC covers (`"<purpose>:" + message`). No purpose is a prefix of
 another and each is followed by ":", so the signed messages of two purposes can never be the same bytes: a
 pagination cursor can never be replayed as a driver app link, a CSRF token or a tracking token.
@@ -11,6 +11,8 @@ pagination cursor can never be replayed as a driver app link, a CSRF token or a 
 | `cursor`           | base64url(MAC[:16] + payload)           | none (bound to one listing)  | core/security.py    |
 | `driver-app-link`  | `dl1.<payload>.<MAC>` (`seal`)          | in the payload, exclusive    | driver_app/rules.py |
 | `csrf`             | `<issued>.<MAC[:18]>`                   | `max_age` after issue        | recipient/forms.py  |
+| `console-session`  | `<payload>.<MAC>` (`seal`)              | in the payload; revocable    | console/rules.py    |
+| `console-csrf`     | MAC[:18] of the session id, base64url   | with its session             | console/rules.py    |
 
 The tracking token is derived, never stored (the table keeps its hash and the platform rebuilds the link
 for a later message), so its bytes must never change: the purpose tags are exactly the prefixes the
@@ -37,6 +39,8 @@ class Purpose(StrEnum):
     CURSOR = "cursor"
     DRIVER_LINK = "driver-app-link"
     CSRF = "csrf"
+    CONSOLE_SESSION = "console-session"
+    CONSOLE_CSRF = "console-csrf"
 
 
 MAC_BYTES = 32  # HMAC-SHA256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from chalice.app import Blueprint, Response
@@ -29,12 +30,22 @@ blueprint = Blueprint(__name__)
 routes = Routes(blueprint, models="chalicelib.fleet.models")
 
 
-def authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
-    """(merchant id, driver id) of the caller: a merchant API key, or a driver's token or app link."""
+def authenticate(kind: Auth, headers: dict[str, str], method: str) -> tuple[str, str]:
+    """(merchant id, driver id) of the caller: a merchant API key, or a driver's token or app link; on merchant
+    routes, without an Authorization header, the dispatcher console's session cookie (chalicelib.console)."""
     from chalicelib.fleet import auth
 
+    authorization = headers.get("authorization")
     if kind == "driver":
         return auth.authenticate_driver(get_repository(), authorization, get_settings())
+    if authorization is None and "cookie" in headers:
+        from chalicelib.console import rules as console_rules
+
+        if console_rules.session_cookie(headers) is not None:  # other cookies alone: as if none were sent
+            from chalicelib.console import service as console
+
+            return console.authenticate(get_repository(), get_settings().token_secret, headers, method,
+                                        datetime.now(UTC)), ""
     return auth.authenticate_merchant(get_repository(), authorization), ""
 
 

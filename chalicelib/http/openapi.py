@@ -15,6 +15,7 @@ _ERROR_TEXT = {
     400: "Malformed request: not JSON, a byte order mark, a member name twice, nested deeper than 32 levels, "
          "a bad cursor or Idempotency-Key",
     401: "Missing or invalid bearer token", 404: "Not found (or owned by another merchant)",
+    403: "Forbidden: with the console's session cookie, an unsafe method without the session's X-CSRF-Token",
     409: "Conflict with the current state", 413: "Body over 1 MB",
     415: "Body not declared as application/json (UTF-8)",
     422: "Invalid fields, each named: out of range (also numbers DynamoDB cannot store, integers beyond 2^53, "
@@ -84,7 +85,9 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
                 error["headers"] = _headers(error_headers)
             operation["responses"][str(status)] = error
         if spec.auth != "none":
-            operation["security"] = [{"merchantKey" if spec.auth == "merchant" else "driverToken": []}]
+            # A merchant route takes the API key or, from the dispatcher console, its session cookie.
+            operation["security"] = [{"merchantKey": []}, {"consoleSession": []}] if spec.auth == "merchant" \
+                else [{"driverToken": []}]
         paths.setdefault(spec.path, {})[spec.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -95,6 +98,9 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
             "schemas": schemas,
             "securitySchemes": {
                 "merchantKey": {"type": "http", "scheme": "bearer", "description": "Merchant API key"},
+                "consoleSession": {"type": "apiKey", "in": "cookie", "name": "doorstep_console",
+                                   "description": "The dispatcher console's session (POST /console/session); "
+                                                  "unsafe methods also need the X-CSRF-Token header"},
                 "driverToken": {"type": "http", "scheme": "bearer",
                                 "description": "Driver token, or a driver web app link's token"},
             },

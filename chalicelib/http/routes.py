@@ -99,13 +99,16 @@ class RouteSpec:
     def all_error_statuses(self) -> tuple[int, ...]:
         """Every error status this route can answer: those the view declares and those the edge adds.
 
-        The edge answers 401 on authenticated routes; 400 (malformed JSON), 413, 415 and 422 on routes with a
+        The edge answers 401 on authenticated routes (403 on unsafe merchant ones: the console cookie's CSRF
+        check); 400 (malformed JSON), 413, 415 and 422 on routes with a
         body; 422 on routes with query parameters (400 too when one is a paging cursor); 404 on routes with a
         path id; and 503 everywhere (every route reads storage, if only to authenticate).
         """
         found = set(self.error_statuses) | {503}
         if self.auth != "none":
             found.add(401)
+        if self.auth == "merchant" and self.method not in ("GET", "HEAD", "OPTIONS"):
+            found.add(403)  # the console's session cookie without its X-CSRF-Token
         if self.reads_body:
             found |= {400, 413, 415, 422}
         if self.query is not None:
@@ -232,7 +235,9 @@ def html_response(body: str, status: int, headers: dict[str, str]) -> Response:
     return Response(body=body, status_code=status, headers=sent)
 
 
-Authenticator = Callable[[Auth, str | None], tuple[str, str]]
+# (route kind, the request's lower-case headers, its method) -> (merchant id, driver id): the Bearer key or token,
+# or for merchant routes the console's session cookie (with its CSRF header on unsafe methods).
+Authenticator = Callable[[Auth, dict[str, str], str], tuple[str, str]]
 ErrorPage = Callable[[DomainError, str | None], Response]
 
 
@@ -253,10 +258,10 @@ def configure(*, authenticate: Authenticator, error_page: ErrorPage) -> None:
     HOOKS.error_page = error_page
 
 
-def _authenticate(kind: Auth, authorization: str | None) -> tuple[str, str]:
+def _authenticate(kind: Auth, headers: dict[str, str], method: str) -> tuple[str, str]:
     if HOOKS.authenticate is None:
         raise RuntimeError("chalicelib.http.routes.configure() was not called")
-    return HOOKS.authenticate(kind, authorization)
+    return HOOKS.authenticate(kind, headers, method)
 
 
 class Routes:
@@ -305,7 +310,7 @@ class Routes:
         try:
             call = Call(headers={k.lower(): v for k, v in request.headers.items()})
             if spec.auth != "none":
-                call.merchant_id, call.driver_id = _authenticate(spec.auth, call.headers.get("authorization"))
+                call.merchant_id, call.driver_id = _authenticate(spec.auth, call.headers, spec.method)
             raw = request.raw_body or b""
             if isinstance(raw, str):
                 raw = raw.encode()

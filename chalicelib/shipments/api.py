@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(mode
         RoutePage,
         ShipmentOut,
         ShipmentPage,
+        ShipmentSearch,
         Timeline,
         TrackingLink,
     )
@@ -57,6 +58,15 @@ def list_shipments(call: Call) -> ShipmentPage:
     return service.list_shipments(get_repository(), get_settings(), call.merchant_id, status=q.status,
                                   date_from=q.date_from, date_to=q.date_to, limit=q.limit, cursor=q.cursor,
                                   external_ref=q.external_ref)
+
+
+@routes.route("/v1/shipments/search", "GET", summary="Find shipments by external_ref, shipment id, tracking link "
+              "or the recipient's exact phone or email (the dispatcher console's search)", tag="shipments",
+              query="ShipmentSearchQuery", response="ShipmentSearch", errors_=(401, 422))
+def search_shipments(call: Call) -> ShipmentSearch:
+    from chalicelib.shipments import service
+
+    return service.search_shipments(get_repository(), get_settings(), call.merchant_id, call.query.q)
 
 
 @routes.route("/v1/shipments/{shipment_id}", "GET", summary="Get a shipment", tag="shipments",

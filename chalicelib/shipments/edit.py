@@ -19,7 +19,7 @@ from chalicelib.shipments.patching import STOP_FIELDS, changed_fields, refused_s
 from chalicelib.shipments.service import get_shipment
 from chalicelib.shipments.store import timeline_event
 from chalicelib.storage.repository import ConditionFailed, Repository, now_utc
-from chalicelib.storage.tables import ShipmentItem, as_dict
+from chalicelib.storage.tables import ShipmentItem, as_dict, recipient_contacts
 
 PATCH_ATTEMPTS = 5  # each lost race re-reads and merges again; five lost races in a row is a conflict
 
@@ -109,9 +109,15 @@ def patch_shipment(repo: Repository, settings: Settings, merchant_id: str, shipm
         event = timeline_event(merchant_id, shipment_id, "updated", "merchant", now, now, None, None,
                                {"fields": changed})
         refresh = item.driver_id if item.route_id and item.driver_id and names & STOP_FIELDS else None
+        contacts = None
+        if "recipient" in names:  # the recipient search index (docs/data-model.md row 103) follows the contact
+            old_contacts = recipient_contacts(as_dict(item.recipient))
+            new_contacts = recipient_contacts(after_model.recipient.model_dump(exclude_none=True))
+            if old_contacts != new_contacts:
+                contacts = (old_contacts - new_contacts, new_contacts - old_contacts)
         try:
             repo.update_shipment(item, [*_actions(item, after_model, names), ShipmentItem.updated_at.set(now)],
-                                 event, stops_changed_for=refresh)
+                                 event, stops_changed_for=refresh, contacts=contacts)
         except ConditionFailed:
             continue
         return get_shipment(repo, settings, merchant_id, shipment_id, consistent=True)

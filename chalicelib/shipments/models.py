@@ -246,6 +246,18 @@ class ShipmentPage(Model_):
     next_cursor: str | None = None
 
 
+class ShipmentSearchQuery(Strict_):
+    q: Annotated[str, Field(min_length=1, max_length=300)] = Field(
+        description="An external_ref, a shipment id, a tracking link (or its token), or a recipient's exact phone "
+                    "(E.164) or email")
+
+
+class ShipmentSearch(Model_):
+    matched_by: Literal["shipment_id", "tracking_link", "phone", "email", "external_ref"] | None = Field(
+        description="Which reading of q found the items (None: nothing found)")
+    items: list[ShipmentOut] = Field(description="At most 20, newest first")
+
+
 class TimelineEvent(Model_):
     id: str
     type: str

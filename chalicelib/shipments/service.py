@@ -37,6 +37,7 @@ from chalicelib.shipments.models import (
     ShipmentEta,
     ShipmentOut,
     ShipmentPage,
+    ShipmentSearch,
     Timeline,
     TimelineEvent,
     TimeWindow,
@@ -383,3 +384,30 @@ def _replayed(repo: Repository, merchant_id: str, shipment_id: str, previous: Id
     current = repo.get_shipment(merchant_id, shipment_id)
     assert current is not None
     return DriverStatusResult(shipment_id=shipment_id, status=ShipmentStatus(current.status), replayed=True)
+
+
+def search_shipments(repo: Repository, settings: Settings, merchant_id: str, text: str) -> ShipmentSearch:
+    """The console's search: each reading of `text` (`shipments.search.search_keys`) is one key lookup, in
+    order, until one finds something; only the merchant's own shipments are ever answered."""
+    from chalicelib.shipments.search import SEARCH_LIMIT, MatchedBy, search_keys
+
+    for key in search_keys(text):
+        items: list[ShipmentItem] = []
+        if key.by is MatchedBy.SHIPMENT_ID:
+            found = repo.get_shipment(merchant_id, key.value)
+            items = [found] if found is not None else []
+        elif key.by is MatchedBy.TRACKING_LINK:
+            target = repo.tracking_target(hash_secret(key.value))
+            found = repo.get_shipment(merchant_id, target.shipment_id) \
+                if target is not None and target.merchant_id == merchant_id else None
+            items = [found] if found is not None else []
+        elif key.by is MatchedBy.EXTERNAL_REF:
+            found = repo.shipment_by_external_ref(merchant_id, key.value)
+            items = [found] if found is not None else []
+        else:  # an exact phone or email
+            ids = repo.shipment_ids_of_contact(merchant_id, key.value, SEARCH_LIMIT)
+            by_id = repo.get_shipments(merchant_id, ids) if ids else {}
+            items = [by_id[sid] for sid in ids if sid in by_id]
+        if items:
+            return ShipmentSearch(matched_by=key.by.value, items=[_shipment_out(settings, i) for i in items])
+    return ShipmentSearch(matched_by=None, items=[])

@@ -49,6 +49,7 @@ from chalicelib.storage.tables import (
     SHIPMENT_INDEX_SHARDS,
     ActiveRouteItem,
     ApiKeyItem,
+    ContactItem,
     DriverItem,
     DriverTokenItem,
     EventItem,
@@ -67,13 +68,16 @@ from chalicelib.storage.tables import (
     ZoneEventItem,
     ZoneItem,
     active_route_pk,
+    as_dict,
     cell_gsi_pk,
+    contact_pk,
     date_gsi_shard_pk,
     driver_pk,
     driver_routes_pk,
     external_ref_pk,
     merchant_pk,
     ping_sk,
+    recipient_contacts,
     route_day_gsi_pk,
     route_eta_pk,
     share_client,
@@ -125,6 +129,12 @@ class RouteWrite:
 # A shipment's part of a route edit: (shipment as read, update actions, its timeline events); the update is
 # conditional on the status that was read.
 ShipmentWrite = tuple[ShipmentItem, list[Any], list[EventItem]]
+
+
+def _contact_item(shipment: ShipmentItem, contact: str) -> ContactItem:
+    return ContactItem(contact_pk(shipment.merchant_id, contact), f"SHIPMENT#{shipment.shipment_id}",
+                       merchant_id=shipment.merchant_id, shipment_id=shipment.shipment_id,
+                       created_at=shipment.created_at)
 
 
 def _write_chunks(writes: Sequence[ShipmentWrite], first_room: int) -> list[list[ShipmentWrite]]:
@@ -261,6 +271,27 @@ class Repository:
                                         ProjectionExpression="PK")
         return "Item" in response
 
+    # --- console sessions (docs/data-model.md row 101) -------------------------
+
+    def put_console_session(self, session_id: str, merchant_id: str, expires_s: int, now: datetime) -> None:
+        """A signed-in console session; the TTL removes it after expiry, sign-out before."""
+        self.client.put_item(TableName=get_settings().table_name, Item={
+            "PK": {"S": f"CONSOLE#{session_id}"}, "SK": {"S": "SESSION"}, "merchant_id": {"S": merchant_id},
+            "created_at": {"S": now.isoformat()}, "expires_at": {"N": str(expires_s)}},
+            ConditionExpression="attribute_not_exists(PK)")
+
+    def console_session_merchant(self, session_id: str) -> str | None:
+        """The merchant of a live console session (None once signed out). One GetItem, like an API key's."""
+        response = self.client.get_item(TableName=get_settings().table_name,
+                                        Key={"PK": {"S": f"CONSOLE#{session_id}"}, "SK": {"S": "SESSION"}},
+                                        ProjectionExpression="merchant_id")
+        item = response.get("Item")
+        return item["merchant_id"]["S"] if item else None
+
+    def delete_console_session(self, session_id: str) -> None:
+        self.client.delete_item(TableName=get_settings().table_name,
+                                Key={"PK": {"S": f"CONSOLE#{session_id}"}, "SK": {"S": "SESSION"}})
+
     def merchant_settings(self, merchant_id: str, *, consistent: bool = False) -> str | None:
         """The merchant's settings JSON (None: never set, the defaults apply)."""
         item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT", consistent=consistent)
@@ -327,7 +358,7 @@ class Repository:
     def zone_events(self, driver_id: str, limit: int) -> list[ZoneEventItem]:
         """A driver's zone events, newest first."""
         return list(ZoneEventItem.query(driver_pk(driver_id), ZoneEventItem.SK.startswith("ZONEEVENT#"),
-                                        scan_index_forward=False, limit=limit))
+                                        limit=limit))
 
     # --- learned travel statistics ---------------------------------------------
 
@@ -504,6 +535,8 @@ class Repository:
                 tx.save(TrackingTokenItem(tracking_pk(token_hash), "TRACK", merchant_id=shipment.merchant_id,
                                           shipment_id=shipment.shipment_id, token_version=shipment.token_version))
                 tx.save(event)
+                for contact in sorted(recipient_contacts(as_dict(shipment.recipient))):
+                    tx.save(_contact_item(shipment, contact))
         except TransactWriteError as exc:
             if _stored_as_written(shipment):  # this very attempt committed; its answer was lost
                 return True
@@ -527,6 +560,12 @@ class Repository:
         if ref is None or ref.merchant_id != merchant_id:
             return None
         return self.get_shipment(merchant_id, ref.shipment_id)
+
+    def shipment_ids_of_contact(self, merchant_id: str, contact: str, limit: int) -> list[str]:
+        """The ids of a merchant's shipments whose recipient has this exact phone or email, newest first (ids
+        are time-ordered): one Query of the contact's partition, `limit` at most."""
+        return [item.shipment_id for item in ContactItem.query(contact_pk(merchant_id, contact),
+                                                               scan_index_forward=False, limit=limit)][:limit]
 
     def get_idempotency(self, merchant_id: str, key_hash: str) -> IdempotencyItem | None:
         return _get(IdempotencyItem, merchant_pk(merchant_id), f"IDEMPOTENCY#{key_hash}")
@@ -676,7 +715,8 @@ class Repository:
         return True
 
     def update_shipment(self, shipment: ShipmentItem, actions: list[Any], event: EventItem,
-                        stops_changed_for: str | None = None) -> None:
+                        stops_changed_for: str | None = None,
+                        contacts: tuple[set[str], set[str]] | None = None) -> None:
         """A merchant's edit: the actions, conditional on the status and `updated_at` read (every write of a
         shipment moves `updated_at`, so a change made meanwhile fails the condition: no lost update), with its
         timeline event, in one transaction. `stops_changed_for`: the driver whose route's cached stops must be
@@ -686,6 +726,12 @@ class Repository:
                 tx.update(shipment, actions=actions, condition=(ShipmentItem.status == shipment.status)
                           & (ShipmentItem.updated_at == shipment.updated_at))
                 tx.save(event)
+                if contacts is not None:  # (removed, added) recipient contacts: the search index follows
+                    for contact in sorted(contacts[0]):
+                        tx.delete(ContactItem(contact_pk(shipment.merchant_id, contact),
+                                              f"SHIPMENT#{shipment.shipment_id}"))
+                    for contact in sorted(contacts[1]):
+                        tx.save(_contact_item(shipment, contact))
                 if stops_changed_for is not None:
                     tx.update(GeofenceStateItem(driver_pk(stops_changed_for), "GEOFENCE"),
                               actions=[GeofenceStateItem.version.add(1), GeofenceStateItem.stops_version.add(1)])

@@ -224,6 +224,15 @@ class ExternalRefItem(TableItem):
     created_at = UTCDateTimeAttribute()
 
 
+class ContactItem(TableItem):
+    """One shipment of a recipient contact (`contact_pk`, `SK = SHIPMENT#<sid>`): the console's search by exact
+    phone or email. Written with the shipment, moved by a PATCH that changes the contact."""
+
+    merchant_id = UnicodeAttribute()
+    shipment_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
 class IdempotencyItem(TableItem):
     request_hash = UnicodeAttribute()
     shipment_id = UnicodeAttribute()
@@ -392,7 +401,7 @@ class ZoneEventItem(TableItem):
 ALL_MODELS: tuple[type[TableItem], ...] = (
     MerchantItem, ApiKeyItem, DriverItem, DriverTokenItem, ShipmentItem, TrackingTokenItem,
     IdempotencyItem, RouteItem, ActiveRouteItem, PingItem, PositionItem, EventItem, GeofenceStateItem,
-    RouteEtaItem, ZoneItem, ZoneCellItem, ZoneEventItem,
+    RouteEtaItem, ZoneItem, ZoneCellItem, ZoneEventItem, ContactItem,
 )
 
 
@@ -482,6 +491,22 @@ def external_ref_pk(merchant_id: str, external_ref: str) -> str:
     """Its own partition per (merchant, ref), apart from the busy merchant partition; hashed, so any text is a
     key of fixed length."""
     return f"EXTREF#{merchant_id}#{hashlib.sha256(external_ref.encode()).hexdigest()}"
+
+
+def contact_pk(merchant_id: str, contact: str) -> str:
+    """The recipient-search partition of one exact phone or email of a merchant's recipients (docs/data-model.md
+    rows 102-103): hashed, so no contact appears in a key, and one partition per (merchant, contact)."""
+    return f"CONTACT#{merchant_id}#{hashlib.sha256(contact.encode()).hexdigest()}"
+
+
+def recipient_contacts(recipient: dict[str, Any]) -> set[str]:
+    """What a recipient can be searched by: the exact E.164 phone, and the email in lower case."""
+    found: set[str] = set()
+    if isinstance(phone := recipient.get("phone"), str) and phone:
+        found.add(phone.strip())
+    if isinstance(email := recipient.get("email"), str) and email:
+        found.add(email.strip().lower())
+    return found
 
 
 def tracking_pk(token_hash: str) -> str:

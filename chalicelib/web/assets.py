@@ -28,6 +28,9 @@ ASSETS: dict[str, tuple[str, str]] = {
     # The driver web app (chalicelib.web.driver).
     "driver.js": ("driver.js", _JS),
     "driver.css": ("driver.css", _CSS),
+    # The dispatcher console (chalicelib.console).
+    "console.js": ("console.js", _JS),
+    "console.css": ("console.css", _CSS),
     # Linked from every page, so browsers do not ask for /favicon.ico (outside the API's routes).
     "favicon.svg": ("favicon.svg", _SVG),
 }

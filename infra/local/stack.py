@@ -816,6 +816,7 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "shipment_ids": shipment_ids,
         "tracking_urls": [_rebase(s["tracking_url"], configured_base, base_url) for s in shipments],
         "driver_app_url": _rebase(app_link["url"], configured_base, base_url),
+        "console_url": f"{base_url}/console",
         "merchant_id": merchant_id,
         "moto_url": env.get("AWS_ENDPOINT_URL"),
         "dynamodb_url": env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL"),
@@ -924,6 +925,8 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         *_tracking_lines(demo),
         f"               JSON: curl -s {tracking_json_url(demo['tracking_urls'][0])}",
         f"  Driver app   {demo.get('driver_app_url', '-')}   (the demo driver's web app, valid 16 h)",
+        f"  Console      {demo.get('console_url') or stack.base_url + '/console'}   (the dispatch console: sign in "
+        "with the merchant key below; the key is posted once, never put in a URL)",
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
         f"-H 'Authorization: Bearer {demo['driver_token']}' -H 'Content-Type: application/json' -d {ping}",
         f"  Merchant API curl -s -H 'Authorization: Bearer {demo['merchant_api_key']}' "

@@ -161,7 +161,36 @@ def _instructions(m: Merchant) -> Req:
                urlencode({"csrf": _csrf(m, token), "gate_code": "42"}), _FORM, merchant_auth=False, html=True)
 
 
+def _console(m: Merchant) -> tuple[dict[str, str], str]:
+    """A signed-in console session of the merchant: (its Cookie header, its CSRF token)."""
+    r = m.client.http.post("/console/session", headers=_FORM, body=urlencode({"api_key": m.key}))
+    assert r.status_code == 303, r.body
+    cookie = {"Cookie": r.headers["Set-Cookie"].split(";", 1)[0]}
+    found = re.search(r'data-csrf="([^"]+)"', m.client.http.get("/console", headers=cookie).body.decode())
+    assert found
+    return cookie, found.group(1)
+
+
+def _console_call(m: Merchant) -> Req:
+    cookie, csrf = _console(m)
+    return Req("POST", "/v1/drivers", {"name": "Cookie"}, {**cookie, "X-CSRF-Token": csrf,
+                                                           "Content-Type": "application/json"}, merchant_auth=False)
+
+
 CASES = [
+    # the dispatcher console: its page, sign-in and sign-out, a /v1 call with its cookie, its search
+    Case("console page", "console", lambda m: Req("GET", "/console", headers=_console(m)[0], merchant_auth=False,
+                                                  html=True)),
+    Case("console sign-in", "console", lambda m: Req("POST", "/console/session", urlencode({"api_key": m.key}),
+                                                     _FORM, merchant_auth=False, html=True)),
+    Case("console sign-out", "console", lambda m: (lambda c: Req(
+        "POST", "/console/session/end", urlencode({"csrf": c[1]}), {**_FORM, **c[0]}, merchant_auth=False,
+        html=True))(_console(m))),
+    Case("console sign-out by script", "console", lambda m: (lambda c: Req(
+        "DELETE", "/console/session", headers={**c[0], "X-CSRF-Token": c[1]}, merchant_auth=False))(_console(m))),
+    Case("console cookie call", "console", _console_call),
+    Case("shipment search", "shipments", lambda m: Req(
+        "GET", f"/v1/shipments/search?q={make_shipment(m)['recipient']['phone'].replace('+', '%2B')}")),
     # drivers
     Case("create driver", "drivers", lambda m: Req("POST", "/v1/drivers", {"name": "Dana"})),
     Case("list drivers", "drivers", lambda m: (make_driver(m), Req("GET", "/v1/drivers"))[1]),
@@ -330,6 +359,9 @@ ROUTE_OF = {
     "get notification settings": "GET /v1/notifications/settings",
     "put notification settings": "PUT /v1/notifications/settings", "create zone": "POST /v1/zones",
     "list zones": "GET /v1/zones", "get zone": "GET /v1/zones/{zone_id}", "delete zone": "DELETE /v1/zones/{zone_id}",
+    "console page": "GET /console", "console sign-in": "POST /console/session",
+    "console sign-out": "POST /console/session/end", "console sign-out by script": "DELETE /console/session",
+    "console cookie call": "POST /v1/drivers", "shipment search": "GET /v1/shipments/search",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
@@ -347,7 +379,7 @@ def test_the_cases_cover_every_route() -> None:
     assert {c.name for c in CASES} == set(ROUTE_OF)
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
-                             "webhooks", "settings", "zones"}
+                             "webhooks", "settings", "zones", "console"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
