@@ -234,8 +234,9 @@ def deploy_stack(client: Any, stack_name: str, template_url: str, given: dict[st
     existing = _stack(client, stack_name)
     status = (existing or {}).get("StackStatus", "")
     if status == "ROLLBACK_COMPLETE":
-        raise DeployError(f"stack {stack_name} failed to create and can only be deleted: delete it (its table "
-                          "and bucket are retained if they were created) and deploy again")
+        raise DeployError(f"stack {stack_name} is ROLLBACK_COMPLETE (its creation failed) and can only be "
+                          "deleted: delete it (its table and bucket are retained if they were created) and deploy "
+                          "again")
     if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
         raise DeployError(f"stack {stack_name} is {status}: wait for it to finish, then deploy again")
     change_type = "CREATE" if existing is None or status == "REVIEW_IN_PROGRESS" else "UPDATE"
