@@ -365,6 +365,9 @@ def run(clients: Clients, options: Options, out: TextIO,
         print(f"Dashboard: {outputs['DashboardUrl']}", file=out)
     if "AlarmTopicArn" in outputs:
         print(f"Alarms:    {outputs['AlarmTopicArn']}", file=out)
+    print("\nStack outputs (docs/operations.md uses them):", file=out)
+    for key in sorted(outputs):
+        print(f"  {key} = {outputs[key]}", file=out)
     print("\nStill manual:", file=out)
     for step in manual_steps(sender, options.parameters.get("AlarmEmail"), env.get("DOORSTEP_PUBLIC_BASE_URL")):
         print(f"- {step}", file=out)
