@@ -288,3 +288,26 @@ def test_deploy_end_to_end_prints_the_urls_and_what_stays_manual(moto_aws: None,
     bucket = f"doorstep-artifacts-{account}-us-east-1"
     assert len(boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]) == 2
     boto3.client("secretsmanager").describe_secret(SecretId="doorstep/prod")
+
+
+def test_the_make_target_passes_what_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    import infra.deploy as deploy
+
+    seen: list[Options] = []
+    monkeypatch.setattr(deploy.Clients, "from_session", classmethod(lambda cls, session: None))
+    def record(clients: Any, options: Options, out: Any, **_: Any) -> dict[str, str]:
+        seen.append(options)
+        return {}
+
+    monkeypatch.setattr(deploy, "run", record)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    assert deploy.main(["--stage", "prod", "--alarm-email", "ops@example.com", "--api-rate-limit", "50"]) == 0
+    (options,) = seen
+    assert (options.stage, options.stack_name) == ("prod", "doorstep-prod")
+    assert options.parameters == {"AlarmEmail": "ops@example.com", "ApiThrottlingRateLimit": "50"}
+
+    def failing(clients: Any, options: Options, out: Any, **_: Any) -> dict[str, str]:
+        raise DeployError("secret doorstep/prod exists but has no 'token_secret'")
+
+    monkeypatch.setattr(deploy, "run", failing)
+    assert deploy.main(["--stage", "prod"]) == 1  # a failed step is a message and exit 1, not a traceback

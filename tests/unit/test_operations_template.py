@@ -30,7 +30,7 @@ def _emitted_metric_names() -> set[str]:
 
 def _template() -> dict[str, Any]:
     """resources.json plus the functions Chalice would emit (two of them, one a stream consumer)."""
-    template = copy.deepcopy(RESOURCES)
+    template: dict[str, Any] = copy.deepcopy(RESOURCES)
     for function in ("StreamPipeline", "APIHandler", "SomeScheduleAddedLater"):
         template["Resources"].setdefault(function, {}).update({"Type": "AWS::Serverless::Function"})
         template["Resources"][function].setdefault("Properties", {})
