@@ -126,6 +126,8 @@ def ensure_secret(client: Any, name: str, key: str,
 
 def check_sender(client: Any, sender: str) -> SenderCheck:
     """Whether SES may send from `sender`: its address or its domain verified, and the account's sandbox state."""
+    if "@" not in sender:
+        return SenderCheck(sender or "(DOORSTEP_EMAIL_SENDER is not set)", None, None)
     domain = sender.rpartition("@")[2]
     identity = None
     for candidate in (sender, domain):

@@ -125,6 +125,13 @@ def test_sender_pending_verification_is_not_verified() -> None:
     assert (check.identity, check.production_access) == (None, None)
 
 
+def test_no_configured_sender_asks_ses_nothing() -> None:
+    client, stub = _stubbed("sesv2")
+    with stub:  # no response queued: any call would fail
+        check = check_sender(client, "")
+    assert check.identity is None and "not set" in check.sender
+
+
 # --- artifacts ----------------------------------------------------------------------------------------------
 
 
