@@ -2,6 +2,7 @@
 
 - every function gets its own log group with the `LogRetentionDays` retention, created by the stack before
   the function first logs (`LoggingConfig.LogGroup`), so no log group is ever left to grow without limit;
+- every scheduled function has an alarm on its errors (those resources.json does not declare get one);
 - every alarm notifies the `AlarmTopic` SNS topic when it fires and when it recovers;
 - the `Dashboard` (CloudWatch) with the API, ingest, pipeline, notification, webhook, DLQ and DynamoDB figures
   and the state of every alarm.
@@ -68,6 +69,44 @@ def add_log_groups(template: dict[str, Any]) -> list[str]:
         properties["LoggingConfig"] = {**properties.get("LoggingConfig", {}),
                                        "LogGroup": {"Ref": log_group_id(function_id)}}
     return functions
+
+
+def _alarms_on_errors_of(template: dict[str, Any]) -> set[str]:
+    """Logical ids of the functions some alarm already watches `AWS/Lambda` `Errors` of."""
+    watched = set()
+    for alarm_id in of_type(template, ALARM_TYPE):
+        properties = template["Resources"][alarm_id]["Properties"]
+        if (properties.get("Namespace"), properties.get("MetricName")) != ("AWS/Lambda", "Errors"):
+            continue
+        for dimension in properties.get("Dimensions", []):
+            if dimension.get("Name") == "FunctionName" and isinstance(dimension.get("Value"), dict):
+                watched.add(str(dimension["Value"].get("Ref")))
+    return watched
+
+
+def add_schedule_error_alarms(template: dict[str, Any]) -> list[str]:
+    """An `<Function>ErrorsAlarm` for every scheduled function no alarm watches yet; returns the alarms added.
+
+    A scheduled function has no queue or iterator age to show it is failing: only its errors do. Failing in
+    2 of 3 five-minute periods, as the hand-written ones in resources.json.
+    """
+    resources = template["Resources"]
+    watched = _alarms_on_errors_of(template)
+    added = []
+    for function_id in of_type(template, FUNCTION_TYPE):
+        events = resources[function_id]["Properties"].get("Events", {})
+        if function_id in watched or not any(e.get("Type") == "Schedule" for e in events.values()):
+            continue
+        alarm_id = f"{function_id}ErrorsAlarm"
+        resources[alarm_id] = {"Type": ALARM_TYPE, "Properties": {
+            "AlarmDescription": f"Doorstep {function_id}: the scheduled function keeps failing; its work waits "
+                                "until it runs again. See docs/operations.md.",
+            "Namespace": "AWS/Lambda", "MetricName": "Errors",
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function_id}}],
+            "Statistic": "Sum", "Period": 300, "EvaluationPeriods": 3, "DatapointsToAlarm": 2, "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "notBreaching"}}
+        added.append(alarm_id)
+    return added
 
 
 def add_alarm_actions(template: dict[str, Any]) -> list[str]:
@@ -146,8 +185,9 @@ def dashboard_resource(template: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_operations(template: dict[str, Any]) -> None:
-    """Log groups, alarm actions, the dashboard and its output: in place."""
+    """Log groups, schedule error alarms, alarm actions, the dashboard and its output: in place."""
     add_log_groups(template)
+    add_schedule_error_alarms(template)
     add_alarm_actions(template)
     template["Resources"][DASHBOARD] = dashboard_resource(template)
     template.setdefault("Outputs", {})["DashboardUrl"] = {"Value": {"Fn::Sub": (

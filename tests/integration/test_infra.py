@@ -401,7 +401,8 @@ def test_packaged_template_sends_every_alarm_to_the_alarm_topic(packaged: dict[s
     assert subscription["Condition"] == "HasAlarmEmail" and subscription["Properties"]["Protocol"] == "email"
     alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert {"ApiServerErrorsAlarm", "DynamoDBThrottlingAlarm", "PipelineDeadLetterQueueAlarm",
-            "WebhookDeadLetterQueueAlarm", "StreamPipelineIteratorAgeAlarm"} <= set(alarms)
+            "WebhookDeadLetterQueueAlarm", "StreamPipelineIteratorAgeAlarm", "WebhookRetriesErrorsAlarm",
+            "ReleaseDeferredNotificationsErrorsAlarm", "DayBeforeRemindersErrorsAlarm"} <= set(alarms)
     for name, alarm in alarms.items():
         assert {"Ref": "AlarmTopic"} in alarm["AlarmActions"], name
         assert {"Ref": "AlarmTopic"} in alarm["OKActions"], name

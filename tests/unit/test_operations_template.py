@@ -14,6 +14,7 @@ from infra.operations import (
     add_alarm_actions,
     add_log_groups,
     add_operations,
+    add_schedule_error_alarms,
     dashboard_body,
 )
 
@@ -34,6 +35,9 @@ def _template() -> dict[str, Any]:
     for function in ("StreamPipeline", "APIHandler", "SomeScheduleAddedLater"):
         template["Resources"].setdefault(function, {}).update({"Type": "AWS::Serverless::Function"})
         template["Resources"][function].setdefault("Properties", {})
+    for function in ("SomeScheduleAddedLater", "ReleaseDeferredNotifications"):
+        template["Resources"][function].update({"Type": "AWS::Serverless::Function"})
+        template["Resources"][function]["Properties"]["Events"] = {"E": {"Type": "Schedule", "Properties": {}}}
     template["Resources"]["LateAlarmAddedLater"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": {
         "AlarmActions": [{"Ref": "SomeOtherTopic"}]}}
     return template
@@ -42,7 +46,7 @@ def _template() -> dict[str, Any]:
 def test_every_function_gets_a_retained_log_group_it_logs_to() -> None:
     template = _template()
     functions = add_log_groups(template)
-    assert functions == ["APIHandler", "SomeScheduleAddedLater", "StreamPipeline"]
+    assert functions == ["APIHandler", "ReleaseDeferredNotifications", "SomeScheduleAddedLater", "StreamPipeline"]
     for function in functions:
         group = template["Resources"][f"{function}LogGroup"]
         assert group["Type"] == "AWS::Logs::LogGroup"
@@ -148,3 +152,16 @@ def test_throttling_alarm_covers_the_table_and_every_index() -> None:
 def test_log_retention_default_is_30_days_and_a_value_cloudwatch_accepts() -> None:
     parameter = RESOURCES["Parameters"]["LogRetentionDays"]
     assert parameter["Default"] == 30 and 30 in parameter["AllowedValues"]
+
+
+def test_every_scheduled_function_gets_an_errors_alarm_once() -> None:
+    template = _template()
+    # ReleaseDeferredNotifications has its own in resources.json; the later schedule has none
+    assert add_schedule_error_alarms(template) == ["SomeScheduleAddedLaterErrorsAlarm"]
+    assert add_schedule_error_alarms(template) == []
+    alarm = template["Resources"]["SomeScheduleAddedLaterErrorsAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "SomeScheduleAddedLater"}}]
+    add_operations(template)
+    assert template["Resources"]["SomeScheduleAddedLaterErrorsAlarm"]["Properties"]["OKActions"] == [
+        {"Ref": ALARM_TOPIC}]
