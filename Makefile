@@ -12,7 +12,7 @@ STAGE ?= dev
 # infra/local/dynamodb_local.py, and a new pin installs into a new folder, so this target is redone then.
 DDB_LOCAL_JAR := $(shell sed -n 's/^PACKAGE_VERSION = "\([^"]*\)".*/\1/p' infra/local/dynamodb_local.py | sed 's|.*|.local/dynamodb/&/emulator/DynamoDBLocal.jar|')
 
-.PHONY: help venv dynamodb-local run simulate outbox replay replay-dead-letters test test-unit test-integration test-e2e bench eval lint package merchant clean
+.PHONY: help venv dynamodb-local run simulate outbox replay replay-dead-letters test test-unit test-integration test-e2e bench eval lint package deploy merchant clean
 
 help:
 	@echo "make run        start the local stack (DynamoDB Local + moto + chalice local) with a demo merchant"
@@ -26,6 +26,7 @@ help:
 	@echo "make eval       ETA evaluation on real GeoLife trips against the SPEED baseline"
 	@echo "make lint       ruff + mypy + import contracts (lint-imports)"
 	@echo "make package    write the deployable template to build/package (STAGE=dev|prod)"
+	@echo "make deploy STAGE=prod ALARM_EMAIL=...  secret, SES check, package, upload, create/update the stack (boto3; AWS credentials)"
 	@echo "make merchant NAME=...  create a merchant (a tenant) in the running local stack, or the exported stage; print its API key once"
 
 venv: $(STAMP)
@@ -81,6 +82,10 @@ lint: $(STAMP)
 
 package: $(STAMP)
 	$(PY) -m infra.package --stage $(STAGE) --out build/package
+
+# AWS credentials from the environment or AWS_PROFILE; REGION defaults to the profile's. See docs/operations.md.
+deploy: $(STAMP)
+	$(PY) -m infra.deploy --stage $(STAGE) $(if $(ALARM_EMAIL),--alarm-email '$(ALARM_EMAIL)',) $(if $(REGION),--region $(REGION),) $(if $(STACK),--stack-name $(STACK),)
 
 # Into the running `make run` stack (found through .local/demo.json), or, with a stage's environment exported
 # (DOORSTEP_TABLE_NAME, ...), into that stage's table.

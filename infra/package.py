@@ -4,7 +4,9 @@
 
 Runs `chalice package` with infra/resources.json merged in, adds what the merge
 cannot express (the PublicOrigin default, the unknown-path gateway response
-built from the app's own error shape), then cfn-lint on the produced sam.json.
+built from the app's own error shape; a log group per function, the alarm topic
+on every alarm and the dashboard, from infra/operations.py), then cfn-lint on
+the produced sam.json.
 Exits non-zero if either step fails or cfn-lint reports an error; cfn-lint
 warnings are printed but do not fail the build.
 """
@@ -68,7 +70,17 @@ def package(stage: str, out_dir: Path, project_dir: Path = PROJECT_DIR) -> Path:
     template = out_dir / TEMPLATE_NAME
     set_public_origin(template, stage_public_origin(project_dir, stage))
     add_unknown_path_response(template)
+    add_operations_resources(template)
     return template
+
+
+def add_operations_resources(template: Path) -> None:
+    """Log retention for every function, the alarm topic on every alarm, the dashboard (infra/operations.py)."""
+    from infra.operations import add_operations
+
+    data: dict[str, Any] = json.loads(template.read_text(encoding="utf-8"))
+    add_operations(data)
+    template.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def unknown_path_gateway_response() -> dict[str, Any]:

@@ -376,3 +376,49 @@ def test_create_bucket_blocks_public_access_and_is_idempotent(aws: None) -> None
         "aws:kms",
     }
     assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["doorstep-test-proof"]
+
+
+@pytest.mark.slow
+def test_packaged_template_retains_every_functions_logs(packaged: dict[str, Any]) -> None:
+    resources = packaged["Resources"]
+    functions = [n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+    assert {"APIHandler", "StreamPipeline", "WebhookSender", "WebhookRetries"} <= set(functions)
+    assert packaged["Parameters"]["LogRetentionDays"]["Default"] == 30
+    for function in functions:
+        group = resources[f"{function}LogGroup"]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert resources[function]["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": f"{function}LogGroup"}
+    groups = [r for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    assert len(groups) == len(functions)
+
+
+@pytest.mark.slow
+def test_packaged_template_sends_every_alarm_to_the_alarm_topic(packaged: dict[str, Any]) -> None:
+    resources = packaged["Resources"]
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail" and subscription["Properties"]["Protocol"] == "email"
+    alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert {"ApiServerErrorsAlarm", "DynamoDBThrottlingAlarm", "PipelineDeadLetterQueueAlarm",
+            "WebhookDeadLetterQueueAlarm", "StreamPipelineIteratorAgeAlarm", "WebhookRetriesErrorsAlarm",
+            "ReleaseDeferredNotificationsErrorsAlarm", "DayBeforeRemindersErrorsAlarm"} <= set(alarms)
+    for name, alarm in alarms.items():
+        assert {"Ref": "AlarmTopic"} in alarm["AlarmActions"], name
+        assert {"Ref": "AlarmTopic"} in alarm["OKActions"], name
+    assert "AlarmTopicArn" in packaged["Outputs"]
+
+
+@pytest.mark.slow
+def test_packaged_template_throttles_the_api_stage_and_has_the_dashboard(packaged: dict[str, Any]) -> None:
+    resources = packaged["Resources"]
+    (settings,) = resources["RestAPI"]["Properties"]["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    dashboard = resources["Dashboard"]
+    assert dashboard["Type"] == "AWS::CloudWatch::Dashboard"
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    for metric in ("PingsRejected", "IteratorAge", "NotificationsFailed", "WebhookEndpointsPaused", "5XXError",
+                   "Latency", "ApproximateNumberOfMessagesVisible"):
+        assert f'"{metric}"' in body
+    assert "DashboardUrl" in packaged["Outputs"]
