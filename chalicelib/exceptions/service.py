@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import errors
@@ -64,22 +65,27 @@ def _exception_settings(repo: Repository, merchant_id: str) -> tuple[ExceptionSe
 def open_exception(repo: Repository, merchant_id: str, opening: Opening) -> ExceptionRecord | None:
     """Open it once: None when this occurrence was opened before (a redelivered record) or another exception
     of its kind and subject is still open. The dispatch contact is told through the ledger (once)."""
-    details = {k: v for k, v in opening.details.items() if v is not None}
+    details = {k: _plain(v) for k, v in opening.details.items() if v is not None}
     record = ExceptionRecord(
         merchant_id=merchant_id, exception_id=exception_id(merchant_id, opening.kind, opening.subject, opening.episode),
         kind=opening.kind, state=ExceptionState.OPEN, dedupe=dedupe_key(opening.kind, opening.subject),
         opened_at=opening.at, summary=summary(opening.kind, details), details=details, driver_id=opening.driver_id,
         shipment_id=opening.shipment_id, route_id=opening.route_id)
     s = store(repo)
-    event = _state_event(record, ExceptionState.OPEN, SYSTEM, opening.at, None)
-    if s.open(record, event):
+    # Read before the transaction: a redelivered record, or a (kind, subject) already open, is the common case
+    # for a detector that fires again, and answering it from two reads costs less than a cancelled transaction.
+    found = s.get(merchant_id, record.exception_id)
+    if found is not None:
+        if found.state is not ExceptionState.OPEN:
+            return None  # this occurrence is handled already
+        record = found  # redelivered: its message may not have gone out yet (the ledger sends it once)
+    elif s.open_for(merchant_id, record.dedupe) is not None:
+        return None  # another of its kind and subject is still open: one per (kind, subject)
+    elif s.open(record, _state_event(record, ExceptionState.OPEN, SYSTEM, opening.at, None)):
         metrics.add_metric(name="ExceptionsOpened", unit=MetricUnit.Count, value=1)
         logger.info("exception opened", extra={"kind": record.kind.value, "exception_id": record.exception_id})
     else:
-        found = s.get(merchant_id, record.exception_id)
-        if found is None or found.state is not ExceptionState.OPEN:
-            return None  # another of its kind and subject is open, or this one is handled already
-        record = found  # redelivered: its message may not have gone out yet (the ledger sends it once)
+        return None  # a concurrent worker opened it (or another of its kind) between the reads and the write
     tell_dispatch(repo, record)
     return record
 
@@ -250,6 +256,13 @@ def exception_out(record: ExceptionRecord) -> ExceptionOut:
                         acknowledged_by=record.acknowledged_by, resolved_at=record.resolved_at,
                         resolved_by=record.resolved_by, summary=record.summary, details=record.details,
                         note=record.note)
+
+
+def _plain(value: Any) -> Any:
+    """A stream image's number (Decimal) as JSON's."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def _iso(moment: datetime) -> str:

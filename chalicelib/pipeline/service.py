@@ -108,6 +108,7 @@ STATE_ATTEMPTS = 4  # a lost state race re-reads and re-runs the driver's fixes 
 ZONE_PREFIX = "zon_"
 GEOFENCE_MAX_ACCURACY_M = GeofenceParams().max_accuracy_m
 _ON_THE_WAY = (S.OUT_FOR_DELIVERY, S.APPROACHING)
+_NOT_DONE = (*_ON_THE_WAY, S.ARRIVED)  # a driver standing at one of these is at work, not on a long stop
 
 # One character per status in the state item's status string (aligned with the route's stops).
 STATUS_CODE = {S.CREATED: "c", S.ASSIGNED: "a", S.OUT_FOR_DELIVERY: "o", S.APPROACHING: "p", S.ARRIVED: "r",
@@ -753,7 +754,7 @@ def watch_driver(progress: DriverProgress, news: Sequence[GeoFix], route: RouteI
     nearest: float | None = None
     if stops is not None:
         distances = [haversine_m(last.lat, last.lng, *stops.where[sid]) for i, sid in enumerate(stops.ids)
-                     if progress.status(i) in _ON_THE_WAY and sid in stops.where]
+                     if progress.status(i) in _NOT_DONE and sid in stops.where]
         nearest = min(distances) if distances else None
     if long_stop_due(still, last.fix_ms, settings.long_stop_minutes, nearest, context.settings.stop_radius_m):
         progress.still = replace(still, flagged=True)
