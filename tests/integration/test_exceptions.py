@@ -301,9 +301,8 @@ def _events_of(exception_id: str) -> list[dict[str, Any]]:
 
 
 def test_each_state_change_is_one_webhook_event(merchant: Merchant, chalice_app: Any) -> None:
-    from tests.integration.test_webhooks import Clock, FakeTransport, make_deliverer
-
     from chalicelib.webhooks import delivery
+    from tests.integration.test_webhooks import Clock, FakeTransport, make_deliverer
 
     url = f"https://hooks-{merchant.id.lower()}.example.com/in"
     assert merchant.call("PUT", "/v1/webhook", {"url": url}).status_code == 201

@@ -23,12 +23,12 @@ from chalicelib.exceptions.rules import (
     within_local_hours,
 )
 
-O, A, R = ExceptionState.OPEN, ExceptionState.ACKNOWLEDGED, ExceptionState.RESOLVED
+OPEN, A, R = ExceptionState.OPEN, ExceptionState.ACKNOWLEDGED, ExceptionState.RESOLVED
 
 
 def test_the_state_machine_only_moves_forward() -> None:
-    assert allowed(O, A) and allowed(O, R) and allowed(A, R)
-    assert not allowed(A, A) and not allowed(A, O) and not allowed(O, O)
+    assert allowed(OPEN, A) and allowed(OPEN, R) and allowed(A, R)
+    assert not allowed(A, A) and not allowed(A, OPEN) and not allowed(OPEN, OPEN)
     assert not any(allowed(R, s) for s in ExceptionState)
 
 
