@@ -184,12 +184,15 @@ class Deliverer:
         merchant_id, shipment_id, event_id = (str(image.get(k, "")) for k in ("merchant_id", "shipment_id",
                                                                               "event_id"))
         event_type = str(image.get("type", ""))
-        # Not every event is a shipment's: a zone event is a driver's, an exception's events are the queue's.
+        # Not every event is a shipment's: a zone event is a driver's, an exception's events are the queue's,
+        # presence's (driver_offline, driver_online) a driver's.
         subject = shipment_id
         if sort_key.startswith("ZONEEVENT#"):
             event_type, subject = f"zone_{event_type}", str(image.get("driver_id", ""))
         elif partition.startswith(EXCEPTION_EVENT_PK):
             subject = str(image.get("exception_id", ""))
+        elif not subject:
+            subject = str(image.get("driver_id", ""))
         if not (merchant_id and subject and event_id and event_type):
             return None
         endpoint = self.endpoint(merchant_id)
@@ -225,9 +228,11 @@ class Deliverer:
             data: dict[str, Any] = {name: image.get(name) for name in ("driver_id", "zone_id", "zone_name", "lat",
                                                                         "lng")}
             return encode_event(event_id, event_type, occurred, data, merchant_id=merchant_id).decode("utf-8")
-        if event_type.startswith("exception_"):  # the queue's event carries its exception whole
+        if not shipment_id:  # the queue's events carry their exception whole; a driver's event its details
             raw = image.get("data")
             data = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+            if image.get("driver_id") and not event_type.startswith("exception_"):
+                data = {"driver_id": image.get("driver_id"), "details": data}
             return encode_event(event_id, event_type, occurred, data, merchant_id=merchant_id).decode("utf-8")
         shipment = self.repo.get_shipment(merchant_id, shipment_id)
         data = {"shipment_id": shipment_id, "external_ref": shipment.external_ref if shipment else None,

@@ -212,6 +212,54 @@ def test_a_route_projected_past_its_plan_opens_route_behind_once(merchant: Merch
     assert behind[0]["details"]["behind_minutes"] >= 5
 
 
+def _depot_square(merchant: Merchant) -> dict[str, Any]:
+    square = [[offset(*STOP, n, e)[::-1] for n, e in ((-300, -300), (-300, 300), (300, 300), (300, -300),
+                                                     (-300, -300))]]
+    zone = merchant.call("POST", "/v1/zones", {"name": "Depot", "kind": "depot",
+                                               "geometry": {"type": "Polygon", "coordinates": square}})
+    assert zone.status_code == 201, zone.body
+    return zone.json_body  # type: ignore[no-any-return]
+
+
+def _through_the_depot(merchant: Merchant, driver: dict[str, Any]) -> None:
+    """A drive from 1.5 km south of the depot, through it and out the other side."""
+    outside = offset(*STOP, -1_500, 0)
+    fixes = [{"lat": lat, "lng": lng, "fix_time": iso(now_ms() - 240_000 + i * 10_000), "accuracy": 8, "speed": 10}
+             for i, (lat, lng) in enumerate(offset(*outside, 150 * i, 0) for i in range(22))]
+    assert post_pings(merchant.client, driver["token"], fixes).json_body["rejected"] == 0
+
+
+def test_zone_events_go_out_on_the_webhook_once(merchant: Merchant, pipeline: Any) -> None:
+    from chalicelib.webhooks import delivery
+    from tests.integration.test_webhooks import Clock, FakeTransport, make_deliverer
+
+    zone = _depot_square(merchant)
+    driver = make_driver(merchant)
+    _through_the_depot(merchant, driver)
+    drain(pipeline)
+    client = boto3.client("dynamodb")
+    items = client.query(TableName=TEST_ENV["DOORSTEP_TABLE_NAME"],
+                         KeyConditionExpression="PK = :pk AND begins_with(SK, :zone)",
+                         ExpressionAttributeValues={":pk": {"S": f"DRIVER#{driver['id']}"},
+                                                    ":zone": {"S": "ZONEEVENT#"}})["Items"]
+    records = [{"eventName": "INSERT", "dynamodb": {"Keys": {"PK": i["PK"], "SK": i["SK"]}, "NewImage": i,
+                                                     "SequenceNumber": str(n)}} for n, i in enumerate(items)]
+    url = f"https://zones-{merchant.id.lower()}.example.com/in"
+    assert merchant.call("PUT", "/v1/webhook", {"url": url, "events": ["zone_enter", "zone_exit"]}).status_code == 201
+    fake = FakeTransport()
+    deliverer = make_deliverer(fake, Clock())
+    try:
+        for _ in range(2):
+            assert deliverer.handle_stream_event({"Records": records}) == {"batchItemFailures": []}
+    finally:
+        delivery.use(None)
+        merchant.call("DELETE", "/v1/webhook")
+    bodies = [json.loads(c.body) for c in fake.to(url)]
+    assert [b["type"] for b in bodies] == ["zone_enter", "zone_exit"]
+    assert {(b["data"]["zone_id"], b["data"]["driver_id"], b["data"]["zone_name"]) for b in bodies} == {
+        (zone["id"], driver["id"], "Depot")}
+
+
 def test_movement_in_a_zone_inside_its_rule_hours_opens_zone_rule(merchant: Merchant, pipeline: Any) -> None:
     square = [[offset(*STOP, n, e)[::-1] for n, e in ((-300, -300), (-300, 300), (300, 300), (300, -300),
                                                      (-300, -300))]]
@@ -353,6 +401,28 @@ def test_the_dispatch_contact_is_emailed_once_per_exception(merchant: Merchant,
     assert len(queue(merchant)) == 2
     assert len([m for m in ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
                 if contact in (getattr(m, "destinations", {}) or {}).get("ToAddresses", [])]) == 1
+
+
+def test_the_dispatch_contact_is_not_messaged_in_quiet_hours(merchant: Merchant,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    from chalicelib.core.config import get_settings
+    from chalicelib.exceptions import service
+    from chalicelib.storage import get_repository
+
+    boto3.client("ses").verify_email_identity(EmailAddress=SENDER)
+    monkeypatch.setattr(get_settings(), "email_sender", SENDER)
+    contact = f"night-{merchant.id.lower()}@shop.example"
+    put_settings(merchant, exceptions={"dispatch_contact": {
+        "email": contact, "quiet_hours": {"start_time": "00:00", "end_time": "00:00"}}})  # quiet all day
+    fresh_profiles()
+    driver = make_driver(merchant)
+    service.on_driver_event(get_repository(), merchant.id, driver["id"], "driver_offline", datetime.now(UTC), None)
+    assert len(queue(merchant)) == 1  # queued all the same
+    assert not [m for m in ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+                if contact in (getattr(m, "destinations", {}) or {}).get("ToAddresses", [])]
 
 
 def test_settings_refuse_a_bad_dispatch_contact(merchant: Merchant) -> None:
