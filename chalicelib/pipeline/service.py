@@ -530,6 +530,7 @@ class Effects:
     delayed: list[tuple[str, int]] = field(default_factory=list)  # (shipment id, fix ms)
     eta: tuple[int, list[StopEta]] | None = None  # the last recompute: (fix ms, remaining stops' ETAs)
     exceptions: list[exceptions.Opening] = field(default_factory=list)  # long stops, a route behind plan
+    moved_on_ms: int | None = None  # the driver left a stop reported as long: its exception resolves
     events: list[GeofenceEvent] = field(default_factory=list)
     stats: BatchStatistics = field(default_factory=BatchStatistics)
 
@@ -748,6 +749,8 @@ def watch_driver(progress: DriverProgress, news: Sequence[GeoFix], route: RouteI
         still = progress.still
         moved = haversine_m(still.lat, still.lng, fix.lat, fix.lng) if still is not None else math.inf
         progress.still = track_still(still, fix.fix_ms, fix.lat, fix.lng, moved)
+        if still is not None and still.flagged and progress.still is not still:
+            effects.moved_on_ms = fix.fix_ms
     last = news[-1]
     still = progress.still
     assert still is not None
@@ -872,6 +875,9 @@ def _apply_effects(r: Repository, merchant_id: str, route: RouteItem | None, sto
         write_route_eta(r, route, stops, at_ms, etas)
     if effects.exceptions:  # only when something was found: a ping costs no extra read or write
         exceptions.on_driver_findings(r, merchant_id, effects.exceptions)
+    if effects.moved_on_ms is not None:
+        exceptions.resolve_automatically(r, merchant_id, ExceptionKind.LONG_STOP, progress.fences.driver_id,
+                                         _at(effects.moved_on_ms), "driver moved on")
 
 
 def write_route_eta(r: Repository, route: RouteItem, stops: RouteStops, at_ms: int, etas: Sequence[StopEta]) -> None:

@@ -183,6 +183,15 @@ def test_a_long_stop_away_from_every_stop_opens_once_per_stillness(merchant: Mer
     (item,) = queue(merchant, kind="long_stop")
     assert (item["driver_id"], item["route_id"]) == (driver["id"], route["id"])
     assert item["details"]["minutes"] >= 10 and item["details"]["nearest_stop_m"] > 1_500
+    # driving on resolves it
+    last = now_ms() - 30 * 60_000 + 14 * 60_000
+    away = [{"lat": lat, "lng": lng, "fix_time": iso(last + (i + 1) * 10_000), "accuracy": 8, "speed": 10}
+            for i, (lat, lng) in enumerate(offset(*parked, 100 * (i + 1), 0) for i in range(3))]
+    assert post_pings(merchant.client, driver["token"], away).json_body["rejected"] == 0
+    drain(pipeline)
+    assert queue(merchant, kind="long_stop") == []
+    (resolved,) = queue(merchant, "resolved", kind="long_stop")
+    assert (resolved["id"], resolved["resolved_by"], resolved["note"]) == (item["id"], "system", "driver moved on")
 
 
 def test_standing_at_a_stop_is_no_long_stop(merchant: Merchant, pipeline: Any) -> None:
