@@ -109,6 +109,48 @@ class RescheduleOptions(Strict_):
         return self
 
 
+class QuietHours(Strict_):
+    """Local hours (the merchant's time zone) in which the dispatch contact is not messaged (the queue still fills)."""
+
+    start_time: ClockTime
+    end_time: ClockTime
+
+
+ExceptionKindName = Literal["late", "failed_attempt", "driver_offline", "delivered_far", "long_stop", "route_behind",
+                            "zone_rule"]
+
+
+class DispatchContact(Strict_):
+    """Who hears about new exceptions, by email and/or SMS, through the exactly-once notification ledger."""
+
+    email: Email | None = None
+    phone: E164Phone | None = None
+    kinds: Annotated[list[ExceptionKindName], Field(min_length=1, max_length=7)] | None = Field(
+        default=None, description="Exception kinds to message about; omitted or null: every kind")
+    quiet_hours: QuietHours | None = None
+
+
+class ZoneRule(Strict_):
+    """A time-of-day rule on a merchant zone: any movement inside the zone between the local times opens a
+    zone_rule exception (e.g. no movement in the depot after hours). A window may cross midnight."""
+
+    zone_id: Annotated[str, Field(min_length=1, max_length=64)]
+    rule: Literal["no_movement"] = "no_movement"
+    start_time: ClockTime
+    end_time: ClockTime
+
+
+class ExceptionSettings(Strict_):
+    """The thresholds of the exception queue and who is told."""
+
+    long_stop_minutes: Annotated[int, Strict(), Field(ge=2, le=240)] = Field(
+        default=15, description="A driver stopped this long away from every stop opens long_stop")
+    route_behind_minutes: Annotated[int, Strict(), Field(ge=5, le=600)] = Field(
+        default=30, description="A route whose projected end is this much past its planned end opens route_behind")
+    dispatch_contact: DispatchContact | None = None
+    zone_rules: Annotated[list[ZoneRule], Field(max_length=20)] = Field(default_factory=list)
+
+
 class MerchantSettings(Strict_):
     """How the pipeline treats this merchant's stops and what its tracking page shows and offers.
 
@@ -139,6 +181,7 @@ class MerchantSettings(Strict_):
         default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
     time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
+    exceptions: ExceptionSettings = Field(default_factory=ExceptionSettings)
 
 
 # PATCH /v1/settings: every field optional; null restores a field's default (clears one whose default is null).

@@ -8,10 +8,11 @@ pipeline that only geofences never imports them) and reads the merchant through 
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.config import get_settings
+from chalicelib.core.observability import MetricUnit, metrics
 from chalicelib.fleet.service import cached_merchant_profile
 from chalicelib.storage.repository import Repository
 
@@ -54,3 +55,55 @@ def notify_parts(r: Repository) -> tuple[Ledger, Notifier]:
 
             _parts = (Ledger(r.client), Notifier())
         return _parts
+
+
+def notify_dispatch(r: Repository, merchant_id: str, subject_id: str, message_kind: str, *, email: str | None,
+                    phone: str | None, subject: str, text: str, quiet: bool) -> list[str]:
+    """Tell the merchant's dispatch contact (not a recipient) about something in its queue, once per channel.
+
+    The same ledger as the recipient's messages keeps it exactly once: its item is `PK = SHIPMENT#<subject id>`
+    (the exception's id stands where a shipment's would), `SK = NOTIFY#<subject id>#<kind>#<channel>`. In quiet
+    hours the message is dropped, not deferred: the queue shows it, and a dispatcher coming on shift reads the
+    queue rather than a backlog of texts. A transient provider failure leaves the claim to expire; the ledger
+    then lets a redelivered record send it. Returns the per-channel outcomes."""
+    from chalicelib.core.security import new_id
+    from chalicelib.notifications.rules import LedgerState
+    from chalicelib.notifications.senders import SendFailed
+
+    ledger, notifier = notify_parts(r)
+    now = datetime.now(UTC)
+    sender = get_settings().email_sender
+    outcomes: list[str] = []
+    for channel, address in (("email", email), ("sms", phone)):
+        if not address:
+            continue
+        key = f"NOTIFY#{subject_id}#{message_kind}#{channel}"
+        if quiet or (channel == "email" and not sender):
+            reason = "quiet_hours" if quiet else "no_sender_identity"
+            ledger.settle(subject_id, key, LedgerState.DROPPED, now, detail=reason)
+            outcomes.append(f"{channel}:dropped:{reason}")
+            continue
+        claim_id = new_id("clm")
+        if not ledger.claim(subject_id, key, claim_id, now):
+            outcomes.append(f"{channel}:skipped")  # sent, dropped or being sent by another worker
+            continue
+        try:
+            if channel == "email":
+                sent = notifier.send_email(str(sender), address, subject, text, _plain_html(text))
+            else:
+                sent = notifier.send_sms(address, text[:300])
+        except SendFailed as exc:
+            ledger.finish(subject_id, key, claim_id, LedgerState.FAILED_PERMANENT, now, detail=exc.verdict.code)
+            metrics.add_metric(name="DispatchMessagesFailed", unit=MetricUnit.Count, value=1)
+            outcomes.append(f"{channel}:failed:{exc.verdict.code}")
+            continue
+        ledger.finish(subject_id, key, claim_id, LedgerState.SENT, now, detail=sent.provider_id)
+        metrics.add_metric(name="DispatchMessagesSent", unit=MetricUnit.Count, value=1)
+        outcomes.append(f"{channel}:sent")
+    return outcomes
+
+
+def _plain_html(text: str) -> str:
+    import html
+
+    return "<p>" + "<br>".join(html.escape(line) for line in text.splitlines()) + "</p>"

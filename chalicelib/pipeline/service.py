@@ -33,6 +33,8 @@ from cachetools import TTLCache
 from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.times import to_ms
+from chalicelib.exceptions import service as exceptions
+from chalicelib.exceptions.rules import ExceptionKind, StillSince, long_stop_due, route_behind_due, track_still
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import EARTH_RADIUS_M, haversine_m
@@ -106,6 +108,7 @@ STATE_ATTEMPTS = 4  # a lost state race re-reads and re-runs the driver's fixes 
 ZONE_PREFIX = "zon_"
 GEOFENCE_MAX_ACCURACY_M = GeofenceParams().max_accuracy_m
 _ON_THE_WAY = (S.OUT_FOR_DELIVERY, S.APPROACHING)
+_NOT_DONE = (*_ON_THE_WAY, S.ARRIVED)  # a driver standing at one of these is at work, not on a long stop
 
 # One character per status in the state item's status string (aligned with the route's stops).
 STATUS_CODE = {S.CREATED: "c", S.ASSIGNED: "a", S.OUT_FOR_DELIVERY: "o", S.APPROACHING: "p", S.ARRIVED: "r",
@@ -267,6 +270,7 @@ def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
 
         complete_route_if_done(r, str(image["merchant_id"]), str(image["shipment_id"]))
     notify(r, image)  # the recipient's messages: notifications owns them
+    exceptions.on_lifecycle(r, image)  # late, failed attempts, delivered far: the dispatcher's queue
 
 
 def fixes_of_chunk(image: dict[str, Any]) -> list[GeoFix]:
@@ -451,6 +455,8 @@ class DriverProgress:
     delayed: set[int] = field(default_factory=set)
     statuses_at: float = 0.0  # wall-clock epoch seconds the statuses were read from the shipments
     stops_version: int = 0  # the GeofenceStateItem.stops_version the route's stops were last read at
+    still: StillSince | None = None  # where and since when the driver has not moved on (long_stop)
+    behind_route: str | None = None  # the route already reported behind plan (route_behind, once per route)
 
     def status(self, index: int) -> ShipmentStatus | None:
         code = self.statuses[index] if 0 <= index < len(self.statuses) else MISSING
@@ -474,9 +480,12 @@ def progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
                           for k, v in data["fences"].items()})
     eta = data.get("eta") or {}
     route = data.get("route") or {}
+    still = data.get("still")
     return DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
                           eta.get("lat", 0.0), eta.get("lng", 0.0), route.get("id"), route.get("st", ""),
-                          set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)))
+                          set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)),
+                          StillSince(int(still[0]), float(still[1]), float(still[2]), bool(still[3]))
+                          if still else None, route.get("bh"))
 
 
 def progress_to_json(progress: DriverProgress) -> str:
@@ -490,6 +499,11 @@ def progress_to_json(progress: DriverProgress) -> str:
     if progress.route_id is not None:
         data["route"] = {"id": progress.route_id, "st": progress.statuses, "dl": sorted(progress.delayed),
                          "at": round(progress.statuses_at, 3), "sv": progress.stops_version}
+        if progress.behind_route is not None:
+            data["route"]["bh"] = progress.behind_route
+    if progress.still is not None:
+        still = progress.still
+        data["still"] = [still.since_ms, round(still.lat, 6), round(still.lng, 6), int(still.flagged)]
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -515,6 +529,8 @@ class Effects:
     zone_events: list[tuple[GeofenceEvent, str | None]] = field(default_factory=list)  # (event, zone name)
     delayed: list[tuple[str, int]] = field(default_factory=list)  # (shipment id, fix ms)
     eta: tuple[int, list[StopEta]] | None = None  # the last recompute: (fix ms, remaining stops' ETAs)
+    exceptions: list[exceptions.Opening] = field(default_factory=list)  # long stops, a route behind plan
+    moved_on_ms: int | None = None  # the driver left a stop reported as long: its exception resolves
     events: list[GeofenceEvent] = field(default_factory=list)
     stats: BatchStatistics = field(default_factory=BatchStatistics)
 
@@ -722,6 +738,56 @@ def recompute(progress: DriverProgress, stops: RouteStops, fix: GeoFix, context:
     return etas
 
 
+def watch_driver(progress: DriverProgress, news: Sequence[GeoFix], route: RouteItem | None,
+                 stops: RouteStops | None, context: MerchantContext, effects: Effects) -> None:
+    """The dispatcher's exceptions from what the batch already holds (the new fixes, the route's stops and
+    statuses, the ETAs just computed): a long stop away from every remaining stop, a route behind its plan."""
+    if not news:
+        return
+    settings = context.settings.exceptions
+    for fix in news:
+        still = progress.still
+        moved = haversine_m(still.lat, still.lng, fix.lat, fix.lng) if still is not None else math.inf
+        progress.still = track_still(still, fix.fix_ms, fix.lat, fix.lng, moved)
+        if still is not None and still.flagged and progress.still is not still:
+            effects.moved_on_ms = fix.fix_ms
+    last = news[-1]
+    still = progress.still
+    assert still is not None
+    nearest: float | None = None
+    if stops is not None:
+        distances = [haversine_m(last.lat, last.lng, *stops.where[sid]) for i, sid in enumerate(stops.ids)
+                     if progress.status(i) in _NOT_DONE and sid in stops.where]
+        nearest = min(distances) if distances else None
+    if long_stop_due(still, last.fix_ms, settings.long_stop_minutes, nearest, context.settings.stop_radius_m):
+        progress.still = replace(still, flagged=True)
+        minutes = (last.fix_ms - still.since_ms) // 60_000
+        effects.exceptions.append(exceptions.Opening(
+            ExceptionKind.LONG_STOP, progress.fences.driver_id, str(still.since_ms), _at(still.since_ms),
+            {"driver_id": progress.fences.driver_id, "minutes": minutes, "lat": round(still.lat, 6),
+             "lng": round(still.lng, 6), "nearest_stop_m": round(nearest or 0.0)},
+            driver_id=progress.fences.driver_id, route_id=route.route_id if route else None))
+    if route is None or stops is None or effects.eta is None or not effects.eta[1] \
+            or progress.behind_route == route.route_id:
+        return
+    projected = max(e.eta_ms for e in effects.eta[1])
+    ends = [w.end_ms for w in stops.promised.values() if w.end_ms is not None]
+    planned = max(ends) if ends else None
+    if route_behind_due(projected, planned, settings.route_behind_minutes):
+        assert planned is not None
+        progress.behind_route = route.route_id
+        effects.exceptions.append(exceptions.Opening(
+            ExceptionKind.ROUTE_BEHIND, route.route_id, route.route_id, _at(last.fix_ms),
+            {"route_id": route.route_id, "driver_id": route.driver_id,
+             "behind_minutes": (projected - planned) // 60_000, "projected_end": _at(projected).isoformat(),
+             "planned_end": _at(planned).isoformat()},
+            driver_id=route.driver_id, route_id=route.route_id))
+
+
+def _at(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
 # --- applying it ---------------------------------------------------------------------------
 
 
@@ -734,7 +800,8 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
         raw, version, stops_version = r.geofence_state_and_stops(driver_id)
         progress = progress_from_json(driver_id, raw)
         before = progress_to_json(progress)
-        if not news_in_order(fixes, progress.fences.last_fix_ms):
+        news = news_in_order(fixes, progress.fences.last_fix_ms)
+        if not news:
             return []  # a redelivered batch: everything in it was processed already
         latest = max(f.fix_ms for f in fixes)
         day = datetime.fromtimestamp(latest / 1000, UTC).date().isoformat()
@@ -743,6 +810,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
         if route is None:
             progress.route_id, progress.statuses, progress.delayed = None, "", set()
         effects = advance(progress, fixes, stops, context, _ports(r, merchant_id, route))
+        watch_driver(progress, news, route, stops, context, effects)
         _apply_effects(r, merchant_id, route, stops, progress, effects)
         after = progress_to_json(progress)
         try:
@@ -805,6 +873,11 @@ def _apply_effects(r: Repository, merchant_id: str, route: RouteItem | None, sto
     if effects.eta is not None and route is not None and stops is not None:
         at_ms, etas = effects.eta
         write_route_eta(r, route, stops, at_ms, etas)
+    if effects.exceptions:  # only when something was found: a ping costs no extra read or write
+        exceptions.on_driver_findings(r, merchant_id, effects.exceptions)
+    if effects.moved_on_ms is not None:
+        exceptions.resolve_automatically(r, merchant_id, ExceptionKind.LONG_STOP, progress.fences.driver_id,
+                                         _at(effects.moved_on_ms), "driver moved on")
 
 
 def write_route_eta(r: Repository, route: RouteItem, stops: RouteStops, at_ms: int, etas: Sequence[StopEta]) -> None:
@@ -869,6 +942,9 @@ def _record_zone_event(r: Repository, merchant_id: str, event: GeofenceEvent, na
     if r.put_zone_event_once(item):
         metrics.add_metric(name="ZoneEvents", unit=MetricUnit.Count, value=1)
         logger.info("zone event", extra={"kind": event.kind, "zone_id": event.fence_id})
+    # A zone event redelivered after its first put failed later still reaches the rules: they open at most once.
+    exceptions.on_zone_event(r, merchant_id, event.driver_id, event.fence_id, name, event.kind,
+                             datetime.fromtimestamp(event.fix_ms / 1000, UTC), event.event_id)
 
 
 _speed_cache: dict[str, tuple[SpeedTable, float]] = {}

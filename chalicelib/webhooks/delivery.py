@@ -58,6 +58,7 @@ CLAIM_LEASE = timedelta(minutes=2)  # longer than one POST (5 s timeouts) plus r
 RETRY_SHARD_LIMIT = 100  # due deliveries read per shard and run; the rest wait for the next minute
 RETRY_RUN_BUDGET_S = 40.0  # stop claiming new attempts after this, well inside the function's timeout
 SEND_WORKERS = 8  # parallel POSTs per batch or run: one slow endpoint does not serialise the rest
+EXCEPTION_EVENT_PK = "EXCEPTION#"  # the exception queue's events (chalicelib/exceptions/store.py)
 PAUSE_NOTICE_RETRY = timedelta(minutes=10)  # a pause email whose send failed is tried again after this
 
 
@@ -176,13 +177,23 @@ class Deliverer:
     def prepare(self, record: dict[str, Any]) -> Job | None:
         """Log the delivery of one timeline event (once) and claim its first attempt, if it is due."""
         keys = (record.get("dynamodb") or {}).get("Keys") or {}
-        if record.get("eventName") != "INSERT" or not str((keys.get("SK") or {}).get("S", "")).startswith("EVENT#"):
+        sort_key, partition = str((keys.get("SK") or {}).get("S", "")), str((keys.get("PK") or {}).get("S", ""))
+        if record.get("eventName") != "INSERT" or not sort_key.startswith(("EVENT#", "ZONEEVENT#")):
             return None
         image = _image(record)
         merchant_id, shipment_id, event_id = (str(image.get(k, "")) for k in ("merchant_id", "shipment_id",
                                                                               "event_id"))
         event_type = str(image.get("type", ""))
-        if not (merchant_id and shipment_id and event_id and event_type):
+        # Not every event is a shipment's: a zone event is a driver's, an exception's events are the queue's,
+        # presence's (driver_offline, driver_online) a driver's.
+        subject = shipment_id
+        if sort_key.startswith("ZONEEVENT#"):
+            event_type, subject = f"zone_{event_type}", str(image.get("driver_id", ""))
+        elif partition.startswith(EXCEPTION_EVENT_PK):
+            subject = str(image.get("exception_id", ""))
+        elif not subject:
+            subject = str(image.get("driver_id", ""))
+        if not (merchant_id and subject and event_id and event_type):
             return None
         endpoint = self.endpoint(merchant_id)
         if endpoint is not None and endpoint.paused:
@@ -190,9 +201,10 @@ class Deliverer:
         if endpoint is None or not endpoint.wants(event_type):
             return None
         now = self.now()
-        recorded = parse_time(str(image.get("recorded_at") or "")) or now
+        # A zone event has no recorded time: its occurred time keeps the delivery id the same on redelivery.
+        recorded = parse_time(str(image.get("recorded_at") or image.get("occurred_at") or "")) or now
         delivery = DeliveryRecord(
-            merchant_id=merchant_id, delivery_id=delivery_id_for(recorded, shipment_id, event_id),
+            merchant_id=merchant_id, delivery_id=delivery_id_for(recorded, subject, event_id),
             endpoint_id=endpoint.endpoint_id, event_id=event_id, event_type=event_type, shipment_id=shipment_id,
             created_at=recorded, state=D.HELD if endpoint.paused else D.PENDING,
             body=self._body(image, merchant_id, shipment_id, event_id, event_type, recorded), next_attempt_at=now)
@@ -211,8 +223,18 @@ class Deliverer:
 
     def _body(self, image: dict[str, Any], merchant_id: str, shipment_id: str, event_id: str, event_type: str,
               recorded: datetime) -> str:
-        shipment = self.repo.get_shipment(merchant_id, shipment_id)
         occurred = parse_time(str(image.get("occurred_at") or "")) or recorded
+        if event_type.startswith("zone_"):  # a driver's zone event: no shipment to read
+            data: dict[str, Any] = {name: image.get(name) for name in ("driver_id", "zone_id", "zone_name", "lat",
+                                                                        "lng")}
+            return encode_event(event_id, event_type, occurred, data, merchant_id=merchant_id).decode("utf-8")
+        if not shipment_id:  # the queue's events carry their exception whole; a driver's event its details
+            raw = image.get("data")
+            data = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+            if image.get("driver_id") and not event_type.startswith("exception_"):
+                data = {"driver_id": image.get("driver_id"), "details": data}
+            return encode_event(event_id, event_type, occurred, data, merchant_id=merchant_id).decode("utf-8")
+        shipment = self.repo.get_shipment(merchant_id, shipment_id)
         data = {"shipment_id": shipment_id, "external_ref": shipment.external_ref if shipment else None,
                 "from_status": image.get("from_status"), "to_status": image.get("to_status"),
                 "source": image.get("source"), "recorded_at": recorded.isoformat().replace("+00:00", "Z"),

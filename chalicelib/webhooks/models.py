@@ -19,7 +19,8 @@ WebhookEventType = Literal[
     "created", "assigned", "unassigned", "out_for_delivery", "approaching", "arrived", "dwell", "departed",
     "delayed", "delivered", "failed", "returned", "cancelled", "rescheduled", "instructions_updated", "rated",
     "tracking_link_revoked", "notification_failed", "updated", "route_changed", "reassigned",
-    "route_completed",
+    "route_completed", "exception_opened", "exception_acknowledged", "exception_resolved", "zone_enter", "zone_exit",
+    "zone_dwell",
 ]
 
 

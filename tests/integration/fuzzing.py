@@ -106,13 +106,32 @@ def seed_world(client: Any, merchant: Any) -> World:
     assert zone.status_code == 201, zone.body
     for driver in (me, other):
         post_pings(client, driver["token"], [{"lat": 47.61, "lng": -122.33, "fix_time": now}])
+    exception_ids = _seed_exceptions(merchant, [me["id"], other["id"]], [s["id"] for s in ships[1:]])
     world = World(
         merchant=merchant, driver_token=me["token"],
         ids={"driver_id": [other["id"]], "shipment_id": [s["id"] for s in ships], "route_id": [route["id"]],
-             "zone_id": [zone.json_body["id"]], "token": [s["tracking_url"].rsplit("/", 1)[-1] for s in ships]},
+             "zone_id": [zone.json_body["id"]], "token": [s["tracking_url"].rsplit("/", 1)[-1] for s in ships],
+             "exception_id": exception_ids},
     )
     world.prepare()
     return world
+
+
+def _seed_exceptions(merchant: Any, driver_ids: list[str], shipment_ids: list[str]) -> list[str]:
+    """Open exceptions (drivers offline, stops late) for the acknowledge and resolve routes to act on."""
+    from datetime import UTC, datetime
+
+    from chalicelib.exceptions import service as exceptions
+    from chalicelib.storage import get_repository
+
+    repo = get_repository()
+    for driver_id in driver_ids:
+        exceptions.on_driver_event(repo, merchant.id, driver_id, "driver_offline", datetime.now(UTC), "no_fixes")
+    for shipment_id in shipment_ids:
+        exceptions.on_lifecycle(repo, {"merchant_id": merchant.id, "shipment_id": shipment_id, "type": "delayed",
+                                       "event_id": f"delayed-{shipment_id}", "occurred_at": datetime.now(UTC)})
+    items = merchant.call("GET", "/v1/exceptions?limit=100").json_body["items"]
+    return [item["id"] for item in items]
 
 
 @dataclass
