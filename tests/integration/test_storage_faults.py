@@ -107,6 +107,17 @@ def _stop_move(m: Merchant) -> Req:
     return Req("POST", f"/v1/routes/{source}/stops/{stop}/move", {"route_id": target})
 
 
+def _exception(m: Merchant) -> str:
+    """An open exception of the merchant (a driver gone offline, as presence reports it)."""
+    from chalicelib.exceptions.service import on_driver_event
+    from chalicelib.storage import get_repository
+
+    on_driver_event(get_repository(), m.id, make_driver(m)["id"], "driver_offline", datetime.now(UTC), "no_fixes")
+    r = m.call("GET", "/v1/exceptions?state=open")
+    assert r.status_code == 200 and r.json_body["items"], r.body
+    return str(r.json_body["items"][0]["id"])
+
+
 def _later_day() -> str:
     return (datetime.now(UTC).date() + timedelta(days=3)).isoformat()
 
@@ -178,6 +189,11 @@ def _console_call(m: Merchant) -> Req:
 
 
 CASES = [
+    # exceptions
+    Case("list exceptions", "exceptions", lambda m: (_exception(m), Req("GET", "/v1/exceptions"))[1]),
+    Case("acknowledge exception", "exceptions",
+         lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/acknowledge", {"note": "on it"})),
+    Case("resolve exception", "exceptions", lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/resolve", {})),
     # the dispatcher console: its page, sign-in and sign-out, a /v1 call with its cookie, its search
     Case("console page", "console", lambda m: Req("GET", "/console", headers=_console(m)[0], merchant_auth=False,
                                                   html=True)),
@@ -343,7 +359,9 @@ ROUTE_OF = {
     "move stop": "POST /v1/routes/{route_id}/stops/{shipment_id}/move",
     "complete route": "POST /v1/routes/{route_id}/complete", "patch shipment": "PATCH /v1/shipments/{shipment_id}",
     "reschedule shipment": "POST /v1/shipments/{shipment_id}/reschedule",
-    "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "post pings": "POST /v1/driver/pings",
+    "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "list exceptions": "GET /v1/exceptions",
+    "acknowledge exception": "POST /v1/exceptions/{exception_id}/acknowledge",
+    "resolve exception": "POST /v1/exceptions/{exception_id}/resolve", "post pings": "POST /v1/driver/pings",
     "osmand": "GET /osmand", "osmand unknown id": "GET /osmand", "owntracks": "POST /owntracks",
     "tracking JSON": "GET /v1/track/{token}", "tracking status JSON": "GET /track/{token}/status",
     "tracking page": "GET /track/{token}", "tracking theme": "GET /track/{token}/theme.css",
@@ -379,7 +397,7 @@ def test_the_cases_cover_every_route() -> None:
     assert {c.name for c in CASES} == set(ROUTE_OF)
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
-                             "webhooks", "settings", "zones", "console"}
+                             "webhooks", "settings", "zones", "console", "exceptions"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
