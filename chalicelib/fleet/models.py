@@ -137,6 +137,9 @@ class MerchantSettings(Strict_):
                                "offered for rescheduling")
     far_from_stop_m: Annotated[float, Strict(), Field(ge=10, le=5000, allow_inf_nan=False)] = Field(
         default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
+    offline_after_minutes: Annotated[float, Strict(), Field(ge=1, le=1440, allow_inf_nan=False)] = Field(
+        default=5.0, description="A driver on duty without a fix for this long is offline (driver_offline, once "
+                                 "per episode)")
     time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
 
