@@ -17,6 +17,7 @@ shipment's timeline events (the pipeline's and the webhook sender's filters admi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
+from chalicelib.fleet.models import AppStatusReport, DriverPresenceOut
 from chalicelib.fleet.presence_rules import (
     DUE_SHARDS,
     AppStatus,
@@ -36,6 +38,7 @@ from chalicelib.fleet.presence_rules import (
     offline_event_id,
     offline_reason,
     online_event_id,
+    state_of,
 )
 from chalicelib.storage.repository import Repository
 
@@ -154,7 +157,8 @@ def start_duty(repo: Repository, merchant_id: str, driver_id: str, now_ms: int, 
     """The driver goes on duty (the app's "start shift", or a route starting). Idempotent: a driver on duty
     already keeps its episode; the due time counts from now at the earliest."""
     due_ms = now_ms + int(offline_after_minutes * 60_000)
-    names = "SET merchant_id = :m, driver_id = :d, on_duty = :t, on_duty_since_ms = if_not_exists(on_duty_since_ms, :now)"
+    names = ("SET merchant_id = :m, driver_id = :d, on_duty = :t, "
+             "on_duty_since_ms = if_not_exists(on_duty_since_ms, :now)")
     values: dict[str, Any] = {":m": {"S": merchant_id}, ":d": {"S": driver_id}, ":t": {"BOOL": True},
                               ":now": {"N": str(now_ms)}, **_due_values(merchant_id, driver_id, due_ms)}
     if route_id is not None:
@@ -177,12 +181,12 @@ def start_duty(repo: Repository, merchant_id: str, driver_id: str, now_ms: int, 
 
 def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: str | None = None) -> bool:
     """The shift ends (the app's "end shift", or the driver's route completing): off duty, out of the due index,
-    any offline episode closed without a recovery event. With `route_id`, only while on duty for that route or
-    for a shift started without one. False when nothing changed."""
+    any offline episode closed without a recovery event. With `route_id`, only while on duty for that route.
+    False when nothing changed."""
     condition = "attribute_exists(PK)"
     values: dict[str, Any] = {":f": {"BOOL": False}}
-    if route_id is not None:
-        condition = "(attribute_not_exists(route_id) OR route_id = :r)"
+    if route_id is not None:  # a shift the driver started later (without a route) is not this route's to end
+        condition = "route_id = :r"
         values[":r"] = {"S": route_id}
     try:
         repo.client.update_item(
@@ -212,6 +216,52 @@ def record_app_status(repo: Repository, merchant_id: str, driver_id: str, status
     expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
     repo.client.update_item(TableName=_table(), Key=presence_key(merchant_id, driver_id),
                             UpdateExpression=expression, ExpressionAttributeValues=values)
+
+
+def route_started(repo: Repository, merchant_id: str, driver_id: str, route_id: str) -> None:
+    """A route started: its driver is on duty for it (shipments.routes.start_route)."""
+    from chalicelib.fleet.service import cached_merchant_profile
+
+    settings = cached_merchant_profile(repo, merchant_id).settings
+    start_duty(repo, merchant_id, driver_id, int(time.time() * 1000), settings.offline_after_minutes,
+               route_id=route_id)
+
+
+def route_completed(repo: Repository, merchant_id: str, driver_id: str, route_id: str) -> None:
+    """A route completed (its last stop, or the merchant): the driver's shift for it ends, and with it the
+    driver app's location sharing (it reads `on_duty`). Safe to repeat."""
+    end_duty(repo, merchant_id, driver_id, route_id=route_id)
+
+
+def _presence_out(repo: Repository, merchant_id: str, driver_id: str) -> DriverPresenceOut:
+    from chalicelib.fleet.service import cached_merchant_profile
+
+    stored = get_presence(repo, merchant_id, driver_id, consistent=True)
+    p = stored.presence if stored is not None else Presence()
+    now_ms = int(time.time() * 1000)
+    state = state_of(p, now_ms=now_ms, offline_after_minutes=cached_merchant_profile(
+        repo, merchant_id).settings.offline_after_minutes, fix_ms=None, speed_mps=None)
+    seen = datetime.fromtimestamp(p.last_seen_ms / 1000, UTC) if p.last_seen_ms is not None else None
+    return DriverPresenceOut(driver_id=driver_id, on_duty=p.on_duty, state=state, last_seen_at=seen)
+
+
+def change_shift(repo: Repository, merchant_id: str, driver_id: str, action: str) -> DriverPresenceOut:
+    """The driver app's Start / End shift."""
+    from chalicelib.fleet.service import cached_merchant_profile
+
+    if action == "start":
+        start_duty(repo, merchant_id, driver_id, int(time.time() * 1000),
+                   cached_merchant_profile(repo, merchant_id).settings.offline_after_minutes)
+    else:
+        end_duty(repo, merchant_id, driver_id)
+    return _presence_out(repo, merchant_id, driver_id)
+
+
+def report_app_status(repo: Repository, merchant_id: str, driver_id: str, report: AppStatusReport
+                      ) -> DriverPresenceOut:
+    record_app_status(repo, merchant_id, driver_id, AppStatus(report.battery, report.location_permission,
+                                                              report.app_state), int(time.time() * 1000))
+    return _presence_out(repo, merchant_id, driver_id)
 
 
 # --- fixes: last seen, due time, recovery ------------------------------------------------------

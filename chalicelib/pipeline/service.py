@@ -34,6 +34,8 @@ from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.times import to_ms
 from chalicelib.fleet.models import MerchantSettings
+from chalicelib.fleet.presence import DRIVER_OFFLINE, DRIVER_ONLINE, driver_seen
+from chalicelib.fleet.presence_rules import due_moves
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import EARTH_RADIUS_M, haversine_m
 from chalicelib.geo.day_window import MAX_ESTIMATE_DISTANCE_M
@@ -168,6 +170,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     failed: list[str] = []
     drivers: dict[str, DriverFixes] = {}
     lifecycle: list[tuple[str, dict[str, Any]]] = []
+    driver_events: list[tuple[str, dict[str, Any]]] = []
     try:
         for raw in event.get("Records", []):
             record = DynamoDBRecord(raw)
@@ -187,6 +190,8 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     group = drivers.setdefault(driver_id, DriverFixes(str(image["merchant_id"])))
                     group.fixes.append(fix_of(image))
                     group.sequence_numbers.append(sequence)
+                elif sk.startswith("EVENT#") and str(image.get("PK", "")).startswith("DRIVER#"):
+                    driver_events.append((sequence, image))  # presence: driver_offline / driver_online
                 elif sk.startswith("EVENT#"):
                     lifecycle.append((sequence, image))
             except Exception:
@@ -194,6 +199,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 failed.append(sequence)
         failed.extend(_apply_drivers(repo(), drivers))
         failed.extend(_handle_lifecycles(repo(), lifecycle))
+        failed.extend(_handle_driver_events(repo(), driver_events))
     finally:
         _batch.flush(repo())
     if failed:  # their bodies outlive the stream's 24 h (storage/dead_letters.py); nothing on the happy path
@@ -257,6 +263,32 @@ def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]
         with ThreadPoolExecutor(workers, thread_name_prefix="lifecycle") as pool:
             results = list(pool.map(one, groups.values()))
     return [sequence for failed in results for sequence in failed]
+
+
+# Who hears of a driver's presence events besides the webhook sender (which reads the stream itself): the
+# exception queue registers here (`exceptions.service.on_driver_event`), wired by whoever adds it.
+DriverEventHandler = Callable[[Repository, str, str, str, datetime, "str | None"], None]
+DRIVER_EVENT_HANDLERS: list[DriverEventHandler] = []
+
+
+def _handle_driver_events(r: Repository, records: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The batch's `driver_offline` / `driver_online` events, in stream order; the sequence numbers that failed.
+    Handlers must be idempotent (a redelivered batch calls them again)."""
+    failed: list[str] = []
+    for sequence, image in records:
+        kind = str(image.get("type", ""))
+        if kind not in (DRIVER_OFFLINE, DRIVER_ONLINE):
+            continue
+        try:
+            occurred = datetime.fromisoformat(str(image["occurred_at"]).replace("Z", "+00:00"))
+            reason = (image.get("data") or {}).get("reason")
+            for handler in DRIVER_EVENT_HANDLERS:
+                handler(r, str(image["merchant_id"]), str(image["driver_id"]), kind, occurred,
+                        str(reason) if reason else None)
+        except Exception:
+            logger.exception("driver event failed", extra={"sequence_number": sequence})
+            failed.append(sequence)
+    return failed
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
@@ -451,6 +483,7 @@ class DriverProgress:
     delayed: set[int] = field(default_factory=set)
     statuses_at: float = 0.0  # wall-clock epoch seconds the statuses were read from the shipments
     stops_version: int = 0  # the GeofenceStateItem.stops_version the route's stops were last read at
+    presence_due_ms: int | None = None  # the offline due time last written to the driver's presence item
 
     def status(self, index: int) -> ShipmentStatus | None:
         code = self.statuses[index] if 0 <= index < len(self.statuses) else MISSING
@@ -476,7 +509,8 @@ def progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
     route = data.get("route") or {}
     return DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
                           eta.get("lat", 0.0), eta.get("lng", 0.0), route.get("id"), route.get("st", ""),
-                          set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)))
+                          set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)),
+                          data.get("pd"))
 
 
 def progress_to_json(progress: DriverProgress) -> str:
@@ -487,6 +521,8 @@ def progress_to_json(progress: DriverProgress) -> str:
         "motion": progress.motion.to_dict(),
         "eta": {"at_ms": progress.eta_at_ms, "lat": progress.eta_lat, "lng": progress.eta_lng},
     }
+    if progress.presence_due_ms is not None:
+        data["pd"] = progress.presence_due_ms
     if progress.route_id is not None:
         data["route"] = {"id": progress.route_id, "st": progress.statuses, "dl": sorted(progress.delayed),
                          "at": round(progress.statuses_at, 3), "sv": progress.stops_version}
@@ -744,6 +780,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
             progress.route_id, progress.statuses, progress.delayed = None, "", set()
         effects = advance(progress, fixes, stops, context, _ports(r, merchant_id, route))
         _apply_effects(r, merchant_id, route, stops, progress, effects)
+        _presence_seen(r, merchant_id, driver_id, latest, context, progress)
         after = progress_to_json(progress)
         try:
             if after != before:
@@ -756,6 +793,21 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
             metrics.add_metric(name="GeofenceEvents", unit=MetricUnit.Count, value=len(effects.events))
         return effects.events
     raise ConditionFailed(f"driver {driver_id}: state kept changing")
+
+
+def _presence_seen(r: Repository, merchant_id: str, driver_id: str, latest_fix_ms: int, context: MerchantContext,
+                   progress: DriverProgress) -> None:
+    """Last seen and the offline due time on the driver's presence item, folded into the batch's state write:
+    written only when the due time moves by a minute (presence_rules.due_moves), so a driver pinging every few
+    seconds costs one presence write a minute. An offline driver's first fix always moves it (the silence was
+    longer than a minute), so recovery is never held back by this."""
+    now = int(time.time() * 1000)
+    seen_ms = min(latest_fix_ms, now)  # a phone clock ahead must not keep a silent driver "seen"
+    offline_after = context.settings.offline_after_minutes
+    due_ms = seen_ms + int(offline_after * 60_000)
+    if due_moves(progress.presence_due_ms, due_ms):
+        driver_seen(r, merchant_id, driver_id, seen_ms, offline_after, now)
+        progress.presence_due_ms = due_ms
 
 
 def _stops_for(r: Repository, route: RouteItem, progress: DriverProgress, context: MerchantContext,
