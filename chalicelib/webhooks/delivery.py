@@ -182,7 +182,9 @@ class Deliverer:
         merchant_id, shipment_id, event_id = (str(image.get(k, "")) for k in ("merchant_id", "shipment_id",
                                                                               "event_id"))
         event_type = str(image.get("type", ""))
-        if not (merchant_id and shipment_id and event_id and event_type):
+        # A driver's presence event (driver_offline / driver_online) has a driver, not a shipment.
+        subject = shipment_id or str(image.get("driver_id", ""))
+        if not (merchant_id and subject and event_id and event_type):
             return None
         endpoint = self.endpoint(merchant_id)
         if endpoint is not None and endpoint.paused:
@@ -192,7 +194,7 @@ class Deliverer:
         now = self.now()
         recorded = parse_time(str(image.get("recorded_at") or "")) or now
         delivery = DeliveryRecord(
-            merchant_id=merchant_id, delivery_id=delivery_id_for(recorded, shipment_id, event_id),
+            merchant_id=merchant_id, delivery_id=delivery_id_for(recorded, subject, event_id),
             endpoint_id=endpoint.endpoint_id, event_id=event_id, event_type=event_type, shipment_id=shipment_id,
             created_at=recorded, state=D.HELD if endpoint.paused else D.PENDING,
             body=self._body(image, merchant_id, shipment_id, event_id, event_type, recorded), next_attempt_at=now)
@@ -211,8 +213,13 @@ class Deliverer:
 
     def _body(self, image: dict[str, Any], merchant_id: str, shipment_id: str, event_id: str, event_type: str,
               recorded: datetime) -> str:
-        shipment = self.repo.get_shipment(merchant_id, shipment_id)
         occurred = parse_time(str(image.get("occurred_at") or "")) or recorded
+        if not shipment_id:  # a driver's presence event
+            driver_data = {"driver_id": image.get("driver_id"), "source": image.get("source"),
+                           "recorded_at": recorded.isoformat().replace("+00:00", "Z"),
+                           "details": image.get("data") or {}}
+            return encode_event(event_id, event_type, occurred, driver_data, merchant_id=merchant_id).decode("utf-8")
+        shipment = self.repo.get_shipment(merchant_id, shipment_id)
         data = {"shipment_id": shipment_id, "external_ref": shipment.external_ref if shipment else None,
                 "from_status": image.get("from_status"), "to_status": image.get("to_status"),
                 "source": image.get("source"), "recorded_at": recorded.isoformat().replace("+00:00", "Z"),

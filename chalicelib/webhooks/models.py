@@ -14,12 +14,13 @@ from pydantic import (
 
 from chalicelib.core.types import Email, Instant, Model_, QueryInt, Strict_
 
-# The timeline event types a webhook can carry (the `type` of /v1/shipments/{id}/timeline events).
+# The timeline event types a webhook can carry (the `type` of /v1/shipments/{id}/timeline events), and a
+# driver's presence events (`data.driver_id`, `data.details.reason`; no shipment).
 WebhookEventType = Literal[
     "created", "assigned", "unassigned", "out_for_delivery", "approaching", "arrived", "dwell", "departed",
     "delayed", "delivered", "failed", "returned", "cancelled", "rescheduled", "instructions_updated", "rated",
     "tracking_link_revoked", "notification_failed", "updated", "route_changed", "reassigned",
-    "route_completed",
+    "route_completed", "driver_offline", "driver_online",
 ]
 
 
