@@ -106,7 +106,7 @@ def parse_presence(item: dict[str, Any]) -> StoredPresence:
     status = AppStatus(_num(item, "battery"), _str(item, "location_permission"),  # type: ignore[arg-type]
                        _str(item, "app_state"))  # type: ignore[arg-type]
     presence = Presence(on_duty=bool(item.get("on_duty", {}).get("BOOL", False)),
-                        offline=bool(item.get("offline", {}).get("BOOL", False)),
+                        offline=bool(item.get("is_offline", {}).get("BOOL", False)),
                         last_seen_ms=_num(item, "last_seen_ms"), reason=_str(item, "reason"),  # type: ignore[arg-type]
                         status=status)
     return StoredPresence(_str(item, "merchant_id") or "", _str(item, "driver_id") or "", presence,
@@ -168,8 +168,8 @@ def start_duty(repo: Repository, merchant_id: str, driver_id: str, now_ms: int, 
     try:
         repo.client.update_item(
             TableName=_table(), Key=presence_key(merchant_id, driver_id),
-            UpdateExpression=names + ", offline = :f, due_ms = :due, GSI1PK = :gpk, GSI1SK = :gsk",
-            ConditionExpression="attribute_not_exists(offline) OR offline = :f",
+            UpdateExpression=names + ", is_offline = :f, due_ms = :due, GSI1PK = :gpk, GSI1SK = :gsk",
+            ConditionExpression="attribute_not_exists(is_offline) OR is_offline = :f",
             ExpressionAttributeValues={**values, ":f": {"BOOL": False}})
     except ClientError as exc:
         if not _conditional_failed(exc):
@@ -191,7 +191,7 @@ def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: st
     try:
         repo.client.update_item(
             TableName=_table(), Key=presence_key(merchant_id, driver_id),
-            UpdateExpression="SET on_duty = :f, offline = :f "
+            UpdateExpression="SET on_duty = :f, is_offline = :f "
                              "REMOVE GSI1PK, GSI1SK, due_ms, on_duty_since_ms, route_id, reason, offline_since_ms",
             ConditionExpression=condition, ExpressionAttributeValues=values)
     except ClientError as exc:
@@ -283,7 +283,7 @@ def driver_seen(repo: Repository, merchant_id: str, driver_id: str, seen_ms: int
         repo.client.update_item(
             TableName=_table(), Key=key,
             UpdateExpression="SET last_seen_ms = :seen, due_ms = :due, GSI1PK = :gpk, GSI1SK = :gsk" + battery_set,
-            ConditionExpression="on_duty = :t AND offline = :f AND (attribute_not_exists(last_seen_ms) "
+            ConditionExpression="on_duty = :t AND is_offline = :f AND (attribute_not_exists(last_seen_ms) "
                                 "OR last_seen_ms < :seen)",
             ExpressionAttributeValues={**seen, **_due_values(merchant_id, driver_id, due_ms), ":t": {"BOOL": True},
                                        ":f": {"BOOL": False}})
@@ -315,9 +315,9 @@ def _recover(repo: Repository, stored: StoredPresence, seen_ms: int, due_ms: int
         battery_set, values[":batt"] = ", battery = :batt", {"N": str(battery)}
     update = {"Update": {
         "TableName": _table(), "Key": presence_key(merchant_id, driver_id),
-        "UpdateExpression": "SET offline = :f, last_seen_ms = :seen, due_ms = :due, GSI1PK = :gpk, GSI1SK = :gsk"
+        "UpdateExpression": "SET is_offline = :f, last_seen_ms = :seen, due_ms = :due, GSI1PK = :gpk, GSI1SK = :gsk"
                             + battery_set + " REMOVE reason, offline_since_ms",
-        "ConditionExpression": "on_duty = :t AND offline = :t AND episode = :ep",
+        "ConditionExpression": "on_duty = :t AND is_offline = :t AND episode = :ep",
         "ExpressionAttributeValues": values}}
     event = _event_put(merchant_id, driver_id, DRIVER_ONLINE, online_event_id(driver_id, episode),
                        max(seen_ms, stored.offline_since_ms or 0), now_ms, stored.presence.reason, "system")
@@ -341,7 +341,7 @@ def mark_offline(repo: Repository, stored: StoredPresence, reason: OfflineReason
     driver being on duty, not offline and, for the scheduler, still due under the key it read. True once."""
     merchant_id, driver_id = stored.merchant_id, stored.driver_id
     episode = stored.episode + 1
-    condition = "on_duty = :t AND offline = :f AND (attribute_not_exists(episode) OR episode = :ep0)"
+    condition = "on_duty = :t AND is_offline = :f AND (attribute_not_exists(episode) OR episode = :ep0)"
     values: dict[str, Any] = {":t": {"BOOL": True}, ":f": {"BOOL": False}, ":ep0": {"N": str(stored.episode)},
                               ":ep": {"N": str(episode)}, ":r": {"S": reason}, ":since": {"N": str(occurred_ms)}}
     if due_sk is not None:
@@ -349,13 +349,19 @@ def mark_offline(repo: Repository, stored: StoredPresence, reason: OfflineReason
         values[":gsk"] = {"S": due_sk}
     update = {"Update": {
         "TableName": _table(), "Key": presence_key(merchant_id, driver_id),
-        "UpdateExpression": "SET offline = :t, episode = :ep, reason = :r, offline_since_ms = :since "
+        "UpdateExpression": "SET is_offline = :t, episode = :ep, reason = :r, offline_since_ms = :since "
                             "REMOVE GSI1PK, GSI1SK, due_ms",
         "ConditionExpression": condition, "ExpressionAttributeValues": values}}
     event = _event_put(merchant_id, driver_id, DRIVER_OFFLINE, offline_event_id(driver_id, episode), occurred_ms,
                        now_ms, reason, "system")
+    # The pipeline's state item learns it too (a new version, so a batch racing with this re-reads): its next
+    # batch of fixes recovers the driver at once.
+    flag = {"Update": {
+        "TableName": _table(), "Key": {"PK": {"S": f"DRIVER#{driver_id}"}, "SK": {"S": "GEOFENCE"}},
+        "UpdateExpression": "SET version = if_not_exists(version, :zero) + :one, presence_offline = :t",
+        "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}, ":t": {"BOOL": True}}}}
     try:
-        repo.client.transact_write_items(TransactItems=[update, event])
+        repo.client.transact_write_items(TransactItems=[update, event, flag])
     except ClientError as exc:
         if _conditional_failed(exc):
             return False

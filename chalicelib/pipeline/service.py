@@ -767,7 +767,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
     conditional state write. A lost race (another batch saved the state meanwhile) re-reads and re-runs."""
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw, version, stops_version = r.geofence_state_and_stops(driver_id)
+        raw, version, stops_version, declared_offline = r.driver_state(driver_id)
         progress = progress_from_json(driver_id, raw)
         before = progress_to_json(progress)
         if not news_in_order(fixes, progress.fences.last_fix_ms):
@@ -780,7 +780,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
             progress.route_id, progress.statuses, progress.delayed = None, "", set()
         effects = advance(progress, fixes, stops, context, _ports(r, merchant_id, route))
         _apply_effects(r, merchant_id, route, stops, progress, effects)
-        _presence_seen(r, merchant_id, driver_id, latest, context, progress)
+        _presence_seen(r, merchant_id, driver_id, latest, context, progress, declared_offline)
         after = progress_to_json(progress)
         try:
             if after != before:
@@ -796,16 +796,16 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
 
 
 def _presence_seen(r: Repository, merchant_id: str, driver_id: str, latest_fix_ms: int, context: MerchantContext,
-                   progress: DriverProgress) -> None:
+                   progress: DriverProgress, declared_offline: bool) -> None:
     """Last seen and the offline due time on the driver's presence item, folded into the batch's state write:
     written only when the due time moves by a minute (presence_rules.due_moves), so a driver pinging every few
-    seconds costs one presence write a minute. An offline driver's first fix always moves it (the silence was
-    longer than a minute), so recovery is never held back by this."""
+    seconds costs one presence write a minute. A driver declared offline since the state was saved (the
+    scheduler, or OwnTracks' last will, flags the state item) is written at once: that is its recovery."""
     now = int(time.time() * 1000)
     seen_ms = min(latest_fix_ms, now)  # a phone clock ahead must not keep a silent driver "seen"
     offline_after = context.settings.offline_after_minutes
     due_ms = seen_ms + int(offline_after * 60_000)
-    if due_moves(progress.presence_due_ms, due_ms):
+    if declared_offline or due_moves(progress.presence_due_ms, due_ms):
         driver_seen(r, merchant_id, driver_id, seen_ms, offline_after, now)
         progress.presence_due_ms = due_ms
 

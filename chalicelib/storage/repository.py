@@ -866,6 +866,13 @@ class Repository:
             return None, 0, 0
         return item.state, int(item.version), int(item.stops_version or 0)
 
+    def driver_state(self, driver_id: str) -> tuple[str | None, int, int, bool]:
+        """`geofence_state_and_stops` and whether the driver was declared offline since the last save."""
+        item = _get(GeofenceStateItem, driver_pk(driver_id), "GEOFENCE")
+        if item is None:
+            return None, 0, 0, False
+        return item.state, int(item.version), int(item.stops_version or 0), bool(item.presence_offline)
+
     def save_geofence_state(self, driver_id: str, state_json: str, expected_version: int,
                             stops_version: int = 0) -> None:
         """Replace the state if its version is still the one read; `stops_version` as read is carried on."""
