@@ -196,17 +196,16 @@ def delete_zone(call: Call, zone_id: str) -> Response:
 def fleet(call: Call) -> Response:
     from datetime import UTC, datetime
 
-    from chalicelib.fleet.fleet_view import etag_matches, fleet_etag, fleet_view
-    from chalicelib.fleet.service import merchant_settings
+    from chalicelib.fleet.fleet_view import etag_matches, fleet_body, fleet_view
+    from chalicelib.fleet.service import cached_merchant_profile
 
     repo = get_repository()
-    settings = merchant_settings(repo, call.merchant_id)
-    view = fleet_view(repo, call.merchant_id, settings.offline_after_minutes, datetime.now(UTC))
-    etag = fleet_etag(view)
-    headers = {"ETag": etag, "Cache-Control": "no-cache, private"}
+    settings = cached_merchant_profile(repo, call.merchant_id).settings  # polled every few seconds: cached 1 min
+    body, etag = fleet_body(fleet_view(repo, call.merchant_id, settings.offline_after_minutes, datetime.now(UTC)))
+    headers: dict[str, str | list[str]] = {"ETag": etag, "Cache-Control": "no-cache, private"}
     if etag_matches(call.headers.get("if-none-match"), etag):
-        return Response(body="", status_code=304, headers=dict(headers))
-    return json_response(view, 200, headers)
+        return Response(body="", status_code=304, headers=headers)
+    return Response(body=body, status_code=200, headers={**headers, "Content-Type": "application/json"})
 
 
 @routes.route("/v1/driver/shift", "POST", summary="Start or end the driver's shift (on duty: offline detection "
