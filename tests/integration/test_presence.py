@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -225,3 +227,60 @@ def test_fleet_is_tenant_scoped(merchant: Any, other_merchant: Any) -> None:
     ids = [d["driver_id"] for d in other_merchant.call("GET", "/v1/fleet").json_body["drivers"]]
     assert ids == [theirs["id"]]
     assert merchant.client.http.get("/v1/fleet").status_code == 401
+
+
+# The webhook sender as tests/integration/test_webhooks.py drives it: a fake transport, the stream to the
+# webhook_sender Lambda.
+from tests.integration import test_webhooks as webhooks  # noqa: E402
+
+
+@pytest.fixture()
+def hook_transport(chalice_app: Any) -> Iterator[Any]:
+    from chalicelib.webhooks import delivery as webhook_delivery
+
+    transport = webhooks.FakeTransport()
+    webhooks.make_deliverer(transport, webhooks.Clock())
+    yield transport
+    webhook_delivery.use(None)
+
+
+@pytest.fixture()
+def hook_stream(client: Any, chalice_app: Any, tmp_path: Any) -> StreamRunner:
+    batches: list[dict[str, Any]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        batches.append(event)
+        return client.lambda_.invoke("webhook_sender", event).payload
+
+    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
+                       handler, tmp_path / "hcp.json", tmp_path / "hdlq.jsonl",
+                       RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=25))
+    run.refresh_shards()
+    run.batches = batches  # type: ignore[attr-defined]
+    return run
+
+
+def test_presence_events_go_out_on_the_webhook_once(merchant: Any, client: Any, hook_transport: Any,
+                                                     hook_stream: StreamRunner) -> None:
+    from chalicelib.storage import get_repository
+    from chalicelib.webhooks.store import WebhookStore
+
+    secret = webhooks.create_endpoint(merchant)["secret"]
+    try:
+        driver = make_driver(merchant)
+        driver_call(merchant, driver, "POST", "/v1/driver/shift", {"action": "start"})
+        auth = {"Authorization": _basic(driver["id"], driver["token"]), "Content-Type": "application/json"}
+        lwt = json.dumps({"_type": "lwt"})
+        assert merchant.client.http.post("/owntracks", headers=auth, body=lwt).status_code == 200
+        drain(hook_stream)
+        posts = hook_transport.to(webhooks.hook_url(merchant))
+        bodies = [json.loads(p.body) for p in posts]
+        assert [(b["type"], b["data"]["driver_id"], b["data"]["details"]["reason"]) for b in bodies] == [
+            ("driver_offline", driver["id"], "lwt")]
+        assert bodies[0]["id"] == f"driver-offline-{driver['id']}-1" and bodies[0]["merchant_id"] == merchant.id
+        assert webhooks.signed_ok(secret, posts[0], time.time())
+        for batch in hook_stream.batches:  # type: ignore[attr-defined]  # redelivered: nothing sent twice
+            assert client.lambda_.invoke("webhook_sender", batch).payload == {"batchItemFailures": []}
+        assert len(hook_transport.to(webhooks.hook_url(merchant))) == 1
+    finally:  # the session's table outlives this module: no endpoint left behind for later retry runs
+        WebhookStore(get_repository().client).delete_endpoint(merchant.id)
