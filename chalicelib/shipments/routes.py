@@ -307,6 +307,9 @@ def reassign_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
     repo.flag_route_edited(old_driver, now)
     repo.flag_route_edited(body.driver_id, now)
     route.driver_id, route.version = body.driver_id, version + 1
+    if active:  # the route's duty moves with it: the old driver's shift for it ends, the new driver's starts
+        presence.route_completed(repo, merchant_id, old_driver, route_id)
+        presence.route_started(repo, merchant_id, body.driver_id, route_id)
     return _route_out(route)
 
 

@@ -209,6 +209,40 @@ def test_a_route_puts_its_driver_on_duty_and_completion_ends_the_shift(merchant:
     assert events(driver["id"]) == []
 
 
+def test_reassigning_an_active_route_moves_its_duty(merchant: Any) -> None:
+    first, _, route = make_started_route_today(merchant)
+    second = make_driver(merchant, "Second")
+    r = merchant.call("POST", f"/v1/routes/{route['id']}/reassign", {"driver_id": second["id"]})
+    assert r.status_code == 200, r.body
+    assert fleet_entry(merchant, first["id"])["state"] == "off_duty"
+    moved = fleet_entry(merchant, second["id"])
+    assert moved["on_duty"] is True and moved["route"]["id"] == route["id"]
+
+
+def test_the_last_stop_done_completes_the_route_and_ends_the_shift(merchant: Any, runner: Any) -> None:
+    driver, ships, route = make_started_route_today(merchant, stops=1)
+    r = driver_call(merchant, driver, "POST", f"/v1/driver/shipments/{ships[0]['id']}/status",
+                    {"status": "delivered", "occurred_at": iso(now_ms() - 1000)})
+    assert r.status_code == 200, r.body
+    drain(runner)  # the delivered event: the pipeline completes the route, which ends the driver's shift
+    assert merchant.call("GET", f"/v1/routes/{route['id']}").json_body["status"] == "completed"
+    entry = fleet_entry(merchant, driver["id"])
+    assert (entry["on_duty"], entry["route"]) == (False, None)
+    detect(now_ms() + 30 * MINUTE_MS)
+    assert events(driver["id"]) == []
+
+
+def make_started_route_today(merchant: Any, stops: int = 2) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                                      dict[str, Any]]:
+    driver = make_driver(merchant)
+    ships = [make_shipment(merchant, n) for n in range(1, stops + 1)]
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": iso(now_ms())[:10],
+                                                 "planned_start": iso(now_ms()),
+                                                 "shipment_ids": [s["id"] for s in ships]}).json_body
+    assert merchant.call("POST", f"/v1/routes/{route['id']}/start").status_code == 200
+    return driver, ships, route
+
+
 def test_fleet_etag_answers_304_until_something_changes(merchant: Any) -> None:
     driver = make_driver(merchant)
     first = merchant.call("GET", "/v1/fleet")
