@@ -890,7 +890,7 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
     driver_id = shipment.driver_id
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw_state, version, stops_version = r.geofence_state_and_stops(driver_id)
+        raw_state, version, stops_version, declared_offline = r.driver_state(driver_id)
         progress = progress_from_json(driver_id, raw_state)
         stops = _stops_for(r, route, progress, context, stops_version)
         if shipment_id in stops.ids:
@@ -905,7 +905,8 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
             recompute(progress, stops, here, context, _ports(r, merchant_id, route), effects)
             _apply_effects(r, merchant_id, route, stops, progress, effects)
         try:
-            r.save_geofence_state(driver_id, progress_to_json(progress), version, stops_version)
+            # a driver declared offline stays flagged for its next fix's recovery
+            r.save_geofence_state(driver_id, progress_to_json(progress), version, stops_version, declared_offline)
             return
         except ConditionFailed:
             continue  # a batch of pings saved the state meanwhile: read it again

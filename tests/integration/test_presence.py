@@ -232,6 +232,25 @@ def test_the_last_stop_done_completes_the_route_and_ends_the_shift(merchant: Any
     assert events(driver["id"]) == []
 
 
+def test_a_fix_right_after_a_last_will_recovers_even_after_a_stop_completed(merchant: Any, runner: Any) -> None:
+    driver, ships, _ = make_started_route_today(merchant)
+    post_pings(merchant.client, driver["token"], [fix(now_ms() - 5000, lat=47.5)])
+    drain(runner)
+    auth = {"Authorization": _basic(driver["id"], driver["token"]), "Content-Type": "application/json"}
+    assert merchant.client.http.post("/owntracks", headers=auth, body=json.dumps({"_type": "lwt"})).status_code == 200
+    # The phone delivers a stop on its way back: the pipeline's state is saved for the stop, keeping the flag.
+    r = driver_call(merchant, driver, "POST", f"/v1/driver/shipments/{ships[0]['id']}/status",
+                    {"status": "delivered", "occurred_at": iso(now_ms() - 2000)})
+    assert r.status_code == 200, r.body
+    drain(runner)
+    # seconds later (the due time moves by far less than a minute), a fix: recovered at once
+    post_pings(merchant.client, driver["token"], [fix(now_ms(), lat=47.5001)])
+    drain(runner)
+    assert [(e["type"], e["reason"]) for e in events(driver["id"])] == [("driver_offline", "lwt"),
+                                                                        ("driver_online", "lwt")]
+    assert fleet_entry(merchant, driver["id"])["state"] in ("stopped", "moving")
+
+
 def make_started_route_today(merchant: Any, stops: int = 2) -> tuple[dict[str, Any], list[dict[str, Any]],
                                                                       dict[str, Any]]:
     driver = make_driver(merchant)
