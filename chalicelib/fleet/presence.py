@@ -286,12 +286,15 @@ def driver_seen(repo: Repository, merchant_id: str, driver_id: str, seen_ms: int
             ConditionExpression="on_duty = :t AND is_offline = :f AND (attribute_not_exists(last_seen_ms) "
                                 "OR last_seen_ms < :seen)",
             ExpressionAttributeValues={**seen, **_due_values(merchant_id, driver_id, due_ms), ":t": {"BOOL": True},
-                                       ":f": {"BOOL": False}})
+                                       ":f": {"BOOL": False}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD")
         return None
     except ClientError as exc:
         if not _conditional_failed(exc):
             raise
-    stored = get_presence(repo, merchant_id, driver_id, consistent=True)
+        old = exc.response.get("Item")
+    # The failed condition answers the item as it is (DynamoDB; an engine that does not reads it instead).
+    stored = parse_presence(old) if old else get_presence(repo, merchant_id, driver_id, consistent=True)
     if stored is not None and stored.presence.on_duty and stored.presence.offline:
         return DRIVER_ONLINE if _recover(repo, stored, seen_ms, due_ms, now_ms, battery) else None
     if stored is not None and stored.presence.last_seen_ms is not None and stored.presence.last_seen_ms >= seen_ms:
