@@ -291,6 +291,8 @@
         // what was sent before this answer was asked for is in it; what was sent since may not be yet
         Object.keys(sentStatus).forEach(function (sid) { if (sentStatus[sid].at < asked) { delete sentStatus[sid]; } });
         try { window.localStorage.setItem(ROUTE_KEY, JSON.stringify(route)); } catch (e) { /* full */ }
+        // Every stop done: the route completes and ends the shift; ask, so location sharing stops then.
+        if (onDuty && stops().length && !currentStop()) { reportStatus(); }
       } else if (r.status === 401) {
         authBroken = true;
       }
