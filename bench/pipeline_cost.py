@@ -459,10 +459,13 @@ def _account_time(meter: Meter, phase: str, mark: tuple[float, float, float, flo
 
 def seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,
                        points: list[tuple[float, float]]) -> str:
-    """The items a started route leaves: its shipments out for delivery, the active route. Returns its id."""
+    """The items a started route leaves: its shipments out for delivery, the active route, its driver on duty.
+    Returns its id."""
     from datetime import UTC, datetime
 
     from chalicelib.core.security import new_id
+    from chalicelib.fleet.presence import start_duty
+    from chalicelib.storage import get_repository
     from chalicelib.storage.tables import (
         RouteItem,
         ShipmentItem,
@@ -494,6 +497,8 @@ def seed_started_route(merchant_id: str, driver_id: str, day: str, day_ms: int,
               GSI1SK=f"{day}#{route_id}", merchant_id=merchant_id, route_id=route_id, driver_id=driver_id, day=day,
               planned_start=datetime.fromtimestamp(day_ms / 1000, UTC), stops=ids, status="active",
               started_at=now, created_at=now).save()
+    # A started route puts its driver on duty (shipments.routes.start_route -> fleet.presence.route_started).
+    start_duty(get_repository(), merchant_id, driver_id, day_ms, 5, route_id=route_id)
     return route_id
 
 

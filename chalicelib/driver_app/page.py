@@ -152,7 +152,11 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
                f'<h2 id="queue-h">{_e(t("driver.sync.heading"))}</h2>'
                '<p id="queue-text"></p><p id="gps-text" class="muted"></p>'
                f'<button id="send-now" type="button" class="btn btn--secondary">{_e(t("driver.sync.send_now"))}'
-               "</button></section>")
+               "</button>"
+               # Start / End shift: on duty, the app shares its location and dispatch sees the driver offline when
+               # it goes silent; off duty (or once the route completes) it shares nothing.
+               f'<button id="shift-toggle" type="button" class="btn btn--secondary" aria-pressed="false">'
+               f'{_e(t("driver.shift.start"))}</button></section>')
     out.append("</main></body></html>")
     return "\n".join(out) + "\n"
 

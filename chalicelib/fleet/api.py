@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from chalice.app import Blueprint, Response
+from chalice.app import Blueprint, Rate, Response
 
 from chalicelib.core.config import get_settings
+from chalicelib.core.observability import flushes_metrics
 from chalicelib.http.paging import Paging
-from chalicelib.http.routes import Auth, Call, Routes, json_response
+from chalicelib.http.routes import Answer, Auth, Call, Routes, json_response
 from chalicelib.storage import get_repository
 
 if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(models=...)`)
     from chalicelib.fleet.models import (
         DriverOut,
         DriverPage,
+        DriverPresenceOut,
         DriverToken,
         DriverWithToken,
         MerchantSettings,
@@ -193,3 +195,55 @@ def delete_zone(call: Call, zone_id: str) -> Response:
 
     zones.delete_zone(get_repository(), call.merchant_id, zone_id)
     return Response(body="", status_code=204)
+
+
+# --- presence: the fleet view, shifts, the phone's status, offline detection --------------------------
+
+
+@routes.route("/v1/fleet", "GET", summary="Every driver with presence state (moving, stopped, offline, off duty), "
+              "last seen, position, battery, offline reason and route progress; 304 while the If-None-Match ETag "
+              "holds", tag="drivers", response="FleetView", extra_headers=("If-None-Match",),
+              also=(Answer(304, "Not modified: nothing shown changed since the ETag", ("ETag",)),), errors_=(401,))
+def fleet(call: Call) -> Response:
+    from datetime import UTC, datetime
+
+    from chalicelib.fleet.fleet_view import etag_matches, fleet_body, fleet_view
+    from chalicelib.fleet.service import cached_merchant_profile
+
+    repo = get_repository()
+    settings = cached_merchant_profile(repo, call.merchant_id).settings  # polled every few seconds: cached 1 min
+    body, etag = fleet_body(fleet_view(repo, call.merchant_id, settings.offline_after_minutes, datetime.now(UTC)))
+    headers: dict[str, str | list[str]] = {"ETag": etag, "Cache-Control": "no-cache, private"}
+    if etag_matches(call.headers.get("if-none-match"), etag):
+        return Response(body="", status_code=304, headers=headers)
+    return Response(body=body, status_code=200, headers={**headers, "Content-Type": "application/json"})
+
+
+@routes.route("/v1/driver/shift", "POST", summary="Start or end the driver's shift (on duty: offline detection "
+              "and location sharing; a route starting or completing does the same)", tag="driver", auth="driver",
+              body="ShiftAction", response="DriverPresenceOut", errors_=(400, 401, 413, 415, 422))
+def driver_shift(call: Call) -> DriverPresenceOut:
+    from chalicelib.fleet import presence
+
+    return presence.change_shift(get_repository(), call.merchant_id, call.driver_id, call.body.action)
+
+
+@routes.route("/v1/driver/app-status", "POST", summary="What the driver app knows of the phone (battery, location "
+              "permission, foreground or background): shown in the fleet view, the reason of an offline episode",
+              tag="driver", auth="driver", body="AppStatusReport", response="DriverPresenceOut",
+              errors_=(400, 401, 413, 415, 422))
+def driver_app_status(call: Call) -> DriverPresenceOut:
+    from chalicelib.fleet import presence
+
+    return presence.report_app_status(get_repository(), call.merchant_id, call.driver_id, call.body)
+
+
+@blueprint.schedule(Rate(1, unit=Rate.MINUTES), name="detect_offline_drivers")
+@flushes_metrics
+def detect_offline_drivers(event: Any) -> dict[str, int]:
+    """Every minute: drivers on duty whose due time passed go offline (once per episode), from the due index."""
+    import time
+
+    from chalicelib.fleet.presence import detect_offline
+
+    return {"offline": detect_offline(get_repository(), int(time.time() * 1000))}

@@ -179,6 +179,9 @@ class MerchantSettings(Strict_):
                                "offered for rescheduling")
     far_from_stop_m: Annotated[float, Strict(), Field(ge=10, le=5000, allow_inf_nan=False)] = Field(
         default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
+    offline_after_minutes: Annotated[float, Strict(), Field(ge=1, le=1440, allow_inf_nan=False)] = Field(
+        default=5.0, description="A driver on duty without a fix for this long is offline (driver_offline, once "
+                                 "per episode)")
     time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
     exceptions: ExceptionSettings = Field(default_factory=ExceptionSettings)
@@ -291,3 +294,58 @@ class NearbyQuery(Model_):
     lng: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
     radius_m: Annotated[float, Field(gt=0, le=MAX_NEARBY_RADIUS_M, allow_inf_nan=False)] = 1000
     limit: Annotated[QueryInt, Field(ge=1, le=100)] = 20
+
+
+# --- presence: the fleet view and the driver app's shift and phone status ---------------------------------
+
+
+class FleetPosition(Model_):
+    lat: float
+    lng: float
+    accuracy_m: float | None = None
+    fix_time: datetime
+
+
+class FleetRoute(Model_):
+    id: str
+    status: str
+    done: int = Field(description="Stops delivered, failed, returned or cancelled")
+    remaining: int = Field(description="Stops still to serve")
+    late: int = Field(description="Remaining stops whose ETA is beyond their promised window")
+
+
+class FleetDriver(Model_):
+    driver_id: str
+    name: str
+    state: Literal["moving", "stopped", "offline", "off_duty"]
+    on_duty: bool
+    last_seen_at: datetime | None = None
+    position: FleetPosition | None = None
+    battery: int | None = None
+    reason: Literal["location_off", "app_background", "low_battery", "lwt", "no_fixes"] | None = Field(
+        default=None, description="Why the driver is (about to be) offline, where known")
+    route: FleetRoute | None = None
+
+
+class FleetView(Model_):
+    as_of: datetime
+    drivers: list[FleetDriver]
+
+
+class ShiftAction(Strict_):
+    action: Literal["start", "end"]
+
+
+class AppStatusReport(Strict_):
+    """What the driver app knows of the phone; every field optional (unknown)."""
+
+    battery: Annotated[int, Strict(), Field(ge=0, le=100)] | None = None
+    location_permission: Literal["granted", "prompt", "denied"] | None = None
+    app_state: Literal["foreground", "background"] | None = None
+
+
+class DriverPresenceOut(Model_):
+    driver_id: str
+    on_duty: bool
+    state: Literal["moving", "stopped", "offline", "off_duty"]
+    last_seen_at: datetime | None = None

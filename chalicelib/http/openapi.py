@@ -70,7 +70,7 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
         answers += [(a.status, a.description, a.headers) for a in spec.also]
         for status, description, headers in answers:
             answer: dict[str, Any] = {"description": description}
-            if spec.response is not None and status != 204:
+            if spec.response is not None and status not in (204, 304):  # 304 Not Modified has no body either
                 answer["content"] = {"application/json": {"schema": refs[(spec.response, "serialization")]}}
             elif status == 204:
                 answer["description"] = "No content"

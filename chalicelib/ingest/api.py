@@ -104,6 +104,11 @@ def owntracks_tracker() -> Response:
         elif isinstance(message, owntracks.Transition):
             fleet.record_driver_transition(get_repository(), found[0], found[1], message.event, message.region,
                                            message.region_id, message.occurred_ms, message.lat, message.lng)
+        elif isinstance(message, owntracks.Ignored) and message.type == owntracks.LAST_WILL:
+            # The broker's last will: the phone dropped its connection. Offline at once (reason lwt), once.
+            from chalicelib.fleet import presence
+
+            presence.last_will(get_repository(), found[0], found[1], now)
     except DomainError as exc:
         return error_response(exc)
     return Response(body=owntracks.RESPONSE_BODY, status_code=owntracks.RESPONSE_STATUS,

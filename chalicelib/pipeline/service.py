@@ -36,6 +36,8 @@ from chalicelib.core.times import to_ms
 from chalicelib.exceptions import service as exceptions
 from chalicelib.exceptions.rules import ExceptionKind, StillSince, long_stop_due, route_behind_due, track_still
 from chalicelib.fleet.models import MerchantSettings
+from chalicelib.fleet.presence import DRIVER_OFFLINE, DRIVER_ONLINE, driver_seen
+from chalicelib.fleet.presence_rules import due_moves
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import EARTH_RADIUS_M, haversine_m
 from chalicelib.geo.day_window import MAX_ESTIMATE_DISTANCE_M
@@ -171,6 +173,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     failed: list[str] = []
     drivers: dict[str, DriverFixes] = {}
     lifecycle: list[tuple[str, dict[str, Any]]] = []
+    driver_events: list[tuple[str, dict[str, Any]]] = []
     try:
         for raw in event.get("Records", []):
             record = DynamoDBRecord(raw)
@@ -190,6 +193,8 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     group = drivers.setdefault(driver_id, DriverFixes(str(image["merchant_id"])))
                     group.fixes.append(fix_of(image))
                     group.sequence_numbers.append(sequence)
+                elif sk.startswith("EVENT#") and str(image.get("PK", "")).startswith("DRIVER#"):
+                    driver_events.append((sequence, image))  # presence: driver_offline / driver_online
                 elif sk.startswith("EVENT#"):
                     lifecycle.append((sequence, image))
             except Exception:
@@ -197,6 +202,7 @@ def handle_stream_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 failed.append(sequence)
         failed.extend(_apply_drivers(repo(), drivers))
         failed.extend(_handle_lifecycles(repo(), lifecycle))
+        failed.extend(_handle_driver_events(repo(), driver_events))
     finally:
         _batch.flush(repo())
     if failed:  # their bodies outlive the stream's 24 h (storage/dead_letters.py); nothing on the happy path
@@ -260,6 +266,32 @@ def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]
         with ThreadPoolExecutor(workers, thread_name_prefix="lifecycle") as pool:
             results = list(pool.map(one, groups.values()))
     return [sequence for failed in results for sequence in failed]
+
+
+# Who hears of a driver's presence events besides the webhook sender (which reads the stream itself): the
+# exception queue opens a driver_offline exception per episode and resolves it when the driver is back.
+DriverEventHandler = Callable[[Repository, str, str, str, datetime, "str | None"], None]
+DRIVER_EVENT_HANDLERS: list[DriverEventHandler] = [exceptions.on_driver_event]
+
+
+def _handle_driver_events(r: Repository, records: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The batch's `driver_offline` / `driver_online` events, in stream order; the sequence numbers that failed.
+    Handlers must be idempotent (a redelivered batch calls them again)."""
+    failed: list[str] = []
+    for sequence, image in records:
+        kind = str(image.get("type", ""))
+        if kind not in (DRIVER_OFFLINE, DRIVER_ONLINE):
+            continue
+        try:
+            occurred = datetime.fromisoformat(str(image["occurred_at"]).replace("Z", "+00:00"))
+            reason = (image.get("data") or {}).get("reason")
+            for handler in DRIVER_EVENT_HANDLERS:
+                handler(r, str(image["merchant_id"]), str(image["driver_id"]), kind, occurred,
+                        str(reason) if reason else None)
+        except Exception:
+            logger.exception("driver event failed", extra={"sequence_number": sequence})
+            failed.append(sequence)
+    return failed
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
@@ -457,6 +489,7 @@ class DriverProgress:
     stops_version: int = 0  # the GeofenceStateItem.stops_version the route's stops were last read at
     still: StillSince | None = None  # where and since when the driver has not moved on (long_stop)
     behind_route: str | None = None  # the route already reported behind plan (route_behind, once per route)
+    presence_due_ms: int | None = None  # the offline due time last written to the driver's presence item
 
     def status(self, index: int) -> ShipmentStatus | None:
         code = self.statuses[index] if 0 <= index < len(self.statuses) else MISSING
@@ -485,7 +518,7 @@ def progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
                           eta.get("lat", 0.0), eta.get("lng", 0.0), route.get("id"), route.get("st", ""),
                           set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)),
                           StillSince(int(still[0]), float(still[1]), float(still[2]), bool(still[3]))
-                          if still else None, route.get("bh"))
+                          if still else None, route.get("bh"), data.get("pd"))
 
 
 def progress_to_json(progress: DriverProgress) -> str:
@@ -496,6 +529,8 @@ def progress_to_json(progress: DriverProgress) -> str:
         "motion": progress.motion.to_dict(),
         "eta": {"at_ms": progress.eta_at_ms, "lat": progress.eta_lat, "lng": progress.eta_lng},
     }
+    if progress.presence_due_ms is not None:
+        data["pd"] = progress.presence_due_ms
     if progress.route_id is not None:
         data["route"] = {"id": progress.route_id, "st": progress.statuses, "dl": sorted(progress.delayed),
                          "at": round(progress.statuses_at, 3), "sv": progress.stops_version}
@@ -797,7 +832,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
     conditional state write. A lost race (another batch saved the state meanwhile) re-reads and re-runs."""
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw, version, stops_version = r.geofence_state_and_stops(driver_id)
+        raw, version, stops_version, declared_offline = r.driver_state(driver_id)
         progress = progress_from_json(driver_id, raw)
         before = progress_to_json(progress)
         news = news_in_order(fixes, progress.fences.last_fix_ms)
@@ -812,6 +847,7 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
         effects = advance(progress, fixes, stops, context, _ports(r, merchant_id, route))
         watch_driver(progress, news, route, stops, context, effects)
         _apply_effects(r, merchant_id, route, stops, progress, effects)
+        _presence_seen(r, merchant_id, driver_id, latest, context, progress, declared_offline)
         after = progress_to_json(progress)
         try:
             if after != before:
@@ -824,6 +860,21 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
             metrics.add_metric(name="GeofenceEvents", unit=MetricUnit.Count, value=len(effects.events))
         return effects.events
     raise ConditionFailed(f"driver {driver_id}: state kept changing")
+
+
+def _presence_seen(r: Repository, merchant_id: str, driver_id: str, latest_fix_ms: int, context: MerchantContext,
+                   progress: DriverProgress, declared_offline: bool) -> None:
+    """Last seen and the offline due time on the driver's presence item, folded into the batch's state write:
+    written only when the due time moves by a minute (presence_rules.due_moves), so a driver pinging every few
+    seconds costs one presence write a minute. A driver declared offline since the state was saved (the
+    scheduler, or OwnTracks' last will, flags the state item) is written at once: that is its recovery."""
+    now = int(time.time() * 1000)
+    seen_ms = min(latest_fix_ms, now)  # a phone clock ahead must not keep a silent driver "seen"
+    offline_after = context.settings.offline_after_minutes
+    due_ms = seen_ms + int(offline_after * 60_000)
+    if declared_offline or due_moves(progress.presence_due_ms, due_ms):
+        driver_seen(r, merchant_id, driver_id, seen_ms, offline_after, now)
+        progress.presence_due_ms = due_ms
 
 
 def _stops_for(r: Repository, route: RouteItem, progress: DriverProgress, context: MerchantContext,
@@ -911,7 +962,7 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
     driver_id = shipment.driver_id
     context = merchant_context(r, merchant_id)
     for _ in range(STATE_ATTEMPTS):
-        raw_state, version, stops_version = r.geofence_state_and_stops(driver_id)
+        raw_state, version, stops_version, declared_offline = r.driver_state(driver_id)
         progress = progress_from_json(driver_id, raw_state)
         stops = _stops_for(r, route, progress, context, stops_version)
         if shipment_id in stops.ids:
@@ -926,7 +977,8 @@ def apply_stop_completed(r: Repository, image: dict[str, Any]) -> None:
             recompute(progress, stops, here, context, _ports(r, merchant_id, route), effects)
             _apply_effects(r, merchant_id, route, stops, progress, effects)
         try:
-            r.save_geofence_state(driver_id, progress_to_json(progress), version, stops_version)
+            # a driver declared offline stays flagged for its next fix's recovery
+            r.save_geofence_state(driver_id, progress_to_json(progress), version, stops_version, declared_offline)
             return
         except ConditionFailed:
             continue  # a batch of pings saved the state meanwhile: read it again

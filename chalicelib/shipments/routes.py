@@ -18,6 +18,7 @@ from chalicelib.core.errors import ErrorKind
 from chalicelib.core.security import (
     new_id,
 )
+from chalicelib.fleet import presence
 from chalicelib.fleet.service import require_driver
 from chalicelib.shipments.lifecycle import ALLOWED, ShipmentStatus
 from chalicelib.shipments.lifecycle import ShipmentStatus as S
@@ -143,6 +144,7 @@ def start_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
     _commit(repo, [RouteWrite(route, actions, version, ("planned",))], writes,
             claim=(merchant_id, route.driver_id, route_id))
     route.status, route.started_at, route.version = "active", now, version + 1
+    presence.route_started(repo, merchant_id, route.driver_id, route_id)
     return _route_out(route)
 
 
@@ -305,6 +307,9 @@ def reassign_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
     repo.flag_route_edited(old_driver, now)
     repo.flag_route_edited(body.driver_id, now)
     route.driver_id, route.version = body.driver_id, version + 1
+    if active:  # the route's duty moves with it: the old driver's shift for it ends, the new driver's starts
+        presence.route_completed(repo, merchant_id, old_driver, route_id)
+        presence.route_started(repo, merchant_id, body.driver_id, route_id)
     return _route_out(route)
 
 
@@ -371,6 +376,7 @@ def complete_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOu
     route.status, route.completed_at, route.version = "completed", now, version + 1
     _announce_completed(repo, route, [s.shipment_id for s in shipments.values() if s.route_id == route_id], now,
                         "merchant")
+    presence.route_completed(repo, merchant_id, route.driver_id, route_id)
     return _route_out(route)
 
 
@@ -415,6 +421,7 @@ def _complete_if_done(repo: Repository, route: RouteItem) -> bool:
     if route.status == "completed":
         _announce_completed(repo, route, [s.shipment_id for s in on_route], route.completed_at or now_utc(),
                             "system")
+        presence.route_completed(repo, merchant_id, route.driver_id, route.route_id)
     return completed_now
 
 __all__ = ["EventItem", "complete_route", "complete_route_if_done", "create_route", "edit_route", "get_route",

@@ -912,11 +912,19 @@ class Repository:
             return None, 0, 0
         return item.state, int(item.version), int(item.stops_version or 0)
 
+    def driver_state(self, driver_id: str) -> tuple[str | None, int, int, bool]:
+        """`geofence_state_and_stops` and whether the driver was declared offline since the last save."""
+        item = _get(GeofenceStateItem, driver_pk(driver_id), "GEOFENCE")
+        if item is None:
+            return None, 0, 0, False
+        return item.state, int(item.version), int(item.stops_version or 0), bool(item.presence_offline)
+
     def save_geofence_state(self, driver_id: str, state_json: str, expected_version: int,
-                            stops_version: int = 0) -> None:
-        """Replace the state if its version is still the one read; `stops_version` as read is carried on."""
+                            stops_version: int = 0, presence_offline: bool = False) -> None:
+        """Replace the state if its version is still the one read; `stops_version` as read is carried on, and
+        `presence_offline` by a save that did not handle the driver's fixes (so their recovery still sees it)."""
         item = GeofenceStateItem(driver_pk(driver_id), "GEOFENCE", state=state_json, version=expected_version + 1,
-                                 stops_version=stops_version or None)
+                                 stops_version=stops_version or None, presence_offline=presence_offline or None)
         condition = (GeofenceStateItem.version == expected_version) if expected_version else \
             GeofenceStateItem.PK.does_not_exist()
         if not _save_if(item, condition):

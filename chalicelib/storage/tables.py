@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -319,6 +320,10 @@ class GeofenceStateItem(TableItem):
     state = UnicodeAttribute(null=True)
     version = NumberAttribute()
     stops_version = NumberAttribute(null=True)
+    # Set (with `version` + 1) by the transaction that declares the driver offline (fleet.presence): the next
+    # batch of fixes then recovers the driver at once, whether or not its due time moved by a minute. The
+    # pipeline's next save (a whole put) drops it.
+    presence_offline = BooleanAttribute(null=True)
 
 
 class RouteEtaItem(TableItem):

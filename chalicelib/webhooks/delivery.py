@@ -232,7 +232,8 @@ class Deliverer:
             raw = image.get("data")
             data = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
             if image.get("driver_id") and not event_type.startswith("exception_"):
-                data = {"driver_id": image.get("driver_id"), "details": data}
+                data = {"driver_id": image.get("driver_id"), "source": image.get("source"),
+                        "recorded_at": recorded.isoformat().replace("+00:00", "Z"), "details": data}
             return encode_event(event_id, event_type, occurred, data, merchant_id=merchant_id).decode("utf-8")
         shipment = self.repo.get_shipment(merchant_id, shipment_id)
         data = {"shipment_id": shipment_id, "external_ref": shipment.external_ref if shipment else None,

@@ -269,6 +269,39 @@ def test_a_delivery_with_photo_and_signature_survives_an_offline_period(stack: L
     assert unexpected == [], unexpected
 
 
+def test_end_shift_stops_sharing_and_start_shift_resumes(stack: LocalStack, shop: Shop, browser: Any) -> None:
+    """A driver on a started route is on duty (the button offers End shift); ending the shift stops the location
+    watch and the fleet view shows the driver off duty; Start shift puts them back on duty and sharing."""
+    driver, _ = shop.driver_with_route([STOP])
+    link = shop.call("POST", f"/v1/drivers/{driver['id']}/app-link", {}, expect=201)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US",
+                                  geolocation=south_of_stop(900), permissions=["geolocation"])
+
+    def fleet_entry() -> dict[str, Any]:
+        return next(d for d in shop.call("GET", "/v1/fleet")["drivers"] if d["driver_id"] == driver["id"])
+
+    try:
+        tab = open_tab(context)
+        page = tab.page
+        page.goto(link["url"], wait_until="load")
+        page.wait_for_selector("#shift-toggle[aria-pressed='true']")  # the app's status report: on duty
+        assert page.inner_text("#shift-toggle") == "End shift"
+        page.wait_for_function("() => /Sharing your location/.test(document.getElementById('gps-text').textContent)")
+        entry = fleet_entry()
+        assert entry["on_duty"] is True and entry["battery"] in (None, *range(0, 101))
+        page.get_by_role("button", name="End shift").click()
+        page.wait_for_selector("#shift-toggle[aria-pressed='false']")
+        assert page.inner_text("#gps-text") == "Off duty: your location is not shared."
+        assert fleet_entry()["state"] == "off_duty"
+        tab.shot("07-off-duty")
+        page.get_by_role("button", name="Start shift").click()
+        page.wait_for_selector("#shift-toggle[aria-pressed='true']")
+        assert fleet_entry()["on_duty"] is True
+        assert tab.problems == []
+    finally:
+        context.close()
+
+
 def test_a_revoked_link_shows_the_friendly_page(stack: LocalStack, shop: Shop, browser: Any) -> None:
     driver, _ = shop.driver_with_route([STOP])
     link = shop.call("POST", f"/v1/drivers/{driver['id']}/app-link", {}, expect=201)

@@ -13,7 +13,9 @@ What the apps send (owntracks.org/booklet, tech/http and tech/json):
 * `_type: transition`: `event` enter/leave of a region the driver defined on the phone,
   `desc` (region name), `rid`, `tst`, `lat`/`lon`/`acc` where it fired, `wtst`, `t`.
   Returned as a `Transition` for the route to record as a driver-reported event.
-* Other `_type`s (`lwt`, `waypoint`, `waypoints`, `card`, `status`, `steps`, `beacon`,
+* `_type: lwt`: the last will the broker publishes when the phone's connection drops (`tst`: when the
+  phone connected). Returned as `Ignored("lwt")`; the route marks the driver offline at once (reason `lwt`).
+* Other `_type`s (`waypoint`, `waypoints`, `card`, `status`, `steps`, `beacon`,
   `cmd`, `configuration`, `encrypted`...) are accepted and ignored (`Ignored`);
   encrypted payloads cannot be read (turn encryption off in the app).
 * Credentials: HTTP **Basic** auth (`parse_basic_auth`). The app also sends `X-Limit-U`
@@ -62,6 +64,7 @@ RESPONSE_CONTENT_TYPE = "application/json"
 MAX_AUTH_HEADER_CHARS = 4096
 MAX_REGION_CHARS = 200
 MAX_LABEL_CHARS = 200
+LAST_WILL = "lwt"
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,6 +291,8 @@
         // what was sent before this answer was asked for is in it; what was sent since may not be yet
         Object.keys(sentStatus).forEach(function (sid) { if (sentStatus[sid].at < asked) { delete sentStatus[sid]; } });
         try { window.localStorage.setItem(ROUTE_KEY, JSON.stringify(route)); } catch (e) { /* full */ }
+        // Every stop done: the route completes and ends the shift; ask, so location sharing stops then.
+        if (onDuty && stops().length && !currentStop()) { reportStatus(); }
       } else if (r.status === 401) {
         authBroken = true;
       }
@@ -699,14 +701,69 @@
     if (document.visibilityState === "hidden") { flushFixes(); } else { kick(true); loadRoute(); }
   });
 
-  if (navigator.geolocation && navigator.geolocation.watchPosition) {
+  // --- shift: on duty the app shares its location; off duty (ended, or the route completed) it does not ------
+  var watchId = null, onDuty = null;
+
+  function startSharing() {
+    if (watchId !== null) { return; }
+    if (!(navigator.geolocation && navigator.geolocation.watchPosition)) {
+      $("gps-text").textContent = t("driver.gps.unavailable");
+      gpsOff("driver.gps.unavailable");
+      return;
+    }
     $("gps-text").textContent = t("driver.gps.waiting");
-    navigator.geolocation.watchPosition(onPosition, onPositionError,
+    watchId = navigator.geolocation.watchPosition(onPosition, onPositionError,
       { enableHighAccuracy: true, maximumAge: 5000, timeout: 60000 });
-  } else {
-    $("gps-text").textContent = t("driver.gps.unavailable");
-    gpsOff("driver.gps.unavailable");
   }
+
+  function stopSharing() {
+    if (watchId !== null) { navigator.geolocation.clearWatch(watchId); watchId = null; }
+    flushFixes();
+    gpsOff(null);
+    $("gps-text").textContent = t("driver.shift.off");
+  }
+
+  function applyDuty(presence) {
+    onDuty = !!presence.on_duty;
+    var button = $("shift-toggle");
+    button.textContent = t(onDuty ? "driver.shift.end" : "driver.shift.start");
+    button.setAttribute("aria-pressed", onDuty ? "true" : "false");
+    if (onDuty) { startSharing(); } else { stopSharing(); }
+  }
+
+  function permissionState() {
+    if (!(navigator.permissions && navigator.permissions.query)) { return Promise.resolve(null); }
+    return navigator.permissions.query({ name: "geolocation" }).then(function (p) { return p.state; },
+      function () { return null; });
+  }
+
+  function batteryPercent() {
+    if (!navigator.getBattery) { return Promise.resolve(null); }
+    return navigator.getBattery().then(function (b) { return Math.round(b.level * 100); }, function () { return null; });
+  }
+
+  // What the phone says (battery, location permission, foreground or background): the dispatcher sees why a
+  // driver went silent. The answer says whether the driver is on duty; unknown (no answer) keeps sharing.
+  function reportStatus() {
+    return Promise.all([permissionState(), batteryPercent()]).then(function (found) {
+      var body = { app_state: document.visibilityState === "hidden" ? "background" : "foreground" };
+      if (found[0] === "granted" || found[0] === "prompt" || found[0] === "denied") { body.location_permission = found[0]; }
+      if (found[1] !== null && found[1] >= 0 && found[1] <= 100) { body.battery = found[1]; }
+      return api("POST", "/v1/driver/app-status", body);
+    }).then(function (r) {
+      if (r.status === 200 && r.data) { applyDuty(r.data); } else if (onDuty === null) { startSharing(); }
+    }, function () { if (onDuty === null) { startSharing(); } });
+  }
+
+  $("shift-toggle").addEventListener("click", function () {
+    var action = onDuty ? "end" : "start";
+    api("POST", "/v1/driver/shift", { action: action }).then(function (r) {
+      if (r.status === 200 && r.data) { applyDuty(r.data); } else { toast(t("driver.shift.failed")); }
+    }, function () { toast(t("driver.shift.failed")); });
+  });
+  document.addEventListener("visibilitychange", function () { reportStatus(); });
+  window.setInterval(function () { reportStatus(); }, 300000);
+  reportStatus();
 
   render();
   openDb().then(function (opened) {
