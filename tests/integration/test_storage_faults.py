@@ -189,6 +189,13 @@ def _console_call(m: Merchant) -> Req:
 
 
 CASES = [
+    # driver presence and the fleet view
+    Case("fleet view", "presence", lambda m: (_with_position(m), Req("GET", "/v1/fleet"))[1]),
+    Case("shift", "presence", lambda m: Req("POST", "/v1/driver/shift", {"action": "start"},
+                                            _driver_auth(make_driver(m)), merchant_auth=False)),
+    Case("app status", "presence", lambda m: Req("POST", "/v1/driver/app-status", {
+        "battery": 40, "location_permission": "granted", "app_state": "foreground"}, _driver_auth(make_driver(m)),
+        merchant_auth=False)),
     # exceptions
     Case("list exceptions", "exceptions", lambda m: (_exception(m), Req("GET", "/v1/exceptions"))[1]),
     Case("acknowledge exception", "exceptions",
@@ -360,6 +367,7 @@ ROUTE_OF = {
     "complete route": "POST /v1/routes/{route_id}/complete", "patch shipment": "PATCH /v1/shipments/{shipment_id}",
     "reschedule shipment": "POST /v1/shipments/{shipment_id}/reschedule",
     "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "list exceptions": "GET /v1/exceptions",
+    "fleet view": "GET /v1/fleet", "shift": "POST /v1/driver/shift", "app status": "POST /v1/driver/app-status",
     "acknowledge exception": "POST /v1/exceptions/{exception_id}/acknowledge",
     "resolve exception": "POST /v1/exceptions/{exception_id}/resolve", "post pings": "POST /v1/driver/pings",
     "osmand": "GET /osmand", "osmand unknown id": "GET /osmand", "owntracks": "POST /owntracks",
@@ -397,7 +405,7 @@ def test_the_cases_cover_every_route() -> None:
     assert {c.name for c in CASES} == set(ROUTE_OF)
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
-                             "webhooks", "settings", "zones", "console", "exceptions"}
+                             "webhooks", "settings", "zones", "console", "exceptions", "presence"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
