@@ -358,7 +358,7 @@ class Repository:
     def zone_events(self, driver_id: str, limit: int) -> list[ZoneEventItem]:
         """A driver's zone events, newest first."""
         return list(ZoneEventItem.query(driver_pk(driver_id), ZoneEventItem.SK.startswith("ZONEEVENT#"),
-                                        limit=limit))
+                                        scan_index_forward=False, limit=limit))
 
     # --- learned travel statistics ---------------------------------------------
 

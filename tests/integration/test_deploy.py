@@ -45,7 +45,23 @@ def moto_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
+        # Inside the suite's session-wide moto a nested mock resets nothing: start from no secrets, and leave
+        # no secret or artifact bucket behind for the modules that follow (test_infra lists the buckets).
+        s3, secrets = boto3.client("s3"), boto3.client("secretsmanager")
+        buckets_before = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        _forget_secrets(secrets)
         yield
+        _forget_secrets(secrets)
+        for name in {b["Name"] for b in s3.list_buckets()["Buckets"]} - buckets_before:
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+                for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    s3.delete_object(Bucket=name, Key=entry["Key"], VersionId=entry["VersionId"])
+            s3.delete_bucket(Bucket=name)
+
+
+def _forget_secrets(client: Any) -> None:
+    for secret in client.list_secrets().get("SecretList", []):
+        client.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)
 
 
 def _stubbed(service: str) -> tuple[Any, Stubber]:
