@@ -191,6 +191,8 @@ def test_the_fleet_map_shows_drivers_by_state(context: Any, stack: LocalStack, s
         pytest.skip("GET /v1/fleet is not in this build yet (the presence slice of issue 15)")
     driver = shop.call("POST", "/v1/drivers", {"name": "Mo Mover"})
     token = driver["token"]
+    # On duty (the console's map shows on-duty drivers only), then moving.
+    assert http_json("POST", f"{stack.base_url}/v1/driver/shift", {"action": "start"}, token=token).status == 200
     now = datetime.now(UTC)
     http_json("POST", f"{stack.base_url}/v1/driver/pings", {"pings": [
         {"lat": 47.61 + i * 0.001, "lng": -122.34, "fix_time": iso(now - timedelta(seconds=10 - i)), "speed": 8}
