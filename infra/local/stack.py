@@ -716,6 +716,45 @@ DEMO_APPROACH_MAX_AGE_MIN = 60  # longer than the bundled ride-along traces
 DEMO_DRIVER_VISIBLE_STOPS = 3
 
 
+# A second driver for the dispatch console's exception queue: their one stop's promised window ended an hour
+# ago, and their phone last reported LATE_DRIVER_SILENT_MIN ago (beyond the default 5 offline minutes), so the
+# pipeline raises `late` at that fix and the offline schedule raises `driver_offline` within a minute.
+LATE_DRIVER_SILENT_MIN = 8
+
+
+def seed_console_exceptions(base_url: str, api_key: str, zone: ZoneInfo, near: tuple[float, float],
+                            city: str, run: str, now: datetime) -> dict[str, Any] | None:
+    """A late stop and a driver who goes offline, so the console's queue is not empty on `make run`. None just
+    after the local midnight (no earlier window on the local day to have missed)."""
+    local_now = now.astimezone(zone)
+    midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    closes = local_now - timedelta(hours=1)
+    if closes - timedelta(minutes=30) < midnight:
+        return None
+    opens = max(midnight, closes - timedelta(hours=2))
+    driver = _expect(http_json("POST", f"{base_url}/v1/drivers", {"name": "Sam Stalled", "phone": "+15555550199"},
+                               token=api_key), "create the late driver", 201)
+    stop = (near[0] + 0.02, near[1] + 0.01)  # a couple of kilometres from where the driver last reported
+    shipment = _expect(http_json("POST", f"{base_url}/v1/shipments", {
+        "recipient": {"name": "Demo Recipient Late", "phone": "+15555550198",
+                      "email": "demo-recipient-late@example.com"},
+        "address": {"line1": "Demo stop late", "city": city, "country": "US"},
+        "location": {"lat": stop[0], "lng": stop[1]}, "delivery_date": local_now.date().isoformat(),
+        "time_window": {"start": _iso(opens), "end": _iso(closes)}, "external_ref": f"demo-{run}-late"},
+        token=api_key, headers={"Idempotency-Key": f"demo-{run}-late"}), "create the late shipment", 201, 200)
+    route = _expect(http_json("POST", f"{base_url}/v1/routes", {
+        "driver_id": driver["id"], "day": local_now.date().isoformat(), "planned_start": _iso(opens),
+        "shipment_ids": [shipment["id"]]}, token=api_key), "create the late route", 201)
+    _expect(http_json("POST", f"{base_url}/v1/routes/{route['id']}/start", token=api_key), "start the late route",
+            200)
+    last_fix = now - timedelta(minutes=LATE_DRIVER_SILENT_MIN)
+    _expect(http_json("POST", f"{base_url}/v1/driver/pings", {"pings": [
+        {"lat": near[0], "lng": near[1], "fix_time": _iso(last_fix - timedelta(seconds=10 * (2 - i))),
+         "accuracy": 10, "speed": 0} for i in range(3)]}, token=driver["token"]), "the late driver's last pings", 200)
+    return {"driver_id": driver["id"], "shipment_id": shipment["id"], "route_id": route["id"],
+            "tracking_url": shipment["tracking_url"]}
+
+
 def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = None,
               demo_path: Path | None = DEFAULT_DEMO_PATH, stops: int = 10, isolated: bool = False,
               builtin_route: Path = BUILTIN_ROUTE, route_choice: str | None = None,
@@ -805,6 +844,9 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     _expect(http_json("POST", f"{base_url}/v1/routes/{created['id']}/start", token=api_key), "start route", 200)
     app_link = _expect(http_json("POST", f"{base_url}/v1/drivers/{driver['id']}/app-link", {}, token=api_key),
                        "driver app link", 201)
+    last_stop = route.stops[-1]
+    exceptions_demo = seed_console_exceptions(base_url, api_key, zone, (last_stop.lat, last_stop.lng), route.city,
+                                              run, datetime.now(UTC))
 
     configured_base = env.get("DOORSTEP_PUBLIC_BASE_URL", base_url)
     demo: dict[str, Any] = {
@@ -817,6 +859,8 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "tracking_urls": [_rebase(s["tracking_url"], configured_base, base_url) for s in shipments],
         "driver_app_url": _rebase(app_link["url"], configured_base, base_url),
         "console_url": f"{base_url}/console",
+        # The console queue's demo: a late stop and a driver who goes offline (None just after midnight).
+        "exceptions_demo": exceptions_demo,
         "merchant_id": merchant_id,
         "moto_url": env.get("AWS_ENDPOINT_URL"),
         "dynamodb_url": env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL"),
@@ -927,6 +971,8 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         f"  Driver app   {demo.get('driver_app_url', '-')}   (the demo driver's web app, valid 16 h)",
         f"  Console      {demo.get('console_url') or stack.base_url + '/console'}   (the dispatch console: sign in "
         "with the merchant key below; the key is posted once, never put in a URL)",
+        *(["               its queue: a late stop now, and driver Sam Stalled offline within a minute"]
+          if demo.get("exceptions_demo") else []),
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
         f"-H 'Authorization: Bearer {demo['driver_token']}' -H 'Content-Type: application/json' -d {ping}",
         f"  Merchant API curl -s -H 'Authorization: Bearer {demo['merchant_api_key']}' "

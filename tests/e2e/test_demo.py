@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,27 @@ def test_make_run_prints_the_tracking_links_with_what_simulate_makes_of_them(sta
     # The sample ping is where the demo drive sets off, in the route's city.
     start = parse_gpx(Path(demo["trace"]))[0]
     assert f'"lat": {start.lat}, "lng": {start.lng}' in printed
+
+
+def test_the_demo_s_console_queue_holds_a_late_stop_and_an_offline_driver(demo: dict[str, Any]) -> None:
+    """`make run`'s second driver: their stop's window ended an hour ago and their phone went quiet 8 minutes
+    ago, so the queue shows `late` at once and `driver_offline` at the next offline schedule run (5 s locally)."""
+    seeded = demo["exceptions_demo"]
+    local_now = datetime.now(SEATTLE)
+    if seeded is None:
+        assert local_now.hour < 2  # only just after the local midnight is there no earlier window to miss
+        pytest.skip("seeded just after Seattle's midnight: no earlier window on the local day")
+    deadline, kinds = time.monotonic() + 60, set()
+    while time.monotonic() < deadline:
+        found = api(demo, "GET", "/v1/exceptions?state=open")
+        assert found.status == 200, found.body
+        mine = [x for x in found.body["items"]
+                if x.get("driver_id") == seeded["driver_id"] or x.get("shipment_id") == seeded["shipment_id"]]
+        kinds = {x["kind"] for x in mine}
+        if {"late", "driver_offline"} <= kinds:
+            break
+        time.sleep(1)
+    assert {"late", "driver_offline"} <= kinds, kinds
+    fleet = api(demo, "GET", "/v1/fleet")
+    stalled = next(d for d in fleet.body["drivers"] if d["driver_id"] == seeded["driver_id"])
+    assert stalled["state"] == "offline" and stalled["on_duty"] is True
