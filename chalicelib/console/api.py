@@ -8,17 +8,21 @@ and `fleet.api.authenticate`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import DomainError, ErrorKind
-from chalicelib.http.routes import Routes, WebCall, html_response
+from chalicelib.http.routes import Call, Routes, WebCall, html_response
 from chalicelib.storage import get_repository
 from chalicelib.web.api import static_base
 
+if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(models=...)`)
+    from chalicelib.console.models import SignInLinkOut
+
 blueprint = Blueprint(__name__)
-routes = Routes(blueprint)
+routes = Routes(blueprint, models="chalicelib.console.models")
 
 
 def console_base() -> str:
@@ -111,3 +115,29 @@ def end_session(call: WebCall) -> Response:
     service.end_session(get_repository(), claim)
     return Response(body="", status_code=204, headers={"Set-Cookie": rules.clear_cookie(_cookie_path()),
                                                        "Cache-Control": "no-store"})
+
+
+@routes.route("/v1/console/sign-in-links", "POST", summary="A one-time link that opens the console signed in "
+              "(15 minutes; for a dispatcher without the API key)", tag="console", response="SignInLinkOut",
+              status=201, errors_=(401,))
+def create_sign_in_link(call: Call) -> SignInLinkOut:
+    from chalicelib.console import service
+    from chalicelib.console.models import SignInLinkOut
+
+    s = get_settings()
+    token, expires_s = service.issue_link(get_repository(), s.token_secret, call.merchant_id, datetime.now(UTC))
+    return SignInLinkOut(url=f"{s.public_base_url.rstrip('/')}/console/link/{token}",
+                         expires_at=datetime.fromtimestamp(expires_s, UTC))
+
+
+@routes.web("/console/link/{token}")
+def use_sign_in_link(call: WebCall, token: str) -> Response:
+    """A one-time sign-in link: the session cookie and on to the console (303); a used, expired or forged link
+    answers the sign-in form. The token leaves the address bar at once (the redirect), never sent onwards."""
+    from chalicelib.console import rules, service
+
+    s = get_settings()
+    started = service.redeem_link(get_repository(), s.token_secret, token, datetime.now(UTC))
+    if started is None:
+        return _sign_in(call, 401, "expired", {"Referrer-Policy": "no-referrer"})
+    return _redirect(console_base(), rules.set_cookie(started.cookie_value, _cookie_path()))

@@ -25,6 +25,7 @@ from chalicelib.core.signing import Purpose, Signer, b64decode, b64encode, unexp
 
 SESSION_COOKIE = "doorstep_console"
 SESSION_TTL_S = 12 * 3600
+LINK_TTL_S = 15 * 60  # a sign-in link (`POST /v1/console/sign-in-links`) works once, within this
 CSRF_HEADER = "x-csrf-token"
 CSRF_MAC_BYTES = 18
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -60,6 +61,38 @@ def open_session(secret: str, value: str | None, now_s: float) -> SessionClaim |
     except (ValueError, KeyError, TypeError):
         return None
     if not claim.merchant_id or not _SESSION_ID.match(claim.session_id) or not unexpired(claim.expires_s, now_s):
+        return None
+    return claim
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClaim:
+    """What a one-time sign-in link says: whose, which link item (deleted when used) and until when."""
+
+    merchant_id: str
+    link_id: str
+    expires_s: int
+
+
+def seal_link(secret: str, claim: LinkClaim) -> str:
+    payload = json.dumps({"m": claim.merchant_id, "l": claim.link_id, "e": claim.expires_s},
+                         separators=(",", ":")).encode()
+    return Signer(secret, Purpose.CONSOLE_LINK).seal(payload)
+
+
+def open_link(secret: str, value: str | None, now_s: float) -> LinkClaim | None:
+    """The claim of a sign-in link this stage signed and that has not expired; None for anything else."""
+    if not value or len(value) > MAX_COOKIE_CHARS:
+        return None
+    payload = Signer(secret, Purpose.CONSOLE_LINK).unseal(value)
+    if payload is None:
+        return None
+    try:
+        data = json.loads(payload)
+        claim = LinkClaim(str(data["m"]), str(data["l"]), int(data["e"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not claim.merchant_id or not _SESSION_ID.match(claim.link_id) or not unexpired(claim.expires_s, now_s):
         return None
     return claim
 

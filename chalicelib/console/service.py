@@ -68,3 +68,23 @@ def checked_session(repo: Repository, secret: str, headers: Mapping[str, str], m
 
 def end_session(repo: Repository, claim: rules.SessionClaim) -> None:
     repo.delete_console_session(claim.session_id)
+
+
+def issue_link(repo: Repository, secret: str, merchant_id: str, now: datetime) -> tuple[str, int]:
+    """A one-time sign-in link's token for the merchant, and its expiry (epoch seconds)."""
+    claim = rules.LinkClaim(merchant_id, secrets.token_urlsafe(24), int(now.timestamp()) + rules.LINK_TTL_S)
+    repo.put_console_link(claim.link_id, merchant_id, claim.expires_s, now)
+    return rules.seal_link(secret, claim), claim.expires_s
+
+
+def redeem_link(repo: Repository, secret: str, token: str, now: datetime) -> StartedSession | None:
+    """A new session for a genuine, unexpired link used for the first time; None otherwise (no storage is read
+    for a forged or expired one)."""
+    claim = rules.open_link(secret, token, now.timestamp())
+    if claim is None or repo.use_console_link(claim.link_id) != claim.merchant_id:
+        return None
+    session = rules.SessionClaim(claim.merchant_id, secrets.token_urlsafe(24),
+                                 int(now.timestamp()) + rules.SESSION_TTL_S)
+    repo.put_console_session(session.session_id, claim.merchant_id, session.expires_s, now)
+    metrics.add_metric(name="ConsoleSignIns", unit="Count", value=1)
+    return StartedSession(rules.seal_session(secret, session), rules.csrf_token(secret, session.session_id), session)

@@ -13,6 +13,7 @@ pagination cursor can never be replayed as a driver app link, a CSRF token or a 
 | `csrf`             | `<issued>.<MAC[:18]>`                   | `max_age` after issue        | recipient/forms.py  |
 | `console-session`  | `<payload>.<MAC>` (`seal`)              | in the payload; revocable    | console/rules.py    |
 | `console-csrf`     | MAC[:18] of the session id, base64url   | with its session             | console/rules.py    |
+| `console-link`     | `<payload>.<MAC>` (`seal`)              | in the payload; used once    | console/rules.py    |
 
 The tracking token is derived, never stored (the table keeps its hash and the platform rebuilds the link
 for a later message), so its bytes must never change: the purpose tags are exactly the prefixes the
@@ -41,6 +42,7 @@ class Purpose(StrEnum):
     CSRF = "csrf"
     CONSOLE_SESSION = "console-session"
     CONSOLE_CSRF = "console-csrf"
+    CONSOLE_LINK = "console-link"
 
 
 MAC_BYTES = 32  # HMAC-SHA256

@@ -292,6 +292,25 @@ class Repository:
         self.client.delete_item(TableName=get_settings().table_name,
                                 Key={"PK": {"S": f"CONSOLE#{session_id}"}, "SK": {"S": "SESSION"}})
 
+    def put_console_link(self, link_id: str, merchant_id: str, expires_s: int, now: datetime) -> None:
+        """A one-time console sign-in link (row 105); the TTL removes an unused one after expiry."""
+        self.client.put_item(TableName=get_settings().table_name, Item={
+            "PK": {"S": f"CONSOLELINK#{link_id}"}, "SK": {"S": "LINK"}, "merchant_id": {"S": merchant_id},
+            "created_at": {"S": now.isoformat()}, "expires_at": {"N": str(expires_s)}},
+            ConditionExpression="attribute_not_exists(PK)")
+
+    def use_console_link(self, link_id: str) -> str | None:
+        """Delete the link if it is still there and answer its merchant: whoever deletes it first signs in,
+        a second use (or an expired link the TTL removed) answers None."""
+        try:
+            response = self.client.delete_item(
+                TableName=get_settings().table_name, Key={"PK": {"S": f"CONSOLELINK#{link_id}"}, "SK": {"S": "LINK"}},
+                ConditionExpression="attribute_exists(PK)", ReturnValues="ALL_OLD")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        item = response.get("Attributes")
+        return item["merchant_id"]["S"] if item else None
+
     def merchant_settings(self, merchant_id: str, *, consistent: bool = False) -> str | None:
         """The merchant's settings JSON (None: never set, the defaults apply)."""
         item = _get(MerchantItem, merchant_pk(merchant_id), "MERCHANT", consistent=consistent)

@@ -849,6 +849,8 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
                                               run, datetime.now(UTC))
 
     configured_base = env.get("DOORSTEP_PUBLIC_BASE_URL", base_url)
+    sign_in = _expect(http_json("POST", f"{base_url}/v1/console/sign-in-links", {}, token=api_key),
+                      "console sign-in link", 201)
     demo: dict[str, Any] = {
         "base_url": base_url,
         "merchant_api_key": api_key,
@@ -859,6 +861,8 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "tracking_urls": [_rebase(s["tracking_url"], configured_base, base_url) for s in shipments],
         "driver_app_url": _rebase(app_link["url"], configured_base, base_url),
         "console_url": f"{base_url}/console",
+        # Opens the console signed in as the demo merchant: once, within 15 minutes of `make run`.
+        "console_sign_in_url": _rebase(sign_in["url"], configured_base, base_url),
         # The console queue's demo: a late stop and a driver who goes offline (None just after midnight).
         "exceptions_demo": exceptions_demo,
         "merchant_id": merchant_id,
@@ -969,8 +973,10 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         *_tracking_lines(demo),
         f"               JSON: curl -s {tracking_json_url(demo['tracking_urls'][0])}",
         f"  Driver app   {demo.get('driver_app_url', '-')}   (the demo driver's web app, valid 16 h)",
-        f"  Console      {demo.get('console_url') or stack.base_url + '/console'}   (the dispatch console: sign in "
-        "with the merchant key below; the key is posted once, never put in a URL)",
+        f"  Console      {demo.get('console_sign_in_url') or demo.get('console_url') or stack.base_url + '/console'}",
+        "               (the dispatch console, signed in as the demo merchant: the link works once, for 15 minutes;",
+        f"               later, sign in at {demo.get('console_url') or stack.base_url + '/console'} with the merchant "
+        "key below, never put in a URL)",
         *(["               its queue: a late stop now, and driver Sam Stalled offline within a minute"]
           if demo.get("exceptions_demo") else []),
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "

@@ -277,3 +277,62 @@ def test_other_cookies_alone_are_no_credential(client: Any, merchant: Merchant) 
     assert r.status_code == 401
     assert r.json_body["error"]["message"] == "The Authorization header is missing."
     assert merchant.call("GET", "/v1/drivers", Cookie="theme=dark").status_code == 200
+
+
+# --- one-time sign-in links (`make run` prints one) ---------------------------------------------------------
+
+
+def _link_path(merchant: Merchant) -> str:
+    r = merchant.call("POST", "/v1/console/sign-in-links")
+    assert r.status_code == 201, r.body
+    assert merchant.key not in r.body.decode()
+    return "/" + r.json_body["url"].split("/", 3)[3]
+
+
+def test_a_sign_in_link_opens_the_console_once(client: Any, merchant: Merchant) -> None:
+    path = _link_path(merchant)
+    first = client.http.get(path)
+    assert first.status_code == 303 and first.headers["Location"].endswith("/console")
+    assert first.headers["Referrer-Policy"] == "no-referrer"
+    cookie = cookie_of(first)
+    page = client.http.get("/console", headers={"Cookie": f"{rules.SESSION_COOKIE}={cookie}"})
+    assert page.status_code == 200 and csrf_of(page.body.decode())
+    shipment = make_shipment(merchant)
+    seen = client.http.get(f"/v1/shipments/{shipment['id']}", headers={"Cookie": f"{rules.SESSION_COOKIE}={cookie}"})
+    assert seen.status_code == 200
+    again = client.http.get(path)  # used: the sign-in form, no cookie
+    assert again.status_code == 401 and "Set-Cookie" not in again.headers
+    assert "api_key" in again.body.decode()
+
+
+def test_a_sign_in_link_is_the_merchant_s_own(client: Any, merchant: Merchant) -> None:
+    other = new_merchant(client)
+    theirs = make_shipment(other)
+    cookie = cookie_of(client.http.get(_link_path(merchant)))
+    headers = {"Cookie": f"{rules.SESSION_COOKIE}={cookie}"}
+    assert client.http.get(f"/v1/shipments/{theirs['id']}", headers=headers).status_code == 404
+
+
+def test_a_forged_or_expired_sign_in_link_reads_nothing(client: Any, merchant: Merchant,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.storage.repository import Repository
+
+    path = _link_path(merchant)
+    token = path.rsplit("/", 1)[1]
+    used: list[str] = []
+    monkeypatch.setattr(Repository, "use_console_link", lambda self, link_id: used.append(link_id))
+    assert client.http.get(path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")).status_code == 401
+    expired = rules.seal_link("not-this-stage's-secret", rules.LinkClaim(merchant.id, "x" * 32, int(time.time()) + 60))
+    assert client.http.get(f"/console/link/{expired}").status_code == 401
+    assert client.http.get("/console/link/" + "a" * 500).status_code == 401
+    assert used == []
+    assert token  # the genuine one was never presented
+
+
+def test_an_expired_link_is_refused() -> None:
+    claim = rules.LinkClaim("mer_1", "l" * 32, 1_000)
+    sealed = rules.seal_link("secret", claim)
+    assert rules.open_link("secret", sealed, 999.0) == claim
+    assert rules.open_link("secret", sealed, 1_000.0) is None
+    assert rules.open_link("other", sealed, 999.0) is None
+    assert rules.open_session("secret", sealed, 999.0) is None  # a link is not a session cookie

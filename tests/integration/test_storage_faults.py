@@ -201,6 +201,10 @@ CASES = [
     Case("acknowledge exception", "exceptions",
          lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/acknowledge", {"note": "on it"})),
     Case("resolve exception", "exceptions", lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/resolve", {})),
+    Case("console sign-in link", "console", lambda m: Req("POST", "/v1/console/sign-in-links")),
+    Case("console link sign-in", "console", lambda m: Req(
+        "GET", "/" + m.call("POST", "/v1/console/sign-in-links").json_body["url"].split("/", 3)[3],
+        merchant_auth=False, html=True)),
     # the dispatcher console: its page, sign-in and sign-out, a /v1 call with its cookie, its search
     Case("console page", "console", lambda m: Req("GET", "/console", headers=_console(m)[0], merchant_auth=False,
                                                   html=True)),
@@ -367,7 +371,9 @@ ROUTE_OF = {
     "complete route": "POST /v1/routes/{route_id}/complete", "patch shipment": "PATCH /v1/shipments/{shipment_id}",
     "reschedule shipment": "POST /v1/shipments/{shipment_id}/reschedule",
     "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "list exceptions": "GET /v1/exceptions",
-    "fleet view": "GET /v1/fleet", "shift": "POST /v1/driver/shift", "app status": "POST /v1/driver/app-status",
+    "fleet view": "GET /v1/fleet", "console sign-in link": "POST /v1/console/sign-in-links",
+    "console link sign-in": "GET /console/link/{token}", "shift": "POST /v1/driver/shift",
+    "app status": "POST /v1/driver/app-status",
     "acknowledge exception": "POST /v1/exceptions/{exception_id}/acknowledge",
     "resolve exception": "POST /v1/exceptions/{exception_id}/resolve", "post pings": "POST /v1/driver/pings",
     "osmand": "GET /osmand", "osmand unknown id": "GET /osmand", "owntracks": "POST /owntracks",
