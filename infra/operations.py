@@ -36,6 +36,9 @@ APP_METRIC_WIDGETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Storage faults: DynamoDB unavailable, dead letters not kept", ("StorageUnavailable", "DeadLetterWriteFailed")),
     ("Pipeline output: geofence and zone events, shipments delayed",
      ("GeofenceEvents", "ZoneEvents", "ShipmentsDelayed")),
+    ("Fleet: drivers gone offline, back online", ("DriversOffline", "DriversOnline")),
+    ("Exception queue: opened, acknowledged, resolved; console sign-ins",
+     ("ExceptionsOpened", "ExceptionsAcknowledged", "ExceptionsResolved", "ConsoleSignIns")),
 )
 
 
