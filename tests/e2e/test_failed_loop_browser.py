@@ -95,6 +95,9 @@ def test_the_failed_delivery_email_fits_390_px(browser: Any) -> None:
 
 def test_the_driver_app_puts_location_off_first(stack: Any, shop: Shop, browser: Any) -> None:  # noqa: F811
     driver = shop.driver()
+    # On duty (the app shares, so asks for, the location only then), with the phone's location refused.
+    started = http_json("POST", f"{shop.base_url}/v1/driver/shift", {"action": "start"}, token=driver["token"])
+    assert started.status == 200, started.body
     link = shop.call("POST", f"/v1/drivers/{driver['id']}/app-link", {"expires_in_hours": 1})
     context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")  # no location permission
     try:

@@ -16,12 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import boto3
 import pytest
 
-from infra.local.streams import RunnerConfig, StreamRunner
-from tests.conftest import TEST_ENV
+from infra.local.streams import StreamRunner
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.streams import drain, pipeline_runner
 from tests.integration.test_notifications import dispatch  # noqa: F401  (the notifications' dispatch fixture)
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -36,18 +35,8 @@ def offset(north_m: float, east_m: float, origin: tuple[float, float] = STOP) ->
 
 @pytest.fixture()
 def runner(chalice_app: Any, tmp_path: Any) -> StreamRunner:
-    from chalicelib.pipeline.api import stream_pipeline
+    return pipeline_runner(tmp_path)
 
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       stream_pipeline, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0))
-    run.refresh_shards()
-    return run
-
-
-def drain(run: StreamRunner) -> None:
-    while run.poll_once():
-        pass
 
 
 def token_of(shipment: dict[str, Any]) -> str:

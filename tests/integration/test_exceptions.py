@@ -15,6 +15,7 @@ from infra.local.streams import RunnerConfig, StreamRunner
 from tests.conftest import TEST_ENV
 from tests.integration.conftest import Merchant
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.streams import drain
 from tests.integration.test_pipeline import STOP, offset
 from tests.integration.test_tracking_page import driver_update, put_settings
 
@@ -40,10 +41,6 @@ def pipeline(chalice_app: Any, tmp_path: Path) -> Any:
     run.events = events  # type: ignore[attr-defined]
     return run
 
-
-def drain(run: StreamRunner) -> None:
-    while run.poll_once():
-        pass
 
 
 def redeliver(run: Any) -> None:

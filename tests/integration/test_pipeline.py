@@ -6,12 +6,10 @@ import json
 import math
 from pathlib import Path
 
-import boto3
 import pytest
 
-from infra.local.streams import RunnerConfig, StreamRunner
-from tests.conftest import TEST_ENV
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.streams import drain, pipeline_runner
 
 STOP = (47.6205, -122.3493)
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -41,18 +39,8 @@ def drive_park_leave(start_ms: int) -> list[dict]:
 
 @pytest.fixture()
 def runner(chalice_app, tmp_path):
-    from chalicelib.pipeline.api import stream_pipeline
+    return pipeline_runner(tmp_path)
 
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       stream_pipeline, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0))
-    run.refresh_shards()  # position at LATEST before the test writes anything
-    return run
-
-
-def drain(run: StreamRunner) -> None:
-    while run.poll_once():
-        pass
 
 
 def test_a_stop_gets_approaching_arrived_dwell_departed_once(merchant, runner):

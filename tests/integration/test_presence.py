@@ -16,24 +16,15 @@ from infra.local.streams import RunnerConfig, StreamRunner
 from infra.stream_filters import admits, mapping_filters
 from tests.conftest import TEST_ENV
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.streams import drain, pipeline_runner
 
 MINUTE_MS = 60_000
 
 
 @pytest.fixture()
 def runner(chalice_app: Any, tmp_path: Any) -> Any:
-    from chalicelib.pipeline.api import stream_pipeline
+    return pipeline_runner(tmp_path)
 
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       stream_pipeline, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0))
-    run.refresh_shards()
-    return run
-
-
-def drain(run: StreamRunner) -> None:
-    while run.poll_once():
-        pass
 
 
 def driver_call(merchant: Any, driver: dict[str, Any], method: str, path: str, body: Any = None) -> Any:

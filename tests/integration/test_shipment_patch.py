@@ -11,12 +11,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 
-from infra.local.streams import RunnerConfig, StreamRunner
-from tests.conftest import TEST_ENV
+from infra.local.streams import StreamRunner
 from tests.integration.helpers import iso, make_driver, make_shipment, make_started_route, now_ms, post_pings
+from tests.integration.streams import pipeline_runner
 from tests.integration.test_errors import assert_error
 from tests.integration.test_notifications import _image, _sms_to, dispatch, midday_zone  # noqa: F401  (a fixture)
 from tests.integration.test_pipeline import STOP, drive_park_leave, offset
@@ -281,13 +280,7 @@ def test_concurrent_patches_of_different_fields_all_survive(merchant):
 
 @pytest.fixture()
 def runner(chalice_app, tmp_path):
-    from chalicelib.pipeline.api import stream_pipeline
-
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       stream_pipeline, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0))
-    run.refresh_shards()
-    return run
+    return pipeline_runner(tmp_path)
 
 
 def _drain(run: StreamRunner) -> None:
