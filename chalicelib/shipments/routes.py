@@ -277,7 +277,7 @@ def _after_edit(repo: Repository, route: RouteItem, now: datetime) -> None:
     """The stop order changed: the ETA item (aligned with the old order) goes, and the pipeline rereads the
     route's stops at the driver's next ping."""
     repo.delete_route_eta(route.route_id)
-    repo.flag_route_edited(route.driver_id, now)
+    repo.flag_route_edited(route.driver_id)
 
 
 def reassign_route(repo: Repository, merchant_id: str, route_id: str, body: RouteReassign) -> RouteOut:
@@ -304,8 +304,8 @@ def reassign_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
     _commit(repo, [RouteWrite(route, actions, version)], writes,
             claim=(merchant_id, body.driver_id, route_id) if active else None,
             release=[(merchant_id, old_driver, route_id)] if active else None)
-    repo.flag_route_edited(old_driver, now)
-    repo.flag_route_edited(body.driver_id, now)
+    repo.flag_route_edited(old_driver)
+    repo.flag_route_edited(body.driver_id)
     route.driver_id, route.version = body.driver_id, version + 1
     if active:  # the route's duty moves with it: the old driver's shift for it ends, the new driver's starts
         presence.route_completed(repo, merchant_id, old_driver, route_id)

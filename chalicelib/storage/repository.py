@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from botocore.exceptions import ClientError
 from pynamodb.connection import Connection
@@ -203,6 +203,15 @@ class IdempotentTransactWrite(TransactWrite):
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+class DriverState(NamedTuple):
+    """The stream pipeline's per-driver state item, as read (docs/data-model.md #59)."""
+
+    state: str | None
+    version: int
+    stops_version: int
+    declared_offline: bool
 
 
 class Repository:
@@ -889,7 +898,7 @@ class Repository:
         route.status, route.completed_at, route.version = "completed", now, version + 1
         return True
 
-    def flag_route_edited(self, driver_id: str, now: datetime) -> None:
+    def flag_route_edited(self, driver_id: str) -> None:
         """Tell the stream pipeline that the driver's route changed (its cached stops are stale); a driver
         without a geofence state yet has nothing cached."""
         try:
@@ -920,23 +929,13 @@ class Repository:
         active = [r for r in routes if r.status == "active"]
         return max(active, key=lambda r: r.started_at or r.created_at, default=None)
 
-    def geofence_state(self, driver_id: str) -> tuple[str | None, int]:
-        state, version, _ = self.geofence_state_and_stops(driver_id)
-        return state, version
-
-    def geofence_state_and_stops(self, driver_id: str) -> tuple[str | None, int, int]:
-        """The driver's state JSON, its version and its stops_version (0: none of these stored yet)."""
+    def driver_state(self, driver_id: str) -> DriverState:
+        """The driver's pipeline state item as read: its state JSON, version, `stops_version` and whether the
+        driver was declared offline since the last save (all empty/zero when nothing is stored yet)."""
         item = _get(GeofenceStateItem, driver_pk(driver_id), "GEOFENCE")
         if item is None:
-            return None, 0, 0
-        return item.state, int(item.version), int(item.stops_version or 0)
-
-    def driver_state(self, driver_id: str) -> tuple[str | None, int, int, bool]:
-        """`geofence_state_and_stops` and whether the driver was declared offline since the last save."""
-        item = _get(GeofenceStateItem, driver_pk(driver_id), "GEOFENCE")
-        if item is None:
-            return None, 0, 0, False
-        return item.state, int(item.version), int(item.stops_version or 0), bool(item.presence_offline)
+            return DriverState(None, 0, 0, False)
+        return DriverState(item.state, int(item.version), int(item.stops_version or 0), bool(item.presence_offline))
 
     def save_geofence_state(self, driver_id: str, state_json: str, expected_version: int,
                             stops_version: int = 0, presence_offline: bool = False) -> None:
@@ -963,13 +962,6 @@ class Repository:
 
     def route_eta(self, route_id: str) -> RouteEtaItem | None:
         return _get(RouteEtaItem, route_eta_pk(route_id), ROUTE_ETA_SK)
-
-    def shipment_eta(self, shipment: ShipmentItem) -> tuple[int, int, int] | None:
-        """(low, expected, high) epoch ms of a shipment on a route, from its route's ETA item (one GetItem)."""
-        if not shipment.route_id or shipment.stop_index is None:
-            return None
-        item = self.route_eta(shipment.route_id)
-        return item.window(int(shipment.stop_index)) if item is not None else None
 
     def put_route_eta(self, item: RouteEtaItem) -> bool:
         """Replace the route's ETA item unless a newer fix's estimate is there; False when it was newer."""

@@ -60,7 +60,7 @@ def _effects(merchant_id: str, driver_id: str, shipment_ids: list[str]) -> tuple
     from chalicelib.storage import get_repository
 
     repo = get_repository()
-    state, version = repo.geofence_state(driver_id)
+    state, version = repo.driver_state(driver_id)[:2]
     timelines = tuple(tuple(e.SK for e in repo.timeline(sid, 100)) for sid in shipment_ids)
     return version, state, timelines
 

@@ -334,16 +334,16 @@ def test_a_stop_change_tells_the_drivers_pipeline_state_and_others_do_not(mercha
 
     driver, ships, _ = make_started_route(merchant, 2)
     repo = get_repository()
-    _, version, stops_version = repo.geofence_state_and_stops(driver["id"])
+    _, version, stops_version, _ = repo.driver_state(driver["id"])
     assert _patch(merchant, ships[0]["id"], {"instructions": "Call first"}).status_code == 200
-    assert repo.geofence_state_and_stops(driver["id"])[1:] == (version, stops_version)  # not a stop change
+    assert repo.driver_state(driver["id"])[1:3] == (version, stops_version)  # not a stop change
     assert _patch(merchant, ships[0]["id"], {"geofence_radius_m": 150.0}).status_code == 200
-    assert repo.geofence_state_and_stops(driver["id"])[1:] == (version + 1, stops_version + 1)
+    assert repo.driver_state(driver["id"])[1:3] == (version + 1, stops_version + 1)
     assert _patch(merchant, ships[1]["id"], {"time_window": NEW_WINDOW}).status_code == 200
-    assert repo.geofence_state_and_stops(driver["id"])[1:] == (version + 2, stops_version + 2)
+    assert repo.driver_state(driver["id"])[1:3] == (version + 2, stops_version + 2)
     unrouted = make_shipment(merchant, 3)
     assert _patch(merchant, unrouted["id"], {"location": {"lat": 47.0}}).status_code == 200
-    assert repo.geofence_state_and_stops(driver["id"])[1:] == (version + 2, stops_version + 2)
+    assert repo.driver_state(driver["id"])[1:3] == (version + 2, stops_version + 2)
 
 
 def test_a_window_change_shows_in_the_driver_app_and_on_the_tracking_page(merchant):
