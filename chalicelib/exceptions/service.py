@@ -122,13 +122,16 @@ def _state_event(record: ExceptionRecord, state: ExceptionState, who: str, at: d
 def on_driver_event(repo: Repository, merchant_id: str, driver_id: str, event_type: str, occurred_at: datetime,
                     reason: str | None) -> None:
     """Presence's `driver_offline` opens a driver_offline exception (one per episode: the episode is when it
-    went offline); `driver_online` resolves it."""
+    went offline); `driver_online` resolves it, and so does `driver_off_duty` (the shift ended while offline)."""
     if event_type == "driver_offline":
         open_exception(repo, merchant_id, Opening(
             K.DRIVER_OFFLINE, driver_id, _iso(occurred_at), occurred_at,
             {"driver_id": driver_id, "reason": reason}, driver_id=driver_id))
     elif event_type == "driver_online":
         resolve_automatically(repo, merchant_id, K.DRIVER_OFFLINE, driver_id, occurred_at, "driver back online")
+    elif event_type == "driver_off_duty":
+        resolve_automatically(repo, merchant_id, K.DRIVER_OFFLINE, driver_id, occurred_at,
+                              "shift ended while offline")
 
 
 def on_lifecycle(repo: Repository, image: dict[str, Any]) -> None:

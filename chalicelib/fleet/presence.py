@@ -35,6 +35,7 @@ from chalicelib.fleet.presence_rules import (
     Presence,
     due_shard,
     due_sort_key,
+    off_duty_event_id,
     offline_event_id,
     offline_reason,
     online_event_id,
@@ -46,6 +47,7 @@ PRESENCE_PREFIX = "PRESENCE#"
 DRIVER_EVENT_RETENTION_DAYS = 90
 DRIVER_OFFLINE = "driver_offline"
 DRIVER_ONLINE = "driver_online"
+DRIVER_OFF_DUTY = "driver_off_duty"  # the shift ended while the driver was offline: that episode is closed
 
 
 def presence_key(merchant_id: str, driver_id: str) -> dict[str, Any]:
@@ -180,25 +182,49 @@ def start_duty(repo: Repository, merchant_id: str, driver_id: str, now_ms: int, 
 
 
 def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: str | None = None) -> bool:
-    """The shift ends (the app's "end shift", or the driver's route completing): off duty, out of the due index,
-    any offline episode closed without a recovery event. With `route_id`, only while on duty for that route.
-    False when nothing changed."""
-    condition = "attribute_exists(PK)"
-    values: dict[str, Any] = {":f": {"BOOL": False}}
-    if route_id is not None:  # a shift the driver started later (without a route) is not this route's to end
-        condition = "route_id = :r"
-        values[":r"] = {"S": route_id}
-    try:
-        repo.client.update_item(
-            TableName=_table(), Key=presence_key(merchant_id, driver_id),
-            UpdateExpression="SET on_duty = :f, is_offline = :f "
-                             "REMOVE GSI1PK, GSI1SK, due_ms, on_duty_since_ms, route_id, reason, offline_since_ms",
-            ConditionExpression=condition, ExpressionAttributeValues=values)
-    except ClientError as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
-    return True
+    """The shift ends (the app's "end shift", or the driver's route completing): off duty, out of the due index.
+    With `route_id`, only while on duty for that route. False when nothing changed.
+
+    A shift that ends during an offline episode closes it with a `driver_off_duty` event in the same transaction
+    (once per episode: its id is the episode's), so the episode's `driver_offline` exception is resolved rather
+    than left open for a driver who is simply no longer working."""
+    for _ in range(3):  # the presence item may change between the read and the write (a fix, the scheduler)
+        stored = get_presence(repo, merchant_id, driver_id, consistent=True)
+        offline = stored is not None and stored.presence.offline
+        condition = "attribute_exists(PK)"
+        values: dict[str, Any] = {":f": {"BOOL": False}}
+        if route_id is not None:  # a shift the driver started later (without a route) is not this route's to end
+            condition = "route_id = :r"
+            values[":r"] = {"S": route_id}
+        if stored is not None:  # act on what was read: an episode opened meanwhile is re-read, never missed
+            condition += (" AND is_offline = :t" if offline
+                          else " AND (attribute_not_exists(is_offline) OR is_offline = :f)")
+            condition += " AND (attribute_not_exists(episode) OR episode = :ep)"
+            values[":ep"] = {"N": str(stored.episode)}
+            if offline:
+                values[":t"] = {"BOOL": True}
+        update = {"TableName": _table(), "Key": presence_key(merchant_id, driver_id),
+                  "UpdateExpression": "SET on_duty = :f, is_offline = :f REMOVE GSI1PK, GSI1SK, due_ms, "
+                                      "on_duty_since_ms, route_id, reason, offline_since_ms",
+                  "ConditionExpression": condition, "ExpressionAttributeValues": values}
+        try:
+            if stored is not None and offline and stored.presence.on_duty:
+                now_ms = int(time.time() * 1000)
+                event = _event_put(merchant_id, driver_id, DRIVER_OFF_DUTY,
+                                   off_duty_event_id(driver_id, stored.episode),
+                                   max(now_ms, (stored.offline_since_ms or 0) + 1), now_ms,
+                                   stored.presence.reason, "driver")
+                repo.client.transact_write_items(TransactItems=[{"Update": update}, event])
+            else:
+                repo.client.update_item(**update)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                if stored is None or (route_id is not None and stored.route_id != route_id):
+                    return False
+                continue
+            raise
+        return True
+    return False
 
 
 def record_app_status(repo: Repository, merchant_id: str, driver_id: str, status: AppStatus, now_ms: int) -> None:

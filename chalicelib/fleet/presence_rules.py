@@ -116,3 +116,8 @@ def offline_event_id(driver_id: str, episode: int) -> str:
 
 def online_event_id(driver_id: str, episode: int) -> str:
     return f"driver-online-{driver_id}-{episode}"
+
+
+def off_duty_event_id(driver_id: str, episode: int) -> str:
+    """The shift ended during offline episode `episode`: that episode is over without the driver coming back."""
+    return f"driver-off-duty-{driver_id}-{episode}"

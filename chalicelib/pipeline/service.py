@@ -36,7 +36,7 @@ from chalicelib.core.times import to_ms
 from chalicelib.exceptions import service as exceptions
 from chalicelib.exceptions.rules import ExceptionKind, StillSince, long_stop_due, route_behind_due, track_still
 from chalicelib.fleet.models import MerchantSettings
-from chalicelib.fleet.presence import DRIVER_OFFLINE, DRIVER_ONLINE, driver_seen
+from chalicelib.fleet.presence import DRIVER_OFF_DUTY, DRIVER_OFFLINE, DRIVER_ONLINE, driver_seen
 from chalicelib.fleet.presence_rules import due_moves
 from chalicelib.fleet.service import MerchantProfile, cached_merchant_profile
 from chalicelib.geo.cells import EARTH_RADIUS_M, haversine_m
@@ -275,12 +275,12 @@ DRIVER_EVENT_HANDLERS: list[DriverEventHandler] = [exceptions.on_driver_event]
 
 
 def _handle_driver_events(r: Repository, records: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """The batch's `driver_offline` / `driver_online` events, in stream order; the sequence numbers that failed.
-    Handlers must be idempotent (a redelivered batch calls them again)."""
+    """The batch's `driver_offline` / `driver_online` / `driver_off_duty` events, in stream order; the sequence
+    numbers that failed. Handlers must be idempotent (a redelivered batch calls them again)."""
     failed: list[str] = []
     for sequence, image in records:
         kind = str(image.get("type", ""))
-        if kind not in (DRIVER_OFFLINE, DRIVER_ONLINE):
+        if kind not in (DRIVER_OFFLINE, DRIVER_ONLINE, DRIVER_OFF_DUTY):
             continue
         try:
             occurred = datetime.fromisoformat(str(image["occurred_at"]).replace("Z", "+00:00"))

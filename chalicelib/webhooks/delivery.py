@@ -185,7 +185,7 @@ class Deliverer:
                                                                               "event_id"))
         event_type = str(image.get("type", ""))
         # Not every event is a shipment's: a zone event is a driver's, an exception's events are the queue's,
-        # presence's (driver_offline, driver_online) a driver's.
+        # presence's (driver_offline, driver_online, driver_off_duty) a driver's.
         subject = shipment_id
         if sort_key.startswith("ZONEEVENT#"):
             event_type, subject = f"zone_{event_type}", str(image.get("driver_id", ""))

@@ -128,7 +128,11 @@ def test_duplicated_stream_batches_change_nothing_and_reach_the_handlers(merchan
     from chalicelib.pipeline.api import stream_pipeline
 
     heard: list[tuple[str, str, str | None]] = []
-    pipeline.DRIVER_EVENT_HANDLERS.append(lambda r, m, d, kind, at, reason: heard.append((d, kind, reason)))
+
+    def listener(r: Any, m: str, d: str, kind: str, at: Any, reason: str | None) -> None:
+        heard.append((d, kind, reason))
+
+    pipeline.DRIVER_EVENT_HANDLERS.append(listener)
     try:
         driver = make_driver(merchant)
         driver_call(merchant, driver, "POST", "/v1/driver/shift", {"action": "start"})
@@ -150,8 +154,41 @@ def test_duplicated_stream_batches_change_nothing_and_reach_the_handlers(merchan
         mine = [h for h in heard if h[0] == driver["id"]]
         # each event reached the handlers (twice: the batch was delivered twice; handlers are idempotent)
         assert {(k, r) for _, k, r in mine} == {("driver_offline", "no_fixes"), ("driver_online", "no_fixes")}
-    finally:
-        pipeline.DRIVER_EVENT_HANDLERS.clear()
+    finally:  # only the listener goes: the exception queue's handler stays for the tests after this one
+        pipeline.DRIVER_EVENT_HANDLERS.remove(listener)
+
+
+def test_a_shift_ended_while_offline_closes_the_episode_and_its_exception(merchant: Any, runner: Any) -> None:
+    driver = make_driver(merchant)
+    driver_call(merchant, driver, "POST", "/v1/driver/shift", {"action": "start"})
+    start = now_ms()
+    post_pings(merchant.client, driver["token"], [fix(start - 1000)])
+    drain(runner)
+    detect(start + 6 * MINUTE_MS)
+    drain(runner)
+    opened = merchant.call("GET", "/v1/exceptions?state=open&kind=driver_offline").json_body["items"]
+    assert [x["driver_id"] for x in opened] == [driver["id"]]
+    r = driver_call(merchant, driver, "POST", "/v1/driver/shift", {"action": "end"})
+    assert r.status_code == 200 and r.json_body["on_duty"] is False
+    # Ending again (a retried request) adds nothing: the episode closes once.
+    assert driver_call(merchant, driver, "POST", "/v1/driver/shift", {"action": "end"}).status_code == 200
+    assert [(e["type"], e["event_id"]) for e in events(driver["id"])] == [
+        ("driver_offline", f"driver-offline-{driver['id']}-1"),
+        ("driver_off_duty", f"driver-off-duty-{driver['id']}-1")]
+    drain(runner)
+    assert merchant.call("GET", "/v1/exceptions?state=open&kind=driver_offline").json_body["items"] == []
+    resolved = merchant.call("GET", "/v1/exceptions?state=resolved&kind=driver_offline").json_body["items"]
+    assert [x["driver_id"] for x in resolved] == [driver["id"]]
+    assert fleet_entry(merchant, driver["id"])["state"] == "off_duty"
+    detect(now_ms() + 20 * MINUTE_MS)  # off duty: never offline again until the next shift
+    assert len(events(driver["id"])) == 2
+
+
+def test_a_shift_ended_while_online_writes_no_event(merchant: Any) -> None:
+    driver = make_driver(merchant)
+    driver_call(merchant, driver, "POST", "/v1/driver/shift", {"action": "start"})
+    assert driver_call(merchant, driver, "POST", "/v1/driver/shift", {"action": "end"}).json_body["on_duty"] is False
+    assert events(driver["id"]) == []
 
 
 def test_the_deployed_filters_admit_presence_events() -> None:
@@ -160,6 +197,8 @@ def test_the_deployed_filters_admit_presence_events() -> None:
         "NewImage": {"type": {"S": "driver_offline"}, "merchant_id": {"S": "m"}, "driver_id": {"S": "drv_1"}}}}
     assert admits(mapping_filters("StreamPipelineEventSourceMapping"), record)
     assert admits(mapping_filters("WebhookSenderEventSourceMapping"), record)
+    off_duty = json.loads(json.dumps(record).replace("driver_offline", "driver_off_duty"))
+    assert admits(mapping_filters("StreamPipelineEventSourceMapping"), off_duty)
 
 
 def _basic(user: str, password: str) -> str:
