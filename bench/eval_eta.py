@@ -190,7 +190,8 @@ def load_ridealong(folder: Path = RIDEALONG) -> list[Trip]:
         for pt in root.iter(f"{_GPX}trkpt"):
             when = pt.findtext(f"{_GPX}time")
             if when:
-                fix = Point(_parse_ts(when.replace("Z", "+00:00")), float(pt.get("lat", "nan")), float(pt.get("lon", "nan")))
+                fix = Point(_parse_ts(when.replace("Z", "+00:00")), float(pt.get("lat", "nan")),
+                            float(pt.get("lon", "nan")))
                 if not points or fix.fix_ms > points[-1].fix_ms:  # repeated seconds in the trace: keep the first
                     points.append(fix)
         parkings = []
