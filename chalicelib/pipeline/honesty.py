@@ -129,6 +129,22 @@ def published_accuracy(repo: Repository, merchant_id: str, today: date) -> tuple
     return int(share * 10 + 1e-9), 10  # rounded down: a promise should not flatter
 
 
+_published: TTLCache[tuple[str, str], tuple[int, int] | None] = TTLCache(maxsize=1024, ttl=600)
+_published_lock = threading.Lock()
+
+
+def cached_published_accuracy(repo: Repository, merchant_id: str, today: date) -> tuple[int, int] | None:
+    """published_accuracy, kept 10 minutes per warm container: a busy tracking page costs one Query a while."""
+    key = (merchant_id, today.isoformat())
+    with _published_lock:
+        if key in _published:
+            return _published[key]
+    value = published_accuracy(repo, merchant_id, today)
+    with _published_lock:
+        _published[key] = value
+    return value
+
+
 # --- calibration (the daily schedule, and the pipeline's read) -----------------------------------------
 
 
@@ -171,3 +187,5 @@ def merchant_errors(r: Repository, merchant_id: str) -> ErrorModel:
 def forget_cached_errors() -> None:
     with _errors_lock:
         _errors.clear()
+    with _published_lock:
+        _published.clear()

@@ -67,14 +67,14 @@ def test_the_pipeline_records_eta_honesty_once_under_a_duplicated_batch(merchant
     assert eta_honesty(repo, "someone-else", *days, "day") == {}
 
 
-def _seed_arrivals(repo: Any, merchant_id: str, day: date, ratios: list[float]) -> None:
+def _seed_arrivals(repo: Any, merchant_id: str, day: date, ratios: list[float], prefix: str = "s") -> None:
     """Arrivals shown 15 minutes out (predicted 900 s) that took ratio x 900 s, on `day`."""
     from chalicelib.pipeline import honesty
 
     noon_s = int(datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp())
     for i, ratio in enumerate(ratios):
         at = noon_s + i * 60
-        sid = f"{merchant_id}-s{i}"  # shipment ids are unique across merchants
+        sid = f"{merchant_id}-{prefix}{i}"  # shipment ids are unique across merchants
         shown = {sid: [[15, at, at + 900, at + 700, at + 1150]]}
         assert honesty.record_arrival(repo, merchant_id, "d1", shown, sid, "r1", int((at + ratio * 900) * 1000))
 
@@ -107,3 +107,30 @@ def test_the_daily_recalibration_moves_a_merchants_margin_from_its_own_arrivals(
                                             resources=[])
     payload = client.lambda_.invoke("recalibrate_eta_windows", event).payload
     assert payload["calibrated"] >= 2
+
+
+def test_the_tracking_page_publishes_measured_accuracy_only_when_asked_and_meaningful(merchant, client):
+    from chalicelib.pipeline import honesty
+    from chalicelib.storage import get_repository
+    from tests.integration.test_tracking_page import page, put_settings, text, token_of
+
+    repo = get_repository()
+    honesty.forget_cached_errors()
+    shipment = make_shipment(merchant, 1)
+    token = token_of(shipment)
+    english = "Our delivery windows held for"
+    german = "Unsere Lieferfenster hielten"
+    assert english not in text(page(client, token))  # off by default
+    put_settings(merchant, publish_eta_accuracy=True)
+    # 45 arrivals: too few to mean something
+    _seed_arrivals(repo, merchant.id, datetime.now(UTC).date() - timedelta(days=3), [1.0] * 40 + [1.6] * 5)
+    assert english not in text(page(client, token))
+    honesty.forget_cached_errors()
+    # 50 now: 45 of 50 inside their window (1.6 x 900 s lies past its 1,150 s end): "9 in 10"
+    _seed_arrivals(repo, merchant.id, datetime.now(UTC).date() - timedelta(days=2), [1.0] * 5, prefix="extra")
+    body = text(page(client, token))
+    assert "Our delivery windows held for 9 in 10 deliveries in the last 30 days" in body
+    assert "Unsere Lieferfenster hielten in den letzten 30 Tagen bei 9 von 10 Zustellungen" in text(
+        page(client, token, **{"Accept-Language": "de"}))
+    put_settings(merchant, publish_eta_accuracy=False)
+    assert english not in text(page(client, token)) and german not in text(page(client, token))
