@@ -568,3 +568,28 @@ def test_eval_figures_name_their_dataset_and_the_issue_16_lines():
     assert gain["best_constant_mae_min"] == by_name["eta_mae_best_constant_min"]["value"]
     assert by_name["eta_gain_vs_best_constant"]["target"] == 0.15
     assert by_name["eta_window_median_width_min"]["target"] == 25.0
+
+
+def test_the_drivers_pace_takes_over_where_the_table_knows_nothing_of_the_district():
+    from chalicelib.geo.eta import DriverMotion, EtaParams, SpeedTable, Stop, estimate_route
+
+    table = SpeedTable()
+    # 20 km of slow history (2 m/s) in Berlin only
+    lat, lng = 52.52, 13.40
+    for i in range(200):
+        a = LastFix(MONDAY_8 + i * 50_000, *_east(lat, lng, i * 100.0))
+        b = LastFix(MONDAY_8 + i * 50_000 + 50_000, *_east(lat, lng, i * 100.0 + 100.0))
+        table.observe(a, b)
+    assert table.metres() > table.prior_m
+    motion = DriverMotion(speed_mps=20.0)
+    params = EtaParams(circuity=1.0, motion_weight=0.0, lateness_weight=0.0, approach_s=0.0)
+    # In Berlin the table decides (motion weight 0): about 2 m/s.
+    start = _east(lat, lng, 5000.0)
+    dest = _east(*start, 2000.0)
+    here = estimate_route(start, MONDAY_8, [Stop("s", *dest)], table, motion, params)[0]
+    assert (here.eta_ms - MONDAY_8) / 1000 > 2000 / 4.0
+    # In Munich, where the table has no history at all, the driver's own 20 m/s decides.
+    munich = (48.137, 11.575)
+    there = estimate_route(munich, MONDAY_8, [Stop("s", *_east(*munich, 2000.0))], table, motion, params)[0]
+    assert (there.eta_ms - MONDAY_8) / 1000 == pytest.approx(2000 / 20.0, rel=0.05)
+    assert table.local_metres([table.cell(*munich)]) == 0.0
