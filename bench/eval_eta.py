@@ -1,4 +1,7 @@
-"""ETA accuracy on real movement: replay the GeoLife trips through Doorstep's ETA engine.
+"""ETA accuracy on real movement: GeoLife trips and ride-along delivery legs through Doorstep's ETA engine.
+
+Each data set is evaluated on its own (leave one trip or leg out within it) and every printed line names it
+in its `dataset` field ("geolife", "ridealong"); `load_ridealong` explains how the GPX traces become legs.
 
 `python -m bench.eval_eta` (what `make eval` runs) prints one JSON object per figure on
 stdout; progress and the per-trip breakdown go to stderr.
