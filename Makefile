@@ -23,7 +23,7 @@ help:
 	@echo "make replay-dead-letters  replay the failed records' bodies kept in the bucket (needs make run)"
 	@echo "make test       run unit, integration and end-to-end tests"
 	@echo "make bench      print benchmark figures as JSON lines"
-	@echo "make eval       ETA evaluation on real GeoLife trips against the SPEED baseline"
+	@echo "make eval       ETA evaluation on GeoLife trips and ride-along delivery legs against the best constant speed"
 	@echo "make lint       ruff + mypy + import contracts (lint-imports)"
 	@echo "make package    write the deployable template to build/package (STAGE=dev|prod)"
 	@echo "make deploy STAGE=prod ALARM_EMAIL=...  secret, SES check, package, upload, create/update the stack (boto3; AWS credentials)"

@@ -185,6 +185,9 @@ class MerchantSettings(Strict_):
     time_zone: TimeZoneName = Field(default="UTC", description="Default time zone of tracking pages")
     locale: LocaleTag = Field(default="en", description="Default language of tracking pages")
     exceptions: ExceptionSettings = Field(default_factory=ExceptionSettings)
+    publish_eta_accuracy: Annotated[bool, Strict()] = Field(
+        default=False, description="The tracking page tells how often this merchant's ETA windows held over the "
+                                   "last 30 days, once at least 50 arrivals were measured")
 
 
 # PATCH /v1/settings: every field optional; null restores a field's default (clears one whose default is null).

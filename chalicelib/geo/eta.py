@@ -218,6 +218,13 @@ class SpeedTable:
     def cell(self, lat: float, lng: float) -> str:
         return str(h3.latlng_to_cell(lat, lng, self.res))
 
+    def local_metres(self, cells: Sequence[str]) -> float:
+        """Metres of history in the districts (parent cells) of these cells, averaged: how much the table knows here."""
+        if not cells:
+            return 0.0
+        agg = self._agg
+        return sum(a[1] for a in (agg.get(self._parent(c)) for c in cells) if a is not None) / len(cells)
+
     def segments(self, key: str = _GLOBAL_KEY) -> int:
         agg = self._agg.get(key)
         return int(agg[2]) if agg else 0
@@ -730,21 +737,25 @@ def estimate_route(
     # Speed sources in order of trust: the table, the driver's recent speed, the default.
     # A table with no real history yet (less than its prior) would only be the default,
     # so then the driver's own speed, when known, takes over entirely.
+    # The table's weight also shrinks where it knows little: a district with less history than
+    # the table's prior (a new city, a new area) is mostly the fleet-wide pace, which says less
+    # about this driver here than the driver's own recent pace does.
+    lat, lng = position
+    first = plan.stops[0]
+    metres = haversine_m(lat, lng, first.lat, first.lng)
+    cells = leg_cells(lat, lng, first.lat, first.lng, metres, speed_table.res, params)
     driver_speed = motion.speed_mps if motion is not None else None
     if not driver_speed:
         w = 0.0
     elif speed_table.metres() < speed_table.prior_m:
         w = 1.0
     else:
-        w = params.motion_weight
+        local_m = speed_table.local_metres(cells)
+        w = 1.0 - (1.0 - params.motion_weight) * local_m / (local_m + speed_table.prior_m)
     motion_pace_w = (1.0 / driver_speed) ** w if w and driver_speed else 1.0
     table_w = 1.0 - w
     approach_s = params.approach_s
 
-    lat, lng = position
-    first = plan.stops[0]
-    metres = haversine_m(lat, lng, first.lat, first.lng)
-    cells = leg_cells(lat, lng, first.lat, first.lng, metres, speed_table.res, params)
     pace = speed_table.leg_pace(cells, hour_of_week(now_ms)) ** table_w * motion_pace_w
     pace = min(max_pace, max(min_pace, pace))
     travel_s = metres * circuity * pace

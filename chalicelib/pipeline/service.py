@@ -45,6 +45,7 @@ from chalicelib.geo.eta import (
     DEFAULT_PARAMS,
     HOUR_MS,
     DriverMotion,
+    ErrorModel,
     EtaParams,
     PromisedWindow,
     SpeedTable,
@@ -72,6 +73,8 @@ from chalicelib.geo.geofence import (
     stop_fence,
 )
 from chalicelib.notifications.service import notify
+from chalicelib.pipeline import honesty, honesty_rules
+from chalicelib.pipeline.honesty import eta_honesty as eta_honesty  # the analytics' reader (issue 16)
 from chalicelib.pipeline.store import (
     Counter,
     load_service_time_s,
@@ -325,6 +328,7 @@ class MerchantContext:
 
     profile: MerchantProfile
     service_s: float
+    errors: ErrorModel | None = None  # the merchant's calibrated window (honesty.merchant_errors)
 
     @property
     def settings(self) -> MerchantSettings:
@@ -348,7 +352,7 @@ def merchant_context(r: Repository, merchant_id: str) -> MerchantContext:
         service_s = load_service_time_s(r, merchant_id, DEFAULT_PARAMS.default_service_s)
         with _service_times_lock:
             _service_times[merchant_id] = service_s
-    return MerchantContext(cached_merchant_profile(r, merchant_id), service_s)
+    return MerchantContext(cached_merchant_profile(r, merchant_id), service_s, honesty.merchant_errors(r, merchant_id))
 
 
 @dataclass
@@ -490,6 +494,7 @@ class DriverProgress:
     still: StillSince | None = None  # where and since when the driver has not moved on (long_stop)
     behind_route: str | None = None  # the route already reported behind plan (route_behind, once per route)
     presence_due_ms: int | None = None  # the offline due time last written to the driver's presence item
+    shown: dict[str, list[list[int]]] = field(default_factory=dict)  # ETAs shown at 30/15/5 min (honesty_rules)
 
     def status(self, index: int) -> ShipmentStatus | None:
         code = self.statuses[index] if 0 <= index < len(self.statuses) else MISSING
@@ -514,11 +519,13 @@ def progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
     eta = data.get("eta") or {}
     route = data.get("route") or {}
     still = data.get("still")
-    return DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
+    progress = DriverProgress(fences, DriverMotion.from_dict(data.get("motion") or {}), eta.get("at_ms"),
                           eta.get("lat", 0.0), eta.get("lng", 0.0), route.get("id"), route.get("st", ""),
                           set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)),
                           StillSince(int(still[0]), float(still[1]), float(still[2]), bool(still[3]))
                           if still else None, route.get("bh"), data.get("pd"))
+    progress.shown = honesty.shown_from_state(data)
+    return progress
 
 
 def progress_to_json(progress: DriverProgress) -> str:
@@ -531,6 +538,8 @@ def progress_to_json(progress: DriverProgress) -> str:
     }
     if progress.presence_due_ms is not None:
         data["pd"] = progress.presence_due_ms
+    if progress.shown:
+        data["eh"] = progress.shown
     if progress.route_id is not None:
         data["route"] = {"id": progress.route_id, "st": progress.statuses, "dl": sorted(progress.delayed),
                          "at": round(progress.statuses_at, 3), "sv": progress.stops_version}
@@ -759,7 +768,9 @@ def recompute(progress: DriverProgress, stops: RouteStops, fix: GeoFix, context:
     if serving:  # at a door: the next leg starts when its service time is over, and nothing is late yet
         start_ms = max(fix.fix_ms, min(serving) + int(context.service_s * 1000))
         motion = replace(motion, leg_start_ms=None)
-    etas = estimate_route((fix.lat, fix.lng), start_ms, route_stops_, table, motion, context.eta_params())
+    etas = estimate_route((fix.lat, fix.lng), start_ms, route_stops_, table, motion, context.eta_params(),
+                          context.errors)
+    honesty_rules.remember(progress.shown, etas, fix.fix_ms)
     approach_ms = context.settings.approach_minutes * 60_000
     upcoming = next_stops(progress, stops, context.settings.approach_next_stops)
     for (index, sid), eta in zip(remaining, etas, strict=True):
@@ -914,6 +925,9 @@ def _apply_effects(r: Repository, merchant_id: str, route: RouteItem | None, sto
         if not _transition(r, shipment, t.to_status, _timeline_event(merchant_id, t.shipment_id, t.kind, t.event_id,
                                                                       t.fix_ms, t.from_status, t.to_status)):
             progress.statuses_at = 0.0  # the shipment moved elsewhere: re-read the statuses next batch
+        if t.to_status == S.ARRIVED:  # counted once per arrival even when the transition was made before
+            honesty.record_arrival(r, merchant_id, progress.fences.driver_id, progress.shown, t.shipment_id,
+                                   t.event_id, t.fix_ms)
     for shipment_id, kind, event_id, fix_ms in effects.timeline:
         r.put_event_once(_timeline_event(merchant_id, shipment_id, kind, event_id, fix_ms))
         logger.info("geofence event", extra={"kind": kind, "shipment_id": shipment_id})

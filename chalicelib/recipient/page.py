@@ -121,6 +121,8 @@ class TrackingPage:
     eta_later_today: bool = False
     # Arrived, then the driver left the stop's fence without a delivery result yet: not "at your address".
     driver_departed: bool = False
+    # The merchant publishes its measured ETA accuracy: (arrivals inside the window, out of) over 30 days.
+    eta_accuracy: tuple[int, int] | None = None
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -678,6 +680,9 @@ def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: st
         facts.append(f'<li>{_e(t("page.promised", window=promised))}</li>')
     if page.city:
         facts.append(f'<li>{_e(t("page.delivering_to", city=page.city))}</li>')
+    if page.eta_accuracy is not None and page.status not in FINAL_STATUSES:
+        held, of = page.eta_accuracy
+        facts.append(f'<li class="eta-accuracy">{_e(t("page.eta_accuracy", held=held, of=of))}</li>')
     if facts:
         out.append(f'<ul class="facts">{"".join(facts)}</ul>')
     out.append("</section>")

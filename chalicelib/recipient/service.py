@@ -222,7 +222,17 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         attempts=int(s.attempts or 0), max_attempts=link.settings.max_delivery_attempts,
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
         proof_photo_url=_proof_photo_url(s) if status == S.DELIVERED else None, delivered_at=delivered_at,
+        eta_accuracy=_eta_accuracy(repo, link, now),
     )
+
+
+def _eta_accuracy(repo: Repository, link: Link, now: datetime) -> tuple[int, int] | None:
+    """The merchant's measured ETA accuracy, when it publishes it and it is meaningful (issue 16)."""
+    if not link.settings.publish_eta_accuracy or link.status in CLOSED:
+        return None
+    from chalicelib.pipeline.honesty import cached_published_accuracy  # only pages that publish it pay the import
+
+    return cached_published_accuracy(repo, link.shipment.merchant_id, now.date())
 
 
 def _failure_code(s: ShipmentItem) -> str | None:

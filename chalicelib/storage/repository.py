@@ -411,6 +411,60 @@ class Repository:
         with ThreadPoolExecutor(max_workers=min(8, len(updates))) as pool:
             list(pool.map(one, updates))
 
+    def add_to_counters_once(self, marker: tuple[str, str], expires_at_s: int,
+                             updates: Sequence[tuple[str, str, dict[str, float], dict[str, str]]]) -> bool:
+        """ADD to counter items exactly once per marker key: one transaction puts the marker if absent and
+        applies every update [(PK, SK, {attribute: amount}, {attribute: text to SET})]; False (nothing added)
+        when the marker exists already, i.e. a redelivered record or a retried batch counted it before."""
+        table = get_settings().table_name
+        items: list[dict[str, Any]] = [{"Put": {
+            "TableName": table, "Item": {"PK": {"S": marker[0]}, "SK": {"S": marker[1]},
+                                         "expires_at": {"N": str(expires_at_s)}},
+            "ConditionExpression": "attribute_not_exists(PK)"}}]
+        for pk, sk, amounts, texts in updates:
+            names = {f"#a{i}": name for i, name in enumerate(amounts)}
+            values = {f":v{i}": {"N": _number(amount)} for i, amount in enumerate(amounts.values())}
+            names.update({f"#t{i}": name for i, name in enumerate(texts)})
+            values.update({f":t{i}": {"S": text} for i, text in enumerate(texts.values())})
+            expression = "ADD " + ", ".join(f"#a{i} :v{i}" for i in range(len(amounts)))
+            if texts:
+                expression += " SET " + ", ".join(f"#t{i} = :t{i}" for i in range(len(texts)))
+            items.append({"Update": {"TableName": table, "Key": {"PK": {"S": pk}, "SK": {"S": sk}},
+                                     "UpdateExpression": expression, "ExpressionAttributeNames": names,
+                                     "ExpressionAttributeValues": values}})
+        try:
+            self.client.transact_write_items(TransactItems=items, ClientRequestToken=transaction_token(items))
+        except self.client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
+
+    def put_numbers(self, pk: str, sk: str, numbers: dict[str, float]) -> None:
+        """Replace a small item of numbers (a calibration, read back with get_counters)."""
+        item = {"PK": {"S": pk}, "SK": {"S": sk}, **{k: {"N": _number(v)} for k, v in numbers.items()}}
+        self.client.put_item(TableName=get_settings().table_name, Item=item)
+
+    def query_counter_range(self, pk: str, sk_low: str, sk_high: str) -> list[tuple[str, dict[str, float]]]:
+        """(SK, numbers) of the counter items of one partition with SK between the two (inclusive), paged."""
+        out: list[tuple[str, dict[str, float]]] = []
+        for page in self.client.get_paginator("query").paginate(
+                TableName=get_settings().table_name, KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={":pk": {"S": pk}, ":lo": {"S": sk_low}, ":hi": {"S": sk_high}}):
+            out.extend((item["SK"]["S"], {name: float(value["N"]) for name, value in item.items() if "N" in value})
+                       for item in page.get("Items", []))
+        return out
+
+    def gsi1_sort_keys(self, gsi1_pk: str) -> list[str]:
+        """The GSI1 sort keys under one GSI1 partition (a sparse index read: a Query, paged; never a scan)."""
+        keys: list[str] = []
+        for page in self.client.get_paginator("query").paginate(
+                TableName=get_settings().table_name, IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
+                ExpressionAttributeValues={":pk": {"S": gsi1_pk}}, ProjectionExpression="GSI1SK"):
+            keys.extend(row["GSI1SK"]["S"] for row in page.get("Items", []))
+        return keys
+
     def get_counters(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, float]]:
         """Counter items by key (BatchGetItem, 100 at a time); missing items are left out."""
         table = get_settings().table_name

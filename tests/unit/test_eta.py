@@ -538,3 +538,58 @@ def test_learned_service_time_starts_at_the_prior_and_follows_the_dwells() -> No
     assert 270 < learned < 300  # 95 stays of 5 minutes outweigh the prior's 5 pseudo-stays of 70 s
     assert service_dwell_log(8.0) is None  # a drive-by through the fence is not a service
     assert service_dwell_log(7200.0) == service_dwell_log(3600.0)  # capped: a lunch break is not a service
+
+
+def test_eval_loads_the_ride_along_parkings_as_legs():
+    from bench.eval_eta import load_ridealong
+
+    trips = load_ridealong(shared_path("traces", "ridealong"))
+    # test1: the Park waypoint; nighttime_drive: its three street-address stops. Photo waypoints are not parkings.
+    assert len(trips) == 4
+    for trip in trips:
+        assert trip.points[-1].fix_ms == trip.end_ms  # a leg ends at its arrival fix...
+        assert haversine_m(trip.points[-1].lat, trip.points[-1].lng, *trip.dest) < 10  # ...at the parking
+        assert all(p.fix_ms < trip.start_ms for p in trip.before)  # earlier fixes only feed the pace
+    assert [round((t.end_ms - t.start_ms) / 1000) for t in trips] == [28, 54, 257, 248]
+
+
+def test_eval_figures_name_their_dataset_and_the_issue_16_lines():
+    from bench import eval_eta
+
+    results = eval_eta.evaluate(_synthetic_trips(4), verbose=False)
+    lines = eval_eta.figures(results, "ridealong")
+    by_name = {f["name"]: f for f in lines}
+    assert all(f["dataset"] == "ridealong" for f in lines)
+    for name in ("eta_mae_min", "eta_mae_best_constant_min", "eta_gain_vs_best_constant", "eta_window_coverage",
+                 "eta_window_median_width_min"):
+        assert by_name[name]["value"] is not None
+    assert by_name["eta_gain_vs_best_constant"]["engine_mae_min"] == by_name["eta_mae_min"]["value"]
+    gain = by_name["eta_gain_vs_best_constant"]
+    assert gain["best_constant_mae_min"] == by_name["eta_mae_best_constant_min"]["value"]
+    assert by_name["eta_gain_vs_best_constant"]["target"] == 0.15
+    assert by_name["eta_window_median_width_min"]["target"] == 25.0
+
+
+def test_the_drivers_pace_takes_over_where_the_table_knows_nothing_of_the_district():
+    from chalicelib.geo.eta import DriverMotion, EtaParams, SpeedTable, Stop, estimate_route
+
+    table = SpeedTable()
+    # 20 km of slow history (2 m/s) in Berlin only
+    lat, lng = 52.52, 13.40
+    for i in range(200):
+        a = LastFix(MONDAY_8 + i * 50_000, *_east(lat, lng, i * 100.0))
+        b = LastFix(MONDAY_8 + i * 50_000 + 50_000, *_east(lat, lng, i * 100.0 + 100.0))
+        table.observe(a, b)
+    assert table.metres() > table.prior_m
+    motion = DriverMotion(speed_mps=20.0)
+    params = EtaParams(circuity=1.0, motion_weight=0.0, lateness_weight=0.0, approach_s=0.0)
+    # In Berlin the table decides (motion weight 0): about 2 m/s.
+    start = _east(lat, lng, 5000.0)
+    dest = _east(*start, 2000.0)
+    here = estimate_route(start, MONDAY_8, [Stop("s", *dest)], table, motion, params)[0]
+    assert (here.eta_ms - MONDAY_8) / 1000 > 2000 / 4.0
+    # In Munich, where the table has no history at all, the driver's own 20 m/s decides.
+    munich = (48.137, 11.575)
+    there = estimate_route(munich, MONDAY_8, [Stop("s", *_east(*munich, 2000.0))], table, motion, params)[0]
+    assert (there.eta_ms - MONDAY_8) / 1000 == pytest.approx(2000 / 20.0, rel=0.05)
+    assert table.local_metres([table.cell(*munich)]) == 0.0
