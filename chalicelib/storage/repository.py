@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from botocore.exceptions import ClientError
 from pynamodb.connection import Connection
@@ -909,17 +909,10 @@ class Repository:
                               condition=ActiveRouteItem.PK.does_not_exist() | (ActiveRouteItem.route_id == route_id))
                 self._shipment_writes(tx, first)
         except TransactWriteError as exc:
-            reasons = exc.cancellation_reasons or []
-            failed = {i for i, r in enumerate(reasons) if r is not None and r.code == "ConditionalCheckFailed"}
-            # pynamodb sends a transaction's deletes, then its puts, then its updates (each in call order).
-            claim_at = len(release)
-            routes_at = claim_at + (1 if claim else 0) + sum(len(events) for _, _, events in first)
-            if failed & set(range(routes_at, routes_at + len(routes))):
-                raise RouteVersionConflict(str(exc)) from exc
-            if claim is not None and claim_at in failed:
-                held = self.active_route_claim(claim[0], claim[1])
-                raise ActiveRouteTaken(held.route_id if held else None) from exc
-            raise ConditionFailed(str(exc)) from exc
+            if not _first_event_stored(first):
+                _raise_route_edit_failure(self, exc, routes, first, claim, release)
+            # else this very transaction committed and botocore retried it (its answer was lost): an engine
+            # that ignores the ClientRequestToken fails the retry on the versions the first attempt moved on.
         for chunk in rest:
             try:
                 with self._transaction() as tx:
@@ -1381,6 +1374,29 @@ def _stored_as_written(item: TableItem) -> bool:
     Read with strong consistency; the key alone decides (the item may have moved on since it was written).
     """
     return _get(type(item), item.PK, item.SK, consistent=True) is not None
+
+
+def _first_event_stored(writes: Sequence[ShipmentWrite]) -> bool:
+    """Did a route edit's first transaction commit? Its timeline events have fresh keys (`_stored_as_written`)."""
+    event = next((e for _, _, events in writes for e in events), None)
+    return event is not None and _stored_as_written(event)
+
+
+def _raise_route_edit_failure(repo: Repository, exc: TransactWriteError, routes: Sequence[RouteWrite],
+                              first: Sequence[ShipmentWrite], claim: tuple[str, str, str] | None,
+                              release: Sequence[tuple[str, str, str]]) -> NoReturn:
+    """A route edit's cancelled transaction as the domain's error: whose condition failed decides."""
+    reasons = exc.cancellation_reasons or []
+    failed = {i for i, r in enumerate(reasons) if r is not None and r.code == "ConditionalCheckFailed"}
+    # pynamodb sends a transaction's deletes, then its puts, then its updates (each in call order).
+    claim_at = len(release)
+    routes_at = claim_at + (1 if claim else 0) + sum(len(events) for _, _, events in first)
+    if failed & set(range(routes_at, routes_at + len(routes))):
+        raise RouteVersionConflict(str(exc)) from exc
+    if claim is not None and claim_at in failed:
+        held = repo.active_route_claim(claim[0], claim[1])
+        raise ActiveRouteTaken(held.route_id if held else None) from exc
+    raise ConditionFailed(str(exc)) from exc
 
 
 def _batch_write(model: type[Model], save: Sequence[Model] = (), delete: Sequence[Model] = ()) -> None:
