@@ -23,6 +23,7 @@ CIRCUITY = 1.3  # road metres per straight metre in towns (1.2-1.4 measured): th
 # solves 193 stops in ~0.6 s within 1-2 % of level 2's travel time (2-3x slower); deeper search is kept for
 # small routes, where it costs milliseconds (`make bench` route_opt_ms_200_stops watches the 200-stop case).
 _EXPLORATION = ((40, 5), (80, 3), (120, 1), (300, 0))
+FEW_HEURISTICS_ABOVE = 120  # past this many stops the solver runs two chosen heuristics, not level 0's set
 
 
 @dataclass(frozen=True, slots=True)
