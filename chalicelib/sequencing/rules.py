@@ -155,7 +155,7 @@ def solver_window(window: tuple[float, float] | None) -> tuple[int, int] | None:
     if end < 0 or end < start:
         return None
     opens = math.floor(start) if math.isfinite(start) and start > 0 else 0
-    return opens, math.ceil(end) if math.isfinite(end) else _NO_END
+    return opens, math.ceil(end) if math.isfinite(end) else NO_END
 
 
-_NO_END = 10**9  # an open-ended window's end for the solver (~31 years of seconds)
+NO_END = 10**9  # an open-ended window's end for the solver (~31 years of seconds)

@@ -12,6 +12,7 @@ from typing import Any
 
 from chalicelib.sequencing.rules import (
     FEW_HEURISTICS_ABOVE,
+    NO_END,
     Matrix,
     Point,
     cheapest_insertion,
@@ -34,10 +35,12 @@ def solve(points: Sequence[Point], matrix: Matrix, *, stops: Sequence[int], end:
 
     problem: Any = vroom.Input()
     problem.set_durations_matrix(profile=_PROFILE, matrix_input=matrix.seconds)
+    # The vehicle leaves once the start's own service is over (a stop in progress), as `rules.evaluate` counts it.
+    leaves = vroom.TimeWindow(round(points[0].service_s), NO_END)
     if end is None:
-        problem.add_vehicle(vroom.Vehicle(id=0, start=0, profile=_PROFILE))
+        problem.add_vehicle(vroom.Vehicle(id=0, start=0, profile=_PROFILE, time_window=leaves))
     else:
-        problem.add_vehicle(vroom.Vehicle(id=0, start=0, end=end, profile=_PROFILE))
+        problem.add_vehicle(vroom.Vehicle(id=0, start=0, end=end, profile=_PROFILE, time_window=leaves))
     jobs = []
     for index in stops:
         point = points[index]
