@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.conftest import Merchant
-from tests.integration.helpers import iso, make_driver, make_shipment, now_ms
+from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.test_pipeline import drain, runner  # noqa: F401  (fixture)
 from tests.integration.test_route_operations import driver_view, route_of, start, timeline_types
 
 Json = dict[str, Any]
@@ -136,3 +137,49 @@ def test_a_depot_start_and_return(merchant: Merchant) -> None:
     assert r.json_body["start"] == "depot"
     # Out and back along one street: any order that does not zigzag costs the same; ours zigzags less than given.
     assert r.json_body["after"]["distance_m"] <= r.json_body["before"]["distance_m"]
+
+
+def test_route_optimized_is_a_webhook_event_type() -> None:
+    from typing import get_args
+
+    from chalicelib.webhooks.models import WebhookEventType
+
+    assert "route_optimized" in get_args(WebhookEventType)
+
+
+def test_the_etas_follow_the_new_order_at_the_next_pings(
+        merchant: Merchant, runner: Any) -> None:  # noqa: F811  (runner: test_pipeline's fixture, imported)
+    from chalicelib.storage import get_repository
+
+    driver = make_driver(merchant)
+    base = (47.6205, -122.3493)
+    far, near, middle = (_ship_at(merchant, n, base, km) for n, km in ((1, 3.0), (2, 1.0), (3, 2.0)))
+    route = start(merchant, route_of(merchant, driver, [far, near, middle])).json_body
+    t0 = now_ms() - 600_000
+
+    def fixes(at_ms: int, north_m: float) -> list[Json]:
+        return [{"lat": base[0] + (north_m + 20 * i) / 111_320, "lng": base[1], "fix_time": iso(at_ms + i * 10_000),
+                 "accuracy": 8, "speed": 2} for i in range(3)]
+
+    assert post_pings(merchant.client, driver["token"], fixes(t0, 0)).json_body["rejected"] == 0
+    drain(runner)
+    r = _optimize(merchant, route["id"])
+    assert r.status_code == 200, r.body
+    assert r.json_body["start"] == "driver"
+    order = [s["shipment_id"] for s in r.json_body["route"]["stops"]]
+    assert order == [near["id"], middle["id"], far["id"]]
+    assert post_pings(merchant.client, driver["token"], fixes(t0 + 120_000, 60)).json_body["rejected"] == 0
+    drain(runner)
+    eta = get_repository().route_eta(route["id"])
+    assert eta is not None
+    windows = [eta.window(i) for i in range(3)]
+    assert all(w is not None for w in windows), windows
+    expected = [w[1] for w in windows if w is not None]
+    assert expected == sorted(expected) and expected[0] < expected[2], windows
+    etas = [merchant.call("GET", f"/v1/shipments/{sid}").json_body["eta"] for sid in order]
+    assert all(e is not None for e in etas), etas
+
+
+def _ship_at(merchant: Merchant, n: int, base: tuple[float, float], km_north: float) -> Json:
+    return make_shipment(merchant, n, location={"lat": base[0] + km_north * 1000 / 111_320, "lng": base[1]},
+                         time_window=None)
