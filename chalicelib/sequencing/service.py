@@ -90,7 +90,7 @@ def optimize_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
     now = now_utc()
     depart = now if active else route.planned_start  # an active route leaves from here, now
     depart_ms = int(depart.timestamp() * 1000)
-    service_s = DEFAULT_SERVICE_TIME_S
+    service_s = _service_time_s(repo, merchant_id)
     stop_points = {sid: _point(shipments[sid], depart, service_s) for sid in todo}
 
     start_used: StartUsed
@@ -153,6 +153,13 @@ def optimize_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
         out = get_route(repo, merchant_id, route_id)
     return RouteOptimized(route=out, changed=changed, start=start_used, before=_totals(before),
                           after=_totals(after), unmet_windows=list(after.late), solve_ms=solve_ms)
+
+
+def _service_time_s(repo: Repository, merchant_id: str) -> float:
+    """The merchant's learned time per stop (the ETA's, from observed dwells), else the default 70 s."""
+    from chalicelib.pipeline.store import load_service_time_s
+
+    return load_service_time_s(repo, merchant_id, DEFAULT_SERVICE_TIME_S)
 
 
 def _depot_point(repo: Repository, merchant_id: str) -> Point | None:
