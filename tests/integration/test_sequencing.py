@@ -8,7 +8,7 @@ from typing import Any
 from tests.integration.conftest import Merchant
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
 from tests.integration.test_pipeline import drain, runner  # noqa: F401  (fixture)
-from tests.integration.test_route_operations import driver_view, route_of, start, timeline_types
+from tests.integration.test_route_operations import driver_view, fail_stop, route_of, start, timeline_types
 
 Json = dict[str, Any]
 
@@ -183,3 +183,21 @@ def test_the_etas_follow_the_new_order_at_the_next_pings(
 def _ship_at(merchant: Merchant, n: int, base: tuple[float, float], km_north: float) -> Json:
     return make_shipment(merchant, n, location={"lat": base[0] + km_north * 1000 / 111_320, "lng": base[1]},
                          time_window=None)
+
+
+def test_after_a_failed_stop_and_a_new_one_the_rest_is_reordered_and_done_stops_stay_in_front(
+        merchant: Merchant) -> None:
+    driver = make_driver(merchant)
+    ships = _ships(merchant, (0, 4, 1))
+    route = start(merchant, route_of(merchant, driver, ships)).json_body
+    fail_stop(merchant, driver, ships[0]["id"])
+    added = _ships(merchant, (3,))[0]
+    patched = merchant.call("PATCH", f"/v1/routes/{route['id']}", {
+        "version": merchant.call("GET", f"/v1/routes/{route['id']}").json_body["version"],
+        "shipment_ids": [*(s["id"] for s in ships), added["id"]]})
+    assert patched.status_code == 200, patched.body
+    r = _optimize(merchant, route["id"], {"start": "first_stop"})
+    assert r.status_code == 200, r.body
+    order = [s["shipment_id"] for s in r.json_body["route"]["stops"]]
+    # The failed stop keeps its place; from the first stop still to do (4 km), 3 km then 1 km.
+    assert order == [ships[0]["id"], ships[1]["id"], added["id"], ships[2]["id"]]
