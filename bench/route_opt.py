@@ -6,12 +6,15 @@ window, most of them 4 to 8 hours wide; seeded: the same problem each run). Time
 API runs it (VROOM at the exploration level `rules.exploration_level` gives 200 stops, 2 threads), over 12 solves
 after one warm-up (which pays the lazy import of vroom, numpy and pandas, ~0.25 s, reported as `first_solve_ms`).
 Left out: building the matrix (reported as `matrix_ms`), reading the route and its speed counters, the write.
-Wall-clock (`perf_counter`): the solver's threads make CPU time overcount; the machine is shared, so p95 is noisy.
+Wall-clock (`perf_counter`): the solver's threads make CPU time overcount; the machine is shared, so p95 is noisy:
+`load_average` (1 minute, at the end) and `matrix_ms` (single-threaded pure Python, ~25 ms on an idle core) say how
+busy it was.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from typing import Any
@@ -66,4 +69,4 @@ def run() -> list[dict[str, Any]]:
     return [{"name": "route_opt_ms_200_stops", "value": round(p95, 1), "unit": "ms", "target": TARGET_MS,
              "extra": {"median_ms": round(times[len(times) // 2], 1), "matrix_ms": round(matrix_ms, 1),
                        "first_solve_ms": round(first_ms, 1), "exploration_level": exploration_level(STOPS),
-                       "late_stops": late, "runs": RUNS}}]
+                       "late_stops": late, "runs": RUNS, "load_average": round(os.getloadavg()[0], 2)}}]
