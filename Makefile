@@ -12,7 +12,7 @@ STAGE ?= dev
 # infra/local/dynamodb_local.py, and a new pin installs into a new folder, so this target is redone then.
 DDB_LOCAL_JAR := $(shell sed -n 's/^PACKAGE_VERSION = "\([^"]*\)".*/\1/p' infra/local/dynamodb_local.py | sed 's|.*|.local/dynamodb/&/emulator/DynamoDBLocal.jar|')
 
-.PHONY: help venv dynamodb-local run simulate outbox replay replay-dead-letters test test-unit test-integration test-e2e bench eval lint package deploy merchant clean
+.PHONY: help venv dynamodb-local run simulate outbox replay replay-dead-letters test test-unit test-integration test-e2e bench eval eval-routes lint package deploy merchant clean
 
 help:
 	@echo "make run        start the local stack (DynamoDB Local + moto + chalice local) with a demo merchant"
@@ -24,6 +24,7 @@ help:
 	@echo "make test       run unit, integration and end-to-end tests"
 	@echo "make bench      print benchmark figures as JSON lines"
 	@echo "make eval       ETA evaluation on GeoLife trips and ride-along delivery legs against the best constant speed"
+	@echo "make eval-routes  route sequencing on the 13 real Amazon routes: drivers' order, input order, ours"
 	@echo "make lint       ruff + mypy + import contracts (lint-imports)"
 	@echo "make package    write the deployable template to build/package (STAGE=dev|prod)"
 	@echo "make deploy STAGE=prod ALARM_EMAIL=...  secret, SES check, package, upload, create/update the stack (boto3; AWS credentials)"
@@ -74,6 +75,9 @@ bench: $(STAMP) $(DDB_LOCAL_JAR)
 
 eval: $(STAMP)
 	$(PY) -m bench.eval_eta
+
+eval-routes: $(STAMP)
+	$(PY) -m bench.eval_routes
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

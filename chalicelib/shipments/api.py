@@ -153,7 +153,14 @@ def shipment_proof(call: Call, shipment_id: str) -> ProofView:
 def create_route(call: Call) -> RouteOut:
     from chalicelib.shipments import routes as route_service
 
-    return route_service.create_route(get_repository(), call.merchant_id, call.body)
+    created = route_service.create_route(get_repository(), call.merchant_id, call.body)
+    if not call.body.optimize or len(created.stops) < 2:
+        return created
+    from chalicelib.sequencing import service as sequencing
+    from chalicelib.sequencing.models import RouteOptimize
+
+    return sequencing.optimize_route(get_repository(), call.merchant_id, created.id,
+                                     RouteOptimize(version=created.version)).route
 
 
 @routes.route("/v1/routes", "GET", summary="List routes by date, driver and status", tag="routes",

@@ -343,6 +343,10 @@ class RouteCreate(Strict_):
     day: Day
     planned_start: Instant
     shipment_ids: Annotated[list[str], Field(min_length=1, max_length=300)]
+    optimize: bool = Field(default=False, description="Put the stops in the order of least travel time within "
+                                                      "their windows (as POST /v1/routes/{id}/optimize: from the "
+                                                      "depot zone, else the first stop); with fewer than 2 stops "
+                                                      "the order stays as given")
 
     @model_validator(mode="after")
     def _unique(self) -> RouteCreate:

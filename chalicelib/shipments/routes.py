@@ -237,8 +237,12 @@ def _check_assignable(shipments: dict[str, ShipmentItem], ids: list[str], field:
                                  problems)
 
 
-def edit_route(repo: Repository, merchant_id: str, route_id: str, body: RoutePatch) -> RouteOut:
-    """Replace a planned or active route's stop list: add, remove and reorder in one conditional change."""
+def edit_route(repo: Repository, merchant_id: str, route_id: str, body: RoutePatch, *,
+               kind: str = "route_changed", details: dict[str, Any] | None = None) -> RouteOut:
+    """Replace a planned or active route's stop list: add, remove and reorder in one conditional change.
+
+    `kind` is the timeline event of the stops that stay (`route_optimized` when the sequencing reordered them),
+    with `details` added to its data."""
     route = require_route(repo, merchant_id, route_id)
     _require_editable(route, body.version)
     old = [str(s) for s in route.stops]
@@ -250,7 +254,7 @@ def edit_route(repo: Repository, merchant_id: str, route_id: str, body: RoutePat
     _check_assignable(shipments, list(plan.added), "shipment_ids", {sid: i for i, sid in enumerate(new)})
     now = now_utc()
     data: dict[str, Any] = {"route_id": route_id, "added": list(plan.added), "removed": list(plan.removed),
-                            "reordered": plan.reordered}
+                            "reordered": plan.reordered, **(details or {})}
     writes: list[ShipmentWrite] = []
     for index, sid in enumerate(new):
         shipment = shipments[sid]
@@ -258,7 +262,7 @@ def edit_route(repo: Repository, merchant_id: str, route_id: str, body: RoutePat
             writes.append(_joining(merchant_id, route, shipment, index, "route_changed", now, data))
         elif shipment.route_id == route_id:
             writes.append((shipment, [ShipmentItem.stop_index.set(index), ShipmentItem.updated_at.set(now)],
-                           [timeline_event(merchant_id, sid, "route_changed", "merchant", now, now, None, None,
+                           [timeline_event(merchant_id, sid, kind, "merchant", now, now, None, None,
                                            {**data, "sequence": index})]))
     for sid in plan.removed:
         found = shipments.get(sid)

@@ -19,7 +19,7 @@ from chalicelib.core.types import Email, Instant, Model_, QueryInt, Strict_
 WebhookEventType = Literal[
     "created", "assigned", "unassigned", "out_for_delivery", "approaching", "arrived", "dwell", "departed",
     "delayed", "delivered", "failed", "returned", "cancelled", "rescheduled", "instructions_updated", "rated",
-    "tracking_link_revoked", "notification_failed", "updated", "route_changed", "reassigned",
+    "tracking_link_revoked", "notification_failed", "updated", "route_changed", "route_optimized", "reassigned",
     "route_completed", "exception_opened", "exception_acknowledged", "exception_resolved", "zone_enter", "zone_exit",
     "zone_dwell", "driver_offline", "driver_online", "driver_off_duty",
 ]
@@ -36,7 +36,7 @@ class WebhookEndpointIn(Strict_):
 
     url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
         description="https:// URL that receives the POSTs (public addresses only)")
-    events: Annotated[list[WebhookEventType], Field(min_length=1, max_length=30)] | None = Field(
+    events: Annotated[list[WebhookEventType], Field(min_length=1, max_length=40)] | None = Field(
         default=None, description="Event types to send; omitted or null: every type")
     alert_email: Email | None = Field(
         default=None, description="Who is emailed when the endpoint is paused; default: branding.support_email")

@@ -258,6 +258,7 @@ CASES = [
                                                                     {"driver_id": d["id"]}))(_planned_route(m),
                                                                                             make_driver(m))),
     Case("move stop", "routes", _stop_move),
+    Case("optimize route", "routes", lambda m: Req("POST", f"/v1/routes/{_planned_route(m)}/optimize", {})),
     Case("complete route", "routes", lambda m: Req("POST", f"/v1/routes/{make_started_route(m, 1)[2]['id']}/complete")),
     # pings
     Case("post pings", "pings", lambda m: Req("POST", "/v1/driver/pings", {"pings": [
@@ -368,6 +369,7 @@ ROUTE_OF = {
     "start route": "POST /v1/routes/{route_id}/start", "list routes": "GET /v1/routes",
     "edit route": "PATCH /v1/routes/{route_id}", "reassign route": "POST /v1/routes/{route_id}/reassign",
     "move stop": "POST /v1/routes/{route_id}/stops/{shipment_id}/move",
+    "optimize route": "POST /v1/routes/{route_id}/optimize",
     "complete route": "POST /v1/routes/{route_id}/complete", "patch shipment": "PATCH /v1/shipments/{shipment_id}",
     "reschedule shipment": "POST /v1/shipments/{shipment_id}/reschedule",
     "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "list exceptions": "GET /v1/exceptions",
