@@ -184,6 +184,17 @@ def _lookup(m: Merchant, ref: str | None = None) -> str:
     return slug
 
 
+def _preference_links(m: Merchant) -> tuple[str, str]:
+    """(unsubscribe, preferences) paths of a fresh shipment of the merchant."""
+    from chalicelib.core.config import get_settings
+    from chalicelib.notifications.preferences import preferences_url, unsubscribe_url
+    from chalicelib.notifications.rules import Channel
+
+    shipment, secret = make_shipment(m, 1), get_settings().token_secret
+    return (unsubscribe_url("", secret, m.id, shipment["id"], Channel.EMAIL),
+            preferences_url("", secret, m.id, shipment["id"]))
+
+
 def _console(m: Merchant) -> tuple[dict[str, str], str]:
     """A signed-in console session of the merchant: (its Cookie header, its CSRF token)."""
     r = m.client.http.post("/console/session", headers=_FORM, body=urlencode({"api_key": m.key}))
@@ -339,6 +350,19 @@ CASES = [
     Case("lookup miss", "lookup", lambda m: Req("POST", f"/lookup/{_lookup(m, 'F-2')}",
                                                 urlencode({"order": "F-2", "check": "00000"}), _FORM,
                                                 merchant_auth=False, html=True)),
+    # the recipient's preferences and one-click unsubscribe, the merchant's opt-out list
+    Case("list opt-outs", "preferences", lambda m: Req("GET", "/v1/opt-outs")),
+    Case("export opt-outs", "preferences", lambda m: Req("GET", "/v1/opt-outs?format=csv")),
+    Case("preferences page", "preferences", lambda m: Req("GET", _preference_links(m)[1], merchant_auth=False,
+                                                          html=True)),
+    Case("preferences form", "preferences", lambda m: Req("POST", _preference_links(m)[1],
+                                                          urlencode({"sms": "delivery", "email": "merchant"}),
+                                                          _FORM, merchant_auth=False, html=True)),
+    Case("unsubscribe page", "preferences", lambda m: Req("GET", _preference_links(m)[0], merchant_auth=False,
+                                                          html=True)),
+    Case("one-click unsubscribe", "preferences", lambda m: Req("POST", _preference_links(m)[0],
+                                                               "List-Unsubscribe=One-Click", _FORM,
+                                                               merchant_auth=False, html=True)),
     Case("create zone", "zones", lambda m: Req("POST", "/v1/zones", {"name": "Depot", "kind": "depot",
                                                                       "geometry": _SQUARE})),
     Case("list zones", "zones", lambda m: (_zone(m), Req("GET", "/v1/zones"))[1]),
@@ -424,7 +448,9 @@ ROUTE_OF = {
     "get lookup settings": "GET /v1/lookup/settings", "put lookup settings": "PUT /v1/lookup/settings",
     "lookup page": "GET /lookup/{slug}", "lookup embed": "GET /lookup/{slug}/embed",
     "lookup theme": "GET /lookup/{slug}/theme.css", "lookup match": "POST /lookup/{slug}",
-    "lookup miss": "POST /lookup/{slug}",
+    "lookup miss": "POST /lookup/{slug}", "list opt-outs": "GET /v1/opt-outs", "export opt-outs": "GET /v1/opt-outs",
+    "preferences page": "GET /preferences/{token}", "preferences form": "POST /preferences/{token}",
+    "unsubscribe page": "GET /unsubscribe/{token}", "one-click unsubscribe": "POST /unsubscribe/{token}",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
@@ -443,7 +469,8 @@ def test_the_cases_cover_every_route() -> None:
     assert {c.name for c in CASES} == set(ROUTE_OF)
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
-                             "webhooks", "settings", "zones", "console", "exceptions", "presence", "lookup"}
+                             "webhooks", "settings", "zones", "console", "exceptions", "presence", "lookup",
+                             "preferences"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
