@@ -90,7 +90,8 @@ def lookup_post(call: WebCall, slug: str) -> Response:
     from chalicelib.lookup.rules import post_allowed
 
     s, page = get_settings(), _open(slug)
-    if not post_allowed(call.headers.get("origin"), s.public_origin, page.allowed_origins):
+    if not post_allowed(call.headers.get("origin"), call.headers.get("sec-fetch-site"), s.public_origin,
+                        page.allowed_origins):
         return _render(page, call, 403, notice="refused")
     order, check = call.form.get("order", ""), call.form.get("check", "")
     if not order.strip() or not check.strip():

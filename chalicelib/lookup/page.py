@@ -81,7 +81,7 @@ EMBED_SCRIPT = (
     "f.src=s.src.replace(/\\/embed\\.js(\\?.*)?$/,'/embed');"
     "f.title=s.getAttribute('data-title')||'Track your delivery';"
     "f.setAttribute('loading','lazy');"
-    "f.style.cssText='border:0;width:100%;max-width:32rem;height:'+(s.getAttribute('data-height')||'26rem');"
+    "f.style.cssText='border:0;width:100%;max-width:32rem;height:'+(s.getAttribute('data-height')||'30rem');"
     "s.parentNode.insertBefore(f,s.nextSibling);})();\n")
 
 

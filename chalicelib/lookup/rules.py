@@ -128,11 +128,15 @@ def frame_ancestors(allowed: Iterable[str]) -> str:
     return " ".join(origins) if origins else "'none'"
 
 
-def post_allowed(origin_header: str | None, own_origin: str, allowed: Iterable[str]) -> bool:
-    """A lookup form post is accepted from our own pages, from the merchant's allowed origins, and from clients
-    that send no Origin (not a browser); a browser post from any other site is refused."""
-    if origin_header is None:
+def post_allowed(origin_header: str | None, fetch_site: str | None, own_origin: str, allowed: Iterable[str]
+                 ) -> bool:
+    """A lookup form post is accepted from our own pages (Sec-Fetch-Site same-origin: also our frame inside the
+    merchant's page, whose post Chromium sends with `Origin: null`), from the merchant's allowed origins, and
+    from clients that say neither (not a browser); a browser post from any other site is refused."""
+    if fetch_site in ("same-origin", "none"):
         return True
+    if origin_header is None:
+        return fetch_site is None
     origin = origin_header.strip().rstrip("/").lower()
     if origin == own_origin.rstrip("/").lower():
         return True

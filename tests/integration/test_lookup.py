@@ -202,6 +202,11 @@ def test_snippet_origin_rules(shop: tuple[Merchant, str], client: Any) -> None:
     assert look_up(client, slug, "E-1", "98101", Origin="http://testserver").status_code == 303
     refused = look_up(client, slug, "E-1", "98101", Origin="https://evil.example")
     assert refused.status_code == 403 and "Location" not in refused.headers
+    assert look_up(client, slug, "E-1", "98101", Origin="null", **{"Sec-Fetch-Site": "cross-site"}
+                   ).status_code == 403
+    # Our own frame's post inside the merchant's page: Chromium says Origin null, Sec-Fetch-Site same-origin.
+    assert look_up(client, slug, "E-1", "98101", Origin="null", **{"Sec-Fetch-Site": "same-origin"}
+                   ).status_code == 303
     # Without allowed origins nobody may frame it.
     assert set_lookup(merchant, slug, []).status_code == 200
     assert "frame-ancestors 'none'" in client.http.get(f"/lookup/{slug}/embed").headers["Content-Security-Policy"]

@@ -50,11 +50,14 @@ def test_origins(origin: str, expected: str | None) -> None:
 
 def test_posts_from_own_and_allowed_origins_only() -> None:
     own, allowed = "https://track.example", ["https://shop.example"]
-    assert rules.post_allowed(None, own, allowed)
-    assert rules.post_allowed("https://track.example", own, allowed)
-    assert rules.post_allowed("https://shop.example", own, allowed)
-    assert not rules.post_allowed("https://evil.example", own, allowed)
-    assert not rules.post_allowed("null", own, allowed)
+    assert rules.post_allowed(None, None, own, allowed)
+    assert rules.post_allowed("https://track.example", None, own, allowed)
+    assert rules.post_allowed("https://shop.example", "cross-site", own, allowed)
+    assert not rules.post_allowed("https://evil.example", "cross-site", own, allowed)
+    assert not rules.post_allowed("null", None, own, allowed)
+    assert not rules.post_allowed("null", "cross-site", own, allowed)
+    assert not rules.post_allowed(None, "cross-site", own, allowed)
+    assert rules.post_allowed("null", "same-origin", own, allowed)  # our frame on the merchant's page
     assert rules.frame_ancestors([]) == "'none'"
     assert rules.frame_ancestors(["https://shop.example", "http://no"]) == "https://shop.example"
 
