@@ -52,7 +52,7 @@ def put_notification_settings(call: Call) -> NotificationSettingsDoc:
 
 @routes.route("/v1/opt-outs", "GET", summary="Recipients who opted out (all deliveries or one), by the recipient "
               "or the provider; ?format=csv exports them all", tag="notifications", query="OptOutQuery",
-              response="OptOutPage", errors_=(400, 401, 422))
+              response="OptOutPage", errors_=(400, 401, 422), text_media=("text/csv",))
 def list_opt_outs(call: Call) -> OptOutPage | Response:
     from chalicelib.notifications import optouts
 
