@@ -215,10 +215,19 @@ class Ledger:
         BatchGetItem of the merchant's partition."""
         if not stored_keys:
             return {}
+        from chalicelib.storage.faults import StorageUnavailable
+
         keys = [{"PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{k}"}} for k in dict.fromkeys(stored_keys)]
-        response = self.client.batch_get_item(RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
-        return {item["SK"]["S"].removeprefix("OPTOUT#"): item.get("source", {}).get("S", "provider")
-                for item in response.get("Responses", {}).get(self.table, [])}
+        request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+        found: dict[str, str] = {}
+        for _ in range(3):  # keys left unprocessed (throttling) are asked again: a missed opt-out would send
+            response = self.client.batch_get_item(RequestItems=request)
+            found.update({item["SK"]["S"].removeprefix("OPTOUT#"): item.get("source", {}).get("S", "provider")
+                          for item in response.get("Responses", {}).get(self.table, [])})
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+        raise StorageUnavailable("opt-outs left unprocessed")
 
     def put_recipient_opt_out(self, merchant_id: str, stored_key: str, shipment_id: str | None, now: datetime
                               ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,21 @@ from tests.integration.helpers import make_started_route
 from tests.integration.test_notifications import SENDER, midday_zone
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+_CONTACTS = itertools.count(1)
+
+
+def started(merchant: Merchant, stops: int, phone: str | None = None, email: str | None = None
+            ) -> list[dict[str, Any]]:
+    """A started route's shipments, all with one phone and email of this test's own: the in-process SMS and
+    email outboxes outlive a module, and other modules count what was sent to the default contacts."""
+    n = next(_CONTACTS)
+    phone, email = phone or f"+1415555{n:04d}", email or f"prefs-{n}-{merchant.id.lower()}@example.com"
+    _, ships, _ = make_started_route(merchant, stops)
+    for ship in ships:
+        r = merchant.call("PATCH", f"/v1/shipments/{ship['id']}", {"recipient": {"phone": phone, "email": email}})
+        assert r.status_code == 200, r.body
+        ship["recipient"] = r.json_body["recipient"]
+    return ships
 
 
 @pytest.fixture()
@@ -69,10 +85,7 @@ def _raw_emails_to(address: str) -> list[str]:
 def test_every_email_carries_one_click_unsubscribe_and_it_works_by_post_without_a_session(
         merchant: Merchant, client: Any, send: Any) -> None:
     address = f"one-click-{merchant.id.lower()}@example.com"
-    _, ships, _ = make_started_route(merchant, 2)
-    for ship in ships:
-        assert merchant.call("PATCH", f"/v1/shipments/{ship['id']}",
-                             {"recipient": {"email": address}}).status_code == 200
+    ships = started(merchant, 2, email=address)
     assert send(merchant, ships[0], "out_for_delivery") == {"sms": "sent", "email": "sent"}
     raw = _raw_emails_to(address)[-1]
     link = re.search(r"^List-Unsubscribe: <http://testserver(/unsubscribe/[^>]+)>", raw, re.M)
@@ -101,7 +114,7 @@ def test_every_email_carries_one_click_unsubscribe_and_it_works_by_post_without_
 
 def test_opting_out_stops_the_next_message_and_opting_back_in_restores_it(merchant: Merchant, client: Any,
                                                                           send: Any) -> None:
-    _, ships, _ = make_started_route(merchant, 4)
+    ships = started(merchant, 4)
     _, prefs = _links(merchant, ships[0])
     page = client.http.get(prefs, headers={"Accept-Language": "de"})
     assert page.status_code == 200 and 'lang="de"' in page.body.decode()
@@ -127,7 +140,7 @@ def test_delivery_critical_kinds_still_reach_a_recipient_who_opted_out(merchant:
                                                                        send: Any) -> None:
     bad = merchant.call("PUT", "/v1/notifications/settings", {"preferences": {"critical_kinds": ["nope"]}})
     assert bad.status_code == 422 and bad.json_body["error"]["details"][0]["field"] == "preferences.critical_kinds"
-    _, ships, _ = make_started_route(merchant, 2)
+    ships = started(merchant, 2)
     _, prefs = _links(merchant, ships[0])
     assert b"sends you nothing" in client.http.get(prefs).body
     client.http.post(prefs, headers=FORM, body=urlencode({"sms": "merchant", "email": "merchant"}))
@@ -143,10 +156,8 @@ def test_sms_carry_the_opt_out_hint_unless_the_merchant_turns_it_off(merchant: M
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.sns.models import sns_backends
 
-    phone = "+14155550177"
-    _, ships, _ = make_started_route(merchant, 2)
-    for ship in ships:
-        merchant.call("PATCH", f"/v1/shipments/{ship['id']}", {"recipient": {"phone": phone}})
+    ships = started(merchant, 2)
+    phone = ships[0]["recipient"]["phone"]
     send(merchant, ships[0], "out_for_delivery")
     merchant.call("PUT", "/v1/notifications/settings", {"preferences": {"sms_opt_out_hint": False}})
     send(merchant, ships[1], "out_for_delivery")
@@ -156,8 +167,9 @@ def test_sms_carry_the_opt_out_hint_unless_the_merchant_turns_it_off(merchant: M
 
 def test_another_merchant_is_unaffected_and_never_sees_the_contact(merchant: Merchant, other_merchant: Merchant,
                                                                    client: Any, send: Any) -> None:
-    _, mine, _ = make_started_route(merchant, 1)
-    _, theirs, _ = make_started_route(other_merchant, 1)  # the same phone and email
+    mine = started(merchant, 1)
+    contact = mine[0]["recipient"]
+    theirs = started(other_merchant, 1, contact["phone"], contact["email"])  # the same phone and email
     _, prefs = _links(merchant, mine[0])
     client.http.post(prefs, headers=FORM, body=urlencode({"sms": "merchant", "email": "merchant"}))
     assert send(merchant, mine[0], "out_for_delivery") == {"sms": "dropped:opted_out", "email": "dropped:opted_out"}
@@ -169,12 +181,12 @@ def test_another_merchant_is_unaffected_and_never_sees_the_contact(merchant: Mer
     exported = merchant.call("GET", "/v1/opt-outs?format=csv")
     assert exported.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.body.decode())))
-    assert sorted((r["channel"], r["contact"]) for r in rows) == [("email", "ada@example.com"),
-                                                                 ("sms", "+14155550100")]
+    assert sorted((r["channel"], r["contact"]) for r in rows) == [("email", contact["email"]),
+                                                                 ("sms", contact["phone"])]
 
 
 def test_forged_and_foreign_links_are_the_404_page(merchant: Merchant, client: Any) -> None:
-    _, ships, _ = make_started_route(merchant, 1)
+    ships = started(merchant, 1)
     unsubscribe, prefs = _links(merchant, ships[0])
     assert client.http.get(prefs[:-3] + "AAA").status_code == 404
     assert client.http.post(unsubscribe[:-3] + "AAA", headers=FORM, body="List-Unsubscribe=One-Click"
