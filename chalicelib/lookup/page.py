@@ -47,7 +47,7 @@ def render_lookup_page(t: Translator, branding: Branding, *, action: str, page_h
         out.append(f'<a class="skip-link" href="#main">{_e(t("page.skip"))}</a>')
         out.append(f'<header class="brand-bar"><p class="brand-name">{_e(branding.name)}</p></header>')
     described = ' aria-describedby="lookup-notice"' if notice else ""
-    alert = (f'<p id="lookup-notice" class="notice" role="alert">{_e(t(f"lookup.notice.{notice}"))}</p>'
+    alert = (f'<p id="lookup-notice" class="notice notice--error" role="alert">{_e(t(f"lookup.notice.{notice}"))}</p>'
              if notice else "")
     target = ' target="_top"' if embedded else ""
     out.append(
