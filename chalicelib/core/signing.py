@@ -43,6 +43,7 @@ class Purpose(StrEnum):
     CONSOLE_SESSION = "console-session"
     CONSOLE_CSRF = "console-csrf"
     CONSOLE_LINK = "console-link"
+    PREFERENCES = "recipient-preferences"
 
 
 MAC_BYTES = 32  # HMAC-SHA256

@@ -72,6 +72,7 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
             answer: dict[str, Any] = {"description": description}
             if spec.response is not None and status not in (204, 304):  # 304 Not Modified has no body either
                 answer["content"] = {"application/json": {"schema": refs[(spec.response, "serialization")]}}
+                answer["content"].update({media: {"schema": {"type": "string"}} for media in spec.text_media})
             elif status == 204:
                 answer["description"] = "No content"
             if headers:

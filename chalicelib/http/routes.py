@@ -71,6 +71,7 @@ class RouteSpec:
     also: tuple[Answer, ...] = ()
     reads_body: bool = False  # body, body_doc or a raw body the view reads
     models: str | None = None  # the module model names are looked up in
+    text_media: tuple[str, ...] = ()  # other media types the success answer may have (e.g. text/csv), as text
 
     def _model(self, ref: ModelRef | None) -> type[BaseModel] | None:
         if ref is None or not isinstance(ref, str):
@@ -281,7 +282,8 @@ class Routes:
               response: ModelRef | None = None, status: int = 200, errors_: tuple[int, ...] = (),
               body_doc: ModelRef | None = None, extra_headers: tuple[str, ...] = (),
               raw_body: bool = False, optional_body: bool = False, screen_values: bool = True,
-              also: tuple[Answer, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+              also: tuple[Answer, ...] = (), text_media: tuple[str, ...] = ()
+              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a JSON API view `view(call: Call, **path_params)`.
 
         A body (`body`, or `raw_body=True` for views that read it themselves) must be declared JSON (415), at
@@ -291,7 +293,8 @@ class Routes:
         """
         spec = RouteSpec(path, method, summary, tag, auth, body, query, response, status, errors_,
                          body_doc, extra_headers, optional_body, also,
-                         reads_body=body is not None or body_doc is not None or raw_body, models=self.models)
+                         reads_body=body is not None or body_doc is not None or raw_body, models=self.models,
+                         text_media=text_media)
         SPECS.append(spec)
 
         def decorator(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -27,6 +27,14 @@ from chalicelib.fleet.models import MerchantSettings
 from chalicelib.geo.day_window import shown_window, zone_label
 from chalicelib.notifications.contacts import contact_key
 from chalicelib.notifications.ledger import Ledger
+from chalicelib.notifications.preferences import (
+    PreferenceSettings,
+    blocked,
+    delivery_key,
+    list_unsubscribe_headers,
+    sms_opt_out_hint,
+    unsubscribe_url,
+)
 from chalicelib.notifications.rules import (
     NOTIFY_MAX_ATTEMPTS,
     NOTIFY_RETRY_BASE_S,
@@ -109,6 +117,13 @@ def load_settings(stored_json: str | None) -> tuple[NotificationPolicy, Template
     return policy, templates
 
 
+@lru_cache(maxsize=256)
+def load_preferences(stored_json: str | None) -> PreferenceSettings:
+    """The merchant's recipient-preference settings (critical kinds, SMS hint); cached by content."""
+    stored = json.loads(stored_json) if stored_json else {}
+    return PreferenceSettings.from_dict(stored.get("preferences"))
+
+
 def merchant_look(settings: MerchantSettings, merchant_name: str, sender: str | None) -> MerchantLook:
     """The merchant's branding as messages show it (the tracking page's settings serve both)."""
     return MerchantLook(Branding.of(settings.branding, merchant_name), sender, settings.time_zone, settings.locale)
@@ -118,7 +133,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
                      image: dict[str, Any], look: MerchantLook, now: datetime | None = None, *,
                      policy: NotificationPolicy | None = None, templates: TemplateSet | None = None,
                      due_at: datetime | None = None, channel_only: str | None = None,
-                     replay: bool = False) -> list[Outcome]:
+                     replay: bool = False, preferences: PreferenceSettings | None = None) -> list[Outcome]:
     """The messages of one event. A released deferred message comes with `due_at` (freshness counts from
     the end of its wait, not from when the event happened) and `channel_only`, the channel it was for.
     `replay` (an operator's) may also claim a message that failed for good; it is due now."""
@@ -136,7 +151,9 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
     occurred = _when(image.get("occurred_at"), now)
     keys = [contact_key(channel, address) for channel, address in
             ((Channel.SMS, contacts.phone), (Channel.EMAIL, contacts.email)) if address]
-    opted_out = ledger.opted_out(merchant_id, keys)
+    # The merchant-wide and this delivery's opt-outs in one read; a recipient's own spares critical kinds.
+    found = ledger.opt_outs(merchant_id, keys + [delivery_key(k, shipment_id) for k in keys])
+    opted_out = blocked(kind, keys, shipment_id, found, preferences or PreferenceSettings())
     if replay:
         due_at = now
     event = NotifyEvent(kind, shipment_id, occurred, due_at=due_at, status=ShipmentStatus(shipment.status))
@@ -176,11 +193,15 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
         if not etas:  # read once, and only when a message is rendered
             etas.append(_shipment_eta(repo, shipment))
         eta = etas[0]
+        unsubscribe = unsubscribe_url(settings.public_base_url, settings.token_secret, merchant_id, shipment_id,
+                                      decision.channel) if decision.channel is Channel.EMAIL else None
         message = render(kind, channel, recipient.get("locale") or look.locale,
                          _values(settings, shipment, look, zone, image, eta), look.branding,
-                         templates or TemplateSet())
+                         templates or TemplateSet(), unsubscribe_url=unsubscribe)
+        if isinstance(message, RenderedSms) and (preferences or PreferenceSettings()).sms_opt_out_hint:
+            message = sms_opt_out_hint(message, recipient.get("locale") or look.locale)
         try:
-            sent = _send(notifier, look, decision.address or "", message)
+            sent = _send(notifier, look, decision.address or "", message, unsubscribe)
         except SendFailed as exc:
             verdict = exc.verdict
             if verdict.retry and attempts < NOTIFY_MAX_ATTEMPTS:
@@ -213,12 +234,15 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
     return outcomes
 
 
-def _send(notifier: Notifier, look: MerchantLook, address: str, message: RenderedSms | RenderedEmail) -> str:
+def _send(notifier: Notifier, look: MerchantLook, address: str, message: RenderedSms | RenderedEmail,
+          unsubscribe: str | None = None) -> str:
     if isinstance(message, RenderedSms):
         return notifier.send_sms(address, message.text).provider_id
     sender = f"{look.branding.display_sender} <{look.sender}>" if look.branding.display_sender else str(look.sender)
+    # Raw email, so the one-click unsubscribe headers (RFC 8058) reach the mailbox.
     return notifier.send_email(sender, address, message.subject, message.text, message.html,
-                               reply_to=look.branding.support_email).provider_id
+                               reply_to=look.branding.support_email,
+                               headers=list_unsubscribe_headers(unsubscribe) if unsubscribe else None).provider_id
 
 
 def _shipment_eta(repo: Repository, shipment: ShipmentItem) -> tuple[int, int, int, int] | None:

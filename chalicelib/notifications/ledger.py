@@ -14,6 +14,7 @@ final state takes the item out of the index.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -206,3 +207,60 @@ class Ledger:
         self.client.put_item(TableName=self.table, Item={
             "PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{contact_key}"},
             "created_at": {"S": iso_z(now)}, "source": {"S": source}})
+
+    # --- the recipient's own opt-outs (preferences page, one-click unsubscribe) and the merchant's list ---
+
+    def opt_outs(self, merchant_id: str, stored_keys: list[str]) -> dict[str, str]:
+        """The opt-outs stored under these keys (merchant-wide and per delivery), each with its source; one
+        BatchGetItem of the merchant's partition."""
+        if not stored_keys:
+            return {}
+        from chalicelib.storage.faults import StorageUnavailable
+
+        keys = [{"PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{k}"}} for k in dict.fromkeys(stored_keys)]
+        request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+        found: dict[str, str] = {}
+        for _ in range(3):  # keys left unprocessed (throttling) are asked again: a missed opt-out would send
+            response = self.client.batch_get_item(RequestItems=request)
+            found.update({item["SK"]["S"].removeprefix("OPTOUT#"): item.get("source", {}).get("S", "provider")
+                          for item in response.get("Responses", {}).get(self.table, [])})
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+        raise StorageUnavailable("opt-outs left unprocessed")
+
+    def put_recipient_opt_out(self, merchant_id: str, stored_key: str, shipment_id: str | None, now: datetime
+                              ) -> None:
+        """The recipient's opt-out; never overwrites a provider's (which says more: the contact is unreachable)."""
+        item = {"PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{stored_key}"},
+                "created_at": {"S": iso_z(now)}, "source": {"S": "recipient"}}
+        if shipment_id:
+            item["shipment_id"] = {"S": shipment_id}
+        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):  # a provider's stands
+            self.client.put_item(TableName=self.table, Item=item,
+                                 ConditionExpression="attribute_not_exists(PK) OR #s = :recipient",
+                                 ExpressionAttributeNames={"#s": "source"},
+                                 ExpressionAttributeValues={":recipient": {"S": "recipient"}})
+
+    def remove_recipient_opt_out(self, merchant_id: str, stored_key: str) -> None:
+        """Opt back in: deletes the recipient's own opt-out only (a provider's stays until the provider relents)."""
+        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
+            self.client.delete_item(TableName=self.table,
+                                    Key={"PK": {"S": merchant_pk(merchant_id)}, "SK": {"S": f"OPTOUT#{stored_key}"}},
+                                    ConditionExpression="attribute_not_exists(PK) OR #s = :recipient",
+                                    ExpressionAttributeNames={"#s": "source"},
+                                    ExpressionAttributeValues={":recipient": {"S": "recipient"}})
+
+    def opt_out_page(self, merchant_id: str, limit: int, start: dict[str, Any] | None
+                     ) -> tuple[list[dict[str, str]], dict[str, Any] | None]:
+        """The merchant's opt-outs in key order: one Query of its partition, `begins_with OPTOUT#`."""
+        request: dict[str, Any] = {
+            "TableName": self.table, "Limit": limit,
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
+            "ExpressionAttributeValues": {":pk": {"S": merchant_pk(merchant_id)}, ":p": {"S": "OPTOUT#"}}}
+        if start:
+            request["ExclusiveStartKey"] = start
+        response = self.client.query(**request)
+        items = [{"key": item["SK"]["S"].removeprefix("OPTOUT#"), "source": item.get("source", {}).get("S", ""),
+                  "created_at": item.get("created_at", {}).get("S", "")} for item in response.get("Items", [])]
+        return items, response.get("LastEvaluatedKey")

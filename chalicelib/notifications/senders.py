@@ -58,7 +58,9 @@ class Notifier:
         return Sent(str(response.get("MessageId", "")))
 
     def send_email(self, sender: str, to: str, subject: str, text: str, html: str,
-                   reply_to: str | None = None) -> Sent:
+                   reply_to: str | None = None, headers: dict[str, str] | None = None) -> Sent:
+        if headers:
+            return self._send_raw_email(sender, to, subject, text, html, reply_to, headers)
         kwargs: dict[str, Any] = {
             "Source": sender, "Destination": {"ToAddresses": [to]},
             "Message": {"Subject": {"Data": subject, "Charset": "UTF-8"},
@@ -68,6 +70,27 @@ class Notifier:
         if reply_to:
             kwargs["ReplyToAddresses"] = [reply_to]
         response = self._call("ses", "send_email", **kwargs)
+        return Sent(str(response.get("MessageId", "")))
+
+    def _send_raw_email(self, sender: str, to: str, subject: str, text: str, html: str, reply_to: str | None,
+                        headers: dict[str, str]) -> Sent:
+        """SES SendRawEmail: the simple API drops headers such as List-Unsubscribe; a MIME message keeps them."""
+        from email.message import EmailMessage
+        from email.policy import SMTP
+
+        # Lines up to SMTP's 998: a long List-Unsubscribe URL must stay one plain header, never an encoded word.
+        message = EmailMessage(policy=SMTP.clone(max_line_length=998))
+        message["Subject"] = subject
+        message["From"] = sender
+        message["To"] = to
+        if reply_to:
+            message["Reply-To"] = reply_to
+        for name, value in headers.items():
+            message[name] = value
+        message.set_content(text, charset="utf-8")
+        message.add_alternative(html, subtype="html", charset="utf-8")
+        response = self._call("ses", "send_raw_email", Source=sender, Destinations=[to],
+                              RawMessage={"Data": message.as_bytes()})
         return Sent(str(response.get("MessageId", "")))
 
     def _call(self, service: str, operation: str, **kwargs: Any) -> Any:

@@ -42,7 +42,8 @@ def notify(r: Repository, image: dict[str, Any], *, now: datetime | None = None,
     policy, templates = dispatch.load_settings(profile.notifications_json)
     look = dispatch.merchant_look(profile.settings, profile.name, get_settings().email_sender)
     return dispatch.notify_for_event(r, ledger, notifier, get_settings(), image, look, now, policy=policy,
-                                     templates=templates, due_at=due_at, channel_only=channel_only, replay=replay)
+                                     templates=templates, due_at=due_at, channel_only=channel_only, replay=replay,
+                                     preferences=dispatch.load_preferences(profile.notifications_json))
 
 
 def notify_parts(r: Repository) -> tuple[Ledger, Notifier]:

@@ -91,8 +91,16 @@ def tracking_page(call: WebCall, token: str) -> Response:
     html = render_tracking_page(page, branding, tile_url=s.tile_url, csrf_token=csrf_token(s.token_secret, token),
                                 status_url=paths.status, action_base=paths.page, theme_href=paths.theme,
                                 static_base=paths.static, tile_attribution=s.tile_attribution,
-                                poll_seconds=s.tracking_poll_seconds)
+                                poll_seconds=s.tracking_poll_seconds, preferences_href=_preferences_href(link))
     return html_response(html, 200, page_headers(page, branding, s.tile_url))
+
+
+def _preferences_href(link: Link) -> str:
+    """The recipient's message preferences for this delivery (a signed link of its own)."""
+    from chalicelib.notifications.preferences import preferences_url
+
+    s = get_settings()
+    return preferences_url(s.public_path, s.token_secret, link.shipment.merchant_id, link.shipment.shipment_id)
 
 
 @routes.web("/track/{token}/status", errors_as="json")

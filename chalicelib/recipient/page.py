@@ -626,7 +626,7 @@ def _timeline(t: Translator, page: TrackingPage, payload: dict[str, Any], tz: tz
 def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: str | None, csrf_token: str,
                          status_url: str, action_base: str, theme_href: str | None = None,
                          static_base: str = DEFAULT_STATIC_BASE, tile_attribution: str | None = None,
-                         poll_seconds: int = 15) -> str:
+                         poll_seconds: int = 15, preferences_href: str | None = None) -> str:
     """The whole tracking page as HTML.
 
     `action_base` is the page's own path (`/api/track/<token>`): forms post to
@@ -702,7 +702,8 @@ def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: st
         out.append(_timeline(t, page, payload, tz))
     out.append(_contact(t, page, branding))
     out.append("</main>")
-    out.append(f'<footer class="footer"><p>{_e(t("page.powered_by"))}</p></footer>')
+    prefs = f'<p><a href="{_e(preferences_href)}">{_e(t("prefs.link"))}</a></p>' if preferences_href else ""
+    out.append(f'<footer class="footer">{prefs}<p>{_e(t("page.powered_by"))}</p></footer>')
     out.append("</body></html>")
     return "\n".join(part for part in out if part) + "\n"
 

@@ -25,9 +25,25 @@ def outbox(moto_url: str) -> dict[str, list[dict[str, Any]]]:
     with urllib.request.urlopen(f"{moto_url}/moto-api/data.json", timeout=5) as response:
         state = json.load(response)
     sms = [{"to": m.get("phone_number"), "text": m.get("message")} for m in state.get("sns", {}).get("SMS", [])]
+    ses = state.get("ses", {})
     email = [{"to": ", ".join(m.get("destinations", {}).get("ToAddresses", [])), "from": m.get("source"),
-              "subject": m.get("subject"), "text": m.get("body")} for m in state.get("ses", {}).get("Message", [])]
+              "subject": m.get("subject"), "text": m.get("body")} for m in ses.get("Message", [])]
+    email += [raw_email(m) for m in ses.get("RawMessage", [])]
     return {"sms": sms, "email": email}
+
+
+def raw_email(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A message sent with SendRawEmail (recipient emails, for their List-Unsubscribe headers), parsed."""
+    from email import message_from_string
+    from email.message import EmailMessage
+    from email.policy import default
+
+    parsed = message_from_string(str(recorded.get("raw_data") or ""), policy=default)
+    assert isinstance(parsed, EmailMessage)
+    body = parsed.get_body(preferencelist=("plain",))
+    return {"to": ", ".join(recorded.get("destinations") or []), "from": recorded.get("source"),
+            "subject": parsed["Subject"], "text": body.get_content() if body is not None else "",
+            "list_unsubscribe": parsed["List-Unsubscribe"]}
 
 
 def webhooks(receiver_url: str) -> list[dict[str, Any]]:

@@ -172,6 +172,29 @@ def _instructions(m: Merchant) -> Req:
                urlencode({"csrf": _csrf(m, token), "gate_code": "42"}), _FORM, merchant_auth=False, html=True)
 
 
+_LOOKUP_SLUGS = iter(range(1, 10**9))
+
+
+def _lookup(m: Merchant, ref: str | None = None) -> str:
+    """A lookup page of its own for the merchant (and, with `ref`, a shipment holding that order number)."""
+    slug = f"faults-{next(_LOOKUP_SLUGS)}-{m.id[-10:].lower()}"
+    assert m.call("PUT", "/v1/lookup/settings", {"slug": slug}).status_code == 200
+    if ref is not None:
+        make_shipment(m, 1, external_ref=ref)
+    return slug
+
+
+def _preference_links(m: Merchant) -> tuple[str, str]:
+    """(unsubscribe, preferences) paths of a fresh shipment of the merchant."""
+    from chalicelib.core.config import get_settings
+    from chalicelib.notifications.preferences import preferences_url, unsubscribe_url
+    from chalicelib.notifications.rules import Channel
+
+    shipment, secret = make_shipment(m, 1), get_settings().token_secret
+    return (unsubscribe_url("", secret, m.id, shipment["id"], Channel.EMAIL),
+            preferences_url("", secret, m.id, shipment["id"]))
+
+
 def _console(m: Merchant) -> tuple[dict[str, str], str]:
     """A signed-in console session of the merchant: (its Cookie header, its CSRF token)."""
     r = m.client.http.post("/console/session", headers=_FORM, body=urlencode({"api_key": m.key}))
@@ -313,6 +336,34 @@ CASES = [
     Case("put notification settings", "settings", lambda m: Req("PUT", "/v1/notifications/settings",
                                                                 {"policy": {"quiet_hours": None}})),
     # zones
+    # the lookup page: its settings, the page, the form post (a match and a miss), the frame, the theme
+    Case("get lookup settings", "lookup", lambda m: (_lookup(m), Req("GET", "/v1/lookup/settings"))[1]),
+    Case("put lookup settings", "lookup", lambda m: Req("PUT", "/v1/lookup/settings", {
+        "slug": f"put-{next(_LOOKUP_SLUGS)}-{m.id[-10:].lower()}", "allowed_origins": ["https://shop.example"]})),
+    Case("lookup page", "lookup", lambda m: Req("GET", f"/lookup/{_lookup(m)}", merchant_auth=False, html=True)),
+    Case("lookup embed", "lookup", lambda m: Req("GET", f"/lookup/{_lookup(m)}/embed", merchant_auth=False,
+                                                 html=True)),
+    Case("lookup theme", "lookup", lambda m: Req("GET", f"/lookup/{_lookup(m)}/theme.css", merchant_auth=False,
+                                                 html=True)),
+    Case("lookup match", "lookup", lambda m: Req("POST", f"/lookup/{_lookup(m, 'F-1')}",
+                                                 urlencode({"order": "F-1", "check": "98101"}), _FORM,
+                                                 merchant_auth=False, html=True)),
+    Case("lookup miss", "lookup", lambda m: Req("POST", f"/lookup/{_lookup(m, 'F-2')}",
+                                                urlencode({"order": "F-2", "check": "00000"}), _FORM,
+                                                merchant_auth=False, html=True)),
+    # the recipient's preferences and one-click unsubscribe, the merchant's opt-out list
+    Case("list opt-outs", "preferences", lambda m: Req("GET", "/v1/opt-outs")),
+    Case("export opt-outs", "preferences", lambda m: Req("GET", "/v1/opt-outs?format=csv")),
+    Case("preferences page", "preferences", lambda m: Req("GET", _preference_links(m)[1], merchant_auth=False,
+                                                          html=True)),
+    Case("preferences form", "preferences", lambda m: Req("POST", _preference_links(m)[1],
+                                                          urlencode({"sms": "delivery", "email": "merchant"}),
+                                                          _FORM, merchant_auth=False, html=True)),
+    Case("unsubscribe page", "preferences", lambda m: Req("GET", _preference_links(m)[0], merchant_auth=False,
+                                                          html=True)),
+    Case("one-click unsubscribe", "preferences", lambda m: Req("POST", _preference_links(m)[0],
+                                                               "List-Unsubscribe=One-Click", _FORM,
+                                                               merchant_auth=False, html=True)),
     Case("create zone", "zones", lambda m: Req("POST", "/v1/zones", {"name": "Depot", "kind": "depot",
                                                                       "geometry": _SQUARE})),
     Case("list zones", "zones", lambda m: (_zone(m), Req("GET", "/v1/zones"))[1]),
@@ -396,6 +447,12 @@ ROUTE_OF = {
     "console page": "GET /console", "console sign-in": "POST /console/session",
     "console sign-out": "POST /console/session/end", "console sign-out by script": "DELETE /console/session",
     "console cookie call": "POST /v1/drivers", "shipment search": "GET /v1/shipments/search",
+    "get lookup settings": "GET /v1/lookup/settings", "put lookup settings": "PUT /v1/lookup/settings",
+    "lookup page": "GET /lookup/{slug}", "lookup embed": "GET /lookup/{slug}/embed",
+    "lookup theme": "GET /lookup/{slug}/theme.css", "lookup match": "POST /lookup/{slug}",
+    "lookup miss": "POST /lookup/{slug}", "list opt-outs": "GET /v1/opt-outs", "export opt-outs": "GET /v1/opt-outs",
+    "preferences page": "GET /preferences/{token}", "preferences form": "POST /preferences/{token}",
+    "unsubscribe page": "GET /unsubscribe/{token}", "one-click unsubscribe": "POST /unsubscribe/{token}",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
@@ -403,7 +460,8 @@ ROUTE_OF = {
 NOT_CASES = {"GET /openapi.json", "GET /health", "GET /static/{name}", "POST /track/{token}/reschedule",
              "POST /track/{token}/redirect",
              "POST /track/{token}/rating", "GET /v1/webhook/deliveries/{delivery_id}",
-             "POST /v1/webhook/deliveries/{delivery_id}/replay", "POST /v1/webhook/replay", "POST /osmand"}
+             "POST /v1/webhook/deliveries/{delivery_id}/replay", "POST /v1/webhook/replay", "POST /osmand",
+             "GET /lookup/{slug}/embed.js"}
 
 
 def test_the_cases_cover_every_route() -> None:
@@ -413,7 +471,8 @@ def test_the_cases_cover_every_route() -> None:
     assert {c.name for c in CASES} == set(ROUTE_OF)
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
-                             "webhooks", "settings", "zones", "console", "exceptions", "presence"}
+                             "webhooks", "settings", "zones", "console", "exceptions", "presence", "lookup",
+                             "preferences"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

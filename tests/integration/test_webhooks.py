@@ -436,7 +436,7 @@ def _emails_to(address: str) -> list[Any]:
     from moto.ses.models import ses_backends
 
     return [m for m in ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
-            if address in (getattr(m, "destinations", {}) or {}).get("ToAddresses", [])]
+            if address in _to_addresses(m)]
 
 
 def test_failures_pause_the_endpoint_email_once_hold_new_events_and_resume_sends_them(
@@ -750,3 +750,9 @@ def test_the_local_stream_runner_feeds_both_stream_functions() -> None:
     assert len({c[1] for c in CONSUMERS}) == len(CONSUMERS)  # each its own checkpoint
     for name in names:
         assert callable(handler_of(app_module.app, name))
+
+
+def _to_addresses(message: Any) -> list[str]:
+    """SendEmail records {"ToAddresses": [...]}, SendRawEmail (recipient emails) a plain list."""
+    destinations = getattr(message, "destinations", None) or {}
+    return list(destinations) if isinstance(destinations, list) else list(destinations.get("ToAddresses", []))
