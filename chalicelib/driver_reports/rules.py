@@ -228,10 +228,12 @@ def step(r: Running, fixes: list[Fix], t: Thresholds, zone: ZoneInfo,
     return out
 
 
-def _count(r: Running, at_ms: int, zone: ZoneInfo, out: Outcome, *, distance_m: float = 0.0, driving_s: float = 0.0,
+def _count(r: Running, now_ms: int, zone: ZoneInfo, out: Outcome, *, distance_m: float = 0.0, driving_s: float = 0.0,
            stopped_s: float = 0.0, trips: int = 0, stops: int = 0, max_kmh: float = 0.0,
            event: str | None = None) -> None:
-    day = local_day(at_ms, zone)
+    # Counted on the local day of the fix that closes it (trips by their end, stops when the trip after them
+    # proves real): always the newest day, so a day's totals, once left, are final and its item never rewritten.
+    day = local_day(now_ms, zone)
     for totals, key, into in ((r.day, day.isoformat(), out.days), (r.week, iso_week(day), out.weeks)):
         if totals.key != key:
             totals = Totals(key)
@@ -279,40 +281,40 @@ def _one(r: Running, fix: Fix, t: Thresholds, zone: ZoneInfo, route_stops: list[
         r.stopped = False  # leaving: a trip starts at the last fix of the stop
         r.trip_start, r.trip_m, r.trip_max_kmh = last, step_m, speed
         r.anchor, r.pending_m = fix, 0.0
-        _maybe_emit_stop(r, t, zone, out)
+        _maybe_emit_stop(r, t, zone, out, fix.ms)
         return
     r.trip_max_kmh = max(r.trip_max_kmh, speed)
     if away <= t.stop_radius_m:
         r.pending_m += step_m
         if fix.ms - anchor.ms >= t.stop_min_s * 1000:
-            _stop_begins(r, anchor, t, zone, out)
+            _stop_begins(r, anchor, t, zone, out, fix.ms)
         return
     r.trip_m += r.pending_m + step_m
     r.pending_m = 0.0
     r.anchor = fix
     if r.trip_start is None:
         r.trip_start = anchor  # the first movement seen: the trip starts where the fixes began
-    _maybe_emit_stop(r, t, zone, out)
+    _maybe_emit_stop(r, t, zone, out, fix.ms)
 
 
-def _maybe_emit_stop(r: Running, t: Thresholds, zone: ZoneInfo, out: Outcome) -> None:
+def _maybe_emit_stop(r: Running, t: Thresholds, zone: ZoneInfo, out: Outcome, now_ms: int) -> None:
     """The stop before the current trip is reported once the trip is long enough to be one."""
     if r.stop_emitted or r.stop_start is None or r.trip_start is None or r.trip_m < t.min_trip_m:
         return
     stop = Stop(r.stop_start, r.trip_start)
     out.closed.append(stop)
-    _count(r, stop.start.ms, zone, out, stopped_s=stop.duration_s, stops=1)
+    _count(r, now_ms, zone, out, stopped_s=stop.duration_s, stops=1)
     r.stop_emitted = True
 
 
-def _stop_begins(r: Running, anchor: Fix, t: Thresholds, zone: ZoneInfo, out: Outcome) -> None:
+def _stop_begins(r: Running, anchor: Fix, t: Thresholds, zone: ZoneInfo, out: Outcome, now_ms: int) -> None:
     r.stopped = True
     r.pending_m = 0.0
     trip_start = r.trip_start
     if trip_start is not None and r.trip_m >= t.min_trip_m:
         trip = Trip(trip_start, anchor, r.trip_m, r.trip_max_kmh)
         out.closed.append(trip)
-        _count(r, trip.start.ms, zone, out, distance_m=trip.distance_m, driving_s=trip.driving_s, trips=1,
+        _count(r, now_ms, zone, out, distance_m=trip.distance_m, driving_s=trip.driving_s, trips=1,
                max_kmh=trip.max_speed_kmh)
         r.stop_start, r.stop_emitted, r.idle_fired = anchor, False, False
     elif r.stop_start is None or trip_start is None:
@@ -331,7 +333,7 @@ def _idle(r: Running, fix: Fix, t: Thresholds, zone: ZoneInfo, route_stops: list
     r.idle_fired = True
     event = BehaviourEvent("long_idle", start, round((fix.ms - start.ms) / 60_000, 1), t.long_idle_min)
     out.closed.append(event)
-    _count(r, start.ms, zone, out, event="long_idle")
+    _count(r, fix.ms, zone, out, event="long_idle")
 
 
 def _behaviour(r: Running, last: Fix, fix: Fix, speed_kmh: float, t: Thresholds, zone: ZoneInfo,
@@ -345,7 +347,7 @@ def _behaviour(r: Running, last: Fix, fix: Fix, speed_kmh: float, t: Thresholds,
             r.speeding_fired = True
             out.closed.append(BehaviourEvent("speeding", replace(fix, ms=r.speeding_since),
                                              round(r.speeding_max_kmh, 1), t.speeding_kmh))
-            _count(r, r.speeding_since, zone, out, event="speeding")
+            _count(r, fix.ms, zone, out, event="speeding")
     elif speed_kmh < t.speeding_kmh - 5 or fix.ms - last.ms > 60_000:
         r.speeding_since, r.speeding_fired, r.speeding_max_kmh = None, False, 0.0
     # harsh braking / acceleration from consecutive good fixes
