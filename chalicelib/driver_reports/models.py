@@ -16,19 +16,21 @@ _ISO_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 BehaviourKindName = Literal["speeding", "harsh_braking", "harsh_acceleration", "long_idle"]
 
 
-def _range(value: date, info: ValidationInfo) -> date:
+def _range(value: date | None, info: ValidationInfo) -> date | None:
     start = info.data.get("from_")
-    if start is not None and not start <= value < start + timedelta(days=MAX_REPORT_DAYS):
+    if value is not None and start is not None and not start <= value < start + timedelta(days=MAX_REPORT_DAYS):
         raise ValueError(f"must be on or after from and less than {MAX_REPORT_DAYS} days after it")
     return value
 
 
 class ReportQuery(Model_):
-    """Local days of the merchant's time zone (its settings' `time_zone`), both included."""
+    """Local days of the merchant's time zone (its settings' `time_zone`), both included. Without `to`: `from`
+    and the 6 days after it, or the last 7 days up to today."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_: Day = Field(alias="from", description="First local day, YYYY-MM-DD")
-    to: Day = Field(description=f"Last local day, YYYY-MM-DD (at most {MAX_REPORT_DAYS - 1} days after from)")
+    from_: Day | None = Field(default=None, alias="from", description="First local day, YYYY-MM-DD")
+    to: Day | None = Field(default=None, description=f"Last local day, YYYY-MM-DD (at most {MAX_REPORT_DAYS - 1} "
+                                                     "days after from)")
     limit: Annotated[QueryInt, Field(ge=1, le=500)] = 100
     cursor: Annotated[str, Field(max_length=2000)] | None = None
 
@@ -37,8 +39,9 @@ class ReportQuery(Model_):
 
 class SummaryQuery(Model_):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_: Day = Field(alias="from", description="First local day, YYYY-MM-DD")
-    to: Day = Field(description=f"Last local day, YYYY-MM-DD (at most {MAX_REPORT_DAYS - 1} days after from)")
+    from_: Day | None = Field(default=None, alias="from", description="First local day, YYYY-MM-DD")
+    to: Day | None = Field(default=None, description=f"Last local day, YYYY-MM-DD (at most {MAX_REPORT_DAYS - 1} "
+                                                     "days after from)")
 
     _to_in_range = field_validator("to")(_range)
 
@@ -49,13 +52,16 @@ class BehaviourQuery(ReportQuery):
 
 class ScorecardQuery(Model_):
     model_config = ConfigDict(extra="forbid")
-    week: str = Field(description="ISO week, YYYY-Www (e.g. 2026-W49), in the merchant's time zone")
+    week: str | None = Field(default=None, description="ISO week, YYYY-Www (e.g. 2026-W49), in the merchant's "
+                                                       "time zone; default: the current week")
     limit: Annotated[QueryInt, Field(ge=1, le=500)] = 200
     cursor: Annotated[str, Field(max_length=2000)] | None = None
 
     @field_validator("week")
     @classmethod
-    def _iso_week(cls, value: str) -> str:
+    def _iso_week(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         match = _ISO_WEEK.fullmatch(value)
         if not match:
             raise ValueError("must be an ISO week as YYYY-Www")

@@ -145,8 +145,19 @@ def _local_ms(day: date, zone: ZoneInfo) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000)
 
 
-def _bounds(query: ReportQuery | SummaryQuery, zone: ZoneInfo) -> tuple[int, int]:
-    return _local_ms(query.from_, zone), _local_ms(query.to + timedelta(days=1), zone)
+DEFAULT_DAYS = 7
+
+
+def _days(query: ReportQuery | SummaryQuery, zone: ZoneInfo) -> tuple[date, date]:
+    """The query's local days: `from`..`to`; `from` and the 6 days after; or the 7 days up to today."""
+    if query.from_ is not None:
+        return query.from_, query.to or query.from_ + timedelta(days=DEFAULT_DAYS - 1)
+    last = query.to or datetime.now(zone).date()
+    return last - timedelta(days=DEFAULT_DAYS - 1), last
+
+
+def _bounds(first: date, last: date, zone: ZoneInfo) -> tuple[int, int]:
+    return _local_ms(first, zone), _local_ms(last + timedelta(days=1), zone)
 
 
 def _at(ms: float) -> datetime:
@@ -160,7 +171,7 @@ def _num(item: dict[str, Any], name: str) -> float:
 def _page(repo: Repository, settings: Settings, merchant_id: str, driver_id: str, query: ReportQuery,
           prefix: str) -> tuple[list[dict[str, Any]], str | None]:
     zone = _driver_zone(repo, merchant_id, driver_id)
-    lo, hi = _bounds(query, zone)
+    lo, hi = _bounds(*_days(query, zone), zone)
     scope = f"reports:{merchant_id}:{driver_id}:{prefix}:{lo}:{hi}"
     items, last = store(repo).page(merchant_id, driver_id, prefix, f"{lo:013d}", f"{hi:013d}", query.limit,
                                    cursor_in(settings, scope, query.cursor))
@@ -209,18 +220,18 @@ def summary(repo: Repository, merchant_id: str, driver_id: str, query: SummaryQu
     from chalicelib.fleet.presence import get_presence
 
     zone = _driver_zone(repo, merchant_id, driver_id)
-    lo, hi = _bounds(query, zone)
+    first, last = _days(query, zone)
+    lo, hi = _bounds(first, last, zone)
     s = store(repo)
-    found = {row.day: row.totals for row in s.days(merchant_id, driver_id, query.from_.isoformat(),
-                                                   query.to.isoformat())}
+    found = {row.day: row.totals for row in s.days(merchant_id, driver_id, first.isoformat(), last.isoformat())}
     shifts = s.shifts(merchant_id, driver_id, lo, hi)
     presence = get_presence(repo, merchant_id, driver_id)
     if presence is not None and presence.presence.on_duty and presence.on_duty_since_ms is not None:
         shifts.append((presence.on_duty_since_ms, int(time.time() * 1000)))  # the shift under way
     on_duty = rules.on_duty_ms_by_day(shifts, zone)
     days = []
-    day = query.from_
-    while day <= query.to:
+    day = first
+    while day <= last:
         key = day.isoformat()
         t = found.get(key, rules.Totals(key))
         days.append(DaySummaryOut(
@@ -235,8 +246,14 @@ def scorecard(repo: Repository, settings: Settings, merchant_id: str, query: Sco
     """Every driver with a report row that week: one Query of the week's partition."""
     from chalicelib.driver_reports.models import BehaviourCounts, Scorecard, ScorecardRow
 
-    scope = f"scorecard:{merchant_id}:{query.week}"
-    rows, last = store(repo).week(merchant_id, query.week, query.limit, cursor_in(settings, scope, query.cursor))
+    week = query.week
+    if week is None:
+        from chalicelib.fleet.service import merchant_profile
+
+        profile = merchant_profile(repo, merchant_id)
+        week = rules.iso_week(datetime.now(_zone(profile.settings.time_zone if profile else "UTC")).date())
+    scope = f"scorecard:{merchant_id}:{week}"
+    rows, last = store(repo).week(merchant_id, week, query.limit, cursor_in(settings, scope, query.cursor))
     items = []
     for row in rows:
         t = row.totals
@@ -247,7 +264,7 @@ def scorecard(repo: Repository, settings: Settings, merchant_id: str, query: Sco
             hours_on_duty=round(row.on_duty_ms / 3_600_000, 2), trips=t.trips, stops=t.stops,
             behaviour=BehaviourCounts(**_counts(t.events)), events_per_100km=None if rate is None else round(rate, 2),
             score=rules.score(t.events, t.distance_m)))
-    return Scorecard(week=query.week, items=items, next_cursor=cursor_out(settings, scope, last))
+    return Scorecard(week=week, items=items, next_cursor=cursor_out(settings, scope, last))
 
 
 def get_settings_(repo: Repository, merchant_id: str) -> ReportSettings:

@@ -208,8 +208,9 @@ CASES = [
                                                    "?from=2026-12-01&to=2026-12-02")),
     Case("report summary", "reports", lambda m: Req("GET", f"/v1/drivers/{make_driver(m)['id']}/reports/summary"
                                                      "?from=2026-12-01&to=2026-12-02")),
-    Case("behaviour events", "reports", lambda m: Req("GET", f"/v1/drivers/{make_driver(m)['id']}/behaviour-events"
-                                                       "?from=2026-12-01&to=2026-12-02", headers={"Accept": "text/csv"})),
+    Case("behaviour events", "reports", lambda m: Req(
+        "GET", f"/v1/drivers/{make_driver(m)['id']}/behaviour-events?from=2026-12-01&to=2026-12-02",
+        headers={"Accept": "text/csv"})),
     Case("scorecard", "reports", lambda m: Req("GET", "/v1/reports/scorecard?week=2026-W49")),
     Case("get report settings", "reports", lambda m: Req("GET", "/v1/reports/settings")),
     Case("put report settings", "reports", lambda m: Req("PUT", "/v1/reports/settings", {"speeding_kmh": 100})),
