@@ -8,6 +8,7 @@ Items (every key starts from the merchant's id, so a merchant's read can only fi
 - shift: `PK = REPORT#<mid>#<did>`, `SK = SHIFT#<start ms>` (an on-duty shift that ended)
 - week:  `PK = REPORTWEEK#<mid>#<YYYY-Www>`, `SK = DRIVER#<did>` (the scorecard's row: one Query a week)
 - settings: `PK = MERCHANT#<mid>`, `SK = REPORTSETTINGS`
+- a behaviour event also as a driver event, for webhooks: `PK = DRIVER#<did>`, `SK = EVENT#<occurred>#<event id>`
 
 Trips, stops, events and days are written whole (puts keyed by fix times and days), so a batch run twice
 writes the same items again. The week item's driving totals are SET whole too; its `on_duty_ms` is ADDed only
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.core.config import get_settings
@@ -72,6 +74,29 @@ def closed_item(merchant_id: str, driver_id: str, closed: Closed) -> dict[str, A
     return item
 
 
+WEBHOOK_TYPES = {"speeding": "driver_speeding", "harsh_braking": "driver_harsh_braking",
+                 "harsh_acceleration": "driver_harsh_acceleration", "long_idle": "driver_long_idle"}
+DRIVER_EVENT_RETENTION_S = 90 * 86_400  # as presence's driver events
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def driver_event_item(merchant_id: str, driver_id: str, event: BehaviourEvent, now_s: int) -> dict[str, Any]:
+    """The behaviour event as a driver event (`DRIVER#<did>` / `EVENT#<occurred>#<event id>`, as presence's
+    driver_offline): its INSERT reaches the webhook sender, which posts it once (a delivery per event id). A
+    rerun puts the same key again: a MODIFY, which no stream filter admits."""
+    event_id = f"behaviour-{event.kind}-{driver_id}-{event.at.ms}"
+    return {"PK": _s(f"DRIVER#{driver_id}"), "SK": _s(f"EVENT#{_iso(event.at.ms)}#{event_id}"),
+            "merchant_id": _s(merchant_id), "driver_id": _s(driver_id), "event_id": _s(event_id),
+            "type": _s(WEBHOOK_TYPES[event.kind]), "occurred_at": _s(_iso(event.at.ms)),
+            "recorded_at": _s(_iso(now_s * 1000)), "source": _s("system"),
+            "data": {"M": {"kind": _s(event.kind), "value": _n(float(event.value)),
+                           "threshold": _n(float(event.threshold)), "lat": _n(event.at.lat), "lng": _n(event.at.lng)}},
+            "expires_at": _n(event.at.ms // 1000 + DRIVER_EVENT_RETENTION_S)}
+
+
 def _totals_attributes(totals: Totals) -> dict[str, Any]:
     return {"distance_m": _n(round(totals.distance_m, 1)), "driving_s": _n(round(totals.driving_s, 1)),
             "stopped_s": _n(round(totals.stopped_s, 1)), "trips": _n(totals.trips), "stops": _n(totals.stops),
@@ -122,6 +147,7 @@ class ReportStore:
         """What a batch closed: its items and day items in BatchWriteItem calls (25 a call), each changed week's
         totals in one UpdateItem. Returns the number of requests made."""
         puts = [closed_item(merchant_id, driver_id, c) for c in closed]
+        puts += [driver_event_item(merchant_id, driver_id, c, now_s) for c in closed if isinstance(c, BehaviourEvent)]
         puts += [day_item(merchant_id, driver_id, d, now_s) for d in days]
         # one put per key in a BatchWriteItem call: the newest of a key wins (a fix-time key repeats only on a rerun)
         unique = list({(p["PK"]["S"], p["SK"]["S"]): p for p in puts}.values())

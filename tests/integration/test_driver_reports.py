@@ -229,3 +229,64 @@ def test_settings_and_hours_on_duty(merchant: Any) -> None:
     rows = merchant.call("GET", f"/v1/reports/scorecard?week={week}").json_body["items"]
     mine = [r for r in rows if r["driver_id"] == driver["id"]]
     assert sum(r["hours_on_duty"] for r in mine) == pytest.approx(1.5, abs=0.01)
+
+
+class _Transport:
+    """Records every webhook POST and answers 200."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def post(self, url: str, body: bytes, headers: Any) -> Any:
+        import json
+
+        from chalicelib.webhooks.transport import Answer
+
+        self.bodies.append(json.loads(body))
+        return Answer(200, 4, None, b"ok")
+
+
+def test_behaviour_events_go_out_as_webhooks_once(merchant: Any, client: Any, capture: Any) -> None:
+    """The pipeline puts each behaviour event as a driver event too; the webhook sender posts its INSERT once,
+    and a rerun's put of the same key (a MODIFY) posts nothing."""
+    from chalicelib.notifications.senders import Notifier
+    from chalicelib.pipeline.api import stream_pipeline
+    from chalicelib.storage import get_repository
+    from chalicelib.webhooks import delivery as webhook_delivery
+    from chalicelib.webhooks.store import WebhookStore
+
+    run, records = capture
+    put = merchant.call("PUT", "/v1/webhook", {"url": f"https://hooks.example.com/reports/{merchant.id}",
+                                               "events": ["driver_speeding", "driver_harsh_braking"]})
+    assert put.status_code == 201, put.body
+    transport = _Transport()
+    webhook_delivery.use(webhook_delivery.Deliverer(WebhookStore(get_repository().client), get_repository(),
+                                                    transport, Notifier()))
+    try:
+        driver = make_driver(merchant)
+        start = now_ms() - 2 * 3_600_000
+        start -= start % 1000
+        fixes = scenario(start)
+        for i in range(0, len(fixes), 50):
+            post_pings(merchant.client, driver["token"], fixes[i:i + 50])
+        batch = chunks_of(run, records)
+        seen = len(records)
+        assert stream_pipeline({"Records": batch}, None) == {"batchItemFailures": []}
+        boto3.client("dynamodb").delete_item(TableName=TEST_ENV["DOORSTEP_TABLE_NAME"], Key={
+            "PK": {"S": f"DRIVER#{driver['id']}"}, "SK": {"S": "GEOFENCE"}})
+        assert stream_pipeline({"Records": batch}, None) == {"batchItemFailures": []}  # a rerun from scratch
+        while run.poll_once():
+            pass
+        driver_events = [r for r in records[seen:] if r["dynamodb"]["Keys"]["PK"]["S"] == f"DRIVER#{driver['id']}"
+                         and r["dynamodb"]["Keys"]["SK"]["S"].startswith("EVENT#")]
+        assert sorted(r["eventName"] for r in driver_events) == ["INSERT", "INSERT", "MODIFY", "MODIFY"]
+        answer = client.lambda_.invoke("webhook_sender", {"Records": driver_events}).payload
+        assert answer == {"batchItemFailures": []}
+        assert sorted(b["type"] for b in transport.bodies) == ["driver_harsh_braking", "driver_speeding"]
+        speeding = next(b for b in transport.bodies if b["type"] == "driver_speeding")
+        assert speeding["data"]["driver_id"] == driver["id"] and speeding["data"]["details"]["value"] == 108.0
+    finally:
+        webhook_delivery.use(None)
+        from chalicelib.webhooks.store import WebhookStore as Store
+
+        Store(get_repository().client).delete_endpoint(merchant.id)
