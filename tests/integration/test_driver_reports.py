@@ -290,3 +290,35 @@ def test_behaviour_events_go_out_as_webhooks_once(merchant: Any, client: Any, ca
         from chalicelib.webhooks.store import WebhookStore as Store
 
         Store(get_repository().client).delete_endpoint(merchant.id)
+
+
+def test_the_seattle_ridealong_trace_through_the_real_pipeline(merchant: Any, capture: Any) -> None:
+    """test1.gpx posted as the phone would (10 fixes a request, moved in time to end 10 minutes ago), through
+    ingest, the fix chunks and the stream pipeline: the same stop, trip and harsh braking as the pure rules find
+    (tests/unit/test_driver_reports_rules.py), so the phone's speed survives the chunks."""
+    from chalicelib.pipeline.api import stream_pipeline
+    from tests.unit.test_driver_reports_rules import ridealong
+
+    fixes = ridealong("test1.gpx")
+    run, records = capture
+    driver = make_driver(merchant)
+    shift = now_ms() - 600_000 - fixes[-1].ms
+    shift -= shift % 1000
+    pings = []
+    for f in fixes:
+        ping: dict[str, Any] = {"lat": f.lat, "lng": f.lng, "fix_time": iso(f.ms + shift), "accuracy": f.accuracy}
+        if f.speed_mps is not None and f.speed_mps >= 0:  # -1: unknown
+            ping["speed"] = f.speed_mps
+        pings.append(ping)
+    for i in range(0, len(pings), 10):
+        post_pings(merchant.client, driver["token"], pings[i:i + 10])
+    assert stream_pipeline({"Records": chunks_of(run, records)}, None) == {"batchItemFailures": []}
+    today = datetime.now(UTC).date()
+    days = f"from={(today - timedelta(days=1)).isoformat()}&to={today.isoformat()}"
+    base = f"/v1/drivers/{driver['id']}"
+    events = merchant.call("GET", f"{base}/behaviour-events?{days}").json_body["items"]
+    assert [(e["kind"], e["value"]) for e in events] == [("harsh_braking", 0.46)]
+    [stop] = merchant.call("GET", f"{base}/reports/stops?{days}").json_body["items"]
+    assert stop["duration_s"] == 289
+    [trip] = merchant.call("GET", f"{base}/reports/trips?{days}").json_body["items"]
+    assert trip["distance_m"] == pytest.approx(1593, abs=5) and trip["max_speed_kmh"] == 37.5
