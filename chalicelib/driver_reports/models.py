@@ -54,7 +54,7 @@ class ScorecardQuery(Model_):
     model_config = ConfigDict(extra="forbid")
     week: str | None = Field(default=None, description="ISO week, YYYY-Www (e.g. 2026-W49), in the merchant's "
                                                        "time zone; default: the current week")
-    limit: Annotated[QueryInt, Field(ge=1, le=500)] = 200
+    limit: Annotated[QueryInt, Field(ge=1, le=100)] = 100
     cursor: Annotated[str, Field(max_length=2000)] | None = None
 
     @field_validator("week")
@@ -148,6 +148,7 @@ class DriverSummary(Model_):
 
 class ScorecardRow(Model_):
     driver_id: str
+    name: str
     distance_km: float
     driving_hours: float
     hours_on_duty: float = Field(description="Ended shifts counted by the week they touched")

@@ -243,7 +243,8 @@ def summary(repo: Repository, merchant_id: str, driver_id: str, query: SummaryQu
 
 
 def scorecard(repo: Repository, settings: Settings, merchant_id: str, query: ScorecardQuery) -> Scorecard:
-    """Every driver with a report row that week: one Query of the week's partition."""
+    """Every driver of the merchant, a page at a time: the drivers (one Query of the merchant's partition), then
+    their rows of the week (one BatchGetItem); a driver without a row that week scores zeros."""
     from chalicelib.driver_reports.models import BehaviourCounts, Scorecard, ScorecardRow
 
     week = query.week
@@ -253,17 +254,19 @@ def scorecard(repo: Repository, settings: Settings, merchant_id: str, query: Sco
         profile = merchant_profile(repo, merchant_id)
         week = rules.iso_week(datetime.now(_zone(profile.settings.time_zone if profile else "UTC")).date())
     scope = f"scorecard:{merchant_id}:{week}"
-    rows, last = store(repo).week(merchant_id, week, query.limit, cursor_in(settings, scope, query.cursor))
+    drivers, last = repo.list_drivers(merchant_id, query.limit, cursor_in(settings, scope, query.cursor))
+    rows = store(repo).week_rows(merchant_id, week, [d.driver_id for d in drivers])
     items = []
-    for row in rows:
-        t = row.totals
+    for driver in drivers:
+        row = rows.get(driver.driver_id)
+        t = row.totals if row is not None else rules.Totals(week)
         rate = rules.events_per_100km(t.events, t.distance_m)
         items.append(ScorecardRow(
-            driver_id=row.driver_id, distance_km=round(t.distance_m / 1000, 2),
+            driver_id=driver.driver_id, name=driver.name, distance_km=round(t.distance_m / 1000, 2),
             driving_hours=round(t.driving_s / 3600, 2),
-            hours_on_duty=round(row.on_duty_ms / 3_600_000, 2), trips=t.trips, stops=t.stops,
-            behaviour=BehaviourCounts(**_counts(t.events)), events_per_100km=None if rate is None else round(rate, 2),
-            score=rules.score(t.events, t.distance_m)))
+            hours_on_duty=round((row.on_duty_ms if row is not None else 0) / 3_600_000, 2), trips=t.trips,
+            stops=t.stops, behaviour=BehaviourCounts(**_counts(t.events)),
+            events_per_100km=None if rate is None else round(rate, 2), score=rules.score(t.events, t.distance_m)))
     return Scorecard(week=week, items=items, next_cursor=cursor_out(settings, scope, last))
 
 

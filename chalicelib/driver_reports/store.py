@@ -6,7 +6,7 @@ Items (every key starts from the merchant's id, so a merchant's read can only fi
 - behaviour event: `PK = REPORT#<mid>#<did>`, `SK = BEHAVIOUR#<at ms>#<kind>`
 - day:   `PK = REPORT#<mid>#<did>`, `SK = DAY#<yyyy-mm-dd>` (the merchant's local day)
 - shift: `PK = REPORT#<mid>#<did>`, `SK = SHIFT#<start ms>` (an on-duty shift that ended)
-- week:  `PK = REPORTWEEK#<mid>#<YYYY-Www>`, `SK = DRIVER#<did>` (the scorecard's row: one Query a week)
+- week:  `PK = REPORTWEEK#<mid>#<YYYY-Www>`, `SK = DRIVER#<did>` (the scorecard's row; a page of drivers, one BatchGetItem)
 - settings: `PK = MERCHANT#<mid>`, `SK = REPORTSETTINGS`
 - a behaviour event also as a driver event, for webhooks: `PK = DRIVER#<did>`, `SK = EVENT#<occurred>#<event id>`
 
@@ -223,14 +223,22 @@ class ReportStore:
                              _ms_key(to_ms), 1000, None)
         return [(int(_num(i, "start_ms")), int(_num(i, "end_ms"))) for i in items]
 
-    def week(self, merchant_id: str, week: str, limit: int, start: dict[str, Any] | None
-             ) -> tuple[list[WeekRow], dict[str, Any] | None]:
-        kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-        response = self.client.query(TableName=self.table, Limit=limit, KeyConditionExpression="PK = :pk",
-                                     ExpressionAttributeValues={":pk": _s(week_pk(merchant_id, week))}, **kwargs)
-        rows = [WeekRow(i["driver_id"]["S"], _totals_of(week, i), int(_num(i, "on_duty_ms")))
-                for i in response.get("Items", [])]
-        return rows, response.get("LastEvaluatedKey")
+    def week_rows(self, merchant_id: str, week: str, driver_ids: Sequence[str]) -> dict[str, WeekRow]:
+        """The week's rows of these drivers (at most 100): one BatchGetItem (and its unprocessed keys)."""
+        if not driver_ids:
+            return {}
+        pk = _s(week_pk(merchant_id, week))
+        pending: dict[str, Any] = {self.table: {"Keys": [{"PK": pk, "SK": _s(f"DRIVER#{d}")} for d in driver_ids]}}
+        found: dict[str, WeekRow] = {}
+        for _ in range(8):
+            response = self.client.batch_get_item(RequestItems=pending)
+            for i in response.get("Responses", {}).get(self.table, []):
+                row = WeekRow(i["driver_id"]["S"], _totals_of(week, i), int(_num(i, "on_duty_ms")))
+                found[row.driver_id] = row
+            pending = response.get("UnprocessedKeys") or {}
+            if not pending:
+                return found
+        raise RuntimeError("scorecard rows kept coming back unprocessed")
 
     # --- settings ---
 

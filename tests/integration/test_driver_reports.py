@@ -172,7 +172,20 @@ def test_reports_are_tenant_scoped(merchant: Any, other_merchant: Any, driven: A
         answer = other_merchant.call("GET", f"/v1/drivers/{driver['id']}/{path}?from={day}&to={day}")
         assert answer.status_code == 404, (path, answer.body)
     week = datetime.fromtimestamp(start / 1000, UTC).strftime("%G-W%V")
-    assert other_merchant.call("GET", f"/v1/reports/scorecard?week={week}").json_body["items"] == []
+    other_rows = other_merchant.call("GET", f"/v1/reports/scorecard?week={week}").json_body["items"]
+    assert driver["id"] not in [r["driver_id"] for r in other_rows]
+
+
+def test_the_scorecard_lists_every_driver_a_page_at_a_time(merchant: Any, driven: Any) -> None:
+    driver, start, _ = driven
+    idle = make_driver(merchant, "Ida Idle")
+    week = datetime.fromtimestamp(start / 1000, UTC).strftime("%G-W%V")
+    first = merchant.call("GET", f"/v1/reports/scorecard?week={week}&limit=1").json_body
+    assert len(first["items"]) == 1 and first["next_cursor"]
+    second = merchant.call("GET", f"/v1/reports/scorecard?week={week}&limit=1&cursor={first['next_cursor']}")
+    rows = {r["driver_id"]: r for r in first["items"] + second.json_body["items"]}
+    assert rows[idle["id"]]["name"] == "Ida Idle" and rows[idle["id"]]["distance_km"] == 0
+    assert rows[idle["id"]]["score"] is None and rows[driver["id"]]["trips"] == 1
 
 
 def test_default_ranges(merchant: Any, driven: Any) -> None:
