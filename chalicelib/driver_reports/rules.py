@@ -263,10 +263,18 @@ def _one(r: Running, fix: Fix, t: Thresholds, zone: ZoneInfo, route_stops: list[
     if fix.ms <= last.ms:
         return
     derived = _speed_kmh(last, fix)
-    if derived > t.max_speed_kmh and r.rejected < 2:
-        r.rejected += 1
+    if derived > t.max_speed_kmh:
+        if r.rejected < 2:
+            r.rejected += 1
+            return
+        # A third in a row: the earlier fix was the bad one. Start again from here: no distance, no speed,
+        # no behaviour from the jump (a stop under way ends if this is beyond it, at the next fix).
+        r.rejected = 0
+        r.last = fix
+        if not r.stopped:
+            r.anchor, r.pending_m = fix, 0.0
         return
-    step_m = 0.0 if derived > t.max_speed_kmh else haversine_m(last.lat, last.lng, fix.lat, fix.lng)
+    step_m = haversine_m(last.lat, last.lng, fix.lat, fix.lng)
     r.rejected = 0
     reported = _reported_kmh(fix)
     speed = reported if reported is not None else derived

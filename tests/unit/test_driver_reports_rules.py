@@ -79,6 +79,18 @@ def test_vague_fixes_and_teleports_are_ignored() -> None:
     assert closed == [] and running.stopped and running.trip_start is None
 
 
+def test_a_bad_fix_before_a_jump_re_anchors_without_distance_or_speed() -> None:
+    """A wrong first cluster (e.g. a cold GPS start 5 km off): three fixes in a row at 'impossible' speed from it
+    mean the earlier one was wrong; the trace restarts there, with no 5 km trip, no 600 km/h, no speeding."""
+    t = Thresholds()
+    wrong = [Fix(T0, north(5000), LNG, 10.0, None)]
+    right = drive(30, 200, 0, 10.0)
+    running, closed = fold(wrong + right, t)
+    assert [c for c in closed if isinstance(c, BehaviourEvent)] == []
+    assert running.trip_max_kmh == pytest.approx(36, abs=0.5)
+    assert running.trip_m < 2100
+
+
 def test_a_short_hop_does_not_split_the_stop() -> None:
     fixes = park(0, 300, 0) + drive(300, 10, 0, 10.0) + park(310, 300, 100) + drive(610, 200, 100, 10.0)
     _, closed = fold(fixes, Thresholds())
