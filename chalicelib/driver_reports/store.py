@@ -6,7 +6,7 @@ Items (every key starts from the merchant's id, so a merchant's read can only fi
 - behaviour event: `PK = REPORT#<mid>#<did>`, `SK = BEHAVIOUR#<at ms>#<kind>`
 - day:   `PK = REPORT#<mid>#<did>`, `SK = DAY#<yyyy-mm-dd>` (the merchant's local day)
 - shift: `PK = REPORT#<mid>#<did>`, `SK = SHIFT#<start ms>` (an on-duty shift that ended)
-- week:  `PK = REPORTWEEK#<mid>#<YYYY-Www>`, `SK = DRIVER#<did>` (the scorecard's row; a page of drivers, one BatchGetItem)
+- week:  `PK = REPORTWEEK#<mid>#<YYYY-Www>`, `SK = DRIVER#<did>` (the scorecard's row, read by BatchGetItem)
 - settings: `PK = MERCHANT#<mid>`, `SK = REPORTSETTINGS`
 - a behaviour event also as a driver event, for webhooks: `PK = DRIVER#<did>`, `SK = EVENT#<occurred>#<event id>`
 
