@@ -292,7 +292,8 @@ def test_behaviour_events_go_out_as_webhooks_once(merchant: Any, client: Any, ca
             pass
         driver_events = [r for r in records[seen:] if r["dynamodb"]["Keys"]["PK"]["S"] == f"DRIVER#{driver['id']}"
                          and r["dynamodb"]["Keys"]["SK"]["S"].startswith("EVENT#")]
-        assert sorted(r["eventName"] for r in driver_events) == ["INSERT", "INSERT", "MODIFY", "MODIFY"]
+        # the rerun's puts are MODIFYs (moto), or nothing at all when the item is unchanged (DynamoDB)
+        assert [r["eventName"] for r in driver_events].count("INSERT") == 2
         answer = client.lambda_.invoke("webhook_sender", {"Records": driver_events}).payload
         assert answer == {"batchItemFailures": []}
         assert sorted(b["type"] for b in transport.bodies) == ["driver_harsh_braking", "driver_speeding"]
