@@ -80,11 +80,11 @@ def van_day(seed: int = 5) -> list[tuple[int, float, float, float, float]]:
             v = max(0.0, speed * min(1.0, (i + 1) / 6, (steps - i) / 6) + rng.gauss(0, 0.8))
             lat += v * 2 * math.cos(heading) / M_PER_DEG
             lng += v * 2 * math.sin(heading) / (M_PER_DEG * math.cos(math.radians(lat)))
-            out.append((t, lat, lng, rng.uniform(5, 15), v))
+            out.append((t, round(lat, 7), round(lng, 7), round(rng.uniform(5, 15), 1), round(v, 2)))  # as chunks
             t += 2000
         for _ in range(int(rng.uniform(60, 240))):  # stopped, jittering
-            out.append((t, lat + rng.gauss(0, 10) / M_PER_DEG, lng + rng.gauss(0, 10) / M_PER_DEG,
-                        rng.uniform(5, 15), abs(rng.gauss(0, 0.3))))
+            out.append((t, round(lat + rng.gauss(0, 10) / M_PER_DEG, 7), round(lng + rng.gauss(0, 10) / M_PER_DEG, 7),
+                        round(rng.uniform(5, 15), 1), round(abs(rng.gauss(0, 0.3)), 2)))
             t += 2000
     return out
 

@@ -1,4 +1,4 @@
-"""Driver reports from phone fixes, pure: trips and stops, behaviour events, day and week totals, the score.
+"""Driver reports from phone fixes, pure: trips and stops, behaviour events, day totals, the score.
 
 One fold (`step`) over a driver's fixes in fix-time order, with a compact running state (`Running`) that the
 stream pipeline keeps on the driver's state item between batches. What closes (a trip, a stop, an event) comes
@@ -74,7 +74,7 @@ class Thresholds:
 
 @dataclass
 class Totals:
-    """A day's (or ISO week's) sums: distance in metres, driving and stopped time in seconds, counts."""
+    """A day's sums: distance in metres, driving and stopped time in seconds, counts."""
 
     key: str = ""
     distance_m: float = 0.0
@@ -86,8 +86,8 @@ class Totals:
     events: dict[str, int] = field(default_factory=dict)
 
     def to_list(self) -> list[Any]:
-        return [self.key, self.distance_m, self.driving_s, self.stopped_s, self.trips, self.stops, self.max_speed_kmh,
-                [self.events.get(k, 0) for k in EVENT_KINDS]]
+        return [self.key, round(self.distance_m, 2), self.driving_s, self.stopped_s, self.trips, self.stops,
+                round(self.max_speed_kmh, 2), [self.events.get(k, 0) for k in EVENT_KINDS]]
 
     @staticmethod
     def from_list(raw: list[Any]) -> Totals:
@@ -97,8 +97,8 @@ class Totals:
 
 @dataclass
 class Running:
-    """The fold's state between batches (JSON-compact through to_json/from_json; numbers unrounded, so where a
-    batch ends changes nothing). About 600 bytes on the pipeline's state item."""
+    """The fold's state between batches (JSON-compact through to_json/from_json: fixes as the chunks hold them,
+    sums to the centimetre). About 400 bytes on the pipeline's state item."""
 
     last: Fix | None = None  # the last good fix
     rejected: int = 0  # teleports in a row
@@ -115,8 +115,7 @@ class Running:
     speeding_fired: bool = False
     speeding_max_kmh: float = 0.0
     harsh_ms: int = 0  # the last harsh event (debounce)
-    day: Totals = field(default_factory=Totals)
-    week: Totals = field(default_factory=Totals)
+    day: Totals = field(default_factory=Totals)  # the newest local day's (the scorecard's week sums the days)
 
 
 def _fix_list(f: Fix | None) -> list[Any] | None:
@@ -132,9 +131,10 @@ def _fix_of(raw: list[Any] | None) -> Fix | None:
 def to_json(r: Running) -> dict[str, Any]:
     return {"l": _fix_list(r.last), "rj": r.rejected, "a": _fix_list(r.anchor), "s": int(r.stopped),
             "ss": _fix_list(r.stop_start), "se": int(r.stop_emitted), "if": int(r.idle_fired),
-            "ts": _fix_list(r.trip_start), "tm": r.trip_m, "pm": r.pending_m,
-            "tx": r.trip_max_kmh, "sp": [r.speeding_since, int(r.speeding_fired), r.speeding_max_kmh],
-            "hm": r.harsh_ms, "d": r.day.to_list(), "w": r.week.to_list()}
+            "ts": _fix_list(r.trip_start), "tm": round(r.trip_m, 2), "pm": round(r.pending_m, 2),
+            "tx": round(r.trip_max_kmh, 2),
+            "sp": [r.speeding_since, int(r.speeding_fired), round(r.speeding_max_kmh, 2)],
+            "hm": r.harsh_ms, "d": r.day.to_list()}
 
 
 def from_json(raw: dict[str, Any] | None) -> Running:
@@ -143,7 +143,7 @@ def from_json(raw: dict[str, Any] | None) -> Running:
     sp = raw["sp"]
     return Running(_fix_of(raw["l"]), raw["rj"], _fix_of(raw["a"]), bool(raw["s"]), _fix_of(raw["ss"]),
                    bool(raw["se"]), bool(raw["if"]), _fix_of(raw["ts"]), raw["tm"], raw["pm"], raw["tx"], sp[0],
-                   bool(sp[1]), sp[2], raw["hm"], Totals.from_list(raw["d"]), Totals.from_list(raw["w"]))
+                   bool(sp[1]), sp[2], raw["hm"], Totals.from_list(raw["d"]))
 
 
 # --- what closes ------------------------------------------------------------------------
@@ -189,8 +189,7 @@ Closed = Trip | Stop | BehaviourEvent
 @dataclass
 class Outcome:
     closed: list[Closed] = field(default_factory=list)
-    days: dict[str, Totals] = field(default_factory=dict)  # every day (and week) whose totals changed
-    weeks: dict[str, Totals] = field(default_factory=dict)
+    days: dict[str, Totals] = field(default_factory=dict)  # every day whose totals changed
 
 
 def local_day(ms: int, zone: ZoneInfo) -> date:
@@ -221,7 +220,7 @@ def _acc(f: Fix) -> float:
 def step(r: Running, fixes: list[Fix], t: Thresholds, zone: ZoneInfo,
          route_stops: list[tuple[float, float]] | None = None) -> Outcome:
     """Fold new fixes (fix-time order, none at or before `r.last`) into `r`; return what closed and which
-    day/week totals changed. Deterministic in (r, fixes)."""
+    day totals changed. Deterministic in (r, fixes)."""
     out = Outcome()
     for fix in fixes:
         _one(r, fix, t, zone, route_stops or [], out)
@@ -233,23 +232,19 @@ def _count(r: Running, now_ms: int, zone: ZoneInfo, out: Outcome, *, distance_m:
            event: str | None = None) -> None:
     # Counted on the local day of the fix that closes it (trips by their end, stops when the trip after them
     # proves real): always the newest day, so a day's totals, once left, are final and its item never rewritten.
-    day = local_day(now_ms, zone)
-    for totals, key, into in ((r.day, day.isoformat(), out.days), (r.week, iso_week(day), out.weeks)):
-        if totals.key != key:
-            totals = Totals(key)
-            if into is out.days:
-                r.day = totals
-            else:
-                r.week = totals
-        totals.distance_m += distance_m
-        totals.driving_s += driving_s
-        totals.stopped_s += stopped_s
-        totals.trips += trips
-        totals.stops += stops
-        totals.max_speed_kmh = max(totals.max_speed_kmh, max_kmh)
-        if event is not None:
-            totals.events[event] = totals.events.get(event, 0) + 1
-        into[key] = replace(totals, events=dict(totals.events))
+    key = local_day(now_ms, zone).isoformat()
+    totals = r.day
+    if totals.key != key:
+        totals = r.day = Totals(key)
+    totals.distance_m += distance_m
+    totals.driving_s += driving_s
+    totals.stopped_s += stopped_s
+    totals.trips += trips
+    totals.stops += stops
+    totals.max_speed_kmh = max(totals.max_speed_kmh, max_kmh)
+    if event is not None:
+        totals.events[event] = totals.events.get(event, 0) + 1
+    out.days[key] = replace(totals, events=dict(totals.events))
 
 
 def _one(r: Running, fix: Fix, t: Thresholds, zone: ZoneInfo, route_stops: list[tuple[float, float]],

@@ -1,7 +1,7 @@
 """Driver reports' use cases: the stream pipeline's step (`on_fixes`), shifts from presence (`shift_ended`),
 and the merchant API's reads (trips, stops, behaviour events, day summaries, the weekly scorecard, settings).
 
-Cost in the pipeline: the running state rides on the pipeline's driver state item (about 0.6 KB more, still one
+Cost in the pipeline: the running state rides on the pipeline's driver state item (about 0.4 KB more, still one
 write unit for a short route), so a ping that closes nothing costs no extra request. A batch that closes a trip,
 a stop or a behaviour event makes one BatchWriteItem (the closed items and the day item, ~0.3 KB each: one write
 unit each) and one UpdateItem of the week's scorecard row. The thresholds are read once a minute per warm
@@ -103,8 +103,7 @@ def on_fixes(repo: Repository, merchant_id: str, driver_id: str, running: dict[s
     zone = _zone(time_zone)
     outcome = rules.step(state, fixes, cached_thresholds(repo, merchant_id), zone, route_stops)
     if outcome.closed or outcome.days:
-        store(repo).write(merchant_id, driver_id, outcome.closed, list(outcome.days.values()),
-                          list(outcome.weeks.values()), int(time.time()))
+        store(repo).write(merchant_id, driver_id, outcome.closed, list(outcome.days.values()), int(time.time()))
         events = sum(1 for c in outcome.closed if isinstance(c, rules.BehaviourEvent))
         if events:
             metrics.add_metric(name="DriverBehaviourEvents", unit=MetricUnit.Count, value=events)

@@ -11,7 +11,8 @@ Items (every key starts from the merchant's id, so a merchant's read can only fi
 - a behaviour event also as a driver event, for webhooks: `PK = DRIVER#<did>`, `SK = EVENT#<occurred>#<event id>`
 
 Trips, stops, events and days are written whole (puts keyed by fix times and days), so a batch run twice
-writes the same items again. The week item's driving totals are SET whole too; its `on_duty_ms` is ADDed only
+writes the same items again. The week item holds each day's totals under its own attribute (SET whole too; the
+scorecard sums them); its `on_duty_ms` is ADDed only
 in the transaction that creates the shift item (conditional on its absence), so each shift counts once.
 """
 
@@ -20,11 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from chalicelib.core.config import get_settings
-from chalicelib.driver_reports.rules import BehaviourEvent, Closed, Stop, Totals, Trip
+from chalicelib.driver_reports.rules import BehaviourEvent, Closed, Stop, Totals, Trip, iso_week
 
 RETENTION_S = 400 * 86_400  # reports are kept 400 days (a year on year comparison), then TTL removes them
 SETTINGS_SK = "REPORTSETTINGS"
@@ -128,6 +129,27 @@ def _num(item: dict[str, Any], name: str, default: float = 0.0) -> float:
     return float(value["N"]) if value and "N" in value else default
 
 
+DAY_ATTRIBUTE = "day_"  # a week row's attribute per local day: the day's totals (rules.Totals.to_list, JSON)
+
+
+def _week_totals(week: str, item: dict[str, Any]) -> Totals:
+    """A week row's days summed (its max speed the days' max)."""
+    total = Totals(week)
+    for name, value in item.items():
+        if not name.startswith(DAY_ATTRIBUTE):
+            continue
+        day = Totals.from_list(json.loads(value["S"]))
+        total.distance_m += day.distance_m
+        total.driving_s += day.driving_s
+        total.stopped_s += day.stopped_s
+        total.trips += day.trips
+        total.stops += day.stops
+        total.max_speed_kmh = max(total.max_speed_kmh, day.max_speed_kmh)
+        for kind, n in day.events.items():
+            total.events[kind] = total.events.get(kind, 0) + n
+    return total
+
+
 def _totals_of(key: str, item: dict[str, Any]) -> Totals:
     events = json.loads(item["events"]["S"]) if "events" in item else {}
     return Totals(key, _num(item, "distance_m"), _num(item, "driving_s"), _num(item, "stopped_s"),
@@ -143,9 +165,10 @@ class ReportStore:
     # --- written by the stream pipeline ---
 
     def write(self, merchant_id: str, driver_id: str, closed: Sequence[Closed], days: Sequence[Totals],
-              weeks: Sequence[Totals], now_s: int) -> int:
-        """What a batch closed: its items and day items in BatchWriteItem calls (25 a call), each changed week's
-        totals in one UpdateItem. Returns the number of requests made."""
+              now_s: int) -> int:
+        """What a batch closed: its items and day items in BatchWriteItem calls (25 a call), and each changed day's
+        totals on its week's scorecard row (one UpdateItem per day, SET whole under the day's own attribute, so
+        the week sums its days and a rerun sets the same values). Returns the number of requests made."""
         puts = [closed_item(merchant_id, driver_id, c) for c in closed]
         puts += [driver_event_item(merchant_id, driver_id, c, now_s) for c in closed if isinstance(c, BehaviourEvent)]
         puts += [day_item(merchant_id, driver_id, d, now_s) for d in days]
@@ -154,14 +177,15 @@ class ReportStore:
         calls = 0
         for i in range(0, len(unique), 25):
             calls += self._batch_put(unique[i:i + 25])
-        for week in weeks:
-            attributes = _totals_attributes(week)
-            names = ", ".join(f"{k} = :{k}" for k in attributes)
+        for day in days:
+            week = iso_week(date.fromisoformat(day.key))
             self.client.update_item(
-                TableName=self.table, Key={"PK": _s(week_pk(merchant_id, week.key)), "SK": _s(f"DRIVER#{driver_id}")},
-                UpdateExpression=f"SET driver_id = :d, merchant_id = :m, {names}, expires_at = :x",
-                ExpressionAttributeValues={**{f":{k}": v for k, v in attributes.items()}, ":d": _s(driver_id),
-                                           ":m": _s(merchant_id), ":x": _n(now_s + RETENTION_S)})
+                TableName=self.table, Key={"PK": _s(week_pk(merchant_id, week)), "SK": _s(f"DRIVER#{driver_id}")},
+                UpdateExpression="SET driver_id = :d, merchant_id = :m, #day = :t, expires_at = :x",
+                ExpressionAttributeNames={"#day": DAY_ATTRIBUTE + day.key},
+                ExpressionAttributeValues={":t": _s(json.dumps(day.to_list(), separators=(",", ":"))),
+                                           ":d": _s(driver_id), ":m": _s(merchant_id),
+                                           ":x": _n(now_s + RETENTION_S)})
             calls += 1
         return calls
 
@@ -233,7 +257,7 @@ class ReportStore:
         for _ in range(8):
             response = self.client.batch_get_item(RequestItems=pending)
             for i in response.get("Responses", {}).get(self.table, []):
-                row = WeekRow(i["driver_id"]["S"], _totals_of(week, i), int(_num(i, "on_duty_ms")))
+                row = WeekRow(i["driver_id"]["S"], _week_totals(week, i), int(_num(i, "on_duty_ms")))
                 found[row.driver_id] = row
             pending = response.get("UnprocessedKeys") or {}
             if not pending:

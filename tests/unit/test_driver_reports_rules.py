@@ -170,7 +170,6 @@ def test_step_reports_changed_days_in_the_merchant_zone() -> None:
     out = step(running, park(0, 300, 0) + drive(300, 200, 0, 10.0) + park(500, 300, 2000), Thresholds(), zone)
     day = datetime.fromtimestamp(T0 / 1000, zone).date().isoformat()
     assert list(out.days) == [day] and out.days[day].trips == 1
-    assert list(out.weeks) == [datetime.fromtimestamp(T0 / 1000, zone).strftime("%G-W%V")]
 
 
 def test_score() -> None:
