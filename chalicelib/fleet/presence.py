@@ -201,6 +201,11 @@ def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: st
                           else " AND (attribute_not_exists(is_offline) OR is_offline = :f)")
             condition += " AND (attribute_not_exists(episode) OR episode = :ep)"
             values[":ep"] = {"N": str(stored.episode)}
+            if stored.on_duty_since_ms is None:  # and the shift whose hours are kept below is the one read
+                condition += " AND attribute_not_exists(on_duty_since_ms)"
+            else:
+                condition += " AND on_duty_since_ms = :since"
+                values[":since"] = {"N": str(stored.on_duty_since_ms)}
             if offline:
                 values[":t"] = {"BOOL": True}
         update = {"TableName": _table(), "Key": presence_key(merchant_id, driver_id),
@@ -223,6 +228,11 @@ def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: st
                     return False
                 continue
             raise
+        if stored is not None and stored.presence.on_duty and stored.on_duty_since_ms is not None:
+            # the shift that just ended: driver reports keep it for the hours on duty (once)
+            from chalicelib.driver_reports.service import shift_ended
+
+            shift_ended(repo, merchant_id, driver_id, stored.on_duty_since_ms, int(time.time() * 1000))
         return True
     return False
 

@@ -657,6 +657,7 @@ class GeoFix:
     lat: float
     lng: float
     accuracy: float | None = None
+    speed: float | None = None  # m/s as the phone reported it (Doppler); driver reports' harsh events read it
 
 
 @dataclass(frozen=True, slots=True)

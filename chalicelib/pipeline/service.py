@@ -33,6 +33,7 @@ from cachetools import TTLCache
 from chalicelib.core.config import get_settings
 from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.times import to_ms
+from chalicelib.driver_reports import service as driver_reports
 from chalicelib.exceptions import service as exceptions
 from chalicelib.exceptions.rules import ExceptionKind, StillSince, long_stop_due, route_behind_due, track_still
 from chalicelib.fleet.models import MerchantSettings
@@ -310,7 +311,7 @@ def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
 
 def fixes_of_chunk(image: dict[str, Any]) -> list[GeoFix]:
     driver_id = str(image["driver_id"])
-    return [GeoFix(driver_id, row[0], row[1], row[2], row[3]) for row in decode_fixes(str(image["f"]))]
+    return [GeoFix(driver_id, row[0], row[1], row[2], row[3], row[4]) for row in decode_fixes(str(image["f"]))]
 
 
 def fix_of(image: dict[str, Any]) -> GeoFix:
@@ -494,6 +495,7 @@ class DriverProgress:
     still: StillSince | None = None  # where and since when the driver has not moved on (long_stop)
     behind_route: str | None = None  # the route already reported behind plan (route_behind, once per route)
     presence_due_ms: int | None = None  # the offline due time last written to the driver's presence item
+    reports: dict[str, Any] | None = None  # driver reports' running trip/stop/behaviour state (driver_reports)
     shown: dict[str, list[list[int]]] = field(default_factory=dict)  # ETAs shown at 30/15/5 min (honesty_rules)
 
     def status(self, index: int) -> ShipmentStatus | None:
@@ -523,7 +525,7 @@ def progress_from_json(driver_id: str, raw: str | None) -> DriverProgress:
                           eta.get("lat", 0.0), eta.get("lng", 0.0), route.get("id"), route.get("st", ""),
                           set(route.get("dl", [])), float(route.get("at", 0.0)), int(route.get("sv", 0)),
                           StillSince(int(still[0]), float(still[1]), float(still[2]), bool(still[3]))
-                          if still else None, route.get("bh"), data.get("pd"))
+                          if still else None, route.get("bh"), data.get("pd"), data.get("rp"))
     progress.shown = honesty.shown_from_state(data)
     return progress
 
@@ -540,6 +542,8 @@ def progress_to_json(progress: DriverProgress) -> str:
         data["pd"] = progress.presence_due_ms
     if progress.shown:
         data["eh"] = progress.shown
+    if progress.reports is not None:
+        data["rp"] = progress.reports
     if progress.route_id is not None:
         data["route"] = {"id": progress.route_id, "st": progress.statuses, "dl": sorted(progress.delayed),
                          "at": round(progress.statuses_at, 3), "sv": progress.stops_version}
@@ -857,6 +861,9 @@ def apply_driver_fixes(r: Repository, merchant_id: str, driver_id: str, fixes: S
             progress.route_id, progress.statuses, progress.delayed = None, "", set()
         effects = advance(progress, fixes, stops, context, _ports(r, merchant_id, route))
         watch_driver(progress, news, route, stops, context, effects)
+        progress.reports = driver_reports.on_fixes(r, merchant_id, driver_id, progress.reports, news,
+                                                   list(stops.where.values()) if stops else [],
+                                                   context.settings.time_zone)
         _apply_effects(r, merchant_id, route, stops, progress, effects)
         _presence_seen(r, merchant_id, driver_id, latest, context, progress, declared_offline)
         after = progress_to_json(progress)

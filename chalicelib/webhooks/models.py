@@ -15,13 +15,15 @@ from pydantic import (
 from chalicelib.core.types import Email, Instant, Model_, QueryInt, Strict_
 
 # The timeline event types a webhook can carry (the `type` of /v1/shipments/{id}/timeline events), and a
-# driver's presence events (`data.driver_id`, `data.details.reason`; no shipment).
+# driver's presence events (`data.driver_id`, `data.details.reason`; no shipment) and behaviour events
+# (driver reports: `data.details` kind, value, threshold, lat, lng).
 WebhookEventType = Literal[
     "created", "assigned", "unassigned", "out_for_delivery", "approaching", "arrived", "dwell", "departed",
     "delayed", "delivered", "failed", "returned", "cancelled", "rescheduled", "instructions_updated", "rated",
     "tracking_link_revoked", "notification_failed", "updated", "route_changed", "route_optimized", "reassigned",
     "route_completed", "exception_opened", "exception_acknowledged", "exception_resolved", "zone_enter", "zone_exit",
-    "zone_dwell", "driver_offline", "driver_online", "driver_off_duty",
+    "zone_dwell", "driver_offline", "driver_online", "driver_off_duty", "driver_speeding", "driver_harsh_braking",
+    "driver_harsh_acceleration", "driver_long_idle",
 ]
 
 

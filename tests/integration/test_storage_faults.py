@@ -224,6 +224,19 @@ CASES = [
     Case("acknowledge exception", "exceptions",
          lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/acknowledge", {"note": "on it"})),
     Case("resolve exception", "exceptions", lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/resolve", {})),
+    # driver reports
+    Case("report trips", "reports", lambda m: Req("GET", f"/v1/drivers/{make_driver(m)['id']}/reports/trips"
+                                                   "?from=2026-12-01&to=2026-12-02")),
+    Case("report stops", "reports", lambda m: Req("GET", f"/v1/drivers/{make_driver(m)['id']}/reports/stops"
+                                                   "?from=2026-12-01&to=2026-12-02")),
+    Case("report summary", "reports", lambda m: Req("GET", f"/v1/drivers/{make_driver(m)['id']}/reports/summary"
+                                                     "?from=2026-12-01&to=2026-12-02")),
+    Case("behaviour events", "reports", lambda m: Req(
+        "GET", f"/v1/drivers/{make_driver(m)['id']}/behaviour-events?from=2026-12-01&to=2026-12-02",
+        headers={"Accept": "text/csv"})),
+    Case("scorecard", "reports", lambda m: Req("GET", "/v1/reports/scorecard?week=2026-W49")),
+    Case("get report settings", "reports", lambda m: Req("GET", "/v1/reports/settings")),
+    Case("put report settings", "reports", lambda m: Req("PUT", "/v1/reports/settings", {"speeding_kmh": 100})),
     Case("console sign-in link", "console", lambda m: Req("POST", "/v1/console/sign-in-links")),
     Case("console link sign-in", "console", lambda m: Req(
         "GET", "/" + m.call("POST", "/v1/console/sign-in-links").json_body["url"].split("/", 3)[3],
@@ -453,6 +466,11 @@ ROUTE_OF = {
     "lookup miss": "POST /lookup/{slug}", "list opt-outs": "GET /v1/opt-outs", "export opt-outs": "GET /v1/opt-outs",
     "preferences page": "GET /preferences/{token}", "preferences form": "POST /preferences/{token}",
     "unsubscribe page": "GET /unsubscribe/{token}", "one-click unsubscribe": "POST /unsubscribe/{token}",
+    "report trips": "GET /v1/drivers/{driver_id}/reports/trips",
+    "report stops": "GET /v1/drivers/{driver_id}/reports/stops",
+    "report summary": "GET /v1/drivers/{driver_id}/reports/summary",
+    "behaviour events": "GET /v1/drivers/{driver_id}/behaviour-events", "scorecard": "GET /v1/reports/scorecard",
+    "get report settings": "GET /v1/reports/settings", "put report settings": "PUT /v1/reports/settings",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
@@ -472,7 +490,7 @@ def test_the_cases_cover_every_route() -> None:
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
                              "webhooks", "settings", "zones", "console", "exceptions", "presence", "lookup",
-                             "preferences"}
+                             "preferences", "reports"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
