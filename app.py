@@ -21,6 +21,7 @@ from chalicelib.fleet import api as fleet_api
 from chalicelib.http import routes as http_routes
 from chalicelib.http.errors import normalize_chalice_error
 from chalicelib.ingest import api as ingest_api
+from chalicelib.messaging import api as messaging_api
 from chalicelib.notifications import api as notifications_api
 from chalicelib.pipeline import api as pipeline_api
 from chalicelib.recipient import api as recipient_api
@@ -35,7 +36,7 @@ app = Chalice(app_name="doorstep", configure_logs=False)
 # `minimum_compression_size` bytes (.chalice/config.json) for clients that accept it, Leaflet included.
 
 for feature in (fleet_api, shipments_api, ingest_api, driver_app_api, recipient_api, notifications_api,
-                webhooks_api, pipeline_api, web_api, console_api, exceptions_api):
+                webhooks_api, pipeline_api, web_api, console_api, exceptions_api, messaging_api):
     app.register_blueprint(feature.blueprint)
 
 http_routes.configure(authenticate=fleet_api.authenticate, error_page=recipient_api.error_page)

@@ -21,7 +21,7 @@ WebhookEventType = Literal[
     "delayed", "delivered", "failed", "returned", "cancelled", "rescheduled", "instructions_updated", "rated",
     "tracking_link_revoked", "notification_failed", "updated", "route_changed", "reassigned",
     "route_completed", "exception_opened", "exception_acknowledged", "exception_resolved", "zone_enter", "zone_exit",
-    "zone_dwell", "driver_offline", "driver_online",
+    "zone_dwell", "driver_offline", "driver_online", "message_sent",
 ]
 
 

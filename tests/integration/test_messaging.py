@@ -1,0 +1,186 @@
+"""Conversations: recipient <-> driver per shipment, dispatch <-> driver, broadcast to drivers on duty; read
+receipts and unread counts, rate limits, closed conversations (409), tenant and token isolation, timeline events
+without the text and `message_sent` webhooks with it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Merchant, new_merchant
+from tests.integration.helpers import iso, make_driver, make_shipment, now_ms
+from tests.integration.test_tracking_page import FORM, driver_update, token_of
+
+JSON = "application/json"
+
+
+def as_driver(client: Any, driver: dict[str, Any], method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {driver['token']}", "Content-Type": JSON}
+    kwargs: dict[str, Any] = {"headers": headers}
+    if body is not None:
+        kwargs["body"] = json.dumps(body)
+    return getattr(client.http, method.lower())(path, **kwargs)
+
+
+def csrf(client: Any, token: str) -> str:
+    page = client.http.get(f"/track/{token}").body.decode()
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the tracking page has a CSRF token"
+    return found.group(1)
+
+
+def recipient_post(client: Any, token: str, accept: str = JSON, **fields: str) -> Any:
+    from urllib.parse import urlencode
+
+    body = urlencode({"csrf": csrf(client, token), **fields})
+    return client.http.post(f"/track/{token}/messages", headers={"Content-Type": FORM, "Accept": accept}, body=body)
+
+
+def recipient_thread(client: Any, token: str) -> dict[str, Any]:
+    r = client.http.get(f"/track/{token}/messages")
+    assert r.status_code == 200, r.body
+    return r.json_body  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def assigned(merchant: Merchant) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A driver on a started route of today with one stop."""
+    driver = make_driver(merchant)
+    today = iso(now_ms())[:10]
+    shipment = make_shipment(merchant, 1, time_window={"start": f"{today}T00:00:00Z", "end": f"{today}T23:00:00Z"})
+    r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": today, "planned_start": iso(now_ms()),
+                                             "shipment_ids": [shipment["id"]]})
+    assert r.status_code == 201, r.body
+    assert merchant.call("POST", f"/v1/routes/{r.json_body['id']}/start").status_code == 200
+    return driver, shipment, token_of(shipment)
+
+
+def test_recipient_to_driver_and_back_with_read_receipts(client: Any, merchant: Merchant,
+                                                         assigned: tuple[dict[str, Any], dict[str, Any], str]) -> None:
+    driver, shipment, token = assigned
+    r = recipient_post(client, token, text="The gate code changed: 4711 <b>bold</b> https://evil.example")
+    assert r.status_code == 201, r.body
+    assert r.json_body["sender_role"] == "recipient" and r.json_body["sender_name"] == "Recipient"
+
+    unread = as_driver(client, driver, "GET", "/v1/driver/messages/unread").json_body
+    assert unread["stops"] == [{"shipment_id": shipment["id"], "unread": 1}] and unread["dispatch"] == 0
+
+    thread = as_driver(client, driver, "GET", f"/v1/driver/shipments/{shipment['id']}/messages").json_body
+    assert thread["unread"] == 1 and thread["open"] is True
+    assert thread["messages"][0]["text"] == "The gate code changed: 4711 <b>bold</b> https://evil.example"
+    assert as_driver(client, driver, "GET", "/v1/driver/messages/unread").json_body["stops"][0]["unread"] == 0
+
+    r = as_driver(client, driver, "POST", f"/v1/driver/shipments/{shipment['id']}/messages", {"text": "At the door"})
+    assert r.status_code == 201, r.body
+    assert r.json_body["sender_name"] == "Dana"  # the first name only
+
+    seen = recipient_thread(client, token)
+    assert [m["sender_role"] for m in seen["messages"]] == ["recipient", "driver"]
+    assert seen["messages"][0]["read_by"] == ["driver"]  # the driver read the recipient's message
+    assert "+1415" not in json.dumps(seen) and "@" not in json.dumps(seen)
+    # the driver sees the recipient read the reply
+    again = as_driver(client, driver, "GET", f"/v1/driver/shipments/{shipment['id']}/messages").json_body
+    assert "recipient" in again["messages"][1]["read_by"]
+
+    # the timeline has both messages, without their text
+    timeline = merchant.call("GET", f"/v1/shipments/{shipment['id']}/timeline").json_body
+    sent = [e for e in timeline["items" if "items" in timeline else "events"] if e["type"] == "message_sent"]
+    assert len(sent) == 2 and "At the door" not in json.dumps(sent) and "4711" not in json.dumps(sent)
+
+    # dispatch sees the whole conversation
+    view = merchant.call("GET", f"/v1/shipments/{shipment['id']}/messages").json_body
+    assert [m["text"] for m in view["messages"]][1] == "At the door" and view["unread"] == 2
+
+
+def test_no_js_form_post_and_quick_reply(client: Any, merchant: Merchant,
+                                         assigned: tuple[dict[str, Any], dict[str, Any], str]) -> None:
+    _, _, token = assigned
+    r = recipient_post(client, token, accept="text/html", quick="leave_at_door")
+    assert r.status_code == 303 and r.headers["Location"].endswith(f"/track/{token}#messages")
+    assert recipient_thread(client, token)["messages"][0]["text"] == "Please leave it at the door."
+    # cross-site and expired forms are refused
+    bad = client.http.post(f"/track/{token}/messages", headers={"Content-Type": FORM},
+                           body="csrf=1.abc&text=hello")
+    assert bad.status_code == 403
+
+
+def test_dispatch_and_driver_thread_and_broadcast(client: Any, merchant: Merchant) -> None:
+    on_duty, off_duty = make_driver(merchant, "Ola On"), make_driver(merchant, "Fred Off")
+    assert as_driver(client, on_duty, "POST", "/v1/driver/shift", {"action": "start"}).status_code == 200
+    r = merchant.call("POST", f"/v1/drivers/{on_duty['id']}/messages", {"text": "Route 7 changed"})
+    assert r.status_code == 201 and r.json_body["sender_role"] == "dispatch"
+    assert as_driver(client, on_duty, "GET", "/v1/driver/messages/unread").json_body["dispatch"] == 1
+    thread = as_driver(client, on_duty, "GET", "/v1/driver/messages").json_body
+    assert [m["text"] for m in thread["messages"]] == ["Route 7 changed"] and thread["unread"] == 1
+    assert as_driver(client, on_duty, "POST", "/v1/driver/messages", {"text": "OK"}).status_code == 201
+    view = merchant.call("GET", f"/v1/drivers/{on_duty['id']}/messages").json_body
+    assert [m["sender_name"] for m in view["messages"]] == ["Dispatch", "Ola"]
+    assert view["messages"][0]["read_by"] == ["driver"]
+
+    r = merchant.call("POST", "/v1/drivers/messages/broadcast", {"text": "Storm warning: drive carefully"})
+    assert r.status_code == 201, r.body
+    assert r.json_body["driver_ids"] == [on_duty["id"]]
+    texts = [m["text"] for m in as_driver(client, on_duty, "GET", "/v1/driver/messages").json_body["messages"]]
+    assert texts[-1] == "Storm warning: drive carefully"
+    assert as_driver(client, off_duty, "GET", "/v1/driver/messages").json_body["messages"] == []
+
+
+def test_rate_limit_and_bad_text(client: Any, merchant: Merchant,
+                                 assigned: tuple[dict[str, Any], dict[str, Any], str]) -> None:
+    driver, shipment, token = assigned
+    path = f"/v1/driver/shipments/{shipment['id']}/messages"
+    for n in range(10):
+        assert as_driver(client, driver, "POST", path, {"text": f"message {n}"}).status_code == 201
+    r = as_driver(client, driver, "POST", path, {"text": "one too many"})
+    assert r.status_code == 429 and r.json_body["error"]["code"] == "rate_limited" and "Retry-After" in r.headers
+    # the limit is per sender: the recipient may still write
+    assert recipient_post(client, token, text="hello").status_code == 201
+    for body in ({"text": "   "}, {"text": "x" * 501}, {"text": 5}, {}):
+        bad = merchant.call("POST", f"/v1/shipments/{shipment['id']}/messages", body)
+        assert bad.status_code == 422, (body, bad.body)
+        assert bad.json_body["error"]["details"][0]["field"] == "text"
+
+
+def test_closed_conversation_refuses_with_409(client: Any, merchant: Merchant,
+                                              assigned: tuple[dict[str, Any], dict[str, Any], str]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.messaging import rules
+
+    driver, shipment, token = assigned
+    assert driver_update(client, driver, shipment["id"], "delivered").status_code == 200
+    # just delivered: still open for a while
+    assert recipient_post(client, token, text="Thanks!").status_code == 201
+    original = rules.CLOSE_AFTER_FINAL
+    rules.CLOSE_AFTER_FINAL = timedelta(seconds=-1)
+    try:
+        r = as_driver(client, driver, "POST", f"/v1/driver/shipments/{shipment['id']}/messages", {"text": "bye"})
+        assert r.status_code == 409 and r.json_body["error"]["code"] == "conversation_closed"
+        assert r.json_body["error"]["details"][0]["field"] == "text"
+        r = merchant.call("POST", f"/v1/shipments/{shipment['id']}/messages", {"text": "late"})
+        assert r.status_code == 409
+        assert recipient_thread(client, token)["open"] is False
+    finally:
+        rules.CLOSE_AFTER_FINAL = original
+    assert datetime.now(UTC)  # keeps the import used
+
+
+def test_tenant_and_token_isolation(client: Any, merchant: Merchant,
+                                    assigned: tuple[dict[str, Any], dict[str, Any], str]) -> None:
+    driver, shipment, token = assigned
+    assert recipient_post(client, token, text="private").status_code == 201
+    other = new_merchant(client)
+    assert other.call("GET", f"/v1/shipments/{shipment['id']}/messages").status_code == 404
+    assert other.call("POST", f"/v1/shipments/{shipment['id']}/messages", {"text": "x"}).status_code == 404
+    assert other.call("GET", f"/v1/drivers/{driver['id']}/messages").status_code == 404
+    # another driver of the same merchant cannot read this stop's conversation
+    stranger = make_driver(merchant, "Sue Stranger")
+    assert as_driver(client, stranger, "GET", f"/v1/driver/shipments/{shipment['id']}/messages").status_code == 404
+    # another shipment's token reads its own (empty) conversation, never this one
+    second = make_shipment(merchant, 2)
+    assert recipient_thread(client, token_of(second))["messages"] == []
+    assert client.http.get("/track/not-a-token/messages").status_code == 404
+    assert now_ms() > 0
