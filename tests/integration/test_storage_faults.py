@@ -172,6 +172,20 @@ def _instructions(m: Merchant) -> Req:
                urlencode({"csrf": _csrf(m, token), "gate_code": "42"}), _FORM, merchant_auth=False, html=True)
 
 
+def _messaging_stop(m: Merchant) -> tuple[Json, str]:
+    """A driver and the shipment of its started route, with one message from the recipient in its conversation."""
+    driver, ships, _ = make_started_route(m, 1)
+    r = m.call("POST", f"/v1/shipments/{ships[0]['id']}/messages", {"text": "Hello"})
+    assert r.status_code == 201, r.body
+    return driver, str(ships[0]["id"])
+
+
+def _recipient_message(m: Merchant) -> Req:
+    token = _token(make_shipment(m))
+    return Req("POST", f"/track/{token}/messages", urlencode({"csrf": _csrf(m, token), "text": "I'm home"}), _FORM,
+               merchant_auth=False, html=True)
+
+
 def _console(m: Merchant) -> tuple[dict[str, str], str]:
     """A signed-in console session of the merchant: (its Cookie header, its CSRF token)."""
     r = m.client.http.post("/console/session", headers=_FORM, body=urlencode({"api_key": m.key}))
@@ -296,6 +310,33 @@ CASES = [
         "POST", f"/v1/driver/shipments/{s[0]['id']}/proof-uploads",
         {"kind": "photo", "content_type": "image/jpeg", "size_bytes": 1000}, _driver_auth(d),
         merchant_auth=False))(*make_started_route(m, 1)[:2])),
+    # messaging
+    Case("shipment messages", "messages", lambda m: Req("GET", f"/v1/shipments/{_messaging_stop(m)[1]}/messages")),
+    Case("post shipment message", "messages",
+         lambda m: Req("POST", f"/v1/shipments/{make_shipment(m)['id']}/messages", {"text": "Hi"})),
+    Case("driver messages", "messages", lambda m: Req("GET", f"/v1/drivers/{make_driver(m)['id']}/messages")),
+    Case("post driver message", "messages",
+         lambda m: Req("POST", f"/v1/drivers/{make_driver(m)['id']}/messages", {"text": "Hi"})),
+    Case("broadcast message", "messages", lambda m: (lambda d: (
+        m.client.http.post("/v1/driver/shift", headers=_driver_auth(d), body=json.dumps({"action": "start"})),
+        Req("POST", "/v1/drivers/messages/broadcast", {"text": "Hi all"}))[1])(make_driver(m))),
+    Case("driver dispatch thread", "messages", lambda m: Req("GET", "/v1/driver/messages",
+                                                             headers=_driver_auth(make_driver(m)),
+                                                             merchant_auth=False)),
+    Case("driver posts to dispatch", "messages", lambda m: Req("POST", "/v1/driver/messages", {"text": "OK"},
+                                                               _driver_auth(make_driver(m)), merchant_auth=False)),
+    Case("driver unread", "messages", lambda m: Req("GET", "/v1/driver/messages/unread",
+                                                    headers=_driver_auth(_messaging_stop(m)[0]),
+                                                    merchant_auth=False)),
+    Case("driver stop thread", "messages", lambda m: (lambda d, sid: Req(
+        "GET", f"/v1/driver/shipments/{sid}/messages", headers=_driver_auth(d), merchant_auth=False))(
+        *_messaging_stop(m))),
+    Case("driver posts to stop", "messages", lambda m: (lambda d, sid: Req(
+        "POST", f"/v1/driver/shipments/{sid}/messages", {"text": "At the door"}, _driver_auth(d),
+        merchant_auth=False))(*_messaging_stop(m))),
+    Case("recipient messages JSON", "messages", lambda m: Req("GET", f"/track/{_token(make_shipment(m))}/messages",
+                                                              merchant_auth=False)),
+    Case("recipient message form", "messages", _recipient_message),
     # webhooks config
     Case("put webhook", "webhooks", lambda m: Req("PUT", "/v1/webhook",
                                                   {"url": f"https://hooks.example.com/faults/{m.id}"})),
@@ -394,6 +435,15 @@ ROUTE_OF = {
     "console page": "GET /console", "console sign-in": "POST /console/session",
     "console sign-out": "POST /console/session/end", "console sign-out by script": "DELETE /console/session",
     "console cookie call": "POST /v1/drivers", "shipment search": "GET /v1/shipments/search",
+    "shipment messages": "GET /v1/shipments/{shipment_id}/messages",
+    "post shipment message": "POST /v1/shipments/{shipment_id}/messages",
+    "driver messages": "GET /v1/drivers/{driver_id}/messages",
+    "post driver message": "POST /v1/drivers/{driver_id}/messages",
+    "broadcast message": "POST /v1/drivers/messages/broadcast", "driver dispatch thread": "GET /v1/driver/messages",
+    "driver posts to dispatch": "POST /v1/driver/messages", "driver unread": "GET /v1/driver/messages/unread",
+    "driver stop thread": "GET /v1/driver/shipments/{shipment_id}/messages",
+    "driver posts to stop": "POST /v1/driver/shipments/{shipment_id}/messages",
+    "recipient messages JSON": "GET /track/{token}/messages", "recipient message form": "POST /track/{token}/messages",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
@@ -411,7 +461,7 @@ def test_the_cases_cover_every_route() -> None:
     assert {c.name for c in CASES} == set(ROUTE_OF)
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
-                             "webhooks", "settings", "zones", "console", "exceptions", "presence"}
+                             "webhooks", "settings", "zones", "console", "exceptions", "presence", "messages"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
