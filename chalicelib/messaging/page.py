@@ -66,3 +66,28 @@ def render_conversation(locale: str, messages: Sequence[ShownMessage], *, is_ope
     out.append(f'<script src="{_e(asset_url("messages.js", static_base))}" defer></script>')
     out.append("</section>")
     return "".join(out)
+
+
+def render_driver_messages(locale: str, *, static_base: str = DEFAULT_STATIC_BASE) -> str:
+    """The driver app's messages card: a thread picker (dispatch, then each stop with its unread count), the
+    thread, a compose box and canned replies. `static/driver_messages.js` fills it; sends go through the app's
+    offline queue."""
+    from chalicelib.messaging.rules import CANNED_REPLIES
+
+    t = Translator(locale)
+    canned = "".join(f'<button type="button" class="btn btn--secondary dm-canned" data-text="'
+                     f'{_e(t(f"messages.canned.{key}"))}">{_e(t(f"messages.canned.{key}"))}</button>'
+                     for key in CANNED_REPLIES)
+    return ('<section id="dm" class="card" aria-labelledby="dm-h" '
+            f'data-dispatch="{_e(t("messages.dispatch_thread"))}" data-unread="{_e(t("messages.unread"))}" '
+            f'data-you="{_e(t("messages.role.recipient"))}" data-read="{_e(t("messages.read"))}" '
+            f'data-queued="{_e(t("messages.queued"))}" data-stop="{_e(t("driver.route.heading"))}">'
+            f'<h2 id="dm-h">{_e(t("messages.title"))} <span id="dm-total" class="badge" hidden></span></h2>'
+            f'<div class="field"><label for="dm-thread">{_e(t("messages.title"))}</label>'
+            f'<select id="dm-thread"><option value="">{_e(t("messages.dispatch_thread"))}</option></select></div>'
+            '<ol id="dm-list" class="msgs" aria-live="polite"></ol>'
+            f'<form id="dm-form" novalidate><div class="field"><label for="dm-text">{_e(t("messages.compose"))}'
+            f'</label><textarea id="dm-text" rows="2" maxlength="{MAX_TEXT_CHARS}"></textarea></div>'
+            f'<button type="submit" class="btn">{_e(t("messages.send"))}</button></form>'
+            f'<div class="quick-replies" role="group" aria-label="{_e(t("messages.quick"))}">{canned}</div>'
+            f'<script src="{_e(asset_url("driver_messages.js", static_base))}" defer></script></section>')
