@@ -238,3 +238,26 @@ def webhook_data(repo: Repository, merchant_id: str, shipment_id: str | None, de
     found = store(repo).message(conversation, int(sent_ms), message_id) if sent_ms.isdigit() and message_id else None
     return {**details, "text": found.text if found else None,
             "sender_name": found.sender_name if found else None}
+
+
+# --- the stream: the recipient is told when the driver wrote and the page is not open --------------------------
+
+
+def on_message_sent(repo: Repository, image: dict[str, Any], now: datetime | None = None) -> list[str]:
+    """A driver's message in a shipment's conversation (its `message_sent` event from the stream): when the
+    recipient's page has not polled lately and the recipient has unread driver messages, notify them once per
+    run of unread messages (the run is named by how many driver messages they had read)."""
+    from chalicelib.messaging.rules import page_open
+    from chalicelib.notifications.service import notify_recipient_message
+
+    now = now or datetime.now(UTC)
+    merchant_id, shipment_id = str(image.get("merchant_id") or ""), str(image.get("shipment_id") or "")
+    if image.get("source") != Role.DRIVER.value or not (merchant_id and shipment_id):
+        return []
+    state = store(repo).state(Conversation(merchant_id, shipment_id=shipment_id))
+    read_count = state.read_counts.get((Role.RECIPIENT, Role.DRIVER), 0)
+    if page_open(state.recipient_polled_ms, _ms(now)) or state.sent.get(Role.DRIVER, 0) <= read_count:
+        return []  # the page shows it now, or the recipient has read it already
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    name = sender_name(Role.DRIVER, _driver_name(repo, merchant_id, shipment.driver_id if shipment else None))
+    return notify_recipient_message(repo, merchant_id, shipment_id, str(read_count), name, now)

@@ -184,3 +184,76 @@ def test_tenant_and_token_isolation(client: Any, merchant: Merchant,
     assert recipient_thread(client, token_of(second))["messages"] == []
     assert client.http.get("/track/not-a-token/messages").status_code == 404
     assert now_ms() > 0
+
+
+@pytest.fixture()
+def pipeline(chalice_app: Any, tmp_path: Any) -> Any:
+    """The stream from now on through the stream pipeline; `pipeline.events` keeps each batch to redeliver."""
+    import boto3
+
+    from chalicelib.pipeline.api import stream_pipeline
+    from infra.local.streams import RunnerConfig, StreamRunner
+    from tests.conftest import TEST_ENV
+
+    events: list[dict[str, Any]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        events.append(event)
+        return stream_pipeline(event, context)
+
+    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
+                       handler, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
+                       RunnerConfig(starting_position="LATEST", poll_interval_s=0))
+    run.refresh_shards()
+    run.events = events  # type: ignore[attr-defined]
+    return run
+
+
+def _sms_to(phone: str) -> list[str]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sns import sns_backends
+
+    return [text for number, text in sns_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sms_messages.values()
+            if number == phone]
+
+
+def test_a_driver_message_reaches_a_closed_page_by_sms_once(client: Any, merchant: Merchant, pipeline: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.messaging import rules
+    from chalicelib.pipeline.api import stream_pipeline
+    from tests.integration.streams import drain
+
+    policy = merchant.call("GET", "/v1/notifications/settings").json_body["policy"]
+    assert merchant.call("PUT", "/v1/notifications/settings",
+                         {"policy": {**policy, "quiet_hours": None}}).status_code == 200
+    phone = "+14155550199"
+    driver = make_driver(merchant)
+    today = iso(now_ms())[:10]
+    shipment = make_shipment(merchant, 1, recipient={"name": "Rita Recipient", "phone": phone},
+                             time_window={"start": f"{today}T00:00:00Z", "end": f"{today}T23:00:00Z"})
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": today,
+                                                 "planned_start": iso(now_ms()), "shipment_ids": [shipment["id"]]})
+    merchant.call("POST", f"/v1/routes/{route.json_body['id']}/start")
+    drain(pipeline)
+    before = len(_sms_to(phone))
+    path = f"/v1/driver/shipments/{shipment['id']}/messages"
+    assert as_driver(client, driver, "POST", path, {"text": "Secret gate 1234?"}).status_code == 201
+    drain(pipeline)
+    texts = _sms_to(phone)[before:]
+    assert len(texts) == 1 and "Dana" in texts[0] and f"{token_of(shipment)}#messages" in texts[0]
+    assert "1234" not in texts[0]  # never the text itself
+    for event in list(pipeline.events):  # Lambda's at-least-once: every batch again
+        assert stream_pipeline(event, None) == {"batchItemFailures": []}
+    assert as_driver(client, driver, "POST", path, {"text": "Still unread"}).status_code == 201
+    drain(pipeline)
+    assert len(_sms_to(phone)) - before == 1  # one note per run of unread messages
+    # the recipient reads (the page is open): no SMS while it polls
+    recipient_thread(client, token_of(shipment))
+    assert as_driver(client, driver, "POST", path, {"text": "At the door"}).status_code == 201
+    drain(pipeline)
+    assert len(_sms_to(phone)) - before == 1
+    # the page closed a while ago: the next run of unread messages is a new note
+    monkeypatch.setattr(rules, "PAGE_OPEN_S", -1)
+    assert as_driver(client, driver, "POST", path, {"text": "Leaving now"}).status_code == 201
+    drain(pipeline)
+    assert len(_sms_to(phone)) - before == 2
