@@ -5,12 +5,13 @@ token: JSON for the page's poll, and a form post that works without JavaScript).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import DomainError, ErrorKind
+from chalicelib.core.observability import flushes_metrics
 from chalicelib.http.routes import Call, Routes, WebCall, json_response
 from chalicelib.storage import get_repository
 
@@ -170,3 +171,39 @@ def recipient_send(call: WebCall, token: str) -> Response:
         return json_response(message, 201, NO_STORE)
     return Response(body="", status_code=303, headers={
         "Location": tracking_page_url(s.public_base_url, token) + "#messages", **NO_STORE})
+
+
+# --- inbound SMS ----------------------------------------------------------------------------------------------------
+
+
+@routes.route("/v1/messaging/sms-number", "PUT", summary="The merchant's two-way SMS number (AWS End User "
+              "Messaging SMS): recipients' replies to it reach their conversation; STOP opts out",
+              tag="messages", body="SmsNumberIn", response="SmsNumberOut", errors_=(401, 409, 422))
+def put_sms_number(call: Call) -> Response:
+    from chalicelib.messaging import service
+    from chalicelib.messaging.models import SmsNumberOut
+
+    number = service.set_sms_number(get_repository(), call.merchant_id, call.body.number)
+    return json_response(SmsNumberOut(number=number), 200)
+
+
+@blueprint.lambda_function(name="inbound_sms")
+@flushes_metrics
+def inbound_sms(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """SNS delivers End User Messaging SMS's inbound messages (infra/resources.json, InboundSmsTopic). A storage
+    failure raises, so SNS retries the delivery; a reply stored twice by such a retry is the only duplicate."""
+    import json
+
+    from chalicelib.core.observability import logger
+    from chalicelib.messaging import service
+
+    outcomes: dict[str, int] = {}
+    for record in event.get("Records") or []:
+        try:
+            message = json.loads((record.get("Sns") or {}).get("Message") or "{}")
+        except ValueError:
+            message = {}
+        outcome = service.inbound_sms(get_repository(), message if isinstance(message, dict) else {})
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    logger.info("inbound sms", extra={"outcomes": outcomes})
+    return outcomes

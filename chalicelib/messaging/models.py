@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from chalicelib.core.types import Model_, QueryInt, Strict_
+from chalicelib.core.types import E164Phone, Model_, QueryInt, Strict_
 
 RoleName = Literal["recipient", "driver", "dispatch"]
 
@@ -55,3 +55,13 @@ class StopUnread(Model_):
 class DriverUnread(Model_):
     dispatch: int = Field(description="Unread messages from dispatch")
     stops: list[StopUnread] = Field(description="Unread messages per stop of today's route")
+
+
+class SmsNumberIn(Strict_):
+    """The merchant's two-way number in AWS End User Messaging SMS: replies to it reach the conversations."""
+
+    number: E164Phone
+
+
+class SmsNumberOut(Model_):
+    number: str

@@ -261,3 +261,57 @@ def on_message_sent(repo: Repository, image: dict[str, Any], now: datetime | Non
     shipment = repo.get_shipment(merchant_id, shipment_id)
     name = sender_name(Role.DRIVER, _driver_name(repo, merchant_id, shipment.driver_id if shipment else None))
     return notify_recipient_message(repo, merchant_id, shipment_id, str(read_count), name, now)
+
+
+# --- inbound SMS (AWS End User Messaging SMS -> SNS -> inbound_sms) ---------------------------------------------
+
+HELP_TEXT = ("{merchant}: replies to this number go to your driver. Reply STOP to stop texts. "
+             "Open your tracking link to read the conversation.")
+
+
+def set_sms_number(repo: Repository, merchant_id: str, number: str) -> str:
+    if not store(repo).claim_sms_number(number, merchant_id):
+        raise errors.conflict("Another merchant uses this number.", "number", "in use by another merchant")
+    return number
+
+
+def inbound_sms(repo: Repository, message: dict[str, Any], now: datetime | None = None) -> str:
+    """One inbound SMS (End User Messaging's JSON: originationNumber, destinationNumber, messageBody): STOP
+    becomes an opt-out, HELP is answered, anything else is the recipient's message in the conversation of
+    their latest shipment that is still open (found by the merchant's contact index). Returns what it did
+    (for the log: never the text or the number)."""
+    from chalicelib.messaging.rules import Keyword, sms_keyword
+    from chalicelib.notifications.contacts import normalize_phone
+    from chalicelib.notifications.service import record_sms_opt_out, send_sms_reply
+
+    now = now or datetime.now(UTC)
+    try:
+        phone = normalize_phone(str(message.get("originationNumber") or ""))
+        to = normalize_phone(str(message.get("destinationNumber") or ""))
+    except ValueError:
+        return "ignored:bad_number"
+    merchant_id = store(repo).merchant_of_sms_number(to)
+    if merchant_id is None:
+        return "ignored:unknown_number"
+    text = str(message.get("messageBody") or "")
+    keyword = sms_keyword(text)
+    if keyword is Keyword.STOP:
+        record_sms_opt_out(repo, merchant_id, phone, now)
+        metrics.add_metric(name="InboundSmsOptOuts", unit=MetricUnit.Count, value=1)
+        return "opted_out"
+    merchant = repo.get_merchant(merchant_id)
+    if keyword is Keyword.HELP:
+        send_sms_reply(repo, phone, HELP_TEXT.format(merchant=merchant.name if merchant else "Doorstep"))
+        return "help"
+    ids = repo.shipment_ids_of_contact(merchant_id, phone, 20)  # newest first
+    shipments = repo.get_shipments(merchant_id, ids) if ids else {}
+    for shipment_id in ids:
+        shipment = shipments.get(shipment_id)
+        if shipment is not None and is_open(shipment.final_at, now):
+            try:
+                recipient_send(repo, shipment, text, now)
+            except errors.DomainError as exc:
+                return f"refused:{exc.code}"  # empty, too long, rate limited: nothing to store
+            metrics.add_metric(name="InboundSmsMessages", unit=MetricUnit.Count, value=1)
+            return "delivered"
+    return "ignored:no_open_conversation"

@@ -105,6 +105,24 @@ class MessageStore:
         self.client = client  # the low-level DynamoDB client
         self.table = get_settings().table_name
 
+    def claim_sms_number(self, number: str, merchant_id: str) -> bool:
+        """The merchant's two-way SMS number: inbound messages to it are this merchant's. False when another
+        merchant holds it."""
+        try:
+            self.client.put_item(
+                TableName=self.table, Item={"PK": _s(f"SMSNUMBER#{number}"), "SK": _s("SMSNUMBER"),
+                                            "merchant_id": _s(merchant_id)},
+                ConditionExpression="attribute_not_exists(PK) OR merchant_id = :m",
+                ExpressionAttributeValues={":m": _s(merchant_id)})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def merchant_of_sms_number(self, number: str) -> str | None:
+        item = self.client.get_item(TableName=self.table,
+                                    Key={"PK": _s(f"SMSNUMBER#{number}"), "SK": _s("SMSNUMBER")}).get("Item")
+        return str(item["merchant_id"]["S"]) if item else None
+
     def take_rate(self, conversation: Conversation, sender: str, bucket: int, limit: int, expires_at: int) -> bool:
         """Count one message of `sender` in this minute; False when the minute's limit is reached."""
         try:

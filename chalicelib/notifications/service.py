@@ -179,3 +179,22 @@ def notify_recipient_message(r: Repository, merchant_id: str, shipment_id: str, 
     ledger.finish(shipment_id, key, claim_id, LedgerState.SENT, now, detail=sent.provider_id)
     metrics.add_metric(name="MessageNotificationsSent", unit=MetricUnit.Count, value=1)
     return [f"{channel.value}:sent"]
+
+
+def record_sms_opt_out(r: Repository, merchant_id: str, phone: str, now: datetime | None = None) -> None:
+    """A recipient texted STOP: no more SMS from this merchant to that number (the opt-out the ledger checks)."""
+    from chalicelib.notifications.contacts import contact_key
+
+    ledger, _ = notify_parts(r)
+    ledger.record_opt_out(merchant_id, contact_key("sms", phone), now or datetime.now(UTC), "recipient")
+
+
+def send_sms_reply(r: Repository, phone: str, text: str) -> None:
+    """An automatic answer to an inbound SMS (HELP); a provider failure is not retried (they can text again)."""
+    from chalicelib.notifications.senders import SendFailed
+
+    _, notifier = notify_parts(r)
+    try:
+        notifier.send_sms(phone, text[:300])
+    except SendFailed:
+        metrics.add_metric(name="SmsRepliesFailed", unit=MetricUnit.Count, value=1)

@@ -257,3 +257,45 @@ def test_a_driver_message_reaches_a_closed_page_by_sms_once(client: Any, merchan
     assert as_driver(client, driver, "POST", path, {"text": "Leaving now"}).status_code == 201
     drain(pipeline)
     assert len(_sms_to(phone)) - before == 2
+
+
+def _inbound(phone: str, text: str, to: str = "+14155550100") -> dict[str, int]:
+    import app as app_module
+    from infra.local.functions import handler_of
+    from infra.local.reply import inbound_message, sns_event
+
+    event = sns_event("arn:aws:sns:us-east-1:123456789012:doorstep-inbound-sms", inbound_message(phone, text, to))
+    return handler_of(app_module.app, "inbound_sms")(event, None)  # type: ignore[no-any-return]
+
+
+def test_inbound_sms_reply_reaches_the_latest_open_conversation_and_stop_opts_out(
+        client: Any, merchant: Merchant, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.messaging import rules
+
+    phone = "+14155550142"
+    assert merchant.call("PUT", "/v1/messaging/sms-number", {"number": "+14155550100"}).status_code == 200
+    other = new_merchant(client)
+    assert other.call("PUT", "/v1/messaging/sms-number", {"number": "+14155550100"}).status_code == 409
+    driver = make_driver(merchant)
+    older = make_shipment(merchant, 1, recipient={"name": "Rita", "phone": phone})
+    newer = make_shipment(merchant, 2, recipient={"name": "Rita", "phone": phone})
+    assert _inbound(phone, "Gate code is 4711") == {"delivered": 1}
+    assert [m["text"] for m in recipient_thread(client, token_of(newer))["messages"]] == ["Gate code is 4711"]
+    assert recipient_thread(client, token_of(older))["messages"] == []
+    # the newer one is closed: the reply goes to the older, still open one
+    merchant.call("POST", f"/v1/shipments/{newer['id']}/cancel")
+    monkeypatch.setattr(rules, "CLOSE_AFTER_FINAL", __import__("datetime").timedelta(seconds=-1))
+    assert _inbound(phone, "Back at 6") == {"delivered": 1}
+    assert [m["text"] for m in recipient_thread(client, token_of(older))["messages"]] == ["Back at 6"]
+    assert _inbound("+14155550143", "who?") == {"ignored:no_open_conversation": 1}
+    assert _inbound(phone, "hi", to="+14155550155") == {"ignored:unknown_number": 1}
+    assert _inbound(phone, "HELP") == {"help": 1}
+    assert any("STOP" in text for text in _sms_to(phone))
+    # STOP: the existing opt-out item, so no more texts to that number
+    assert _inbound(phone, "Stop") == {"opted_out": 1}
+    from chalicelib.notifications.service import notify_recipient_message
+    from chalicelib.storage import get_repository
+
+    assert driver["id"]
+    assert notify_recipient_message(get_repository(), merchant.id, older["id"], "0", "Dana") == \
+        ["sms:dropped:opted_out"]

@@ -337,6 +337,8 @@ CASES = [
     Case("recipient messages JSON", "messages", lambda m: Req("GET", f"/track/{_token(make_shipment(m))}/messages",
                                                               merchant_auth=False)),
     Case("recipient message form", "messages", _recipient_message),
+    Case("two-way sms number", "messages", lambda m: Req("PUT", "/v1/messaging/sms-number",
+                                                         {"number": f"+1415555{now_ms() % 10000:04d}"})),
     # webhooks config
     Case("put webhook", "webhooks", lambda m: Req("PUT", "/v1/webhook",
                                                   {"url": f"https://hooks.example.com/faults/{m.id}"})),
@@ -443,7 +445,8 @@ ROUTE_OF = {
     "driver posts to dispatch": "POST /v1/driver/messages", "driver unread": "GET /v1/driver/messages/unread",
     "driver stop thread": "GET /v1/driver/shipments/{shipment_id}/messages",
     "driver posts to stop": "POST /v1/driver/shipments/{shipment_id}/messages",
-    "recipient messages JSON": "GET /track/{token}/messages", "recipient message form": "POST /track/{token}/messages",
+    "two-way sms number": "PUT /v1/messaging/sms-number", "recipient messages JSON": "GET /track/{token}/messages",
+    "recipient message form": "POST /track/{token}/messages",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
