@@ -299,3 +299,40 @@ def test_inbound_sms_reply_reaches_the_latest_open_conversation_and_stop_opts_ou
     assert driver["id"]
     assert notify_recipient_message(get_repository(), merchant.id, older["id"], "0", "Dana") == \
         ["sms:dropped:opted_out"]
+
+
+def test_message_sent_webhooks_carry_the_text_the_timeline_does_not(client: Any, merchant: Merchant,
+                                                                    tmp_path: Any) -> None:
+    import boto3
+
+    from chalicelib.webhooks import delivery as webhook_delivery
+    from infra.local.streams import RunnerConfig, StreamRunner
+    from tests.conftest import TEST_ENV
+    from tests.integration.test_webhooks import Clock, FakeTransport, create_endpoint, hook_url, make_deliverer
+
+    fake = FakeTransport()
+    make_deliverer(fake, Clock())
+    try:
+        runner = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"),
+                              TEST_ENV["DOORSTEP_TABLE_NAME"],
+                              lambda event, context: client.lambda_.invoke("webhook_sender", event).payload,
+                              tmp_path / "cp.json", tmp_path / "dlq.jsonl",
+                              RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=25))
+        runner.refresh_shards()
+        create_endpoint(merchant, events=["message_sent"])
+        driver = make_driver(merchant, "Ola On")
+        assert merchant.call("POST", f"/v1/drivers/{driver['id']}/messages", {"text": "Route 7 <changed>"}
+                             ).status_code == 201
+        shipment = make_shipment(merchant, 3)
+        assert merchant.call("POST", f"/v1/shipments/{shipment['id']}/messages", {"text": "Hello Rita"}
+                             ).status_code == 201
+        while runner.poll_once():
+            pass
+        bodies = [json.loads(p.body) for p in fake.to(hook_url(merchant))]
+        assert {b["type"] for b in bodies} == {"message_sent"} and len(bodies) == 2
+        by_text = {b["data"]["details"]["text"]: b["data"] for b in bodies}
+        assert by_text["Route 7 <changed>"]["driver_id"] == driver["id"]
+        assert by_text["Hello Rita"]["shipment_id"] == shipment["id"]
+        assert by_text["Hello Rita"]["details"]["sender_role"] == "dispatch"
+    finally:
+        webhook_delivery.use(None)
