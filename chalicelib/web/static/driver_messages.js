@@ -9,7 +9,7 @@
   if (!card || !main || !window.fetch) { return; }
   var TOKEN = main.getAttribute("data-token");
   var API = main.getAttribute("data-api") || "";
-  var POLL_MS = 3000;
+  var POLL_MS = 2000;
   var select = document.getElementById("dm-thread");
   var list = document.getElementById("dm-list");
   var form = document.getElementById("dm-form");

@@ -13,7 +13,7 @@
   var empty = section.querySelector('[data-field="messages_empty"]');
   var form = section.querySelector("form.compose");
   var lastShown = "";
-  var POLL_MS = 3000;
+  var POLL_MS = 2000;
 
   function pad(n) { return n < 10 ? "0" + n : String(n); }
 
