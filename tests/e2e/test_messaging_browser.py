@@ -84,7 +84,8 @@ def test_recipient_and_driver_talk_on_their_pages(stack: LocalStack, browser: An
         tab_to(driver_page, "dm-thread")
         driver_page.keyboard.press("ArrowDown")
         driver_page.wait_for_function(
-            "() => document.getElementById('dm-list').textContent.indexOf('The gate code is 4711 <b>not bold</b>') >= 0",
+            "() => document.getElementById('dm-list').textContent"
+            ".indexOf('The gate code is 4711 <b>not bold</b>') >= 0",
             timeout=10_000)
         assert time.monotonic() - sent_at <= 10
         assert driver_page.locator("#dm-list b").count() == 0  # text, never HTML
