@@ -86,7 +86,8 @@ def send(repo: Repository, conversation: Conversation, role: Role, text: object,
             "conversation": "shipment" if conversation.shipment_id else "driver",
             "driver_id": driver_id or conversation.driver_id, "broadcast_id": broadcast_id}
     pk = f"SHIPMENT#{conversation.shipment_id}" if conversation.shipment_id else conversation.pk
-    event = event_wire_item(pk, conversation.merchant_id, new_id("evt"), now, role.value, data,
+    source = "merchant" if role is Role.DISPATCH else role.value  # the timeline's sources: dispatch is the merchant
+    event = event_wire_item(pk, conversation.merchant_id, new_id("evt"), now, source, data,
                             shipment_id=conversation.shipment_id, driver_id=driver_id or conversation.driver_id)
     s.send(conversation, message, event)
     metrics.add_metric(name="MessagesSent", unit=MetricUnit.Count, value=1)

@@ -93,6 +93,12 @@ def test_recipient_to_driver_and_back_with_read_receipts(client: Any, merchant: 
     # dispatch sees the whole conversation
     view = merchant.call("GET", f"/v1/shipments/{shipment['id']}/messages").json_body
     assert [m["text"] for m in view["messages"]][1] == "At the door" and view["unread"] == 2
+    assert merchant.call("POST", f"/v1/shipments/{shipment['id']}/messages", {"text": "Dispatch here"}
+                         ).status_code == 201
+    timeline = merchant.call("GET", f"/v1/shipments/{shipment['id']}/timeline")
+    assert timeline.status_code == 200, timeline.body
+    assert [e["source"] for e in timeline.json_body["items"] if e["type"] == "message_sent"] == \
+        ["recipient", "driver", "merchant"]
 
 
 def test_no_js_form_post_and_quick_reply(client: Any, merchant: Merchant,
