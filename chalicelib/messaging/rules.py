@@ -21,6 +21,7 @@ RETENTION_DAYS = 30  # after the shipment is final
 ACTIVE_BOUND_DAYS = 30
 CLOSE_AFTER_FINAL = timedelta(hours=2)  # the recipient may still say "thanks, found it" a while after delivery
 PAGE_OPEN_S = 45  # a tracking page polled this recently is open: its reader sees new messages without an SMS
+POLL_RECORD_S = 15  # how often a page's polls are recorded (well inside PAGE_OPEN_S)
 MAX_PAGE = 100
 
 

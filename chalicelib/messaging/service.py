@@ -17,6 +17,7 @@ from chalicelib.messaging.models import BroadcastOut, ConversationOut, DriverUnr
 from chalicelib.messaging.rules import (
     BROADCAST_RATE_LIMIT,
     MAX_PAGE,
+    POLL_RECORD_S,
     RATE_LIMIT_PER_WINDOW,
     RATE_WINDOW_S,
     ConversationState,
@@ -60,7 +61,9 @@ def read(repo: Repository, conversation: Conversation, reader: Role, now: dateti
     state = s.state(conversation)
     messages = s.messages(conversation, min(limit, MAX_PAGE))
     newest_other = max((m.sent_ms for m in messages if m.sender_role is not reader), default=None)
-    s.mark_read(conversation, reader, state, newest_other, _ms(now) if page_poll else None)
+    # The page polls every 2 s; recording it every 15 s is enough for "open" (PAGE_OPEN_S) at an eighth the writes.
+    polled = _ms(now) if page_poll and (state.recipient_polled_ms or 0) < _ms(now) - POLL_RECORD_S * 1000 else None
+    s.mark_read(conversation, reader, state, newest_other, polled)
     return ConversationOut(
         conversation="shipment" if conversation.shipment_id else "driver", shipment_id=conversation.shipment_id,
         driver_id=conversation.driver_id, open=is_open(final_at, now), closes_at=closes_at(final_at),
@@ -69,7 +72,7 @@ def read(repo: Repository, conversation: Conversation, reader: Role, now: dateti
 
 def send(repo: Repository, conversation: Conversation, role: Role, text: object, now: datetime, *,
          display_name: str, final_at: datetime | None = None, driver_id: str | None = None,
-         broadcast_id: str | None = None) -> MessageOut:
+         broadcast_id: str | None = None, once_key: str | None = None) -> MessageOut:
     """One message: the text checked, the sender's minute counted (429 past the limit), then the message, its
     count and its event in one transaction. 409 once the conversation is closed."""
     clean = clean_message_text(text)
@@ -89,7 +92,8 @@ def send(repo: Repository, conversation: Conversation, role: Role, text: object,
     source = "merchant" if role is Role.DISPATCH else role.value  # the timeline's sources: dispatch is the merchant
     event = event_wire_item(pk, conversation.merchant_id, new_id("evt"), now, source, data,
                             shipment_id=conversation.shipment_id, driver_id=driver_id or conversation.driver_id)
-    s.send(conversation, message, event)
+    if not s.send(conversation, message, event, once_key=once_key):
+        raise errors.conflict("This message was stored already.", code="duplicate_message")
     metrics.add_metric(name="MessagesSent", unit=MetricUnit.Count, value=1)
     return _out(message, ConversationState({}, {}, {}), conversation.roles)
 
@@ -221,10 +225,11 @@ def recipient_thread(repo: Repository, shipment: ShipmentItem, now: datetime, *,
                 final_at=shipment.final_at, page_poll=page_poll)
 
 
-def recipient_send(repo: Repository, shipment: ShipmentItem, text: str, now: datetime) -> MessageOut:
+def recipient_send(repo: Repository, shipment: ShipmentItem, text: str, now: datetime, *,
+                   once_key: str | None = None) -> MessageOut:
     return send(repo, Conversation(shipment.merchant_id, shipment_id=shipment.shipment_id), Role.RECIPIENT, text,
                 now, display_name=sender_name(Role.RECIPIENT, None), final_at=shipment.final_at,
-                driver_id=shipment.driver_id)
+                driver_id=shipment.driver_id, once_key=once_key)
 
 
 # --- the webhook sender -------------------------------------------------------------------------------------
@@ -309,10 +314,12 @@ def inbound_sms(repo: Repository, message: dict[str, Any], now: datetime | None 
     for shipment_id in ids:
         shipment = shipments.get(shipment_id)
         if shipment is not None and is_open(shipment.final_at, now):
+            # SNS may deliver the same inbound message twice: its id is claimed in the message's transaction.
+            inbound_id = str(message.get("inboundMessageId") or "") or None
             try:
-                recipient_send(repo, shipment, text, now)
+                recipient_send(repo, shipment, text, now, once_key=f"SMSIN#{inbound_id}" if inbound_id else None)
             except errors.DomainError as exc:
-                return f"refused:{exc.code}"  # empty, too long, rate limited: nothing to store
+                return f"refused:{exc.code}"  # empty, too long, rate limited, a duplicate: nothing to store
             metrics.add_metric(name="InboundSmsMessages", unit=MetricUnit.Count, value=1)
             return "delivered"
     return "ignored:no_open_conversation"

@@ -136,8 +136,10 @@ class MessageStore:
             return False
         return True
 
-    def send(self, conversation: Conversation, message: MessageRecord, event: dict[str, Any]) -> None:
-        """The message, its count on the conversation's state and its event (a wire item), all or nothing."""
+    def send(self, conversation: Conversation, message: MessageRecord, event: dict[str, Any], *,
+             once_key: str | None = None) -> bool:
+        """The message, its count on the conversation's state and its event (a wire item), all or nothing; with
+        `once_key` (an inbound SMS's id) also a claim of that key, so a redelivery stores nothing: False then."""
         item: dict[str, Any] = {
             "PK": _s(conversation.pk), "SK": _s(f"{MESSAGE_PREFIX}{message.sent_ms:013d}#{message.message_id}"),
             "merchant_id": _s(conversation.merchant_id), "message_id": _s(message.message_id),
@@ -150,6 +152,21 @@ class MessageStore:
         if message.broadcast_id:
             item["broadcast_id"] = _s(message.broadcast_id)
         role = message.sender_role.value
+        once: list[dict[str, Any]] = [] if once_key is None else [{"Put": {
+            "TableName": self.table, "ConditionExpression": "attribute_not_exists(PK)",
+            "Item": {"PK": _s(once_key), "SK": _s("ONCE"), "message_id": _s(message.message_id),
+                     "expires_at": _n(message.expires_at)}}}]
+        try:
+            self._send(conversation, item, role, message, event, once)
+        except self.client.exceptions.TransactionCanceledException as exc:
+            reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+            if once and reasons and str(reasons[-1].get("Code")) == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
+
+    def _send(self, conversation: Conversation, item: dict[str, Any], role: str, message: MessageRecord,
+              event: dict[str, Any], once: list[dict[str, Any]]) -> None:
         self.client.transact_write_items(TransactItems=[
             {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
             {"Update": {"TableName": self.table, "Key": {"PK": _s(conversation.pk), "SK": _s(STATE_SK)},
@@ -157,7 +174,8 @@ class MessageStore:
                                             f"read_ms_{role} = :ms",
                         "ExpressionAttributeValues": {":one": _n(1), ":m": _s(conversation.merchant_id),
                                                       ":exp": _n(message.expires_at), ":ms": _n(message.sent_ms)}}},
-            {"Put": {"TableName": self.table, "Item": event, "ConditionExpression": "attribute_not_exists(PK)"}}])
+            {"Put": {"TableName": self.table, "Item": event, "ConditionExpression": "attribute_not_exists(PK)"}},
+            *once])
 
     def state(self, conversation: Conversation) -> ConversationState:
         item = self.client.get_item(TableName=self.table, Key={"PK": _s(conversation.pk), "SK": _s(STATE_SK)},

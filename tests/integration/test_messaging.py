@@ -287,6 +287,17 @@ def test_inbound_sms_reply_reaches_the_latest_open_conversation_and_stop_opts_ou
     newer = make_shipment(merchant, 2, recipient={"name": "Rita", "phone": phone})
     assert _inbound(phone, "Gate code is 4711") == {"delivered": 1}
     assert [m["text"] for m in recipient_thread(client, token_of(newer))["messages"]] == ["Gate code is 4711"]
+    # SNS delivers one inbound message twice: stored once
+    import app as app_module
+    from infra.local.functions import handler_of
+    from infra.local.reply import inbound_message, sns_event
+
+    twice = sns_event("arn:aws:sns:us-east-1:123456789012:doorstep-inbound-sms",
+                      inbound_message(phone, "Ring the bell", "+14155550100"))
+    assert handler_of(app_module.app, "inbound_sms")(twice, None) == {"delivered": 1}
+    assert handler_of(app_module.app, "inbound_sms")(twice, None) == {"refused:duplicate_message": 1}
+    assert [m["text"] for m in recipient_thread(client, token_of(newer))["messages"]] == \
+        ["Gate code is 4711", "Ring the bell"]
     assert recipient_thread(client, token_of(older))["messages"] == []
     # the newer one is closed: the reply goes to the older, still open one
     merchant.call("POST", f"/v1/shipments/{newer['id']}/cancel")
