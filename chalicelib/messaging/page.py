@@ -91,3 +91,23 @@ def render_driver_messages(locale: str, *, static_base: str = DEFAULT_STATIC_BAS
             f'<button type="submit" class="btn">{_e(t("messages.send"))}</button></form>'
             f'<div class="quick-replies" role="group" aria-label="{_e(t("messages.quick"))}">{canned}</div>'
             f'<script src="{_e(asset_url("driver_messages.js", static_base))}" defer></script></section>')
+
+
+def render_console_messages(locale: str, *, static_base: str = DEFAULT_STATIC_BASE) -> str:
+    """The dispatcher console's messages panel: a driver's thread (pick the driver), a reply box, and a
+    broadcast to every driver on duty. `static/console_messages.js` fills it through the `/v1` merchant API."""
+    t = Translator(locale)
+    return ('<section id="messages-panel" class="panel" aria-labelledby="cm-h" '
+            f'data-sent="{_e(t("messages.broadcast_sent"))}" data-read="{_e(t("messages.read"))}">'
+            f'<h2 id="cm-h">{_e(t("messages.title"))}</h2>'
+            f'<div class="field"><label for="cm-driver">{_e(t("messages.driver"))}</label>'
+            '<select id="cm-driver"></select></div>'
+            '<ol id="cm-list" class="msgs" aria-live="polite"></ol>'
+            f'<form id="cm-form" class="search"><label for="cm-text">{_e(t("messages.compose"))}</label>'
+            f'<textarea id="cm-text" rows="2" maxlength="{MAX_TEXT_CHARS}"></textarea>'
+            f'<button type="submit" class="btn">{_e(t("messages.send"))}</button></form>'
+            f'<form id="cm-broadcast" class="search"><label for="cm-broadcast-text">{_e(t("messages.broadcast"))}'
+            f'</label><textarea id="cm-broadcast-text" rows="2" maxlength="{MAX_TEXT_CHARS}"></textarea>'
+            f'<button type="submit" class="btn">{_e(t("messages.broadcast_send"))}</button></form>'
+            '<p id="cm-status" class="empty" role="status" aria-live="polite"></p>'
+            f'<script src="{_e(asset_url("console_messages.js", static_base))}" defer></script></section>')

@@ -34,6 +34,7 @@ ASSETS: dict[str, tuple[str, str]] = {
     # Messaging: the tracking page's conversation and the driver app's messages (chalicelib.messaging).
     "messages.js": ("messages.js", _JS),
     "driver_messages.js": ("driver_messages.js", _JS),
+    "console_messages.js": ("console_messages.js", _JS),
     # Linked from every page, so browsers do not ask for /favicon.ico (outside the API's routes).
     "favicon.svg": ("favicon.svg", _SVG),
 }

@@ -23,3 +23,10 @@ def test_closed_conversation_has_no_compose_box_and_german_words() -> None:
     html = render_conversation("de", [], is_open=False, csrf_token="c", action_base="/t", tz=UTC)
     assert "<form" not in html and "Diese Unterhaltung ist geschlossen." in html
     assert "Ich bin in 5 Minuten da." in render_driver_messages("de")
+
+
+def test_the_console_has_a_messages_panel() -> None:
+    from chalicelib.messaging.page import render_console_messages
+
+    html = render_console_messages("en")
+    assert 'id="cm-driver"' in html and 'id="cm-broadcast"' in html and "console_messages.js" in html
