@@ -23,7 +23,7 @@ NOTE_MAX = 500
 NAME_MAX = 100
 PING_SECONDS = 15  # a batch of fixes at least this often while the page is open (or every PING_BATCH fixes)
 PING_BATCH = 20
-DRIVER_ASSETS = ("driver.css", "driver.js", "favicon.svg")
+DRIVER_ASSETS = ("driver.css", "driver.js", "driver_messages.js", "favicon.svg")
 
 
 @dataclass(frozen=True, slots=True)
