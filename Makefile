@@ -12,7 +12,7 @@ STAGE ?= dev
 # infra/local/dynamodb_local.py, and a new pin installs into a new folder, so this target is redone then.
 DDB_LOCAL_JAR := $(shell sed -n 's/^PACKAGE_VERSION = "\([^"]*\)".*/\1/p' infra/local/dynamodb_local.py | sed 's|.*|.local/dynamodb/&/emulator/DynamoDBLocal.jar|')
 
-.PHONY: help venv dynamodb-local run simulate outbox replay replay-dead-letters test test-unit test-integration test-e2e bench eval eval-routes lint package deploy merchant clean
+.PHONY: help venv dynamodb-local run simulate outbox reply replay replay-dead-letters test test-unit test-integration test-e2e bench eval eval-routes lint package deploy merchant clean
 
 help:
 	@echo "make run        start the local stack (DynamoDB Local + moto + chalice local) with a demo merchant"
@@ -20,6 +20,7 @@ help:
 	@echo "make simulate   drive the demo route along its GPS trace through the driver API (needs make run)"
 	@echo "make outbox     the SMS and email the local stack sent (needs make run)"
 	@echo "make replay     replay the local stack's dead-lettered stream records (needs make run)"
+	@echo "make reply PHONE=+1... TEXT=...  a recipient's SMS reply into the local stack (STOP, HELP work; needs make run)"
 	@echo "make replay-dead-letters  replay the failed records' bodies kept in the bucket (needs make run)"
 	@echo "make test       run unit, integration and end-to-end tests"
 	@echo "make bench      print benchmark figures as JSON lines"
@@ -54,6 +55,9 @@ outbox: $(STAMP)
 
 replay: $(STAMP)
 	$(PY) -m infra.replay stream --local
+
+reply: $(STAMP)
+	$(PY) -m infra.local.reply --phone "$(PHONE)" --text "$(TEXT)" $(if $(TO),--to "$(TO)",)
 
 replay-dead-letters: $(STAMP)
 	$(PY) -m infra.replay dead-letters --local

@@ -23,6 +23,7 @@ from chalicelib.http import routes as http_routes
 from chalicelib.http.errors import normalize_chalice_error
 from chalicelib.ingest import api as ingest_api
 from chalicelib.lookup import api as lookup_api
+from chalicelib.messaging import api as messaging_api
 from chalicelib.notifications import api as notifications_api
 from chalicelib.pipeline import api as pipeline_api
 from chalicelib.recipient import api as recipient_api
@@ -39,7 +40,8 @@ app = Chalice(app_name="doorstep", configure_logs=False)
 
 for feature in (fleet_api, shipments_api, ingest_api, driver_app_api, recipient_api, notifications_api,
                 webhooks_api, pipeline_api, web_api, console_api, exceptions_api, sequencing_api,
-                lookup_api, driver_reports_api):
+                lookup_api, driver_reports_api,
+                messaging_api):
     app.register_blueprint(feature.blueprint)
 
 http_routes.configure(authenticate=fleet_api.authenticate, error_page=recipient_api.error_page)

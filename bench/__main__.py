@@ -18,7 +18,7 @@ from bench.common import Result, emit, log
 # local stack, which starts servers that compete for the same two cores.
 MODULES = ("cold_start", "cold_ping", "ingest", "ingest_real", "geofence", "driver_reports", "eta", "route_opt",
            "tracking_page", "console_page", "rss", "lookup", "pipeline_cost", "console_fleet", "e2e", "pipeline_e2e",
-           "pipeline_fleet", "notify_e2e", "local_load")
+           "pipeline_fleet", "notify_e2e", "messaging_e2e", "local_load")
 
 
 def main(argv: list[str] | None = None) -> int:

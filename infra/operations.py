@@ -39,6 +39,8 @@ APP_METRIC_WIDGETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Fleet: drivers gone offline, back online", ("DriversOffline", "DriversOnline")),
     ("Exception queue: opened, acknowledged, resolved; console sign-ins",
      ("ExceptionsOpened", "ExceptionsAcknowledged", "ExceptionsResolved", "ConsoleSignIns")),
+    ("Messaging: sent, rate limited, recipients notified, inbound SMS, STOP",
+     ("MessagesSent", "MessagesRateLimited", "MessageNotificationsSent", "InboundSmsMessages", "InboundSmsOptOuts")),
 )
 
 

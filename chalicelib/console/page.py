@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 
+from chalicelib.messaging.page import render_console_messages
 from chalicelib.recipient.page import content_security_policy, document_head
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, asset_url, gzip_size, static_asset
 from chalicelib.web.i18n import Translator, catalogue
@@ -138,6 +139,7 @@ def render_console(shell: ConsoleShell, *, static_base: str = DEFAULT_STATIC_BAS
                f'<p class="hint">{_e(t("console.search.hint"))}</p>'
                '<p id="search-status" class="empty" role="status" aria-live="polite"></p>'
                f'<ul id="results" class="list" aria-label="{_e(t("console.search.results"))}"></ul></section>')
+    out.append(render_console_messages(t.locale, static_base=static_base))  # chalicelib.messaging
     out.append('<section id="detail" class="panel panel--detail" aria-labelledby="detail-h" tabindex="-1" hidden>'
                f'<h2 id="detail-h">{_e(t("console.detail.title"))}</h2>'
                '<button type="button" class="btn btn--quiet" id="detail-close">'

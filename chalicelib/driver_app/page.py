@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from html import escape
 
+from chalicelib.messaging.page import render_driver_messages
 from chalicelib.recipient.page import _origin, document_head
 from chalicelib.shipments.failures import FailureReason, failure_reason_label
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, asset_url, gzip_size, static_asset
@@ -22,7 +23,7 @@ NOTE_MAX = 500
 NAME_MAX = 100
 PING_SECONDS = 15  # a batch of fixes at least this often while the page is open (or every PING_BATCH fixes)
 PING_BATCH = 20
-DRIVER_ASSETS = ("driver.css", "driver.js", "favicon.svg")
+DRIVER_ASSETS = ("driver.css", "driver.js", "driver_messages.js", "favicon.svg")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,9 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
                f'<button type="submit" class="btn btn--warn">{_e(t("driver.fail.submit"))}</button>'
                f'<button type="button" class="btn btn--secondary" data-cancel>{_e(t("driver.form.cancel"))}</button>'
                "</div></form></section>")
+
+    # messages with dispatch and each stop's recipient (chalicelib.messaging)
+    out.append(render_driver_messages(t.locale, static_base=static_base))
 
     # the route and the queue
     out.append('<section class="card" aria-labelledby="route-h">'

@@ -108,3 +108,94 @@ def _plain_html(text: str) -> str:
     import html
 
     return "<p>" + "<br>".join(html.escape(line) for line in text.splitlines()) + "</p>"
+
+
+# --- messaging: "your driver wrote" (chalicelib/messaging) ------------------------------------------------------
+
+_MESSAGE_TEXTS = {
+    "en": ("{merchant}: {driver}, your driver, sent you a message about your delivery. Read and reply: {url}",
+           "{merchant}: a message from your driver"),
+    "de": ("{merchant}: {driver}, Ihr Fahrer, hat Ihnen eine Nachricht zu Ihrer Lieferung geschickt. Lesen und "
+           "antworten: {url}", "{merchant}: eine Nachricht von Ihrem Fahrer"),
+}
+
+
+def notify_recipient_message(r: Repository, merchant_id: str, shipment_id: str, episode: str, driver_first_name: str,
+                             now: datetime | None = None) -> list[str]:
+    """Tell the recipient that the driver wrote, with a link back to the conversation (never the text): by SMS
+    when the shipment has a phone, else by email; once per `episode` (the caller's count of driver messages the
+    recipient had read: one note per run of unread messages) through the ledger's conditional claim, so a
+    duplicated stream batch sends nothing twice. Opted-out contacts and the merchant's quiet hours drop it: the
+    page shows the message whenever the recipient looks."""
+    from chalicelib.core.links import tracking_url
+    from chalicelib.core.security import new_id
+    from chalicelib.notifications import dispatch
+    from chalicelib.notifications.contacts import contact_key
+    from chalicelib.notifications.rules import Channel, LedgerState, recipient_zone
+    from chalicelib.notifications.senders import SendFailed
+    from chalicelib.storage.tables import as_dict
+
+    now = now or datetime.now(UTC)
+    shipment = r.get_shipment(merchant_id, shipment_id)
+    if shipment is None:
+        return []
+    recipient = as_dict(shipment.recipient)
+    phone, email = recipient.get("phone"), recipient.get("email")
+    channel, address = (Channel.SMS, str(phone)) if phone else (Channel.EMAIL, str(email)) if email else (None, "")
+    if channel is None:
+        return []
+    ledger, notifier = notify_parts(r)
+    profile = cached_merchant_profile(r, merchant_id)
+    policy, _ = dispatch.load_settings(profile.notifications_json)
+    key = f"NOTIFY#{shipment_id}#driver_message#{episode}#{channel.value}"
+    try:
+        opted_out = bool(ledger.opted_out(merchant_id, [contact_key(channel.value, address)]))
+    except ValueError:  # not a valid address: nothing to send to
+        return [f"{channel.value}:dropped:no_contact"]
+    zone = recipient_zone(str(recipient.get("time_zone") or ""), profile.settings.time_zone)
+    quiet = policy.quiet_hours is not None and channel in policy.quiet_channels and \
+        policy.quiet_hours.ends_at(now, zone) is not None
+    sender = get_settings().email_sender
+    if opted_out or quiet or (channel is Channel.EMAIL and not sender):
+        reason = "opted_out" if opted_out else "quiet_hours" if quiet else "no_sender_identity"
+        ledger.settle(shipment_id, key, LedgerState.DROPPED, now, detail=reason)
+        return [f"{channel.value}:dropped:{reason}"]
+    claim_id = new_id("clm")
+    if not ledger.claim(shipment_id, key, claim_id, now):
+        return [f"{channel.value}:skipped"]  # sent, dropped or being sent by another worker
+    locale = "de" if str(recipient.get("locale") or profile.settings.locale).lower().startswith("de") else "en"
+    body, subject = _MESSAGE_TEXTS[locale]
+    look = dispatch.merchant_look(profile.settings, profile.name, sender)
+    text = body.format(merchant=look.branding.name, driver=driver_first_name,
+                       url=tracking_url(get_settings(), shipment_id, int(shipment.token_version)) + "#messages")
+    try:
+        if channel is Channel.SMS:
+            sent = notifier.send_sms(address, text)
+        else:
+            sent = notifier.send_email(str(sender), address, subject.format(merchant=look.branding.name), text,
+                                       _plain_html(text))
+    except SendFailed as exc:
+        ledger.finish(shipment_id, key, claim_id, LedgerState.FAILED_PERMANENT, now, detail=exc.verdict.code)
+        return [f"{channel.value}:failed:{exc.verdict.code}"]
+    ledger.finish(shipment_id, key, claim_id, LedgerState.SENT, now, detail=sent.provider_id)
+    metrics.add_metric(name="MessageNotificationsSent", unit=MetricUnit.Count, value=1)
+    return [f"{channel.value}:sent"]
+
+
+def record_sms_opt_out(r: Repository, merchant_id: str, phone: str, now: datetime | None = None) -> None:
+    """A recipient texted STOP: no more SMS from this merchant to that number (the opt-out the ledger checks)."""
+    from chalicelib.notifications.contacts import contact_key
+
+    ledger, _ = notify_parts(r)
+    ledger.record_opt_out(merchant_id, contact_key("sms", phone), now or datetime.now(UTC), "recipient")
+
+
+def send_sms_reply(r: Repository, phone: str, text: str) -> None:
+    """An automatic answer to an inbound SMS (HELP); a provider failure is not retried (they can text again)."""
+    from chalicelib.notifications.senders import SendFailed
+
+    _, notifier = notify_parts(r)
+    try:
+        notifier.send_sms(phone, text[:300])
+    except SendFailed:
+        metrics.add_metric(name="SmsRepliesFailed", unit=MetricUnit.Count, value=1)

@@ -299,6 +299,11 @@ def _handle_driver_events(r: Repository, records: list[tuple[str, dict[str, Any]
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
+    if image.get("type") == "message_sent":  # a driver wrote: messaging tells a recipient whose page is closed
+        from chalicelib.messaging.service import on_message_sent
+
+        on_message_sent(r, image)
+        return
     if image.get("to_status") in (S.DELIVERED, S.FAILED):
         apply_stop_completed(r, image)
     if image.get("to_status") in ROUTE_STOP_DONE:  # the route's last stop? then the route completes

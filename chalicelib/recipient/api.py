@@ -88,10 +88,12 @@ def tracking_page(call: WebCall, token: str) -> Response:
     page = service.tracking_page(get_repository(), link, now, call.accept_language)
     branding = service.branding(link)
     paths = page_paths(token)
-    html = render_tracking_page(page, branding, tile_url=s.tile_url, csrf_token=csrf_token(s.token_secret, token),
+    csrf = csrf_token(s.token_secret, token)
+    html = render_tracking_page(page, branding, tile_url=s.tile_url, csrf_token=csrf,
                                 status_url=paths.status, action_base=paths.page, theme_href=paths.theme,
                                 static_base=paths.static, tile_attribution=s.tile_attribution,
-                                poll_seconds=s.tracking_poll_seconds, preferences_href=_preferences_href(link))
+                                poll_seconds=s.tracking_poll_seconds, preferences_href=_preferences_href(link),
+                                extra_sections=[conversation_section(link, page.locale, csrf, paths, now)])
     return html_response(html, 200, page_headers(page, branding, s.tile_url))
 
 
@@ -101,6 +103,23 @@ def _preferences_href(link: Link) -> str:
 
     s = get_settings()
     return preferences_url(s.public_path, s.token_secret, link.shipment.merchant_id, link.shipment.shipment_id)
+
+
+def conversation_section(link: Link, locale: str, csrf: str, paths: PagePaths, now: datetime) -> str:
+    """The conversation with the driver (chalicelib.messaging), rendered into the page."""
+    from zoneinfo import ZoneInfo
+
+    from chalicelib.messaging import service as messaging
+    from chalicelib.messaging.page import ShownMessage, render_conversation
+
+    thread = messaging.recipient_thread(get_repository(), link.shipment, now)
+    shown = [ShownMessage(m.sender_role, m.sender_name, m.text, m.sent_at, bool(m.read_by)) for m in thread.messages]
+    try:
+        tz = ZoneInfo(link.time_zone)
+    except (KeyError, ValueError):
+        tz = ZoneInfo("UTC")
+    return render_conversation(locale, shown, is_open=thread.open, csrf_token=csrf, action_base=paths.page, tz=tz,
+                               static_base=paths.static)
 
 
 @routes.web("/track/{token}/status", errors_as="json")

@@ -626,8 +626,12 @@ def _timeline(t: Translator, page: TrackingPage, payload: dict[str, Any], tz: tz
 def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: str | None, csrf_token: str,
                          status_url: str, action_base: str, theme_href: str | None = None,
                          static_base: str = DEFAULT_STATIC_BASE, tile_attribution: str | None = None,
-                         poll_seconds: int = 15, preferences_href: str | None = None) -> str:
+                         poll_seconds: int = 15, preferences_href: str | None = None,
+                         extra_sections: Sequence[str] = ()) -> str:
     """The whole tracking page as HTML.
+
+    `extra_sections` are other features' ready HTML sections (the conversation with the driver), shown
+    before the timeline.
 
     `action_base` is the page's own path (`/api/track/<token>`): forms post to
     `{action_base}/instructions`, `/reschedule` and `/rating`. `status_url` is the
@@ -698,6 +702,7 @@ def render_tracking_page(page: TrackingPage, branding: Branding, *, tile_url: st
             out.append(_redirect_form(t, page, tz, csrf_token, action_base))
     if page.can_give_instructions and page.status not in FINAL_STATUSES:
         out.append(_instructions_form(t, page, csrf_token, action_base))
+    out.extend(extra_sections)
     if page.timeline:
         out.append(_timeline(t, page, payload, tz))
     out.append(_contact(t, page, branding))

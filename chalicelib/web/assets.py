@@ -31,6 +31,10 @@ ASSETS: dict[str, tuple[str, str]] = {
     # The dispatcher console (chalicelib.console).
     "console.js": ("console.js", _JS),
     "console.css": ("console.css", _CSS),
+    # Messaging: the tracking page's conversation and the driver app's messages (chalicelib.messaging).
+    "messages.js": ("messages.js", _JS),
+    "driver_messages.js": ("driver_messages.js", _JS),
+    "console_messages.js": ("console_messages.js", _JS),
     # Linked from every page, so browsers do not ask for /favicon.ico (outside the API's routes).
     "favicon.svg": ("favicon.svg", _SVG),
 }

@@ -224,6 +224,8 @@ class Deliverer:
     def _body(self, image: dict[str, Any], merchant_id: str, shipment_id: str, event_id: str, event_type: str,
               recorded: datetime) -> str:
         occurred = parse_time(str(image.get("occurred_at") or "")) or recorded
+        if event_type == "message_sent":  # the event has no text (the timeline's); the merchant's webhook does
+            return self._message_body(image, merchant_id, shipment_id, event_id, occurred, recorded)
         if event_type.startswith("zone_"):  # a driver's zone event: no shipment to read
             data: dict[str, Any] = {name: image.get(name) for name in ("driver_id", "zone_id", "zone_name", "lat",
                                                                         "lng")}
@@ -241,6 +243,17 @@ class Deliverer:
                 "source": image.get("source"), "recorded_at": recorded.isoformat().replace("+00:00", "Z"),
                 "details": image.get("data") or {}}
         return encode_event(event_id, event_type, occurred, data, merchant_id=merchant_id).decode("utf-8")
+
+    def _message_body(self, image: dict[str, Any], merchant_id: str, shipment_id: str, event_id: str,
+                      occurred: datetime, recorded: datetime) -> str:
+        from chalicelib.messaging.service import webhook_data
+
+        raw = image.get("data")
+        details = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        data = {"shipment_id": shipment_id or None, "driver_id": image.get("driver_id"), "source": image.get("source"),
+                "recorded_at": recorded.isoformat().replace("+00:00", "Z"),
+                "details": webhook_data(self.repo, merchant_id, shipment_id, details)}
+        return encode_event(event_id, "message_sent", occurred, data, merchant_id=merchant_id).decode("utf-8")
 
     # --- the scheduled function -------------------------------------------------------------
 

@@ -23,7 +23,7 @@ WebhookEventType = Literal[
     "tracking_link_revoked", "notification_failed", "updated", "route_changed", "route_optimized", "reassigned",
     "route_completed", "exception_opened", "exception_acknowledged", "exception_resolved", "zone_enter", "zone_exit",
     "zone_dwell", "driver_offline", "driver_online", "driver_off_duty", "driver_speeding", "driver_harsh_braking",
-    "driver_harsh_acceleration", "driver_long_idle",
+    "driver_harsh_acceleration", "driver_long_idle", "message_sent",
 ]
 
 

@@ -193,6 +193,16 @@ def _preference_links(m: Merchant) -> tuple[str, str]:
     shipment, secret = make_shipment(m, 1), get_settings().token_secret
     return (unsubscribe_url("", secret, m.id, shipment["id"], Channel.EMAIL),
             preferences_url("", secret, m.id, shipment["id"]))
+def _messaging_stop(m: Merchant) -> tuple[Json, str]:
+    """A driver and the shipment of its started route, with one message from the recipient in its conversation."""
+    driver, ships, _ = make_started_route(m, 1)
+    r = m.call("POST", f"/v1/shipments/{ships[0]['id']}/messages", {"text": "Hello"})
+    assert r.status_code == 201, r.body
+    return driver, str(ships[0]["id"])
+def _recipient_message(m: Merchant) -> Req:
+    token = _token(make_shipment(m))
+    return Req("POST", f"/track/{token}/messages", urlencode({"csrf": _csrf(m, token), "text": "I'm home"}), _FORM,
+               merchant_auth=False, html=True)
 
 
 def _console(m: Merchant) -> tuple[dict[str, str], str]:
@@ -333,6 +343,35 @@ CASES = [
         "POST", f"/v1/driver/shipments/{s[0]['id']}/proof-uploads",
         {"kind": "photo", "content_type": "image/jpeg", "size_bytes": 1000}, _driver_auth(d),
         merchant_auth=False))(*make_started_route(m, 1)[:2])),
+    # messaging
+    Case("shipment messages", "messages", lambda m: Req("GET", f"/v1/shipments/{_messaging_stop(m)[1]}/messages")),
+    Case("post shipment message", "messages",
+         lambda m: Req("POST", f"/v1/shipments/{make_shipment(m)['id']}/messages", {"text": "Hi"})),
+    Case("driver messages", "messages", lambda m: Req("GET", f"/v1/drivers/{make_driver(m)['id']}/messages")),
+    Case("post driver message", "messages",
+         lambda m: Req("POST", f"/v1/drivers/{make_driver(m)['id']}/messages", {"text": "Hi"})),
+    Case("broadcast message", "messages", lambda m: (lambda d: (
+        m.client.http.post("/v1/driver/shift", headers=_driver_auth(d), body=json.dumps({"action": "start"})),
+        Req("POST", "/v1/drivers/messages/broadcast", {"text": "Hi all"}))[1])(make_driver(m))),
+    Case("driver dispatch thread", "messages", lambda m: Req("GET", "/v1/driver/messages",
+                                                             headers=_driver_auth(make_driver(m)),
+                                                             merchant_auth=False)),
+    Case("driver posts to dispatch", "messages", lambda m: Req("POST", "/v1/driver/messages", {"text": "OK"},
+                                                               _driver_auth(make_driver(m)), merchant_auth=False)),
+    Case("driver unread", "messages", lambda m: Req("GET", "/v1/driver/messages/unread",
+                                                    headers=_driver_auth(_messaging_stop(m)[0]),
+                                                    merchant_auth=False)),
+    Case("driver stop thread", "messages", lambda m: (lambda d, sid: Req(
+        "GET", f"/v1/driver/shipments/{sid}/messages", headers=_driver_auth(d), merchant_auth=False))(
+        *_messaging_stop(m))),
+    Case("driver posts to stop", "messages", lambda m: (lambda d, sid: Req(
+        "POST", f"/v1/driver/shipments/{sid}/messages", {"text": "At the door"}, _driver_auth(d),
+        merchant_auth=False))(*_messaging_stop(m))),
+    Case("recipient messages JSON", "messages", lambda m: Req("GET", f"/track/{_token(make_shipment(m))}/messages",
+                                                              merchant_auth=False)),
+    Case("recipient message form", "messages", _recipient_message),
+    Case("two-way sms number", "messages", lambda m: Req("PUT", "/v1/messaging/sms-number",
+                                                         {"number": f"+1415555{now_ms() % 10000:04d}"})),
     # webhooks config
     Case("put webhook", "webhooks", lambda m: Req("PUT", "/v1/webhook",
                                                   {"url": f"https://hooks.example.com/faults/{m.id}"})),
@@ -471,6 +510,16 @@ ROUTE_OF = {
     "report summary": "GET /v1/drivers/{driver_id}/reports/summary",
     "behaviour events": "GET /v1/drivers/{driver_id}/behaviour-events", "scorecard": "GET /v1/reports/scorecard",
     "get report settings": "GET /v1/reports/settings", "put report settings": "PUT /v1/reports/settings",
+    "shipment messages": "GET /v1/shipments/{shipment_id}/messages",
+    "post shipment message": "POST /v1/shipments/{shipment_id}/messages",
+    "driver messages": "GET /v1/drivers/{driver_id}/messages",
+    "post driver message": "POST /v1/drivers/{driver_id}/messages",
+    "broadcast message": "POST /v1/drivers/messages/broadcast", "driver dispatch thread": "GET /v1/driver/messages",
+    "driver posts to dispatch": "POST /v1/driver/messages", "driver unread": "GET /v1/driver/messages/unread",
+    "driver stop thread": "GET /v1/driver/shipments/{shipment_id}/messages",
+    "driver posts to stop": "POST /v1/driver/shipments/{shipment_id}/messages",
+    "two-way sms number": "PUT /v1/messaging/sms-number", "recipient messages JSON": "GET /track/{token}/messages",
+    "recipient message form": "POST /track/{token}/messages",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
@@ -490,7 +539,7 @@ def test_the_cases_cover_every_route() -> None:
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
                              "webhooks", "settings", "zones", "console", "exceptions", "presence", "lookup",
-                             "preferences", "reports"}
+                             "preferences", "reports", "messages"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -119,6 +119,9 @@
     return qAdd(item).then(refreshMirror).then(function () { kick(true); });
   }
 
+  // The messages card (driver_messages.js) queues its sends here, so they wait offline like the app's updates.
+  window.doorstepQueue = { enqueue: function (item) { return enqueue(item); }, api: function (m, p, b) { return api(m, p, b); } };
+
   // --- talking to the API and to the bucket ----------------------------------------------------------
   var authBroken = false;
 
@@ -200,6 +203,11 @@
   }
 
   function sendItem(item) {
+    if (item.type === "message") {  // from driver_messages.js: a message, sent in order like everything else
+      return api("POST", item.path, { text: item.text }, item.key).then(function (r) {
+        return verdict(r.status, r.data);
+      });
+    }
     if (item.type === "pings") {
       return api("POST", "/v1/driver/pings", { pings: item.fixes }, item.key).then(function (r) {
         return verdict(r.status, r.data);
