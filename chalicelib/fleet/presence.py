@@ -189,15 +189,21 @@ def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: st
         condition = "route_id = :r"
         values[":r"] = {"S": route_id}
     try:
-        repo.client.update_item(
+        old = repo.client.update_item(
             TableName=_table(), Key=presence_key(merchant_id, driver_id),
             UpdateExpression="SET on_duty = :f, is_offline = :f "
                              "REMOVE GSI1PK, GSI1SK, due_ms, on_duty_since_ms, route_id, reason, offline_since_ms",
-            ConditionExpression=condition, ExpressionAttributeValues=values)
+            ConditionExpression=condition, ExpressionAttributeValues=values,
+            ReturnValues="ALL_OLD").get("Attributes") or {}
     except ClientError as exc:
         if _conditional_failed(exc):
             return False
         raise
+    since_ms = _num(old, "on_duty_since_ms")
+    if old.get("on_duty", {}).get("BOOL") and since_ms is not None:  # a shift ended now: its hours count once
+        from chalicelib.analytics.service import on_shift_ended
+
+        on_shift_ended(repo, merchant_id, driver_id, since_ms, int(time.time() * 1000))
     return True
 
 

@@ -294,7 +294,16 @@ def _handle_driver_events(r: Repository, records: list[tuple[str, dict[str, Any]
     return failed
 
 
+# Lifecycle events only delivery analytics reads (the mapping's filter admits them for it alone).
+ANALYTICS_ONLY_EVENTS = frozenset({"returned", "rated"})
+
+
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
+    from chalicelib.analytics.service import on_lifecycle as count_for_analytics
+
+    if image.get("type") in ANALYTICS_ONLY_EVENTS:
+        count_for_analytics(r, image)
+        return
     if image.get("to_status") in (S.DELIVERED, S.FAILED):
         apply_stop_completed(r, image)
     if image.get("to_status") in ROUTE_STOP_DONE:  # the route's last stop? then the route completes
@@ -303,6 +312,7 @@ def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
         complete_route_if_done(r, str(image["merchant_id"]), str(image["shipment_id"]))
     notify(r, image)  # the recipient's messages: notifications owns them
     exceptions.on_lifecycle(r, image)  # late, failed attempts, delivered far: the dispatcher's queue
+    count_for_analytics(r, image)  # delivered and failed: the performance figures, once per event
 
 
 def fixes_of_chunk(image: dict[str, Any]) -> list[GeoFix]:

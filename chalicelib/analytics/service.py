@@ -1,0 +1,201 @@
+"""Delivery analytics' use cases: count each lifecycle event and each ended shift once (from the stream pipeline and
+presence), and answer the merchant's figures per day, driver or zone (JSON or CSV)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.analytics import rules
+from chalicelib.analytics.rules import EventFacts
+from chalicelib.analytics.store import AnalyticsStore, CounterRow, CounterTarget
+from chalicelib.core.cursors import cursor_in, cursor_out
+from chalicelib.core.observability import MetricUnit, metrics
+
+if TYPE_CHECKING:
+    from chalicelib.analytics.models import DeliveriesPage, DeliveriesQuery, EtaHonesty
+    from chalicelib.core.config import Settings
+    from chalicelib.storage.repository import Repository
+    from chalicelib.storage.tables import ShipmentItem
+
+COUNTED_TYPES = frozenset({"delivered", "failed", "returned", "rated"})
+ZoneFinder = Callable[["Repository", str, float, float], str]
+
+
+def store(repo: Repository) -> AnalyticsStore:
+    return AnalyticsStore(repo.client)
+
+
+def _time_zone(repo: Repository, merchant_id: str) -> str:
+    from chalicelib.fleet.service import cached_merchant_profile
+
+    return str(cached_merchant_profile(repo, merchant_id).settings.time_zone)
+
+
+def zone_of_stop(repo: Repository, merchant_id: str, lat: float, lng: float) -> str:
+    """The merchant's zone holding the stop (the pipeline's cached zone index near it), else "none"; the
+    smallest id when zones overlap, so a stop always counts under the same one."""
+    import h3
+
+    from chalicelib.pipeline.service import zones_near
+
+    found = zones_near(repo, merchant_id, str(h3.latlng_to_cell(lat, lng, 10))).index.containing(lat, lng)
+    return min((f.id for f in found), default=rules.NO_ZONE)
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    as_dict = getattr(value, "as_dict", None)
+    return dict(as_dict()) if callable(as_dict) else {}
+
+
+def event_facts(image: dict[str, Any], shipment: ShipmentItem) -> EventFacts | None:
+    """The counters' view of a lifecycle event (its stream image) and its shipment; None if not counted."""
+    event_type = str(image.get("type") or "")
+    if event_type not in COUNTED_TYPES:
+        return None
+    if event_type == "delivered" and str(image.get("to_status") or "") != "delivered":
+        return None
+    data = image.get("data") if isinstance(image.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    occurred = _time(image.get("occurred_at"))
+    proof = _as_dict(shipment.proof)
+    rating = _as_dict(shipment.rating)
+    attempt = data.get("attempt")
+    score = rating.get("score")
+    return EventFacts(
+        event_type=event_type, occurred_at=occurred, window_start=shipment.window_start,
+        window_end=shipment.window_end, failed_before=int(shipment.attempts or 0) if event_type == "delivered" else
+        max(int(shipment.attempts or 1) - 1, 0), attempt=int(attempt) if attempt is not None else None,
+        reason=str(data.get("reason")) if data.get("reason") else None, has_proof=bool(proof.get("keys")),
+        far_from_stop=bool(data.get("far_from_stop")), rating_score=int(score) if score is not None else None,
+        has_comment=bool(rating.get("comment")))
+
+
+def on_lifecycle(repo: Repository, image: dict[str, Any], zone_finder: ZoneFinder = zone_of_stop) -> bool:
+    """Count a shipment's delivered / failed / returned / rated event once (a marker per event id in the ADDs'
+    transaction). True when it was counted now; False when ignored or counted before."""
+    merchant_id, shipment_id = str(image.get("merchant_id") or ""), str(image.get("shipment_id") or "")
+    event_id = str(image.get("event_id") or "")
+    if str(image.get("type") or "") not in COUNTED_TYPES or not (merchant_id and shipment_id and event_id):
+        return False
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    if shipment is None:
+        return False
+    facts = event_facts(image, shipment)
+    added = rules.contributions(facts) if facts is not None else {}
+    if facts is None or not added:
+        return False
+    # A rating counts on the day (and for the driver) of the delivery it rates, so the day's average is that day's.
+    counted_at = shipment.final_at if facts.event_type == "rated" and shipment.final_at else facts.occurred_at
+    day = rules.local_day(_time(counted_at), _time_zone(repo, merchant_id))
+    shard = rules.shard_of(shipment_id)
+    zone = zone_finder(repo, merchant_id, float(shipment.lat), float(shipment.lng))
+    targets = [CounterTarget("DAY", f"{day}#{shard}", day), CounterTarget("ZONE", f"{day}#{zone}#{shard}", zone)]
+    if shipment.driver_id:
+        targets.append(CounterTarget("DRIVER", f"{day}#{shipment.driver_id}", shipment.driver_id))
+    counted = store(repo).add_once(merchant_id, event_id, day, targets, added)
+    if counted:
+        metrics.add_metric(name="AnalyticsEventsCounted", unit=MetricUnit.Count, value=1)
+    return counted
+
+
+def on_shift_ended(repo: Repository, merchant_id: str, driver_id: str, started_ms: int, ended_ms: int) -> int:
+    """Add an ended shift's time on duty to its driver's days (split at the merchant's midnights), once per shift
+    (the marker is the shift's start). Returns how many days were counted now."""
+    if ended_ms <= started_ms:
+        return 0
+    counted = 0
+    s = store(repo)
+    for day, duty_ms in rules.split_by_day(started_ms, ended_ms, _time_zone(repo, merchant_id)):
+        targets = [CounterTarget("DAY", f"{day}#{rules.shard_of(driver_id)}", day),
+                   CounterTarget("DRIVER", f"{day}#{driver_id}", driver_id)]
+        counted += s.add_once(merchant_id, f"shift-{driver_id}-{started_ms}-{day}", day, targets,
+                              {"duty_ms": duty_ms})
+    return counted
+
+
+# --- the merchant API -----------------------------------------------------------------------------------------
+
+
+def _eta_honesty(repo: Repository, merchant_id: str, day_from: date, day_to: date,
+                 group_by: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The ETA-honesty figures per group, when the pipeline records them (`pipeline.service.eta_honesty`, added
+    with the ETA-honesty recorder; until then nothing)."""
+    from chalicelib.pipeline import service as pipeline_service
+
+    provider = getattr(pipeline_service, "eta_honesty", None)
+    if not callable(provider):
+        return {}
+    found = provider(repo, merchant_id, day_from, day_to, group_by)
+    return found if isinstance(found, dict) else {}
+
+
+def _honesty_of(found: Any) -> dict[str, EtaHonesty] | None:
+    """One group's ETA-honesty figures as the answer's model; a malformed entry is left out, never a 500."""
+    from pydantic import ValidationError
+
+    from chalicelib.analytics.models import EtaHonesty
+
+    if not isinstance(found, dict):
+        return None
+    out: dict[str, EtaHonesty] = {}
+    for minutes, figures in found.items():
+        try:
+            out[str(minutes)] = EtaHonesty.model_validate(figures)
+        except ValidationError:
+            continue
+    return out or None
+
+
+def group_rows(rows: list[CounterRow], group_by: str, day_from: date, day_to: date,
+               driver_id: str | None) -> dict[str, dict[str, int]]:
+    """Counter items summed per group; per day, every day of the range (an empty day is a row of zeros)."""
+    grouped: dict[str, list[dict[str, int]]] = {}
+    if group_by == "day":
+        grouped = {d: [] for d in rules.days(day_from, day_to)}
+    for row in rows:
+        if driver_id is not None and row.group != driver_id and group_by != "day":
+            continue
+        key = row.day if group_by == "day" else row.group
+        grouped.setdefault(key, []).append(row.counters)
+    return {key: rules.sum_counters(items) for key, items in grouped.items()}
+
+
+def deliveries(repo: Repository, settings: Settings, merchant_id: str, query: DeliveriesQuery) -> DeliveriesPage:
+    """The merchant's figures over a range of its days: one Query of its counter items (per day: the day shards,
+    or with `driver_id` the driver's items; per driver: the driver items; per zone: the zone items), summed."""
+    from chalicelib.analytics.models import DeliveriesPage, DeliveryFigures
+
+    group_by, driver_id = query.group_by, query.driver_id
+    kind = {"day": "DRIVER" if driver_id else "DAY", "driver": "DRIVER", "zone": "ZONE"}[group_by]
+    rows = store(repo).rows(merchant_id, kind, query.from_.isoformat(), query.to.isoformat())
+    if driver_id is not None and kind == "DRIVER":
+        rows = [r for r in rows if r.group == driver_id]
+    grouped = group_rows(rows, group_by, query.from_, query.to, driver_id if kind == "DRIVER" else None)
+    scope = f"analytics:{merchant_id}:{query.from_}:{query.to}:{group_by}:{driver_id or '*'}"
+    start = cursor_in(settings, scope, query.cursor)
+    after = str(start.get("after", "")) if start else ""
+    keys = [k for k in sorted(grouped) if k > after]
+    page, more = keys[:query.limit], len(keys) > query.limit
+    honesty = _eta_honesty(repo, merchant_id, query.from_, query.to, group_by) if page else {}
+    items = [DeliveryFigures(group=key, **rules.figures(grouped[key]), eta_honesty=_honesty_of(honesty.get(key)))
+             for key in page]
+    return DeliveriesPage(group_by=group_by, date_from=query.from_, date_to=query.to,
+                          time_zone=_time_zone(repo, merchant_id), items=items,
+                          next_cursor=cursor_out(settings, scope, {"after": page[-1]}) if more else None)
+
+
+def deliveries_csv(page: DeliveriesPage) -> str:
+    return rules.csv_text(page.group_by, [item.model_dump() for item in page.items])
