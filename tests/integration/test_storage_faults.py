@@ -201,6 +201,8 @@ CASES = [
     Case("acknowledge exception", "exceptions",
          lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/acknowledge", {"note": "on it"})),
     Case("resolve exception", "exceptions", lambda m: Req("POST", f"/v1/exceptions/{_exception(m)}/resolve", {})),
+    Case("delivery analytics", "analytics", lambda m: Req(
+        "GET", "/v1/analytics/deliveries?from=2026-01-01&to=2026-01-07&group_by=driver")),
     Case("console sign-in link", "console", lambda m: Req("POST", "/v1/console/sign-in-links")),
     Case("console link sign-in", "console", lambda m: Req(
         "GET", "/" + m.call("POST", "/v1/console/sign-in-links").json_body["url"].split("/", 3)[3],
@@ -370,7 +372,7 @@ ROUTE_OF = {
     "move stop": "POST /v1/routes/{route_id}/stops/{shipment_id}/move",
     "complete route": "POST /v1/routes/{route_id}/complete", "patch shipment": "PATCH /v1/shipments/{shipment_id}",
     "reschedule shipment": "POST /v1/shipments/{shipment_id}/reschedule",
-    "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "list exceptions": "GET /v1/exceptions",
+    "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "list exceptions": "GET /v1/exceptions", "delivery analytics": "GET /v1/analytics/deliveries",
     "fleet view": "GET /v1/fleet", "console sign-in link": "POST /v1/console/sign-in-links",
     "console link sign-in": "GET /console/link/{token}", "shift": "POST /v1/driver/shift",
     "app status": "POST /v1/driver/app-status",
@@ -411,7 +413,7 @@ def test_the_cases_cover_every_route() -> None:
     assert {c.name for c in CASES} == set(ROUTE_OF)
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
-                             "webhooks", "settings", "zones", "console", "exceptions", "presence"}
+                             "webhooks", "settings", "zones", "console", "exceptions", "presence", "analytics"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
