@@ -31,6 +31,10 @@ ASSETS: dict[str, tuple[str, str]] = {
     # The dispatcher console (chalicelib.console).
     "console.js": ("console.js", _JS),
     "console.css": ("console.css", _CSS),
+    # Its Performance section: uPlot (vendored from npm) and the script that draws the figures with it.
+    "uplot.js": ("vendor/uplot/uplot.js", _JS),
+    "uplot.css": ("vendor/uplot/uplot.css", _CSS),
+    "performance.js": ("performance.js", _JS),
     # Linked from every page, so browsers do not ask for /favicon.ico (outside the API's routes).
     "favicon.svg": ("favicon.svg", _SVG),
 }
