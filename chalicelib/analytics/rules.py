@@ -115,6 +115,34 @@ def range_problem(day_from: date, day_to: date) -> tuple[str, str] | None:
     return None
 
 
+def week_of(day: str) -> str:
+    """The Monday that starts a day's week: the key of the driver-week rollup (docs/data-model.md #120)."""
+    d = date.fromisoformat(day)
+    return (d - timedelta(days=d.weekday())).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class DriverReadPlan:
+    """How to read drivers' counters over a range with the fewest items: whole weeks from the week rollups,
+    the days before the first and after the last whole week from the day items."""
+
+    weeks: tuple[str, str] | None  # first and last Monday of the whole weeks inside the range
+    days: tuple[tuple[str, str], ...]  # day runs (inclusive) outside them
+
+
+def driver_read_plan(day_from: date, day_to: date) -> DriverReadPlan:
+    first_monday = day_from + timedelta(days=(7 - day_from.weekday()) % 7)
+    last_sunday = day_to - timedelta(days=(day_to.weekday() + 1) % 7)
+    if first_monday + timedelta(days=6) > last_sunday:  # no whole week inside
+        return DriverReadPlan(None, ((day_from.isoformat(), day_to.isoformat()),))
+    edges = []
+    if first_monday > day_from:
+        edges.append((day_from.isoformat(), (first_monday - timedelta(days=1)).isoformat()))
+    if last_sunday < day_to:
+        edges.append(((last_sunday + timedelta(days=1)).isoformat(), day_to.isoformat()))
+    return DriverReadPlan((first_monday.isoformat(), (last_sunday - timedelta(days=6)).isoformat()), tuple(edges))
+
+
 def days(day_from: date, day_to: date) -> list[str]:
     return [(day_from + timedelta(days=i)).isoformat() for i in range((day_to - day_from).days + 1)]
 

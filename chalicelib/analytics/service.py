@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.analytics import rules
 from chalicelib.analytics.rules import EventFacts
-from chalicelib.analytics.store import AnalyticsStore, CounterRow, CounterTarget
+from chalicelib.analytics.store import AnalyticsStore, Count, CounterRow, CounterTarget, Stop
 from chalicelib.core.cursors import cursor_in, cursor_out
 from chalicelib.core.observability import MetricUnit, metrics
 
@@ -17,14 +17,15 @@ if TYPE_CHECKING:
     from chalicelib.analytics.models import DeliveriesPage, DeliveriesQuery, EtaHonesty
     from chalicelib.core.config import Settings
     from chalicelib.storage.repository import Repository
-    from chalicelib.storage.tables import ShipmentItem
 
 COUNTED_TYPES = frozenset({"delivered", "failed", "returned", "rated"})
 ZoneFinder = Callable[["Repository", str, float, float], str]
 
 
 def store(repo: Repository) -> AnalyticsStore:
-    return AnalyticsStore(repo.client)
+    """The counters through the repository's hot client (no parameter validation, a fixed User-Agent: half the
+    CPU of a small request, see Repository.hot_client); guarded as every client."""
+    return AnalyticsStore(repo.hot_client)
 
 
 def _time_zone(repo: Repository, merchant_id: str) -> str:
@@ -51,16 +52,7 @@ def _time(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    as_dict = getattr(value, "as_dict", None)
-    return dict(as_dict()) if callable(as_dict) else {}
-
-
-def event_facts(image: dict[str, Any], shipment: ShipmentItem) -> EventFacts | None:
+def event_facts(image: dict[str, Any], stop: Stop) -> EventFacts | None:
     """The counters' view of a lifecycle event (its stream image) and its shipment; None if not counted."""
     event_type = str(image.get("type") or "")
     if event_type not in COUNTED_TYPES:
@@ -69,46 +61,62 @@ def event_facts(image: dict[str, Any], shipment: ShipmentItem) -> EventFacts | N
         return None
     data = image.get("data") if isinstance(image.get("data"), dict) else {}
     assert isinstance(data, dict)
-    occurred = _time(image.get("occurred_at"))
-    proof = _as_dict(shipment.proof)
-    rating = _as_dict(shipment.rating)
     attempt = data.get("attempt")
-    score = rating.get("score")
     return EventFacts(
-        event_type=event_type, occurred_at=occurred, window_start=shipment.window_start,
-        window_end=shipment.window_end, failed_before=int(shipment.attempts or 0) if event_type == "delivered" else
-        max(int(shipment.attempts or 1) - 1, 0), attempt=int(attempt) if attempt is not None else None,
-        reason=str(data.get("reason")) if data.get("reason") else None, has_proof=bool(proof.get("keys")),
-        far_from_stop=bool(data.get("far_from_stop")), rating_score=int(score) if score is not None else None,
-        has_comment=bool(rating.get("comment")))
+        event_type=event_type, occurred_at=_time(image.get("occurred_at")), window_start=stop.window_start,
+        window_end=stop.window_end,
+        failed_before=stop.attempts if event_type == "delivered" else max(stop.attempts - 1, 0),
+        attempt=int(attempt) if attempt is not None else None,
+        reason=str(data.get("reason")) if data.get("reason") else None, has_proof=stop.has_proof,
+        far_from_stop=bool(data.get("far_from_stop")), rating_score=stop.rating_score,
+        has_comment=stop.has_comment)
+
+
+def _count(repo: Repository, merchant_id: str, image: dict[str, Any], stop: Stop,
+           zone_finder: ZoneFinder) -> Count | None:
+    facts = event_facts(image, stop)
+    added = rules.contributions(facts) if facts is not None else {}
+    if facts is None or not added:
+        return None
+    # A rating counts on the day (and for the driver) of the delivery it rates, so the day's average is that day's.
+    counted_at = stop.final_at if facts.event_type == "rated" and stop.final_at else facts.occurred_at
+    day = rules.local_day(counted_at, _time_zone(repo, merchant_id))
+    shard = rules.shard_of(stop.shipment_id)
+    zone = zone_finder(repo, merchant_id, stop.lat, stop.lng)
+    targets = [CounterTarget("DAY", f"{day}#{shard}", day), CounterTarget("ZONE", f"{day}#{zone}#{shard}", zone)]
+    if stop.driver_id:
+        week = rules.week_of(day)
+        targets += [CounterTarget("DRIVER", f"{day}#{stop.driver_id}", stop.driver_id),
+                    CounterTarget("DRIVERWEEK", f"{week}#{stop.driver_id}", stop.driver_id, week)]
+    return Count(str(image["event_id"]), day, targets, added)
+
+
+def on_lifecycle_batch(repo: Repository, images: list[dict[str, Any]],
+                       zone_finder: ZoneFinder = zone_of_stop) -> int:
+    """Count a stream batch's delivered / failed / returned / rated events, each once: per merchant one
+    BatchGetItem of their shipments and as few transactions as fit (a marker per event id with the merged
+    ADDs; `AnalyticsStore.add_many`). Returns how many were counted now (0 for a batch counted before)."""
+    by_merchant: dict[str, dict[str, dict[str, Any]]] = {}
+    for image in images:
+        merchant_id, shipment_id = str(image.get("merchant_id") or ""), str(image.get("shipment_id") or "")
+        event_id = str(image.get("event_id") or "")
+        if str(image.get("type") or "") in COUNTED_TYPES and merchant_id and shipment_id and event_id:
+            by_merchant.setdefault(merchant_id, {})[event_id] = image  # a duplicated record once
+    s = store(repo)
+    counted = 0
+    for merchant_id, events in by_merchant.items():
+        stops = s.stops(merchant_id, [str(i["shipment_id"]) for i in events.values()])
+        counts = [c for image in events.values() if (stop := stops.get(str(image["shipment_id"]))) is not None
+                  and (c := _count(repo, merchant_id, image, stop, zone_finder)) is not None]
+        counted += s.add_many(merchant_id, counts)
+    if counted:
+        metrics.add_metric(name="AnalyticsEventsCounted", unit=MetricUnit.Count, value=counted)
+    return counted
 
 
 def on_lifecycle(repo: Repository, image: dict[str, Any], zone_finder: ZoneFinder = zone_of_stop) -> bool:
-    """Count a shipment's delivered / failed / returned / rated event once (a marker per event id in the ADDs'
-    transaction). True when it was counted now; False when ignored or counted before."""
-    merchant_id, shipment_id = str(image.get("merchant_id") or ""), str(image.get("shipment_id") or "")
-    event_id = str(image.get("event_id") or "")
-    if str(image.get("type") or "") not in COUNTED_TYPES or not (merchant_id and shipment_id and event_id):
-        return False
-    shipment = repo.get_shipment(merchant_id, shipment_id)
-    if shipment is None:
-        return False
-    facts = event_facts(image, shipment)
-    added = rules.contributions(facts) if facts is not None else {}
-    if facts is None or not added:
-        return False
-    # A rating counts on the day (and for the driver) of the delivery it rates, so the day's average is that day's.
-    counted_at = shipment.final_at if facts.event_type == "rated" and shipment.final_at else facts.occurred_at
-    day = rules.local_day(_time(counted_at), _time_zone(repo, merchant_id))
-    shard = rules.shard_of(shipment_id)
-    zone = zone_finder(repo, merchant_id, float(shipment.lat), float(shipment.lng))
-    targets = [CounterTarget("DAY", f"{day}#{shard}", day), CounterTarget("ZONE", f"{day}#{zone}#{shard}", zone)]
-    if shipment.driver_id:
-        targets.append(CounterTarget("DRIVER", f"{day}#{shipment.driver_id}", shipment.driver_id))
-    counted = store(repo).add_once(merchant_id, event_id, day, targets, added)
-    if counted:
-        metrics.add_metric(name="AnalyticsEventsCounted", unit=MetricUnit.Count, value=1)
-    return counted
+    """One event (as `on_lifecycle_batch`): True when it was counted now."""
+    return on_lifecycle_batch(repo, [image], zone_finder) == 1
 
 
 def on_shift_ended(repo: Repository, merchant_id: str, driver_id: str, started_ms: int, ended_ms: int) -> int:
@@ -120,7 +128,8 @@ def on_shift_ended(repo: Repository, merchant_id: str, driver_id: str, started_m
     s = store(repo)
     for day, duty_ms in rules.split_by_day(started_ms, ended_ms, _time_zone(repo, merchant_id)):
         targets = [CounterTarget("DAY", f"{day}#{rules.shard_of(driver_id)}", day),
-                   CounterTarget("DRIVER", f"{day}#{driver_id}", driver_id)]
+                   CounterTarget("DRIVER", f"{day}#{driver_id}", driver_id),
+                   CounterTarget("DRIVERWEEK", f"{rules.week_of(day)}#{driver_id}", driver_id, rules.week_of(day))]
         counted += s.add_once(merchant_id, f"shift-{driver_id}-{started_ms}-{day}", day, targets,
                               {"duty_ms": duty_ms})
     return counted
@@ -159,17 +168,13 @@ def _honesty_of(found: Any) -> dict[str, EtaHonesty] | None:
     return out or None
 
 
-def group_rows(rows: list[CounterRow], group_by: str, day_from: date, day_to: date,
-               driver_id: str | None) -> dict[str, dict[str, int]]:
+def group_rows(rows: list[CounterRow], group_by: str, day_from: date, day_to: date) -> dict[str, dict[str, int]]:
     """Counter items summed per group; per day, every day of the range (an empty day is a row of zeros)."""
     grouped: dict[str, list[dict[str, int]]] = {}
     if group_by == "day":
         grouped = {d: [] for d in rules.days(day_from, day_to)}
     for row in rows:
-        if driver_id is not None and row.group != driver_id and group_by != "day":
-            continue
-        key = row.day if group_by == "day" else row.group
-        grouped.setdefault(key, []).append(row.counters)
+        grouped.setdefault(row.day if group_by == "day" else row.group, []).append(row.counters)
     return {key: rules.sum_counters(items) for key, items in grouped.items()}
 
 
@@ -180,10 +185,16 @@ def deliveries(repo: Repository, settings: Settings, merchant_id: str, query: De
 
     group_by, driver_id = query.group_by, query.driver_id
     kind = {"day": "DRIVER" if driver_id else "DAY", "driver": "DRIVER", "zone": "ZONE"}[group_by]
-    rows = store(repo).rows(merchant_id, kind, query.from_.isoformat(), query.to.isoformat())
-    if driver_id is not None and kind == "DRIVER":
-        rows = [r for r in rows if r.group == driver_id]
-    grouped = group_rows(rows, group_by, query.from_, query.to, driver_id if kind == "DRIVER" else None)
+    if group_by == "driver":  # whole weeks from the week rollups, the edges from the day items
+        plan = rules.driver_read_plan(query.from_, query.to)
+        ranges = [("DRIVER", a, b) for a, b in plan.days]
+        if plan.weeks is not None:
+            ranges.append(("DRIVERWEEK", *plan.weeks))
+        rows = store(repo).read(merchant_id, ranges, driver_id)
+    else:
+        rows = store(repo).rows(merchant_id, kind, query.from_.isoformat(), query.to.isoformat(),
+                                driver_id if kind == "DRIVER" else None)
+    grouped = group_rows(rows, group_by, query.from_, query.to)
     scope = f"analytics:{merchant_id}:{query.from_}:{query.to}:{group_by}:{driver_id or '*'}"
     start = cursor_in(settings, scope, query.cursor)
     after = str(start.get("after", "")) if start else ""

@@ -265,7 +265,15 @@ def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="lifecycle") as pool:
             results = list(pool.map(one, groups.values()))
-    return [sequence for failed in results for sequence in failed]
+    failed = [sequence for failed in results for sequence in failed]
+    try:  # the performance figures: the whole batch at once (a few requests, not two per event), each once
+        from chalicelib.analytics.service import on_lifecycle_batch
+
+        on_lifecycle_batch(r, [image for _, image in lifecycle])
+    except Exception:
+        logger.exception("analytics failed for the batch's lifecycle records")
+        failed = sorted({*failed, *(sequence for sequence, _ in lifecycle)})
+    return failed
 
 
 # Who hears of a driver's presence events besides the webhook sender (which reads the stream itself): the
@@ -299,10 +307,8 @@ ANALYTICS_ONLY_EVENTS = frozenset({"returned", "rated"})
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
-    from chalicelib.analytics.service import on_lifecycle as count_for_analytics
-
+    """One lifecycle record's effects (analytics counts the batch's together: `_handle_lifecycles`)."""
     if image.get("type") in ANALYTICS_ONLY_EVENTS:
-        count_for_analytics(r, image)
         return
     if image.get("to_status") in (S.DELIVERED, S.FAILED):
         apply_stop_completed(r, image)
@@ -312,7 +318,6 @@ def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
         complete_route_if_done(r, str(image["merchant_id"]), str(image["shipment_id"]))
     notify(r, image)  # the recipient's messages: notifications owns them
     exceptions.on_lifecycle(r, image)  # late, failed attempts, delivered far: the dispatcher's queue
-    count_for_analytics(r, image)  # delivered and failed: the performance figures, once per event
 
 
 def fixes_of_chunk(image: dict[str, Any]) -> list[GeoFix]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -92,6 +92,10 @@ def test_a_hand_computed_day_counted_once_per_day_driver_and_zone(merchant: Merc
     assert by_driver["group"] == driver["id"] and figures_of(by_driver) == EXPECTED
     # The route's last stop ended the driver's shift: its (short) time on duty counted for the driver.
     assert by_driver["stops_per_hour_on_duty"] is not None and by_driver["stops_per_hour_on_duty"] > 0
+    # Over three weeks the driver's figures come from the week rollups and the edge days: the same.
+    wide = f"from={date.fromisoformat(day) - timedelta(days=10)}&to={date.fromisoformat(day) + timedelta(days=10)}"
+    r = merchant.call("GET", f"/v1/analytics/deliveries?{wide}&group_by=driver")
+    assert [figures_of(row) for row in r.json_body["items"]] == [EXPECTED]
     zones = {row["group"]: row for row in deliveries(merchant, day, "zone")}
     assert set(zones) == {zone["id"], "none"}  # s1 is inside the zone; the others are not
     assert (zones[zone["id"]]["delivered"], zones[zone["id"]]["ratings_count"]) == (1, 1)

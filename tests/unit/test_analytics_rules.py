@@ -115,3 +115,14 @@ def test_counted_once_under_duplicated_and_reordered_batches(events: list[tuple[
             seen.add(event_id)
             counted.append(contributions(facts[event_id]))
     assert sum_counters(counted) == once
+
+
+def test_a_drivers_range_reads_whole_weeks_from_the_rollups() -> None:
+    plan = rules.driver_read_plan(date(2026, 11, 3), date(2026, 12, 2))  # Tuesday to Wednesday
+    assert plan.weeks == ("2026-11-09", "2026-11-23")
+    assert plan.days == (("2026-11-03", "2026-11-08"), ("2026-11-30", "2026-12-02"))
+    aligned = rules.driver_read_plan(date(2026, 11, 2), date(2026, 11, 29))  # Monday to Sunday: weeks only
+    assert aligned.weeks == ("2026-11-02", "2026-11-23") and aligned.days == ()
+    short = rules.driver_read_plan(date(2026, 11, 4), date(2026, 11, 9))  # no whole week inside
+    assert short.weeks is None and short.days == (("2026-11-04", "2026-11-09"),)
+    assert rules.week_of("2026-11-29") == "2026-11-23" and rules.week_of("2026-11-30") == "2026-11-30"
