@@ -302,14 +302,8 @@ def _handle_driver_events(r: Repository, records: list[tuple[str, dict[str, Any]
     return failed
 
 
-# Lifecycle events only delivery analytics reads (the mapping's filter admits them for it alone).
-ANALYTICS_ONLY_EVENTS = frozenset({"returned", "rated"})
-
-
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
     """One lifecycle record's effects (analytics counts the batch's together: `_handle_lifecycles`)."""
-    if image.get("type") in ANALYTICS_ONLY_EVENTS:
-        return
     if image.get("to_status") in (S.DELIVERED, S.FAILED):
         apply_stop_completed(r, image)
     if image.get("to_status") in ROUTE_STOP_DONE:  # the route's last stop? then the route completes
