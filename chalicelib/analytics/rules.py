@@ -123,36 +123,52 @@ def week_of(day: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DriverReadPlan:
-    """How to read drivers' counters over a range with the fewest items: whole weeks from the week rollups,
-    the days before the first and after the last whole week from the day items."""
+    """How to read drivers' counters over a range with the fewest items. Per week the range touches: all 7
+    days, or 5-6 of them, come from the week's rollup (minus its 1-2 days outside the range: fewer items than
+    the days inside); 1-4 days from the day items."""
 
-    weeks: tuple[str, str] | None  # first and last Monday of the whole weeks inside the range
-    days: tuple[tuple[str, str], ...]  # day runs (inclusive) outside them
+    weeks: tuple[str, str] | None  # first and last Monday of the weeks taken whole
+    days: tuple[tuple[str, str], ...]  # day runs (inclusive) added
+    minus_days: tuple[tuple[str, str], ...] = ()  # day runs (inclusive) subtracted from the weeks taken
+
+
+WHOLE_WEEK_FROM_DAYS = 5  # a week with this many of its days in the range is read as its rollup
 
 
 def driver_read_plan(day_from: date, day_to: date) -> DriverReadPlan:
-    first_monday = day_from + timedelta(days=(7 - day_from.weekday()) % 7)
-    last_sunday = day_to - timedelta(days=(day_to.weekday() + 1) % 7)
-    if first_monday + timedelta(days=6) > last_sunday:  # no whole week inside
-        return DriverReadPlan(None, ((day_from.isoformat(), day_to.isoformat()),))
-    edges = []
-    if first_monday > day_from:
-        edges.append((day_from.isoformat(), (first_monday - timedelta(days=1)).isoformat()))
-    if last_sunday < day_to:
-        edges.append(((last_sunday + timedelta(days=1)).isoformat(), day_to.isoformat()))
-    return DriverReadPlan((first_monday.isoformat(), (last_sunday - timedelta(days=6)).isoformat()), tuple(edges))
+    weeks: list[date] = []
+    plus: list[tuple[str, str]] = []
+    minus: list[tuple[str, str]] = []
+    monday = day_from - timedelta(days=day_from.weekday())
+    while monday <= day_to:
+        sunday = monday + timedelta(days=6)
+        inside_from, inside_to = max(monday, day_from), min(sunday, day_to)
+        inside = (inside_to - inside_from).days + 1
+        if inside >= WHOLE_WEEK_FROM_DAYS:
+            weeks.append(monday)
+            if inside_from > monday:
+                minus.append((monday.isoformat(), (inside_from - timedelta(days=1)).isoformat()))
+            if inside_to < sunday:
+                minus.append(((inside_to + timedelta(days=1)).isoformat(), sunday.isoformat()))
+        else:
+            plus.append((inside_from.isoformat(), inside_to.isoformat()))
+        monday += timedelta(days=7)
+    return DriverReadPlan((weeks[0].isoformat(), weeks[-1].isoformat()) if weeks else None, tuple(plus),
+                          tuple(minus))
 
 
 def days(day_from: date, day_to: date) -> list[str]:
     return [(day_from + timedelta(days=i)).isoformat() for i in range((day_to - day_from).days + 1)]
 
 
-def sum_counters(items: Iterable[Mapping[str, int]]) -> dict[str, int]:
+def sum_counters(items: Iterable[Mapping[str, int]], minus: Iterable[Mapping[str, int]] = ()) -> dict[str, int]:
+    """The items' counters added (and `minus`'s taken away: days outside the range of a week read whole)."""
     total = dict.fromkeys(COUNTERS, 0)
-    for item in items:
-        for name, value in item.items():
-            if name in total:
-                total[name] += value
+    for sign, group in ((1, items), (-1, minus)):
+        for item in group:
+            for name, value in item.items():
+                if name in total:
+                    total[name] += sign * value
     return total
 
 

@@ -170,12 +170,13 @@ def _honesty_of(found: Any) -> dict[str, EtaHonesty] | None:
 
 def group_rows(rows: list[CounterRow], group_by: str, day_from: date, day_to: date) -> dict[str, dict[str, int]]:
     """Counter items summed per group; per day, every day of the range (an empty day is a row of zeros)."""
-    grouped: dict[str, list[dict[str, int]]] = {}
+    grouped: dict[str, tuple[list[dict[str, int]], list[dict[str, int]]]] = {}
     if group_by == "day":
-        grouped = {d: [] for d in rules.days(day_from, day_to)}
+        grouped = {d: ([], []) for d in rules.days(day_from, day_to)}
     for row in rows:
-        grouped.setdefault(row.day if group_by == "day" else row.group, []).append(row.counters)
-    return {key: rules.sum_counters(items) for key, items in grouped.items()}
+        plus, minus = grouped.setdefault(row.day if group_by == "day" else row.group, ([], []))
+        (minus if row.minus else plus).append(row.counters)
+    return {key: rules.sum_counters(plus, minus) for key, (plus, minus) in grouped.items()}
 
 
 def deliveries(repo: Repository, settings: Settings, merchant_id: str, query: DeliveriesQuery) -> DeliveriesPage:
@@ -187,9 +188,9 @@ def deliveries(repo: Repository, settings: Settings, merchant_id: str, query: De
     kind = {"day": "DRIVER" if driver_id else "DAY", "driver": "DRIVER", "zone": "ZONE"}[group_by]
     if group_by == "driver":  # whole weeks from the week rollups, the edges from the day items
         plan = rules.driver_read_plan(query.from_, query.to)
-        ranges = [("DRIVER", a, b) for a, b in plan.days]
+        ranges = [("DRIVER", a, b, False) for a, b in plan.days] + [("DRIVER", a, b, True) for a, b in plan.minus_days]
         if plan.weeks is not None:
-            ranges.append(("DRIVERWEEK", *plan.weeks))
+            ranges.append(("DRIVERWEEK", *plan.weeks, False))
         rows = store(repo).read(merchant_id, ranges, driver_id)
     else:
         rows = store(repo).rows(merchant_id, kind, query.from_.isoformat(), query.to.isoformat(),

@@ -99,6 +99,7 @@ class CounterRow:
     day: str
     group: str
     counters: dict[str, int]
+    minus: bool = False  # read to be taken away (a day outside the range of a week read whole)
 
 
 class AnalyticsStore:
@@ -211,27 +212,29 @@ class AnalyticsStore:
              group: str | None = None) -> list[CounterRow]:
         """Every counter item of a kind between two days (inclusive); with `group`, only that group's (a filter:
         the engine still reads the others)."""
-        return self.read(merchant_id, [(kind, day_from, day_to)], group)
+        return self.read(merchant_id, [(kind, day_from, day_to, False)], group)
 
-    def read(self, merchant_id: str, ranges: list[tuple[str, str, str]], group: str | None = None
+    def read(self, merchant_id: str, ranges: list[tuple[str, str, str, bool]], group: str | None = None
              ) -> list[CounterRow]:
         """Several (kind, first day, last day) ranges, each cut into runs of days read side by side (a month of
         200 drivers is thousands of items: the engine's time per item, not the round trip, dominates), up to
         QUERY_SEGMENTS at once; each a Query read to its end, its JSON parsed as is."""
-        segments: list[tuple[str, str, str]] = []
-        for kind, day_from, day_to in ranges:
+        segments: list[tuple[str, str, str, bool]] = []
+        for kind, day_from, day_to, minus in ranges:
             first, last = date.fromisoformat(day_from), date.fromisoformat(day_to)
             span = (last - first).days + 1
             parts = min(QUERY_SEGMENTS, span if kind != "DRIVERWEEK" else span // 7 + 1)
             segments += [(kind, (first + timedelta(days=span * i // parts)).isoformat(),
-                          (first + timedelta(days=span * (i + 1) // parts - 1)).isoformat()) for i in range(parts)]
+                          (first + timedelta(days=span * (i + 1) // parts - 1)).isoformat(), minus)
+                         for i in range(parts)]
         if len(segments) == 1:
-            return self._segment(merchant_id, *segments[0], group)
+            return self._segment(merchant_id, *segments[0], group=group)
         with ThreadPoolExecutor(min(len(segments), QUERIES_IN_FLIGHT), thread_name_prefix="analytics") as pool:
-            found = pool.map(lambda seg: self._segment(merchant_id, seg[0], seg[1], seg[2], group), segments)
+            found = pool.map(lambda seg: self._segment(merchant_id, seg[0], seg[1], seg[2], seg[3], group=group),
+                             segments)
             return [row for rows in found for row in rows]
 
-    def _segment(self, merchant_id: str, kind: str, day_from: str, day_to: str,
+    def _segment(self, merchant_id: str, kind: str, day_from: str, day_to: str, minus: bool = False, *,
                  group: str | None) -> list[CounterRow]:
         found: list[CounterRow] = []
         kwargs: dict[str, Any] = {}
@@ -252,7 +255,7 @@ class AnalyticsStore:
             page = json.loads(response["RawBody"]) if "RawBody" in response else response
             for item in page.get("Items", []):
                 counters = {name: int(value["N"]) for name, value in item.items() if name in _COUNTER_SET}
-                found.append(CounterRow(item["d"]["S"], item["g"]["S"], counters))
+                found.append(CounterRow(item["d"]["S"], item["g"]["S"], counters, minus))
             last = page.get("LastEvaluatedKey")
             if not last:
                 return found

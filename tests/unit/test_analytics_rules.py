@@ -117,12 +117,30 @@ def test_counted_once_under_duplicated_and_reordered_batches(events: list[tuple[
     assert sum_counters(counted) == once
 
 
-def test_a_drivers_range_reads_whole_weeks_from_the_rollups() -> None:
-    plan = rules.driver_read_plan(date(2026, 11, 3), date(2026, 12, 2))  # Tuesday to Wednesday
-    assert plan.weeks == ("2026-11-09", "2026-11-23")
-    assert plan.days == (("2026-11-03", "2026-11-08"), ("2026-11-30", "2026-12-02"))
+def test_a_drivers_range_reads_weeks_from_the_rollups_when_fewer_items() -> None:
+    plan = rules.driver_read_plan(date(2026, 11, 3), date(2026, 12, 2))  # Tuesday to Wednesday: 30 days
+    # the first week has 6 days inside (its rollup minus Monday), the last 3 (its days)
+    assert plan.weeks == ("2026-11-02", "2026-11-23")
+    assert plan.days == (("2026-11-30", "2026-12-02"),) and plan.minus_days == (("2026-11-02", "2026-11-02"),)
     aligned = rules.driver_read_plan(date(2026, 11, 2), date(2026, 11, 29))  # Monday to Sunday: weeks only
-    assert aligned.weeks == ("2026-11-02", "2026-11-23") and aligned.days == ()
-    short = rules.driver_read_plan(date(2026, 11, 4), date(2026, 11, 9))  # no whole week inside
-    assert short.weeks is None and short.days == (("2026-11-04", "2026-11-09"),)
+    assert aligned == rules.DriverReadPlan(("2026-11-02", "2026-11-23"), (), ())
+    short = rules.driver_read_plan(date(2026, 11, 4), date(2026, 11, 9))  # Wed-Sun (5 days) and a Monday
+    assert short == rules.DriverReadPlan(("2026-11-02", "2026-11-02"), (("2026-11-09", "2026-11-09"),),
+                                         (("2026-11-02", "2026-11-03"),))
     assert rules.week_of("2026-11-29") == "2026-11-23" and rules.week_of("2026-11-30") == "2026-11-30"
+
+
+def test_every_30_day_range_reads_at_most_10_items_a_driver() -> None:
+    def items(plan: rules.DriverReadPlan) -> int:
+        runs = (*plan.days, *plan.minus_days)
+        weeks = 0 if plan.weeks is None else (date.fromisoformat(plan.weeks[1]) -
+                                              date.fromisoformat(plan.weeks[0])).days // 7 + 1
+        return weeks + sum((date.fromisoformat(b) - date.fromisoformat(a)).days + 1 for a, b in runs)
+
+    most = max(items(rules.driver_read_plan(date(2026, 11, 1) + timedelta(days=k),
+                                            date(2026, 11, 30) + timedelta(days=k))) for k in range(7))
+    assert most == 10  # the day runs alone: 12; from a Thursday: 3 weeks, 4 days, a week minus 2 days
+
+
+def test_subtracted_days_take_their_counters_away() -> None:
+    assert sum_counters([{"delivered": 9}], [{"delivered": 2}, {"delivered": 1}])["delivered"] == 6
