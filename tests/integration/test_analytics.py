@@ -177,3 +177,32 @@ def test_a_shift_counts_its_hours_once_split_at_the_merchants_midnight(merchant:
                                                                                ("2026-03-02", 1.0)]
     r = merchant.call("GET", "/v1/analytics/deliveries?from=2026-03-01&to=2026-03-02&group_by=driver")
     assert [(x["group"], x["hours_on_duty"]) for x in r.json_body["items"]] == [("drv_shift", 3.0)]
+
+
+def test_a_batch_partly_counted_before_counts_the_rest_once(merchant: Merchant) -> None:
+    """The store's fallback: a batch whose transaction is cancelled by an existing marker is counted event by
+    event; duplicated records inside a batch count once; shuffled redeliveries add nothing."""
+    import random
+
+    from chalicelib.analytics.service import on_lifecycle_batch
+    from chalicelib.storage import get_repository
+
+    now = now_ms()
+    driver = make_driver(merchant)
+    window = {"start": iso(now - 2 * HOUR), "end": iso(now + 2 * HOUR)}
+    ships = [make_shipment(merchant, n, time_window=window) for n in range(1, 7)]
+    r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": day_of(now),
+                                             "planned_start": iso(now - HOUR), "shipment_ids": [s["id"] for s in ships]})
+    assert r.status_code == 201, r.body
+    images = [{"merchant_id": merchant.id, "shipment_id": s["id"], "event_id": f"evt_batch_{n}",
+               "type": "delivered" if n % 2 else "failed", "to_status": "delivered" if n % 2 else "failed",
+               "occurred_at": iso(now - 1000), "data": {"reason": "no_access", "attempt": 1}}
+              for n, s in enumerate(ships)]
+    repo = get_repository()
+    assert on_lifecycle_batch(repo, images[:2]) == 2
+    assert on_lifecycle_batch(repo, images + images[:3]) == 4  # two counted before, duplicates once
+    shuffled = images * 2
+    random.Random(7).shuffle(shuffled)
+    assert on_lifecycle_batch(repo, shuffled) == 0
+    [row] = deliveries(merchant, day_of(now - 1000), driver_id=driver["id"])
+    assert (row["delivered"], row["failed"], row["failed_by_reason"]["no_access"], row["first_attempts"]) == (3, 3, 3, 6)
