@@ -192,7 +192,8 @@ def test_a_batch_partly_counted_before_counts_the_rest_once(merchant: Merchant) 
     window = {"start": iso(now - 2 * HOUR), "end": iso(now + 2 * HOUR)}
     ships = [make_shipment(merchant, n, time_window=window) for n in range(1, 7)]
     r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": day_of(now),
-                                             "planned_start": iso(now - HOUR), "shipment_ids": [s["id"] for s in ships]})
+                                             "planned_start": iso(now - HOUR),
+                                             "shipment_ids": [s["id"] for s in ships]})
     assert r.status_code == 201, r.body
     images = [{"merchant_id": merchant.id, "shipment_id": s["id"], "event_id": f"evt_batch_{n}",
                "type": "delivered" if n % 2 else "failed", "to_status": "delivered" if n % 2 else "failed",
@@ -205,4 +206,5 @@ def test_a_batch_partly_counted_before_counts_the_rest_once(merchant: Merchant) 
     random.Random(7).shuffle(shuffled)
     assert on_lifecycle_batch(repo, shuffled) == 0
     [row] = deliveries(merchant, day_of(now - 1000), driver_id=driver["id"])
-    assert (row["delivered"], row["failed"], row["failed_by_reason"]["no_access"], row["first_attempts"]) == (3, 3, 3, 6)
+    assert (row["delivered"], row["failed"], row["failed_by_reason"]["no_access"],
+            row["first_attempts"]) == (3, 3, 3, 6)
