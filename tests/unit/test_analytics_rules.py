@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -144,3 +145,22 @@ def test_every_30_day_range_reads_at_most_10_items_a_driver() -> None:
 
 def test_subtracted_days_take_their_counters_away() -> None:
     assert sum_counters([{"delivered": 9}], [{"delivered": 2}, {"delivered": 1}])["delivered"] == 6
+
+
+def test_the_pipelines_filter_admits_what_the_figures_count() -> None:
+    from infra.stream_filters import admits, mapping_filters
+
+    pipeline = mapping_filters("StreamPipelineEventSourceMapping")
+
+    def event(kind: str, to_status: str | None) -> dict[str, Any]:
+        image: dict[str, Any] = {"PK": {"S": "SHIPMENT#shp_1"}, "SK": {"S": "EVENT#2026-12-04T10:00:00Z#evt_1"},
+                                 "type": {"S": kind}}
+        if to_status:
+            image["to_status"] = {"S": to_status}
+        return {"eventName": "INSERT", "dynamodb": {"Keys": {"PK": image["PK"], "SK": image["SK"]},
+                                                    "NewImage": image}}
+
+    for kind, to_status in (("delivered", "delivered"), ("failed", "failed"), ("returned", "returned"),
+                            ("rated", None)):
+        assert admits(pipeline, event(kind, to_status)), kind
+    assert not admits(pipeline, event("instructions_updated", None))
