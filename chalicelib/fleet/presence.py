@@ -203,7 +203,10 @@ def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: st
     if old.get("on_duty", {}).get("BOOL") and since_ms is not None:  # a shift ended now: its hours count once
         from chalicelib.analytics.service import on_shift_ended
 
-        on_shift_ended(repo, merchant_id, driver_id, since_ms, int(time.time() * 1000))
+        try:
+            on_shift_ended(repo, merchant_id, driver_id, since_ms, int(time.time() * 1000))
+        except Exception:  # the shift has ended whatever the figures say: never fail the driver's request for them
+            logger.exception("shift hours not counted", extra={"driver_id": driver_id})
     return True
 
 
