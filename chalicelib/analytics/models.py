@@ -65,7 +65,7 @@ class DeliveryFigures(Model_):
     proof_compliance_rate: float | None = Field(description="Delivered with proof / delivered")
     far_from_stop: int
     far_from_stop_rate: float | None
-    hours_on_duty: float = Field(description="Shift hours that ended (split at the merchant's midnights)")
+    hours_on_duty: float = Field(description="Shift hours (split at the merchant's midnights; an open shift's so far)")
     stops_per_hour_on_duty: float | None = Field(description="(delivered + failed) / hours_on_duty")
     ratings_count: int
     rating_average: float | None

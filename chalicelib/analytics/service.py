@@ -168,6 +168,28 @@ def _honesty_of(found: Any) -> dict[str, EtaHonesty] | None:
     return out or None
 
 
+def _open_shifts(repo: Repository, merchant_id: str, day_from: date, day_to: date,
+                 driver_id: str | None) -> list[CounterRow]:
+    """The time on duty of shifts still open (counted for good when they end), so today's stops per hour are
+    known during the day: one Query of the merchant's presence items, only when the range reaches today."""
+    from chalicelib.fleet.presence import list_presence
+
+    now = datetime.now(UTC)
+    zone = _time_zone(repo, merchant_id)
+    if rules.local_day(now, zone) < day_from.isoformat():
+        return []
+    now_ms = int(now.timestamp() * 1000)
+    rows: list[CounterRow] = []
+    for stored in list_presence(repo, merchant_id):
+        since = stored.on_duty_since_ms
+        if not stored.presence.on_duty or since is None or (driver_id is not None and stored.driver_id != driver_id):
+            continue
+        rows += [CounterRow(day, stored.driver_id, {"duty_ms": ms})
+                 for day, ms in rules.split_by_day(since, now_ms, zone)
+                 if day_from.isoformat() <= day <= day_to.isoformat()]
+    return rows
+
+
 def group_rows(rows: list[CounterRow], group_by: str, day_from: date, day_to: date) -> dict[str, dict[str, int]]:
     """Counter items summed per group; per day, every day of the range (an empty day is a row of zeros)."""
     grouped: dict[str, tuple[list[dict[str, int]], list[dict[str, int]]]] = {}
@@ -195,6 +217,8 @@ def deliveries(repo: Repository, settings: Settings, merchant_id: str, query: De
     else:
         rows = store(repo).rows(merchant_id, kind, query.from_.isoformat(), query.to.isoformat(),
                                 driver_id if kind == "DRIVER" else None)
+    if group_by != "zone":
+        rows += _open_shifts(repo, merchant_id, query.from_, query.to, driver_id)
     grouped = group_rows(rows, group_by, query.from_, query.to)
     scope = f"analytics:{merchant_id}:{query.from_}:{query.to}:{group_by}:{driver_id or '*'}"
     start = cursor_in(settings, scope, query.cursor)

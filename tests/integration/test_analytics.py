@@ -208,3 +208,18 @@ def test_a_batch_partly_counted_before_counts_the_rest_once(merchant: Merchant) 
     [row] = deliveries(merchant, day_of(now - 1000), driver_id=driver["id"])
     assert (row["delivered"], row["failed"], row["failed_by_reason"]["no_access"],
             row["first_attempts"]) == (3, 3, 3, 6)
+
+
+def test_a_shift_still_open_counts_its_hours_so_far(merchant: Merchant) -> None:
+    from chalicelib.fleet.presence import start_duty
+    from chalicelib.storage import get_repository
+
+    driver = make_driver(merchant)
+    start_duty(get_repository(), merchant.id, driver["id"], now_ms() - 2 * HOUR, 10)
+    today = day_of(now_ms())
+    yesterday = (date.fromisoformat(today) - timedelta(days=1)).isoformat()
+    r = merchant.call("GET", f"/v1/analytics/deliveries?from={yesterday}&to={today}&group_by=driver")
+    [row] = r.json_body["items"]
+    assert row["group"] == driver["id"] and 1.99 <= row["hours_on_duty"] <= 2.01
+    old = merchant.call("GET", "/v1/analytics/deliveries?from=2026-01-01&to=2026-01-02&group_by=driver")
+    assert old.json_body["items"] == []  # a range before today: nothing open in it
