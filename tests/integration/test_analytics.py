@@ -223,3 +223,53 @@ def test_a_shift_still_open_counts_its_hours_so_far(merchant: Merchant) -> None:
     assert row["group"] == driver["id"] and 1.99 <= row["hours_on_duty"] <= 2.01
     old = merchant.call("GET", "/v1/analytics/deliveries?from=2026-01-01&to=2026-01-02&group_by=driver")
     assert old.json_body["items"] == []  # a range before today: nothing open in it
+
+
+def test_property_any_duplication_and_order_of_batches_counts_each_event_once(merchant: Merchant) -> None:
+    """Hypothesis: the same events cut into batches any way, repeated and reordered, through the real store
+    (moto), move the day's figures exactly as counting each event once does."""
+    import uuid
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from chalicelib.analytics.service import on_lifecycle_batch
+    from chalicelib.storage import get_repository
+
+    now = now_ms()
+    day = day_of(now - 1000)
+    driver = make_driver(merchant)
+    window = {"start": iso(now - 2 * HOUR), "end": iso(now + 2 * HOUR)}
+    ships = [make_shipment(merchant, n, time_window=window) for n in range(1, 5)]
+    r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": day_of(now),
+                                             "planned_start": iso(now - HOUR),
+                                             "shipment_ids": [s["id"] for s in ships]})
+    assert r.status_code == 201, r.body
+    repo = get_repository()
+    kinds = st.tuples(st.integers(0, 3), st.sampled_from(["delivered", "failed", "returned"]),
+                      st.sampled_from(["not_home", "refused", "damaged"]))
+
+    def figures_now() -> dict[str, Any]:
+        [row] = deliveries(merchant, day, driver_id=driver["id"])
+        return {k: row[k] for k in ("delivered", "failed", "returned", "failed_by_reason")}
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(kinds, min_size=1, max_size=8), st.data())
+    def check(events: list[tuple[int, str, str]], data: st.DataObject) -> None:
+        run = uuid.uuid4().hex[:8]
+        images = [{"merchant_id": merchant.id, "shipment_id": ships[n]["id"], "event_id": f"evt_{run}_{i}",
+                   "type": kind, "to_status": kind, "occurred_at": iso(now - 1000),
+                   "data": {"reason": reason, "attempt": 2}} for i, (n, kind, reason) in enumerate(events)]
+        deliveries_ = data.draw(st.permutations(images + data.draw(st.lists(st.sampled_from(images), max_size=8))))
+        cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(deliveries_) - 1)), max_size=3)))
+        before = figures_now()
+        for a, b in zip([0, *cuts], [*cuts, len(deliveries_)], strict=True):
+            on_lifecycle_batch(repo, deliveries_[a:b])
+        after = figures_now()
+        for name in ("delivered", "failed", "returned"):
+            assert after[name] - before[name] == sum(1 for _, kind, _ in events if kind == name)
+        for reason in ("not_home", "refused", "damaged"):
+            assert after["failed_by_reason"][reason] - before["failed_by_reason"][reason] == sum(
+                1 for _, kind, why in events if kind == "failed" and why == reason)
+
+    check()
