@@ -23,7 +23,8 @@ POLL_SECONDS = 5
 CONSOLE_ASSETS = ("leaflet.css", "uplot.css", "console.css", "leaflet.js", "uplot.js", "console.js", "performance.js",
                   "favicon.svg")
 # The Performance section's charts and their accessible tables: (id, message key).
-PERFORMANCE_CHARTS = (("perf-volume", "console.perf.chart_volume"), ("perf-rates", "console.perf.chart_rates"))
+PERFORMANCE_CHARTS = (("perf-volume", "console.perf.chart_volume"), ("perf-rates", "console.perf.chart_rates"),
+                      ("perf-per-driver", "console.perf.chart_drivers"))
 SIGN_IN_ERRORS = frozenset({"invalid_key", "cross_site", "signed_out", "expired"})
 _COMMON_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",

@@ -56,7 +56,8 @@ def test_performance_charts_tables_filters_and_csv(context: Any, stack: LocalSta
     tab = sign_in(context, stack, shop.key)
     page = tab.page
     page.wait_for_selector("#perf-days tbody tr")
-    page.wait_for_selector("#perf-volume canvas")  # uPlot drew the chart
+    page.wait_for_selector("#perf-volume canvas")  # uPlot drew the charts
+    page.wait_for_selector("#perf-per-driver canvas")
     # The range and driver set, then the keyboard only: Tab from the driver list reaches Show, Enter submits.
     page.fill("#perf-from", (datetime.now() - timedelta(days=6)).strftime("%Y-%m-%d"))
     page.select_option("#perf-driver", driver["id"])

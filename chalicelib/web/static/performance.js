@@ -98,19 +98,32 @@
     });
   }
 
-  function chart(id, rows, series) {
+  /* one uPlot chart: over days (time x axis), or per driver (bars, the x axis naming each driver) */
+  function chart(id, rows, series, options) {
     var node = $(id);
+    var opts = options || {};
     if (plots[id]) { plots[id].destroy(); delete plots[id]; }
     clear(node);
     if (typeof window.uPlot !== "function" || !rows.length) { return; }
-    var xs = rows.map(function (r) { return Date.parse(r.group + "T12:00:00Z") / 1000; });
+    var xs = opts.labels ? rows.map(function (r, i) { return i; })
+                         : rows.map(function (r) { return Date.parse(r.group + "T12:00:00Z") / 1000; });
     var data = [xs].concat(series.map(function (s) { return rows.map(s.value); }));
     var width = Math.max(280, Math.min(node.clientWidth || 600, 900));
+    var bars = opts.labels && window.uPlot.paths && window.uPlot.paths.bars;
+    var x = opts.labels ? { values: function (u, ticks) {
+      return ticks.map(function (i) { return Number.isInteger(i) && opts.labels[i] !== undefined ? opts.labels[i] : ""; });
+    } } : {};
     plots[id] = new window.uPlot({
       width: width, height: 220,
-      series: [{}].concat(series.map(function (s) { return { label: s.label, stroke: s.colour, width: 2,
-                                                               points: { show: true } }; })),
-      axes: [{}, {}], scales: { x: { time: true } }, legend: { live: false }, cursor: { show: false }
+      series: [{}].concat(series.map(function (s, k) {
+        var line = { label: s.label, stroke: s.colour, width: 2, points: { show: !bars } };
+        if (bars) { line.fill = s.colour; line.paths = bars({ size: [0.35, 40], align: k === 0 ? -1 : 1 }); }
+        return line;
+      })),
+      axes: [x, {}],
+      scales: { x: opts.labels ? { time: false, range: [-0.5, rows.length - 0.5] } : { time: true },
+                y: { range: opts.yRange || function (u, min, max) { return [0, Math.max(1, max)]; } } },
+      legend: { live: false }, cursor: { show: false }
     }, data, node);
   }
 
@@ -126,7 +139,14 @@
     chart("perf-rates", days, [
       { label: t("console.perf.col.on_time_rate"), colour: "#1d4ed8", value: percent("on_time_rate") },
       { label: t("console.perf.col.first_attempt_success_rate"), colour: "#b45309",
-        value: percent("first_attempt_success_rate") }]);
+        value: percent("first_attempt_success_rate") }], { yRange: [0, 100] });
+    var busiest = drivers.slice().sort(function (a, b) {
+      return (b.delivered + b.failed) - (a.delivered + a.failed);
+    }).slice(0, 12);
+    chart("perf-per-driver", busiest, [
+      { label: t("console.perf.col.delivered"), colour: "#15803d", value: function (r) { return r.delivered; } },
+      { label: t("console.perf.col.failed"), colour: "#b91c1c", value: function (r) { return r.failed; } }],
+      { labels: busiest.map(function (r) { return driverNames[r.group] || r.group; }) });
     table($("perf-days"), days, "group", function (g) { return g; });
     table($("perf-drivers"), drivers, "driver", function (g) { return driverNames[g] || g; });
     var empty = !days.some(function (r) { return r.delivered || r.failed || r.returned; });
