@@ -273,3 +273,22 @@ def test_property_any_duplication_and_order_of_batches_counts_each_event_once(me
                 1 for _, kind, why in events if kind == "failed" and why == reason)
 
     check()
+
+
+def test_a_large_batch_fills_transactions_to_the_limit_and_counts_every_event(merchant: Merchant) -> None:
+    from chalicelib.analytics.service import on_lifecycle_batch
+    from chalicelib.storage import get_repository
+
+    now = now_ms()
+    driver = make_driver(merchant)
+    ships = [make_shipment(merchant, n) for n in range(1, 9)]
+    r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": day_of(now),
+                                             "planned_start": iso(now - HOUR),
+                                             "shipment_ids": [s["id"] for s in ships]})
+    assert r.status_code == 201, r.body
+    images = [{"merchant_id": merchant.id, "shipment_id": ships[n % 8]["id"], "event_id": f"evt_large_{n}",
+               "type": "returned", "to_status": "returned", "occurred_at": iso(now - 1000)} for n in range(130)]
+    assert on_lifecycle_batch(get_repository(), images) == 130  # two transactions (markers + merged ADDs)
+    assert on_lifecycle_batch(get_repository(), images) == 0
+    [row] = deliveries(merchant, day_of(now - 1000), driver_id=driver["id"])
+    assert row["returned"] == 130
