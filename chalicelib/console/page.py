@@ -21,7 +21,11 @@ from chalicelib.web.i18n import Translator, catalogue
 
 POLL_SECONDS = 5
 # What a browser fetches on the console's first load besides the HTML (the map library included).
-CONSOLE_ASSETS = ("leaflet.css", "console.css", "leaflet.js", "console.js", "favicon.svg")
+CONSOLE_ASSETS = ("leaflet.css", "uplot.css", "console.css", "leaflet.js", "uplot.js", "console.js", "performance.js",
+                  "favicon.svg")
+# The Performance section's charts and their accessible tables: (id, message key).
+PERFORMANCE_CHARTS = (("perf-volume", "console.perf.chart_volume"), ("perf-rates", "console.perf.chart_rates"),
+                      ("perf-per-driver", "console.perf.chart_drivers"))
 SIGN_IN_ERRORS = frozenset({"invalid_key", "cross_site", "signed_out", "expired"})
 _COMMON_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -60,10 +64,13 @@ def _head(t: Translator, title: str, static_base: str, *, app: bool) -> list[str
     out = document_head(t, title, static_base)
     if app:
         out.append(f'<link rel="stylesheet" href="{_e(asset_url("leaflet.css", static_base))}">')
+        out.append(f'<link rel="stylesheet" href="{_e(asset_url("uplot.css", static_base))}">')
     out.append(f'<link rel="stylesheet" href="{_e(asset_url("console.css", static_base))}">')
     if app:
         out.append(f'<script src="{_e(asset_url("leaflet.js", static_base))}" defer></script>')
         out.append(f'<script src="{_e(asset_url("console.js", static_base))}" defer></script>')
+        out.append(f'<script src="{_e(asset_url("uplot.js", static_base))}" defer></script>')
+        out.append(f'<script src="{_e(asset_url("performance.js", static_base))}" defer></script>')
     out.append("</head>")
     return out
 
@@ -106,6 +113,7 @@ def render_console(shell: ConsoleShell, *, static_base: str = DEFAULT_STATIC_BAS
     out.append(f'<a class="skip" href="#queue">{_e(t("console.skip"))}</a>')
     out.append('<header class="bar">'
                f'<h1 class="bar__title">{_e(t("console.title"))}</h1>'
+               f'<a class="btn btn--quiet" href="#performance">{_e(t("console.perf.title"))}</a>'
                '<p id="sync" class="bar__sync" role="status" aria-live="polite"></p>'
                f'<form method="post" action="{_e(shell.console_base)}/session/end" class="bar__out">'
                f'<input type="hidden" name="csrf" value="{_e(shell.csrf_token)}">'
@@ -147,8 +155,39 @@ def render_console(shell: ConsoleShell, *, static_base: str = DEFAULT_STATIC_BAS
                '<dl id="detail-facts" class="facts"></dl>'
                f'<h3>{_e(t("console.detail.timeline"))}</h3><ol id="detail-timeline" class="timeline"></ol>'
                f'<h3>{_e(t("console.detail.proof"))}</h3><div id="detail-proof"></div></section>')
+    out.append(_performance(t))
     out.append("</main></body></html>")
     return "\n".join(out) + "\n"
+
+
+def _performance(t: Translator) -> str:
+    """The Performance section: filters (a form, so Enter and the keyboard work), two charts over time, each
+    with its figures as a table for screen readers and keyboards, and the per-driver table (CSV download)."""
+    charts = "".join(
+        f'<figure class="perf__chart"><figcaption id="{cid}-h">{_e(t(key))}</figcaption>'
+        f'<div id="{cid}" class="perf__plot" role="img" aria-labelledby="{cid}-h"></div></figure>'
+        for cid, key in PERFORMANCE_CHARTS)
+    return ('<section id="performance" class="panel panel--wide" aria-labelledby="perf-h" tabindex="-1">'
+            f'<h2 id="perf-h">{_e(t("console.perf.title"))}</h2>'
+            '<form id="perf-filters" class="perf__filters">'
+            f'<label for="perf-from">{_e(t("console.perf.from"))}</label>'
+            '<input id="perf-from" name="from" type="date" required>'
+            f'<label for="perf-to">{_e(t("console.perf.to"))}</label>'
+            '<input id="perf-to" name="to" type="date" required>'
+            f'<label for="perf-driver">{_e(t("console.perf.driver"))}</label>'
+            f'<select id="perf-driver" name="driver_id"><option value="">{_e(t("console.perf.all_drivers"))}'
+            '</option></select>'
+            f'<button type="submit" class="btn">{_e(t("console.perf.show"))}</button>'
+            f'<a id="perf-csv" class="btn btn--quiet" href="#" download>{_e(t("console.perf.csv"))}</a></form>'
+            '<p id="perf-status" class="empty" role="status" aria-live="polite"></p>'
+            f'<dl id="perf-totals" class="perf__totals" aria-label="{_e(t("console.perf.totals"))}"></dl>'
+            f'<div class="perf__charts">{charts}</div>'
+            f'<h3 id="perf-days-h">{_e(t("console.perf.by_day"))}</h3>'
+            '<div class="perf__scroll" tabindex="0" role="region" aria-labelledby="perf-days-h">'
+            '<table id="perf-days" class="perf__table"></table></div>'
+            f'<h3 id="perf-drivers-h">{_e(t("console.perf.by_driver"))}</h3>'
+            '<div class="perf__scroll" tabindex="0" role="region" aria-labelledby="perf-drivers-h">'
+            '<table id="perf-drivers" class="perf__table"></table></div></section>')
 
 
 def console_headers(tile_url: str | None, image_urls: Iterable[str | None] = ()) -> dict[str, str]:

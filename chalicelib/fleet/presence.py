@@ -229,12 +229,22 @@ def end_duty(repo: Repository, merchant_id: str, driver_id: str, *, route_id: st
                 continue
             raise
         if stored is not None and stored.presence.on_duty and stored.on_duty_since_ms is not None:
-            # the shift that just ended: driver reports keep it for the hours on duty (once)
-            from chalicelib.driver_reports.service import shift_ended
-
-            shift_ended(repo, merchant_id, driver_id, stored.on_duty_since_ms, int(time.time() * 1000))
+            _shift_ended(repo, merchant_id, driver_id, stored.on_duty_since_ms, int(time.time() * 1000))
         return True
     return False
+
+
+def _shift_ended(repo: Repository, merchant_id: str, driver_id: str, since_ms: int, ended_ms: int) -> None:
+    """A shift just ended: its hours count once in the driver's reports and in the delivery figures. The shift has
+    ended whatever they say: their trouble is logged, never the driver's request's."""
+    from chalicelib.analytics.service import on_shift_ended
+    from chalicelib.driver_reports.service import shift_ended
+
+    for listener in (shift_ended, on_shift_ended):
+        try:
+            listener(repo, merchant_id, driver_id, since_ms, ended_ms)
+        except Exception:
+            logger.exception("shift hours not counted", extra={"driver_id": driver_id, "listener": listener.__name__})
 
 
 def record_app_status(repo: Repository, merchant_id: str, driver_id: str, status: AppStatus, now_ms: int) -> None:

@@ -269,7 +269,15 @@ def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="lifecycle") as pool:
             results = list(pool.map(one, groups.values()))
-    return [sequence for failed in results for sequence in failed]
+    failed = [sequence for failed in results for sequence in failed]
+    try:  # the performance figures: the whole batch at once (a few requests, not two per event), each once
+        from chalicelib.analytics.service import on_lifecycle_batch
+
+        on_lifecycle_batch(r, [image for _, image in lifecycle])
+    except Exception:
+        logger.exception("analytics failed for the batch's lifecycle records")
+        failed = sorted({*failed, *(sequence for sequence, _ in lifecycle)})
+    return failed
 
 
 # Who hears of a driver's presence events besides the webhook sender (which reads the stream itself): the
@@ -299,6 +307,7 @@ def _handle_driver_events(r: Repository, records: list[tuple[str, dict[str, Any]
 
 
 def handle_lifecycle(r: Repository, image: dict[str, Any]) -> None:
+    """One lifecycle record's effects (analytics counts the batch's together: `_handle_lifecycles`)."""
     if image.get("type") == "message_sent":  # a driver wrote: messaging tells a recipient whose page is closed
         from chalicelib.messaging.service import on_message_sent
 

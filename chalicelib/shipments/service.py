@@ -324,6 +324,8 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
     data = {k: v for k, v in {"reason": body.reason and str(body.reason), "note": body.note,
                               "lat": body.location and body.location.lat,
                               "lng": body.location and body.location.lng}.items() if v is not None}
+    if wanted == S.FAILED:  # which attempt this was (the transaction is conditional on the status read)
+        data["attempt"] = int(shipment.attempts or 0) + 1
     evidence = checked_proof(repo, merchant_id, shipment, body) if wanted == S.DELIVERED else None
     if evidence is not None:
         data["far_from_stop"] = evidence["far_from_stop"]

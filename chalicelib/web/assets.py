@@ -35,6 +35,10 @@ ASSETS: dict[str, tuple[str, str]] = {
     "messages.js": ("messages.js", _JS),
     "driver_messages.js": ("driver_messages.js", _JS),
     "console_messages.js": ("console_messages.js", _JS),
+    # Its Performance section: uPlot (vendored from npm) and the script that draws the figures with it.
+    "uplot.js": ("vendor/uplot/uplot.js", _JS),
+    "uplot.css": ("vendor/uplot/uplot.css", _CSS),
+    "performance.js": ("performance.js", _JS),
     # Linked from every page, so browsers do not ask for /favicon.ico (outside the API's routes).
     "favicon.svg": ("favicon.svg", _SVG),
 }

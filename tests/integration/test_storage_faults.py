@@ -247,6 +247,8 @@ CASES = [
     Case("scorecard", "reports", lambda m: Req("GET", "/v1/reports/scorecard?week=2026-W49")),
     Case("get report settings", "reports", lambda m: Req("GET", "/v1/reports/settings")),
     Case("put report settings", "reports", lambda m: Req("PUT", "/v1/reports/settings", {"speeding_kmh": 100})),
+    Case("delivery analytics", "analytics", lambda m: Req(
+        "GET", "/v1/analytics/deliveries?from=2026-01-01&to=2026-01-07&group_by=driver")),
     Case("console sign-in link", "console", lambda m: Req("POST", "/v1/console/sign-in-links")),
     Case("console link sign-in", "console", lambda m: Req(
         "GET", "/" + m.call("POST", "/v1/console/sign-in-links").json_body["url"].split("/", 3)[3],
@@ -476,6 +478,7 @@ ROUTE_OF = {
     "complete route": "POST /v1/routes/{route_id}/complete", "patch shipment": "PATCH /v1/shipments/{shipment_id}",
     "reschedule shipment": "POST /v1/shipments/{shipment_id}/reschedule",
     "redirect shipment": "POST /v1/shipments/{shipment_id}/redirect", "list exceptions": "GET /v1/exceptions",
+    "delivery analytics": "GET /v1/analytics/deliveries",
     "fleet view": "GET /v1/fleet", "console sign-in link": "POST /v1/console/sign-in-links",
     "console link sign-in": "GET /console/link/{token}", "shift": "POST /v1/driver/shift",
     "app status": "POST /v1/driver/app-status",
@@ -539,7 +542,7 @@ def test_the_cases_cover_every_route() -> None:
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
                              "webhooks", "settings", "zones", "console", "exceptions", "presence", "lookup",
-                             "preferences", "reports", "messages"}
+                             "preferences", "reports", "messages", "analytics"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

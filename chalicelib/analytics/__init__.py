@@ -1,0 +1,1 @@
+"""Delivery analytics: counters kept from the table stream, the merchant's figures per day, driver or zone."""
