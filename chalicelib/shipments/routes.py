@@ -145,6 +145,11 @@ def start_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
             claim=(merchant_id, route.driver_id, route_id))
     route.status, route.started_at, route.version = "active", now, version + 1
     presence.route_started(repo, merchant_id, route.driver_id, route_id)
+    from chalicelib.custody.service import on_closed
+
+    for shipment, _, _ in writes:  # the handover to the driver, in each shipment's chain of custody
+        on_closed(repo, merchant_id, shipment.shipment_id, "out_for_delivery", now, f"driver:{route.driver_id}",
+                  {"route_id": route_id})
     return _route_out(route)
 
 

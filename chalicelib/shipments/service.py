@@ -156,6 +156,7 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
         raise errors.conflict(f"Shipment {taken.shipment_id} already has this external_ref.", "external_ref",
                               f"already used by shipment {taken.shipment_id}", code="external_ref_taken") from None
     if stored:
+        _custody_created(repo, merchant_id, shipment_id, body, now)
         return _shipment_out(settings, item), True
     assert idempotency_key is not None
     previous = repo.get_idempotency(merchant_id, hash_secret(idempotency_key))
@@ -165,7 +166,18 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
         raise errors.invalid("idempotency_key_reused",
                              "This Idempotency-Key was used with a different request body.",
                              [errors.FieldProblem("Idempotency-Key", "already used with a different body")])
-    return get_shipment(repo, settings, merchant_id, previous.shipment_id), False
+    replayed = get_shipment(repo, settings, merchant_id, previous.shipment_id)
+    _custody_created(repo, merchant_id, previous.shipment_id, body, replayed.created_at)
+    return replayed, False
+
+
+def _custody_created(repo: Repository, merchant_id: str, shipment_id: str, body: ShipmentCreate,
+                     at: datetime) -> None:
+    """The chain of custody's first event and the shipment's requirements and parcels (idempotent: a replay
+    whose first request wrote them adds nothing)."""
+    from chalicelib.custody.service import on_shipment_created
+
+    on_shipment_created(repo, merchant_id, shipment_id, body.custody, at)
 
 
 
@@ -324,6 +336,11 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
     data = {k: v for k, v in {"reason": body.reason and str(body.reason), "note": body.note,
                               "lat": body.location and body.location.lat,
                               "lng": body.location and body.location.lng}.items() if v is not None}
+    if wanted == S.DELIVERED:
+        from chalicelib.custody.service import check_completion
+
+        check_completion(repo, merchant_id, shipment_id, body.proof_keys or [], body.recipient_name,
+                         body.age_verified)
     evidence = checked_proof(repo, merchant_id, shipment, body) if wanted == S.DELIVERED else None
     if evidence is not None:
         data["far_from_stop"] = evidence["far_from_stop"]
@@ -347,7 +364,24 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
         if previous is None:
             raise errors.service_unavailable("Please retry the request.")
         return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+    _custody_after_status(repo, shipment, driver_id, body, written, evidence, occurred)
     return DriverStatusResult(shipment_id=shipment_id, status=written)
+
+
+def _custody_after_status(repo: Repository, shipment: ShipmentItem, driver_id: str, body: DriverStatusUpdate,
+                          written: ShipmentStatus, evidence: dict[str, Any] | None, occurred: datetime) -> None:
+    """The status change into the chain of custody (delivered: with the proof's hashes and a signed receipt)."""
+    from chalicelib.custody import service as custody
+
+    location = (body.location.lat, body.location.lng) if body.location else None
+    if written == S.DELIVERED and evidence is not None:
+        custody.on_delivered(repo, shipment, driver_id, evidence, occurred, location)
+    elif written in (S.FAILED, S.RETURNED):
+        data: dict[str, Any] = {"reason": str(body.reason)} if body.reason else {}
+        if location:
+            data["lat"], data["lng"] = location
+        custody.on_closed(repo, shipment.merchant_id, shipment.shipment_id, str(written), occurred,
+                          f"driver:{driver_id}", data)
 
 
 def _failed_attempt(repo: Repository, shipment: ShipmentItem, body: DriverStatusUpdate, occurred: datetime,
