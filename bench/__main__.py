@@ -17,7 +17,7 @@ from bench.common import Result, emit, log
 # Module per benchmark, in run order. The cheap, in-process ones go before the
 # local stack, which starts servers that compete for the same two cores.
 MODULES = ("cold_start", "cold_ping", "ingest", "ingest_real", "geofence", "eta", "tracking_page", "console_page",
-           "rss", "pipeline_cost", "console_fleet", "e2e", "pipeline_e2e", "pipeline_fleet", "notify_e2e",
+           "rss", "custody", "pipeline_cost", "console_fleet", "e2e", "pipeline_e2e", "pipeline_fleet", "notify_e2e",
            "local_load")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,12 @@ from chalicelib.custody.store import ChainRaced, CustodyStore, ReceiptKey, Spec
 from chalicelib.storage.repository import Repository
 
 APPEND_ATTEMPTS = 8  # a lost race re-reads the head; writers to one shipment's chain are few (phone, API)
+HEAD_CACHE_SIZE = 2048
 _kms: Any = None
+# The heads this container wrote last, so the next append of the same shipment (a delivery appends its proofs and
+# then `delivered`) skips the head read. Only a hint: the transaction's condition on the seq still decides, and a
+# stale head costs one ChainRaced and a read.
+_heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
 
 def custody_store(repo: Repository) -> CustodyStore:
@@ -44,8 +50,10 @@ def append_event(repo: Repository, merchant_id: str, shipment_id: str, kind: str
                  data: dict[str, Any] | None = None) -> tuple[int, str]:
     """Append one event to the shipment's chain: (seq, hash). Conditional on the head read, retried on a race."""
     store = custody_store(repo)
+    cached = _heads.pop(shipment_id, None)
     for _ in range(APPEND_ATTEMPTS):
-        seq, prev = store.head(shipment_id)
+        seq, prev = cached if cached is not None else store.head(shipment_id)
+        cached = None
         body = rules.chain_body(shipment_id, seq + 1, prev or rules.GENESIS, kind, _iso(at), actor, data or {})
         encoded = rules.canonical_json(body)
         digest = hashlib.sha256(encoded).hexdigest()
@@ -53,6 +61,9 @@ def append_event(repo: Repository, merchant_id: str, shipment_id: str, kind: str
             store.append(merchant_id, shipment_id, seq + 1, encoded.decode(), digest)
         except ChainRaced:
             continue
+        _heads[shipment_id] = (seq + 1, digest)
+        if len(_heads) > HEAD_CACHE_SIZE:
+            _heads.popitem(last=False)
         return seq + 1, digest
     raise errors.service_unavailable("The custody log is busy; please retry.")
 
