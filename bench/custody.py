@@ -76,8 +76,8 @@ def run(measured: int = MEASURED) -> list[Result]:
             gc.collect()
             started = time.process_time()
             for k in range(measured):
-                service.append_event(repo, MERCHANT_ID, f"shp_bench{k // EVENTS_PER_SHIPMENT}", "scanned", at, "driver:drv_bench",
-                                     data)
+                shipment_id = f"shp_bench{k // EVENTS_PER_SHIPMENT}"
+                service.append_event(repo, MERCHANT_ID, shipment_id, "scanned", at, "driver:drv_bench", data)
             runs.append((time.process_time() - started) / measured * 1e6)
         cold = []  # every append reads the head first: a container that did not write the previous event
         for k in range(measured // 4):

@@ -149,6 +149,14 @@ def check_completion(repo: Repository, merchant_id: str, shipment_id: str, proof
                              [errors.FieldProblem(f, reason) for f, reason in missing])
 
 
+def pin_for_message(repo: Repository, merchant_id: str, shipment_id: str) -> str | None:
+    """The PIN to print in the out-for-delivery message, when the stop requires one (derived, never stored)."""
+    spec = custody_store(repo).spec(shipment_id)
+    if not requirements_of(repo, merchant_id, spec).pin:
+        return None
+    return rules.delivery_pin(get_settings().token_secret, shipment_id)
+
+
 def _driver_shipment(repo: Repository, merchant_id: str, driver_id: str, shipment_id: str) -> Any:
     shipment = repo.get_shipment(merchant_id, shipment_id)
     if shipment is None or shipment.driver_id != driver_id:

@@ -50,6 +50,7 @@ from chalicelib.notifications.templates import (
     RenderedEmail,
     RenderedSms,
     TemplateSet,
+    delivery_pin_note,
     format_day,
     format_later_today,
     format_window,
@@ -177,7 +178,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
             etas.append(_shipment_eta(repo, shipment))
         eta = etas[0]
         message = render(kind, channel, recipient.get("locale") or look.locale,
-                         _values(settings, shipment, look, zone, image, eta), look.branding,
+                         _values(repo, settings, shipment, look, zone, image, eta), look.branding,
                          templates or TemplateSet())
         try:
             sent = _send(notifier, look, decision.address or "", message)
@@ -230,7 +231,7 @@ def _shipment_eta(repo: Repository, shipment: ShipmentItem) -> tuple[int, int, i
     return (*window, int(item.at_ms)) if item is not None and window is not None else None
 
 
-def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
+def _values(repo: Repository, settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
             image: dict[str, Any], eta: tuple[int, int, int, int] | None) -> dict[str, str]:
     from zoneinfo import ZoneInfo
 
@@ -258,9 +259,15 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     elif image.get("type") == "returned":  # the reason of the attempt that reached the limit
         last = as_dict(shipment.last_failure) if shipment.last_failure is not None else {}
         reason = failure_reason_text(last.get("reason"), locale)
+    pin = None
+    if image.get("type") == "out_for_delivery":
+        from chalicelib.custody.service import pin_for_message
+
+        pin = pin_for_message(repo, shipment.merchant_id, shipment.shipment_id)
     return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
-                          reason=reason, delivery_date=shipment.delivery_date)
+                          reason=reason, delivery_date=shipment.delivery_date,
+                          delivery_pin_note=delivery_pin_note(pin, locale))
 
 
 def _when(value: Any, default: datetime) -> datetime:

@@ -14,6 +14,7 @@ from joserfc.jwk import KeySet
 
 from tests.conftest import TEST_ENV
 from tests.integration.helpers import make_driver, make_shipment
+from tests.integration.test_notifications import dispatch  # noqa: F401  # the fixture
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + b"\x00" * 2000
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 2000
@@ -253,3 +254,24 @@ def test_receipts_verify_with_the_jwks_alone_and_survive_key_rotation(merchant: 
     assert fresh["kid"] == new_key.kid and _verify_receipt(fresh["jws"], jwks_after)["sub"] == ship["id"]
     with pytest.raises(Exception):  # noqa: B017  # not verifiable with only the keys before the rotation
         _verify_receipt(fresh["jws"], jwks)
+
+
+def test_the_out_for_delivery_message_carries_the_pin_only_when_required(merchant: Any, dispatch: Any) -> None:  # noqa: F811
+    from tests.integration.test_notifications import _image, _sms_to
+
+    phones = ["+14155550161", "+14155550162"]
+    needs = [{"requirements": {"pin": True}}, None]
+    ships = [make_shipment(merchant, n + 1, recipient={"name": "Ada", "phone": phone},
+                           **({"custody": c} if c else {}))
+             for n, (phone, c) in enumerate(zip(phones, needs, strict=True))]
+    route = merchant.call("POST", "/v1/routes", {"driver_id": make_driver(merchant)["id"],
+                                                 "day": ships[0]["delivery_date"],
+                                                 "planned_start": datetime.now(UTC).isoformat(),
+                                                 "shipment_ids": [s["id"] for s in ships]}).json_body
+    assert merchant.call("POST", f"/v1/routes/{route['id']}/start").status_code == 200
+    for ship in ships:
+        dispatch(_image(merchant, ship, "out_for_delivery"))
+    (with_pin,) = _sms_to(phones[0])
+    (without,) = _sms_to(phones[1])
+    assert f"Your delivery PIN: {_pin(ships[0]['id'])}." in with_pin, with_pin
+    assert "PIN" not in without

@@ -31,7 +31,7 @@ def test_an_intact_chain_verifies_and_every_tampering_is_named() -> None:
     assert "event 2: hash does not match its content" in rules.verify_chain("shp_1", altered, head).problems
     removed = events[:2] + events[3:]
     assert not rules.verify_chain("shp_1", removed, head).ok
-    inserted = events[:2] + [events[2]] + events[2:]
+    inserted = [*events[:2], events[2], *events[2:]]
     assert not rules.verify_chain("shp_1", inserted, head).ok
     assert not rules.verify_chain("shp_1", events[:4], head).ok  # the head names a fifth event
     assert not rules.verify_chain("shp_2", events, head).ok  # another shipment's chain
