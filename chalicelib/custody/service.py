@@ -127,6 +127,15 @@ def requirements_of(repo: Repository, merchant_id: str, spec: Spec | None) -> ru
     return rules.merged_requirements(merchant, spec.requirements if spec else None)
 
 
+def stop_requirements(repo: Repository, merchant_id: str, shipment_ids: list[str]) -> dict[str, tuple[list[str],
+                                                                                                   list[str]]]:
+    """Per stop: the requirement names a delivery needs and the parcels to scan, for the driver app (it checks
+    them before it lets the driver finish, offline too)."""
+    specs = custody_store(repo).specs(shipment_ids) if shipment_ids else {}
+    return {sid: (requirements_of(repo, merchant_id, specs.get(sid)).names(),
+                  specs[sid].parcels if sid in specs else []) for sid in shipment_ids}
+
+
 def check_completion(repo: Repository, merchant_id: str, shipment_id: str, proof_keys: list[str],
                      recipient_name: str | None, age_verified: bool) -> None:
     """422 naming each requirement a `delivered` update lacks (before anything is written)."""

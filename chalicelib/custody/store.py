@@ -127,6 +127,23 @@ class CustodyStore:
                     pin_verified=bool(item.get("pin_verified", {}).get("BOOL", False)),
                     scans=json.loads(item.get("scans", {}).get("S", "{}")))
 
+    def specs(self, shipment_ids: list[str]) -> dict[str, Spec]:
+        """Many shipments' specs in BatchGetItem calls of at most 100 keys (the driver's route)."""
+        found: dict[str, Spec] = {}
+        for start in range(0, len(shipment_ids), 100):
+            keys: list[dict[str, Any]] = [{"PK": _s(custody_pk(sid)), "SK": _s("SPEC")}
+                                          for sid in shipment_ids[start:start + 100]]
+            for _ in range(5):  # unprocessed keys come back under throttling
+                if not keys:
+                    break
+                answer = self.client.batch_get_item(RequestItems={self.table: {"Keys": keys}})
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    found[item["PK"]["S"].removeprefix("CUSTODY#")] = Spec(
+                        merchant_id=item["merchant_id"]["S"], requirements=json.loads(item["requirements"]["S"]),
+                        parcels=json.loads(item["parcels"]["S"]))
+                keys = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return found
+
     def put_spec(self, shipment_id: str, spec: Spec) -> bool:
         """Once per shipment (a retried create keeps the first)."""
         item: dict[str, Any] = {"PK": _s(custody_pk(shipment_id)), "SK": _s("SPEC"),
