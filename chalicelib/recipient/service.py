@@ -222,7 +222,15 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         attempts=int(s.attempts or 0), max_attempts=link.settings.max_delivery_attempts,
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
         proof_photo_url=_proof_photo_url(s) if status == S.DELIVERED else None, delivered_at=delivered_at,
+        receipt_jws=_receipt(repo, s.shipment_id) if status == S.DELIVERED else None,
     )
+
+
+def _receipt(repo: Repository, shipment_id: str) -> str | None:
+    """The signed delivery receipt (chain of custody), for the recipient to keep and anyone to verify."""
+    from chalicelib.custody.service import receipt_of
+
+    return receipt_of(repo, shipment_id)
 
 
 def _failure_code(s: ShipmentItem) -> str | None:

@@ -275,3 +275,16 @@ def test_the_out_for_delivery_message_carries_the_pin_only_when_required(merchan
     (without,) = _sms_to(phones[1])
     assert f"Your delivery PIN: {_pin(ships[0]['id'])}." in with_pin, with_pin
     assert "PIN" not in without
+
+
+def test_the_tracking_page_shows_the_receipt_after_delivery(merchant: Any) -> None:
+    import html
+
+    _, ships, _ = _delivered_day(merchant, 1)
+    token = ships[0]["tracking_url"].rsplit("/", 1)[1]
+    page = merchant.client.http.get(f"/track/{token}").body.decode()
+    receipt = merchant.call("GET", f"/v1/shipments/{ships[0]['id']}/receipt").json_body
+    assert 'id="receipt"' in page and html.escape(receipt["jws"]) in page
+    undelivered = make_shipment(merchant)
+    assert 'id="receipt"' not in merchant.client.http.get(
+        "/track/" + undelivered["tracking_url"].rsplit("/", 1)[1]).body.decode()
