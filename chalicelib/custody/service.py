@@ -49,22 +49,33 @@ def _iso(moment: datetime) -> str:
 def append_event(repo: Repository, merchant_id: str, shipment_id: str, kind: str, at: datetime, actor: str,
                  data: dict[str, Any] | None = None) -> tuple[int, str]:
     """Append one event to the shipment's chain: (seq, hash). Conditional on the head read, retried on a race."""
+    return append_events(repo, merchant_id, shipment_id, [(kind, at, actor, data or {})])
+
+
+def append_events(repo: Repository, merchant_id: str, shipment_id: str,
+                  events: list[tuple[str, datetime, str, dict[str, Any]]]) -> tuple[int, str]:
+    """Append events in order, in one transaction: (the last's seq, its hash)."""
     store = custody_store(repo)
     cached = _heads.pop(shipment_id, None)
     for _ in range(APPEND_ATTEMPTS):
         seq, prev = cached if cached is not None else store.head(shipment_id)
         cached = None
-        body = rules.chain_body(shipment_id, seq + 1, prev or rules.GENESIS, kind, _iso(at), actor, data or {})
-        encoded = rules.canonical_json(body)
-        digest = hashlib.sha256(encoded).hexdigest()
+        first, encoded_events = seq + 1, []
+        for kind, at, actor, data in events:
+            seq += 1
+            body = rules.chain_body(shipment_id, seq, prev or rules.GENESIS, kind, _iso(at), actor, data)
+            encoded = rules.canonical_json(body)
+            prev = hashlib.sha256(encoded).hexdigest()
+            encoded_events.append((encoded.decode(), prev))
         try:
-            store.append(merchant_id, shipment_id, seq + 1, encoded.decode(), digest)
+            store.append_many(merchant_id, shipment_id, first, encoded_events)
         except ChainRaced:
             continue
-        _heads[shipment_id] = (seq + 1, digest)
+        assert prev is not None
+        _heads[shipment_id] = (seq, prev)
         if len(_heads) > HEAD_CACHE_SIZE:
             _heads.popitem(last=False)
-        return seq + 1, digest
+        return seq, prev
     raise errors.service_unavailable("The custody log is busy; please retry.")
 
 
@@ -255,19 +266,29 @@ def on_delivered(repo: Repository, shipment: Any, driver_id: str, evidence: dict
     from chalicelib.shipments.rules import parse_proof_key
 
     merchant_id, shipment_id = shipment.merchant_id, shipment.shipment_id
-    actor = f"driver:{driver_id}"
-    proofs = []
-    for key in evidence.get("keys") or []:
-        parsed = parse_proof_key(key)
-        proof = {"key": key, "kind": parsed.kind if parsed else "unknown", "sha256": _object_sha256(key)}
-        proofs.append(proof)
-        append_event(repo, merchant_id, shipment_id, "proof_attached", occurred, actor, proof)
-    data: dict[str, Any] = {"distance_m": evidence.get("distance_m"), "recipient_name": evidence.get("recipient_name"),
-                            "far_from_stop": bool(evidence.get("far_from_stop"))}
-    if location is not None:
-        data["lat"], data["lng"] = location
-    seq, head = append_event(repo, merchant_id, shipment_id, "delivered", occurred, actor,
-                             {k: v for k, v in data.items() if v is not None})
+    store = custody_store(repo)
+    if store.receipt(shipment_id) is not None:
+        return  # a replayed delivery whose first request finished
+    done = [e for e in store.events(shipment_id) if e["body"]["type"] in ("proof_attached", "delivered")]
+    delivered = next((e for e in done if e["body"]["type"] == "delivered"), None)
+    if delivered is not None:  # appended, but the receipt was not signed (the request failed after): sign it now
+        seq, head = int(delivered["body"]["seq"]), str(delivered["hash"])
+        proofs = [e["body"]["data"] for e in done if e["body"]["type"] == "proof_attached"]
+        occurred = datetime.fromisoformat(str(delivered["body"]["at"]).replace("Z", "+00:00"))
+    else:
+        actor = f"driver:{driver_id}"
+        proofs = []
+        for key in evidence.get("keys") or []:
+            parsed = parse_proof_key(key)
+            proofs.append({"key": key, "kind": parsed.kind if parsed else "unknown", "sha256": _object_sha256(key)})
+        data: dict[str, Any] = {"distance_m": evidence.get("distance_m"),
+                                "recipient_name": evidence.get("recipient_name"),
+                                "far_from_stop": bool(evidence.get("far_from_stop"))}
+        if location is not None:
+            data["lat"], data["lng"] = location
+        seq, head = append_events(repo, merchant_id, shipment_id, [
+            *(("proof_attached", occurred, actor, proof) for proof in proofs),
+            ("delivered", occurred, actor, {k: v for k, v in data.items() if v is not None})])
     where = {"lat": location[0], "lng": location[1]} if location else None
     claims = {"iss": get_settings().public_origin, "sub": shipment_id, "merchant_id": merchant_id,
               "delivered_at": _iso(occurred), "location": where,
@@ -277,7 +298,7 @@ def on_delivered(repo: Repository, shipment: Any, driver_id: str, evidence: dict
               "chain_head": {"seq": seq, "hash": head}, "iat": int(datetime.now(UTC).timestamp())}
     key = current_key(repo)
     token = sign(key, claims)
-    custody_store(repo).put_receipt(merchant_id, shipment_id, token, key.kid)
+    store.put_receipt(merchant_id, shipment_id, token, key.kid)
 
 
 def on_closed(repo: Repository, merchant_id: str, shipment_id: str, status: str, occurred: datetime, actor: str,

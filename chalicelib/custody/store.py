@@ -75,17 +75,27 @@ class CustodyStore:
         return int(item["seq"]["N"]), item["hash"]["S"]
 
     def append(self, merchant_id: str, shipment_id: str, seq: int, body_json: str, digest: str) -> None:
+        self.append_many(merchant_id, shipment_id, seq, [(body_json, digest)])
+
+    def append_many(self, merchant_id: str, shipment_id: str, first_seq: int,
+                    events: list[tuple[str, str]]) -> None:
+        """Events first_seq, first_seq + 1, ... (body JSON, hash) and the head moved to the last, in one
+        transaction (a delivery's proofs and `delivered` together; at most 99 events)."""
         pk = _s(custody_pk(shipment_id))
-        values: dict[str, Any] = {":seq": {"N": str(seq)}, ":h": _s(digest), ":m": _s(merchant_id)}
-        if seq == 1:
+        last = first_seq + len(events) - 1
+        values: dict[str, Any] = {":seq": {"N": str(last)}, ":h": _s(events[-1][1]), ":m": _s(merchant_id)}
+        if first_seq == 1:
             head_condition = "attribute_not_exists(PK)"
         else:
-            head_condition, values[":prev"] = "seq = :prev", {"N": str(seq - 1)}
+            head_condition, values[":prev"] = "seq = :prev", {"N": str(first_seq - 1)}
+        puts: list[dict[str, Any]] = [
+            {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(PK)",
+                     "Item": {"PK": pk, "SK": _s(event_sk(first_seq + i)), "merchant_id": _s(merchant_id),
+                              "body": _s(body_json), "hash": _s(digest)}}}
+            for i, (body_json, digest) in enumerate(events)]
         try:
             self.client.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(PK)",
-                         "Item": {"PK": pk, "SK": _s(event_sk(seq)), "merchant_id": _s(merchant_id),
-                                  "body": _s(body_json), "hash": _s(digest)}}},
+                *puts,
                 {"Update": {"TableName": self.table, "Key": {"PK": pk, "SK": _s("HEAD")},
                             "UpdateExpression": "SET seq = :seq, #h = :h, merchant_id = :m",
                             "ExpressionAttributeNames": {"#h": "hash"}, "ConditionExpression": head_condition,

@@ -327,7 +327,8 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
         key_hash = hash_secret(f"status:{shipment_id}:{idempotency_key}")
         previous = repo.get_driver_idempotency(driver_id, key_hash)
         if previous is not None:
-            return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+            return _custody_replayed(repo, merchant_id, driver_id, body,
+                                     _replayed(repo, merchant_id, shipment_id, previous, request_hash))
         claim = IdempotencyItem(driver_pk(driver_id), f"IDEMPOTENCY#{key_hash}", request_hash=request_hash,
                                 shipment_id=shipment_id, expires_at=idempotency_expiry(now))
     wanted = ShipmentStatus(body.status)
@@ -363,9 +364,21 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
         previous = repo.get_driver_idempotency(driver_id, claim.SK.removeprefix("IDEMPOTENCY#"))
         if previous is None:
             raise errors.service_unavailable("Please retry the request.")
-        return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+        return _custody_replayed(repo, merchant_id, driver_id, body,
+                                 _replayed(repo, merchant_id, shipment_id, previous, request_hash))
     _custody_after_status(repo, shipment, driver_id, body, written, evidence, occurred)
     return DriverStatusResult(shipment_id=shipment_id, status=written)
+
+
+def _custody_replayed(repo: Repository, merchant_id: str, driver_id: str, body: DriverStatusUpdate,
+                      result: DriverStatusResult) -> DriverStatusResult:
+    """A replayed delivery finishes its custody part if the first request did not (the receipt is signed once)."""
+    if body.status == "delivered" and result.status == S.DELIVERED:
+        current = repo.get_shipment(merchant_id, result.shipment_id)
+        if current is not None and current.proof is not None:
+            _custody_after_status(repo, current, driver_id, body, S.DELIVERED, as_dict(current.proof),
+                                  body.occurred_at.astimezone(UTC))
+    return result
 
 
 def _custody_after_status(repo: Repository, shipment: ShipmentItem, driver_id: str, body: DriverStatusUpdate,

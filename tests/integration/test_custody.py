@@ -288,3 +288,33 @@ def test_the_tracking_page_shows_the_receipt_after_delivery(merchant: Any) -> No
     undelivered = make_shipment(merchant)
     assert 'id="receipt"' not in merchant.client.http.get(
         "/track/" + undelivered["tracking_url"].rsplit("/", 1)[1]).body.decode()
+
+
+def test_a_delivery_whose_receipt_failed_gets_it_on_the_retry_and_the_chain_stays_single(
+        merchant: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.core import errors
+    from chalicelib.custody import service
+
+    driver, (ship,) = _route(merchant, [None])
+    photo = _upload(merchant, driver, ship["id"], JPEG)
+    real_sign = service.sign
+
+    def kms_down(*_: Any) -> str:
+        raise errors.service_unavailable("KMS is unavailable.")
+
+    monkeypatch.setattr(service, "sign", kms_down)
+    body = {"status": "delivered", "occurred_at": datetime.now(UTC).isoformat(), "proof_keys": [photo]}
+    path = f"/v1/driver/shipments/{ship['id']}/status"
+    headers = {"Authorization": f"Bearer {driver['token']}", "Content-Type": "application/json",
+               "Idempotency-Key": "deliver-1"}
+    first = merchant.client.http.request("POST", path, headers=headers, body=json.dumps(body))
+    assert first.status_code == 503
+    assert merchant.call("GET", f"/v1/shipments/{ship['id']}/receipt").status_code == 404
+    monkeypatch.setattr(service, "sign", real_sign)
+    again = merchant.client.http.request("POST", path, headers=headers, body=json.dumps(body))
+    assert again.status_code == 200 and again.json_body["replayed"] is True
+    chain = merchant.call("GET", f"/v1/shipments/{ship['id']}/custody").json_body
+    types = [e["body"]["type"] for e in chain["events"]]
+    assert types.count("delivered") == 1 and types.count("proof_attached") == 1 and chain["verified"]
+    receipt = merchant.call("GET", f"/v1/shipments/{ship['id']}/receipt").json_body
+    assert receipt["claims"]["chain_head"] == chain["head"] and len(receipt["claims"]["proof"]) == 1
