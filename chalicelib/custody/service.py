@@ -119,6 +119,24 @@ def on_shipment_created(repo: Repository, merchant_id: str, shipment_id: str, cu
         store.append(merchant_id, shipment_id, 1, encoded.decode(), hashlib.sha256(encoded).hexdigest())
 
 
+def patch_custody(repo: Repository, merchant_id: str, shipment_id: str, patch: dict[str, Any] | None) -> None:
+    """A merge patch of the shipment's requirements (null member: inherit the merchant's) and parcels (whole);
+    null clears both. The change goes into the chain."""
+    from chalicelib.core.patch import merge_patch
+
+    spec = _spec(repo, merchant_id, shipment_id)
+    patch = patch if patch is not None else {"requirements": None, "parcels": []}
+    requirements = merge_patch(spec.requirements, patch["requirements"]) if "requirements" in patch \
+        else spec.requirements
+    requirements = {k: v for k, v in (requirements or {}).items() if v is not None}
+    parcels = list(dict.fromkeys(patch["parcels"])) if "parcels" in patch else spec.parcels
+    if requirements == spec.requirements and parcels == spec.parcels:
+        return
+    custody_store(repo).set_spec(shipment_id, requirements, parcels)
+    append_event(repo, merchant_id, shipment_id, "requirements_changed", datetime.now(UTC), "merchant",
+                 {"requirements": requirements, "parcels": parcels})
+
+
 def _spec(repo: Repository, merchant_id: str, shipment_id: str) -> Spec:
     """The spec; a shipment created before custody existed gets an empty one (and its PIN) on first use."""
     store = custody_store(repo)

@@ -169,6 +169,13 @@ class CustodyStore:
             return False
         return True
 
+    def set_spec(self, shipment_id: str, requirements: dict[str, Any], parcels: list[str]) -> None:
+        self.client.update_item(
+            TableName=self.table, Key={"PK": _s(custody_pk(shipment_id)), "SK": _s("SPEC")},
+            UpdateExpression="SET requirements = :r, parcels = :p",
+            ExpressionAttributeValues={":r": _s(json.dumps(requirements, sort_keys=True)),
+                                       ":p": _s(json.dumps(parcels))})
+
     def count_pin_attempt(self, shipment_id: str, limit: int) -> bool:
         """Spend one attempt; False when none is left (the count never passes the limit)."""
         try:

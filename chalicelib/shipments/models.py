@@ -105,6 +105,10 @@ class ShipmentPatch(_ShipmentPatchFields):  # type: ignore[misc]  # a class buil
     `address`, `location`) merge, `time_window` is replaced whole, null clears an optional field (a required
     one answers 422 naming it). `external_ref` and `delivery_date` cannot be changed (422 naming them)."""
 
+    custody: ShipmentCustody | None = Field(
+        default=None, description="Completion requirements (merged member by member; null clears one, which then "
+                                  "inherits the merchant's) and parcels (replaced whole); null clears both")
+
     @model_validator(mode="before")
     @classmethod
     def _read_only(cls, data: Any) -> Any:

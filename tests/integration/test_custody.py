@@ -31,8 +31,9 @@ def _route(merchant: Any, custody: list[Json | None]) -> tuple[Json, list[Json]]
     driver = make_driver(merchant)
     ships = [make_shipment(merchant, n + 1, **({"custody": c} if c is not None else {}))
              for n, c in enumerate(custody)]
-    r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": "2026-11-21",
-                                             "planned_start": "2026-11-21T15:00:00Z",
+    today = datetime.now(UTC).date().isoformat()  # the driver app shows today's route (the merchant's zone: UTC)
+    r = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": today,
+                                             "planned_start": f"{today}T06:00:00Z",
                                              "shipment_ids": [s["id"] for s in ships]})
     assert r.status_code == 201, r.body
     assert merchant.call("POST", f"/v1/routes/{r.json_body['id']}/start").status_code == 200
@@ -318,3 +319,24 @@ def test_a_delivery_whose_receipt_failed_gets_it_on_the_retry_and_the_chain_stay
     assert types.count("delivered") == 1 and types.count("proof_attached") == 1 and chain["verified"]
     receipt = merchant.call("GET", f"/v1/shipments/{ship['id']}/receipt").json_body
     assert receipt["claims"]["chain_head"] == chain["head"] and len(receipt["claims"]["proof"]) == 1
+
+
+def test_patch_overrides_requirements_and_parcels_and_the_change_is_in_the_chain(merchant: Any) -> None:
+    driver, (ship,) = _route(merchant, [{"requirements": {"photo": True, "recipient_name": True}}])
+    r = merchant.call("PATCH", f"/v1/shipments/{ship['id']}",
+                      {"custody": {"requirements": {"photo": None, "pin": True}, "parcels": ["B-1"]},
+                       "instructions": "Back door"})
+    assert r.status_code == 200, r.body
+    assert r.json_body["instructions"] == "Back door"
+    refused = _deliver(merchant, driver, ship)
+    assert refused.status_code == 422 and _fields(refused) == {"recipient_name", "pin"}  # photo inherited: none
+    chain = merchant.call("GET", f"/v1/shipments/{ship['id']}/custody").json_body
+    changed = [e["body"] for e in chain["events"] if e["body"]["type"] == "requirements_changed"]
+    assert changed[-1]["data"] == {"requirements": {"pin": True, "recipient_name": True}, "parcels": ["B-1"]}
+    route = _driver_call(merchant, driver["token"], "GET", "/v1/driver/route", None)
+    (stop,) = route.json_body["stops"]
+    assert stop["requirements"] == ["recipient_name", "pin"] and stop["parcels"] == ["B-1"]
+    assert merchant.call("PATCH", f"/v1/shipments/{ship['id']}", {"custody": None}).status_code == 200
+    assert _deliver(merchant, driver, ship).status_code == 200
+    r = merchant.call("PATCH", f"/v1/shipments/{ship['id']}", {"custody": {"requirements": {"pin": True}}})
+    assert r.status_code == 409  # delivered: no longer changed
