@@ -228,7 +228,7 @@ def check_pin(repo: Repository, merchant_id: str, driver_id: str, shipment_id: s
 def record_scan(repo: Repository, merchant_id: str, driver_id: str, shipment_id: str,
                 body: ScanRequest) -> ScanResult:
     """Record a scan of parcels at load, delivery or return (time, place, driver in the chain); a barcode that is
-    not this shipment's opens a `parcel_mismatch` exception."""
+    not this shipment's, or a parcel missing at return, opens a `parcel_mismatch` exception."""
     shipment = _driver_shipment(repo, merchant_id, driver_id, shipment_id)
     store = custody_store(repo)
     for _ in range(APPEND_ATTEMPTS):
@@ -246,7 +246,8 @@ def record_scan(repo: Repository, merchant_id: str, driver_id: str, shipment_id:
         data["lat"], data["lng"] = body.location.lat, body.location.lng
     kind = "loaded" if body.stage == "load" else "scanned"
     append_event(repo, merchant_id, shipment_id, kind, body.occurred_at, f"driver:{driver_id}", data)
-    if outcome.mismatch:
+    # A stranger parcel is a mismatch at any stage; back at the depot every parcel must be there (one scan of all)
+    if outcome.mismatch or (body.stage == "return" and outcome.missing):
         _open_parcel_exception(repo, shipment, body.stage, outcome.unexpected, outcome.missing, body.occurred_at)
     return ScanResult(shipment_id=shipment_id, stage=body.stage, matched=outcome.matched,
                       unexpected=outcome.unexpected, missing=outcome.missing)
@@ -304,9 +305,15 @@ def on_delivered(repo: Repository, shipment: Any, driver_id: str, evidence: dict
                                 "far_from_stop": bool(evidence.get("far_from_stop"))}
         if location is not None:
             data["lat"], data["lng"] = location
+        spec = store.spec(shipment_id)
+        unscanned = sorted(set(spec.parcels) - set(spec.scans.get("delivery", []))) if spec else []
+        if unscanned:
+            data["unscanned_parcels"] = unscanned
         seq, head = append_events(repo, merchant_id, shipment_id, [
             *(("proof_attached", occurred, actor, proof) for proof in proofs),
             ("delivered", occurred, actor, {k: v for k, v in data.items() if v is not None})])
+        if unscanned:  # handed over without a scan of every parcel: the dispatcher looks at it
+            _open_parcel_exception(repo, shipment, "delivery", [], unscanned, occurred)
     where = {"lat": location[0], "lng": location[1]} if location else None
     claims = {"iss": get_settings().public_origin, "sub": shipment_id, "merchant_id": merchant_id,
               "delivered_at": _iso(occurred), "location": where,

@@ -133,8 +133,12 @@ def summary(kind: ExceptionKind, details: dict[str, object]) -> str:
         case ExceptionKind.ROUTE_BEHIND:
             return f"Route {details.get('route_id')} is {details.get('behind_minutes')} min behind plan"
         case ExceptionKind.PARCEL_MISMATCH:
-            unexpected = details.get("unexpected") or []
-            return f"Parcel scan mismatch at {details.get('stage')} for {stop}: " \
-                   f"{', '.join(str(u) for u in unexpected) if isinstance(unexpected, list) else unexpected}"
+            def listed(name: str) -> str:
+                value = details.get(name) or []
+                return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+            what = [f"not ours: {listed('unexpected')}"] if details.get("unexpected") else []
+            what += [f"missing: {listed('missing')}"] if details.get("missing") else []
+            return f"Parcel scan mismatch at {details.get('stage')} for {stop} ({'; '.join(what)})"
         case ExceptionKind.ZONE_RULE:
             return f"Driver {who} moved in zone {details.get('zone_name') or details.get('zone_id')} outside its hours"

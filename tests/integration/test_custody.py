@@ -340,3 +340,20 @@ def test_patch_overrides_requirements_and_parcels_and_the_change_is_in_the_chain
     assert _deliver(merchant, driver, ship).status_code == 200
     r = merchant.call("PATCH", f"/v1/shipments/{ship['id']}", {"custody": {"requirements": {"pin": True}}})
     assert r.status_code == 409  # delivered: no longer changed
+
+
+def test_missing_parcels_at_return_or_at_an_unscanned_delivery_open_an_exception(merchant: Any) -> None:
+    driver, (kept, handed) = _route(merchant, [{"parcels": ["R1", "R2"]}, {"parcels": ["D1", "D2"]}])
+    at = datetime.now(UTC).isoformat()
+    r = _driver_call(merchant, driver["token"], "POST", f"/v1/driver/shipments/{kept['id']}/scans",
+                     {"stage": "return", "barcodes": ["R1"], "occurred_at": at})
+    assert r.status_code == 200 and r.json_body["missing"] == ["R2"]
+    _driver_call(merchant, driver["token"], "POST", f"/v1/driver/shipments/{handed['id']}/scans",
+                 {"stage": "delivery", "barcodes": ["D1"], "occurred_at": at})
+    assert _deliver(merchant, driver, handed).status_code == 200  # parcel_scan not required: it completes
+    items = merchant.call("GET", "/v1/exceptions?state=open&kind=parcel_mismatch").json_body["items"]
+    by_shipment = {i["shipment_id"]: i for i in items}
+    assert "missing: R2" in by_shipment[kept["id"]]["summary"]
+    assert "missing: D2" in by_shipment[handed["id"]]["summary"]
+    chain = merchant.call("GET", f"/v1/shipments/{handed['id']}/custody").json_body
+    assert chain["events"][-1]["body"]["data"]["unscanned_parcels"] == ["D2"]
