@@ -348,8 +348,9 @@ def _kms_client() -> Any:
 def rotate_key(repo: Repository, now: datetime | None = None) -> ReceiptKey:
     """A new KMS signing key (EC P-256) becomes the current one; every older key stays published."""
     kms = _kms_client()
-    created = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY",
-                             Description="Doorstep delivery receipts")["KeyMetadata"]["KeyId"]
+    created = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Description="Doorstep delivery receipts",
+                             Tags=[{"TagKey": "doorstep-receipts", "TagValue": "true"}],  # the functions may Sign
+                             )["KeyMetadata"]["KeyId"]
     jwk = jws.public_jwk(kms.get_public_key(KeyId=created)["PublicKey"])
     moment = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     key = ReceiptKey(kid=jwk["kid"], kms_key_id=created, jwk=jwk, created_at=moment)
