@@ -39,6 +39,7 @@ def shop(stack: LocalStack) -> Shop:
 
 def shot(tab: Tab, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.page.evaluate("window.scrollTo(0, 0)")  # the sticky status bar then sits on top of the picture
     tab.page.wait_for_timeout(300)
     tab.page.screenshot(path=str(SCREENSHOTS / f"custody-{name}.png"), full_page=True)
 
