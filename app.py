@@ -16,6 +16,7 @@ from chalice.app import Chalice, Response
 from chalicelib.analytics import api as analytics_api
 from chalicelib.console import api as console_api
 from chalicelib.core.observability import flush_metrics, logger
+from chalicelib.custody import api as custody_api
 from chalicelib.driver_app import api as driver_app_api
 from chalicelib.driver_reports import api as driver_reports_api
 from chalicelib.exceptions import api as exceptions_api
@@ -42,7 +43,7 @@ app = Chalice(app_name="doorstep", configure_logs=False)
 for feature in (fleet_api, shipments_api, ingest_api, driver_app_api, recipient_api, notifications_api,
                 webhooks_api, pipeline_api, web_api, console_api, exceptions_api, sequencing_api,
                 lookup_api, driver_reports_api,
-                messaging_api, analytics_api):
+                messaging_api, analytics_api, custody_api):
     app.register_blueprint(feature.blueprint)
 
 http_routes.configure(authenticate=fleet_api.authenticate, error_page=recipient_api.error_page)

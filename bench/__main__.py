@@ -17,8 +17,8 @@ from bench.common import Result, emit, log
 # Module per benchmark, in run order. The cheap, in-process ones go before the
 # local stack, which starts servers that compete for the same two cores.
 MODULES = ("cold_start", "cold_ping", "ingest", "ingest_real", "geofence", "driver_reports", "eta", "route_opt",
-           "tracking_page", "console_page", "rss", "lookup", "pipeline_cost", "analytics", "console_fleet", "e2e",
-           "pipeline_e2e", "pipeline_fleet", "notify_e2e", "messaging_e2e", "local_load")
+           "tracking_page", "console_page", "rss", "custody", "lookup", "pipeline_cost", "analytics",
+           "console_fleet", "e2e", "pipeline_e2e", "pipeline_fleet", "notify_e2e", "messaging_e2e", "local_load")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,9 @@ class DriverStop(Model_):
     eta: EtaWindow | None = Field(default=None, description="While out for delivery or approaching")
     instructions: str | None = Field(default=None, description="The merchant's instructions")
     recipient_instructions: StopInstructions | None = None
+    requirements: list[str] = Field(default_factory=list, description="What a delivery needs: photo, signature, "
+                                    "recipient_name, pin, parcel_scan, age_verified (the app asks before it finishes)")
+    parcels: list[str] = Field(default_factory=list, description="The barcodes to scan (parcel_scan)")
 
 
 class DriverRouteInfo(Model_):

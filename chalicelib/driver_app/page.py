@@ -123,6 +123,22 @@ def render_driver_page(shell: DriverShell, *, static_base: str = DEFAULT_STATIC_
                       f'<textarea id="deliver-note" name="note" rows="2" maxlength="{NOTE_MAX}"></textarea>'))
     out.append('<div class="field field--check"><input id="contactless" name="contactless" type="checkbox">'
                f'<label for="contactless">{_e(t("driver.deliver.contactless"))}</label></div>')
+    # chain of custody: shown for a stop that requires them (the stop's `requirements`, which the app enforces)
+    out.append('<div id="pin-field" hidden>'
+               + _field("pin", t("driver.custody.pin"),
+                        '<input id="pin" name="pin" type="text" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" '
+                        'autocomplete="one-time-code">') + "</div>")
+    out.append('<div id="age-field" class="field field--check" hidden><input id="age-verified" name="age_verified" '
+               f'type="checkbox"><label id="age-label" for="age-verified">{_e(t("driver.custody.age"))}</label></div>')
+    out.append('<div id="scan-field" class="field" hidden>'
+               f'<p class="label">{_e(t("driver.custody.scan"))}</p>'
+               '<video id="scan-video" class="preview" muted playsinline hidden></video>'
+               f'<button id="scan-camera" type="button" class="btn btn--secondary" hidden>'
+               f'{_e(t("driver.custody.scan_camera"))}</button>'
+               f'<label for="scan-manual">{_e(t("driver.custody.scan_manual"))}</label>'
+               '<input id="scan-manual" type="text" maxlength="64" autocomplete="off" autocapitalize="characters">'
+               f'<button id="scan-add" type="button" class="btn btn--secondary">{_e(t("driver.custody.scan_add"))}'
+               '</button><ul id="scan-list" class="notes"></ul></div>')
     out.append('<p id="deliver-error" class="error" role="alert" hidden></p>')
     out.append('<div class="form-actions">'
                f'<button type="submit" class="btn btn--ok">{_e(t("driver.deliver.submit"))}</button>'

@@ -151,7 +151,8 @@ def driver_route(repo: Repository, merchant_id: str, driver_id: str, now: dateti
     """Today's route (in the merchant's time zone) with its stops in order and which one is next.
 
     One GetItem (the merchant's settings), one Query (the driver's routes of the day, GSI1), one
-    BatchGetItem (the stops) and one GetItem (the route's ETA item); a shipment that left the route
+    BatchGetItem (the stops), one GetItem (the route's ETA item) and one BatchGetItem (the stops' custody
+    requirements and parcels, docs/data-model.md #145); a shipment that left the route
     (rescheduled) is not listed.
     """
     tz_name = merchant_settings(repo, merchant_id).time_zone
@@ -168,6 +169,11 @@ def driver_route(repo: Repository, merchant_id: str, driver_id: str, now: dateti
     etas = repo.route_eta(route.route_id) if on_route else None  # one item per route holds every stop's ETA
     stops = [_stop(int(s.stop_index) if s.stop_index is not None else i, s, s.shipment_id == upcoming, etas,
                    ZoneInfo(tz_name), to_ms(now)) for i, s in enumerate(on_route)]
+    from chalicelib.custody.service import stop_requirements
+
+    needs = stop_requirements(repo, merchant_id, [s.shipment_id for s in stops])
+    for stop in stops:
+        stop.requirements, stop.parcels = needs.get(stop.shipment_id, ([], []))
     info = DriverRouteInfo(id=route.route_id, status=route.status,  # type: ignore[arg-type]
                            planned_start=route.planned_start, started_at=route.started_at)
     return DriverRouteView(day=day, time_zone=tz_name, driver_id=driver_id, route=info, next_shipment_id=upcoming,

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field
 from chalicelib.core.types import Model_, QueryInt, Strict_
 
 ExceptionKindName = Literal["late", "failed_attempt", "driver_offline", "delivered_far", "long_stop", "route_behind",
-                            "zone_rule"]
+                            "zone_rule", "parcel_mismatch"]
 ExceptionStateName = Literal["open", "acknowledged", "resolved"]
 
 

@@ -18,6 +18,7 @@ class ExceptionKind(StrEnum):
     LONG_STOP = "long_stop"  # stopped longer than N minutes away from every stop
     ROUTE_BEHIND = "route_behind"  # projected end later than the planned end + N minutes
     ZONE_RULE = "zone_rule"  # a zone's time-of-day rule broken (e.g. movement in the depot after hours)
+    PARCEL_MISMATCH = "parcel_mismatch"  # a scanned barcode is not one of the shipment's parcels (custody)
 
 
 class ExceptionState(StrEnum):
@@ -131,5 +132,13 @@ def summary(kind: ExceptionKind, details: dict[str, object]) -> str:
             return f"Driver {who} has been stopped for {details.get('minutes')} min away from any stop"
         case ExceptionKind.ROUTE_BEHIND:
             return f"Route {details.get('route_id')} is {details.get('behind_minutes')} min behind plan"
+        case ExceptionKind.PARCEL_MISMATCH:
+            def listed(name: str) -> str:
+                value = details.get(name) or []
+                return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+            what = [f"not ours: {listed('unexpected')}"] if details.get("unexpected") else []
+            what += [f"missing: {listed('missing')}"] if details.get("missing") else []
+            return f"Parcel scan mismatch at {details.get('stage')} for {stop} ({'; '.join(what)})"
         case ExceptionKind.ZONE_RULE:
             return f"Driver {who} moved in zone {details.get('zone_name') or details.get('zone_id')} outside its hours"

@@ -29,6 +29,7 @@ from chalicelib.core.types import (
     blame,
     patch_model,
 )
+from chalicelib.custody.models import CompletionRequirements
 from chalicelib.geo.cells import MAX_NEARBY_RADIUS_M
 
 
@@ -179,6 +180,9 @@ class MerchantSettings(Strict_):
                                "offered for rescheduling")
     far_from_stop_m: Annotated[float, Strict(), Field(ge=10, le=5000, allow_inf_nan=False)] = Field(
         default=150.0, description="A delivery marked further than this from its stop is flagged far_from_stop")
+    completion_requirements: CompletionRequirements = Field(
+        default_factory=CompletionRequirements, description="What every delivery of this merchant requires (a "
+                                                            "shipment's own requirements override field by field)")
     offline_after_minutes: Annotated[float, Strict(), Field(ge=1, le=1440, allow_inf_nan=False)] = Field(
         default=5.0, description="A driver on duty without a fix for this long is offline (driver_offline, once "
                                  "per episode)")

@@ -58,6 +58,7 @@ from chalicelib.notifications.templates import (
     RenderedEmail,
     RenderedSms,
     TemplateSet,
+    delivery_pin_note,
     format_day,
     format_later_today,
     format_window,
@@ -196,7 +197,7 @@ def notify_for_event(repo: Repository, ledger: Ledger, notifier: Notifier, setti
         unsubscribe = unsubscribe_url(settings.public_base_url, settings.token_secret, merchant_id, shipment_id,
                                       decision.channel) if decision.channel is Channel.EMAIL else None
         message = render(kind, channel, recipient.get("locale") or look.locale,
-                         _values(settings, shipment, look, zone, image, eta), look.branding,
+                         _values(repo, settings, shipment, look, zone, image, eta), look.branding,
                          templates or TemplateSet(), unsubscribe_url=unsubscribe)
         if isinstance(message, RenderedSms) and (preferences or PreferenceSettings()).sms_opt_out_hint:
             message = sms_opt_out_hint(message, recipient.get("locale") or look.locale)
@@ -254,7 +255,7 @@ def _shipment_eta(repo: Repository, shipment: ShipmentItem) -> tuple[int, int, i
     return (*window, int(item.at_ms)) if item is not None and window is not None else None
 
 
-def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
+def _values(repo: Repository, settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone: str,
             image: dict[str, Any], eta: tuple[int, int, int, int] | None) -> dict[str, str]:
     from zoneinfo import ZoneInfo
 
@@ -282,9 +283,15 @@ def _values(settings: Settings, shipment: ShipmentItem, look: MerchantLook, zone
     elif image.get("type") == "returned":  # the reason of the attempt that reached the limit
         last = as_dict(shipment.last_failure) if shipment.last_failure is not None else {}
         reason = failure_reason_text(last.get("reason"), locale)
+    pin = None
+    if image.get("type") == "out_for_delivery":
+        from chalicelib.custody.service import pin_for_message
+
+        pin = pin_for_message(repo, shipment.merchant_id, shipment.shipment_id)
     return message_values(look.branding, recipient_name=str(as_dict(shipment.recipient).get("name") or ""),
                           tracking_url=url, eta_window=window, proof_url=url, reschedule_url=url,
-                          reason=reason, delivery_date=shipment.delivery_date)
+                          reason=reason, delivery_date=shipment.delivery_date,
+                          delivery_pin_note=delivery_pin_note(pin, locale))
 
 
 def _when(value: Any, default: datetime) -> datetime:

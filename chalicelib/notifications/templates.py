@@ -72,11 +72,12 @@ PLACEHOLDERS: Mapping[str, PlaceholderSpec] = {
     "proof_url": PlaceholderSpec(2000, is_url=True),
     "reason": PlaceholderSpec(200),
     "reschedule_url": PlaceholderSpec(2000, is_url=True),
+    "delivery_pin_note": PlaceholderSpec(100),  # "Your delivery PIN: 123456. " when the stop requires a PIN, else ""
 }
 COMMON_PLACEHOLDERS = frozenset({"first_name", "merchant_name", "support_contact", "tracking_url"})
 KIND_PLACEHOLDERS: Mapping[NotifyKind, frozenset[str]] = {
     K.DAY_BEFORE: COMMON_PLACEHOLDERS | {"delivery_date", "eta_window"},
-    K.OUT_FOR_DELIVERY: COMMON_PLACEHOLDERS | {"eta_window"},
+    K.OUT_FOR_DELIVERY: COMMON_PLACEHOLDERS | {"eta_window", "delivery_pin_note"},
     K.APPROACHING: COMMON_PLACEHOLDERS | {"eta_window"},
     K.DELIVERED: COMMON_PLACEHOLDERS | {"delivered_at", "proof_url"},
     K.FAILED: COMMON_PLACEHOLDERS | {"reason", "reschedule_url"},
@@ -587,10 +588,11 @@ _DEFAULT_TEXTS: Mapping[tuple[NotifyKind, str], tuple[str, str, str]] = {
         "Hi {first_name},\n\nyour delivery from {merchant_name} is planned for tomorrow, {delivery_date}, "
         "{eta_window}.\n\nFollow it, leave instructions for the driver or choose another day here:\n{tracking_url}"),
     (K.OUT_FOR_DELIVERY, "en"): (
-        "{merchant_name}: your parcel is out for delivery, expected {eta_window}. Track it live: {tracking_url}",
+        "{merchant_name}: your parcel is out for delivery, expected {eta_window}. {delivery_pin_note}"
+        "Track it live: {tracking_url}",
         "Your {merchant_name} delivery is on its way",
-        "Hi {first_name},\n\nyour parcel from {merchant_name} is out for delivery and expected {eta_window}.\n\n"
-        "Follow it live:\n{tracking_url}"),
+        "Hi {first_name},\n\nyour parcel from {merchant_name} is out for delivery and expected {eta_window}. "
+        "{delivery_pin_note}\n\nFollow it live:\n{tracking_url}"),
     (K.APPROACHING, "en"): (
         "{merchant_name}: your driver is almost there, expected {eta_window}. {tracking_url}",
         "Your {merchant_name} delivery is arriving soon",
@@ -635,10 +637,11 @@ _DEFAULT_TEXTS: Mapping[tuple[NotifyKind, str], tuple[str, str, str]] = {
         "geplant.\n\nHier können Sie sie verfolgen, dem Fahrer Hinweise geben oder einen anderen Tag wählen:\n"
         "{tracking_url}"),
     (K.OUT_FOR_DELIVERY, "de"): (
-        "{merchant_name}: Ihr Paket ist in Zustellung, voraussichtlich {eta_window}. Live verfolgen: {tracking_url}",
+        "{merchant_name}: Ihr Paket ist in Zustellung, voraussichtlich {eta_window}. {delivery_pin_note}"
+        "Live verfolgen: {tracking_url}",
         "Ihre Lieferung von {merchant_name} ist unterwegs",
         "Hallo {first_name},\n\nIhr Paket von {merchant_name} ist in Zustellung und kommt voraussichtlich "
-        "{eta_window}.\n\nLive verfolgen:\n{tracking_url}"),
+        "{eta_window}. {delivery_pin_note}\n\nLive verfolgen:\n{tracking_url}"),
     (K.APPROACHING, "de"): (
         "{merchant_name}: Ihr Paket ist gleich da, voraussichtlich {eta_window}. {tracking_url}",
         "Ihre Lieferung von {merchant_name} ist gleich da",
@@ -720,6 +723,14 @@ _BUTTON: Mapping[NotifyKind, tuple[str, str]] = {
     K.DELIVERED: ("proof", "proof_url"),
     K.FAILED: ("reschedule", "reschedule_url"),
 }
+
+
+_PIN_NOTES = {"en": "Your delivery PIN: ", "de": "Ihre Liefer-PIN: "}
+
+
+def delivery_pin_note(pin: str | None, locale: str | None) -> str:
+    """The sentence that gives the recipient the PIN to tell the driver (empty when the stop needs none)."""
+    return _PIN_NOTES[language_of(locale)] + pin + ". " if pin else ""
 
 
 def message_values(branding: Branding, *, recipient_name: str | None = None, **values: str | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -1067,3 +1067,12 @@ def _transition(r: Repository, shipment: ShipmentItem, wanted: ShipmentStatus, e
         return False  # someone (a retry, the driver) moved it first: nothing to do
     return True
 
+
+def learned_speed_table(r: Repository, cells: Iterable[str], hours: Sequence[int]) -> SpeedTable:
+    """The ETA's learned speeds of these cells at these hours of the week (other features plan with them)."""
+    return load_speed_table(r, set(cells), list(hours))
+
+
+def learned_service_time_s(r: Repository, merchant_id: str, default_s: float) -> float:
+    """The merchant's learned time spent at a stop, from observed dwells; `default_s` until there are any."""
+    return load_service_time_s(r, merchant_id, default_s)

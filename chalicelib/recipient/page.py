@@ -117,6 +117,7 @@ class TrackingPage:
     rating: int | None = None
     proof_photo_url: str | None = None
     delivered_at: datetime | None = None
+    receipt_jws: str | None = None  # the signed delivery receipt (compact JWS), once delivered
     # The estimate left the local day (geo/day_window.py): "Delayed: later today" instead of times.
     eta_later_today: bool = False
     # Arrived, then the driver left the stop's fence without a delivery result yet: not "at your address".
@@ -608,6 +609,10 @@ def _proof(t: Translator, page: TrackingPage, tz: tzinfo) -> str:
                      f'{_e(t("proof.delivered_at", when=t.format_datetime(when)))}</time></p>')
     if photo:
         parts.append(f'<img class="proof-photo" src="{_e(photo)}" alt="{_e(t("proof.photo_alt"))}" loading="lazy">')
+    if page.receipt_jws:
+        parts.append(f'<details id="receipt" class="receipt"><summary>{_e(t("proof.receipt"))}</summary>'
+                     f'<p>{_e(t("proof.receipt_hint"))}</p>'
+                     f'<pre class="receipt-jws" tabindex="0">{_e(page.receipt_jws)}</pre></details>')
     parts.append("</section>")
     return "".join(parts)
 

@@ -223,6 +223,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         can_rate=status == S.DELIVERED and rating is None, rating=int(rating["score"]) if rating else None,
         proof_photo_url=_proof_photo_url(s) if status == S.DELIVERED else None, delivered_at=delivered_at,
         eta_accuracy=_eta_accuracy(repo, link, now),
+        receipt_jws=_receipt(repo, s.shipment_id) if status == S.DELIVERED else None,
     )
 
 
@@ -233,6 +234,13 @@ def _eta_accuracy(repo: Repository, link: Link, now: datetime) -> tuple[int, int
     from chalicelib.pipeline.honesty import cached_published_accuracy  # only pages that publish it pay the import
 
     return cached_published_accuracy(repo, link.shipment.merchant_id, now.date())
+
+
+def _receipt(repo: Repository, shipment_id: str) -> str | None:
+    """The signed delivery receipt (chain of custody), for the recipient to keep and anyone to verify."""
+    from chalicelib.custody.service import receipt_of
+
+    return receipt_of(repo, shipment_id)
 
 
 def _failure_code(s: ShipmentItem) -> str | None:

@@ -19,8 +19,7 @@ from chalicelib.sequencing.models import PlanTotals, RouteOptimize, RouteOptimiz
 from chalicelib.sequencing.rules import LearnedSpeeds, Point, Totals, TravelModel, evaluate
 from chalicelib.shipments.models import RoutePatch
 from chalicelib.shipments.route_rules import ROUTE_STOP_DONE
-from chalicelib.shipments.routes import edit_route, get_route
-from chalicelib.shipments.store import require_route
+from chalicelib.shipments.routes import edit_route, get_route, read_route
 from chalicelib.storage.repository import Repository, now_utc
 from chalicelib.storage.tables import ShipmentItem
 
@@ -51,10 +50,10 @@ def learned_speeds(repo: Repository, points: list[Point], depart_ms: int) -> Tra
     """The travel model from the stored speed counters of the stops' cells at the departure's hour (#24)."""
     import h3
 
-    from chalicelib.pipeline.store import load_speed_table  # the ETA's own reader of the counters
+    from chalicelib.pipeline.service import learned_speed_table  # the ETA's own reader of the counters
 
     cells = {str(h3.latlng_to_cell(p.lat, p.lng, SPEED_RES)) for p in points}
-    table = load_speed_table(repo, cells, [hour_of_week(depart_ms), hour_of_week(depart_ms + HOUR_MS)])
+    table = learned_speed_table(repo, cells, [hour_of_week(depart_ms), hour_of_week(depart_ms + HOUR_MS)])
     return LearnedSpeeds(table)
 
 
@@ -65,7 +64,7 @@ def _totals(model_totals: Totals) -> PlanTotals:
 
 def optimize_route(repo: Repository, merchant_id: str, route_id: str, body: RouteOptimize, *,
                    model: TravelModel | None = None) -> RouteOptimized:
-    route = require_route(repo, merchant_id, route_id)
+    route = read_route(repo, merchant_id, route_id)
     if route.status not in ("planned", "active"):
         raise errors.conflict(f"The route is {route.status}; only a planned or active route can be optimized.",
                               "status", f"current status is {route.status}")
@@ -157,9 +156,9 @@ def optimize_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
 
 def _service_time_s(repo: Repository, merchant_id: str) -> float:
     """The merchant's learned time per stop (the ETA's, from observed dwells), else the default 70 s."""
-    from chalicelib.pipeline.store import load_service_time_s
+    from chalicelib.pipeline.service import learned_service_time_s
 
-    return load_service_time_s(repo, merchant_id, DEFAULT_SERVICE_TIME_S)
+    return learned_service_time_s(repo, merchant_id, DEFAULT_SERVICE_TIME_S)
 
 
 def _depot_point(repo: Repository, merchant_id: str) -> Point | None:

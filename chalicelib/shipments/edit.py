@@ -21,6 +21,7 @@ from chalicelib.shipments.store import timeline_event
 from chalicelib.storage.repository import ConditionFailed, Repository, now_utc
 from chalicelib.storage.tables import ShipmentItem, as_dict, recipient_contacts
 
+_ABSENT = object()
 PATCH_ATTEMPTS = 5  # each lost race re-reads and merges again; five lost races in a row is a conflict
 
 
@@ -82,6 +83,7 @@ def patch_shipment(repo: Repository, settings: Settings, merchant_id: str, shipm
     transaction conditional on the status and `updated_at` read; a location, fence or window change of a stop
     on a route also tells the pipeline to reload that route's stops (the next fix uses them).
     """
+    custody = patch.pop("custody", _ABSENT)
     for _ in range(PATCH_ATTEMPTS):
         item = repo.get_shipment(merchant_id, shipment_id, consistent=True)
         if item is None:
@@ -90,6 +92,11 @@ def patch_shipment(repo: Repository, settings: Settings, merchant_id: str, shipm
         if refused_status(status):
             raise errors.conflict(f"The shipment is {status}; it can no longer be changed.", "status",
                                   f"current status is {status}")
+        if custody is not _ABSENT:  # the chain of custody's spec, in its own item (and an event in the chain)
+            from chalicelib.custody.service import patch_custody
+
+            patch_custody(repo, merchant_id, shipment_id, custody)
+            custody = _ABSENT
         try:
             before = _canonical(ShipmentEditable.model_validate(editable_of(item)))
             after_model = ShipmentEditable.model_validate(merge_patch(before, patch))

@@ -26,6 +26,7 @@ from chalicelib.core.types import (
     blame,
     patch_model,
 )
+from chalicelib.custody.models import ShipmentCustody
 from chalicelib.http.paging import Paging
 from chalicelib.shipments.failures import FAILURE_REASONS, FailureReason, failure_reason_label
 from chalicelib.shipments.lifecycle import ShipmentStatus
@@ -79,6 +80,8 @@ class ShipmentCreate(Strict_):
     geofence_radius_m: FenceRadius | None = Field(
         default=None, description="Arrival geofence radius for this stop; defaults to the merchant's stop_radius_m"
     )
+    custody: ShipmentCustody | None = Field(
+        default=None, description="Completion requirements (override the merchant's) and parcel barcodes")
 
 
 class ShipmentEditable(Strict_):
@@ -101,6 +104,10 @@ class ShipmentPatch(_ShipmentPatchFields):  # type: ignore[misc]  # a class buil
     """JSON merge patch (RFC 7396) of a shipment: fields left out are unchanged, nested objects (`recipient`,
     `address`, `location`) merge, `time_window` is replaced whole, null clears an optional field (a required
     one answers 422 naming it). `external_ref` and `delivery_date` cannot be changed (422 naming them)."""
+
+    custody: ShipmentCustody | None = Field(
+        default=None, description="Completion requirements (merged member by member; null clears one, which then "
+                                  "inherits the merchant's) and parcels (replaced whole); null clears both")
 
     @model_validator(mode="before")
     @classmethod
@@ -295,13 +302,15 @@ class DriverStatusUpdate(Strict_):
     recipient_name: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
         default=None, description="Who took the parcel (delivered only)")
     contactless: bool = Field(default=False, description="Left without contact (delivered only)")
+    age_verified: bool = Field(default=False, description="The driver checked the recipient's age (delivered only; "
+                                                          "required when the shipment has a min_age)")
 
     @model_validator(mode="after")
     def _reason_iff_failed(self) -> DriverStatusUpdate:
         if (self.status == "failed") != (self.reason is not None):
             raise blame("reason", "reason is required when status is failed, and only then")
         if self.status != "delivered":
-            for name in ("proof_keys", "recipient_name", "contactless"):
+            for name in ("proof_keys", "recipient_name", "contactless", "age_verified"):
                 if getattr(self, name):
                     raise blame(name, "proof_keys, recipient_name and contactless belong to a delivered update only")
         return self

@@ -123,6 +123,11 @@ def get_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
     return _route_out(require_route(repo, merchant_id, route_id))
 
 
+def read_route(repo: Repository, merchant_id: str, route_id: str) -> RouteItem:
+    """The merchant's route as stored (404 when it is not the merchant's), for features that plan on it."""
+    return require_route(repo, merchant_id, route_id)
+
+
 def start_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
     """Start a planned route: its assigned shipments go out for delivery, and its driver's active-route item is
     claimed (409 naming the other route if the driver is on one already)."""
@@ -145,6 +150,11 @@ def start_route(repo: Repository, merchant_id: str, route_id: str) -> RouteOut:
             claim=(merchant_id, route.driver_id, route_id))
     route.status, route.started_at, route.version = "active", now, version + 1
     presence.route_started(repo, merchant_id, route.driver_id, route_id)
+    from chalicelib.custody.service import on_closed
+
+    for shipment, _, _ in writes:  # the handover to the driver, in each shipment's chain of custody
+        on_closed(repo, merchant_id, shipment.shipment_id, "out_for_delivery", now, f"driver:{route.driver_id}",
+                  {"route_id": route_id})
     return _route_out(route)
 
 

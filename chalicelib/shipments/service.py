@@ -156,6 +156,7 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
         raise errors.conflict(f"Shipment {taken.shipment_id} already has this external_ref.", "external_ref",
                               f"already used by shipment {taken.shipment_id}", code="external_ref_taken") from None
     if stored:
+        _custody_created(repo, merchant_id, shipment_id, body, now)
         return _shipment_out(settings, item), True
     assert idempotency_key is not None
     previous = repo.get_idempotency(merchant_id, hash_secret(idempotency_key))
@@ -165,7 +166,18 @@ def create_shipment(repo: Repository, settings: Settings, merchant_id: str, body
         raise errors.invalid("idempotency_key_reused",
                              "This Idempotency-Key was used with a different request body.",
                              [errors.FieldProblem("Idempotency-Key", "already used with a different body")])
-    return get_shipment(repo, settings, merchant_id, previous.shipment_id), False
+    replayed = get_shipment(repo, settings, merchant_id, previous.shipment_id)
+    _custody_created(repo, merchant_id, previous.shipment_id, body, replayed.created_at)
+    return replayed, False
+
+
+def _custody_created(repo: Repository, merchant_id: str, shipment_id: str, body: ShipmentCreate,
+                     at: datetime) -> None:
+    """The chain of custody's first event and the shipment's requirements and parcels (idempotent: a replay
+    whose first request wrote them adds nothing)."""
+    from chalicelib.custody.service import on_shipment_created
+
+    on_shipment_created(repo, merchant_id, shipment_id, body.custody, at)
 
 
 
@@ -315,7 +327,8 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
         key_hash = hash_secret(f"status:{shipment_id}:{idempotency_key}")
         previous = repo.get_driver_idempotency(driver_id, key_hash)
         if previous is not None:
-            return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+            return _custody_replayed(repo, merchant_id, driver_id, body,
+                                     _replayed(repo, merchant_id, shipment_id, previous, request_hash))
         claim = IdempotencyItem(driver_pk(driver_id), f"IDEMPOTENCY#{key_hash}", request_hash=request_hash,
                                 shipment_id=shipment_id, expires_at=idempotency_expiry(now))
     wanted = ShipmentStatus(body.status)
@@ -326,6 +339,11 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
                               "lng": body.location and body.location.lng}.items() if v is not None}
     if wanted == S.FAILED:  # which attempt this was (the transaction is conditional on the status read)
         data["attempt"] = int(shipment.attempts or 0) + 1
+    if wanted == S.DELIVERED:
+        from chalicelib.custody.service import check_completion
+
+        check_completion(repo, merchant_id, shipment_id, body.proof_keys or [], body.recipient_name,
+                         body.age_verified)
     evidence = checked_proof(repo, merchant_id, shipment, body) if wanted == S.DELIVERED else None
     if evidence is not None:
         data["far_from_stop"] = evidence["far_from_stop"]
@@ -348,8 +366,37 @@ def driver_status_update(repo: Repository, merchant_id: str, driver_id: str, shi
         previous = repo.get_driver_idempotency(driver_id, claim.SK.removeprefix("IDEMPOTENCY#"))
         if previous is None:
             raise errors.service_unavailable("Please retry the request.")
-        return _replayed(repo, merchant_id, shipment_id, previous, request_hash)
+        return _custody_replayed(repo, merchant_id, driver_id, body,
+                                 _replayed(repo, merchant_id, shipment_id, previous, request_hash))
+    _custody_after_status(repo, shipment, driver_id, body, written, evidence, occurred)
     return DriverStatusResult(shipment_id=shipment_id, status=written)
+
+
+def _custody_replayed(repo: Repository, merchant_id: str, driver_id: str, body: DriverStatusUpdate,
+                      result: DriverStatusResult) -> DriverStatusResult:
+    """A replayed delivery finishes its custody part if the first request did not (the receipt is signed once)."""
+    if body.status == "delivered" and result.status == S.DELIVERED:
+        current = repo.get_shipment(merchant_id, result.shipment_id)
+        if current is not None and current.proof is not None:
+            _custody_after_status(repo, current, driver_id, body, S.DELIVERED, as_dict(current.proof),
+                                  body.occurred_at.astimezone(UTC))
+    return result
+
+
+def _custody_after_status(repo: Repository, shipment: ShipmentItem, driver_id: str, body: DriverStatusUpdate,
+                          written: ShipmentStatus, evidence: dict[str, Any] | None, occurred: datetime) -> None:
+    """The status change into the chain of custody (delivered: with the proof's hashes and a signed receipt)."""
+    from chalicelib.custody import service as custody
+
+    location = (body.location.lat, body.location.lng) if body.location else None
+    if written == S.DELIVERED and evidence is not None:
+        custody.on_delivered(repo, shipment, driver_id, evidence, occurred, location)
+    elif written in (S.FAILED, S.RETURNED):
+        data: dict[str, Any] = {"reason": str(body.reason)} if body.reason else {}
+        if location:
+            data["lat"], data["lng"] = location
+        custody.on_closed(repo, shipment.merchant_id, shipment.shipment_id, str(written), occurred,
+                          f"driver:{driver_id}", data)
 
 
 def _failed_attempt(repo: Repository, shipment: ShipmentItem, body: DriverStatusUpdate, occurred: datetime,

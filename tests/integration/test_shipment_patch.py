@@ -392,5 +392,5 @@ def test_openapi_documents_the_patch_with_every_field_optional(client):
     schema = document["components"]["schemas"][ref]
     assert not schema.get("required")
     assert set(schema["properties"]) == {"recipient", "address", "location", "time_window", "instructions",
-                                         "geofence_radius_m"}
+                                         "geofence_radius_m", "custody"}
     assert {"200", "404", "409", "422"} <= set(operation["responses"])

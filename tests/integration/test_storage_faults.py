@@ -166,6 +166,21 @@ def _status_update(m: Merchant) -> Req:
                {**_driver_auth(driver), "Idempotency-Key": "k-1"}, merchant_auth=False)
 
 
+def _delivered(m: Merchant) -> str:
+    driver, ships, _ = make_started_route(m, 1)
+    r = Req("POST", f"/v1/driver/shipments/{ships[0]['id']}/status",
+            {"status": "delivered", "occurred_at": iso(now_ms() - 1000)}, _driver_auth(driver),
+            merchant_auth=False).send(m)
+    assert r.status_code == 200, r.body
+    return str(ships[0]["id"])
+
+
+def _custody_driver_call(m: Merchant, what: str, body: Json) -> Req:
+    driver, ships, _ = make_started_route(m, 1)
+    return Req("POST", f"/v1/driver/shipments/{ships[0]['id']}/{what}", body, _driver_auth(driver),
+               merchant_auth=False)
+
+
 def _instructions(m: Merchant) -> Req:
     token = _token(make_shipment(m))
     return Req("POST", f"/track/{token}/instructions",
@@ -374,6 +389,14 @@ CASES = [
     Case("recipient message form", "messages", _recipient_message),
     Case("two-way sms number", "messages", lambda m: Req("PUT", "/v1/messaging/sms-number",
                                                          {"number": f"+1415555{now_ms() % 10000:04d}"})),
+    # chain of custody
+    Case("custody chain", "custody", lambda m: Req("GET", f"/v1/shipments/{make_shipment(m)['id']}/custody")),
+    Case("receipt", "custody", lambda m: Req("GET", f"/v1/shipments/{_delivered(m)}/receipt")),
+    Case("receipt keys", "custody", lambda m: (_delivered(m), Req(
+        "GET", "/.well-known/doorstep-receipt-keys.json", merchant_auth=False))[1]),
+    Case("pin check", "custody", lambda m: _custody_driver_call(m, "pin", {"pin": "123456"})),
+    Case("parcel scan", "custody", lambda m: _custody_driver_call(
+        m, "scans", {"stage": "load", "barcodes": ["P1"], "occurred_at": iso(now_ms() - 1000)})),
     # webhooks config
     Case("put webhook", "webhooks", lambda m: Req("PUT", "/v1/webhook",
                                                   {"url": f"https://hooks.example.com/faults/{m.id}"})),
@@ -523,6 +546,10 @@ ROUTE_OF = {
     "driver posts to stop": "POST /v1/driver/shipments/{shipment_id}/messages",
     "two-way sms number": "PUT /v1/messaging/sms-number", "recipient messages JSON": "GET /track/{token}/messages",
     "recipient message form": "POST /track/{token}/messages",
+    "custody chain": "GET /v1/shipments/{shipment_id}/custody", "receipt": "GET /v1/shipments/{shipment_id}/receipt",
+    "receipt keys": "GET /.well-known/doorstep-receipt-keys.json",
+    "pin check": "POST /v1/driver/shipments/{shipment_id}/pin",
+    "parcel scan": "POST /v1/driver/shipments/{shipment_id}/scans",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
 # (the other tracking forms go through the form handling and a transaction like the instructions; the
@@ -542,7 +569,7 @@ def test_the_cases_cover_every_route() -> None:
     assert set(ROUTE_OF.values()) | NOT_CASES == routes
     assert set(FAMILIES) == {"drivers", "shipments", "routes", "pings", "trackers", "tracking", "driver app",
                              "webhooks", "settings", "zones", "console", "exceptions", "presence", "lookup",
-                             "preferences", "reports", "messages", "analytics"}
+                             "preferences", "reports", "messages", "analytics", "custody"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

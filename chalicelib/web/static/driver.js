@@ -182,7 +182,39 @@
     });
   }
 
+  // A delivery's custody steps go first, each once: the parcels scanned at the door, then the recipient's PIN
+  // (checked by the server; a wrong or locked PIN drops the delivery and the driver is told).
+  function sendCustody(item) {
+    var base = "/v1/driver/shipments/" + encodeURIComponent(item.shipment_id);
+    if (item.scans && item.scans.length && !item.scansSent) {
+      var scan = { stage: "delivery", barcodes: item.scans, occurred_at: item.body.occurred_at };
+      if (item.body.location) { scan.location = item.body.location; }
+      return api("POST", base + "/scans", scan).then(function (r) {
+        var v = verdict(r.status, r.data);
+        if (!v.done) { return v; }
+        item.scansSent = true;
+        return qPut(item).then(function () { return null; });
+      });
+    }
+    if (item.pin && !item.pinOk) {
+      return api("POST", base + "/pin", { pin: item.pin }).then(function (r) {
+        if (r.status === 429 && r.data && r.data.error && r.data.error.code === "pin_locked") {
+          return { drop: t("driver.dropped.invalid", { reason: firstReason(r.data) }) };
+        }
+        var v = verdict(r.status, r.data);
+        if (!v.done) { return v; }
+        item.pinOk = true;
+        delete item.pin;  // checked: the phone need not keep it
+        return qPut(item).then(function () { return null; });
+      });
+    }
+    return Promise.resolve(null);
+  }
+
   function sendStatus(item) {
+    if ((item.scans && item.scans.length && !item.scansSent) || (item.pin && !item.pinOk)) {
+      return sendCustody(item).then(function (v) { return v || sendStatus(item); });
+    }
     var files = item.files || [];
     var pending = files.filter(function (f) { return !f.key; });
     if (pending.length) {
@@ -526,12 +558,15 @@
   }
 
   // --- actions ---------------------------------------------------------------------------------------
-  function queueStatus(stop, body, files, messageKey) {
+  function queueStatus(stop, body, files, messageKey, custody) {
     body.occurred_at = new Date().toISOString();
     var here = hereNow();
     if (here) { body.location = here; }
     return flushFixes().then(function () {
-      return enqueue({ type: "status", shipment_id: stop.shipment_id, body: body, files: files || [] });
+      var item = { type: "status", shipment_id: stop.shipment_id, body: body, files: files || [] };
+      if (custody && custody.pin) { item.pin = custody.pin; }
+      if (custody && custody.scans.length) { item.scans = custody.scans; }
+      return enqueue(item);
     }).then(function () {
       toast(t(messageKey) + (navigator.onLine === false ? " " + t("driver.queued.offline") : ""));
       chosen = null;
@@ -540,16 +575,87 @@
   }
 
   function closeForms() {
+    stopCamera();
     $("deliver").hidden = true;
     $("fail").hidden = true;
     $("actions").hidden = !currentStop();
+  }
+
+  // --- chain of custody: what this stop requires travels with the route (cached), so it is asked offline too ----
+  var scanned = {}, scanStream = null, scanTimer = null;
+
+  function needs(stop) { return (stop && stop.requirements) || []; }
+
+  function renderScans(stop) {
+    var list = $("scan-list");
+    list.textContent = "";
+    Object.keys(scanned).forEach(function (code) {
+      var ours = (stop.parcels || []).indexOf(code) >= 0;
+      var row = el("li", ours ? "" : "error", t(ours ? "driver.custody.scanned" : "driver.custody.not_ours", { code: code }));
+      row.setAttribute("data-code", code);
+      list.appendChild(row);
+    });
+  }
+
+  function addScan(code) {
+    var stop = currentStop();
+    code = String(code || "").trim();
+    if (!stop || !code || !/^[\x21-\x7e]{1,64}$/.test(code)) { return; }
+    scanned[code] = true;
+    renderScans(stop);
+  }
+
+  function stopCamera() {
+    if (scanTimer) { window.clearInterval(scanTimer); scanTimer = null; }
+    if (scanStream) { scanStream.getTracks().forEach(function (track) { track.stop(); }); scanStream = null; }
+    $("scan-video").hidden = true;
+  }
+
+  // The browser's own barcode reader where there is one (Chrome on Android); elsewhere the driver types it.
+  $("scan-camera").addEventListener("click", function () {
+    if (scanStream) { stopCamera(); return; }
+    var detector = new window.BarcodeDetector();
+    navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } }).then(function (stream) {
+      scanStream = stream;
+      var video = $("scan-video");
+      video.srcObject = stream;
+      video.hidden = false;
+      video.play();
+      scanTimer = window.setInterval(function () {
+        detector.detect(video).then(function (codes) {
+          codes.forEach(function (c) { addScan(c.rawValue); });
+        }, function () { /* a frame it cannot read */ });
+      }, 400);
+    }, function () { stopCamera(); });
+  });
+  $("scan-add").addEventListener("click", function () { addScan($("scan-manual").value); $("scan-manual").value = ""; });
+  $("scan-manual").addEventListener("keydown", function (event) {
+    if (event.key === "Enter") { event.preventDefault(); addScan(this.value); this.value = ""; }
+  });
+
+  function setupCustody(stop) {
+    var wanted = needs(stop);
+    scanned = {};
+    $("pin-field").hidden = wanted.indexOf("pin") < 0;
+    $("age-field").hidden = wanted.indexOf("age_verified") < 0;
+    $("scan-field").hidden = wanted.indexOf("parcel_scan") < 0 && !(stop.parcels && stop.parcels.length);
+    $("scan-camera").hidden = !("BarcodeDetector" in window && navigator.mediaDevices);
+    renderScans(stop);
+  }
+
+  // What the stop requires and the form lacks (the server refuses the same with 422, naming it).
+  function missingFor(stop, has) {
+    return needs(stop).filter(function (name) {
+      if (name === "parcel_scan") { return (stop.parcels || []).some(function (p) { return !scanned[p]; }); }
+      return !has[name];
+    });
   }
 
   function openForm(id) {
     closeForms();
     $(id).hidden = false;
     $("actions").hidden = true;
-    if (id === "deliver") { sizeSignature(); }
+    if (id === "deliver") { sizeSignature(); setupCustody(currentStop() || {}); }
     var first = $(id).querySelector("input, select, textarea");
     if (first) { first.focus(); }
   }
@@ -643,6 +749,9 @@
     $("photo-preview").hidden = true;
     if (photoUrl) { URL.revokeObjectURL(photoUrl); photoUrl = null; }
     $("deliver-error").hidden = true;
+    $("deliver-error").removeAttribute("data-missing");
+    scanned = {};
+    $("scan-list").textContent = "";
     clearSignature();
   }
 
@@ -665,6 +774,18 @@
     var body = { status: "delivered", contactless: $("contactless").checked };
     if (name) { body.recipient_name = name.slice(0, 100); }
     if (note) { body.note = note.slice(0, 500); }
+    var pin = $("pin").value.trim(), aged = $("age-verified").checked && needs(stop).indexOf("age_verified") >= 0;
+    var missing = missingFor(stop, { photo: !!photo, signature: signed, recipient_name: !!name,
+                                     pin: /^[0-9]{6}$/.test(pin), age_verified: aged });
+    if (missing.length) {
+      $("deliver-error").textContent = t("driver.custody.missing", {
+        what: missing.map(function (n) { return t("driver.custody.need." + n); }).join(", ") });
+      $("deliver-error").hidden = false;
+      $("deliver-error").setAttribute("data-missing", missing.join(" "));
+      return;
+    }
+    if (aged) { body.age_verified = true; }
+    var custody = { pin: needs(stop).indexOf("pin") >= 0 ? pin : null, scans: Object.keys(scanned) };
     Promise.all([photo ? preparePhoto(photo) : Promise.resolve(null), signatureBlob()]).then(function (parts) {
       if (photo && !parts[0]) {
         $("deliver-error").textContent = t("driver.photo.unusable");
@@ -676,7 +797,7 @@
       if (parts[1]) { files.push({ kind: "signature", type: "image/png", blob: parts[1] }); }
       closeForms();
       resetDeliverForm();
-      return queueStatus(stop, body, files, "driver.queued.delivered");
+      return queueStatus(stop, body, files, "driver.queued.delivered", custody);
     });
   });
 
