@@ -40,7 +40,7 @@ from chalicelib.storage.fix_chunks import (
     encode_fixes,
     split_chunks,
 )
-from chalicelib.storage.session import create_client
+from chalicelib.storage.session import create_client, pin_endpoint
 from chalicelib.storage.tables import (
     ACTIVE_ROUTE_SK,
     EXTERNAL_REF_SK,
@@ -1062,7 +1062,8 @@ class Repository:
         (pynamodb's own clients run without it too; every request on this client is built by the methods
         below, tested against moto and DynamoDB Local, and DynamoDB still validates what it receives), and a
         fixed User-Agent, because botocore otherwise rebuilds the string from a dozen components twice per
-        request (about 0.3 ms each time, more than the rest of a small request).
+        request (about 0.3 ms each time, more than the rest of a small request). Its endpoint is resolved once
+        per operation (`session.pin_endpoint`), not on every request.
         """
         if self._hot is None:
             from botocore.config import Config
@@ -1073,8 +1074,9 @@ class Repository:
                             retries={"mode": "standard", "total_max_attempts": s.ddb_max_attempts})
             # The process's one botocore session (`storage.session`), which pynamodb's client shares: the
             # DynamoDB service model is parsed once, whichever client a cold container makes first.
-            self._hot = guard(create_client(region_name=s.aws_region, endpoint_url=s.ddb_endpoint_url,
-                                            config=config))
+            client = create_client(region_name=s.aws_region, endpoint_url=s.ddb_endpoint_url, config=config)
+            # Our requests name the table, never an ARN, so the endpoint is resolved once per operation.
+            self._hot = guard(pin_endpoint(client) if not s.table_name.startswith("arn:") else client)
         return self._hot
 
     def ingest_reads(self, driver_id: str, fix_times: Iterable[int]) -> tuple[LastFix | None, set[int]]:
