@@ -525,18 +525,52 @@ def create_merchant(env: Mapping[str, str], name: str, *, isolated: bool = False
     """
     if not isolated:
         return _create_merchant_here(env, name)
-    code = ("import json, os, sys\n"
-            "from infra.local.stack import _create_merchant_here\n"
-            "print(json.dumps(_create_merchant_here(dict(os.environ), sys.argv[1])))\n")
-    proc = subprocess.run([sys.executable, "-c", code, name], cwd=PROJECT_DIR, env=child_environment(env),
-                          capture_output=True, text=True, timeout=60, check=False)
-    if proc.returncode != 0:
-        raise SeedError(f"creating a merchant failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    merchant_id, api_key = json.loads(proc.stdout.strip().splitlines()[-1])
+    merchant_id, api_key = _run_isolated(env, "_create_merchant_here", name)
     return str(merchant_id), str(api_key)
 
 
-def _create_merchant_here(env: Mapping[str, str], name: str) -> tuple[str, str]:
+def recipient_message(env: Mapping[str, str], merchant_id: str, shipment_id: str, text: str, *,
+                      isolated: bool = False) -> str:
+    """A message from the shipment's recipient, as their tracking page sends it (the messaging service; the
+    page's own form needs its CSRF token); returns its id. Once per shipment: a repeat stores nothing more."""
+    if not isolated:
+        return _recipient_message_here(env, merchant_id, shipment_id, text)
+    return str(_run_isolated(env, "_recipient_message_here", merchant_id, shipment_id, text))
+
+
+def _recipient_message_here(env: Mapping[str, str], merchant_id: str, shipment_id: str, text: str) -> str:
+    _configure_here(env)
+    from chalicelib.core.errors import DomainError
+    from chalicelib.messaging import service as messaging
+    from chalicelib.storage.repository import Repository
+
+    repo = Repository()
+    shipment = repo.get_shipment(merchant_id, shipment_id)
+    if shipment is None:
+        raise SeedError(f"no shipment {shipment_id} to message about")
+    try:
+        sent = messaging.recipient_send(repo, shipment, text, datetime.now(UTC), once_key=f"demo-{shipment_id}")
+    except DomainError as exc:  # duplicate_message: this shipment's demo message is there already
+        if exc.code != "duplicate_message":
+            raise
+        return ""
+    return str(sent.id)
+
+
+def _run_isolated(env: Mapping[str, str], function: str, *args: str) -> Any:
+    """`infra.local.stack.<function>(env, *args)` in a fresh interpreter (see create_merchant); its JSON answer."""
+    code = ("import json, os, sys\n"
+            f"from infra.local.stack import {function}\n"
+            f"print(json.dumps({function}(dict(os.environ), *sys.argv[1:])))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=PROJECT_DIR, env=child_environment(env),
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise SeedError(f"{function} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _configure_here(env: Mapping[str, str]) -> None:
+    """Point this process's chalicelib at the stack (once; refused when it already serves another table)."""
     wanted_table = env["DOORSTEP_TABLE_NAME"]
     wanted_endpoint = env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL") or env["AWS_ENDPOINT_URL"]
     if "chalicelib.storage.tables" in sys.modules:
@@ -554,6 +588,10 @@ def _create_merchant_here(env: Mapping[str, str], name: str) -> tuple[str, str]:
             from chalicelib.core.config import get_settings
 
             get_settings.cache_clear()  # settings read before the environment was set
+
+
+def _create_merchant_here(env: Mapping[str, str], name: str) -> tuple[str, str]:
+    _configure_here(env)
     from chalicelib.fleet import service as fleet
     from chalicelib.storage.repository import Repository
 
@@ -755,6 +793,33 @@ def seed_console_exceptions(base_url: str, api_key: str, zone: ZoneInfo, near: t
             "tracking_url": shipment["tracking_url"]}
 
 
+DEMO_LOOKUP_SLUG = "demo"
+# The demo's conversation, on the stop `make simulate` leaves next (the live driver on its page).
+DEMO_RECIPIENT_MESSAGE = "Hi! If I'm not in, could you leave it with my neighbour at number 12?"
+DEMO_DRIVER_REPLY = "Sure, no problem. See you soon!"
+
+
+def seed_lookup_page(base_url: str, api_key: str, run: str) -> tuple[str, str]:
+    """The merchant's lookup page, `/lookup/demo`: (slug, page URL). Slugs are unique across merchants, so a second
+    seeding on the same stack (tests seed several merchants) takes `demo-<run>`."""
+    for slug in (DEMO_LOOKUP_SLUG, f"{DEMO_LOOKUP_SLUG}-{run[:8]}"):
+        result = http_json("PUT", f"{base_url}/v1/lookup/settings", {"slug": slug}, token=api_key)
+        if result.status == 409:
+            continue
+        return slug, str(_expect(result, "lookup settings", 200)["page_url"])
+    raise SeedError("both demo lookup slugs are taken")
+
+
+def seed_conversation(base_url: str, env: Mapping[str, str], merchant_id: str, shipment_id: str,
+                      driver_token: str, *, isolated: bool = False) -> dict[str, Any]:
+    """A recipient's message on the shipment and the driver's reply (the driver app's API), so the tracking page,
+    the driver app and the console show a conversation."""
+    recipient_message(env, merchant_id, shipment_id, DEMO_RECIPIENT_MESSAGE, isolated=isolated)
+    _expect(http_json("POST", f"{base_url}/v1/driver/shipments/{shipment_id}/messages",
+                      {"text": DEMO_DRIVER_REPLY}, token=driver_token), "the driver's reply", 201)
+    return {"shipment_id": shipment_id, "messages": 2}
+
+
 def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = None,
               demo_path: Path | None = DEFAULT_DEMO_PATH, stops: int = 10, isolated: bool = False,
               builtin_route: Path = BUILTIN_ROUTE, route_choice: str | None = None,
@@ -844,6 +909,13 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
     _expect(http_json("POST", f"{base_url}/v1/routes/{created['id']}/start", token=api_key), "start route", 200)
     app_link = _expect(http_json("POST", f"{base_url}/v1/drivers/{driver['id']}/app-link", {}, token=api_key),
                        "driver app link", 201)
+    lookup_slug, lookup_url = seed_lookup_page(base_url, api_key, run)
+    talk_at = min(route.visited, len(shipments) - 1)  # the next stop after `make simulate`: still on its way
+    conversation = seed_conversation(base_url, env, merchant_id, shipments[talk_at]["id"], driver["token"],
+                                     isolated=isolated)
+    conversation["tracking_url"] = _rebase(shipments[talk_at]["tracking_url"],
+                                           env.get("DOORSTEP_PUBLIC_BASE_URL", base_url), base_url)
+    conversation["stop"] = talk_at + 1
     last_stop = route.stops[-1]
     exceptions_demo = seed_console_exceptions(base_url, api_key, zone, (last_stop.lat, last_stop.lng), route.city,
                                               run, datetime.now(UTC))
@@ -865,6 +937,12 @@ def seed_demo(base_url: str, env: Mapping[str, str], *, data_dir: Path | None = 
         "console_sign_in_url": _rebase(sign_in["url"], configured_base, base_url),
         # The console queue's demo: a late stop and a driver who goes offline (None just after midnight).
         "exceptions_demo": exceptions_demo,
+        # The lookup page (order number = a shipment's external_ref, and the recipient's phone ending).
+        "lookup_url": _rebase(lookup_url, configured_base, base_url),
+        "lookup_slug": lookup_slug,
+        "lookup_example": {"order": f"demo-{run}-{route.stops[0].stop_id}", "phone_ending": "0001"},
+        # A recipient's message and the driver's reply on one stop.
+        "conversation_demo": conversation,
         "merchant_id": merchant_id,
         "moto_url": env.get("AWS_ENDPOINT_URL"),
         "dynamodb_url": env.get("DOORSTEP_DYNAMODB_ENDPOINT_URL"),
@@ -955,6 +1033,22 @@ def _tracking_lines(demo: Mapping[str, Any], shown: int = 5) -> list[str]:
     return lines
 
 
+def _conversation_lines(demo: Mapping[str, Any]) -> list[str]:
+    talk = demo.get("conversation_demo")
+    if not talk:
+        return []
+    return [f"  Messages     stop {talk['stop']}: a recipient's message and the driver's reply, on its tracking page",
+            f"               {talk['tracking_url']}, in the driver app and in the console"]
+
+
+def _lookup_lines(demo: Mapping[str, Any]) -> list[str]:
+    if not demo.get("lookup_url"):
+        return []
+    example = demo.get("lookup_example") or {}
+    return [f"  Lookup page  {demo['lookup_url']}   (find a delivery: order {example.get('order')}, "
+            f"phone ending {example.get('phone_ending')})"]
+
+
 def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str:
     # Where the demo's driver sets off (the trace's start, outside every stop), else the first stop.
     first = demo.get("trace_start") or (demo["stops"][0] if demo.get("stops") else {"lat": 0.0, "lng": 0.0})
@@ -979,6 +1073,11 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
         "key below, never put in a URL)",
         *(["               its queue: a late stop now, and driver Sam Stalled offline within a minute"]
           if demo.get("exceptions_demo") else []),
+        "               its Performance section: today's delivered and failed stops once make simulate has",
+        "               delivered stop 1 and failed stop 2, with hours on duty so far (the shift is still open);",
+        "               empty until then",
+        *_conversation_lines(demo),
+        *_lookup_lines(demo),
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
         f"-H 'Authorization: Bearer {demo['driver_token']}' -H 'Content-Type: application/json' -d {ping}",
         f"  Merchant API curl -s -H 'Authorization: Bearer {demo['merchant_api_key']}' "

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import stat
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,9 @@ import pytest
 from infra.local.demo_plan import BUILTIN_TRACE, default_trace, parse_gpx, stops_along_trace
 from infra.local.stack import (
     BUILTIN_ROUTE,
+    DEMO_DRIVER_REPLY,
     DEMO_KEYS,
+    DEMO_RECIPIENT_MESSAGE,
     LocalStack,
     default_data_dir,
     http_json,
@@ -33,7 +38,7 @@ SEATTLE = ZoneInfo("America/Los_Angeles")  # the zone of the traces `make simula
 def test_demo_json_has_every_key_and_each_tracking_link_answers(stack: LocalStack, demo: dict[str, Any],
                                                                 demo_path: Path) -> None:
     on_disk = json.loads(demo_path.read_text(encoding="utf-8"))
-    assert set(DEMO_KEYS) <= set(on_disk)
+    assert set(DEMO_KEYS) | {"lookup_url", "conversation_demo"} <= set(on_disk)
     assert on_disk["base_url"] == stack.base_url
     assert stat.S_IMODE(demo_path.stat().st_mode) == 0o600  # it holds an API key and a driver token
     assert len(on_disk["shipment_ids"]) == len(on_disk["tracking_urls"]) > 0
@@ -161,3 +166,34 @@ def test_the_demo_s_console_queue_holds_a_late_stop_and_an_offline_driver(demo: 
     fleet = api(demo, "GET", "/v1/fleet")
     stalled = next(d for d in fleet.body["drivers"] if d["driver_id"] == seeded["driver_id"])
     assert stalled["state"] == "offline" and stalled["on_duty"] is True
+
+
+def test_the_demo_conversation_shows_to_the_recipient_the_driver_and_the_console(demo: dict[str, Any]) -> None:
+    talk = demo["conversation_demo"]
+    expected = [("recipient", DEMO_RECIPIENT_MESSAGE), ("driver", DEMO_DRIVER_REPLY)]
+    assert talk["tracking_url"] == demo["tracking_urls"][talk["stop"] - 1]
+    recipient = http_json("GET", talk["tracking_url"] + "/messages")
+    driver = http_json("GET", f"{demo['base_url']}/v1/driver/shipments/{talk['shipment_id']}/messages",
+                       token=demo["driver_token"])
+    console = api(demo, "GET", f"/v1/shipments/{talk['shipment_id']}/messages")
+    for thread in (recipient, driver, console):
+        assert thread.status == 200, thread.body
+        assert [(m["sender_role"], m["text"]) for m in thread.body["messages"]] == expected
+
+
+def test_the_demo_lookup_page_finds_the_first_stop(demo: dict[str, Any]) -> None:
+    assert demo["lookup_url"] == f"{demo['base_url']}/lookup/{demo['lookup_slug']}"
+    page = http_json("GET", demo["lookup_url"], headers={"Accept": "text/html"})
+    assert page.status == 200
+    example = demo["lookup_example"]
+    form = urllib.parse.urlencode({"order": example["order"], "check": example["phone_ending"]}).encode()
+    request = urllib.request.Request(demo["lookup_url"], data=form, method="POST")
+
+    class _Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_: Any, **__: Any) -> None:
+            return None
+
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.build_opener(_Stay).open(request, timeout=10)
+    assert answer.value.code == 303
+    assert answer.value.headers["Location"] == demo["tracking_urls"][0]
