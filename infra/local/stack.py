@@ -1075,7 +1075,7 @@ def _summary(demo: Mapping[str, Any], stack: LocalStack, demo_path: Path) -> str
           if demo.get("exceptions_demo") else []),
         "               its Performance section: today's delivered and failed stops once make simulate has",
         "               delivered stop 1 and failed stop 2, with hours on duty so far (the shift is still open);",
-        "               empty until then",
+        "               zeros until then",
         *_conversation_lines(demo),
         *_lookup_lines(demo),
         "  Post a ping  curl -s -X POST " + f"{stack.base_url}/v1/driver/pings "
