@@ -237,7 +237,7 @@ def test_a_driver_message_reaches_a_closed_page_by_sms_once(client: Any, merchan
     policy = merchant.call("GET", "/v1/notifications/settings").json_body["policy"]
     assert merchant.call("PUT", "/v1/notifications/settings",
                          {"policy": {**policy, "quiet_hours": None}}).status_code == 200
-    phone = "+14155550199"
+    phone = "+14155550231"
     driver = make_driver(merchant)
     today = iso(now_ms())[:10]
     shipment = make_shipment(merchant, 1, recipient={"name": "Rita Recipient", "phone": phone},
