@@ -61,7 +61,8 @@ def record_arrival(r: Repository, merchant_id: str, driver_id: str, shown: Mutab
                    shipment_id: str, attempt: str, arrival_ms: int) -> bool:
     """A stop arrived: the ETAs shown for it become outcomes, added once to the merchant-day and driver-day
     items (the marker `SHIPMENT#<sid>` / `ETAHONESTY#<attempt>` is put in the same transaction). The stop's
-    entries leave the driver's state either way; False when nothing was added (none shown, or counted before)."""
+    entries leave the driver's state either way; False when nothing was added (none shown, or counted before;
+    DynamoDB may instead acknowledge an identical retry by its ClientRequestToken, adding nothing again)."""
     entries = shown.pop(shipment_id, None)
     if not entries:
         return False

@@ -61,8 +61,14 @@ def test_the_pipeline_records_eta_honesty_once_under_a_duplicated_batch(merchant
     # The arrival's own write, retried (a state save lost after it): the marker makes it count once.
     shown = {target["id"]: [[5, 1000, 1300, 1200, 1400]]}
     attempt = "a-retried-attempt"
+    epoch_day = (date(1970, 1, 1), date(1970, 1, 1))
     assert honesty.record_arrival(repo, merchant.id, driver["id"], dict(shown), target["id"], attempt, 1_350_000)
-    assert not honesty.record_arrival(repo, merchant.id, driver["id"], dict(shown), target["id"], attempt, 1_350_000)
+    once = eta_honesty(repo, merchant.id, *epoch_day, "day")
+    assert once["1970-01-01"]["5"]["n"] == 1
+    # Retried: counted once whatever the engine answers (a conditional failure, or DynamoDB acknowledging the
+    # identical transaction's ClientRequestToken without applying it again).
+    honesty.record_arrival(repo, merchant.id, driver["id"], dict(shown), target["id"], attempt, 1_350_000)
+    assert eta_honesty(repo, merchant.id, *epoch_day, "day") == once
     # Another merchant's reader sees none of it.
     assert eta_honesty(repo, "someone-else", *days, "day") == {}
 
