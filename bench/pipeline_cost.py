@@ -50,7 +50,18 @@ PRICES = {
     "dynamodb_per_million_read_units": 0.125,
     "dynamodb_streams_read_by_lambda_trigger": 0.0,
 }
-LAMBDA_MEMORY_GB = 256 / 1024  # infra/resources.json MemorySize
+LAMBDA_MEMORY_GB = 256 / 1024  # the stream pipeline's MemorySize (the stage's lambda_memory_size)
+
+
+def _api_memory_gb() -> float:
+    """The API function's memory in the prod stage (.chalice/config.json): pings are ingested there."""
+    config = json.loads((Path(__file__).resolve().parent.parent / ".chalice" / "config.json").read_text())
+    stage = config["stages"]["prod"]
+    api = stage.get("lambda_functions", {}).get("api_handler", {})
+    return int(api.get("lambda_memory_size", stage.get("lambda_memory_size", 256))) / 1024
+
+
+API_MEMORY_GB = _api_memory_gb()
 FLEET_DRIVERS = 1000
 PING_INTERVAL_S = 5.0
 _MARK = "PIPELINE_COST_RESULT "  # the app logs to stdout too
@@ -75,7 +86,9 @@ def run() -> list[Result]:
                    for phase in ("ingest", "pipeline") for kind, key in (("wall", "seconds"), ("cpu", "cpu_seconds"))}
     out.append(Result("cost_usd_per_million_pings", round(cost, 3), "USD/1M pings", 2.0, baseline=68.0,
                       extra={"pings_per_request": 10, "parts_usd": parts, "prices": PRICES,
-                             "lambda_memory_mb": int(LAMBDA_MEMORY_GB * 1024), "lambda_ms_per_ping": ms_per_ping,
+                             "lambda_memory_mb": {"api_ingest": int(API_MEMORY_GB * 1024),
+                                                  "pipeline": int(LAMBDA_MEMORY_GB * 1024)},
+                             "lambda_ms_per_ping": ms_per_ping,
                              "engine": "DynamoDB Local over loopback (priced: wall time)"}))
     small = _child(drivers=20, stops=50, requests_per_driver=10)
     rate, key = _busiest_key(small)
@@ -92,7 +105,7 @@ def _cost(data: dict[str, Any], pings_per_request: int) -> tuple[float, dict[str
     parts = {
         "api_gateway": requests * per_m * PRICES["api_gateway_rest_per_million_requests"] / 1e6,
         "lambda_ingest": requests * per_m * (PRICES["lambda_per_million_requests"] / 1e6)
-        + ingest["seconds"] * per_m * LAMBDA_MEMORY_GB * PRICES["lambda_per_gb_second"],
+        + ingest["seconds"] * per_m * API_MEMORY_GB * PRICES["lambda_per_gb_second"],
         "lambda_pipeline": data["batches"] * per_m * (PRICES["lambda_per_million_requests"] / 1e6)
         + pipeline["seconds"] * per_m * LAMBDA_MEMORY_GB * PRICES["lambda_per_gb_second"],
         "dynamodb_ingest": (ingest["wru"] * PRICES["dynamodb_per_million_write_units"]
