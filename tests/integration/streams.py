@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -25,3 +26,19 @@ def drain(run: StreamRunner) -> None:
     """Deliver every record written so far (and those the deliveries write), batch by batch."""
     while run.poll_once():
         pass
+
+
+def record_collector(tmp_path: Path) -> tuple[StreamRunner, list[dict[str, Any]]]:
+    """A runner positioned at the stream's end that only collects the records it delivers (the test hands them to
+    the stream functions itself, once or twice, in order or not), and the list they go to."""
+    records: list[dict[str, Any]] = []
+
+    def keep(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        records.extend(event["Records"])
+        return {"batchItemFailures": []}
+
+    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
+                       keep, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
+                       RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=1000))
+    run.refresh_shards()
+    return run, records

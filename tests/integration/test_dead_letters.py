@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import TEST_ENV
 from tests.integration.helpers import make_shipment, now_ms, post_pings
+from tests.integration.streams import record_collector
 from tests.integration.test_pipeline_batching import drain, drive, pings_of, seed_route
 
 BUCKET = TEST_ENV["DOORSTEP_BUCKET_NAME"]
@@ -20,19 +21,7 @@ BUCKET = TEST_ENV["DOORSTEP_BUCKET_NAME"]
 @pytest.fixture()
 def stream(chalice_app: Any, tmp_path: Any) -> tuple[Any, list[dict[str, Any]]]:
     """A stream runner that only collects the records (the test hands them to the functions)."""
-    from infra.local.streams import RunnerConfig, StreamRunner
-
-    records: list[dict[str, Any]] = []
-
-    def keep(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        records.extend(event["Records"])
-        return {"batchItemFailures": []}
-
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       keep, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=1000))
-    run.refresh_shards()
-    return run, records
+    return record_collector(tmp_path)
 
 
 @pytest.fixture()

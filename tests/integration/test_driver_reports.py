@@ -7,16 +7,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 
-from infra.local.streams import RunnerConfig, StreamRunner
+from infra.local.streams import StreamRunner
 from tests.conftest import TEST_ENV
 from tests.integration.helpers import iso, make_driver, now_ms, post_pings
+from tests.integration.streams import record_collector
 
 ORIGIN = (47.55, -122.33)
 M_PER_DEG = 111_195.0
@@ -45,18 +45,9 @@ def scenario(start: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture()
-def capture(chalice_app: Any, tmp_path: Any) -> Iterator[tuple[StreamRunner, list[dict[str, Any]]]]:
-    records: list[dict[str, Any]] = []
-
-    def keep(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        records.extend(event["Records"])
-        return {"batchItemFailures": []}
-
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       keep, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=1000))
-    run.refresh_shards()
-    yield run, records
+def capture(chalice_app: Any, tmp_path: Any) -> tuple[StreamRunner, list[dict[str, Any]]]:
+    """A stream runner that only collects records (the test hands them to the function itself)."""
+    return record_collector(tmp_path)
 
 
 def chunks_of(run: StreamRunner, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
