@@ -22,6 +22,23 @@ def pipeline_runner(tmp_path: Path) -> StreamRunner:
     return run
 
 
+def recording_pipeline_runner(tmp_path: Path) -> StreamRunner:
+    """`pipeline_runner` that also keeps every batch it delivers in `run.events`, so a test can deliver them all
+    again as Lambda may."""
+    from chalicelib.pipeline.api import stream_pipeline
+
+    run = pipeline_runner(tmp_path)
+    events: list[dict[str, Any]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        events.append(event)
+        return stream_pipeline(event, context)
+
+    run.handler = handler
+    run.events = events  # type: ignore[attr-defined]
+    return run
+
+
 def drain(run: StreamRunner) -> None:
     """Deliver every record written so far (and those the deliveries write), batch by batch."""
     while run.poll_once():

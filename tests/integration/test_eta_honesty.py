@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
+from tests.integration.helpers import make_shipment, now_ms, post_pings
 from tests.integration.streams import drain, pipeline_runner
-from tests.integration.test_pipeline import STOP, drive_park_leave
+from tests.integration.test_pipeline import drive_park_leave, started_route_to_stop
 
 
 @pytest.fixture()
@@ -30,12 +30,7 @@ def test_the_pipeline_records_eta_honesty_once_under_a_duplicated_batch(merchant
     from chalicelib.storage import get_repository
 
     runner = pipeline_runner(tmp_path)
-    driver = make_driver(merchant)
-    target = make_shipment(merchant, 1, location={"lat": STOP[0], "lng": STOP[1]})
-    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": iso(now_ms())[:10],
-                                                 "planned_start": iso(now_ms()),
-                                                 "shipment_ids": [target["id"]]}).json_body
-    merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    driver, target = started_route_to_stop(merchant)
     captured: list[dict] = []
     runner.handler = lambda event, ctx: (captured.append(event), stream_pipeline(event, ctx))[1]
     fixes = drive_park_leave(now_ms() - 3_600_000)  # 2 km at 10 m/s: the ETA is under 5 minutes from the start

@@ -11,11 +11,10 @@ from typing import Any
 import boto3
 import pytest
 
-from infra.local.streams import RunnerConfig, StreamRunner
 from tests.conftest import TEST_ENV
 from tests.integration.conftest import Merchant
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
-from tests.integration.streams import drain
+from tests.integration.streams import drain, recording_pipeline_runner
 from tests.integration.test_pipeline import STOP, offset
 from tests.integration.test_tracking_page import driver_update, put_settings
 
@@ -26,20 +25,7 @@ SENDER = "dispatch@shop.example"
 def pipeline(chalice_app: Any, tmp_path: Path) -> Any:
     """The table's stream from now on through the stream pipeline; `pipeline.events` keeps every batch, so a test
     can deliver them all again as Lambda may."""
-    from chalicelib.pipeline.api import stream_pipeline
-
-    events: list[dict[str, Any]] = []
-
-    def handler(event: dict[str, Any], context: Any) -> Any:
-        events.append(event)
-        return stream_pipeline(event, context)
-
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       handler, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0))
-    run.refresh_shards()
-    run.events = events  # type: ignore[attr-defined]
-    return run
+    return recording_pipeline_runner(tmp_path)
 
 
 

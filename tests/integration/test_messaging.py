@@ -200,24 +200,9 @@ def test_tenant_and_token_isolation(client: Any, merchant: Merchant,
 @pytest.fixture()
 def pipeline(chalice_app: Any, tmp_path: Any) -> Any:
     """The stream from now on through the stream pipeline; `pipeline.events` keeps each batch to redeliver."""
-    import boto3
+    from tests.integration.streams import recording_pipeline_runner
 
-    from chalicelib.pipeline.api import stream_pipeline
-    from infra.local.streams import RunnerConfig, StreamRunner
-    from tests.conftest import TEST_ENV
-
-    events: list[dict[str, Any]] = []
-
-    def handler(event: dict[str, Any], context: Any) -> Any:
-        events.append(event)
-        return stream_pipeline(event, context)
-
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       handler, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0))
-    run.refresh_shards()
-    run.events = events  # type: ignore[attr-defined]
-    return run
+    return recording_pipeline_runner(tmp_path)
 
 
 def _sms_to(phone: str) -> list[str]:

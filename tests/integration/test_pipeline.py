@@ -71,15 +71,21 @@ def test_a_stop_gets_approaching_arrived_dwell_departed_once(merchant, runner):
     assert not (runner.dead_letter_file.exists())
 
 
-def test_replayed_stream_batch_creates_nothing_new(merchant, runner, chalice_app):
-    from chalicelib.pipeline.api import stream_pipeline
-
+def started_route_to_stop(merchant) -> tuple[dict, dict]:
+    """A new driver on a started route of today with one stop at STOP: (driver, that shipment)."""
     driver = make_driver(merchant)
     target = make_shipment(merchant, 1, location={"lat": STOP[0], "lng": STOP[1]})
     route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": iso(now_ms())[:10],
                                                  "planned_start": iso(now_ms()),
                                                  "shipment_ids": [target["id"]]}).json_body
     merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    return driver, target
+
+
+def test_replayed_stream_batch_creates_nothing_new(merchant, runner, chalice_app):
+    from chalicelib.pipeline.api import stream_pipeline
+
+    driver, target = started_route_to_stop(merchant)
     captured: list[dict] = []
     runner.handler = lambda event, ctx: (captured.append(event), stream_pipeline(event, ctx))[1]
     fixes = drive_park_leave(now_ms() - 3_600_000)
