@@ -21,13 +21,12 @@ from __future__ import annotations
 import gc
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from bench.common import PROJECT_ROOT, Result, app_env, log, median, p95, venv_python
+from bench.common import RawBody, Result, app_env, child_on_dynamodb_local, log, median, p95
 
 NAMES = ("analytics_update_us_per_event", "analytics_query_ms_p95")
 UPDATE_TARGET_US = 200.0
@@ -35,14 +34,6 @@ QUERY_TARGET_MS = 300.0
 DAYS, DRIVERS = 30, 200
 BATCH = 25  # lifecycle events in one stream batch (the mapping's BatchSize is 100; pings share it)
 _MARK = "ANALYTICS_QUERY_RESULT "
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, *_: Any, **__: Any) -> Any:
-        yield self.body
 
 
 class Responder:
@@ -69,7 +60,7 @@ class Responder:
         raw = json.dumps(body).encode()
         return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0",
                                               "x-amzn-RequestId": "bench", "Content-Length": str(len(raw))},
-                           _Raw(raw))
+                           RawBody(raw))
 
 
 def _shipment_item(now: datetime) -> dict[str, Any]:
@@ -190,19 +181,7 @@ def query_child() -> dict[str, Any]:
 
 
 def measure_query() -> dict[str, Any]:
-    from infra.local.dynamodb_local import DynamoDBLocal
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    with DynamoDBLocal() as engine:
-        env.update({name: engine.url for name in ("DOORSTEP_DYNAMODB_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
-                                                  "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")})
-        proc = subprocess.run([venv_python(), "-m", "bench.analytics", "query"], cwd=PROJECT_ROOT, env=env,
-                              capture_output=True, text=True, timeout=900, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"analytics query child failed: {proc.stderr[-2000:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARK)]
-    return json.loads(lines[-1][len(_MARK):])  # type: ignore[no-any-return]
+    return child_on_dynamodb_local(["bench.analytics", "query"], _MARK, "analytics query", 900)  # type: ignore[no-any-return]
 
 
 def run() -> list[Result]:

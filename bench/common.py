@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -118,6 +119,35 @@ def venv_python() -> str:
     """The project's venv interpreter (what `make` uses), else whatever runs us."""
     candidate = PROJECT_ROOT / ".venv" / "bin" / "python"
     return str(candidate) if candidate.exists() else sys.executable
+
+
+def child_on_dynamodb_local(args: Sequence[str], mark: str, what: str, timeout_s: float = 1800) -> Any:
+    """Run `python -m <args>` in a fresh process against a fresh DynamoDB Local (a free port of 127.0.0.1,
+    stopped after) and answer the JSON of its last stdout line starting with `mark`."""
+    from infra.local.dynamodb_local import DynamoDBLocal
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    with DynamoDBLocal() as engine:
+        # chalicelib reads the first; plain boto3 clients (stream runners, meters) follow the others.
+        env.update({name: engine.url for name in ("DOORSTEP_DYNAMODB_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
+                                                  "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")})
+        proc = subprocess.run([venv_python(), "-m", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                              text=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} child failed: {proc.stderr[-2000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(mark)]
+    return json.loads(lines[-1][len(mark):])
+
+
+class RawBody:
+    """A canned HTTP body as botocore's parsers read it (benchmarks that answer requests in process)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, *_: Any, **__: Any) -> Any:
+        yield self.body
 
 
 def local_env() -> dict[str, str]:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
 
-from bench.common import PROJECT_ROOT, Result, log, median, p95, venv_python
+from bench.common import Result, child_on_dynamodb_local, log, median, p95
 
 NAMES = ("console_fleet_ms_p95",)
 DRIVERS = 500
@@ -32,19 +31,8 @@ _MARK = "CONSOLE_FLEET "
 
 
 def run() -> list[Result]:
-    from infra.local.dynamodb_local import DynamoDBLocal
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
     log(f"console_fleet: {DRIVERS} on-duty drivers on a fresh DynamoDB Local")
-    with DynamoDBLocal() as engine:
-        env.update({name: engine.url for name in ("DOORSTEP_DYNAMODB_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
-                                                  "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")})
-        proc = subprocess.run([venv_python(), "-m", "bench.console_fleet"], cwd=PROJECT_ROOT, env=env,
-                              capture_output=True, text=True, timeout=1800, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"console_fleet child failed: {proc.stderr[-2000:]}")
-    data = json.loads([line for line in proc.stdout.splitlines() if line.startswith(_MARK)][-1][len(_MARK):])
+    data = child_on_dynamodb_local(["bench.console_fleet"], _MARK, "console_fleet")
     times = data["times_ms"]
     return [Result("console_fleet_ms_p95", round(p95(times), 1), "ms", TARGET_MS,
                    extra={"p50_ms": round(median(times), 1), "drivers": DRIVERS, "requests": len(times),

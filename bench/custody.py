@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import MERCHANT_ID, Result, app_env, log, median
+from bench.common import MERCHANT_ID, RawBody, Result, app_env, log, median
 
 NAMES = ("custody_append_us",)
 WARMUP = 50
@@ -26,14 +26,6 @@ MEASURED = 2000
 REPEATS = 5
 TARGET_US = 300.0
 EVENTS_PER_SHIPMENT = 6  # a delivered stop: created, out_for_delivery, loaded, scanned, proof_attached, delivered
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Any:
-        yield self.body
 
 
 def run(measured: int = MEASURED) -> list[Result]:
@@ -63,7 +55,7 @@ def run(measured: int = MEASURED) -> list[Result]:
             else:
                 raise AssertionError(f"unexpected call {operation}")
             return AWSResponse(request.url, 200, {"content-type": "application/x-amz-json-1.0"},
-                               _Raw(json.dumps(body).encode()))
+                               RawBody(json.dumps(body).encode()))
 
         repo.hot_client.meta.events.register_first("before-send.dynamodb", answer)
         at = datetime.now(UTC)

@@ -15,19 +15,22 @@ import json
 import time
 from typing import Any
 
-from bench.common import DRIVER_ID, MERCHANT_ID, Result, app_env, batches_of, driver_trace, log, median, now_ms
+from bench.common import (
+    DRIVER_ID,
+    MERCHANT_ID,
+    RawBody,
+    Result,
+    app_env,
+    batches_of,
+    driver_trace,
+    log,
+    median,
+    now_ms,
+)
 
 NAMES = ("ingest_us_per_ping_real", "ingest_us_per_ping_real_batch10")
 TARGET_US = 40.0
 BASELINE_US = 101.0  # measured the same way on the repository before this benchmark existed (issue 13)
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, *_: Any, **__: Any) -> Any:
-        yield self.body
 
 
 class Responder:
@@ -60,7 +63,7 @@ class Responder:
         raw = json.dumps(body).encode()
         return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0",
                                               "x-amzn-RequestId": "bench", "Content-Length": str(len(raw))},
-                           _Raw(raw))
+                           RawBody(raw))
 
 
 def measure(batch: int, batches: int = 60, warmup: int = 10) -> tuple[float, int]:

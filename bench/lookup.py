@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
 from urllib.parse import urlencode
 
-from bench.common import PROJECT_ROOT, Result, log, median, venv_python
+from bench.common import Result, child_on_dynamodb_local, log, median
 
 NAMES = ("lookup_miss_spread_pct",)
 ROUNDS = 30
@@ -33,19 +32,8 @@ KINDS = ("unknown_order", "wrong_factor", "other_merchants_order", "match")
 
 
 def run() -> list[Result]:
-    from infra.local.dynamodb_local import DynamoDBLocal
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
     log(f"lookup: {ROUNDS} rounds of every miss kind on a fresh DynamoDB Local")
-    with DynamoDBLocal() as engine:
-        env.update({name: engine.url for name in ("DOORSTEP_DYNAMODB_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
-                                                  "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")})
-        proc = subprocess.run([venv_python(), "-m", "bench.lookup"], cwd=PROJECT_ROOT, env=env,
-                              capture_output=True, text=True, timeout=1800, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"lookup child failed: {proc.stderr[-2000:]}")
-    data = json.loads([line for line in proc.stdout.splitlines() if line.startswith(_MARK)][-1][len(_MARK):])
+    data = child_on_dynamodb_local(["bench.lookup"], _MARK, "lookup")
     medians = {kind: median(times) for kind, times in data["times_ms"].items()}
     misses = [medians[k] for k in KINDS[:3]]
     spread = (max(misses) - min(misses)) / (sum(misses) / len(misses)) * 100

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import PROJECT_ROOT, Result, log, venv_python
+from bench.common import PROJECT_ROOT, Result, child_on_dynamodb_local, log
 
 NAMES = ("pipeline_ddb_calls_per_ping", "pipeline_wru_per_ping", "cost_usd_per_million_pings",
          "max_key_wru_per_s_1000_drivers")
@@ -134,21 +133,9 @@ def _busiest_key(data: dict[str, Any]) -> tuple[float, str]:
 
 
 def _child(**params: int) -> dict[str, Any]:
-    """One scenario in a fresh process against a fresh DynamoDB Local (a free port of 127.0.0.1, stopped after)."""
-    from infra.local.dynamodb_local import DynamoDBLocal
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    with DynamoDBLocal() as engine:
-        # chalicelib reads the first; plain boto3 clients (the stream runner's, the meter's) follow the others.
-        env.update({name: engine.url for name in ("DOORSTEP_DYNAMODB_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
-                                                  "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")})
-        proc = subprocess.run([venv_python(), "-m", "bench.pipeline_cost", json.dumps(params)], cwd=PROJECT_ROOT,
-                              env=env, capture_output=True, text=True, timeout=1800, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pipeline_cost child failed: {proc.stderr[-2000:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARK)]
-    return json.loads(lines[-1][len(_MARK):])  # type: ignore[no-any-return]
+    """One scenario in a fresh process against a fresh DynamoDB Local."""
+    return child_on_dynamodb_local(["bench.pipeline_cost", json.dumps(params)], _MARK,  # type: ignore[no-any-return]
+                                   "pipeline_cost")
 
 
 # --- the child: a fleet on DynamoDB Local (S3, SNS, SES on in-process moto) -----------------------------------
