@@ -66,6 +66,7 @@ def package(stage: str, out_dir: Path, project_dir: Path = PROJECT_DIR) -> Path:
     subprocess.run(cmd, check=True, env=_env())
     bundle = out_dir / "deployment.zip"
     if bundle.exists():
+        slim_bundle(bundle)
         add_bytecode(bundle)
     template = out_dir / TEMPLATE_NAME
     set_public_origin(template, stage_public_origin(project_dir, stage))
@@ -108,6 +109,42 @@ def add_unknown_path_response(template: Path) -> None:
     body.setdefault("x-amazon-apigateway-gateway-responses", {})["MISSING_AUTHENTICATION_TOKEN"] = (
         unknown_path_gateway_response())
     template.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1000 * 1000
+
+
+def _dependency_test_file(name: str) -> bool:
+    """A file of a dependency's own test suite (numpy's and pandas' alone are ~54 MB): never imported at run time."""
+    parts = PurePosixPath(name).parts
+    return len(parts) > 2 and parts[0] != "chalicelib" and "tests" in parts[1:-1]
+
+
+def slim_bundle(bundle: Path) -> int:
+    """Rewrite the deployment zip without the dependencies' test suites; returns how many files were left out.
+
+    Every function shares this package and Lambda unpacks it on each cold start (limit 250 MB unpacked): the
+    route solver's numpy and pandas ship their tests, which nothing here imports.
+    """
+    import tempfile
+    import zipfile
+
+    dropped = 0
+    with tempfile.NamedTemporaryFile(dir=bundle.parent, suffix=".zip", delete=False) as handle:
+        slim = Path(handle.name)
+    try:
+        with zipfile.ZipFile(bundle) as source, \
+                zipfile.ZipFile(slim, "w", compression=zipfile.ZIP_DEFLATED) as out:
+            for info in source.infolist():
+                if _dependency_test_file(info.filename):
+                    dropped += 1
+                    continue
+                out.writestr(info, source.read(info.filename))
+        slim.chmod(0o644)
+        slim.replace(bundle)
+    finally:
+        slim.unlink(missing_ok=True)
+    return dropped
 
 
 def add_bytecode(bundle: Path) -> int:

@@ -42,7 +42,22 @@ def packaged_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert proc.returncode == 0, f"package/lint failed:\n{proc.stdout}\n{proc.stderr}"
+    # chalice skips a dependency with no wheel for Lambda's glibc and still succeeds: that must fail here.
+    assert "Could not install dependencies" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     return out / "sam.json"
+
+
+def test_the_package_holds_every_dependency_and_fits_lambda(packaged_file: Path) -> None:
+    import zipfile
+
+    from infra.package import LAMBDA_UNZIPPED_LIMIT_BYTES
+
+    with zipfile.ZipFile(packaged_file.parent / "deployment.zip") as bundle:
+        infos = bundle.infolist()
+    tops = {info.filename.split("/")[0] for info in infos}
+    assert {"vroom", "numpy", "pandas", "pydantic_core", "h3", "chalicelib"} <= tops  # the route solver's too
+    assert not [i.filename for i in infos if "/tests/" in i.filename and not i.filename.startswith("chalicelib/")]
+    assert sum(i.file_size for i in infos) < 0.8 * LAMBDA_UNZIPPED_LIMIT_BYTES  # room left under Lambda's limit
 
 
 @pytest.fixture(scope="module")
