@@ -55,6 +55,15 @@ def check_pin(call: Call, shipment_id: str) -> PinResult:
                              datetime.now(UTC))
 
 
+@routes.route("/v1/shipments/{shipment_id}/pin/unlock", "POST", summary="Give the driver the PIN's attempts again "
+              "after they ran out (check the recipient another way first); a custody event", tag="custody",
+              response="PinResult", errors_=(401, 404))
+def unlock_pin(call: Call, shipment_id: str) -> PinResult:
+    from chalicelib.custody import service
+
+    return service.unlock_pin(get_repository(), call.merchant_id, shipment_id, datetime.now(UTC))
+
+
 @routes.route("/v1/driver/shipments/{shipment_id}/scans", "POST", summary="Record parcel barcode scans at load, "
               "delivery or return (a barcode not of this shipment opens a parcel_mismatch exception)", tag="driver",
               auth="driver", body="ScanRequest", response="ScanResult", errors_=(400, 401, 404, 413, 415, 422))

@@ -205,7 +205,7 @@ def _driver_shipment(repo: Repository, merchant_id: str, driver_id: str, shipmen
 def check_pin(repo: Repository, merchant_id: str, driver_id: str, shipment_id: str, pin: str,
               now: datetime) -> PinResult:
     """The recipient's PIN, checked: 200 when right, 422 naming `pin` when wrong, 429 once the attempts are spent
-    (locked for good: the dispatcher resolves it another way)."""
+    (locked until the dispatcher unlocks it: `unlock_pin`)."""
     _driver_shipment(repo, merchant_id, driver_id, shipment_id)
     spec = _spec(repo, merchant_id, shipment_id)
     if spec.pin_verified:
@@ -223,6 +223,18 @@ def check_pin(repo: Repository, merchant_id: str, driver_id: str, shipment_id: s
     store.mark_pin_verified(shipment_id)
     append_event(repo, merchant_id, shipment_id, "pin_verified", now, f"driver:{driver_id}")
     return PinResult(verified=True, attempts_left=left)
+
+
+def unlock_pin(repo: Repository, merchant_id: str, shipment_id: str, now: datetime) -> PinResult:
+    """The dispatcher, having checked who the recipient is another way (a call), gives the driver the PIN's
+    attempts again; the unlock is a custody event. Safe to repeat: nothing spent, nothing changes."""
+    _require_shipment(repo, merchant_id, shipment_id)
+    spec = _spec(repo, merchant_id, shipment_id)
+    if not spec.pin_verified and custody_store(repo).reset_pin_attempts(shipment_id):
+        append_event(repo, merchant_id, shipment_id, "pin_unlocked", now, "merchant",
+                     {"attempts_spent": spec.pin_attempts})
+        return PinResult(verified=False, attempts_left=rules.PIN_MAX_ATTEMPTS)
+    return PinResult(verified=spec.pin_verified, attempts_left=rules.PIN_MAX_ATTEMPTS - spec.pin_attempts)
 
 
 def record_scan(repo: Repository, merchant_id: str, driver_id: str, shipment_id: str,

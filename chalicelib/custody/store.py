@@ -187,6 +187,17 @@ class CustodyStore:
             return False
         return True
 
+    def reset_pin_attempts(self, shipment_id: str) -> bool:
+        """The dispatcher unlocks the PIN: its attempts start again; False when none was spent."""
+        try:
+            self.client.update_item(
+                TableName=self.table, Key={"PK": _s(custody_pk(shipment_id)), "SK": _s("SPEC")},
+                UpdateExpression="SET pin_attempts = :zero", ConditionExpression="pin_attempts > :zero",
+                ExpressionAttributeValues={":zero": {"N": "0"}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def mark_pin_verified(self, shipment_id: str) -> None:
         self.client.update_item(TableName=self.table, Key={"PK": _s(custody_pk(shipment_id)), "SK": _s("SPEC")},
                                 UpdateExpression="SET pin_verified = :t", ExpressionAttributeValues={

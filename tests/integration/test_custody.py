@@ -13,6 +13,7 @@ from joserfc import jws as jose_jws
 from joserfc.jwk import KeySet
 
 from tests.conftest import TEST_ENV
+from tests.integration.conftest import new_merchant
 from tests.integration.helpers import make_driver, make_shipment
 from tests.integration.test_notifications import dispatch  # noqa: F401  # the fixture
 
@@ -116,6 +117,17 @@ def test_pin_wrong_right_and_locked_after_limited_attempts(merchant: Any) -> Non
     assert r.status_code == 429 and r.json_body["error"]["code"] == "pin_locked" and "Retry-After" in r.headers
     r = _driver_call(merchant, driver["token"], "POST", f"/v1/driver/shipments/{b['id']}/pin", {"pin": "12345"})
     assert r.status_code == 422 and _fields(r) == {"pin"}  # not six digits: the shape, before any attempt
+    # The dispatcher checks the recipient by phone and unlocks it: five attempts again, the unlock in the chain.
+    r = merchant.call("POST", f"/v1/shipments/{b['id']}/pin/unlock")
+    assert r.status_code == 200 and r.json_body == {"verified": False, "attempts_left": 5}
+    assert merchant.call("POST", f"/v1/shipments/{b['id']}/pin/unlock").json_body["attempts_left"] == 5  # again
+    kinds = [e["body"]["type"] for e in merchant.call("GET", f"/v1/shipments/{b['id']}/custody").json_body["events"]]
+    assert kinds.count("pin_unlocked") == 1 and kinds.count("pin_rejected") == 5
+    r = _driver_call(merchant, driver["token"], "POST", f"/v1/driver/shipments/{b['id']}/pin", {"pin": _pin(b["id"])})
+    assert r.status_code == 200 and r.json_body == {"verified": True, "attempts_left": 4}
+    # Another merchant cannot unlock it.
+    other = new_merchant(merchant.client, "Other PIN")
+    assert other.call("POST", f"/v1/shipments/{b['id']}/pin/unlock").status_code == 404
 
 
 def test_scans_record_time_place_driver_and_a_stranger_parcel_opens_an_exception(merchant: Any) -> None:

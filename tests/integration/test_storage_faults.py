@@ -181,6 +181,14 @@ def _custody_driver_call(m: Merchant, what: str, body: Json) -> Req:
                merchant_auth=False)
 
 
+def _pin_unlock(m: Merchant) -> Req:
+    """The dispatcher's unlock of a PIN with one attempt spent (a wrong PIN from the driver first)."""
+    driver, ships, _ = make_started_route(m, 1)
+    m.client.http.post(f"/v1/driver/shipments/{ships[0]['id']}/pin", headers=_driver_auth(driver),
+                       body=json.dumps({"pin": "000000"}))
+    return Req("POST", f"/v1/shipments/{ships[0]['id']}/pin/unlock")
+
+
 def _instructions(m: Merchant) -> Req:
     token = _token(make_shipment(m))
     return Req("POST", f"/track/{token}/instructions",
@@ -395,6 +403,7 @@ CASES = [
     Case("receipt keys", "custody", lambda m: (_delivered(m), Req(
         "GET", "/.well-known/doorstep-receipt-keys.json", merchant_auth=False))[1]),
     Case("pin check", "custody", lambda m: _custody_driver_call(m, "pin", {"pin": "123456"})),
+    Case("pin unlock", "custody", _pin_unlock),
     Case("parcel scan", "custody", lambda m: _custody_driver_call(
         m, "scans", {"stage": "load", "barcodes": ["P1"], "occurred_at": iso(now_ms() - 1000)})),
     # webhooks config
@@ -549,6 +558,7 @@ ROUTE_OF = {
     "custody chain": "GET /v1/shipments/{shipment_id}/custody", "receipt": "GET /v1/shipments/{shipment_id}/receipt",
     "receipt keys": "GET /.well-known/doorstep-receipt-keys.json",
     "pin check": "POST /v1/driver/shipments/{shipment_id}/pin",
+    "pin unlock": "POST /v1/shipments/{shipment_id}/pin/unlock",
     "parcel scan": "POST /v1/driver/shipments/{shipment_id}/scans",
 }
 # Routes without a case of their own: no storage (documents, assets), or the same code path as a case
