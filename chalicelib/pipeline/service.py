@@ -249,6 +249,8 @@ def _handle_lifecycles(r: Repository, lifecycle: list[tuple[str, dict[str, Any]]
     """The batch's lifecycle records; returns the sequence numbers that failed. One shipment's records run in
     stream order (its messages go out in the order things happened); shipments run side by side, as drivers do:
     each record is a few round trips (the ledger's claim, the send, the ledger's "sent")."""
+    if not lifecycle:  # a batch of pings only: nothing to count, and analytics is never imported for it
+        return []
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for sequence, image in lifecycle:
         groups.setdefault(str(image.get("shipment_id", "")), []).append((sequence, image))
