@@ -59,3 +59,20 @@ def record_collector(tmp_path: Path) -> tuple[StreamRunner, list[dict[str, Any]]
                        RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=1000))
     run.refresh_shards()
     return run, records
+
+
+def webhook_runner(client: Any, tmp_path: Path) -> StreamRunner:
+    """A runner positioned at the stream's end that delivers to the webhook_sender Lambda (through chalice's test
+    client), 25 records a batch; `run.batches` keeps every batch, so a test can deliver them again."""
+    batches: list[dict[str, Any]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        batches.append(event)
+        return client.lambda_.invoke("webhook_sender", event).payload
+
+    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
+                       handler, tmp_path / "hcp.json", tmp_path / "hdlq.jsonl",
+                       RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=25))
+    run.refresh_shards()
+    run.batches = batches  # type: ignore[attr-defined]
+    return run

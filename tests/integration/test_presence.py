@@ -9,14 +9,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
-from infra.local.streams import RunnerConfig, StreamRunner
+from infra.local.streams import StreamRunner
 from infra.stream_filters import admits, mapping_filters
-from tests.conftest import TEST_ENV
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
-from tests.integration.streams import drain, pipeline_runner
+from tests.integration.streams import drain, pipeline_runner, webhook_runner
 
 MINUTE_MS = 60_000
 
@@ -329,18 +327,7 @@ def hook_transport(chalice_app: Any) -> Iterator[Any]:
 
 @pytest.fixture()
 def hook_stream(client: Any, chalice_app: Any, tmp_path: Any) -> StreamRunner:
-    batches: list[dict[str, Any]] = []
-
-    def handler(event: dict[str, Any], context: Any) -> Any:
-        batches.append(event)
-        return client.lambda_.invoke("webhook_sender", event).payload
-
-    run = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                       handler, tmp_path / "hcp.json", tmp_path / "hdlq.jsonl",
-                       RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=25))
-    run.refresh_shards()
-    run.batches = batches  # type: ignore[attr-defined]
-    return run
+    return webhook_runner(client, tmp_path)
 
 
 def test_presence_events_go_out_on_the_webhook_once(merchant: Any, client: Any, hook_transport: Any,

@@ -26,10 +26,10 @@ import pytest
 
 from chalicelib.webhooks.rules import EVENT_ID_HEADER, PAUSE_AFTER_FAILURES, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from chalicelib.webhooks.transport import Answer
-from infra.local.streams import RunnerConfig, StreamRunner
-from tests.conftest import TEST_ENV
+from infra.local.streams import StreamRunner
 from tests.integration.conftest import Merchant, new_merchant
 from tests.integration.helpers import make_shipment, make_started_route
+from tests.integration.streams import webhook_runner
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SENDER = "platform@doorstep.example"
@@ -125,18 +125,7 @@ def deliverer(chalice_app: Any, fake: FakeTransport, clock: Clock) -> Iterator[A
 @pytest.fixture()
 def stream(client: Any, chalice_app: Any, tmp_path: Path) -> StreamRunner:
     """The table's stream from now on, delivered to the webhook_sender Lambda; `runner.batches` keeps them."""
-    batches: list[dict[str, Any]] = []
-
-    def handler(event: dict[str, Any], context: Any) -> Any:
-        batches.append(event)
-        return client.lambda_.invoke("webhook_sender", event).payload
-
-    runner = StreamRunner(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), TEST_ENV["DOORSTEP_TABLE_NAME"],
-                          handler, tmp_path / "cp.json", tmp_path / "dlq.jsonl",
-                          RunnerConfig(starting_position="LATEST", poll_interval_s=0, batch_size=25))
-    runner.refresh_shards()
-    runner.batches = batches  # type: ignore[attr-defined]
-    return runner
+    return webhook_runner(client, tmp_path)
 
 
 def drain(runner: StreamRunner) -> None:
