@@ -1018,6 +1018,7 @@ def _relative(path: Path) -> str:
 def _tracking_lines(demo: Mapping[str, Any], shown: int = 5) -> list[str]:
     """The first tracking links, each with what `make simulate` will make of it (the README says the same)."""
     visited = int(demo.get("visited_stops") or 0)
+    shown = max(shown, visited + 1)  # always down to the stop the live driver heads for next
     roles = {0: "delivered, with a photo", 1: "nobody home: failed, can be rescheduled"} if visited >= 3 else \
         {0: "delivered, with a photo"}
     if visited:
