@@ -366,8 +366,10 @@ class ErrorModel:
     (bins of 0.05), so the model is small, additive and serialisable.
 
     The window is [q_lo - margin, q_hi + margin] in r, mapped back to seconds, and
-    always contains the prediction. q_lo and q_hi are the (1-level)/2 and (1+level)/2
-    quantiles of the errors, taken per bucket and interpolated linearly in
+    always contains the prediction. q_lo and q_hi are the quantiles holding `level` of
+    the errors between them with the shortest window in seconds (`_shortest_interval`:
+    errors are skewed, so the tails left out need not be equal), taken per bucket and
+    interpolated linearly in
     log-horizon between the centres of the buckets either side (`CENTRES_S`), so the
     window grows smoothly with the horizon instead of jumping at bucket edges; in r
     it widens with the horizon. A histogram with fewer than `min_samples` borrows its
@@ -445,8 +447,7 @@ class ErrorModel:
         for hists in ([self._hist[slot]], self._hist[state:state + self._per_state], self._hist):
             hist = _pooled(hists)
             if sum(hist.values()) >= self.min_samples:
-                q_lo = (1.0 - self.level) / 2
-                return _hist_quantile(hist, q_lo, self.BIN), _hist_quantile(hist, 1.0 - q_lo, self.BIN)
+                return _shortest_interval(hist, self.level, self.BIN)
         return self.DEFAULT_R
 
     def bounds(self, predicted_s: float, late: bool = False) -> tuple[float, float]:
@@ -560,6 +561,26 @@ def _pooled(hists: Sequence[Mapping[int, float]]) -> Mapping[int, float]:
         for index, n in hist.items():
             pooled[index] = pooled.get(index, 0.0) + n
     return pooled
+
+
+SHORTEST_STEP = 0.01  # the low tail is searched in steps of this share
+
+
+def _shortest_interval(hist: Mapping[int, float], level: float, width: float) -> tuple[float, float]:
+    """(lo, hi) log ratios holding `level` of the histogram with the shortest window in seconds.
+
+    A window of [e^lo, e^hi] x (predicted + k) is shortest when e^hi - e^lo is, so the split of the
+    (1 - level) left outside between the two tails is searched rather than fixed at half each: errors are
+    skewed (late runs longer than early), and an equal-tailed window pays for the long tail twice.
+    """
+    best_span, best = math.inf, (0.0, 0.0)
+    for i in range(round((1.0 - level) / SHORTEST_STEP) + 1):
+        low_share = i * SHORTEST_STEP
+        lo, hi = _hist_quantile(hist, low_share, width), _hist_quantile(hist, min(1.0, low_share + level), width)
+        span = math.exp(hi) - math.exp(lo)
+        if span < best_span - 1e-12:
+            best_span, best = span, (lo, hi)
+    return best
 
 
 def _hist_quantile(hist: Mapping[int, float], q: float, width: float) -> float:

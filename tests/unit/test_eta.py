@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 
 import h3
 import pytest
@@ -479,8 +480,10 @@ def test_eval_on_synthetic_trips_beats_the_speed_baseline_without_leakage(monkey
         return real_run_fold(k, trips_, stops, replays, spy, variant)
 
     monkeypatch.setattr(eval_eta, "run_fold", spying_run_fold)
+    monkeypatch.setattr(eval_eta, "MIN_TRIPS_TO_FIT", 5)  # six trips: each fold fits on the other five
     results = eval_eta.evaluate(trips, verbose=False)
     assert asked and all(test in excluded for test, excluded in asked)
+    assert all(r.params != eval_eta.DEFAULT_PARAMS for r in results)  # fitted, not the shipped defaults
 
     figures = {f["name"]: f for f in eval_eta.figures(results)}
     assert figures["eta_mae_min"]["points"] == sum(len(t.points) for t in trips)
@@ -544,13 +547,74 @@ def test_eval_loads_the_ride_along_parkings_as_legs():
     from bench.eval_eta import load_ridealong
 
     trips = load_ridealong(shared_path("traces", "ridealong"))
-    # test1: the Park waypoint; nighttime_drive: its three street-address stops. Photo waypoints are not parkings.
+    # nighttime_drive: its three street-address stops. test1: no leg to `Park` (the trace starts with the truck
+    # parked there and the phone walking around it), then the drive to where the truck rests for over two
+    # minutes at the end of the trace. Photo waypoints are not parkings.
     assert len(trips) == 4
     for trip in trips:
         assert trip.points[-1].fix_ms == trip.end_ms  # a leg ends at its arrival fix...
         assert haversine_m(trip.points[-1].lat, trip.points[-1].lng, *trip.dest) < 10  # ...at the parking
+        assert haversine_m(*trip.origin, *trip.dest) > 75  # ...and starts outside its arrival fence
         assert all(p.fix_ms < trip.start_ms for p in trip.before)  # earlier fixes only feed the pace
-    assert [round((t.end_ms - t.start_ms) / 1000) for t in trips] == [28, 54, 257, 248]
+    assert [round((t.end_ms - t.start_ms) / 1000) for t in trips] == [28, 54, 257, 389]
+    assert [round(t.od_m) for t in trips] == [375, 656, 3468, 1250]
+
+
+def _gpx(path, fixes, waypoints) -> None:
+    ns = "http://www.topografix.com/GPX/1/1"
+
+    def when(ms: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+    wpts = "".join(f'<wpt lat="{lat}" lon="{lng}"><time>{when(ms)}</time><name>{name}</name></wpt>'
+                   for name, ms, lat, lng in waypoints)
+    pts = "".join(f'<trkpt lat="{lat}" lon="{lng}"><time>{when(ms)}</time></trkpt>' for ms, lat, lng in fixes)
+    path.write_text(f'<?xml version="1.0"?><gpx xmlns="{ns}" version="1.1">{wpts}<trk><trkseg>{pts}'
+                    "</trkseg></trk></gpx>", encoding="utf-8")
+
+
+def test_ride_along_legs_start_outside_the_stop_and_a_long_rest_is_a_parking(tmp_path):
+    from bench.eval_eta import load_ridealong
+
+    lat, lng = 47.66, -122.31
+    fixes = [(MONDAY_8 + k * 5000, *_east(lat, lng, 10.0 * (k % 3))) for k in range(24)]  # 2 min at the parking
+    t0 = fixes[-1][0]
+    fixes += [(t0 + k * 5000, *_east(lat, lng, 50.0 * k)) for k in range(1, 21)]  # 1 km east at 10 m/s
+    t1, far = fixes[-1][0], _east(lat, lng, 1000.0)
+    fixes += [(t1 + k * 10_000, far[0] + 0.00005 * (k % 2), far[1]) for k in range(1, 16)]  # rests 150 s
+    t2 = fixes[-1][0]
+    fixes += [(t2 + k * 5000, *_east(*far, 40.0 * k)) for k in range(1, 5)]  # a stop light later: 20 s only
+    _gpx(tmp_path / "trace.gpx", fixes, [("Park", MONDAY_8 + 60_000, lat, lng), ("Photo", t1, *far)])
+
+    trips = load_ridealong(tmp_path)
+    # No leg to `Park` (already there at the first fix); one leg to the rest, which was not a named waypoint.
+    assert len(trips) == 1
+    (leg,) = trips
+    assert haversine_m(*leg.dest, *far) < 10 and leg.end_ms == t1  # arrives at the rest's first fix
+    assert leg.before == [] or leg.before[-1].fix_ms < leg.start_ms  # the leg starts after the arrival at `Park`
+    assert leg.points[-1].fix_ms == t1
+
+
+def test_too_few_training_trips_run_the_shipped_defaults_not_a_fit():
+    from bench import eval_eta
+
+    results = eval_eta.evaluate(_synthetic_trips(4), verbose=False)
+    assert all(r.params == eval_eta.DEFAULT_PARAMS for r in results)  # 3 training trips < MIN_TRIPS_TO_FIT
+    assert eval_eta.MIN_TRIPS_TO_FIT == 10
+
+
+def test_window_is_the_shortest_interval_holding_the_level_of_skewed_errors():
+    model = ErrorModel(level=0.8)
+    rng = random.Random(7)
+    for _ in range(2000):  # mostly on time, a long tail of late arrivals: skewed
+        model.observe(900, 900 * math.exp(rng.expovariate(4.0)))
+    lo, hi = model.window(900)
+    ratios = sorted(math.log((900 * math.exp(rng.expovariate(4.0)) + 120) / 1020) for _ in range(20000))
+    equal_lo = 1020 * math.exp(ratios[len(ratios) // 10]) - 120
+    equal_hi = 1020 * math.exp(ratios[9 * len(ratios) // 10]) - 120
+    assert hi - lo < 0.85 * (equal_hi - equal_lo)  # narrower than the equal-tailed p10-p90 window
+    held = sum(lo <= 900 * math.exp(rng.expovariate(4.0)) <= hi for _ in range(20000)) / 20000
+    assert 0.77 <= held <= 0.85  # and it still holds about its level
 
 
 def test_eval_figures_name_their_dataset_and_the_issue_16_lines():
