@@ -410,7 +410,11 @@ class ErrorModel:
 
     def observe(self, predicted_s: float, actual_s: float, late: bool = False, weight: float = 1.0) -> None:
         """Record how long it really took against what was predicted (both from the same moment)."""
-        r = min(self.MAX_R, max(-self.MAX_R, self._ratio(predicted_s, actual_s)))
+        self.observe_ratio(predicted_s, self.ratio(predicted_s, actual_s), late, weight)
+
+    def observe_ratio(self, predicted_s: float, r: float, late: bool = False, weight: float = 1.0) -> None:
+        """Record an error already expressed as a log ratio (`ratio`), e.g. a stored histogram bin's."""
+        r = min(self.MAX_R, max(-self.MAX_R, r))
         hist = self._hist[self.slot(predicted_s, late)]
         index = math.floor(r / self.BIN)
         hist[index] = hist.get(index, 0.0) + weight
@@ -480,7 +484,10 @@ class ErrorModel:
         The window with margin m contains the arrival exactly when score <= m; -inf when the
         arrival is the prediction itself (every window holds it).
         """
-        r = self._ratio(predicted_s, actual_s)
+        return self.score_ratio(predicted_s, self.ratio(predicted_s, actual_s), late)
+
+    def score_ratio(self, predicted_s: float, r: float, late: bool = False) -> float:
+        """`score` of an error already expressed as a log ratio."""
         lo, hi = self.bounds(predicted_s, late)
         if r > 0:
             return r - hi
@@ -529,7 +536,8 @@ class ErrorModel:
             model._hist[bucket] = {int(i): float(n) for i, n in hist.items()}
         return model
 
-    def _ratio(self, predicted_s: float, actual_s: float) -> float:
+    def ratio(self, predicted_s: float, actual_s: float) -> float:
+        """The error as the model measures it: ln((actual + k) / (predicted + k)), k = `offset_s`."""
         k = self.offset_s
         return math.log((max(0.0, actual_s) + k) / (max(0.0, predicted_s) + k))
 

@@ -7,7 +7,8 @@ Items (all counters: numbers that only ever get ADDed, so any order of arrivals 
   daily recalibration Queries (never a Scan);
 - `ETAHONESTY#<mid>` / `DRIVER#<day>#<did>`: the same per driver and day;
 - `SHIPMENT#<sid>` / `ETAHONESTY#<attempt>`: the marker that makes an arrival count once (TTL 90 days);
-- `MERCHANT#<mid>` / `STATS#ETAWINDOW`: the merchant's calibrated window margin (`margin`, `n`, `at`),
+- `MERCHANT#<mid>` / `STATS#ETAWINDOW`: the merchant's calibrated window (`margin`, `n`, `at`; when the
+  schedule learned the merchant's own error model, also `learned` = 1 and its `r<slot>_<bin>` histograms),
   written by the daily schedule and read by the pipeline with the merchant's context (cached).
 
 Counter names are those of `honesty_rules.counters`.
@@ -33,6 +34,7 @@ CALIBRATION_SK = "STATS#ETAWINDOW"
 CALIBRATION_DAYS = 30
 CALIBRATION_LEVEL = 0.8  # the window's promise: 8 arrivals in 10 inside it
 CALIBRATION_MIN_ARRIVALS = 50  # fewer: keep the default window (too few arrivals to move it)
+RECENT_DAYS = 7  # the merchant's own model learns from the days before these and is calibrated on these
 PUBLISH_MIN_ARRIVALS = 50  # the tracking page's sentence needs at least this many arrivals
 MAX_RANGE_DAYS = 366
 _CACHE_S = 300.0
@@ -150,20 +152,39 @@ def cached_published_accuracy(repo: Repository, merchant_id: str, today: date) -
 
 
 def recalibrate_all(repo: Repository, today: date, days: int = CALIBRATION_DAYS) -> dict[str, float | None]:
-    """Each merchant with arrivals in the last `days` days (a Query of the sparse index per day) gets the window
-    margin that would have held CALIBRATION_LEVEL of its own arrivals then; too few arrivals: left as it is."""
+    """Each merchant with arrivals in the last `days` days (a Query of the sparse index per day) gets its window
+    recalibrated from its own arrivals then: with enough of them on both sides of RECENT_DAYS, its own error
+    model (`honesty_rules.learned_window`: the window learns the shape of its errors, narrower where they are
+    tight or lopsided); with fewer, the default window's margin that would have held CALIBRATION_LEVEL of them;
+    with fewer still, left as it is. Returns each merchant's margin (None: left as it is)."""
     merchants: set[str] = set()
     for back in range(days):
         merchants.update(repo.gsi1_sort_keys(arrivals_index_pk((today - timedelta(days=back)).isoformat())))
     done: dict[str, float | None] = {}
+    recent_from = day_sk((today - timedelta(days=RECENT_DAYS - 1)).isoformat())
     for merchant_id in sorted(merchants):
-        sums = merchant_sums(repo, merchant_id, today, days)
-        margin = rules.calibrated_margin(sums, CALIBRATION_LEVEL, min_n=CALIBRATION_MIN_ARRIVALS)
-        if margin is not None:
-            n, _ = rules.inside_share(sums)
+        older: dict[str, float] = {}
+        recent: dict[str, float] = {}
+        start = today - timedelta(days=days - 1)
+        for sk, sums in repo.query_counter_range(honesty_pk(merchant_id), day_sk(start.isoformat()),
+                                                 day_sk(today.isoformat())):
+            rules.add(recent if sk >= recent_from else older, sums)
+        total: dict[str, float] = {}
+        rules.add(total, older)
+        rules.add(total, recent)
+        n, _ = rules.inside_share(total)
+        stamp = {"n": n, "at": int(time.time())}
+        learned = rules.learned_window(older, recent, CALIBRATION_LEVEL)
+        if learned is not None:
+            bins, margin = learned
             repo.put_numbers(merchant_pk(merchant_id), CALIBRATION_SK,
-                             {"margin": margin, "n": n, "at": int(time.time())})
-        done[merchant_id] = margin
+                             {**bins, "margin": margin, "learned": 1, **stamp})
+            done[merchant_id] = margin
+            continue
+        default_margin = rules.calibrated_margin(total, CALIBRATION_LEVEL, min_n=CALIBRATION_MIN_ARRIVALS)
+        if default_margin is not None:
+            repo.put_numbers(merchant_pk(merchant_id), CALIBRATION_SK, {"margin": default_margin, **stamp})
+        done[merchant_id] = default_margin
     return done
 
 
@@ -172,14 +193,17 @@ _errors_lock = threading.Lock()
 
 
 def merchant_errors(r: Repository, merchant_id: str) -> ErrorModel:
-    """The window model for a merchant's ETAs: the default one with the merchant's calibrated margin (read at
-    most every 5 minutes per warm container; margin 0 until the schedule has calibrated one)."""
+    """The window model for a merchant's ETAs: its own learned error model when the schedule has learned one,
+    else the default with the merchant's calibrated margin (0 until calibrated); read at most every 5 minutes
+    per warm container."""
     with _errors_lock:
         model = _errors.get(merchant_id)
     if model is None:
         key = (merchant_pk(merchant_id), CALIBRATION_SK)
-        margin = r.get_counters([key]).get(key, {}).get("margin", 0.0)
-        model = ErrorModel(margin=margin)
+        item = r.get_counters([key]).get(key, {})
+        margin = item.get("margin", 0.0)
+        model = (rules.window_model(item, margin, CALIBRATION_LEVEL) if item.get("learned")
+                 else ErrorModel(margin=margin))
         with _errors_lock:
             _errors[merchant_id] = model
     return model

@@ -4,9 +4,11 @@ they were, and the histogram counters that sum such outcomes per merchant-day an
 The pipeline keeps, per driver, the ETAs shown at those moments (`remember`, compact: epoch seconds); at the
 stop's arrival each becomes an outcome (`outcomes`): the absolute error and whether the arrival fell inside the
 window then shown. Outcomes become plain counters (`counters`): a count, an inside count, a histogram of the
-absolute error in 30-second bins and one of the conformal score (`ErrorModel.score`, the margin the window
-would have needed) in 0.05 log-ratio bins, which the daily recalibration reads. Counters add up in any order,
-so items of several days or drivers are summed before `summary` reads quantiles from them.
+absolute error in 30-second bins, and a histogram of the error as the window model measures it
+(`ErrorModel.ratio`, 0.05 log-ratio bins) per horizon bucket of the model (`ErrorModel.slot`), which the daily
+recalibration reads: completed stops feed the merchant's error model (`learned_window`), and the default
+model's margin when there are too few of them (`calibrated_margin`). Counters add up in any order, so items of
+several days or drivers are summed before `summary` reads quantiles from them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from chalicelib.geo.eta import ErrorModel, StopEta
 MARKS_MIN: tuple[int, ...] = (30, 15, 5)  # the moments, in minutes before the expected arrival
 ERROR_BIN_MIN = 0.5  # 30-second bins of absolute error
 ERROR_BINS = 120  # 0 to 60 minutes; the last bin holds everything from 60 minutes on
-SCORE_BIN = 0.05  # bins of the conformal score (log ratio), as ErrorModel's
-SCORE_MIN, SCORE_MAX = -2.0, 2.0  # scores beyond are clamped (a margin past +-2 in log ratio is not useful)
+RATIO_BIN = ErrorModel.BIN  # bins of the error's log ratio, as the model's own histograms
+RATIO_MAX = 2.0  # errors beyond are clamped (arriving e^2 = 7x later than predicted, or sooner)
 FORGET_AFTER_S = 6 * 3600  # a stop shown but never arrived at (failed, removed) is dropped from the state
 _DEFAULT_ERRORS = ErrorModel()
 
@@ -58,27 +60,30 @@ class Outcome:
     mark: int
     abs_error_min: float
     inside: bool
-    score: float  # ErrorModel.score of the prediction against the default model (the margin it needed)
+    slot: int  # the window model's horizon bucket of the prediction (`ErrorModel.slot`, on-time side)
+    ratio: float  # the error as the window model measures it (`ErrorModel.ratio`), clamped to +-RATIO_MAX
 
 
-def outcomes(entries: Iterable[Shown], arrival_ms: int, errors: ErrorModel = _DEFAULT_ERRORS) -> list[Outcome]:
+def outcomes(entries: Iterable[Shown], arrival_ms: int) -> list[Outcome]:
     arrival_s = arrival_ms / 1000
     out = []
     for mark, at_s, eta_s, low_s, high_s in entries:
-        score = errors.score(max(0.0, eta_s - at_s), max(0.0, arrival_s - at_s))
+        predicted_s, actual_s = max(0.0, eta_s - at_s), max(0.0, arrival_s - at_s)
+        ratio = _DEFAULT_ERRORS.ratio(predicted_s, actual_s)
         out.append(Outcome(int(mark), abs(arrival_s - eta_s) / 60, low_s <= arrival_s <= high_s,
-                           min(SCORE_MAX, max(SCORE_MIN, score))))
+                           _DEFAULT_ERRORS.slot(predicted_s), min(RATIO_MAX, max(-RATIO_MAX, ratio))))
     return out
 
 
 def counters(results: Iterable[Outcome]) -> dict[str, float]:
-    """Counter additions: `n<m>`, `in<m>`, `e<m>_<bin>` (abs error bin), `s<m>_<bin>` (score bin, may be negative)."""
+    """Counter additions: `n<m>`, `in<m>`, `e<m>_<bin>` (abs error bin), `r<slot>_<bin>` (log-ratio bin, may be
+    negative)."""
     amounts: dict[str, float] = {}
     for o in results:
         error_bin = min(ERROR_BINS, math.floor(o.abs_error_min / ERROR_BIN_MIN))
-        score_bin = math.floor(o.score / SCORE_BIN)
+        ratio_bin = math.floor(o.ratio / RATIO_BIN + 1e-9)
         for name, amount in ((f"n{o.mark}", 1), (f"in{o.mark}", int(o.inside)), (f"e{o.mark}_{error_bin}", 1),
-                             (f"s{o.mark}_{score_bin}", 1)):
+                             (f"r{o.slot}_{ratio_bin}", 1)):
             amounts[name] = amounts.get(name, 0) + amount
     return {k: v for k, v in amounts.items() if v}
 
@@ -129,17 +134,80 @@ def summary(sums: Mapping[str, float]) -> dict[str, dict[str, float | int | None
     return out
 
 
-def calibrated_margin(sums: Mapping[str, float], level: float, *, min_n: int = 50) -> float | None:
-    """The window margin (log ratio) that would have held `level` of these arrivals (all marks pooled): the
-    nearest-rank `level` quantile of their scores, at the top of its bin. None with fewer than `min_n`."""
-    pooled: dict[int, float] = {}
-    for mark in MARKS_MIN:
-        for index, n in _bins(sums, f"s{mark}_"):
-            pooled[index] = pooled.get(index, 0.0) + n
-    if sum(pooled.values()) < min_n:
+def ratio_bins(sums: Mapping[str, float]) -> list[tuple[int, float, float]]:
+    """(slot, ratio, count) of the `r<slot>_<bin>` counters; the ratio at the bin's edge away from zero, so a
+    window built or scored from it is never narrower than the errors counted."""
+    out = []
+    for name, n in sums.items():
+        if not name.startswith("r") or n <= 0 or "_" not in name:
+            continue
+        slot_text, _, bin_text = name[1:].partition("_")
+        try:
+            slot, index = int(slot_text), int(bin_text)
+        except ValueError:
+            continue
+        if 0 <= slot < len(ErrorModel.CENTRES_S):
+            out.append((slot, (index + 1) * RATIO_BIN if index >= 0 else index * RATIO_BIN, n))
+    return sorted(out)
+
+
+def _weighted_rank(scores: Sequence[tuple[float, float]], level: float) -> float | None:
+    """The nearest-rank `level` quantile of (score, count) pairs."""
+    total = sum(n for _, n in scores)
+    if total <= 0:
         return None
-    top = nearest_rank(sorted(pooled.items()), level)
-    return None if top is None else round((top + 1) * SCORE_BIN, 4)
+    rank, acc = max(1.0, math.ceil(level * total - 1e-9)), 0.0
+    for score, n in sorted(scores):
+        acc += n
+        if acc >= rank:
+            return score
+    return max(score for score, _ in scores)
+
+
+def calibrated_margin(sums: Mapping[str, float], level: float, *, min_n: int = 50) -> float | None:
+    """The margin (log ratio) of the default window model that would have held `level` of these arrivals' ETAs
+    (every mark counted): the nearest-rank `level` quantile of their scores against it. None with fewer than
+    `min_n` outcomes."""
+    bins = ratio_bins(sums)
+    if sum(n for _, _, n in bins) < min_n:
+        return None
+    scores = [(_DEFAULT_ERRORS.score_ratio(ErrorModel.CENTRES_S[slot], r), n) for slot, r, n in bins]
+    margin = _weighted_rank(scores, level)
+    return None if margin is None else round(max(-ErrorModel.MAX_R, margin), 4)
+
+
+def window_model(sums: Mapping[str, float], margin: float, level: float) -> ErrorModel:
+    """A window model fed with these arrivals' errors (each bin observed at its bucket's centre horizon)."""
+    model = ErrorModel(level=level, margin=margin)
+    for slot, r, n in ratio_bins(sums):
+        model.observe_ratio(ErrorModel.CENTRES_S[slot], r, weight=n)
+    return model
+
+
+def learned_window(older: Mapping[str, float], recent: Mapping[str, float], level: float, *,
+                   min_older: int = 100, min_recent: int = 30) -> tuple[dict[str, float], float] | None:
+    """The merchant's own window: its error histograms of the whole period and the margin that makes it hold
+    `level` of arrivals it has not seen. (r-bin counters, margin), or None with too few outcomes either side.
+
+    Split in time, as conformal calibration wants: the quantiles of the `older` days (their shortest window
+    holding `level`, `ErrorModel`) score the `recent` days' errors, and the margin is the `level` quantile of
+    those scores: what the window needed to hold the days after the ones it learned from. The model then
+    learns from every day, older and recent, with that margin.
+    """
+    if sum(n for _, _, n in ratio_bins(older)) < min_older:
+        return None
+    recent_bins = ratio_bins(recent)
+    if sum(n for _, _, n in recent_bins) < min_recent:
+        return None
+    learned_from = window_model(older, 0.0, level)
+    margin = _weighted_rank([(learned_from.score_ratio(ErrorModel.CENTRES_S[slot], r), n)
+                             for slot, r, n in recent_bins], level)
+    if margin is None:
+        return None
+    both: dict[str, float] = {}
+    add(both, {k: v for k, v in older.items() if k.startswith("r")})
+    add(both, {k: v for k, v in recent.items() if k.startswith("r")})
+    return both, round(max(-ErrorModel.MAX_R, margin), 4)
 
 
 def inside_share(sums: Mapping[str, float]) -> tuple[int, float | None]:

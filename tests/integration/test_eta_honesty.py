@@ -110,6 +110,32 @@ def test_the_daily_recalibration_moves_a_merchants_margin_from_its_own_arrivals(
     assert payload["calibrated"] >= 2
 
 
+def test_with_enough_arrivals_the_merchant_gets_its_own_error_model(merchant, other_merchant, no_scans):
+    """Completed stops feed the merchant's error model: its window learns that these ETAs run 30-40% long
+    and stops reaching below the prediction, where the default window has to stretch both ways."""
+    from chalicelib.pipeline import honesty
+    from chalicelib.storage import get_repository
+
+    repo = get_repository()
+    today = datetime.now(UTC).date()
+    honesty.forget_cached_errors()
+    running_long = [1.3, 1.35, 1.4] * 40 + [2.0]  # 121 arrivals three weeks ago
+    _seed_arrivals(repo, merchant.id, today - timedelta(days=20), running_long)
+    _seed_arrivals(repo, merchant.id, today - timedelta(days=2), [1.3, 1.35, 1.4] * 12, prefix="recent")
+    _seed_arrivals(repo, other_merchant.id, today - timedelta(days=2), running_long)  # no older days
+    margins = honesty.recalibrate_all(repo, today)
+    assert margins[merchant.id] is not None and margins[other_merchant.id] is not None
+    item = repo.get_counters([(f"MERCHANT#{merchant.id}", honesty.CALIBRATION_SK)])
+    (stored,) = item.values()
+    assert stored["learned"] == 1 and stored["n"] == 121 + 36 and any(k.startswith("r3_") for k in stored)
+    honesty.forget_cached_errors()
+    own, default = honesty.merchant_errors(repo, merchant.id), honesty.merchant_errors(repo, other_merchant.id)
+    low, high = own.window(900)
+    assert low == 900 and high >= 1.4 * 900  # holds the arrivals it learned from, and no earlier ones
+    assert default.window(900)[0] < 800  # the other merchant (only recent days) keeps the default's shape
+    assert high - low < default.window(900)[1] - default.window(900)[0]
+
+
 def test_the_tracking_page_publishes_measured_accuracy_only_when_asked_and_meaningful(merchant, client):
     from chalicelib.pipeline import honesty
     from chalicelib.storage import get_repository

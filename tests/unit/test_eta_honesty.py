@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from chalicelib.geo.eta import ErrorModel, StopEta
@@ -46,15 +49,17 @@ def test_outcome_error_and_inside():
     assert o.mark == 15 and o.abs_error_min == pytest.approx(100 / 60) and o.inside
     (late,) = rules.outcomes([[5, 1000, 1600, 1500, 1800]], 1_900_000)
     assert late.abs_error_min == pytest.approx(5.0) and not late.inside
-    # the score is the margin the engine's window model needed for it (predicted 600 s, took 900 s)
-    assert late.score == pytest.approx(ErrorModel().score(600, 900))
+    # the error as the window model measures it (predicted 600 s, took 900 s), in the model's horizon bucket
+    assert late.ratio == pytest.approx(ErrorModel().ratio(600, 900)) and late.slot == ErrorModel().slot(600)
+    (wild,) = rules.outcomes([[5, 1000, 1010, 1000, 1100]], 9_000_000)  # 2 hours late on a 10 s prediction
+    assert wild.ratio == rules.RATIO_MAX  # clamped
 
 
 def test_histogram_summary_hand_computed():
     # Five arrivals at the 15-minute mark: errors 1.2, 1.2, 3.7, 10.0, 0.1 minutes; 3 inside their window.
     # 30-second bins: 2, 2, 7, 20, 0. Median: rank ceil(0.5 x 5) = 3 -> bin 2 -> its middle 1.25 min.
     # p90: rank ceil(0.9 x 5) = 5 -> bin 20 -> 10.25 min. Inside share 3/5.
-    outcomes = [rules.Outcome(15, e, inside, 0.0) for e, inside in
+    outcomes = [rules.Outcome(15, e, inside, 3, 0.0) for e, inside in
                 [(1.2, True), (1.2, True), (3.7, False), (10.0, False), (0.1, True)]]
     sums = rules.counters(outcomes)
     assert sums["n15"] == 5 and sums["in15"] == 3 and sums["e15_2"] == 2 and sums["e15_20"] == 1
@@ -69,14 +74,49 @@ def test_histogram_summary_hand_computed():
     rules.add(total, rules.counters(outcomes[2:]))
     assert total == sums
     # an error of 2 hours lands in the last bin (60 minutes and more)
-    assert "e5_120" in rules.counters([rules.Outcome(5, 120.0, False, 1.0)])
+    assert "e5_120" in rules.counters([rules.Outcome(5, 120.0, False, 1, 1.0)])
 
 
 def test_calibrated_margin_is_the_level_quantile_of_the_scores():
-    # 10 arrivals with scores -0.30, -0.25, ..., 0.15 (bins -6..3): the 80% nearest rank is the 8th, score 0.05,
-    # bin 1, whose top is 0.10: a margin of 0.10 holds 8 of these 10 arrivals (and one more at most).
-    outcomes = [rules.Outcome(15, 1.0, True, -0.30 + 0.05 * i + 0.001) for i in range(10)]
+    # 10 arrivals in the 10-20 minute bucket, errors 0.02, 0.07, ..., 0.47 in log ratio: bins 0..9, counted at
+    # their upper edges 0.05 ... 0.50. The default window reaches 0.35 above the prediction, so the scores (the
+    # margin each needed) are -0.30 ... 0.15; the 80% nearest rank is the 8th, 0.05: a margin of 0.05 holds 8 of
+    # these 10 arrivals.
+    outcomes = [rules.Outcome(15, 1.0, True, 3, 0.02 + 0.05 * i) for i in range(10)]
     sums = rules.counters(outcomes)
-    assert rules.calibrated_margin(sums, 0.8, min_n=10) == pytest.approx(0.10)
+    assert sorted(k for k in sums if k.startswith("r")) == sorted(f"r3_{i}" for i in range(10))
+    assert rules.calibrated_margin(sums, 0.8, min_n=10) == pytest.approx(0.05)
     assert rules.calibrated_margin(sums, 0.8, min_n=11) is None
     assert rules.inside_share(sums) == (10, 1.0)
+
+
+def _sums(ratios: list[float], slot: int = 3) -> dict[str, float]:
+    return rules.counters([rules.Outcome(15, 1.0, True, slot, r) for r in ratios])
+
+
+def test_the_merchants_own_window_learns_its_errors_and_holds_the_days_after():
+    rng = random.Random(16)
+
+    def day_of_errors(n: int) -> list[float]:
+        # This merchant's stops take 30-45% longer than the engine expects (slow to park, say), now and then
+        # far longer: lopsided errors the default window can only meet by widening on both sides.
+        return [rng.uniform(0.30, 0.45) if rng.random() < 0.85 else rng.uniform(0.5, 1.0) for _ in range(n)]
+
+    older, recent = _sums(day_of_errors(400)), _sums(day_of_errors(60))
+    learned = rules.learned_window(older, recent, 0.8)
+    assert learned is not None
+    bins, margin = learned
+    own = rules.window_model(bins, margin, 0.8)
+    default = ErrorModel(margin=rules.calibrated_margin({**older}, 0.8) or 0.0)
+    fresh = day_of_errors(2000)  # the days after: same merchant, errors not seen by either
+    for model in (own, default):
+        low, high = model.window(900)
+        held = sum(low <= (900 + 120) * math.exp(r) - 120 <= high for r in fresh) / len(fresh)
+        assert held >= 0.78, (model, held)
+    # The default window stretches as far below the prediction as it must above it; the merchant's own window
+    # knows these arrivals are never early (it still holds the expected arrival itself, at its low end).
+    assert own.window(900)[0] == 900 > default.window(900)[0] + 250
+    assert own.window(900)[1] - own.window(900)[0] < 0.7 * (default.window(900)[1] - default.window(900)[0])
+    # too few outcomes on either side: no model of its own (the default window's margin is used instead)
+    assert rules.learned_window(_sums(day_of_errors(99)), recent, 0.8) is None
+    assert rules.learned_window(older, _sums(day_of_errors(29)), 0.8) is None
