@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
+from chalicelib.http.negotiation import wants_csv
 from chalicelib.http.routes import Call, Routes
 from chalicelib.storage import get_repository
 
@@ -17,22 +18,15 @@ blueprint = Blueprint(__name__)
 routes = Routes(blueprint, models="chalicelib.analytics.models")
 
 
-def wants_csv(accept: str | None) -> bool:
-    """CSV when the client asks for it before (or instead of) JSON; JSON otherwise."""
-    kinds = [part.split(";")[0].strip().lower() for part in (accept or "").split(",")]
-    return "text/csv" in kinds and ("application/json" not in kinds
-                                    or kinds.index("text/csv") < kinds.index("application/json"))
-
-
 @routes.route("/v1/analytics/deliveries", "GET",
               summary="Delivery figures per day, driver or zone over a range of days (JSON, or CSV with "
                       "Accept: text/csv)", tag="analytics", query="DeliveriesQuery", response="DeliveriesPage",
-              errors_=(400, 401, 422), extra_headers=("Accept",))
+              errors_=(400, 401, 422), extra_headers=("Accept",), text_media=("text/csv",))
 def deliveries(call: Call) -> DeliveriesPage | Response:
     from chalicelib.analytics import service
 
     page = service.deliveries(get_repository(), get_settings(), call.merchant_id, call.query)
-    if not wants_csv(call.headers.get("accept")):
+    if not wants_csv(call.headers):
         return page
     name = f"deliveries_{page.group_by}_{page.date_from}_{page.date_to}.csv"
     headers: dict[str, str | list[str]] = {"Content-Type": "text/csv; charset=utf-8", "Cache-Control": "no-store",

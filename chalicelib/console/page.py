@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 
-from chalicelib.messaging.page import render_console_messages
+from chalicelib.messaging.page import render_console_messages, render_shipment_conversation
 from chalicelib.recipient.page import content_security_policy, document_head
 from chalicelib.web.assets import DEFAULT_STATIC_BASE, asset_url, gzip_size, static_asset
 from chalicelib.web.i18n import Translator, catalogue
@@ -154,7 +154,8 @@ def render_console(shell: ConsoleShell, *, static_base: str = DEFAULT_STATIC_BAS
                f'{_e(t("console.detail.close"))}</button>'
                '<dl id="detail-facts" class="facts"></dl>'
                f'<h3>{_e(t("console.detail.timeline"))}</h3><ol id="detail-timeline" class="timeline"></ol>'
-               f'<h3>{_e(t("console.detail.proof"))}</h3><div id="detail-proof"></div></section>')
+               f'<h3>{_e(t("console.detail.proof"))}</h3><div id="detail-proof"></div>'
+               f'{render_shipment_conversation(t.locale)}</section>')
     out.append(_performance(t))
     out.append("</main></body></html>")
     return "\n".join(out) + "\n"

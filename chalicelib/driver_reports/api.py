@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from chalice.app import Blueprint, Response
 
 from chalicelib.core.config import get_settings
+from chalicelib.http.negotiation import wants_csv
 from chalicelib.http.routes import Call, Routes
 from chalicelib.storage import get_repository
 
@@ -26,11 +27,6 @@ if TYPE_CHECKING:  # the route models load on first use of a route (`Routes(mode
 
 blueprint = Blueprint(__name__)
 routes = Routes(blueprint, models="chalicelib.driver_reports.models")
-
-
-def wants_csv(call: Call) -> bool:
-    accept = (call.headers.get("accept") or "").lower()
-    return "text/csv" in accept
 
 
 def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -84,59 +80,64 @@ def _columns(model: type[BaseModel]) -> list[str]:
 
 @routes.route("/v1/drivers/{driver_id}/reports/trips", "GET", summary="The driver's trips, oldest first "
               "(CSV with Accept: text/csv)", tag="reports", query="ReportQuery", response="TripPage",
-              errors_=(400, 401, 404, 422))
+              errors_=(400, 401, 404, 422),
+              extra_headers=("Accept",), text_media=("text/csv",))
 def list_trips(call: Call, driver_id: str) -> TripPage | Response:
     from chalicelib.driver_reports import service
     from chalicelib.driver_reports.models import TripOut
 
     page = service.trips(get_repository(), get_settings(), call.merchant_id, driver_id, call.query)
-    return csv_response(list(page.items), TripOut, page.next_cursor, "trips") if wants_csv(call) else page
+    return csv_response(list(page.items), TripOut, page.next_cursor, "trips") if wants_csv(call.headers) else page
 
 
 @routes.route("/v1/drivers/{driver_id}/reports/stops", "GET", summary="The driver's stops, oldest first "
               "(CSV with Accept: text/csv)", tag="reports", query="ReportQuery", response="StopPage",
-              errors_=(400, 401, 404, 422))
+              errors_=(400, 401, 404, 422),
+              extra_headers=("Accept",), text_media=("text/csv",))
 def list_stops(call: Call, driver_id: str) -> StopPage | Response:
     from chalicelib.driver_reports import service
     from chalicelib.driver_reports.models import StopOut
 
     page = service.stops(get_repository(), get_settings(), call.merchant_id, driver_id, call.query)
-    return csv_response(list(page.items), StopOut, page.next_cursor, "stops") if wants_csv(call) else page
+    return csv_response(list(page.items), StopOut, page.next_cursor, "stops") if wants_csv(call.headers) else page
 
 
 @routes.route("/v1/drivers/{driver_id}/reports/summary", "GET", summary="The driver's days: distance, driving "
               "time, hours on duty, stops, behaviour counts (CSV with Accept: text/csv)", tag="reports",
-              query="SummaryQuery", response="DriverSummary", errors_=(400, 401, 404, 422))
+              query="SummaryQuery", response="DriverSummary", errors_=(400, 401, 404, 422),
+              extra_headers=("Accept",), text_media=("text/csv",))
 def driver_summary(call: Call, driver_id: str) -> DriverSummary | Response:
     from chalicelib.driver_reports import service
     from chalicelib.driver_reports.models import DaySummaryOut
 
     summary = service.summary(get_repository(), call.merchant_id, driver_id, call.query)
-    return csv_response(list(summary.days), DaySummaryOut, None, "summary") if wants_csv(call) else summary
+    return csv_response(list(summary.days), DaySummaryOut, None, "summary") if wants_csv(call.headers) else summary
 
 
 @routes.route("/v1/drivers/{driver_id}/behaviour-events", "GET", summary="The driver's speeding, harsh braking "
               "and acceleration, long idle events, oldest first (CSV with Accept: text/csv)", tag="reports",
-              query="BehaviourQuery", response="BehaviourEventPage", errors_=(400, 401, 404, 422))
+              query="BehaviourQuery", response="BehaviourEventPage", errors_=(400, 401, 404, 422),
+              extra_headers=("Accept",), text_media=("text/csv",))
 def list_behaviour_events(call: Call, driver_id: str) -> BehaviourEventPage | Response:
     from chalicelib.driver_reports import service
     from chalicelib.driver_reports.models import BehaviourEventOut
 
     page = service.behaviour_events(get_repository(), get_settings(), call.merchant_id, driver_id, call.query)
     return csv_response(list(page.items), BehaviourEventOut, page.next_cursor, "behaviour-events") \
-        if wants_csv(call) else page
+        if wants_csv(call.headers) else page
 
 
 @routes.route("/v1/reports/scorecard", "GET", summary="The weekly scorecard: every driver's distance, hours, "
               "behaviour per 100 km and score (CSV with Accept: text/csv)", tag="reports", query="ScorecardQuery",
-              response="Scorecard", errors_=(400, 401, 422))
+              response="Scorecard", errors_=(400, 401, 422),
+              extra_headers=("Accept",), text_media=("text/csv",))
 def weekly_scorecard(call: Call) -> Scorecard | Response:
     from chalicelib.driver_reports import service
     from chalicelib.driver_reports.models import ScorecardRow
 
     card = service.scorecard(get_repository(), get_settings(), call.merchant_id, call.query)
     return csv_response(list(card.items), ScorecardRow, card.next_cursor, f"scorecard-{card.week}") \
-        if wants_csv(call) else card
+        if wants_csv(call.headers) else card
 
 
 @routes.route("/v1/reports/settings", "GET", summary="The driver reports' thresholds", tag="reports",

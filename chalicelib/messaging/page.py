@@ -111,3 +111,16 @@ def render_console_messages(locale: str, *, static_base: str = DEFAULT_STATIC_BA
             f'<button type="submit" class="btn">{_e(t("messages.broadcast_send"))}</button></form>'
             '<p id="cm-status" class="empty" role="status" aria-live="polite"></p>'
             f'<script src="{_e(asset_url("console_messages.js", static_base))}" defer></script></section>')
+
+
+def render_shipment_conversation(locale: str) -> str:
+    """The conversation block of the console's shipment detail: the shipment's messages (recipient, driver,
+    dispatch) and a reply box as dispatch. `static/console.js` fills it when it opens a shipment."""
+    t = Translator(locale)
+    return (f'<h3 id="detail-messages-h">{_e(t("console.detail.conversation"))}</h3>'
+            f'<ol id="detail-messages" class="msgs" aria-labelledby="detail-messages-h" aria-live="polite" '
+            f'data-empty="{_e(t("messages.empty"))}" data-read="{_e(t("messages.read"))}"></ol>'
+            f'<form id="detail-reply" class="search"><label for="detail-reply-text">{_e(t("messages.compose"))}'
+            f'</label><textarea id="detail-reply-text" rows="2" maxlength="{MAX_TEXT_CHARS}"></textarea>'
+            f'<button type="submit" class="btn">{_e(t("messages.send"))}</button></form>'
+            '<p id="detail-reply-status" class="empty" role="status" aria-live="polite"></p>')

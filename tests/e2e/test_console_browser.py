@@ -132,6 +132,16 @@ def test_sign_in_search_to_detail_and_sign_out(context: Any, stack: LocalStack, 
     assert "console-order-1" in tab.page.inner_text("#detail-h")
     assert "Quinn Recipient" in tab.page.inner_text("#detail-facts")
     wait_for(lambda: "created" in tab.page.inner_text("#detail-timeline").lower(), 10, "the timeline")
+    wait_for(lambda: "no messages yet" in tab.page.inner_text("#detail-messages").lower(), 10, "the conversation")
+    # dispatch writes to the shipment's conversation from its detail, by keyboard
+    tab.page.focus("#detail-reply-text")
+    tab.page.keyboard.type("Ring twice <i>please</i>")
+    tab.page.keyboard.press("Tab")
+    tab.page.keyboard.press("Enter")
+    wait_for(lambda: "Ring twice <i>please</i>" in tab.page.inner_text("#detail-messages"), 10,
+             "the reply in the conversation")
+    assert tab.page.locator("#detail-messages .msg--mine").count() == 1
+    assert tab.page.locator("#detail-messages i").count() == 0  # text, never HTML
     tab.shot("detail")
     tab.page.keyboard.press("Escape")
     tab.page.fill("#q", "+1 555 555 0177")

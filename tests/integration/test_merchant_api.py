@@ -208,6 +208,15 @@ def test_openapi_document_is_valid_3_1(client):
     ping_body = doc["paths"]["/v1/driver/pings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert ping_body == {"$ref": "#/components/schemas/PingBatch"}
     assert doc["components"]["schemas"]["PingBatch"]["properties"]["pings"]["maxItems"] == 500
+    # Every route that answers CSV says so, and takes the Accept header that asks for it.
+    for path in ("/v1/analytics/deliveries", "/v1/drivers/{driver_id}/reports/trips",
+                 "/v1/drivers/{driver_id}/reports/stops", "/v1/drivers/{driver_id}/reports/summary",
+                 "/v1/drivers/{driver_id}/behaviour-events", "/v1/reports/scorecard", "/v1/opt-outs"):
+        operation = doc["paths"][path]["get"]
+        assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}, path
+        if path != "/v1/opt-outs":  # that one asks with ?format=csv
+            assert {"name": "Accept", "in": "header", "required": False, "schema": {"type": "string"}} in \
+                operation["parameters"], path
 
 
 def test_cli_creates_merchant_and_prints_key_once(client, capsys):

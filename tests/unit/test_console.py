@@ -182,3 +182,13 @@ def test_any_single_character_change_of_a_cookie_is_refused() -> None:
         assert opened is None or opened == CLAIM
 
     changed()
+
+
+def test_the_shipment_detail_carries_its_conversation_and_a_labelled_reply_box() -> None:
+    for locale, heading in (("en", "Conversation"), ("de", "Unterhaltung")):
+        html = render_console(shell(locale=locale))
+        detail = html[html.index('<section id="detail"'):]
+        detail = detail[:detail.index("</section>")]
+        assert f'<h3 id="detail-messages-h">{heading}</h3>' in detail
+        assert 'id="detail-messages"' in detail and 'aria-labelledby="detail-messages-h"' in detail
+        assert '<label for="detail-reply-text">' in detail and 'maxlength="500"' in detail

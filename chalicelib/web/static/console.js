@@ -289,10 +289,36 @@
     list.appendChild(el("dt", "", label));
     list.appendChild(el("dd", "", value));
   }
+  // The shipment's conversation (recipient, driver, dispatch); text only ever set as textContent.
+  var detailId = null;
+  function renderConversation(thread) {
+    var list = $("detail-messages");
+    if (!list) { return; }
+    clear(list);
+    var messages = (thread && thread.messages) || [];
+    if (!messages.length) { list.appendChild(el("li", "empty", list.getAttribute("data-empty"))); }
+    messages.forEach(function (m) {
+      var li = el("li", "msg " + (m.sender_role === "dispatch" ? "msg--mine" : "msg--theirs"));
+      li.appendChild(el("strong", "", m.sender_name + " " + time(m.sent_at)));
+      if (m.sender_role === "dispatch" && m.read_by && m.read_by.length) {
+        li.appendChild(document.createTextNode(" \u00b7 " + list.getAttribute("data-read")));
+      }
+      li.appendChild(el("p", "", m.text));
+      list.appendChild(li);
+    });
+  }
+  function loadConversation(id) {
+    return api("GET", "/v1/shipments/" + encodeURIComponent(id) + "/messages").then(function (r) {
+      if (detailId === id) { renderConversation(r.status === 200 ? r.data : null); }
+    });
+  }
   function showDetail(id) {
     var panel = $("detail"), facts = $("detail-facts"), timeline = $("detail-timeline"), proof = $("detail-proof");
     var path = "/v1/shipments/" + encodeURIComponent(id);
-    Promise.all([api("GET", path), api("GET", path + "/timeline"), api("GET", path + "/proof")]).then(function (r) {
+    detailId = id;
+    if ($("detail-reply-status")) { $("detail-reply-status").textContent = ""; }
+    Promise.all([api("GET", path), api("GET", path + "/timeline"), api("GET", path + "/proof"),
+                 loadConversation(id)]).then(function (r) {
       var s = r[0].data;
       if (!s || r[0].status >= 400) { $("search-status").textContent = errorText(r[0]); return; }
       clear(facts); clear(timeline); clear(proof);
@@ -389,6 +415,18 @@
     var text = $("q").value.trim();
     if (text) { search(text); }
   });
+  if ($("detail-reply")) {
+    $("detail-reply").addEventListener("submit", function (event) {
+      event.preventDefault();
+      var text = $("detail-reply-text"), id = detailId;
+      if (!id || !text.value.trim()) { return; }
+      api("POST", "/v1/shipments/" + encodeURIComponent(id) + "/messages", { text: text.value }).then(function (r) {
+        if (r.status === 201) { text.value = ""; }
+        $("detail-reply-status").textContent = r.status === 201 ? "" : errorText(r);
+        return loadConversation(id);
+      }).catch(function () { $("detail-reply-status").textContent = t("console.sync.offline"); });
+    });
+  }
   $("detail-close").addEventListener("click", function () { $("detail").hidden = true; $("q").focus(); });
   document.addEventListener("keydown", function (event) {
     if (event.key === "Escape" && !$("detail").hidden) { $("detail").hidden = true; $("q").focus(); }
