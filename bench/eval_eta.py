@@ -21,7 +21,8 @@ Protocol (leave one trip out, no leakage):
 - Parameters (circuity, motion weight, lateness weight, approach time) are chosen to
   minimise the MAE on the other trips, each of them predicted with a speed table that
   excludes it as well as the test trip (nested), so the choice is not flattered by
-  in-sample speeds.
+  in-sample speeds; with fewer than MIN_TRIPS_TO_FIT other trips (the ride-along legs),
+  the shipped defaults instead, as the product runs them.
 - The window (ErrorModel.calibrated) is built from those nested predictions of the
   other trips: p10-p90 of their errors per horizon, widened by a margin calibrated
   conformally, trip by trip: each other trip's errors are scored against the
