@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from chalicelib.geo.eta import ErrorModel, StopEta
 
@@ -26,6 +27,8 @@ RATIO_BIN = ErrorModel.BIN  # bins of the error's log ratio, as the model's own 
 RATIO_MAX = 2.0  # errors beyond are clamped (arriving e^2 = 7x later than predicted, or sooner)
 FORGET_AFTER_S = 6 * 3600  # a stop shown but never arrived at (failed, removed) is dropped from the state
 _DEFAULT_ERRORS = ErrorModel()
+
+Key = TypeVar("Key", int, float)
 
 # One shown moment: (mark minutes, shown at, expected arrival, window low, window high), epoch seconds.
 Shown = list[int]
@@ -104,16 +107,17 @@ def _bins(sums: Mapping[str, float], prefix: str) -> list[tuple[int, float]]:
     return sorted(out)
 
 
-def nearest_rank(bins: Sequence[tuple[int, float]], q: float) -> int | None:
-    """The bin holding the nearest-rank q quantile (rank ceil(q x n), at least 1) of a histogram."""
+def nearest_rank(bins: Sequence[tuple[Key, float]], q: float) -> Key | None:
+    """The key holding the nearest-rank q quantile (rank ceil(q x n), at least 1) of (key, count) pairs sorted
+    by key: a histogram's bin, or a score."""
     total = sum(n for _, n in bins)
     if total <= 0:
         return None
     rank, acc = max(1, math.ceil(q * total - 1e-9)), 0.0
-    for index, n in bins:
+    for key, n in bins:
         acc += n
         if acc >= rank:
-            return index
+            return key
     return bins[-1][0]
 
 
@@ -151,19 +155,6 @@ def ratio_bins(sums: Mapping[str, float]) -> list[tuple[int, float, float]]:
     return sorted(out)
 
 
-def _weighted_rank(scores: Sequence[tuple[float, float]], level: float) -> float | None:
-    """The nearest-rank `level` quantile of (score, count) pairs."""
-    total = sum(n for _, n in scores)
-    if total <= 0:
-        return None
-    rank, acc = max(1.0, math.ceil(level * total - 1e-9)), 0.0
-    for score, n in sorted(scores):
-        acc += n
-        if acc >= rank:
-            return score
-    return max(score for score, _ in scores)
-
-
 def calibrated_margin(sums: Mapping[str, float], level: float, *, min_n: int = 50) -> float | None:
     """The margin (log ratio) of the default window model that would have held `level` of these arrivals' ETAs
     (every mark counted): the nearest-rank `level` quantile of their scores against it. None with fewer than
@@ -172,7 +163,7 @@ def calibrated_margin(sums: Mapping[str, float], level: float, *, min_n: int = 5
     if sum(n for _, _, n in bins) < min_n:
         return None
     scores = [(_DEFAULT_ERRORS.score_ratio(ErrorModel.CENTRES_S[slot], r), n) for slot, r, n in bins]
-    margin = _weighted_rank(scores, level)
+    margin = nearest_rank(sorted(scores), level)
     return None if margin is None else round(max(-ErrorModel.MAX_R, margin), 4)
 
 
@@ -200,8 +191,8 @@ def learned_window(older: Mapping[str, float], recent: Mapping[str, float], leve
     if sum(n for _, _, n in recent_bins) < min_recent:
         return None
     learned_from = window_model(older, 0.0, level)
-    margin = _weighted_rank([(learned_from.score_ratio(ErrorModel.CENTRES_S[slot], r), n)
-                             for slot, r, n in recent_bins], level)
+    margin = nearest_rank(sorted((learned_from.score_ratio(ErrorModel.CENTRES_S[slot], r), n)
+                                 for slot, r, n in recent_bins), level)
     if margin is None:
         return None
     both: dict[str, float] = {}
