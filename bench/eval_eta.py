@@ -122,6 +122,7 @@ class Point:
     fix_ms: int
     lat: float
     lng: float
+    accuracy: float | None = None  # metres, as the phone reported it (the ride-along traces' hacc)
 
 
 @dataclass
@@ -180,6 +181,7 @@ def load_trips(folder: Path = GEOLIFE) -> list[Trip]:
 
 
 _GPX = "{http://www.topografix.com/GPX/1/1}"
+_TRAILS = "{http://trails.io/GPX/1/0}"  # the recording app's extension: hacc, the fix's horizontal accuracy
 PARKING_SEARCH_AFTER_S = 60  # a parking's waypoint is dropped at or just after the truck reaches it
 # A stay counts as a parking when the phone keeps within REST_RADIUS_M of where it stopped for the
 # geofence engine's dwell time (GeofenceParams.dwell_after_s, 120 s): a red light or a stop sign is shorter.
@@ -239,8 +241,9 @@ def load_ridealong(folder: Path = RIDEALONG) -> list[Trip]:
         for pt in root.iter(f"{_GPX}trkpt"):
             when = pt.findtext(f"{_GPX}time")
             if when:
+                hacc = pt.findtext(f".//{_TRAILS}hacc")
                 fix = Point(_parse_ts(when.replace("Z", "+00:00")), float(pt.get("lat", "nan")),
-                            float(pt.get("lon", "nan")))
+                            float(pt.get("lon", "nan")), float(hacc) if hacc else None)
                 if not points or fix.fix_ms > points[-1].fix_ms:  # repeated seconds in the trace: keep the first
                     points.append(fix)
         parkings = []

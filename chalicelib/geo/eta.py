@@ -292,20 +292,25 @@ class SpeedTable:
 class DriverMotion:
     """Per-driver state: recent moving speed (EWMA) and where the current leg started.
 
-    Only fixes moving faster than `moving_mps` feed the speed, so a stop at a door does
-    not drag it to zero (service time covers stops). The EWMA is time-weighted with
-    time constant `tau_s`, so irregular ping intervals weigh by the time they cover.
+    Only fixes moving faster than `moving_mps` (2.5 m/s, 9 km/h: above a brisk walk) feed
+    the speed, so a stop at a door, and the walk to it and back, does not drag it toward
+    walking pace (service time covers stops), and only steps longer than the two
+    fixes' reported accuracy: a parked phone's positions jitter by 30-60 m, which would read
+    as driving at 10-30 m/s (a fix without accuracy counts as exact). The EWMA is
+    time-weighted with time constant `tau_s`, so irregular ping intervals weigh by the
+    time they cover.
     """
 
     speed_mps: float | None = None
     last_ms: int | None = None
     last_lat: float = 0.0
     last_lng: float = 0.0
+    last_accuracy_m: float = 0.0
     leg_start_ms: int | None = None
     leg_start_lat: float = 0.0
     leg_start_lng: float = 0.0
     tau_s: float = 180.0
-    moving_mps: float = 1.0
+    moving_mps: float = 2.5
     max_gap_s: float = 120.0
     max_speed_mps: float = 60.0
 
@@ -313,19 +318,21 @@ class DriverMotion:
         """Take the driver's next fix; returns metres moved since the previous one (0 when older or first)."""
         if self.last_ms is not None and fix.fix_ms <= self.last_ms:
             return 0.0  # out of order: the history is ordered elsewhere, motion only moves forward
+        accuracy_m = getattr(fix, "accuracy", None) or 0.0
         moved = 0.0
         if self.last_ms is not None:
             dt_s = (fix.fix_ms - self.last_ms) / 1000
             moved = haversine_m(self.last_lat, self.last_lng, fix.lat, fix.lng)
             speed = moved / dt_s
-            if dt_s <= self.max_gap_s and self.moving_mps < speed <= self.max_speed_mps:
+            if dt_s <= self.max_gap_s and self.moving_mps < speed <= self.max_speed_mps \
+                    and moved > max(accuracy_m, self.last_accuracy_m):
                 if self.speed_mps is None:
                     self.speed_mps = speed
                 else:
                     self.speed_mps += (1.0 - math.exp(-dt_s / self.tau_s)) * (speed - self.speed_mps)
         if self.leg_start_ms is None:
             self.start_leg(fix.fix_ms, fix.lat, fix.lng)
-        self.last_ms, self.last_lat, self.last_lng = fix.fix_ms, fix.lat, fix.lng
+        self.last_ms, self.last_lat, self.last_lng, self.last_accuracy_m = fix.fix_ms, fix.lat, fix.lng, accuracy_m
         return moved
 
     def start_leg(self, epoch_ms: int, lat: float, lng: float) -> None:
@@ -334,7 +341,7 @@ class DriverMotion:
 
     def to_dict(self) -> dict[str, Any]:
         return {"speed_mps": self.speed_mps, "last_ms": self.last_ms, "last_lat": self.last_lat,
-                "last_lng": self.last_lng, "leg_start_ms": self.leg_start_ms,
+                "last_lng": self.last_lng, "last_accuracy_m": self.last_accuracy_m, "leg_start_ms": self.leg_start_ms,
                 "leg_start_lat": self.leg_start_lat, "leg_start_lng": self.leg_start_lng}
 
     @classmethod
@@ -347,6 +354,7 @@ class DriverMotion:
 
         return cls(speed_mps=opt_float(data.get("speed_mps")), last_ms=opt_int(data.get("last_ms")),
                    last_lat=float(data.get("last_lat", 0.0)), last_lng=float(data.get("last_lng", 0.0)),
+                   last_accuracy_m=float(data.get("last_accuracy_m") or 0.0),
                    leg_start_ms=opt_int(data.get("leg_start_ms")),
                    leg_start_lat=float(data.get("leg_start_lat", 0.0)),
                    leg_start_lng=float(data.get("leg_start_lng", 0.0)))

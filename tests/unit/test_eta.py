@@ -209,6 +209,30 @@ def test_driver_motion_tracks_moving_speed_only():
     assert DriverMotion.from_dict(json.loads(json.dumps(motion.to_dict()))) == motion
 
 
+def test_a_parked_phones_jitter_and_a_walk_to_the_door_are_not_the_vans_speed():
+    from chalicelib.geo.geofence import GeoFix
+
+    motion = DriverMotion()
+    lat, lng, ms = 47.66, -122.31, MONDAY_8
+    for _ in range(30):  # driving at 10 m/s, good GPS
+        lat, lng = _east(lat, lng, 50)
+        ms += 5000
+        motion.update(GeoFix("d", ms, lat, lng, accuracy=5.0))
+    assert motion.speed_mps == pytest.approx(10.0, rel=0.02)
+    parked = (lat, lng)
+    for k in range(60):  # parked, the phone jumping 40 m each second with 64 m accuracy: "40 m/s"
+        ms += 1000
+        motion.update(GeoFix("d", ms, *_east(*parked, 40.0 * (k % 2)), accuracy=64.0))
+    for _ in range(30):  # the driver walks to a door and back at 1.5 m/s, good GPS
+        lat, lng = _east(lat, lng, 7.5)
+        ms += 5000
+        motion.update(GeoFix("d", ms, lat, lng, accuracy=5.0))
+    assert motion.speed_mps == pytest.approx(10.0, rel=0.02)  # still the van's driving speed
+    restored = DriverMotion.from_dict(json.loads(json.dumps(motion.to_dict())))
+    assert restored == motion and restored.last_accuracy_m == 5.0
+    assert DriverMotion.from_dict({"last_ms": 1}).last_accuracy_m == 0.0  # state saved before the field
+
+
 def test_driver_speed_replaces_an_empty_table_and_blends_with_a_full_one():
     stop = [Stop("a", *_east(52.52, 13.40, 2000))]
     motion = DriverMotion(speed_mps=4.0)
