@@ -6,11 +6,10 @@ second factor, another merchant's order and an expired link answer the same byte
 
 from __future__ import annotations
 
-import hashlib
 from html import escape
 
 from chalicelib.lookup.rules import FACTOR_MAX, ORDER_MAX
-from chalicelib.recipient.page import content_security_policy, document_head, render_theme_css
+from chalicelib.recipient.page import content_security_policy, document_head, theme_href
 from chalicelib.web.assets import asset_url
 from chalicelib.web.branding import Branding
 from chalicelib.web.i18n import Translator
@@ -23,11 +22,6 @@ _COMMON_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Referrer-Policy"
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
-
-
-def theme_href(page_href: str, branding: Branding) -> str:
-    css = render_theme_css(branding)
-    return f"{page_href}/theme.css?v={hashlib.sha256(css.encode()).hexdigest()[:12]}"
 
 
 def render_lookup_page(t: Translator, branding: Branding, *, action: str, page_href: str, static_base: str,

@@ -80,7 +80,7 @@ def _preferences_page(view: PreferencesView, call: WebCall, token: str, *, saved
     from chalicelib.notifications.preferences_page import HEADERS, render_preferences
 
     channels = [(c.channel, c.masked, c.scope, c.blocked_by_provider) for c in view.channels]
-    html = render_preferences(_translator(view, call), view.branding.name, channels, view.critical_kinds,
+    html = render_preferences(_translator(view, call), view.branding, channels, view.critical_kinds,
                               action=f"{get_settings().public_path}{PREFERENCES_PATH}/{token}",
                               static_base=static_base(), saved=saved)
     return html_response(html, 200, HEADERS)
@@ -92,6 +92,16 @@ def preferences_page(call: WebCall, token: str) -> Response:
 
     view = optouts.preferences_view(get_repository(), get_settings(), token)
     return _preferences_page(view, call, token, saved=call.query.get("saved") == "1")
+
+
+@routes.web("/preferences/{token}/theme.css")
+def preferences_theme(call: WebCall, token: str) -> Response:
+    """The merchant's colours for its preferences and unsubscribe pages (the tracking page's stylesheet)."""
+    from chalicelib.notifications import optouts
+    from chalicelib.recipient.page import render_theme_css, theme_headers
+
+    view = optouts.preferences_view(get_repository(), get_settings(), token)
+    return html_response(render_theme_css(view.branding), 200, theme_headers())
 
 
 @routes.web("/preferences/{token}", "POST", form=True)
@@ -127,7 +137,7 @@ def _unsubscribe_page(view: PreferencesView, call: WebCall, token: str, *, done:
     s = get_settings()
     assert view.claim.channel is not None
     preferences = link_token(s.token_secret, type(view.claim)(view.claim.merchant_id, view.claim.shipment_id))
-    html = render_unsubscribe(_translator(view, call), view.branding.name, view.claim.channel,
+    html = render_unsubscribe(_translator(view, call), view.branding, view.claim.channel,
                               action=f"{s.public_path}{UNSUBSCRIBE_PATH}/{token}",
                               preferences_href=f"{s.public_path}{PREFERENCES_PATH}/{preferences}",
                               static_base=static_base(), done=done, critical=view.critical_kinds)

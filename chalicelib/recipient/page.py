@@ -285,6 +285,11 @@ def _theme_version(branding: Branding) -> str:
     return hashlib.sha256(render_theme_css(branding).encode()).hexdigest()[:12]
 
 
+def theme_href(page_href: str, branding: Branding) -> str:
+    """Where a page under `page_href` links its merchant stylesheet (`{page_href}/theme.css`), versioned by it."""
+    return f"{page_href}/theme.css?v={_theme_version(branding)}"
+
+
 # --- the JSON the page polls -------------------------------------------------------------------
 
 

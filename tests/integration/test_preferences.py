@@ -95,6 +95,14 @@ def test_every_email_carries_one_click_unsubscribe_and_it_works_by_post_without_
     # A GET (a mail scanner) only asks.
     asked = client.http.get(link.group(1))
     assert asked.status_code == 200 and b'method="post"' in asked.body
+    # In the merchant's colours, as its tracking page: the stylesheet the page links is served.
+    theme = re.search(rb'<link rel="stylesheet" href="([^"]+/theme\.css\?v=[0-9a-f]{12})">', asked.body)
+    assert theme, asked.body[:600]
+    css = client.http.get(theme.group(1).decode())
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert css.body.startswith(b":root{") and b"--" in css.body
+    forged = client.http.get(theme.group(1).decode().replace("/preferences/", "/preferences/x"))
+    assert forged.status_code == 404
     assert merchant.call("GET", "/v1/opt-outs").json_body["items"] == []
     # The mail client's POST: no cookie, no CSRF, the RFC 8058 body.
     for _ in range(2):  # a repeat changes nothing

@@ -58,13 +58,21 @@ def test_sms_hint_and_masks() -> None:
     assert p.mask(Channel.EMAIL, "jane@example.com") == "j\u2022\u2022\u2022@example.com"
 
 
-def test_pages_are_labelled_and_escaped() -> None:
+def test_pages_are_labelled_escaped_and_in_the_merchants_colours() -> None:
+    from chalicelib.recipient.page import render_theme_css, theme_href
+    from chalicelib.web.branding import Branding
+
+    shop = Branding("Shop <b>", primary_colour="#7a1f5c")
     for locale in ("en", "de"):
-        html = render_preferences(Translator(locale), "Shop <b>", [(Channel.SMS, "x", p.Scope.DELIVERY, True)],
+        html = render_preferences(Translator(locale), shop, [(Channel.SMS, "x", p.Scope.DELIVERY, True)],
                                   [NotifyKind.FAILED], action="/preferences/t", static_base="/static", saved=True)
         assert "<b>" not in html and 'role="status"' in html and "<fieldset><legend>" in html
         assert '<input type="radio" id="sms-delivery" name="sms" value="delivery" checked>' in html
         assert '<label for="sms-delivery">' in html
-    page = render_unsubscribe(Translator("en"), "Shop", Channel.EMAIL, action="/unsubscribe/t",
+        assert f'<link rel="stylesheet" href="{theme_href("/preferences/t", shop)}">' in html
+    page = render_unsubscribe(Translator("en"), Branding("Shop"), Channel.EMAIL, action="/unsubscribe/t",
                               preferences_href="/preferences/u", static_base="/static", done=False, critical=[])
     assert 'method="post"' in page and "/preferences/u" in page
+    assert 'href="/preferences/u/theme.css?v=' in page  # the preferences page's theme
+    assert "#7a1f5c" in render_theme_css(shop)
+    assert theme_href("/p", shop) != theme_href("/p", Branding("Shop <b>"))  # a new look, a new URL
