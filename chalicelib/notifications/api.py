@@ -100,8 +100,8 @@ def preferences_theme(call: WebCall, token: str) -> Response:
     from chalicelib.notifications import optouts
     from chalicelib.recipient.page import render_theme_css, theme_headers
 
-    view = optouts.preferences_view(get_repository(), get_settings(), token)
-    return html_response(render_theme_css(view.branding), 200, theme_headers())
+    return html_response(render_theme_css(optouts.link_branding(get_repository(), get_settings(), token)), 200,
+                         theme_headers())
 
 
 @routes.web("/preferences/{token}", "POST", form=True)

@@ -99,6 +99,11 @@ def _stored_keys(r: _Resolved) -> list[str]:
     return [k for key in r.contacts.values() for k in (key, delivery_key(key, r.claim.shipment_id))]
 
 
+def link_branding(repo: Repository, settings: Settings, token: str) -> Branding:
+    """The look of the link's merchant (its pages' theme): the link resolved, no opt-out read."""
+    return _resolve(repo, settings, token).branding
+
+
 def preferences_view(repo: Repository, settings: Settings, token: str) -> PreferencesView:
     r = _resolve(repo, settings, token)
     found = ledger(repo).opt_outs(r.claim.merchant_id, _stored_keys(r))

@@ -113,12 +113,17 @@ def eta_honesty(repo: Repository, merchant_id: str, day_from: date, day_to: date
     return {key: rules.summary(sums) for key, sums in sorted(groups.items())}
 
 
+def _merchant_days(repo: Repository, merchant_id: str, today: date,
+                   days: int) -> list[tuple[str, dict[str, float]]]:
+    """(day SK, counters) of the merchant's last `days` days up to `today` (one Query)."""
+    start = today - timedelta(days=days - 1)
+    return repo.query_counter_range(honesty_pk(merchant_id), day_sk(start.isoformat()), day_sk(today.isoformat()))
+
+
 def merchant_sums(repo: Repository, merchant_id: str, today: date, days: int = CALIBRATION_DAYS) -> dict[str, float]:
     """The merchant's counters of the last `days` days up to `today`, summed (one Query)."""
     total: dict[str, float] = {}
-    start = today - timedelta(days=days - 1)
-    for _, sums in repo.query_counter_range(honesty_pk(merchant_id), day_sk(start.isoformat()),
-                                            day_sk(today.isoformat())):
+    for _, sums in _merchant_days(repo, merchant_id, today, days):
         rules.add(total, sums)
     return total
 
@@ -165,13 +170,10 @@ def recalibrate_all(repo: Repository, today: date, days: int = CALIBRATION_DAYS)
     for merchant_id in sorted(merchants):
         older: dict[str, float] = {}
         recent: dict[str, float] = {}
-        start = today - timedelta(days=days - 1)
-        for sk, sums in repo.query_counter_range(honesty_pk(merchant_id), day_sk(start.isoformat()),
-                                                 day_sk(today.isoformat())):
-            rules.add(recent if sk >= recent_from else older, sums)
         total: dict[str, float] = {}
-        rules.add(total, older)
-        rules.add(total, recent)
+        for sk, sums in _merchant_days(repo, merchant_id, today, days):
+            rules.add(recent if sk >= recent_from else older, sums)
+            rules.add(total, sums)
         n, _ = rules.inside_share(total)
         stamp = {"n": n, "at": int(time.time())}
         learned = rules.learned_window(older, recent, CALIBRATION_LEVEL)
