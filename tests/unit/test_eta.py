@@ -6,6 +6,7 @@ import json
 import math
 import random
 import time
+from dataclasses import replace
 
 import h3
 import pytest
@@ -520,6 +521,27 @@ def test_eval_on_synthetic_trips_beats_the_speed_baseline_without_leakage(monkey
     assert all(r.margin == r.margin for r in results)  # a calibrated (finite) margin in every fold
     for name in ("eta_rmse_min", "eta_acc5", "eta_acc10", "eta_mae_reduction_vs_baseline"):
         assert figures[name]["value"] is not None
+
+
+def test_eval_in_sample_bound_fits_on_every_trip_and_needs_enough_of_them(monkeypatch):
+    from bench import eval_eta
+
+    trips = _synthetic_trips()
+    assert eval_eta.in_sample_bound(trips[:4]) is None  # below MIN_TRIPS_TO_FIT: nothing is fitted, no bound
+    monkeypatch.setattr(eval_eta, "MIN_TRIPS_TO_FIT", 5)
+    bound = eval_eta.in_sample_bound(trips, "synthetic")
+    assert bound is not None
+    assert bound["name"] == "eta_gain_vs_best_constant_in_sample" and bound["dataset"] == "synthetic"
+    assert bound["target"] is None  # a diagnostic, not a target
+    assert bound["engine_mae_min"] < 1.0  # one speed, one detour: the fitted engine is near exact
+
+    # Half the trips twice as slow: no constant pace fits both, the engine's lateness term follows each trip.
+    slow = [replace(t, points=[replace(p, fix_ms=t.start_ms + 2 * (p.fix_ms - t.start_ms)) for p in t.points],
+                    end_ms=t.start_ms + 2 * (t.end_ms - t.start_ms)) if t.trip_id % 2 else t for t in trips]
+    bound = eval_eta.in_sample_bound(slow, "synthetic")
+    assert bound is not None and bound["best_constant_mae_min"] > 0
+    assert abs(bound["value"] - (1 - bound["engine_mae_min"] / bound["best_constant_mae_min"])) < 0.01
+    assert bound["params"]["circuity"] in eval_eta.GRID["circuity"]
 
 
 def test_eval_loads_the_real_geolife_trips():
