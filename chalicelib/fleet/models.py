@@ -168,6 +168,10 @@ class MerchantSettings(Strict_):
     approach_next_stops: Annotated[int, Strict(), Field(ge=1, le=50)] = Field(
         default=1, description="'approaching' is announced only for the next this many stops still to be served, "
                                "in route (ETA) order: never for a stop the driver merely passes on the way")
+    early_arrival: Literal["deliver", "wait"] = Field(
+        default="deliver", description="A driver who reaches a stop before its promised window opens: 'deliver' "
+                                       "(the ETA is the drive's) or 'wait' for the window (that stop's ETA is the "
+                                       "window's start, and every later stop's includes the wait)")
     branding: BrandingSettings = Field(default_factory=BrandingSettings)
     link_expiry_days: Annotated[int, Strict(), Field(ge=1, le=90)] = Field(
         default=7, description="Tracking links answer 404 this many days after delivered/failed/returned/cancelled")

@@ -13,6 +13,8 @@ of kilometres from the route it spans days. A recipient, a driver or a text mess
   edges spill over the day's midnight is clipped to the day. Read on another day, it is stale (the promise);
   read after its whole window has passed (a silent phone), it says "later today" too.
 * Every window carries its zone's abbreviation ("CST", "CET"; "UTC" for UTC), so times are never bare.
+* An estimate expected before the promised window opens says so (`before_window`): the merchant's drivers
+  deliver early (`early_arrival` "deliver"), and a recipient reading only the window would not be home yet.
 """
 
 from __future__ import annotations
@@ -99,3 +101,9 @@ def shown_window(estimate: tuple[int, int, int] | None, computed_at_ms: int | No
     if first is None or last is None:
         return None
     return ShownWindow("promised", first, None, last, zone_label(first, zone))
+
+
+def before_window(shown: ShownWindow | None, promised_start: datetime | None) -> bool:
+    """The estimate shown expects the driver before the promised window opens (say so next to it)."""
+    return shown is not None and shown.kind == "estimate" and shown.expected is not None \
+        and promised_start is not None and shown.expected < promised_start

@@ -92,12 +92,17 @@ DEFAULT_PARAMS = EtaParams()
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """A remaining stop. `service_s` None: `EtaParams.default_service_s` (set that from `ServiceTimes.estimate`)."""
+    """A remaining stop. `service_s` None: `EtaParams.default_service_s` (set that from `ServiceTimes.estimate`).
+
+    `not_before_ms`: the driver does not serve the stop before this instant (a merchant that has its drivers wait
+    for the promised window to open): an earlier arrival waits for it, and so does every stop after it.
+    """
 
     stop_id: str
     lat: float
     lng: float
     service_s: float | None = None
+    not_before_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -761,7 +766,9 @@ def estimate_route(
     the leg at the hour the leg is driven, blended geometrically with the driver's
     recent pace. On the current leg, the time spent beyond what the progress made so
     far should have taken (the overrun) is partly assumed to persist: a leg already
-    running late tends to keep running late.
+    running late tends to keep running late. A stop with `not_before_ms` is served no
+    earlier than that: arrival(i) = max(drive arrival, not_before), and its window's
+    early end is not_before too.
     """
     plan = stops if isinstance(stops, RoutePlan) else plan_route(stops, speed_table.res, params)
     if plan.res != speed_table.res:  # cells of another resolution would all miss the table
@@ -811,14 +818,27 @@ def estimate_route(
     arrive_ms = now_ms + (travel_s + approach_s) * 1000
     index = 0
     stops_ = plan.stops
+    # The window's clock: from now, or from a wait the drive surely ends early (its time is then known); no stop
+    # is reached before `floor_ms` (a window the driver waited for, plus that stop's service).
+    clock_ms: float = now_ms
+    floor_ms: float = now_ms
     while True:
         stop = stops_[index]
-        lo_s, hi_s = window((arrive_ms - now_ms) / 1000, late)
-        out.append(StopEta(stop.stop_id, int(arrive_ms), int(now_ms + lo_s * 1000), int(now_ms + hi_s * 1000), late))
+        lo_s, hi_s = window((arrive_ms - clock_ms) / 1000, late)
+        low_ms, high_ms = max(floor_ms, clock_ms + lo_s * 1000), clock_ms + hi_s * 1000
+        opens_ms = stop.not_before_ms
+        service_ms = (default_service_s if stop.service_s is None else stop.service_s) * 1000
+        if opens_ms is not None and low_ms < opens_ms:
+            # The driver waits for the window: served when it opens unless the drive itself is later.
+            arrive_ms, low_ms = max(arrive_ms, opens_ms), opens_ms
+            if high_ms <= opens_ms:
+                high_ms = clock_ms = opens_ms
+            floor_ms = opens_ms + service_ms
+        out.append(StopEta(stop.stop_id, int(arrive_ms), int(low_ms), int(high_ms), late))
         index += 1
         if index == len(stops_):
             return out
-        depart_ms = arrive_ms + (default_service_s if stop.service_s is None else stop.service_s) * 1000
+        depart_ms = arrive_ms + service_ms
         how = (int(depart_ms) // HOUR_MS + _EPOCH_HOUR_OF_WEEK) % HOURS_PER_WEEK
         pace = speed_table.leg_pace(plan.leg_cells[index], how) ** table_w * motion_pace_w
         pace = min(max_pace, max(min_pace, pace))

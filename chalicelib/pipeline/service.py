@@ -780,7 +780,10 @@ def recompute(progress: DriverProgress, stops: RouteStops, fix: GeoFix, context:
         # reader shows the promised window (geo/day_window.py), and no 'delayed' or 'approaching' from it.
         effects.eta = (fix.fix_ms, [])
         return []
-    route_stops_ = [Stop(sid, *stops.where[sid]) for _, sid in remaining]
+    # A merchant whose drivers wait for the promised window: no stop is served before its window opens.
+    waits = context.settings.early_arrival == "wait"
+    route_stops_ = [Stop(sid, *stops.where[sid], not_before_ms=stops.promised[sid].start_ms if waits else None)
+                    for _, sid in remaining]
     table = ports.speed_table(route_stops_, fix)
     start_ms, motion = fix.fix_ms, progress.motion
     serving = [progress.fences.fences[sid].since_ms for sid in progress.fences.fences

@@ -51,6 +51,8 @@ class EtaWindow(Model_):
                                                          "show no times")
     time_zone: str | None = Field(default=None, description="IANA zone the window is meant to be read in")
     zone_label: str | None = Field(default=None, description="The zone's abbreviation at the window, e.g. CST")
+    early: bool = Field(default=False, description="The expected arrival is before the promised window opens "
+                                                   "(the merchant's drivers deliver early)")
 
 
 class TrackingView(Model_):

@@ -120,6 +120,8 @@ class TrackingPage:
     receipt_jws: str | None = None  # the signed delivery receipt (compact JWS), once delivered
     # The estimate left the local day (geo/day_window.py): "Delayed: later today" instead of times.
     eta_later_today: bool = False
+    # The estimate expects the driver before the promised window opens (geo/day_window.before_window).
+    eta_early: bool = False
     # Arrived, then the driver left the stop's fence without a delivery result yet: not "at your address".
     driver_departed: bool = False
     # The merchant publishes its measured ETA accuracy: (arrivals inside the window, out of) over 30 days.
@@ -296,14 +298,15 @@ def theme_href(page_href: str, branding: Branding) -> str:
 def status_payload(page: TrackingPage) -> dict[str, Any]:
     """The live part of the page as JSON, with localized texts; `version` changes whenever anything else does.
 
-    Shape: status, status_label, status_detail, eta {low, high, text} | null (low and high null when the text
-    says "later today"), stops_before, stops_before_text,
+    Shape: status, status_label, status_detail, eta {low, high, text, early} | null (low and high null when the
+    text says "later today"; early: expected before the promised window opens, which the text says),
+    stops_before, stops_before_text,
     driver {lat, lng, first_name} | null, destination {lat, lng} | null,
     timeline [{kind, label, at_text}], version.
     """
     t = Translator(page.locale)
     tz = _zone(page.time_zone)
-    eta: dict[str, str | None] | None = None
+    eta: dict[str, str | bool | None] | None = None
     if page.eta_later_today:
         eta = {"low": None, "high": None, "text": t("eta.later_today")}
     elif page.eta_low is not None and page.eta_high is not None:
@@ -311,7 +314,10 @@ def status_payload(page: TrackingPage) -> dict[str, Any]:
             "low": _local(page.eta_low, tz).isoformat(timespec="seconds"),
             "high": _local(page.eta_high, tz).isoformat(timespec="seconds"),
             "text": eta_text(t, page.eta_low, page.eta_high, tz),
+            "early": page.eta_early,
         }
+        if page.eta_early:
+            eta["text"] = t("eta.early", eta=eta["text"])
     driver_pos = _driver_position(page)
     destination = _coords(page.destination)
     stops = page.stops_before if page.stops_before is not None and page.stops_before >= 0 else None

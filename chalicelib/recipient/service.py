@@ -21,7 +21,7 @@ from chalicelib.core.times import from_ms, to_ms
 from chalicelib.core.types import Location
 from chalicelib.fleet.models import MerchantSettings
 from chalicelib.fleet.service import parse_merchant_settings
-from chalicelib.geo.day_window import ShownWindow, shown_window
+from chalicelib.geo.day_window import ShownWindow, before_window, shown_window
 from chalicelib.recipient.models import DriverMarker, EtaWindow, TrackingEvent, TrackingShipment, TrackingView
 from chalicelib.recipient.page import PageEvent, RescheduleOption, TrackingPage
 from chalicelib.recipient.rules import (
@@ -210,6 +210,7 @@ def tracking_page(repo: Repository, link: Link, now: datetime, accept_language: 
         city=str(as_dict(s.address).get("city") or "") or None,
         eta_low=eta.earliest if eta else None, eta_high=eta.latest if eta else None,
         eta_later_today=eta is not None and eta.kind == "later_today",
+        eta_early=before_window(eta, s.window_start),
         driver_departed=_driver_departed(link, timeline),
         promised_start=s.window_start, promised_end=s.window_end,
         stops_before=live.stops_before, driver_first_name=live.driver_first_name,
@@ -263,7 +264,8 @@ def tracking_view(repo: Repository, link: Link) -> TrackingView:
     return TrackingView(
         status=link.status,
         eta=EtaWindow(earliest=eta.earliest, expected=eta.expected, latest=eta.latest, later_today=eta.kind ==
-                      "later_today", time_zone=link.time_zone, zone_label=eta.zone_label) if eta else None,
+                      "later_today", time_zone=link.time_zone, zone_label=eta.zone_label,
+                      early=before_window(eta, s.window_start)) if eta else None,
         shipment=TrackingShipment(
             recipient_first_name=first_name(link.recipient.get("name")),
             city=str(as_dict(s.address).get("city", "")),

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from chalicelib.fleet.service import forget_cached_profiles
 from infra.local.streams import StreamRunner
 from tests.integration.helpers import iso, make_driver, make_shipment, now_ms, post_pings
 from tests.integration.streams import drain, pipeline_runner
@@ -180,3 +181,53 @@ def test_the_sms_window_is_bounded_same_day_and_labelled(merchant: Any, dispatch
     assert found, text
     start, end = int(found[1]) * 60 + int(found[2]), int(found[3]) * 60 + int(found[4])
     assert 0 < end - start <= 120 and found[5].strip(".,")  # one day, at most 2 h, a zone label
+
+
+def _zone_before_evening() -> ZoneInfo:
+    """A zone whose local time now leaves a promised window two to four hours ahead on the same local day."""
+    for name in ("America/Chicago", "Europe/Berlin", "Asia/Tokyo", "Pacific/Kiritimati", "Pacific/Honolulu",
+                 "America/Los_Angeles", "Etc/GMT+12"):
+        zone = ZoneInfo(name)
+        if 1 <= datetime.now(zone).hour < 19:
+            return zone
+    raise AssertionError("some zone is always between 01:00 and 19:00")
+
+
+def test_a_driver_ahead_of_the_window_is_early_on_the_page_and_waits_when_the_merchant_says_so(
+        merchant: Any, runner: StreamRunner) -> None:
+    zone = _zone_before_evening()
+    assert merchant.call("PATCH", "/v1/settings", {"time_zone": zone.key}).status_code == 200
+    opens = datetime.now(zone).replace(microsecond=0) + timedelta(hours=2)
+    window = {"start": opens.isoformat(), "end": (opens + timedelta(hours=2)).isoformat()}
+    driver = make_driver(merchant)
+    ship = make_shipment(merchant, 1, location={"lat": offset(0, 2000)[0], "lng": offset(0, 2000)[1]},
+                         time_window=window)
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"],
+                                                 "day": datetime.now(zone).date().isoformat(),
+                                                 "planned_start": iso(now_ms()), "shipment_ids": [ship["id"]]})
+    assert route.status_code == 201, route.body
+    assert merchant.call("POST", f"/v1/routes/{route.json_body['id']}/start").status_code == 200
+    token = token_of(ship)
+
+    # 'deliver' (the default): the drive's own estimate, minutes away, said to be before the window.
+    t = now_ms() - 120_000
+    assert post_pings(merchant.client, driver["token"],
+                      [ping(*offset(0, 100 * i), t + 10_000 * i) for i in range(5)]).json_body["rejected"] == 0
+    drain(runner)
+    eta = merchant.client.http.get(f"/v1/track/{token}").json_body["eta"]
+    assert eta is not None and eta["early"] is True, eta
+    assert datetime.fromisoformat(eta["expected"]) < opens - timedelta(hours=1)
+    status = merchant.client.http.get(f"/track/{token}/status").json_body["eta"]
+    assert status["early"] is True and status["text"].endswith(", before your delivery window")
+    assert "before your delivery window" in page_html(merchant, token)
+
+    # 'wait': the driver waits for the window to open, so the stop is expected when it opens, and is not early.
+    assert merchant.call("PATCH", "/v1/settings", {"early_arrival": "wait"}).json_body["early_arrival"] == "wait"
+    forget_cached_profiles()  # the stream function reads a profile at most once a minute: not wait a minute
+    t += 60_000
+    assert post_pings(merchant.client, driver["token"],
+                      [ping(*offset(0, 600 + 100 * i), t + 10_000 * i) for i in range(3)]).json_body["rejected"] == 0
+    drain(runner)
+    eta = merchant.client.http.get(f"/v1/track/{token}").json_body["eta"]
+    assert eta is not None and eta["early"] is False, eta
+    assert datetime.fromisoformat(eta["expected"]) == datetime.fromisoformat(eta["earliest"]) == opens

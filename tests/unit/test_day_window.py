@@ -12,6 +12,7 @@ from chalicelib.core.times import to_ms
 from chalicelib.geo.day_window import (
     MAX_WIDTH_S,
     MIN_WIDTH_S,
+    before_window,
     bounded_estimate,
     max_width_s,
     shown_window,
@@ -143,3 +144,19 @@ def test_read_later_an_estimate_is_today_s_or_nothing_computed(at: int, read_aft
         assert shown.earliest is not None and shown.latest is not None
         assert shown.earliest.astimezone(zone).date() == shown.latest.astimezone(zone).date() == today
         assert to_ms(shown.latest) >= now  # never a window already past
+
+
+def test_an_estimate_expected_before_the_promised_window_is_early() -> None:
+    now = datetime(2026, 12, 8, 11, 0, tzinfo=CHICAGO)
+    at = to_ms(now)
+    opens, closes = now + timedelta(hours=2), now + timedelta(hours=4)
+    shown = shown_window((at + 10 * MIN, at + 15 * MIN, at + 25 * MIN), at, (opens, closes), CHICAGO, at)
+    assert shown is not None and shown.kind == "estimate"
+    assert before_window(shown, opens)
+    assert not before_window(shown, now + timedelta(minutes=15))  # expected exactly at the opening: not early
+    assert not before_window(shown, None)  # no promise, nothing to be early for
+    inside = shown_window((at + 2 * HOUR, at + 2 * HOUR + 20 * MIN, at + 3 * HOUR), at, (opens, closes), CHICAGO, at)
+    assert not before_window(inside, opens)
+    promised = shown_window(None, None, (opens, closes), CHICAGO)
+    assert promised is not None and not before_window(promised, opens)  # the promise itself is never early
+    assert not before_window(None, opens)

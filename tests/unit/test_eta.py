@@ -91,6 +91,38 @@ def test_service_time_of_every_earlier_stop_is_added():
     assert default[1].eta_ms - quick[1].eta_ms == pytest.approx(DEFAULT_SERVICE_TIME_S * 1000, abs=1)
 
 
+def test_a_stop_served_no_earlier_than_its_window_holds_it_and_every_later_stop():
+    table = SpeedTable(default_speed_mps=10.0)
+    free = estimate_route((52.52, 13.40), MONDAY_8, _line_stops(3, 1000.0, service_s=60.0), table, None, BARE)
+    assert [e.eta_ms - MONDAY_8 for e in free] == pytest.approx([100_000, 260_000, 420_000], abs=300)
+
+    opens = MONDAY_8 + 30 * MIN  # stop 2's window opens half an hour from now; the drive reaches it in 260 s
+    stops = _line_stops(3, 1000.0, service_s=60.0)
+    stops[1] = replace(stops[1], not_before_ms=opens)
+    held = estimate_route((52.52, 13.40), MONDAY_8, stops, table, None, BARE)
+    assert held[0] == free[0]  # before the wait: unchanged
+    assert held[1].eta_ms == held[1].low_ms == opens  # served when the window opens, not earlier
+    assert held[1].high_ms >= opens
+    # Stop 3 after the wait: the window's opening + stop 2's 60 s of service + the 100 s leg.
+    assert held[2].eta_ms - opens == pytest.approx(160_000, abs=300)
+    assert held[2].low_ms >= opens + 60_000
+    # The wait is certain (the drive ends well before the opening): stop 3's window is that of a stop 160 s
+    # away, not of one 33 minutes away (the wait adds no uncertainty).
+    lo_s, hi_s = ErrorModel().window((held[2].eta_ms - MONDAY_8) / 1000)
+    assert held[2].high_ms - held[2].low_ms <= free[2].high_ms - free[2].low_ms < (hi_s - lo_s) * 1000 / 3
+
+    # A window already open (or opening before the driver can possibly arrive) changes nothing.
+    stops[1] = replace(stops[1], not_before_ms=MONDAY_8 - 10 * MIN)
+    assert estimate_route((52.52, 13.40), MONDAY_8, stops, table, None, BARE) == free
+    # A drive that reaches the stop inside its window keeps its own estimate; only the early end is clipped.
+    stops[1] = replace(stops[1], not_before_ms=free[1].eta_ms - 1_000)
+    inside = estimate_route((52.52, 13.40), MONDAY_8, stops, table, None, BARE)
+    assert inside[1].eta_ms == free[1].eta_ms and inside[1].low_ms == free[1].eta_ms - 1_000
+    assert inside[1].high_ms == free[1].high_ms
+    assert (inside[2].eta_ms, inside[2].high_ms) == (free[2].eta_ms, free[2].high_ms)
+    assert inside[2].low_ms == inside[1].low_ms + 60_000  # no earlier than stop 2's opening and its service
+
+
 def test_circuity_and_approach_scale_the_leg():
     table = SpeedTable(default_speed_mps=10.0)
     stops = _line_stops(1, 1000.0)

@@ -154,6 +154,31 @@ def test_no_estimate_from_a_driver_300_km_away() -> None:
     assert near.eta is not None and [e.stop_id for e in near.eta[1]] == ["shp_1", "shp_2"]
 
 
+def test_a_merchant_whose_drivers_wait_for_the_window_gets_etas_that_wait() -> None:
+    """early_arrival 'wait': a stop reached before its window opens is served at the opening, and the next
+    stop after it; 'deliver' (the default) keeps the drive's own arrival. Approaching follows the ETA."""
+    opens = T0 + 3_600_000  # stop 1's window opens in an hour; the drive there takes minutes
+    stops = route({"shp_1": at(0, 2000), "shp_2": at(0, 3000)}, "oo")
+    stops.promised["shp_1"] = PromisedWindow(opens, opens + 7_200_000)
+    fixes = drive([at(0, 0), at(0, 50)])
+
+    delivers = advance(fresh(stops), fixes, stops, context(approach_minutes=10.0, approach_metres=0.0), PORTS)
+    assert delivers.eta is not None
+    drive_eta = delivers.eta[1][0].eta_ms
+    assert drive_eta < T0 + 600_000  # the drive: minutes, in the hour before the window opens
+    assert [t.shipment_id for t in delivers.transitions if t.kind == "approaching"] == ["shp_1"]
+
+    waits = advance(fresh(stops), fixes, stops,
+                    context(approach_minutes=10.0, approach_metres=0.0, early_arrival="wait"), PORTS)
+    assert waits.eta is not None
+    first, second = waits.eta[1]
+    assert first.eta_ms == first.low_ms == opens  # the driver waits for the window: no earlier
+    assert second.low_ms >= opens + 60_000  # the stop after it: after stop 1's opening and its 60 s service
+    assert second.eta_ms > opens
+    # Not approaching by minutes an hour before it is served (the drive alone is within the 10 minutes).
+    assert [t.shipment_id for t in waits.transitions if t.kind == "approaching"] == []
+
+
 # --- the one timeline order ---------------------------------------------------------------------------
 
 

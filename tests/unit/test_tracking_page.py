@@ -437,11 +437,24 @@ def test_no_personal_data_beyond_first_name_and_city() -> None:
 # --- the polled JSON ------------------------------------------------------------------------------
 
 
+def test_an_estimate_before_the_promised_window_says_so_in_the_page_and_its_json() -> None:
+    early = make_page(eta_early=True, promised_start=T0 + timedelta(hours=2), promised_end=T0 + timedelta(hours=4))
+    payload = status_payload(early)
+    assert payload["eta"]["early"] is True
+    assert payload["eta"]["text"] == "Between 14:10 and 14:30 CEST, before your delivery window"
+    html = render(early)
+    assert "Between 14:10 and 14:30 CEST, before your delivery window" in html
+    assert "Delivery window: Tue 3 Jun, 16:10–18:10 CEST" in html  # the promise itself stays on the page
+    german = status_payload(replace(early, locale="de"))
+    assert german["eta"]["text"] == "Zwischen 14:10 und 14:30 Uhr CEST, vor Ihrem Lieferfenster"
+    assert status_payload(early)["version"] != status_payload(make_page())["version"]
+
+
 def test_status_payload_shape_and_version() -> None:
     payload = status_payload(make_page())
     assert payload["status"] == "out_for_delivery" and payload["status_label"] == "Out for delivery"
     assert payload["eta"] == {"low": "2025-06-03T14:10:00+02:00", "high": "2025-06-03T14:30:00+02:00",
-                              "text": "Between 14:10 and 14:30 CEST"}
+                              "text": "Between 14:10 and 14:30 CEST", "early": False}
     assert payload["stops_before"] == 3 and payload["stops_before_text"] == "3 stops before yours"
     assert payload["driver"] == {"lat": 52.52, "lng": 13.405, "first_name": "Max"}
     assert payload["destination"] == {"lat": 52.53, "lng": 13.41}
