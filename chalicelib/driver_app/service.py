@@ -32,7 +32,7 @@ from chalicelib.driver_app.rules import (
     verify_link,
 )
 from chalicelib.fleet.service import merchant_settings, parse_merchant_settings, require_driver
-from chalicelib.geo.day_window import shown_window
+from chalicelib.geo.day_window import before_window, shown_window
 from chalicelib.recipient.models import EtaWindow
 from chalicelib.recipient.rules import first_name
 from chalicelib.shipments.lifecycle import ShipmentStatus
@@ -131,7 +131,8 @@ def _stop(sequence: int, item: ShipmentItem, is_next: bool, etas: RouteEtaItem |
     shown = shown_window(found, int(etas.at_ms), (None, None), zone, now_ms) if etas is not None and found else None
     if shown is not None and shown.kind != "promised":
         eta = EtaWindow(earliest=shown.earliest, expected=shown.expected, latest=shown.latest,
-                        later_today=shown.kind == "later_today", time_zone=zone.key, zone_label=shown.zone_label)
+                        later_today=shown.kind == "later_today", time_zone=zone.key, zone_label=shown.zone_label,
+                        early=before_window(shown, item.window_start))
     window = None
     if item.window_start is not None and item.window_end is not None:
         window = TimeWindow(start=item.window_start, end=item.window_end)

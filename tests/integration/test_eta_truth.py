@@ -220,6 +220,8 @@ def test_a_driver_ahead_of_the_window_is_early_on_the_page_and_waits_when_the_me
     status = merchant.client.http.get(f"/track/{token}/status").json_body["eta"]
     assert status["early"] is True and status["text"].endswith(", before your delivery window")
     assert "before your delivery window" in page_html(merchant, token)
+    driver_view = merchant.client.http.get("/v1/driver/route", headers={"Authorization": f"Bearer {driver['token']}"})
+    assert driver_view.json_body["stops"][0]["eta"]["early"] is True  # the driver app says it too
 
     # 'wait': the driver waits for the window to open, so the stop is expected when it opens, and is not early.
     assert merchant.call("PATCH", "/v1/settings", {"early_arrival": "wait"}).json_body["early_arrival"] == "wait"
@@ -231,3 +233,5 @@ def test_a_driver_ahead_of_the_window_is_early_on_the_page_and_waits_when_the_me
     eta = merchant.client.http.get(f"/v1/track/{token}").json_body["eta"]
     assert eta is not None and eta["early"] is False, eta
     assert datetime.fromisoformat(eta["expected"]) == datetime.fromisoformat(eta["earliest"]) == opens
+    driver_view = merchant.client.http.get("/v1/driver/route", headers={"Authorization": f"Bearer {driver['token']}"})
+    assert driver_view.json_body["stops"][0]["eta"]["early"] is False

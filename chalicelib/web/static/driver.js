@@ -451,7 +451,8 @@
       // Bounded and same-day on the server (geo/day_window.py); labelled with its zone, or "later today".
       var etaWindow = stop.eta.later_today ? t("driver.stop.eta_later_today")
         : span(stop.eta.earliest, stop.eta.latest) + (stop.eta.zone_label ? " " + stop.eta.zone_label : "");
-      facts.appendChild(el("li", "", t("driver.stop.eta", { window: etaWindow })));
+      // Before the promised window opens: the merchant's early_arrival says whether to deliver or wait.
+      facts.appendChild(el("li", "", t(stop.eta.early ? "driver.stop.eta_early" : "driver.stop.eta", { window: etaWindow })));
     }
     body.appendChild(facts);
     var notes = el("ul", "notes"), given = stop.recipient_instructions;
