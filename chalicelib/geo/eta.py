@@ -825,7 +825,9 @@ def estimate_route(
     while True:
         stop = stops_[index]
         lo_s, hi_s = window((arrive_ms - clock_ms) / 1000, late)
-        low_ms, high_ms = max(floor_ms, clock_ms + lo_s * 1000), clock_ms + hi_s * 1000
+        low_ms, high_ms = clock_ms + lo_s * 1000, clock_ms + hi_s * 1000
+        if low_ms < floor_ms:
+            low_ms = floor_ms
         opens_ms = stop.not_before_ms
         service_ms = (default_service_s if stop.service_s is None else stop.service_s) * 1000
         if opens_ms is not None and low_ms < opens_ms:
