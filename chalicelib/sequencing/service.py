@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 from chalicelib.core import errors
+from chalicelib.fleet.service import merchant_settings
 from chalicelib.geo.eta import DEFAULT_SERVICE_TIME_S, HOUR_MS, SPEED_RES, hour_of_week
 from chalicelib.sequencing.models import PlanTotals, RouteOptimize, RouteOptimized
 from chalicelib.sequencing.rules import LearnedSpeeds, Point, Totals, TravelModel, evaluate
@@ -31,8 +32,10 @@ def _seconds_from(depart: datetime, at: datetime | None) -> float | None:
     return None if at is None else (at - depart).total_seconds()
 
 
-def _point(shipment: ShipmentItem, depart: datetime, service_s: float) -> Point:
-    start = _seconds_from(depart, shipment.window_start)
+def _point(shipment: ShipmentItem, depart: datetime, service_s: float, *, early_deliveries: bool = False) -> Point:
+    """The stop as the solver sees it; with `early_deliveries` (the merchant's drivers deliver before a window
+    opens: `early_arrival` "deliver") only the window's end binds, so the plan never waits for an opening."""
+    start = None if early_deliveries else _seconds_from(depart, shipment.window_start)
     end = _seconds_from(depart, shipment.window_end)
     window = None if start is None and end is None else (start if start is not None else -math.inf,
                                                           end if end is not None else math.inf)
@@ -90,7 +93,8 @@ def optimize_route(repo: Repository, merchant_id: str, route_id: str, body: Rout
     depart = now if active else route.planned_start  # an active route leaves from here, now
     depart_ms = int(depart.timestamp() * 1000)
     service_s = _service_time_s(repo, merchant_id)
-    stop_points = {sid: _point(shipments[sid], depart, service_s) for sid in todo}
+    early = merchant_settings(repo, merchant_id).early_arrival == "deliver"  # the ETA's own rule: one policy
+    stop_points = {sid: _point(shipments[sid], depart, service_s, early_deliveries=early) for sid in todo}
 
     start_used: StartUsed
     start_point: Point | None = None

@@ -201,3 +201,31 @@ def test_after_a_failed_stop_and_a_new_one_the_rest_is_reordered_and_done_stops_
     order = [s["shipment_id"] for s in r.json_body["route"]["stops"]]
     # The failed stop keeps its place; from the first stop still to do (4 km), 3 km then 1 km.
     assert order == [ships[0]["id"], ships[1]["id"], added["id"], ships[2]["id"]]
+
+
+def test_the_order_follows_the_merchants_early_arrival_policy(merchant: Merchant) -> None:
+    """Stop A (1 km) opens in 3 h; stop B (5 km) closes within the hour. Drivers who deliver early take A on the
+    way to B; drivers who wait for windows must serve B first (waiting at A would make B late)."""
+    hour = 3_600_000
+    at = now_ms()
+
+    def window(opens_ms: int, closes_ms: int) -> Json:
+        return {"start": iso(opens_ms), "end": iso(closes_ms)}
+
+    def order_under(policy: str) -> list[str]:
+        assert merchant.call("PATCH", "/v1/settings", {"early_arrival": policy}).status_code == 200
+        driver = make_driver(merchant)
+        first = make_shipment(merchant, 1, location={"lat": 47.6, "lng": -122.3}, time_window=None)
+        a = make_shipment(merchant, 2, location={"lat": 47.6 + 0.009, "lng": -122.3},
+                          time_window=window(at + 3 * hour, at + 5 * hour))
+        b = make_shipment(merchant, 3, location={"lat": 47.6 + 5 * 0.009, "lng": -122.3},
+                          time_window=window(at - hour, at + hour))
+        route = route_of(merchant, driver, [first, b, a])
+        r = _optimize(merchant, route["id"])
+        assert r.status_code == 200, r.body
+        assert r.json_body["unmet_windows"] == []
+        names = {first["id"]: "first", a["id"]: "A", b["id"]: "B"}
+        return [names[s["shipment_id"]] for s in r.json_body["route"]["stops"]]
+
+    assert order_under("deliver") == ["first", "A", "B"]
+    assert order_under("wait") == ["first", "B", "A"]
