@@ -332,7 +332,12 @@
       if (s.time_window) {
         fact(facts, t("console.detail.window"), dateTime(s.time_window.start) + " \u2013 " + time(s.time_window.end));
       }
-      if (s.eta) { fact(facts, t("console.detail.eta"), time(s.eta.earliest) + " \u2013 " + time(s.eta.latest)); }
+      if (s.eta) {
+        // Expected before the promised window opens: the recipient's page says so too (geo/day_window.before_window).
+        var early = s.time_window && s.eta.expected && Date.parse(s.eta.expected) < Date.parse(s.time_window.start);
+        var span = time(s.eta.earliest) + " \u2013 " + time(s.eta.latest);
+        fact(facts, t("console.detail.eta"), early ? t("console.detail.eta_early", { eta: span }) : span);
+      }
       if (s.rating) {
         fact(facts, t("console.detail.rating"), s.rating.score + "/5" + (s.rating.comment ? " \u2013 " +
              s.rating.comment : ""));
