@@ -59,6 +59,8 @@ class DeliveryFigures(Model_):
     returned: int
     on_time: int = Field(description="Delivered inside the promised window")
     on_time_rate: float | None = Field(description="on_time / deliveries that had a promised window")
+    delivered_early: int = Field(default=0, description="Delivered before the promised window opened")
+    delivered_late: int = Field(default=0, description="Delivered after the promised window closed")
     first_attempts: int = Field(description="Shipments whose first attempt falls here")
     first_attempt_success_rate: float | None
     with_proof: int

@@ -22,7 +22,8 @@ FAILURE_REASONS = ("not_home", "no_access", "refused", "damaged", "other")
 
 # Every counter an item may hold (a DynamoDB number attribute each, added with ADD). Short names: they are
 # written on every counted event, and an item's size is what its writes cost.
-COUNTERS = ("delivered", "failed", "returned", "windowed", "on_time", "first_attempts", "first_attempt_ok",
+COUNTERS = ("delivered", "failed", "returned", "windowed", "on_time", "early", "late", "first_attempts",
+            "first_attempt_ok",
             "proof", "far", "rating_sum", "rating_n", "rating_1", "rating_2", "rating_3", "rating_4", "rating_5",
             "comments", "duty_ms", *(f"failed_{r}" for r in FAILURE_REASONS))
 
@@ -51,7 +52,11 @@ def contributions(facts: EventFacts) -> dict[str, int]:
         added["delivered"] = 1
         if facts.window_start is not None and facts.window_end is not None:
             added["windowed"] = 1
-            if facts.window_start <= facts.occurred_at <= facts.window_end:
+            if facts.occurred_at < facts.window_start:  # (a merchant whose drivers deliver early: how often)
+                added["early"] = 1
+            elif facts.occurred_at > facts.window_end:
+                added["late"] = 1
+            else:
                 added["on_time"] = 1
         if facts.failed_before == 0:  # delivered at its first attempt
             added["first_attempts"] = 1
@@ -186,6 +191,7 @@ def figures(counters: Mapping[str, int]) -> dict[str, Any]:
         "failed_by_reason": {r: c[f"failed_{r}"] for r in FAILURE_REASONS},
         "returned": c["returned"],
         "on_time": c["on_time"], "on_time_rate": _rate(c["on_time"], c["windowed"]),
+        "delivered_early": c["early"], "delivered_late": c["late"],
         "first_attempts": c["first_attempts"], "first_attempt_success_rate": _rate(c["first_attempt_ok"],
                                                                                    c["first_attempts"]),
         "with_proof": c["proof"], "proof_compliance_rate": _rate(c["proof"], c["delivered"]),
@@ -200,9 +206,10 @@ def figures(counters: Mapping[str, int]) -> dict[str, Any]:
 
 
 CSV_COLUMNS = ("group", "delivered", "failed", *(f"failed_{r}" for r in FAILURE_REASONS), "returned", "on_time",
-               "on_time_rate", "first_attempts", "first_attempt_success_rate", "with_proof", "proof_compliance_rate",
-               "far_from_stop", "far_from_stop_rate", "hours_on_duty", "stops_per_hour_on_duty", "ratings_count",
-               "rating_average", *(f"rating_{s}" for s in range(1, 6)), "comments_count")
+               "on_time_rate", "delivered_early", "delivered_late", "first_attempts", "first_attempt_success_rate",
+               "with_proof", "proof_compliance_rate", "far_from_stop", "far_from_stop_rate", "hours_on_duty",
+               "stops_per_hour_on_duty", "ratings_count", "rating_average", *(f"rating_{s}" for s in range(1, 6)),
+               "comments_count")
 
 
 def _csv_value(value: Any) -> str:

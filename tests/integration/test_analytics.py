@@ -63,7 +63,8 @@ def a_day_of_shipments(merchant: Merchant) -> tuple[dict[str, Any], list[dict[st
 EXPECTED = {
     "delivered": 2, "failed": 2,
     "failed_by_reason": {"not_home": 1, "no_access": 0, "refused": 1, "damaged": 0, "other": 0},
-    "returned": 2, "on_time": 1, "on_time_rate": 0.5, "first_attempts": 4, "first_attempt_success_rate": 0.5,
+    "returned": 2, "on_time": 1, "on_time_rate": 0.5, "delivered_early": 0, "delivered_late": 1,
+    "first_attempts": 4, "first_attempt_success_rate": 0.5,
     "with_proof": 0, "proof_compliance_rate": 0.0, "far_from_stop": 1, "far_from_stop_rate": 0.5,
     "ratings_count": 2, "rating_average": 3.0,
     "rating_distribution": {"1": 0, "2": 1, "3": 0, "4": 1, "5": 0}, "comments_count": 1,

@@ -25,9 +25,13 @@ def test_a_delivery_inside_its_window_at_the_first_attempt_with_proof() -> None:
 
 def test_a_late_far_delivery_after_a_failed_attempt() -> None:
     late = EventFacts("delivered", T + timedelta(hours=2), failed_before=1, far_from_stop=True, **WINDOW)
-    assert contributions(late) == {"delivered": 1, "windowed": 1, "far": 1}
+    assert contributions(late) == {"delivered": 1, "windowed": 1, "late": 1, "far": 1}
     early = EventFacts("delivered", T - timedelta(hours=2), **WINDOW)
-    assert "on_time" not in contributions(early)  # early is not inside the window either
+    # Early is not inside the window either, and is counted apart from late (a merchant may allow it).
+    assert contributions(early) == {"delivered": 1, "windowed": 1, "early": 1, "first_attempts": 1,
+                                    "first_attempt_ok": 1}
+    edges = [EventFacts("delivered", at, **WINDOW) for at in (WINDOW["window_start"], WINDOW["window_end"])]
+    assert all(contributions(e)["on_time"] == 1 for e in edges)  # both ends are inside
     assert "windowed" not in contributions(EventFacts("delivered", T))  # no promise: not in the on-time rate
 
 
@@ -63,7 +67,8 @@ def test_figures_of_a_hand_computed_day() -> None:
     assert figures(total) == {
         "delivered": 6, "failed": 4,
         "failed_by_reason": {"not_home": 3, "no_access": 0, "refused": 0, "damaged": 1, "other": 0},
-        "returned": 1, "on_time": 4, "on_time_rate": 0.8, "first_attempts": 8, "first_attempt_success_rate": 0.625,
+        "returned": 1, "on_time": 4, "on_time_rate": 0.8, "delivered_early": 0, "delivered_late": 1,
+        "first_attempts": 8, "first_attempt_success_rate": 0.625,
         "with_proof": 3, "proof_compliance_rate": 0.5, "far_from_stop": 1, "far_from_stop_rate": 0.1667,
         "hours_on_duty": 2.5, "stops_per_hour_on_duty": 4.0, "ratings_count": 4, "rating_average": 3.75,
         "rating_distribution": {"1": 1, "2": 0, "3": 0, "4": 1, "5": 2}, "comments_count": 2}
