@@ -10,7 +10,8 @@
   var MESSAGES = {};
   try { MESSAGES = JSON.parse(body.getAttribute("data-messages") || "{}"); } catch (e) { MESSAGES = {}; }
   var MAX_DAYS = 92;
-  var COLUMNS = ["delivered", "failed", "returned", "on_time_rate", "first_attempt_success_rate",
+  var COLUMNS = ["delivered", "failed", "returned", "on_time_rate", "delivered_early", "delivered_late",
+                 "first_attempt_success_rate",
                  "proof_compliance_rate", "far_from_stop_rate", "stops_per_hour_on_duty", "rating_average",
                  "ratings_count"];
   var RATES = { on_time_rate: 1, first_attempt_success_rate: 1, proof_compliance_rate: 1, far_from_stop_rate: 1 };
