@@ -24,7 +24,7 @@ from chalicelib.core.observability import MetricUnit, logger, metrics
 from chalicelib.core.security import new_id
 from chalicelib.core.times import now_ms
 from chalicelib.fleet.models import MerchantSettings
-from chalicelib.geo.day_window import shown_window, zone_label
+from chalicelib.geo.day_window import before_window, shown_window, zone_label
 from chalicelib.notifications.contacts import contact_key
 from chalicelib.notifications.ledger import Ledger
 from chalicelib.notifications.preferences import (
@@ -60,6 +60,7 @@ from chalicelib.notifications.templates import (
     TemplateSet,
     delivery_pin_note,
     format_day,
+    format_early,
     format_later_today,
     format_window,
     message_values,
@@ -271,6 +272,8 @@ def _values(repo: Repository, settings: Settings, shipment: ShipmentItem, look: 
         window = format_later_today(locale)
     elif shown is not None:
         window = f"{format_window(shown.earliest, shown.latest, tz, locale)} {shown.zone_label}"
+        if before_window(shown, shipment.window_start):
+            window = format_early(window, locale)
     elif shipment.window_start is not None and shipment.window_end is not None:
         window = f"{format_window(shipment.window_start, shipment.window_end, tz, locale)} " \
                  f"{zone_label(shipment.window_start, tz)}"

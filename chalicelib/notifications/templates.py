@@ -350,6 +350,8 @@ _WINDOW = {
 }
 LANGUAGES = ("en", "de")
 _LATER_TODAY = {"en": "later today (running late)", "de": "später heute (mit Verspätung)"}
+# An estimate before the promised window opens (geo/day_window.before_window): said, as the tracking page says it.
+_EARLY = {"en": "{window}, before your delivery window", "de": "{window}, vor Ihrem Lieferfenster"}
 
 
 def language_of(locale: str | None) -> str:
@@ -377,6 +379,11 @@ def format_window(start: datetime | None, end: datetime | None, zone: tzinfo, lo
     a = format_clock(start, zone)
     b = format_clock(end, zone) if end is not None else a
     return single.replace("{start}", a) if a == b else both.replace("{start}", a).replace("{end}", b)
+
+
+def format_early(window: str, locale: str | None) -> str:
+    """An estimate's window text, said to be before the promised window (the merchant's drivers deliver early)."""
+    return _EARLY[language_of(locale)].replace("{window}", window)
 
 
 def format_later_today(locale: str | None) -> str:

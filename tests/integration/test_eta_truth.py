@@ -183,6 +183,26 @@ def test_the_sms_window_is_bounded_same_day_and_labelled(merchant: Any, dispatch
     assert 0 < end - start <= 120 and found[5].strip(".,")  # one day, at most 2 h, a zone label
 
 
+@pytest.mark.parametrize(("opens_in_h", "early"), [(3, True), (-1, False)])
+def test_the_sms_says_an_estimate_is_before_the_delivery_window(merchant: Any, dispatch: Any,  # noqa: F811
+                                                                opens_in_h: int, early: bool) -> None:
+    from tests.integration.test_notifications import _image, _sms_to
+
+    phone = "+14155550693"
+    at = now_ms()
+    window = {"start": iso(at + opens_in_h * 3_600_000), "end": iso(at + (opens_in_h + 2) * 3_600_000)}
+    driver = make_driver(merchant)
+    shipment = make_shipment(merchant, 1, recipient={"name": "Ada", "phone": phone}, time_window=window)
+    route = merchant.call("POST", "/v1/routes", {"driver_id": driver["id"], "day": shipment["delivery_date"],
+                                                 "planned_start": iso(at), "shipment_ids": [shipment["id"]]}).json_body
+    merchant.call("POST", f"/v1/routes/{route['id']}/start")
+    _route_eta(route["id"], merchant.id, at, (at + 40 * 60_000, at + 45 * 60_000, at + 55 * 60_000))
+    dispatch(_image(merchant, shipment, "out_for_delivery"))
+    text = _sms_to(phone)[-1]
+    assert re.search(r"between \d\d:\d\d and \d\d:\d\d \S+", text), text  # the estimate, not the promise
+    assert (", before your delivery window" in text) is early, text
+
+
 def _zone_before_evening() -> ZoneInfo:
     """A zone whose local time now leaves a promised window two to four hours ahead on the same local day."""
     for name in ("America/Chicago", "Europe/Berlin", "Asia/Tokyo", "Pacific/Kiritimati", "Pacific/Honolulu",

@@ -30,6 +30,7 @@ from chalicelib.notifications.templates import (
     compile_template,
     first_name_of,
     format_day,
+    format_early,
     format_window,
     message_values,
     render,
@@ -217,6 +218,18 @@ def test_defaults_exist_use_only_their_placeholders_and_fit_two_gsm7_segments(ki
     assert isinstance(sms, RenderedSms)
     assert sms.encoding == "GSM-7" and sms.segments <= 2, sms.text
     assert "{" not in sms.text
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_an_early_estimate_is_said_and_every_default_sms_still_fits_two_segments(lang):
+    start, end = datetime(2026, 12, 4, 10, 0, tzinfo=UTC), datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    window = format_window(start, end, UTC, lang) + " UTC"
+    early = format_early(window, lang)
+    assert early.startswith(window) and early != window
+    assert early.endswith({"en": ", before your delivery window", "de": ", vor Ihrem Lieferfenster"}[lang])
+    for kind in NotifyKind:
+        sms = render(kind, "sms", lang, {**SAMPLE_VALUES, "eta_window": early}, BRAND)
+        assert isinstance(sms, RenderedSms) and sms.encoding == "GSM-7" and sms.segments <= 2, sms.text
 
 
 def test_the_links_each_kind_needs():
