@@ -23,9 +23,8 @@ FAILURE_REASONS = ("not_home", "no_access", "refused", "damaged", "other")
 # Every counter an item may hold (a DynamoDB number attribute each, added with ADD). Short names: they are
 # written on every counted event, and an item's size is what its writes cost.
 COUNTERS = ("delivered", "failed", "returned", "windowed", "on_time", "early", "late", "first_attempts",
-            "first_attempt_ok",
-            "proof", "far", "rating_sum", "rating_n", "rating_1", "rating_2", "rating_3", "rating_4", "rating_5",
-            "comments", "duty_ms", *(f"failed_{r}" for r in FAILURE_REASONS))
+            "first_attempt_ok", "proof", "far", "rating_sum", "rating_n", "rating_1", "rating_2", "rating_3",
+            "rating_4", "rating_5", "comments", "duty_ms", *(f"failed_{r}" for r in FAILURE_REASONS))
 
 
 @dataclass(frozen=True, slots=True)

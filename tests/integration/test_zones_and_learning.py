@@ -46,12 +46,16 @@ def test_settings_default_replace_and_refuse_bad_values(merchant, other_merchant
     assert pipeline == {"stop_radius_m": 75.0, "dwell_after_s": 120.0, "approach_minutes": 5.0,
                         "approach_metres": 500.0}
     assert defaults["link_expiry_days"] == 7  # tracking page settings: tests/integration/test_tracking_page.py
+    assert defaults["early_arrival"] == "deliver"  # drivers deliver before a window opens unless told to wait
+    patched = merchant.call("PATCH", "/v1/settings", {"early_arrival": "at_noon"})
+    assert patched.status_code == 422 and patched.json_body["error"]["details"][0]["field"] == "early_arrival"
     r = merchant.call("PUT", "/v1/settings", {"stop_radius_m": 120, "approach_minutes": 0})
     assert r.status_code == 200 and r.json_body["stop_radius_m"] == 120 and r.json_body["approach_metres"] == 500
     assert merchant.call("GET", "/v1/settings").json_body == r.json_body
     assert other_merchant.call("GET", "/v1/settings").json_body == defaults  # per merchant
     for body, field in (({"stop_radius_m": 5}, "stop_radius_m"), ({"approach_minutes": -1}, "approach_minutes"),
-                        ({"dwell_after_s": "long"}, "dwell_after_s"), ({"radius": 50}, "radius")):
+                        ({"dwell_after_s": "long"}, "dwell_after_s"), ({"radius": 50}, "radius"),
+                        ({"early_arrival": "sometimes"}, "early_arrival"), ({"early_arrival": None}, "early_arrival")):
         bad = merchant.call("PUT", "/v1/settings", body)
         assert bad.status_code == 422, body
         assert bad.json_body["error"]["details"][0]["field"] == field
